@@ -1,0 +1,296 @@
+"""Typed run configuration: defaults < `--config FILE` < repeated `--set section.key=value`.
+
+The schema is validated once, here; everything downstream receives a `Config` and can trust it.
+Errors name where the bad value came from, the key and what was expected, e.g.
+`configs/x.yaml: train.epochs: expected an integer >= 1, got 'ten'`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import annotated_types
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lstm_forecast.errors import UsageError
+
+Feature = Literal["log_return", "volume_change", "range"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class DataConfig(Section):
+    dir: str | None = None
+    price_column: Literal["adj_close", "close"] = "adj_close"
+    target: Literal["log_return", "price"] = "log_return"
+    features: Annotated[list[Feature], Field(min_length=1)] = ["log_return"]
+    start: dt.date | None = None
+    end: dt.date | None = None
+    calendar: str = "XNYS"
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if len(set(self.features)) != len(self.features):
+            raise ValueError("features: expected each feature at most once")
+        if self.start and self.end and self.start >= self.end:
+            raise ValueError("start: expected a date before data.end")
+        return self
+
+
+class SplitConfig(Section):
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    val_start: dt.date | None = None
+    test_start: dt.date | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SplitConfig:
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction: expected val_fraction + test_fraction < 0.9 to leave training data")
+        if (self.val_start is None) != (self.test_start is None):
+            raise ValueError("val_start: expected val_start and test_start to be given together")
+        if self.val_start and self.test_start and self.val_start >= self.test_start:
+            raise ValueError("val_start: expected a date before split.test_start")
+        return self
+
+
+class WindowConfig(Section):
+    lookback: Annotated[int, Field(ge=1, le=2000)] = 60
+    horizon: Annotated[int, Field(ge=1, le=250)] = 5
+
+
+class ModelConfig(Section):
+    type: Literal["lstm", "gru", "rnn"] = "lstm"
+    hidden_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    num_layers: Annotated[int, Field(ge=1, le=16)] = 2
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.2
+
+
+class TrainConfig(Section):
+    epochs: Annotated[int, Field(ge=1)] = 50
+    batch_size: Annotated[int, Field(ge=1)] = 64
+    lr: Annotated[float, Field(gt=0)] = 1e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    patience: Annotated[int, Field(ge=1)] = 10
+    grad_clip: Annotated[float, Field(ge=0)] = 1.0
+    seed: Annotated[int, Field(ge=0)] = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    loss: Literal["mse", "huber"] = "mse"
+    lr_schedule: Literal["none", "plateau"] = "none"
+
+
+class RunsConfig(Section):
+    dir: str | None = None
+
+
+class EvaluateConfig(Section):
+    folds: Annotated[int, Field(ge=1, le=50)] = 4
+    cost_bps: Annotated[float, Field(ge=0)] = 5.0
+
+
+class PredictConfig(Section):
+    levels: Annotated[list[Annotated[float, Field(gt=0, lt=100)]], Field(min_length=1)] = [80.0, 95.0]
+
+
+class Config(Section):
+    data: DataConfig = DataConfig()
+    split: SplitConfig = SplitConfig()
+    window: WindowConfig = WindowConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    runs: RunsConfig = RunsConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    predict: PredictConfig = PredictConfig()
+
+    def to_plain(self) -> dict[str, Any]:
+        """Plain YAML-safe values (dates as ISO strings), as written to a bundle's config.yaml."""
+        return self.model_dump(mode="json")
+
+
+DEFAULTS_SOURCE = "defaults"
+SET_SOURCE = "--set"
+
+
+def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Merge the defaults, an optional YAML file and `--set` overrides, and validate once."""
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if path is not None:
+        file_values = read_yaml_mapping(Path(path))
+        _deep_merge(merged, file_values, sources, str(path))
+    for item in overrides:
+        _deep_merge(merged, parse_override(item), sources, SET_SOURCE)
+    return validate_config(merged, sources)
+
+
+def config_from_plain(values: dict[str, Any], source: str) -> Config:
+    """Rebuild a Config from plain values (a bundle's config.yaml)."""
+    return validate_config(values, {}, default_source=source)
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """Read a YAML file with the safe loader; anything but a mapping (or empty) is an error."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read config file ({exc})") from None
+    try:
+        values = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as exc:
+        tag = f" {exc.problem}" if exc.problem else ""
+        raise UsageError(f"{path}: refused YAML tag{tag}: only plain YAML values are allowed") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise UsageError(f"{path}: invalid YAML{where}: {problem}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise UsageError(f"{path}: expected a mapping of sections (data:, train:, ...), got {_show(values)}")
+    return values
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """`train.epochs=5` -> {"train": {"epochs": 5}}; the value is parsed as a YAML scalar."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UsageError(f"--set {item!r}: expected section.key=value, e.g. --set train.epochs=20")
+    parts = key.split(".")
+    if len(parts) != 2 or not all(parts):
+        raise UsageError(f"--set {item!r}: expected section.key=value, e.g. --set train.epochs=20")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return {parts[0]: {parts[1]: value}}
+
+
+def validate_config(
+    values: dict[str, Any], sources: dict[str, str], default_source: str = DEFAULTS_SOURCE
+) -> Config:
+    try:
+        return Config.model_validate(values)
+    except ValidationError as exc:
+        raise UsageError(_describe_error(exc, values, sources, default_source)) from None
+
+
+def _deep_merge(target: dict[str, Any], new: dict[str, Any], sources: dict[str, str], source: str) -> None:
+    for section, section_values in new.items():
+        key = str(section)
+        if isinstance(section_values, dict) and isinstance(target.get(key), dict | None):
+            merged = target.setdefault(key, {})
+            for name, value in section_values.items():
+                merged[str(name)] = value
+                sources[f"{key}.{name}"] = source
+        else:
+            target[key] = section_values
+            sources[key] = source
+
+
+def _describe_error(
+    exc: ValidationError, values: dict[str, Any], sources: dict[str, str], default_source: str
+) -> str:
+    error = exc.errors()[0]
+    loc = [str(part) for part in error["loc"]]
+    message = error["msg"]
+    if error["type"] == "value_error":
+        # Cross-field checks raise "key: expected ..." about a key of their own section.
+        text = message.removeprefix("Value error, ")
+        field, _, expectation = text.partition(": ")
+        loc = [*loc, field]
+        key = ".".join(loc)
+        value = _lookup(values, loc)
+        return f"{_source_of(loc, sources, default_source)}: {key}: {expectation}, got {_show(value)}"
+    key = ".".join(part for part in loc if not part.isdigit())
+    source = _source_of(loc, sources, default_source)
+    if error["type"] == "extra_forbidden":
+        return f"{source}: {key}: unknown key (expected one of {', '.join(_known_keys(loc))})"
+    return f"{source}: {key}: expected {_expectation(loc)}, got {_show(error.get('input'))}"
+
+
+def _source_of(loc: list[str], sources: dict[str, str], default_source: str) -> str:
+    """Where the offending value came from: the file, `--set`, or the defaults."""
+    for key in (".".join(loc[:2]), loc[0]):
+        if key in sources:
+            return sources[key]
+    section_sources = [src for key, src in sources.items() if key.startswith(loc[0] + ".")]
+    return section_sources[-1] if section_sources else default_source
+
+
+def _known_keys(loc: list[str]) -> list[str]:
+    section = Config.model_fields.get(loc[0]) if len(loc) > 1 else None
+    model = section.annotation if section is not None else Config
+    return list(model.model_fields)
+
+
+def _expectation(loc: list[str]) -> str:
+    """Describe what a field accepts from its annotation and its numeric bounds."""
+    model: type[BaseModel] = Config
+    field = None
+    for part in loc:
+        if part.isdigit() or model is None:
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            break
+        annotation = field.annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    if field is None:
+        return "a valid value"
+    return _describe_annotation(field.annotation, field.metadata)
+
+
+def _describe_annotation(annotation: Any, metadata: list[Any]) -> str:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Annotated:
+        return _describe_annotation(args[0], list(args[1:]) + metadata)
+    if origin is Literal:
+        return "one of " + ", ".join(str(arg) for arg in args)
+    if origin is list:
+        return f"a list of {_plural(_describe_annotation(args[0], []))}"
+    if type(None) in args:
+        inner = [arg for arg in args if arg is not type(None)]
+        return _describe_annotation(inner[0], metadata) + " (or null)"
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dt.date: "a date YYYY-MM-DD"}
+    text = names.get(annotation, getattr(annotation, "__name__", "a value"))
+    bounds = []
+    for item in metadata:
+        for attr, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            value = getattr(item, attr, None)
+            if value is not None and isinstance(item, annotated_types.BaseMetadata):
+                bounds.append(f"{symbol} {value}")
+    return f"{text} {' and '.join(bounds)}".strip()
+
+
+def _plural(text: str) -> str:
+    if text.startswith("one of "):
+        return "values in " + text.removeprefix("one of ")
+    return text.removeprefix("an ").removeprefix("a ") + "s"
+
+
+def _lookup(values: dict[str, Any], loc: list[str]) -> Any:
+    current: Any = values
+    for part in loc:
+        if not isinstance(current, dict) or part not in current:
+            return None
+        current = current[part]
+    return current
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if value is None:
+        return "nothing"
+    return str(value)
