@@ -52,7 +52,7 @@ class SplitConfig(Section):
     @model_validator(mode="after")
     def _check(self) -> SplitConfig:
         if self.val_fraction + self.test_fraction >= 0.9:
-            raise ValueError("val_fraction: expected val_fraction + test_fraction < 0.9 to leave training data")
+            raise ValueError("val_fraction: expected val + test fractions < 0.9 (training needs rows)")
         if (self.val_start is None) != (self.test_start is None):
             raise ValueError("val_start: expected val_start and test_start to be given together")
         if self.val_start and self.test_start and self.val_start >= self.test_start:
@@ -262,7 +262,8 @@ def _describe_annotation(annotation: Any, metadata: list[Any]) -> str:
     if type(None) in args:
         inner = [arg for arg in args if arg is not type(None)]
         return _describe_annotation(inner[0], metadata) + " (or null)"
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dt.date: "a date YYYY-MM-DD"}
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             dt.date: "a date YYYY-MM-DD"}
     text = names.get(annotation, getattr(annotation, "__name__", "a value"))
     bounds = []
     for item in metadata:

@@ -15,3 +15,9 @@ class UsageError(ForecastError):
     """Bad command-line usage or configuration (exit code 2)."""
 
     exit_code = 2
+
+
+class Interrupted(ForecastError):
+    """Ctrl-C: what could be saved was saved (exit code 130)."""
+
+    exit_code = 130

@@ -1,0 +1,101 @@
+"""The forecaster: a recurrent core reads the lookback window, a linear head writes the horizon.
+
+Direct multi-step forecasting: the final hidden state of the top layer, a summary of the whole window,
+goes through one linear layer to all `horizon` future values at once, so errors are not fed back
+into later steps as they would be by predicting one step and rolling forward.
+
+The core is PyTorch's fused `nn.LSTM` (or `nn.GRU`, `nn.RNN` for comparison); cell.py writes the LSTM
+out gate by gate for reading. `ModelShape` holds everything needed to rebuild the module, so a run
+bundle can load its weights without the config file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from torch import Tensor, nn
+
+from lstm_forecast.config import ModelConfig
+
+# nn.RNN uses its default tanh nonlinearity: bounded like the LSTM's and GRU's, so the three compare fairly.
+RECURRENT_CORES: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The model's architecture: enough to rebuild the module and load a state_dict into it."""
+
+    kind: str  # "lstm" | "gru" | "rnn"
+    n_features: int
+    hidden_size: int
+    num_layers: int
+    dropout: float
+    horizon: int
+
+    def __post_init__(self) -> None:
+        if self.kind not in RECURRENT_CORES:
+            raise ValueError(f"kind: expected one of {', '.join(RECURRENT_CORES)}, got {self.kind!r}")
+        for name in ("n_features", "hidden_size", "num_layers", "horizon"):
+            value = getattr(self, name)
+            # bool is a subclass of int, but `true` is never a layer count.
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        dropout = self.dropout
+        if not isinstance(dropout, int | float) or isinstance(dropout, bool) or not 0 <= dropout < 1:
+            raise ValueError(f"dropout: expected a number >= 0 and < 1, got {dropout!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelShape:
+        """Rebuild from `to_dict()` output; unknown, missing or mistyped entries raise ValueError."""
+        if not isinstance(values, dict):
+            raise ValueError(f"model shape: expected a mapping, got {type(values).__name__}")
+        expected = {field.name for field in fields(cls)}
+        missing = sorted(expected - values.keys())
+        unknown = sorted(str(key) for key in values.keys() - expected)
+        if missing or unknown:
+            raise ValueError(f"model shape: missing keys {missing}, unknown keys {unknown}")
+        return cls(**values)
+
+    @classmethod
+    def from_config(cls, model_config: ModelConfig, n_features: int, horizon: int) -> ModelShape:
+        return cls(
+            kind=model_config.type,
+            n_features=n_features,
+            hidden_size=model_config.hidden_size,
+            num_layers=model_config.num_layers,
+            dropout=model_config.dropout,
+            horizon=horizon,
+        )
+
+
+class Forecaster(nn.Module):
+    """(batch, lookback, n_features) -> (batch, horizon) forecasts in the scaled target's units."""
+
+    def __init__(self, shape: ModelShape) -> None:
+        super().__init__()
+        self.shape = shape
+        # PyTorch applies recurrent dropout only between stacked layers, never after the top one;
+        # with a single layer there is nothing to apply it to and it warns, so pass it only when stacked.
+        self.core = RECURRENT_CORES[shape.kind](
+            input_size=shape.n_features,
+            hidden_size=shape.hidden_size,
+            num_layers=shape.num_layers,
+            dropout=shape.dropout if shape.num_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.head = nn.Linear(shape.hidden_size, shape.horizon)
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        # The core would also accept an unbatched 2-D input and return a differently shaped output.
+        if inputs.ndim != 3 or inputs.shape[2] != self.shape.n_features:
+            raise ValueError(
+                f"Forecaster: expected inputs (batch, lookback, {self.shape.n_features}), "
+                f"got {tuple(inputs.shape)}"
+            )
+        outputs, _ = self.core(inputs)  # (batch, lookback, hidden_size), the top layer at every step
+        last_hidden = outputs[:, -1]  # equals the top layer's final hidden state h_n[-1]
+        return self.head(last_hidden)

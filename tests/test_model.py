@@ -1,0 +1,127 @@
+"""The forecaster's shapes, its rebuildable shape record, and dropout only where it belongs."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from lstm_forecast.config import ModelConfig
+from lstm_forecast.model import Forecaster, ModelShape
+
+torch.set_num_threads(1)
+
+
+def _shape(**changes: object) -> ModelShape:
+    values = {"kind": "lstm", "n_features": 3, "hidden_size": 8, "num_layers": 2, "dropout": 0.2, "horizon": 5}
+    return ModelShape(**(values | changes))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_forward_shape(kind: str, num_layers: int) -> None:
+    torch.manual_seed(0)
+    model = Forecaster(_shape(kind=kind, num_layers=num_layers))
+
+    forecasts = model(torch.randn(4, 10, 3))
+
+    assert forecasts.shape == (4, 5)
+    assert model.core.mode == kind.upper() if kind != "rnn" else model.core.mode == "RNN_TANH"
+    assert model.core.num_layers == num_layers
+
+
+def test_head_reads_the_top_layers_final_hidden_state() -> None:
+    torch.manual_seed(0)
+    model = Forecaster(_shape(num_layers=2)).eval()
+    inputs = torch.randn(3, 6, 3)
+
+    _, (h_n, _) = model.core(inputs)
+
+    torch.testing.assert_close(model(inputs), model.head(h_n[-1]), atol=0, rtol=0)
+
+
+def test_dropout_only_between_stacked_layers() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nn.LSTM warns if given dropout with one layer
+        single = Forecaster(_shape(num_layers=1, dropout=0.3))
+    stacked = Forecaster(_shape(num_layers=2, dropout=0.3))
+
+    assert single.core.dropout == 0.0
+    assert stacked.core.dropout == 0.3
+    assert single.shape.dropout == 0.3  # the record keeps what was configured
+
+
+def test_eval_mode_is_deterministic_and_train_mode_drops_out() -> None:
+    torch.manual_seed(0)
+    model = Forecaster(_shape(num_layers=2, dropout=0.5))
+    inputs = torch.randn(8, 12, 3)
+
+    model.train()
+    assert not torch.equal(model(inputs), model(inputs))  # dropout is active while training
+    model.eval()
+    torch.testing.assert_close(model(inputs), model(inputs), atol=0, rtol=0)
+
+
+def test_shape_round_trips_through_dict() -> None:
+    shape = _shape(kind="gru", num_layers=3, dropout=0.1, horizon=7)
+
+    assert ModelShape.from_dict(shape.to_dict()) == shape
+    assert shape.to_dict()["kind"] == "gru"
+
+
+def test_shape_from_config() -> None:
+    config = ModelConfig(type="rnn", hidden_size=16, num_layers=1, dropout=0.0)
+
+    shape = ModelShape.from_config(config, n_features=2, horizon=4)
+
+    assert shape == ModelShape(kind="rnn", n_features=2, hidden_size=16, num_layers=1, dropout=0.0, horizon=4)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"kind": "transformer"}, "kind: expected one of lstm, gru, rnn"),
+        ({"hidden_size": "64"}, "hidden_size: expected an integer >= 1"),
+        ({"num_layers": True}, "num_layers: expected an integer >= 1"),
+        ({"horizon": 0}, "horizon: expected an integer >= 1"),
+        ({"n_features": 2.0}, "n_features: expected an integer >= 1"),
+        ({"dropout": 1.0}, "dropout: expected a number >= 0 and < 1"),
+        ({"dropout": "0.2"}, "dropout: expected a number >= 0 and < 1"),
+    ],
+)
+def test_from_dict_rejects_bad_values(change: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ModelShape.from_dict(_shape().to_dict() | change)
+
+
+def test_from_dict_rejects_missing_and_unknown_keys() -> None:
+    values = _shape().to_dict()
+    del values["horizon"]
+    values["bidirectional"] = True
+
+    with pytest.raises(ValueError, match=r"missing keys \['horizon'\], unknown keys \['bidirectional'\]"):
+        ModelShape.from_dict(values)
+    with pytest.raises(ValueError, match="expected a mapping"):
+        ModelShape.from_dict([1, 2])  # type: ignore[arg-type]
+
+
+def test_rebuilt_model_with_loaded_weights_gives_identical_output() -> None:
+    torch.manual_seed(0)
+    original = Forecaster(_shape(kind="lstm", num_layers=2)).eval()
+    torch.manual_seed(1)  # a different initialisation, so only the loaded weights can make them agree
+    rebuilt = Forecaster(ModelShape.from_dict(original.shape.to_dict())).eval()
+    inputs = torch.randn(5, 9, 3)
+    assert not torch.equal(rebuilt(inputs), original(inputs))
+
+    rebuilt.load_state_dict(original.state_dict())
+
+    torch.testing.assert_close(rebuilt(inputs), original(inputs), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("bad", [torch.randn(10, 3), torch.randn(2, 10, 4)])
+def test_forward_rejects_wrong_input_shape(bad: torch.Tensor) -> None:
+    model = Forecaster(_shape())
+
+    with pytest.raises(ValueError, match=r"expected inputs \(batch, lookback, 3\)"):
+        model(bad)
