@@ -118,7 +118,7 @@ class LSTMLayer(nn.Module):
     def from_torch_lstm(cls, lstm: nn.LSTM) -> LSTMLayer:
         """A reference layer holding the weights of a one-layer, one-direction `nn.LSTM`."""
         if lstm.num_layers != 1 or lstm.bidirectional or lstm.proj_size:
-            raise ValueError("from_torch_lstm: expected a one-layer, unidirectional nn.LSTM without projection")
+            raise ValueError("from_torch_lstm: expected a one-layer, unidirectional nn.LSTM, no projection")
         weight_ih = lstm.weight_ih_l0.detach()
         weight_hh = lstm.weight_hh_l0.detach()
         layer = cls(lstm.input_size, lstm.hidden_size).to(dtype=weight_ih.dtype, device=weight_ih.device)

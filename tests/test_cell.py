@@ -11,21 +11,25 @@ from lstm_forecast.cell import LSTMCell, LSTMLayer
 torch.set_num_threads(1)
 
 
-def _torch_lstm(input_size: int, hidden_size: int, seed: int = 0) -> nn.LSTM:
+def _torch_lstm(
+    input_size: int, hidden_size: int, seed: int = 0, dtype: torch.dtype = torch.float64
+) -> nn.LSTM:
     torch.manual_seed(seed)
-    # float64 so that any difference larger than 1e-6 is a real disagreement, not float32 rounding.
-    return nn.LSTM(input_size, hidden_size, batch_first=True).double()
+    # float64 by default, so that a difference above 1e-6 can only be a real disagreement, not rounding.
+    return nn.LSTM(input_size, hidden_size, batch_first=True).to(dtype)
 
 
-def test_matches_nn_lstm_from_zero_state() -> None:
-    lstm = _torch_lstm(input_size=3, hidden_size=5)
+# float32 too: the fused kernel and the written-out maths round differently, but by ~1e-7, well inside 1e-6.
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_matches_nn_lstm_from_zero_state(dtype: torch.dtype) -> None:
+    lstm = _torch_lstm(input_size=3, hidden_size=5, dtype=dtype)
     layer = LSTMLayer.from_torch_lstm(lstm)
-    inputs = torch.randn(4, 7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    inputs = torch.randn(4, 7, 3, dtype=dtype, generator=torch.Generator().manual_seed(1))
 
     outputs, (h, c) = layer(inputs)
     expected_outputs, (expected_h, expected_c) = lstm(inputs)
 
-    assert outputs.shape == (4, 7, 5) and outputs.dtype == torch.float64
+    assert outputs.shape == (4, 7, 5) and outputs.dtype == dtype
     torch.testing.assert_close(outputs, expected_outputs, atol=1e-6, rtol=0)
     torch.testing.assert_close(h, expected_h[0], atol=1e-6, rtol=0)
     torch.testing.assert_close(c, expected_c[0], atol=1e-6, rtol=0)
@@ -76,7 +80,8 @@ def _worked_example_cell() -> LSTMCell:
     }  # fmt: skip
     with torch.no_grad():
         for name, value in values.items():
-            getattr(cell, name).copy_(torch.tensor(value, dtype=torch.float64).reshape_as(getattr(cell, name)))
+            parameter = getattr(cell, name)
+            parameter.copy_(torch.tensor(value, dtype=torch.float64).reshape_as(parameter))
     return cell
 
 

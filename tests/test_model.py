@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 import torch
+from torch import nn
 
 from lstm_forecast.config import ModelConfig
 from lstm_forecast.model import Forecaster, ModelShape
@@ -13,9 +14,18 @@ from lstm_forecast.model import Forecaster, ModelShape
 torch.set_num_threads(1)
 
 
+SMALL_SHAPE = {
+    "kind": "lstm",
+    "n_features": 3,
+    "hidden_size": 8,
+    "num_layers": 2,
+    "dropout": 0.2,
+    "horizon": 5,
+}
+
+
 def _shape(**changes: object) -> ModelShape:
-    values = {"kind": "lstm", "n_features": 3, "hidden_size": 8, "num_layers": 2, "dropout": 0.2, "horizon": 5}
-    return ModelShape(**(values | changes))
+    return ModelShape(**(SMALL_SHAPE | changes))
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
@@ -27,8 +37,12 @@ def test_forward_shape(kind: str, num_layers: int) -> None:
     forecasts = model(torch.randn(4, 10, 3))
 
     assert forecasts.shape == (4, 5)
-    assert model.core.mode == kind.upper() if kind != "rnn" else model.core.mode == "RNN_TANH"
+    assert isinstance(model.core, {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[kind])
     assert model.core.num_layers == num_layers
+
+
+def test_rnn_core_uses_tanh() -> None:
+    assert Forecaster(_shape(kind="rnn")).core.nonlinearity == "tanh"
 
 
 def test_head_reads_the_top_layers_final_hidden_state() -> None:

@@ -1,0 +1,127 @@
+"""Configuration: defaults, merging, --set overrides and the wording of every error."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lstm_forecast.config import Config, load_config, parse_override
+from lstm_forecast.errors import UsageError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str, name: str = "x.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def error_of(*args, **kwargs) -> str:
+    with pytest.raises(UsageError) as caught:
+        load_config(*args, **kwargs)
+    assert caught.value.exit_code == 2
+    return str(caught.value)
+
+
+def test_defaults_match_the_guide():
+    config = load_config()
+    assert config.data.price_column == "adj_close"
+    assert config.data.target == "log_return"
+    assert config.data.features == ["log_return"]
+    assert (config.split.val_fraction, config.split.test_fraction) == (0.1, 0.2)
+    assert (config.window.lookback, config.window.horizon) == (60, 5)
+    assert (config.model.type, config.model.hidden_size, config.model.num_layers) == ("lstm", 64, 2)
+    assert config.model.dropout == 0.2
+    assert (config.train.epochs, config.train.batch_size, config.train.lr) == (50, 64, 1e-3)
+    assert (config.train.patience, config.train.grad_clip, config.train.seed) == (10, 1.0, 0)
+    assert config.train.device == "auto"
+
+
+def test_default_yaml_lists_every_key_with_the_default_value():
+    values = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
+    assert values == Config().to_plain()
+    text = (REPO / "configs" / "default.yaml").read_text()
+    for line in text.splitlines():
+        if line.startswith("  ") and ":" in line:
+            assert "#" in line, f"key without a comment: {line!r}"
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "quick.yaml", "tsla.yaml"])
+def test_shipped_configs_load(name):
+    load_config(REPO / "configs" / name)
+
+
+def test_file_merges_over_defaults_and_set_over_file(tmp_path):
+    path = write(tmp_path, "train:\n  epochs: 7\n  lr: 0.01\nmodel:\n  type: gru\n")
+    config = load_config(path, ["train.epochs=9", "data.features=[log_return, range]", "data.start=2020-01-02"])
+    assert config.train.epochs == 9  # --set wins over the file
+    assert config.train.lr == 0.01  # the file wins over the defaults
+    assert config.train.batch_size == 64  # untouched keys keep their defaults
+    assert config.model.type == "gru"
+    assert config.data.features == ["log_return", "range"]
+    assert config.data.start == dt.date(2020, 1, 2)
+
+
+def test_set_values_are_yaml_scalars():
+    assert parse_override("train.lr=0.0001") == {"train": {"lr": 0.0001}}
+    assert parse_override("model.type=gru") == {"model": {"type": "gru"}}
+    assert parse_override("data.dir=null") == {"data": {"dir": None}}
+    assert load_config(None, ["train.lr=1e-4"]).train.lr == pytest.approx(1e-4)
+
+
+def test_error_names_file_key_expectation_and_value(tmp_path):
+    path = write(tmp_path, "train:\n  epochs: ten\n")
+    assert error_of(path) == f"{path}: train.epochs: expected an integer >= 1, got 'ten'"
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("window.lookback=0", "--set: window.lookback: expected an integer >= 1"),
+        ("model.dropout=1.5", "--set: model.dropout: expected a number >= 0 and < 1, got 1.5"),
+        ("train.lr=-1", "--set: train.lr: expected a number > 0, got -1"),
+        ("model.type=transformer", "--set: model.type: expected one of lstm, gru, rnn, got 'transformer'"),
+        ("data.features=[price]", "data.features: expected a list of values in log_return, volume_change"),
+        ("train.device=tpu", "train.device: expected one of auto, cpu, cuda, mps"),
+        ("train.epoch=3", "--set: train.epoch: unknown key (expected one of epochs,"),
+        ("bogus.key=1", "--set: bogus: unknown key (expected one of data, split"),
+        ("split.test_fraction=0.85", "split.val_fraction: expected val + test fractions < 0.9"),
+        ("data.start=yesterday", "data.start: expected a date YYYY-MM-DD (or null), got 'yesterday'"),
+    ],
+)
+def test_override_errors(override, fragment):
+    assert fragment in error_of(None, [override])
+
+
+@pytest.mark.parametrize("override", ["train.epochs", "=3", "epochs=3", "a.b.c=1"])
+def test_malformed_set_is_a_usage_error(override):
+    assert "expected section.key=value" in error_of(None, [override])
+
+
+def test_unknown_key_in_file_names_the_file(tmp_path):
+    path = write(tmp_path, "train:\n  epochz: 3\n")
+    assert error_of(path).startswith(f"{path}: train.epochz: unknown key")
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    path = write(tmp_path, "train:\n  epochs: [1, 2\n")
+    message = error_of(path)
+    assert message.startswith(f"{path}: invalid YAML at line")
+
+
+def test_python_tags_are_refused(tmp_path):
+    path = write(tmp_path, "train: !!python/object/apply:os.system ['echo hacked']\n")
+    assert "refused YAML tag" in error_of(path)
+
+
+def test_non_mapping_and_missing_file(tmp_path):
+    assert "expected a mapping" in error_of(write(tmp_path, "- 1\n- 2\n"))
+    assert "config file not found" in error_of(tmp_path / "nope.yaml")
+
+
+def test_empty_file_means_defaults(tmp_path):
+    assert load_config(write(tmp_path, "")) == Config()
