@@ -1,0 +1,380 @@
+"""Turn a price frame into scaled (lookback -> horizon) samples: features, split, scale, window.
+
+Days are the rows of the feature frame (the first price row has no previous day and is dropped).
+They are split chronologically into train [0, a), validation [a, b) and test [b, end). A window
+anchored on day t reads inputs t-lookback+1..t and predicts days t+1..t+horizon; it belongs to a
+split only if every one of its target days lies inside that split, so no target is ever seen by an
+earlier split. Windows straddling a boundary are dropped. Inputs may reach back into earlier
+periods: that is the past, known at forecast time. The scaler is fitted on training rows only.
+
+Each window keeps the date and price it is anchored on and the real prices on its target dates, so
+a prediction converts back to prices and dates exactly (`targets_to_prices`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+
+from lstm_forecast.config import Config
+from lstm_forecast.errors import ForecastError
+
+PRICE_COLUMNS = {"adj_close": "Adj Close", "close": "Close"}
+TARGETS = ("log_return", "price")
+
+# A standard deviation below this is a constant series (e.g. a flat price); dividing by it would
+# blow the scaled values up, so such a feature is only centred (std replaced by 1.0).
+MIN_STD = 1e-10
+
+
+def _log_return(prices: pd.DataFrame, price: np.ndarray) -> np.ndarray:
+    return np.diff(np.log(price))
+
+
+def _volume_change(prices: pd.DataFrame, price: np.ndarray) -> np.ndarray:
+    # log((v_t + 1) / (v_{t-1} + 1)): the +1 keeps zero-volume days (holidays in some feeds,
+    # indices without volume) finite, and is negligible against real volumes in the thousands.
+    return np.diff(np.log1p(prices["Volume"].to_numpy(dtype=np.float64)))
+
+
+def _range(prices: pd.DataFrame, price: np.ndarray) -> np.ndarray:
+    # log(High / Low) is scale-free, so adjusted and unadjusted prices give the same value.
+    high = prices["High"].to_numpy(dtype=np.float64)
+    low = prices["Low"].to_numpy(dtype=np.float64)
+    return np.log(high / low)[1:]
+
+
+FEATURES: dict[str, Callable[[pd.DataFrame, np.ndarray], np.ndarray]] = {
+    "log_return": _log_return,
+    "volume_change": _volume_change,
+    "range": _range,
+}
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """Everything needed to rebuild a bundle's inputs from prices, without the config file."""
+
+    features: tuple[str, ...]
+    price_column: str
+    target: str
+    lookback: int
+    horizon: int
+
+    def __post_init__(self) -> None:
+        # A bundle read from disk goes through here too: fail on a bad value, not deep in numpy.
+        unknown = [name for name in self.features if name not in FEATURES]
+        if not self.features or unknown:
+            raise ValueError(
+                f"features: expected names from {', '.join(FEATURES)}, got {list(self.features)}"
+            )
+        if self.price_column not in PRICE_COLUMNS:
+            raise ValueError(
+                f"price_column: expected one of {', '.join(PRICE_COLUMNS)}, got {self.price_column!r}"
+            )
+        if self.target not in TARGETS:
+            raise ValueError(f"target: expected one of {', '.join(TARGETS)}, got {self.target!r}")
+        if self.lookback < 1 or self.horizon < 1:
+            raise ValueError(f"lookback and horizon: expected >= 1, got {self.lookback} and {self.horizon}")
+
+    @classmethod
+    def from_config(cls, config: Config) -> WindowSpec:
+        return cls(
+            features=tuple(config.data.features),
+            price_column=config.data.price_column,
+            target=config.data.target,
+            lookback=config.window.lookback,
+            horizon=config.window.horizon,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "features": list(self.features),
+            "price_column": self.price_column,
+            "target": self.target,
+            "lookback": self.lookback,
+            "horizon": self.horizon,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> WindowSpec:
+        return cls(
+            features=tuple(str(name) for name in d["features"]),
+            price_column=str(d["price_column"]),
+            target=str(d["target"]),
+            lookback=int(d["lookback"]),
+            horizon=int(d["horizon"]),
+        )
+
+    @property
+    def price_column_name(self) -> str:
+        """The price frame's column: "Adj Close" or "Close"."""
+        return PRICE_COLUMNS[self.price_column]
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """Per-feature and target mean/std as plain numbers (JSON-ready), fitted on training rows only."""
+
+    feature_mean: tuple[float, ...]
+    feature_std: tuple[float, ...]
+    target_mean: float
+    target_std: float
+
+    def transform_features(self, x: np.ndarray) -> np.ndarray:
+        """Scale an array whose last axis is the features."""
+        return (np.asarray(x, dtype=np.float64) - np.array(self.feature_mean)) / np.array(self.feature_std)
+
+    def transform_targets(self, y: np.ndarray) -> np.ndarray:
+        return (np.asarray(y, dtype=np.float64) - self.target_mean) / self.target_std
+
+    def inverse_targets(self, y: np.ndarray) -> np.ndarray:
+        return np.asarray(y, dtype=np.float64) * self.target_std + self.target_mean
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "feature_mean": list(self.feature_mean),
+            "feature_std": list(self.feature_std),
+            "target_mean": self.target_mean,
+            "target_std": self.target_std,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Scaler:
+        return cls(
+            feature_mean=tuple(float(v) for v in d["feature_mean"]),
+            feature_std=tuple(float(v) for v in d["feature_std"]),
+            target_mean=float(d["target_mean"]),
+            target_std=float(d["target_std"]),
+        )
+
+
+def fit_scaler(train_features: np.ndarray, train_targets: np.ndarray) -> Scaler:
+    """Mean/std of the training rows' features (n, F) and target series (n,)."""
+    feature_std = np.std(train_features, axis=0)
+    target_std = float(np.std(train_targets))
+    return Scaler(
+        feature_mean=tuple(float(v) for v in np.mean(train_features, axis=0)),
+        feature_std=tuple(float(v) if v >= MIN_STD else 1.0 for v in feature_std),
+        target_mean=float(np.mean(train_targets)),
+        target_std=target_std if target_std >= MIN_STD else 1.0,
+    )
+
+
+@dataclass
+class Windows:
+    """One split's samples; row i of every array describes the same window."""
+
+    inputs: np.ndarray  # float32 (n, lookback, n_features), scaled
+    targets: np.ndarray  # float32 (n, horizon), scaled
+    anchor_dates: np.ndarray  # datetime64[ns] (n,), the last input day
+    anchor_prices: np.ndarray  # float64 (n,), the price on the anchor day
+    target_dates: np.ndarray  # datetime64[ns] (n, horizon)
+    actual_prices: np.ndarray  # float64 (n, horizon), the real prices on the target dates
+
+    def __len__(self) -> int:
+        return len(self.anchor_dates)
+
+
+@dataclass
+class Dataset:
+    """Train/validation/test windows with the scaler and training statistics the baselines need."""
+
+    spec: WindowSpec
+    scaler: Scaler
+    train: Windows
+    val: Windows
+    test: Windows
+    val_start: pd.Timestamp  # first target day of the validation period
+    test_start: pd.Timestamp  # first target day of the test period
+    train_mean_log_return: float  # mean daily log return over training rows (drift baseline)
+    train_naive_mae: float  # in-sample MAE of the one-step naive forecast on training prices (MASE scale)
+
+
+def compute_features(prices: pd.DataFrame, spec: WindowSpec) -> pd.DataFrame:
+    """One row per day (the first price row is dropped: it has no previous day), one column per feature."""
+    price = prices[spec.price_column_name].to_numpy(dtype=np.float64)
+    if len(price) < 2:
+        return pd.DataFrame(columns=list(spec.features), index=prices.index[1:], dtype=np.float64)
+    # A zero or negative price gives inf/nan here; the check below names the day instead of a warning.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        columns = {name: FEATURES[name](prices, price) for name in spec.features}
+    features = pd.DataFrame(columns, index=prices.index[1:])
+    finite = np.isfinite(features.to_numpy())
+    if not finite.all():
+        row, column = np.argwhere(~finite)[0]
+        day = pd.Timestamp(features.index[row]).date()
+        raise ForecastError(
+            f"feature {features.columns[column]} is not finite on {day}: prices, High/Low and Volume must be "
+            "positive numbers; check or re-fetch the price data"
+        )
+    return features
+
+
+def min_rows_needed(spec: WindowSpec, val_fraction: float, test_fraction: float) -> int:
+    """Fewest price rows for which a fractional split gives every split at least one window.
+
+    Exact, and valid for every longer history too: the training share n - round(n*fv) - round(n*ft)
+    can dip by one as n grows, so this is one past the last failing length, not the first passing one.
+    """
+    train_fraction = 1.0 - val_fraction - test_fraction
+    train_days = spec.lookback + spec.horizon
+    # Each requirement flips from failing to passing within 1/train_fraction days of its centre
+    # (rounding moves each share by at most one day), so checking the day counts around each centre
+    # finds the last failure without scanning every length from 1.
+    centres = (
+        train_days / train_fraction,
+        (spec.horizon - 0.5) / val_fraction,
+        (spec.horizon - 0.5) / test_fraction,
+    )
+    reach = int(1 / train_fraction) + 3
+    days = np.unique(np.concatenate([np.arange(int(c) - reach, int(c) + reach + 1) for c in centres]))
+    days = days[days >= 1]
+    n_test = np.round(days * test_fraction)
+    n_val = np.round(days * val_fraction)
+    passing = (days - n_test - n_val >= train_days) & (n_val >= spec.horizon) & (n_test >= spec.horizon)
+    failing = days[~passing]
+    last_failing = int(failing.max()) if len(failing) else 0
+    return last_failing + 1 + 1  # +1: first passing day count; +1: the price row dropped by differencing
+
+
+def build_dataset(prices: pd.DataFrame, config: Config, test_end: int | None = None) -> Dataset:
+    """Split by `split.val_start`/`test_start` dates when set, else by fractions, then window.
+
+    `test_end` (a row of `compute_features`, i.e. of prices without its first row) ends the test
+    period early; the fractions then apply to the days before it.
+    """
+    spec = WindowSpec.from_config(config)
+    split = config.split
+    days = len(prices) - 1 if test_end is None else test_end
+    if split.val_start is not None and split.test_start is not None:
+        dates = pd.DatetimeIndex(prices.index[1:])
+        val_start = int(dates.searchsorted(pd.Timestamp(split.val_start)))
+        test_start = int(dates.searchsorted(pd.Timestamp(split.test_start)))
+        return build_dataset_at(prices, spec, val_start, test_start, test_end)
+    needed = min_rows_needed(spec, split.val_fraction, split.test_fraction)
+    if days + 1 < needed:
+        raise ForecastError(
+            f"{days + 1} price rows are too few for window.lookback {spec.lookback}, window.horizon "
+            f"{spec.horizon} and a {split.val_fraction:g}/{split.test_fraction:g} validation/test split: "
+            f"need at least {needed}; fetch a longer history or shorten window.lookback"
+        )
+    test_start = days - round(days * split.test_fraction)
+    val_start = test_start - round(days * split.val_fraction)
+    return build_dataset_at(prices, spec, val_start, test_start, test_end)
+
+
+def build_dataset_at(
+    prices: pd.DataFrame, spec: WindowSpec, val_start: int, test_start: int, test_end: int | None = None
+) -> Dataset:
+    """Window with explicit day boundaries: train [0, val_start), val [val_start, test_start),
+    test [test_start, test_end). Days are rows of `compute_features(prices, spec)`. The walk-forward
+    backtest calls this with an expanding training period and a moving test block.
+    """
+    features = compute_features(prices, spec)
+    n_days = len(features)
+    end = n_days if test_end is None else test_end
+    if not 0 <= val_start <= test_start <= end <= n_days:
+        raise ValueError(f"expected 0 <= {val_start=} <= {test_start=} <= {test_end=} <= {n_days} days")
+    dates = features.index.to_numpy().astype("datetime64[ns]")
+    _check_period("training", dates, 0, val_start, spec.lookback + spec.horizon, spec)
+    _check_period("validation", dates, val_start, test_start, spec.horizon, spec)
+    _check_period("test", dates, test_start, end, spec.horizon, spec)
+
+    raw_price = prices[spec.price_column_name].to_numpy(dtype=np.float64)
+    price = raw_price[1:]  # aligned with the days
+    log_return = np.diff(np.log(raw_price))
+    target_series = log_return if spec.target == "log_return" else price
+    feature_values = features.to_numpy(dtype=np.float64)
+    scaler = fit_scaler(feature_values[:val_start], target_series[:val_start])
+
+    # Views, not copies: row i of input_windows is days i..i+lookback-1 (anchored on i+lookback-1);
+    # row j of the target views is days j..j+horizon-1 (the targets of the window anchored on j-1).
+    scaled_features = scaler.transform_features(feature_values).astype(np.float32)
+    input_windows = sliding_window_view(scaled_features, spec.lookback, axis=0)
+    scaled_targets = scaler.transform_targets(target_series).astype(np.float32)
+    ahead = (
+        sliding_window_view(scaled_targets, spec.horizon),
+        sliding_window_view(dates, spec.horizon),
+        sliding_window_view(price, spec.horizon),
+    )
+
+    def windows(first_target_day: int, stop: int) -> Windows:
+        # Anchors whose inputs exist and whose targets all lie in [first_target_day, stop).
+        anchors = np.arange(max(first_target_day - 1, spec.lookback - 1), stop - spec.horizon)
+        targets, target_dates, actual_prices = (view[anchors + 1] for view in ahead)
+        return Windows(
+            inputs=np.ascontiguousarray(input_windows[anchors - spec.lookback + 1].transpose(0, 2, 1)),
+            targets=np.ascontiguousarray(targets),
+            anchor_dates=dates[anchors],
+            anchor_prices=price[anchors],
+            target_dates=np.ascontiguousarray(target_dates),
+            actual_prices=np.ascontiguousarray(actual_prices),
+        )
+
+    return Dataset(
+        spec=spec,
+        scaler=scaler,
+        train=windows(0, val_start),
+        val=windows(val_start, test_start),
+        test=windows(test_start, end),
+        val_start=pd.Timestamp(dates[val_start]),
+        test_start=pd.Timestamp(dates[test_start]),
+        train_mean_log_return=float(np.mean(log_return[:val_start])),
+        # One-step naive forecast: yesterday's price; day 0's yesterday is the dropped first price row.
+        train_naive_mae=float(np.mean(np.abs(np.diff(raw_price[: val_start + 1])))),
+    )
+
+
+def _check_period(name: str, dates: np.ndarray, start: int, stop: int, needed: int, spec: WindowSpec) -> None:
+    """Raise a one-line error when a period holds too few days for a single window."""
+    if stop - start >= needed:
+        return
+    if stop > start:
+        span = f"{pd.Timestamp(dates[start]).date()} to {pd.Timestamp(dates[stop - 1]).date()}"
+    elif start < len(dates):
+        span = f"before {pd.Timestamp(dates[start]).date()}"
+    else:
+        span = "after the last day of data"
+    window = f"window.horizon {spec.horizon}"
+    if name == "training":
+        window = f"window.lookback {spec.lookback} + {window}"
+    raise ForecastError(
+        f"the {name} period ({span}) has {stop - start} trading days but {window} need at least {needed}; "
+        "use a longer price history, move the split dates or shorten the window"
+    )
+
+
+def targets_to_prices(
+    predicted_scaled: np.ndarray, anchor_prices: np.ndarray, scaler: Scaler, target: str
+) -> np.ndarray:
+    """Scaled predictions (..., n, horizon) -> prices on the target dates (float64).
+
+    log_return: the anchor price compounded by the cumulative predicted returns; price: unscaled.
+    """
+    values = scaler.inverse_targets(predicted_scaled)
+    if target == "log_return":
+        return np.asarray(anchor_prices, dtype=np.float64)[..., None] * np.exp(np.cumsum(values, axis=-1))
+    if target == "price":
+        return values
+    raise ValueError(f"target: expected one of {', '.join(TARGETS)}, got {target!r}")
+
+
+def inference_inputs(
+    prices: pd.DataFrame, spec: WindowSpec, scaler: Scaler
+) -> tuple[np.ndarray, pd.Timestamp, float]:
+    """The latest `lookback` days as one scaled input (1, lookback, F) float32, its anchor date and price."""
+    features = compute_features(prices, spec)
+    if len(features) < spec.lookback:
+        raise ForecastError(
+            f"{len(prices)} price rows are too few for window.lookback {spec.lookback}: need at least "
+            f"{spec.lookback + 1}; fetch a longer history"
+        )
+    latest = scaler.transform_features(features.to_numpy(dtype=np.float64)[-spec.lookback :])
+    anchor_price = float(prices[spec.price_column_name].iloc[-1])
+    return latest.astype(np.float32)[None], pd.Timestamp(features.index[-1]), anchor_price
