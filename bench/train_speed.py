@@ -1,0 +1,154 @@
+"""Seconds per epoch: the project's trainer against a minimal plain-PyTorch loop, on the same windows.
+
+    python bench/train_speed.py [--epochs 20] [--repeats 3] [--threads 2]
+
+Data: log returns of TSLA's Adj Close from ../shared/data/TSLA.csv (a synthetic series of the same
+length when that file is absent), standardised with the training part's mean and std, cut into
+(lookback 60, 1) input windows with 5-day targets and split 70/10/20 in time; the test part is unused.
+
+Both sides get the same hyper-parameters (an LSTM of 2 layers x 64 units with dropout 0.2 and a linear
+head, batch 64, Adam at lr 1e-3, MSE, gradient norm clipped at 1.0) and do the same work each epoch: a
+shuffled pass over the training windows and one validation pass. The plain loop is what one would write
+by hand: tensors sliced into batches with a permutation, no DataLoader, no early stopping or records.
+Early stopping is disabled in the trainer (patience = epochs) so both run every epoch. The two are run
+alternately in one process, and each is timed from numpy windows to trained model. Goal: ratio <= 1.2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lstm_forecast.config import TrainConfig
+from lstm_forecast.model import Forecaster, ModelShape
+from lstm_forecast.trainer import fit, seed_everything
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TSLA_CSV = REPO_ROOT.parent / "shared" / "data" / "TSLA.csv"
+TSLA_ROWS = 3951  # the length of the synthetic stand-in when the CSV is absent
+
+LOOKBACK, HORIZON = 60, 5
+HIDDEN_SIZE, NUM_LAYERS, DROPOUT = 64, 2, 0.2
+BATCH_SIZE, LR, GRAD_CLIP = 64, 1e-3, 1.0
+VAL_FRACTION, TEST_FRACTION = 0.1, 0.2
+SEED = 0
+
+Windows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # train inputs, targets, val inputs, targets
+
+
+def load_returns() -> tuple[np.ndarray, str]:
+    """Daily log returns of TSLA's Adj Close, or synthetic ones of the same length."""
+    if TSLA_CSV.exists():
+        prices = pd.read_csv(TSLA_CSV)["Adj Close"].to_numpy(dtype=np.float64)
+        return np.diff(np.log(prices)), str(TSLA_CSV)
+    rng = np.random.default_rng(SEED)
+    return rng.normal(0.0, 0.03, TSLA_ROWS - 1), f"synthetic returns ({TSLA_CSV} not found)"
+
+
+def make_windows(returns: np.ndarray) -> Windows:
+    """Standardised (lookback, 1) windows and horizon targets; a window belongs to the split of its last target."""
+    train_end = int(len(returns) * (1 - VAL_FRACTION - TEST_FRACTION))
+    val_end = int(len(returns) * (1 - TEST_FRACTION))
+    train_part = returns[:train_end]
+    scaled = ((returns - train_part.mean()) / train_part.std()).astype(np.float32)
+    view = np.lib.stride_tricks.sliding_window_view(scaled, LOOKBACK + HORIZON)
+    inputs, targets = view[:, :LOOKBACK, None], view[:, LOOKBACK:]
+    last_target = np.arange(len(view)) + LOOKBACK + HORIZON - 1
+    train = last_target < train_end
+    val = (last_target >= train_end) & (last_target < val_end)
+    return inputs[train], targets[train], inputs[val], targets[val]
+
+
+class PlainLSTM(nn.Module):
+    """The hand-written baseline model: nn.LSTM, then a linear head on the last step's output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(1, HIDDEN_SIZE, NUM_LAYERS, dropout=DROPOUT, batch_first=True)
+        self.head = nn.Linear(HIDDEN_SIZE, HORIZON)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        outputs, _ = self.lstm(inputs)
+        return self.head(outputs[:, -1])
+
+
+def plain_loop_seconds_per_epoch(windows: Windows, epochs: int) -> float:
+    started = time.perf_counter()
+    train_x, train_y, val_x, val_y = (torch.from_numpy(np.ascontiguousarray(array)) for array in windows)
+    torch.manual_seed(SEED)
+    model = PlainLSTM()
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(len(train_x))
+        for start in range(0, len(train_x), BATCH_SIZE):
+            batch = order[start : start + BATCH_SIZE]
+            optimizer.zero_grad()
+            loss = F.mse_loss(model(train_x[batch]), train_y[batch])
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            F.mse_loss(model(val_x), val_y).item()
+    return (time.perf_counter() - started) / epochs
+
+
+def trainer_seconds_per_epoch(windows: Windows, epochs: int) -> float:
+    started = time.perf_counter()
+    seed_everything(SEED)
+    shape = ModelShape("lstm", n_features=1, hidden_size=HIDDEN_SIZE, num_layers=NUM_LAYERS,
+                       dropout=DROPOUT, horizon=HORIZON)
+    config = TrainConfig(epochs=epochs, batch_size=BATCH_SIZE, lr=LR, patience=epochs, grad_clip=GRAD_CLIP,
+                         seed=SEED, device="cpu")
+    result = fit(Forecaster(shape), *windows, config)
+    if result.epochs_run != epochs:
+        raise RuntimeError(f"the trainer ran {result.epochs_run} of {epochs} epochs; the timing would mislead")
+    return (time.perf_counter() - started) / epochs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=20, help="epochs per timed run (default 20)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each side, alternating (default 3)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    returns, source = load_returns()
+    windows = make_windows(returns)
+    print(f"data: {source}: {len(windows[0])} train / {len(windows[2])} val windows "
+          f"(lookback {LOOKBACK}, horizon {HORIZON}); {args.threads} threads, "
+          f"{args.epochs} epochs x {args.repeats} repeats")
+
+    # One untimed epoch of each side first pays the one-time costs (allocator growth, kernel setup per
+    # batch shape), which would otherwise fall on whichever side runs first.
+    plain_loop_seconds_per_epoch(windows, epochs=1)
+    trainer_seconds_per_epoch(windows, epochs=1)
+
+    sides = {"plain loop": plain_loop_seconds_per_epoch, "trainer": trainer_seconds_per_epoch}
+    timings: dict[str, list[float]] = {name: [] for name in sides}
+    for repeat in range(args.repeats):
+        # Swap who goes first each repeat, so drift in machine load does not favour one side.
+        order = list(sides) if repeat % 2 == 0 else list(reversed(sides))
+        for name in order:
+            seconds = sides[name](windows, args.epochs)
+            timings[name].append(seconds)
+            print(f"  repeat {repeat + 1} {name:<10} {seconds:.3f} s/epoch")
+
+    medians = {name: statistics.median(values) for name, values in timings.items()}
+    for name, median in medians.items():
+        print(f"{name:<10} median {median:.3f} s/epoch")
+    print(f"ratio trainer / plain loop: {medians['trainer'] / medians['plain loop']:.3f} (goal <= 1.2)")
+
+
+if __name__ == "__main__":
+    main()

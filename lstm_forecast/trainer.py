@@ -1,0 +1,311 @@
+"""Training: fit a forecaster on the training windows, stop early on the validation windows.
+
+The trainer is separate from the model: it takes any module mapping (batch, lookback, n_features) to
+(batch, horizon), the windows of the training and validation splits, and the `train` config section.
+It never sees the test split, so neither the weights nor the choice of the best epoch can leak it.
+
+Each epoch shuffles the training windows with a generator of its own, takes AdamW steps on mini-batches
+(clipping the gradient norm, because recurrent nets are prone to exploding gradients), then measures the
+loss on the whole validation split. The weights of the best validation epoch are kept and restored at the
+end; training stops when `patience` epochs pass without a new best. Nothing is printed: the caller gets an
+`EpochRecord` after every epoch through `on_epoch` and draws its own progress.
+
+Speed: both splits live on the device as tensors for the whole run, so a batch is a slice, not a
+DataLoader round trip, and losses stay on the device until the end of the epoch (one host sync per epoch).
+
+Ctrl-C during `fit` asks to stop after the current batch: the best weights so far are restored and the
+result says `interrupted=True`, so the caller can still save the run; a second Ctrl-C stops at once.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lstm_forecast.config import TrainConfig
+from lstm_forecast.errors import ForecastError, UsageError
+
+# Targets are standardised, so Huber's switch from squared to absolute error sits at one standard
+# deviation: ordinary days count as in MSE, the rare huge moves count linearly and pull the fit less.
+HUBER_DELTA = 1.0
+LOSSES: dict[str, Callable[..., Tensor]] = {
+    "mse": F.mse_loss,
+    "huber": partial(F.huber_loss, delta=HUBER_DELTA),
+}
+
+# On a plateau the learning rate halves after half the early-stopping patience, so a smaller step gets
+# a few epochs to find a new best before early stopping gives up.
+PLATEAU_FACTOR = 0.5
+
+# Validation and prediction need no gradients, so large batches fit in memory and run fast.
+EVAL_BATCH_SIZE = 4096
+
+DEVICE_AVAILABLE: dict[str, Callable[[], bool]] = {
+    "cuda": torch.cuda.is_available,
+    "mps": torch.backends.mps.is_available,
+    "cpu": lambda: True,
+}
+
+
+@dataclass
+class EpochRecord:
+    """What happened in one epoch; losses are mean per-window losses in the scaled target space."""
+
+    epoch: int  # 1-based
+    train_loss: float
+    val_loss: float
+    lr: float  # the learning rate used during this epoch
+    seconds: float
+    best_epoch: int
+    best_val_loss: float
+
+
+@dataclass
+class TrainResult:
+    """The outcome of `fit`; the model passed in now holds the weights of `best_epoch`."""
+
+    history: list[EpochRecord]
+    best_epoch: int  # 0 when no epoch completed
+    best_val_loss: float
+    epochs_run: int
+    stopped_early: bool
+    interrupted: bool
+    seconds: float
+    device: str
+
+
+def resolve_device(requested: str) -> torch.device:
+    """`auto` picks cuda, then mps, then cpu; an explicit device must be available."""
+    if requested == "auto":
+        return torch.device(next(name for name, available in DEVICE_AVAILABLE.items() if available()))
+    if requested not in DEVICE_AVAILABLE:
+        raise UsageError(f"device {requested!r}: expected one of auto, {', '.join(DEVICE_AVAILABLE)}")
+    if not DEVICE_AVAILABLE[requested]():
+        raise ForecastError(
+            f"device {requested!r} is not available on this machine or in this PyTorch build; "
+            "use --device cpu or --device auto"
+        )
+    return torch.device(requested)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and GPUs) and numpy; call before building the model so its initial weights repeat."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def fit(
+    model: nn.Module,
+    train_inputs: np.ndarray,
+    train_targets: np.ndarray,
+    val_inputs: np.ndarray,
+    val_targets: np.ndarray,
+    config: TrainConfig,
+    device: torch.device | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> TrainResult:
+    """Train `model` in place (moved to `device`) and leave it holding the best validation epoch's weights.
+
+    Inputs are (windows, lookback, n_features) arrays, targets (windows, horizon). With the same seed,
+    data, config and thread count, a CPU run repeats bit for bit.
+    """
+    started = time.perf_counter()
+    device = device or resolve_device(config.device)
+    train_x, train_y = _to_device(train_inputs, train_targets, "training", device)
+    val_x, val_y = _to_device(val_inputs, val_targets, "validation", device)
+    model.to(device)
+
+    # Two independent streams from one seed: the global one drives dropout (re-seeded here so a run
+    # repeats whatever ran before it), a private generator drives the order of the batches.
+    dropout_seed, shuffle_seed = (int(seed) for seed in np.random.SeedSequence(config.seed).generate_state(2))
+    torch.manual_seed(dropout_seed)
+    shuffle_generator = torch.Generator().manual_seed(shuffle_seed)
+
+    # AdamW always: with weight_decay 0 it takes exactly Adam's steps, and with decay it shrinks the
+    # weights directly instead of through the gradient, where Adam's scaling would weaken it unevenly.
+    parameters = list(model.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = (
+        torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=PLATEAU_FACTOR, patience=config.patience // 2
+        )
+        if config.lr_schedule == "plateau"
+        else None
+    )
+    loss_fn = LOSSES[config.loss]
+
+    history: list[EpochRecord] = []
+    best_state: dict[str, Tensor] | None = None
+    best_epoch, best_val_loss = 0, math.inf
+    stopped_early = False
+    with _stop_requests_on_sigint() as stop_requested:
+        for epoch in range(1, config.epochs + 1):
+            if stop_requested.is_set():
+                break
+            epoch_started = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            train_loss = _train_one_epoch(
+                model, parameters, train_x, train_y, optimizer, loss_fn, config, shuffle_generator,
+                stop_requested,
+            )
+            if train_loss is None:  # interrupted mid-epoch: a partial epoch is neither scored nor kept
+                break
+            val_loss = _mean_loss(model, val_x, val_y, loss_fn)
+            if val_loss < best_val_loss:
+                best_epoch, best_val_loss = epoch, val_loss
+                # Cloned on the device: no host transfer, and cheap beside an epoch of training.
+                best_state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+            seconds = time.perf_counter() - epoch_started
+            record = EpochRecord(epoch, train_loss, val_loss, lr, seconds, best_epoch, best_val_loss)
+            history.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
+            diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
+            if diverged or epoch - best_epoch >= config.patience:
+                stopped_early = epoch < config.epochs
+                break
+            if scheduler is not None:
+                scheduler.step(val_loss)
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    elif history:  # epochs ran, yet none gave a finite validation loss
+        raise ForecastError(
+            f"training diverged: the loss was not finite in epoch {len(history)}; "
+            "lower the learning rate, e.g. --set train.lr=1e-4"
+        )
+    return TrainResult(
+        history=history,
+        best_epoch=best_epoch,
+        best_val_loss=best_val_loss,
+        epochs_run=len(history),
+        stopped_early=stopped_early,
+        interrupted=stop_requested.is_set(),
+        seconds=time.perf_counter() - started,
+        device=str(device),
+    )
+
+
+def predict(
+    model: nn.Module,
+    inputs: np.ndarray,
+    device: torch.device | None = None,
+    batch_size: int = EVAL_BATCH_SIZE,
+) -> np.ndarray:
+    """Forecasts (windows, horizon) in the scaled target space, in eval mode (no dropout).
+
+    The model runs where its weights are unless `device` says otherwise (then it is moved there).
+    """
+    if device is None:
+        device = next(model.parameters()).device
+    model.to(device).eval()
+    batches = _tensor(inputs, torch.device("cpu")).split(batch_size)
+    with torch.inference_mode():
+        outputs = [model(batch.to(device)) for batch in batches]
+    return torch.cat(outputs).cpu().numpy()
+
+
+def _train_one_epoch(
+    model: nn.Module,
+    parameters: list[nn.Parameter],
+    inputs: Tensor,
+    targets: Tensor,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[..., Tensor],
+    config: TrainConfig,
+    shuffle_generator: torch.Generator,
+    stop_requested: threading.Event,
+) -> float | None:
+    """One pass over shuffled mini-batches; the mean training loss, or None if stopped part-way."""
+    model.train()
+    # The permutation is drawn on the CPU so the batch order is the same on every device; one gather
+    # per epoch makes every batch below a view instead of an indexing copy.
+    order = torch.randperm(len(inputs), generator=shuffle_generator).to(inputs.device)
+    shuffled_inputs, shuffled_targets = inputs[order], targets[order]
+    # Batch losses weighted by batch size and kept on the device: one host sync per epoch, not per batch.
+    weighted_losses = []
+    for batch_inputs, batch_targets in zip(
+        shuffled_inputs.split(config.batch_size), shuffled_targets.split(config.batch_size), strict=True
+    ):
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(batch_inputs), batch_targets)
+        loss.backward()
+        if config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(parameters, config.grad_clip)
+        optimizer.step()
+        weighted_losses.append(loss.detach() * len(batch_inputs))
+        if stop_requested.is_set():
+            return None
+    return torch.stack(weighted_losses).sum().item() / len(inputs)
+
+
+def _mean_loss(model: nn.Module, inputs: Tensor, targets: Tensor, loss_fn: Callable[..., Tensor]) -> float:
+    """Mean per-window loss over a whole split, without dropout or gradients."""
+    model.eval()
+    with torch.inference_mode():
+        summed = [
+            loss_fn(model(batch_inputs), batch_targets, reduction="sum")
+            for batch_inputs, batch_targets in zip(
+                inputs.split(EVAL_BATCH_SIZE), targets.split(EVAL_BATCH_SIZE), strict=True
+            )
+        ]
+        # Summing per element and dividing by the element count averages the per-window means,
+        # the same quantity as the training loss (every window has `horizon` targets).
+        return torch.stack(summed).sum().item() / targets.numel()
+
+
+def _to_device(
+    inputs: np.ndarray, targets: np.ndarray, split: str, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """float32 tensors on the device, after checking the windows line up."""
+    if len(inputs) == 0:
+        raise ForecastError(
+            f"no {split} windows: the {split} split is shorter than lookback + horizon days; "
+            "use a longer history or a smaller window.lookback"
+        )
+    if inputs.ndim != 3 or targets.ndim != 2 or len(inputs) != len(targets):
+        raise ValueError(
+            f"{split} windows: expected inputs (windows, lookback, features) and targets (windows, horizon), "
+            f"got {inputs.shape} and {targets.shape}"
+        )
+    return _tensor(inputs, device), _tensor(targets, device)
+
+
+def _tensor(array: np.ndarray, device: torch.device) -> Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)
+
+
+@contextmanager
+def _stop_requests_on_sigint() -> Iterator[threading.Event]:
+    """While active, the first Ctrl-C sets the yielded event; a second one raises KeyboardInterrupt.
+
+    Python lets only the main thread install signal handlers; elsewhere Ctrl-C keeps its usual effect.
+    """
+    stop_requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop_requested
+        return
+
+    def request_stop(signum: int, frame: object) -> None:
+        if stop_requested.is_set():
+            raise KeyboardInterrupt
+        stop_requested.set()
+
+    previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield stop_requested
+    finally:
+        # None means the previous handler was not installed from Python and cannot be put back;
+        # the default handler is the closest equivalent.
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)

@@ -1,0 +1,266 @@
+"""Trainer: it learns, beats the naive forecast on AR(1) returns, repeats bit for bit, stops early on the
+best weights, and turns Ctrl-C into a clean stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lstm_forecast.config import TrainConfig
+from lstm_forecast.errors import ForecastError
+from lstm_forecast.model import Forecaster, ModelShape
+from lstm_forecast.trainer import EpochRecord, fit, predict, resolve_device, seed_everything
+
+torch.set_num_threads(1)
+
+LOOKBACK = 5
+
+
+def build_model(seed: int = 0, hidden_size: int = 8, num_layers: int = 1, dropout: float = 0.0) -> Forecaster:
+    seed_everything(seed)
+    shape = ModelShape("lstm", n_features=1, hidden_size=hidden_size, num_layers=num_layers,
+                       dropout=dropout, horizon=1)
+    return Forecaster(shape)
+
+
+def train_config(**changes: object) -> TrainConfig:
+    values = {"epochs": 5, "batch_size": 32, "lr": 1e-2, "patience": 100, "device": "cpu"} | changes
+    return TrainConfig(**values)
+
+
+def windows(series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The last LOOKBACK values as inputs (windows, LOOKBACK, 1), the next value as target (windows, 1)."""
+    view = np.lib.stride_tricks.sliding_window_view(series, LOOKBACK + 1)
+    return view[:, :LOOKBACK, None].astype(np.float32), view[:, LOOKBACK:].astype(np.float32)
+
+
+def ar1_splits(n: int = 3000, phi: float = 0.5, seed: int = 0):
+    """AR(1) returns split chronologically 60/20/20 into train, val and held-out windows."""
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal(n)
+    returns = np.empty(n)
+    returns[0] = noise[0]
+    for t in range(1, n):  # the recursion itself is sequential; building the data is not a hot path
+        returns[t] = phi * returns[t - 1] + noise[t]
+    cut1, cut2 = int(n * 0.6), int(n * 0.8)
+    return windows(returns[:cut1]), windows(returns[cut1:cut2]), windows(returns[cut2:])
+
+
+def few_noisy_splits(noise: float, n_train: int = 40, n_val: int = 200, seed: int = 0):
+    """Target = last input + noise, with few training windows: a wide model learns, then fits the noise."""
+    rng = np.random.default_rng(seed)
+    inputs = rng.standard_normal((n_train + n_val, LOOKBACK, 1)).astype(np.float32)
+    targets = (inputs[:, -1] + noise * rng.standard_normal((n_train + n_val, 1))).astype(np.float32)
+    return (inputs[:n_train], targets[:n_train]), (inputs[n_train:], targets[n_train:])
+
+
+def mse(model: torch.nn.Module, inputs: np.ndarray, targets: np.ndarray) -> float:
+    return float(np.mean((predict(model, inputs) - targets) ** 2))
+
+
+def assert_same_weights(first: torch.nn.Module, second: torch.nn.Module) -> None:
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def weights_differ(first: torch.nn.Module, second: torch.nn.Module) -> bool:
+    return any(
+        not torch.equal(a, b)
+        for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True)
+    )
+
+
+@pytest.fixture
+def own_sigint_handler():
+    """Install a recognisable SIGINT handler and give it back afterwards, whatever the test did."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise AssertionError("the test's own SIGINT handler should not be called during fit")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    yield handler
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_loss_decreases_on_a_learnable_task():
+    rng = np.random.default_rng(1)
+    inputs = rng.standard_normal((400, LOOKBACK, 1)).astype(np.float32)
+    targets = inputs.mean(axis=1)  # a smooth function of the window
+    records: list[EpochRecord] = []
+
+    result = fit(build_model(), inputs[:300], targets[:300], inputs[300:], targets[300:],
+                 train_config(epochs=8), on_epoch=records.append)
+
+    assert records == result.history
+    assert [record.epoch for record in records] == list(range(1, 9))
+    assert result.epochs_run == 8 and not result.stopped_early and not result.interrupted
+    assert records[-1].train_loss < 0.2 * records[0].train_loss
+    assert records[-1].val_loss < 0.2 * records[0].val_loss
+    assert result.device == "cpu"
+
+
+def test_beats_the_zero_return_forecast_on_ar1_returns():
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = ar1_splits()
+    model = build_model()
+
+    result = fit(model, train_x, train_y, val_x, val_y, train_config(epochs=10, patience=5))
+
+    zero_forecast_mse = float(np.mean(test_y**2))  # about the variance, 1 / (1 - 0.5²) = 1.33
+    model_mse = mse(model, test_x, test_y)
+    # The best possible MSE is the noise variance, 1: a quarter below the naive forecast.
+    assert model_mse < 0.85 * zero_forecast_mse
+    assert result.best_val_loss < 0.85 * float(np.mean(val_y**2))
+
+
+def test_same_seed_repeats_bit_for_bit_and_another_seed_differs():
+    (train_x, train_y), (val_x, val_y), _ = ar1_splits(n=400)
+    config = train_config(epochs=3, seed=7)
+
+    def train(seed: int, draw_randoms_before_fit: bool = False) -> Forecaster:
+        model = build_model(seed=0, hidden_size=8, num_layers=2, dropout=0.3)  # dropout draws randoms too
+        if draw_randoms_before_fit:
+            torch.rand(10)  # fit re-seeds, so unrelated random draws in between change nothing
+        fit(model, train_x, train_y, val_x, val_y, config.model_copy(update={"seed": seed}))
+        return model
+
+    first = train(seed=7)
+    assert_same_weights(first, train(seed=7, draw_randoms_before_fit=True))
+    assert weights_differ(first, train(seed=8))
+
+
+def test_seed_everything_makes_initial_weights_repeat():
+    assert_same_weights(build_model(seed=3), build_model(seed=3))
+    assert weights_differ(build_model(seed=3), build_model(seed=4))
+
+
+def test_early_stopping_restores_the_best_epoch():
+    (train_x, train_y), (val_x, val_y) = few_noisy_splits(noise=0.7)
+    model = build_model(hidden_size=32)
+
+    result = fit(model, train_x, train_y, val_x, val_y, train_config(epochs=200, patience=3, batch_size=8))
+
+    assert result.stopped_early and result.best_epoch > 1
+    assert result.epochs_run == result.best_epoch + 3 < 200
+    val_losses = [record.val_loss for record in result.history]
+    assert result.best_val_loss == min(val_losses) == val_losses[result.best_epoch - 1]
+    assert result.history[-1].val_loss > result.best_val_loss  # the last weights were worse...
+    assert mse(model, val_x, val_y) == pytest.approx(result.best_val_loss, rel=1e-5)  # ...and were replaced
+
+
+def test_tiny_gradient_clip_still_trains_and_changes_the_steps():
+    (train_x, train_y), (val_x, val_y), _ = ar1_splits(n=400)
+    clipped, unclipped = build_model(), build_model()
+
+    result = fit(clipped, train_x, train_y, val_x, val_y, train_config(epochs=4, grad_clip=1e-6))
+    fit(unclipped, train_x, train_y, val_x, val_y, train_config(epochs=4, grad_clip=0))
+
+    losses = [loss for record in result.history for loss in (record.train_loss, record.val_loss)]
+    assert np.isfinite(losses).all()
+    assert result.history[-1].train_loss < result.history[0].train_loss
+    assert weights_differ(clipped, unclipped)
+
+
+def test_huber_loss_is_reported_and_plateau_lowers_the_learning_rate():
+    (train_x, train_y), (val_x, val_y) = few_noisy_splits(noise=3.0)  # errors beyond delta = 1 are common
+    model = build_model(hidden_size=32)
+    config = train_config(epochs=40, patience=6, batch_size=8, loss="huber", lr_schedule="plateau")
+
+    result = fit(model, train_x, train_y, val_x, val_y, config)
+
+    huber = F.huber_loss(torch.from_numpy(predict(model, val_x)), torch.from_numpy(val_y), delta=1.0).item()
+    assert huber == pytest.approx(result.best_val_loss, rel=1e-5)
+    assert huber < 0.9 * mse(model, val_x, val_y)  # so it really is Huber, not MSE
+    learning_rates = [record.lr for record in result.history]
+    assert learning_rates[0] == config.lr
+    assert min(learning_rates) <= config.lr / 2
+
+
+def test_ctrl_c_after_an_epoch_stops_with_the_best_weights(own_sigint_handler):
+    (train_x, train_y), (val_x, val_y), _ = ar1_splits(n=400)
+    model = build_model()
+
+    def press_ctrl_c_after_epoch_2(record: EpochRecord) -> None:
+        if record.epoch == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    result = fit(model, train_x, train_y, val_x, val_y, train_config(epochs=20),
+                 on_epoch=press_ctrl_c_after_epoch_2)
+
+    assert result.interrupted and not result.stopped_early
+    assert result.epochs_run == 2
+    assert mse(model, val_x, val_y) == pytest.approx(result.best_val_loss, rel=1e-5)
+    assert signal.getsignal(signal.SIGINT) is own_sigint_handler
+
+
+def test_ctrl_c_in_the_first_epoch_restores_nothing(own_sigint_handler):
+    (train_x, train_y), (val_x, val_y), _ = ar1_splits(n=400)
+    model = build_model()
+    initial = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    forward_calls = 0
+
+    def press_ctrl_c_in_batch_3(module: torch.nn.Module, inputs: object, output: object) -> None:
+        nonlocal forward_calls
+        forward_calls += 1
+        if forward_calls == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    model.register_forward_hook(press_ctrl_c_in_batch_3)
+    result = fit(model, train_x, train_y, val_x, val_y, train_config(epochs=20, batch_size=16))
+
+    assert result.interrupted
+    assert result.epochs_run == 0 and result.history == [] and result.best_epoch == 0
+    assert forward_calls == 3  # stopped right after the batch in which Ctrl-C came, no validation pass
+    assert any(not torch.equal(initial[name], tensor) for name, tensor in model.state_dict().items())
+    assert signal.getsignal(signal.SIGINT) is own_sigint_handler
+
+
+def test_second_ctrl_c_raises_at_once(own_sigint_handler):
+    (train_x, train_y), (val_x, val_y), _ = ar1_splits(n=400)
+
+    def press_ctrl_c_twice(record: EpochRecord) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(build_model(), train_x, train_y, val_x, val_y, train_config(epochs=5), on_epoch=press_ctrl_c_twice)
+    assert signal.getsignal(signal.SIGINT) is own_sigint_handler
+
+
+def test_a_loss_that_is_never_finite_is_a_clear_error():
+    (train_x, train_y), (val_x, val_y), _ = ar1_splits(n=400)
+    with pytest.raises(ForecastError, match=r"training diverged.*epoch 1; lower the learning rate"):
+        fit(build_model(), train_x, train_y, val_x, val_y, train_config(lr=1e30, grad_clip=0))
+
+
+def test_empty_validation_split_is_a_clear_error():
+    (train_x, train_y), (val_x, val_y), _ = ar1_splits(n=400)
+    with pytest.raises(ForecastError, match="no validation windows"):
+        fit(build_model(), train_x, train_y, val_x[:0], val_y[:0], train_config())
+
+
+def test_predict_is_deterministic_and_independent_of_batch_size():
+    (train_x, _), _, _ = ar1_splits(n=400)
+    model = build_model(num_layers=2, dropout=0.5)
+    model.train()  # predict must switch dropout off itself
+
+    whole = predict(model, train_x)
+    assert whole.shape == (len(train_x), 1) and whole.dtype == np.float32
+    np.testing.assert_allclose(predict(model, train_x.astype(np.float64), batch_size=7), whole, rtol=1e-5)
+    assert np.array_equal(predict(model, train_x), whole)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_unavailable_device_is_a_clear_error():
+    with pytest.raises(ForecastError, match="'cuda' is not available"):
+        resolve_device("cuda")
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="has a GPU")
+def test_auto_device_falls_back_to_cpu():
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
