@@ -19,7 +19,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from lstm_forecast import __version__
-from lstm_forecast.errors import ForecastError
+from lstm_forecast.errors import ForecastError, Interrupted
 
 stdout = Console(highlight=False)
 stderr = Console(stderr=True, highlight=False)
@@ -133,6 +133,113 @@ def fetch(
         f"{summary.ticker}: {summary.rows} rows, {summary.first} … {summary.last} "
         f"({summary.new_rows} new, {summary.mode}) → {summary.path}"
     )
+
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config key, e.g. --set train.lr=0.0005 (repeatable)."),
+]
+RunsDirOption = Annotated[
+    Path | None, typer.Option("--runs-dir", help="Run bundles [default: $LSTM_FORECAST_RUNS_DIR, runs.dir, ./runs].")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (progress on stderr).")]
+ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="lstm, gru or rnn (model.type).")]
+EpochsOption = Annotated[int | None, typer.Option("--epochs", help="Maximum epochs (train.epochs).")]
+
+
+@app.command()
+def train(
+    ticker: TickerOption,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    model: ModelOption = None,
+    epochs: EpochsOption = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (train.seed).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or mps (train.device).")] = None,
+    data_dir: DataDirOption = None,
+    runs_dir: RunsDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Train a model on the cached prices and write a run bundle with metrics and a loss curve."""
+    from lstm_forecast import data
+    from lstm_forecast.bundle import resolve_runs_dir
+    from lstm_forecast.config import load_config
+    from lstm_forecast.train import load_training_prices, train_run
+
+    shortcuts = {"model.type": model, "train.epochs": epochs, "train.seed": seed, "train.device": device}
+    overrides = [*(set_ or []), *(f"{key}={value}" for key, value in shortcuts.items() if value is not None)]
+    settings = load_config(config, overrides)
+    symbol = data.validate_ticker(ticker)
+    folder = data.resolve_data_dir(data_dir, settings.data.dir)
+    runs = resolve_runs_dir(runs_dir, settings.runs.dir)
+    prices = load_training_prices(symbol, folder, settings, on_fetch=stderr.print)
+    with EpochProgress(settings.train.epochs, f"{symbol} {settings.model.type.upper()}") as progress:
+        outcome = train_run(settings, symbol, prices, runs, on_epoch=progress.update)
+    if json_output:
+        print_json({"run_dir": str(outcome.run_dir), **outcome.metrics})
+    else:
+        print_training_summary(outcome)
+    if outcome.result.interrupted:
+        raise Interrupted(f"training interrupted; the best epoch so far was saved to {outcome.run_dir}")
+
+
+class EpochProgress:
+    """A rich progress bar over epochs on stderr: epoch, losses, best epoch and elapsed time."""
+
+    def __init__(self, epochs: int, label: str) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("train {task.fields[train]} · val {task.fields[val]} · best {task.fields[best]}"),
+            TimeElapsedColumn(),
+            console=stderr,
+            transient=False,
+        )
+        self.task = self.progress.add_task(label, total=epochs, train="—", val="—", best="—")
+
+    def __enter__(self) -> EpochProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def update(self, record: Any) -> None:
+        self.progress.update(
+            self.task,
+            completed=record.epoch,
+            train=f"{record.train_loss:.4f}",
+            val=f"{record.val_loss:.4f}",
+            best=f"{record.best_epoch} ({record.best_val_loss:.4f})",
+        )
+
+
+def print_training_summary(outcome: Any) -> None:
+    from lstm_forecast.report import significance_line, split_table
+
+    result, scores = outcome.result, outcome.metrics
+    horizon = outcome.bundle.spec.horizon
+    stopped = " (stopped early)" if result.stopped_early else ""
+    stdout.print(
+        f"Trained {outcome.bundle.shape.kind.upper()} on {outcome.bundle.ticker}: {result.epochs_run} epochs{stopped}, "
+        f"best epoch {result.best_epoch}, {result.seconds:.1f} s on {result.device}"
+    )
+    for split, title in (("val", "Validation"), ("test", "Test (never seen in training)")):
+        split_scores = scores[split]
+        period = f"{split_scores['first_anchor']} … {split_scores['last_anchor']}, {split_scores['windows']} windows"
+        stdout.print(split_table(f"{title}: {period}", split_scores, horizon))
+        stdout.print(significance_line(split_scores))
+    stdout.print(f"Run bundle: {outcome.run_dir}")
+
+
+def print_json(document: dict[str, Any]) -> None:
+    """Exactly one JSON object on stdout, nothing else there."""
+    import json
+
+    sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
 
 
 def _day(value: datetime | None) -> date | None:

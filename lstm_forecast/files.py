@@ -17,6 +17,17 @@ from lstm_forecast.errors import ForecastError
 TEMP_PREFIX = ".tmp-"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp/mkdtemp create private files (0600/0700); finished files get the usual permissions.
+FILE_MODE = 0o666 & ~_current_umask()
+DIR_MODE = 0o777 & ~_current_umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` atomically; on any failure the old file is left as it was."""
     path = Path(path)
@@ -25,6 +36,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except OSError as exc:
         raise ForecastError(f"cannot write {path}: {_reason(exc)}") from exc
     try:
+        os.chmod(tmp_name, FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -1,0 +1,216 @@
+"""A training run from start to finish: prices → windows → model → trainer → metrics → bundle.
+
+Like nanoGPT's train.py this reads top to bottom. The honesty rules live here too: the trainer
+sees only the train and validation windows; the test windows are scored once, at the end, beside
+the naive forecast; interval calibration uses validation residuals, never the test period.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lstm_forecast import baselines, data, metrics, plots
+from lstm_forecast.bundle import (
+    LOSS_CURVE_FILE,
+    RunBundle,
+    library_versions,
+    new_run_id,
+    remove_stale_temp_dirs,
+    save_bundle,
+)
+from lstm_forecast.config import Config
+from lstm_forecast.errors import Interrupted
+from lstm_forecast.model import Forecaster, ModelShape
+from lstm_forecast.trainer import LOSSES, EpochRecord, TrainResult, fit, predict, resolve_device, seed_everything
+from lstm_forecast.windows import Dataset, Windows, build_dataset, targets_to_prices
+
+
+@dataclass
+class TrainOutcome:
+    run_dir: Path
+    bundle: RunBundle
+    result: TrainResult
+    metrics: dict[str, Any]
+
+
+def load_training_prices(
+    ticker: str, data_dir: Path, config: Config, on_fetch: Callable[[str], None] | None = None
+) -> pd.DataFrame:
+    """The cached prices in the configured date range; fetched first when there is no cache yet."""
+    if data.read_cache(data_dir, ticker) is None:
+        if on_fetch is not None:
+            on_fetch(f"No cached prices for {ticker} in {data_dir}; downloading from Yahoo Finance…")
+        data.update_cache(data_dir, ticker, config.data.start, config.data.end)
+    return data.load_prices(data_dir, ticker, config.data.start, config.data.end)
+
+
+def train_run(
+    config: Config,
+    ticker: str,
+    prices: pd.DataFrame,
+    runs_dir: Path,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> TrainOutcome:
+    """Train one model on `prices` and write its bundle. Ctrl-C keeps the best epoch so far."""
+    dataset = build_dataset(prices, config)
+
+    # Seed before building the model: the initial weights are part of a reproducible run.
+    seed_everything(config.train.seed)
+    shape = ModelShape.from_config(config.model, n_features=len(dataset.spec.features), horizon=dataset.spec.horizon)
+    model = Forecaster(shape)
+    device = resolve_device(config.train.device)
+    result = fit(
+        model,
+        dataset.train.inputs,
+        dataset.train.targets,
+        dataset.val.inputs,
+        dataset.val.targets,
+        config.train,
+        device=device,
+        on_epoch=on_epoch,
+    )
+    if result.epochs_run == 0:
+        raise Interrupted("interrupted before the first epoch finished; no bundle written")
+    model = model.cpu().eval()
+
+    # Scored on prices converted back from the model's output; the test split is touched only here.
+    evaluated = {"val": dataset.val, "test": dataset.test}
+    forecasts = {name: forecast_prices(model, windows, dataset) for name, windows in evaluated.items()}
+    scores = {name: score_split(windows, forecasts[name], dataset) for name, windows in evaluated.items()}
+    run_metrics = {
+        "ticker": ticker,
+        "model": shape.kind,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "seconds": round(result.seconds, 3),
+        "interrupted": result.interrupted,
+        **scores,
+    }
+
+    run_id = new_run_id()
+    bundle = RunBundle(
+        run_id=run_id,
+        ticker=ticker,
+        config=config,
+        shape=shape,
+        spec=dataset.spec,
+        scaler=dataset.scaler,
+        fingerprint=fingerprint(ticker, prices),
+        split={"val_start": dataset.val_start.date().isoformat(), "test_start": dataset.test_start.date().isoformat()},
+        baselines={
+            "train_mean_log_return": dataset.train_mean_log_return,
+            "train_naive_mae": dataset.train_naive_mae,
+        },
+        calibration=calibration(dataset.val, forecasts["val"]),
+        training={
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "best_val_loss": result.best_val_loss,
+            "stopped_early": result.stopped_early,
+            "interrupted": result.interrupted,
+            "seconds": round(result.seconds, 3),
+            "device": result.device,
+            "seed": config.train.seed,
+        },
+        model=model,
+        versions=library_versions(),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    history = history_frame(result)
+    naive_loss = naive_validation_loss(dataset, config.train.loss)
+
+    def write_loss_curve(run_dir: Path) -> None:
+        plots.loss_curve(
+            history["epoch"].tolist(),
+            history["train_loss"].tolist(),
+            history["val_loss"].tolist(),
+            result.best_epoch,
+            naive_loss,
+            f"{ticker} · {shape.kind.upper()} · run {run_id}",
+            run_dir / LOSS_CURVE_FILE,
+        )
+
+    remove_stale_temp_dirs(runs_dir)
+    run_dir = save_bundle(bundle, runs_dir, prices, history, run_metrics, write_extras=write_loss_curve)
+    return TrainOutcome(run_dir=run_dir, bundle=bundle, result=result, metrics=run_metrics)
+
+
+def forecast_prices(model: Forecaster, windows: Windows, dataset: Dataset) -> np.ndarray:
+    """The model's price forecasts (n, horizon) for a split, converted back from its scaled output."""
+    scaled = predict(model, windows.inputs)
+    return targets_to_prices(scaled, windows.anchor_prices, dataset.scaler, dataset.spec.target)
+
+
+def score_split(windows: Windows, predicted: np.ndarray, dataset: Dataset) -> dict[str, Any]:
+    """Model and naive metrics for one split, on prices, on exactly the same windows."""
+    horizon = dataset.spec.horizon
+    naive = baselines.naive_forecast(windows.anchor_prices, horizon)
+    truth = (windows.anchor_prices, windows.actual_prices)
+    model_scores = metrics.score(*truth, predicted, naive, dataset.train_naive_mae)
+    vs_naive = metrics.compare_to_naive(*truth, predicted, naive, horizon)
+    return {
+        "windows": len(windows),
+        "first_anchor": str(np.datetime_as_string(windows.anchor_dates[0], unit="D")),
+        "last_anchor": str(np.datetime_as_string(windows.anchor_dates[-1], unit="D")),
+        "model": model_scores,
+        "naive": metrics.score(*truth, naive, naive, dataset.train_naive_mae),
+        "vs_naive": vs_naive,
+        "verdict": metrics.verdict(vs_naive["dm_all"]["pvalue"], model_scores["all"]["rmse_ratio"]),
+    }
+
+
+def calibration(val: Windows, predicted: np.ndarray) -> dict[str, Any]:
+    """Validation residuals in log-price space per horizon step, for split-conformal intervals.
+
+    A residual log(actual / forecast) does not depend on the price level, so intervals calibrated
+    on last year's prices transfer to today's. The test split is never used here.
+    """
+    residuals = np.log(val.actual_prices) - np.log(predicted)
+    return {
+        "method": "split-conformal",
+        "space": "log_price",
+        "source": "validation",
+        "residuals": [[float(value) for value in residuals[:, step]] for step in range(residuals.shape[1])],
+    }
+
+
+def fingerprint(ticker: str, prices: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "ticker": ticker,
+        "first_date": prices.index[0].date().isoformat(),
+        "last_date": prices.index[-1].date().isoformat(),
+        "rows": len(prices),
+        "sha256": data.prices_sha256(prices),
+    }
+
+
+def history_frame(result: TrainResult) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "epoch": [record.epoch for record in result.history],
+            "train_loss": [record.train_loss for record in result.history],
+            "val_loss": [record.val_loss for record in result.history],
+            "lr": [record.lr for record in result.history],
+            "seconds": [round(record.seconds, 4) for record in result.history],
+        }
+    )
+
+
+def naive_validation_loss(dataset: Dataset, loss: str) -> float:
+    """The training loss the naive forecast would score on the validation windows (same scaled space)."""
+    val = dataset.val
+    naive = baselines.naive_forecast(val.anchor_prices, dataset.spec.horizon)
+    # "No change" is a log return of zero on every step, or the anchor price itself.
+    naive_targets = np.zeros_like(naive) if dataset.spec.target == "log_return" else naive
+    scaled = torch.as_tensor(dataset.scaler.transform_targets(naive_targets), dtype=torch.float32)
+    actual = torch.as_tensor(val.targets, dtype=torch.float32)
+    return float(LOSSES[loss](scaled, actual))
