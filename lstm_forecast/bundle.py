@@ -65,14 +65,12 @@ class RunBundle:
 
     def prices(self) -> pd.DataFrame:
         """The exact price rows the run was trained on (recorded in the bundle)."""
-        from lstm_forecast.data import validate_prices
+        from lstm_forecast.data import read_prices_csv
 
         path = self._path(PRICES_FILE)
-        try:
-            frame = pd.read_csv(path, index_col="Date", parse_dates=["Date"], float_precision="round_trip")
-        except (OSError, ValueError) as exc:
-            raise ForecastError(f"{path}: cannot read the bundle's recorded prices ({exc})") from None
-        prices, _ = validate_prices(frame, str(path))
+        if not path.is_file():
+            raise ForecastError(f"{path}: missing from the bundle; evaluate needs the recorded prices")
+        prices, _ = read_prices_csv(path)
         return prices
 
     def _path(self, name: str) -> Path:

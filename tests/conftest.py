@@ -1,0 +1,158 @@
+"""Shared fixtures: no network in any test, synthetic prices, and yfinance 1.7.0's real frame shapes.
+
+- `no_network` (autouse): any socket, curl or yfinance call a test did not fake fails at once.
+- `make_prices(n, start, seed)`: a canonical price frame (business days, geometric random walk).
+- `yahoo_download_frame(prices, ticker)`: what `yf.download(..., auto_adjust=False)` returns.
+- `yahoo_history_frame(prices)`: what `yf.Ticker(t).history(..., auto_adjust=False, actions=False)` returns.
+- `fake_yahoo`: a stand-in for Yahoo behind `yfinance.Ticker.history` that serves `fake_yahoo.prices`
+  (sliced like Yahoo does) or raises `fake_yahoo.error`, recording each call.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yfinance
+from yfinance.exceptions import YFPricesMissingError
+
+from lstm_forecast.data import COLUMNS
+
+EXCHANGE_TZ = "America/New_York"
+LOCAL_HOSTS = {None, "", "localhost", "127.0.0.1", "::1"}
+
+
+class UnmockedNetworkCall(BaseException):
+    """A BaseException, so no `except Exception` in the code under test can swallow it."""
+
+
+def _refuse(*args: Any, **kwargs: Any) -> None:
+    raise UnmockedNetworkCall("unmocked network call in a test: fake Yahoo with the fake_yahoo fixture")
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def connect(self: socket.socket, address: Any) -> None:
+        if self.family != socket.AF_UNIX:  # local IPC (multiprocessing) stays allowed
+            _refuse()
+        real_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: Any) -> int:
+        if self.family != socket.AF_UNIX:
+            _refuse()
+        return real_connect_ex(self, address)
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host not in LOCAL_HOSTS:
+            _refuse()
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket, "create_connection", _refuse)
+    # yfinance talks through curl_cffi (libcurl), which never touches Python's sockets.
+    monkeypatch.setattr("curl_cffi.curl.Curl.perform", _refuse)
+    monkeypatch.setattr(yfinance, "download", _refuse)
+    monkeypatch.setattr(yfinance.Ticker, "history", _refuse)
+
+
+def build_prices(n: int = 300, start: str = "2020-01-02", seed: int = 0) -> pd.DataFrame:
+    """A canonical price frame: business days, geometric random walk, consistent OHLC, and an
+    Adj Close below Close in the past (as after dividends) so the two columns differ."""
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range(start, periods=n, name="Date").as_unit("ns")
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0003, 0.02, n)))
+    open_ = np.concatenate([[100.0], close[:-1]]) * np.exp(rng.normal(0.0, 0.005, n))
+    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0.0, 0.01, n)))
+    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0.0, 0.01, n)))
+    adj_close = close * np.linspace(0.9, 1.0, n)
+    volume = rng.integers(1_000_000, 5_000_000, n).astype(np.float64)
+    columns = [open_, high, low, close, adj_close, volume]
+    return pd.DataFrame(dict(zip(COLUMNS, columns, strict=True)), index=dates)
+
+
+def build_yahoo_download_frame(prices: pd.DataFrame, ticker: str = "TSLA") -> pd.DataFrame:
+    """yf.download's shape: (Price, Ticker) columns sorted by name, datetime64[s] tz-naive index named
+    Date (unnamed when empty, as in its (0, 6) failure frame), int64 Volume."""
+    index = pd.DatetimeIndex(prices.index).as_unit("s").rename("Date" if len(prices) else None)
+    flat = prices.assign(Volume=prices["Volume"].astype(np.int64)).set_axis(index, axis=0)
+    flat = flat[sorted(COLUMNS)]
+    flat.columns = pd.MultiIndex.from_product([sorted(COLUMNS), [ticker]], names=["Price", "Ticker"])
+    return flat
+
+
+def build_yahoo_history_frame(
+    prices: pd.DataFrame, auto_adjust: bool = False, actions: bool = False, tz: str = EXCHANGE_TZ
+) -> pd.DataFrame:
+    """Ticker.history's shape: flat columns, datetime64[s, exchange tz] index named Date, int64 Volume.
+
+    With auto_adjust, Open/High/Low/Close are scaled to Adj Close and there is no Adj Close column;
+    with actions, Dividends and Stock Splits follow.
+    """
+    index = pd.DatetimeIndex(prices.index).as_unit("s").tz_localize(tz).rename("Date")
+    frame = prices.set_axis(index, axis=0).assign(Volume=prices["Volume"].to_numpy().astype(np.int64))
+    if auto_adjust:
+        ratio = frame["Adj Close"] / frame["Close"]
+        frame = frame[["Open", "High", "Low", "Close", "Volume"]].assign(
+            **{column: frame[column] * ratio for column in ["Open", "High", "Low", "Close"]}
+        )
+    if actions:
+        frame = frame.assign(Dividends=0.0, **{"Stock Splits": 0.0})
+    return frame
+
+
+@pytest.fixture
+def make_prices() -> Callable[..., pd.DataFrame]:
+    return build_prices
+
+
+@pytest.fixture
+def yahoo_download_frame() -> Callable[..., pd.DataFrame]:
+    return build_yahoo_download_frame
+
+
+@pytest.fixture
+def yahoo_history_frame() -> Callable[..., pd.DataFrame]:
+    return build_yahoo_history_frame
+
+
+class FakeYahoo:
+    """Yahoo behind `yfinance.Ticker.history`: serves `prices` for the requested range like the real
+    one (start inclusive, end exclusive, YFPricesMissingError when empty) or raises `error`."""
+
+    def __init__(self) -> None:
+        self.prices: pd.DataFrame | None = None
+        self.error: BaseException | None = None
+        self.raw: pd.DataFrame | None = None  # when set, returned as is
+        self.calls: list[dict[str, Any]] = []
+
+    def history(self, ticker: yfinance.Ticker, **kwargs: Any) -> pd.DataFrame:
+        self.calls.append({"ticker": ticker.ticker, **kwargs})
+        if self.error is not None:
+            raise self.error
+        if self.raw is not None:
+            return self.raw
+        assert self.prices is not None, "set fake_yahoo.prices, .raw or .error first"
+        rows = self.prices
+        if kwargs.get("start") is not None:
+            rows = rows[rows.index >= pd.Timestamp(kwargs["start"])]
+        if kwargs.get("end") is not None:
+            rows = rows[rows.index < pd.Timestamp(kwargs["end"])]
+        if rows.empty:
+            raise YFPricesMissingError(ticker.ticker, "")
+        return build_yahoo_history_frame(rows)
+
+
+@pytest.fixture
+def fake_yahoo(monkeypatch: pytest.MonkeyPatch) -> FakeYahoo:
+    fake = FakeYahoo()
+    monkeypatch.setattr(yfinance.Ticker, "history", lambda self, *args, **kwargs: fake.history(self, **kwargs))
+    return fake
