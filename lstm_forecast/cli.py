@@ -92,13 +92,15 @@ def root(
 
 # Options shared by several commands.
 ISO_DAY = "%Y-%m-%d"
-TickerOption = Annotated[str, typer.Option("--ticker", "-t", help="Ticker symbol, e.g. TSLA or ^GSPC.")]
+TickerOption = Annotated[
+    str, typer.Option("--ticker", "-t", metavar="TICKER", help="Ticker symbol, e.g. TSLA or ^GSPC.")
+]
 DataDirOption = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="Price cache [default: $LSTM_FORECAST_DATA_DIR, data.dir, ./data]."),
+    typer.Option("--data-dir", metavar="DIR", help="Price cache (default: $LSTM_FORECAST_DATA_DIR, data.dir, ./data)."),
 ]
 ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML config merged over the defaults.")
+    Path | None, typer.Option("--config", "-c", metavar="FILE", help="YAML config merged over the defaults.")
 ]
 
 
@@ -137,10 +139,11 @@ def fetch(
 
 SetOption = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Override a config key, e.g. --set train.lr=0.0005 (repeatable)."),
+    typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a config key, e.g. train.lr=0.0005 (repeatable)."),
 ]
 RunsDirOption = Annotated[
-    Path | None, typer.Option("--runs-dir", help="Run bundles [default: $LSTM_FORECAST_RUNS_DIR, runs.dir, ./runs].")
+    Path | None,
+    typer.Option("--runs-dir", metavar="DIR", help="Run bundles (default: $LSTM_FORECAST_RUNS_DIR, runs.dir, ./runs)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (progress on stderr).")]
 ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="lstm, gru or rnn (model.type).")]
