@@ -15,6 +15,7 @@ import os
 import platform
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,11 @@ PRICES_FILE = "prices.csv"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 LOSS_CURVE_FILE = "loss_curve.png"
+
+RUNS_DIR_ENV = "LSTM_FORECAST_RUNS_DIR"
+DEFAULT_RUNS_DIR = "runs"
+# Writing a bundle takes seconds; a temp dir this old belongs to a process that died.
+STALE_TEMP_AGE_S = 3600
 
 
 @dataclass
@@ -105,6 +111,8 @@ def save_bundle(
         tmp_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=ticker_dir))
     except OSError as exc:
         raise ForecastError(f"cannot create a run bundle in {ticker_dir}: {exc.strerror or exc}") from None
+    # Two runs finishing in the same millisecond (parallel trainings) must not overwrite or lose each other.
+    bundle.run_id = _free_run_id(ticker_dir, bundle.run_id)
     final_dir = ticker_dir / bundle.run_id
     try:
         weights = {name: tensor.detach().cpu().contiguous() for name, tensor in bundle.model.state_dict().items()}
@@ -129,6 +137,15 @@ def save_bundle(
         raise
     bundle.run_dir = final_dir
     return final_dir
+
+
+def _free_run_id(ticker_dir: Path, run_id: str) -> str:
+    """`run_id`, or `run_id-2`, `run_id-3`... when taken; the suffix keeps the ids sorting by time."""
+    candidate, number = run_id, 1
+    while (ticker_dir / candidate).exists():
+        number += 1
+        candidate = f"{run_id}-{number}"
+    return candidate
 
 
 def bundle_document(bundle: RunBundle) -> dict[str, Any]:
@@ -187,6 +204,7 @@ def load_bundle(run_dir: Path | str) -> RunBundle:
         sections = {key: document[key] for key in ("split", "baselines", "calibration", "training")}
     except (KeyError, TypeError, ValueError) as exc:
         raise ForecastError(f"{path}: missing or invalid field {exc}; the bundle is damaged") from None
+    _check_consistent(path, shape, spec, scaler)
     config_path = run_dir / CONFIG_FILE
     try:
         config_values = yaml.safe_load(config_path.read_text(encoding="utf-8"))
@@ -210,6 +228,23 @@ def load_bundle(run_dir: Path | str) -> RunBundle:
         run_dir=run_dir,
         **sections,
     )
+
+
+def _check_consistent(path: Path, shape: ModelShape, spec: WindowSpec, scaler: Scaler) -> None:
+    """The model, the window and the scaler must describe the same inputs and horizon, or every
+    forecast made with the bundle would be silently misaligned."""
+    n_features = len(spec.features)
+    sizes = {
+        "model.n_features": (shape.n_features, n_features),
+        "model.horizon": (shape.horizon, spec.horizon),
+        "scaler.feature_mean": (len(scaler.feature_mean), n_features),
+        "scaler.feature_std": (len(scaler.feature_std), n_features),
+    }
+    for key, (found, expected) in sizes.items():
+        if found != expected:
+            raise ForecastError(
+                f"{path}: {key} is {found} but the window describes {expected}; the bundle is damaged"
+            )
 
 
 def _load_model(path: Path, shape: ModelShape) -> Forecaster:
@@ -251,8 +286,8 @@ def _dumps(value: Any) -> str:
 
 def resolve_runs_dir(cli_dir: Path | str | None, config_dir: str | None) -> Path:
     """--runs-dir > $LSTM_FORECAST_RUNS_DIR > config runs.dir > ./runs."""
-    chosen = cli_dir or os.environ.get("LSTM_FORECAST_RUNS_DIR") or config_dir or "runs"
-    path = Path(chosen)
+    chosen = cli_dir or os.environ.get(RUNS_DIR_ENV) or config_dir or DEFAULT_RUNS_DIR
+    path = Path(chosen).expanduser()  # as for the data dir: a config or env value is not shell-expanded
     if path.exists() and not path.is_dir():
         raise UsageError(f"runs dir {path} is a file, not a folder")
     return path
@@ -286,10 +321,15 @@ def find_run(runs_dir: Path, run: Path | None = None, ticker: str | None = None)
     return runs[-1]
 
 
-def remove_stale_temp_dirs(runs_dir: Path) -> None:
-    """Remove half-written bundles left by a killed process (they were never renamed into place)."""
+def remove_stale_temp_dirs(runs_dir: Path, older_than_s: float = STALE_TEMP_AGE_S) -> None:
+    """Remove half-written bundles left by a killed process (they were never renamed into place).
+
+    Only old ones: a fresh temp dir may be another process's bundle being written right now.
+    """
     if not runs_dir.is_dir():
         return
+    cutoff = time.time() - older_than_s
     for path in runs_dir.glob(f"*/{TEMP_PREFIX}*"):
         with contextlib.suppress(OSError):
-            shutil.rmtree(path)
+            if path.stat().st_mtime < cutoff:
+                shutil.rmtree(path)

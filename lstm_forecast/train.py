@@ -96,9 +96,8 @@ def train_run(
         **scores,
     }
 
-    run_id = new_run_id()
     bundle = RunBundle(
-        run_id=run_id,
+        run_id=new_run_id(),
         ticker=ticker,
         config=config,
         shape=shape,
@@ -135,7 +134,7 @@ def train_run(
             history["val_loss"].tolist(),
             result.best_epoch,
             naive_loss,
-            f"{ticker} · {shape.kind.upper()} · run {run_id}",
+            f"{ticker} · {shape.kind.upper()} · run {bundle.run_id}",  # save_bundle may add a suffix
             run_dir / LOSS_CURVE_FILE,
         )
 
