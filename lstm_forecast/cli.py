@@ -21,7 +21,8 @@ from typer.core import TyperGroup
 from lstm_forecast import __version__
 from lstm_forecast.errors import ForecastError, Interrupted
 
-stdout = Console(highlight=False)
+# soft_wrap: a summary line piped to a file stays one line (paths are never broken at 80 columns).
+stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False)
 
 
@@ -32,6 +33,8 @@ class ForecastGroup(TyperGroup):
              standalone_mode: bool = True, **extra: Any) -> Any:
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            if code == 130:  # Typer turned a Ctrl-C outside training into a bare exit code
+                code = fail("interrupted", 130)
         except ForecastError as exc:
             code = fail(str(exc), exc.exit_code)
         except (typer.Abort, KeyboardInterrupt):
@@ -236,6 +239,224 @@ def print_training_summary(outcome: Any) -> None:
         stdout.print(split_table(f"{title}: {period}", split_scores, horizon))
         stdout.print(significance_line(split_scores))
     stdout.print(f"Run bundle: {outcome.run_dir}")
+
+
+@app.command()
+def predict(
+    run: Annotated[
+        Path | None, typer.Option("--run", metavar="RUN_DIR", help="Run bundle (default: the newest run).")
+    ] = None,
+    ticker: Annotated[
+        str | None, typer.Option("--ticker", "-t", metavar="TICKER", help="Use this ticker's newest run.")
+    ] = None,
+    days: Annotated[
+        int | None,
+        typer.Option("--days", min=1, metavar="N", help="Trading days to forecast, up to the run's horizon."),
+    ] = None,
+    levels: Annotated[
+        list[float] | None,
+        typer.Option("--level", metavar="PCT", help="Interval level in percent, repeatable (default: 80 and 95)."),
+    ] = None,
+    output_format: Annotated[
+        str | None,
+        typer.Option("--format", "-f", metavar="FORMAT", help="table, json or csv (default: from --output, or table)."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE", help="Write the forecast here; the fan chart goes beside it."),
+    ] = None,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Update the price cache from Yahoo Finance first.")
+    ] = False,
+    data_dir: DataDirOption = None,
+    runs_dir: RunsDirOption = None,
+) -> None:
+    """Forecast the next trading sessions with prediction intervals, from cached prices (offline)."""
+    from lstm_forecast.predict import forecast_table, interval_note, run_predict
+
+    outcome = run_predict(
+        run=run, ticker=ticker, days=days, levels=levels or (), output_format=output_format, output=output,
+        refresh=refresh, data_dir=data_dir, runs_dir=runs_dir, on_fetch=stderr.print,
+    )
+    warn(outcome.warnings)
+    notes = stdout
+    if outcome.output is not None:
+        stdout.print(f"Forecast: {outcome.output}", markup=False)
+    elif outcome.text is not None:  # JSON or CSV on stdout: nothing else may go there
+        sys.stdout.write(outcome.text)
+        notes = stderr
+    else:
+        stdout.print(forecast_table(outcome.forecast))
+        stdout.print(interval_note(outcome.forecast), markup=False)
+    if outcome.chart is not None:
+        notes.print(f"Fan chart: {outcome.chart}", markup=False)
+
+
+@app.command("runs")
+def list_runs(
+    ticker: Annotated[
+        str | None, typer.Option("--ticker", "-t", metavar="TICKER", help="Only this ticker's runs.")
+    ] = None,
+    runs_dir: RunsDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List the run bundles, oldest first: id, ticker, model, epochs and test RMSE against naive."""
+    from lstm_forecast.predict import run_summaries, runs_table
+
+    folder, rows = run_summaries(runs_dir, ticker)
+    if json_output:
+        print_json({"runs_dir": str(folder), "runs": rows})
+    elif rows:
+        # The table's natural width, as `ls -l` never cuts a path: a narrow terminal wraps long lines instead.
+        Console(highlight=False, width=10_000).print(runs_table(rows))
+    else:
+        stderr.print(f"No run bundles in {folder}; train one with `lstm-forecast train -t TICKER`.", markup=False)
+
+
+FoldsOption = Annotated[
+    int | None,
+    typer.Option("--folds", min=0, metavar="K", help="Walk-forward folds, 0 for none (default: evaluate.folds)."),
+]
+
+
+@app.command()
+def evaluate(
+    run: Annotated[
+        Path | None, typer.Option("--run", metavar="RUN_DIR", help="Run bundle (default: the newest run).")
+    ] = None,
+    ticker: Annotated[
+        str | None, typer.Option("--ticker", "-t", metavar="TICKER", help="Use this ticker's newest run.")
+    ] = None,
+    folds: FoldsOption = None,
+    data_dir: DataDirOption = None,
+    runs_dir: RunsDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Judge a run beside the naive and drift forecasts: tests, lag copy, intervals, backtest, plots."""
+    from lstm_forecast import data
+    from lstm_forecast.bundle import find_run, resolve_runs_dir
+    from lstm_forecast.errors import UsageError
+    from lstm_forecast.evaluate import evaluate as evaluate_run
+    from lstm_forecast.report import evaluation_report
+
+    if run is not None and ticker is not None:
+        raise UsageError("give --run or --ticker, not both")
+    symbol = data.validate_ticker(ticker) if ticker is not None else None
+    run_dir = find_run(resolve_runs_dir(runs_dir, None), run, symbol)
+    with FoldProgress() as progress:
+        evaluation = evaluate_run(run_dir, data_dir, folds, on_progress=progress.update)
+    if json_output:
+        print_json(evaluation.report)
+    else:
+        for item in evaluation_report(evaluation.report):
+            stdout.print(item)
+    if evaluation.interrupted:
+        raise Interrupted(f"backtest interrupted; the evaluation of the finished folds was saved to {run_dir}")
+
+
+class FoldProgress:
+    """A rich progress bar over walk-forward folds on stderr, with the epoch of the fold in training."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]walk-forward folds"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=stderr,
+        )
+        self.task: Any = None  # added on the first report, when the number of folds is known
+
+    def __enter__(self) -> FoldProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def update(self, completed: int, total: int, record: Any) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task("folds", total=total, detail="")
+        detail = "" if record is None else f"fold {completed + 1}: epoch {record.epoch}, val {record.val_loss:.4f}"
+        self.progress.update(self.task, completed=completed, detail=detail)
+
+
+@app.command()
+def compare(
+    ticker: TickerOption,
+    models: Annotated[
+        str, typer.Option("--models", metavar="LIST", help="Comma-separated model types: rnn, gru, lstm.")
+    ] = "rnn,gru,lstm",
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    epochs: EpochsOption = None,
+    data_dir: DataDirOption = None,
+    runs_dir: RunsDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Train each model type on identical data, windows and seed; one table, one loss-curve overlay."""
+    from lstm_forecast import data
+    from lstm_forecast.bundle import resolve_runs_dir
+    from lstm_forecast.compare import compare_models, parse_models
+    from lstm_forecast.config import load_config
+    from lstm_forecast.report import compare_report
+    from lstm_forecast.train import load_training_prices
+
+    kinds = parse_models(models)
+    overrides = [*(set_ or []), *([f"train.epochs={epochs}"] if epochs is not None else [])]
+    settings = load_config(config, overrides)
+    symbol = data.validate_ticker(ticker)
+    folder = data.resolve_data_dir(data_dir, settings.data.dir)
+    runs = resolve_runs_dir(runs_dir, settings.runs.dir)
+    prices = load_training_prices(symbol, folder, settings, on_fetch=stderr.print)
+    with ModelsProgress(settings.train.epochs) as progress:
+        comparison = compare_models(settings, symbol, prices, runs, kinds, on_epoch=progress.update)
+    if json_output:
+        print_json(comparison.report)
+    else:
+        for item in compare_report(comparison.report):
+            stdout.print(item)
+    if comparison.interrupted:
+        raise Interrupted(f"comparison interrupted; the models finished so far were saved to {comparison.compare_dir}")
+
+
+class ModelsProgress:
+    """One rich progress bar per model over epochs, on stderr."""
+
+    def __init__(self, epochs: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.epochs = epochs
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("train {task.fields[train]} · val {task.fields[val]} · best {task.fields[best]}"),
+            TimeElapsedColumn(),
+            console=stderr,
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> ModelsProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def update(self, kind: str, record: Any) -> None:
+        if kind not in self.tasks:
+            self.tasks[kind] = self.progress.add_task(kind.upper(), total=self.epochs, train="—", val="—", best="—")
+        self.progress.update(
+            self.tasks[kind],
+            completed=record.epoch,
+            train=f"{record.train_loss:.4f}",
+            val=f"{record.val_loss:.4f}",
+            best=f"{record.best_epoch} ({record.best_val_loss:.4f})",
+        )
 
 
 def print_json(document: dict[str, Any]) -> None:
