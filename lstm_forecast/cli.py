@@ -279,9 +279,9 @@ def predict(
         refresh=refresh, data_dir=data_dir, runs_dir=runs_dir, on_fetch=stderr.print,
     )
     warn(outcome.warnings)
-    notes = stdout
+    notes = stdout  # paths are printed unwrapped (soft_wrap), so they can be copied whole
     if outcome.output is not None:
-        stdout.print(f"Forecast: {outcome.output}", markup=False)
+        stdout.print(f"Forecast: {outcome.output}", markup=False, soft_wrap=True)
     elif outcome.text is not None:  # JSON or CSV on stdout: nothing else may go there
         sys.stdout.write(outcome.text)
         notes = stderr
@@ -289,7 +289,7 @@ def predict(
         stdout.print(forecast_table(outcome.forecast))
         stdout.print(interval_note(outcome.forecast), markup=False)
     if outcome.chart is not None:
-        notes.print(f"Fan chart: {outcome.chart}", markup=False)
+        notes.print(f"Fan chart: {outcome.chart}", markup=False, soft_wrap=True)
 
 
 @app.command("runs")
@@ -412,7 +412,7 @@ def compare(
     folder = data.resolve_data_dir(data_dir, settings.data.dir)
     runs = resolve_runs_dir(runs_dir, settings.runs.dir)
     prices = load_training_prices(symbol, folder, settings, on_fetch=stderr.print)
-    with ModelsProgress(settings.train.epochs) as progress:
+    with ModelsProgress(kinds, settings.train.epochs) as progress:
         comparison = compare_models(settings, symbol, prices, runs, kinds, on_epoch=progress.update)
     if json_output:
         print_json(comparison.report)
@@ -424,12 +424,11 @@ def compare(
 
 
 class ModelsProgress:
-    """One rich progress bar per model over epochs, on stderr."""
+    """One rich progress bar per model over epochs, on stderr; each starts with its model's first epoch."""
 
-    def __init__(self, epochs: int) -> None:
+    def __init__(self, kinds: list[str], epochs: int) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.epochs = epochs
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -438,7 +437,10 @@ class ModelsProgress:
             TimeElapsedColumn(),
             console=stderr,
         )
-        self.tasks: dict[str, Any] = {}
+        self.tasks = {
+            kind: self.progress.add_task(kind.upper(), total=epochs, start=False, train="—", val="—", best="—")
+            for kind in kinds
+        }
 
     def __enter__(self) -> ModelsProgress:
         self.progress.start()
@@ -448,8 +450,8 @@ class ModelsProgress:
         self.progress.stop()
 
     def update(self, kind: str, record: Any) -> None:
-        if kind not in self.tasks:
-            self.tasks[kind] = self.progress.add_task(kind.upper(), total=self.epochs, train="—", val="—", best="—")
+        if record.epoch == 1:
+            self.progress.start_task(self.tasks[kind])
         self.progress.update(
             self.tasks[kind],
             completed=record.epoch,

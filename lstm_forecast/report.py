@@ -47,3 +47,206 @@ def significance_line(scores: dict[str, Any]) -> str:
             f"{fmt(direction['binomial_pvalue'])} (up days {fmt(direction['up_share'], '{:.1%}')})"
         )
     return " · ".join(parts) + f"\nVerdict: the model is {scores['verdict']}."
+
+
+# --- evaluate and compare -----------------------------------------------------------------------
+
+FORECAST_NAMES = ("model", "naive", "drift")
+
+
+def _p(value: float | None) -> str:
+    """A p-value as the verdicts write it: enough digits to see its side of 0.05."""
+    if value is None:
+        return "n/a"
+    if value < 0.001:
+        return "< 0.001"
+    return f"{value:.3f}" if value < 0.1 else f"{value:.2f}"
+
+
+def forecast_table(title: str, scores: dict[str, Any], horizon: int, kind: str) -> Table:
+    """The model, naive and drift forecasts × RMSE, MAE, MAPE, MASE, direction and RMSE ratio,
+    over all `horizon` days and on day 1."""
+    table = Table(title=title, title_justify="left", header_style="bold")
+    table.add_column("forecast")
+    for _, label, _ in METRIC_ROWS:
+        table.add_column(label, justify="right")
+    days = f"days 1–{horizon}" if horizon > 1 else "day 1"
+    steps = [("all", days), ("h1", "day 1")] if horizon > 1 else [("all", days)]
+    for step, step_label in steps:
+        for name in FORECAST_NAMES:
+            label = kind.upper() if name == "model" else name
+            row = scores[name][step]
+            table.add_row(f"{label}, {step_label}", *(fmt(row[key], pattern) for key, _, pattern in METRIC_ROWS))
+        table.add_section()
+    return table
+
+
+def tests_line(vs_naive: dict[str, Any]) -> str:
+    """The Diebold–Mariano p-values and the binomial test of the day-1 direction."""
+    direction = vs_naive["direction_h1"]
+    parts = [
+        f"DM vs naive: p = {_p(vs_naive['dm_all']['pvalue'])} (all days), p = {_p(vs_naive['dm_h1']['pvalue'])} (day 1)"
+    ]
+    if direction["accuracy"] is None:
+        parts.append("direction: the model never calls a move")
+    else:
+        parts.append(
+            f"day-1 direction {direction['hits']}/{direction['trials']} right, binomial p = "
+            f"{_p(direction['binomial_pvalue'])} (always saying up: {fmt(direction['up_share'], '{:.1%}')})"
+        )
+    return " · ".join(parts)
+
+
+def coverage_table(coverage: list[dict[str, Any]], horizon: int) -> Table:
+    """Share of test prices inside the bundle's conformal intervals, per level and per day."""
+    table = Table(title="Prediction intervals on the test period (calibrated on validation)",
+                  title_justify="left", header_style="bold")
+    table.add_column("interval")
+    table.add_column(f"covered, days 1–{horizon}" if horizon > 1 else "covered", justify="right")
+    for day in range(1, horizon + 1):
+        table.add_column(f"day {day}", justify="right")
+    for row in coverage:
+        per_step = row["per_step"] or [None] * horizon
+        table.add_row(f"{row['level']:g}%", fmt(row["all"], "{:.1%}"), *(fmt(value, "{:.1%}") for value in per_step))
+    return table
+
+
+def backtest_table(backtest: dict[str, Any]) -> Table:
+    """One row per walk-forward fold and the pooled row: RMSE of model, naive and drift, ratio, DM p."""
+    table = Table(
+        title=f"Walk-forward backtest: {backtest['completed']} of {backtest['folds']} folds, expanding window",
+        title_justify="left", header_style="bold",
+    )
+    for column in ("fold", "test anchors", "windows", "model from"):
+        table.add_column(column)
+    for column in ("RMSE model", "RMSE naive", "RMSE drift", "RMSE / naive", "direction", "DM p"):
+        table.add_column(column, justify="right")
+    rows = [(str(fold["fold"]), fold) for fold in backtest["fold_results"]]
+    if backtest["pooled"] is not None:
+        rows.append(("pooled", backtest["pooled"]))
+    for number, (label, row) in enumerate(rows):
+        if label == "pooled":
+            table.add_section()
+        scores = {name: row["metrics"][name]["all"] for name in FORECAST_NAMES}
+        source = row.get("model_source", "")
+        if source == "retrained":
+            source = f"retrained ({row['epochs_run']} ep.)"
+        table.add_row(
+            label,
+            f"{row['first_anchor']} … {row['last_anchor']}",
+            str(row["windows"]),
+            source if number < len(backtest["fold_results"]) else "",
+            *(fmt(scores[name]["rmse"]) for name in FORECAST_NAMES),
+            fmt(scores["model"]["rmse_ratio"]),
+            fmt(scores["model"]["directional_accuracy"], "{:.1%}"),
+            _p(row["vs_naive"]["dm_all"]["pvalue"]),
+        )
+    return table
+
+
+def trading_table(trading: dict[str, Any]) -> Table:
+    """The long/flat diagnostic beside buy-and-hold."""
+    table = Table(
+        title=f"Trading diagnostic, not advice: long/flat on day-1 calls, {trading['cost_bps']:g} bps per change, "
+              f"{trading['days']} days",
+        title_justify="left", header_style="bold",
+    )
+    table.add_column("strategy")
+    for column in ("return", "Sharpe (ann.)", "max drawdown", "trades", "days in market"):
+        table.add_column(column, justify="right")
+    for label, key in (("long/flat on the model", "strategy"), ("buy and hold", "buy_and_hold")):
+        result = trading[key]
+        table.add_row(
+            label,
+            fmt(result["cumulative_return"], "{:+.1%}"),
+            fmt(result["annualised_sharpe"], "{:.2f}"),
+            fmt(result["max_drawdown"], "{:.1%}"),
+            str(result["trades"]),
+            str(result["days_in_market"]),
+        )
+    return table
+
+
+def evaluation_report(report: dict[str, Any]) -> list[Table | str]:
+    """Everything `evaluate` prints, in reading order (rich tables and markup strings)."""
+    test, data, scaler = report["test"], report["data"], report["scaler"]
+    kind, horizon = report["model"]["kind"], test["horizon"]
+    cache = {
+        "matches": "the price cache still matches them",
+        "revised": "[yellow]the price cache was revised since training[/]",
+        "missing": "[yellow]the price cache is missing[/]",
+        "unreadable": "[yellow]the price cache could not be read[/]",
+    }[data["cache"]]
+    where = "recorded in the bundle" if data["source"] == "bundle" else "from the cache (the bundle has no prices.csv)"
+    items: list[Table | str] = [
+        f"[bold]{report['ticker']} · {kind.upper()} · run {report['run_id']}[/]",
+        f"Data: {data['rows']} rows {where}, {data['first_date']} … {data['last_date']}; {cache}"
+        + (f" ({data['note']})" if data["note"] else ""),
+        f"Scaler: fitted on the {scaler['days']} training days only ({scaler['first_day']} … {scaler['last_day']}); "
+        f"the test period starts {test['first_target_day']}.",
+        forecast_table(
+            f"Test period (never seen in training): anchors {test['first_anchor']} … {test['last_anchor']}, "
+            f"{test['windows']} windows",
+            test["metrics"], horizon, kind,
+        ),
+        tests_line(test["vs_naive"]),
+        f"[bold]Verdict: {test['verdict']}.[/]",
+    ]
+    lag_copy = report["lag_copy"]
+    style = "bold red" if lag_copy["echoes_yesterday"] else "bold"
+    label = "YES, the forecast echoes yesterday" if lag_copy["echoes_yesterday"] else "no"
+    items.append(f"[{style}]Lag copy: {label}[/] — {lag_copy['verdict']}.")
+    items.append(coverage_table(report["coverage"], horizon))
+    backtest = report["backtest"]
+    if backtest is None:
+        items.append("Walk-forward backtest: skipped (--folds 0).")
+    else:
+        items.append(backtest_table(backtest))
+        if backtest["pooled"] is not None:
+            items.append(f"Walk-forward, pooled: {backtest['pooled']['verdict']}.")
+        if backtest["interrupted"]:
+            items.append("[yellow]The backtest was interrupted; the folds above are the ones that finished.[/]")
+    trading = report["trading"]
+    items.append(trading_table(trading))
+    in_market = trading["strategy"]["days_in_market"]
+    if in_market in (0, trading["days"]):
+        action = "a rise every day, so the strategy is buy-and-hold" if in_market else "no rise, so it stayed in cash"
+        items.append(f"The model called {action}.")
+    items.append(f"[dim]{trading['disclaimer']}[/]")
+    names = ", ".join(sorted(path.rsplit("/", 1)[-1] for path in report["files"].values()))
+    items.append(f"Wrote {names} to {report['run_dir']}")
+    return items
+
+
+def compare_report(report: dict[str, Any]) -> list[Table | str]:
+    """Everything `compare` prints: one table of each model's test metrics beside naive and drift."""
+    test, horizon = report["test"], report["test"]["horizon"]
+    days = f"days 1–{horizon}" if horizon > 1 else "day 1"
+    table = Table(
+        title=f"{report['ticker']} test period, {days}: anchors {test['first_anchor']} … {test['last_anchor']}, "
+              f"{test['windows']} windows (same data, windows and seed {report['seed']})",
+        title_justify="left", header_style="bold",
+    )
+    table.add_column("model")
+    for _, label, _ in METRIC_ROWS:
+        table.add_column(label, justify="right")
+    for column in ("DM p", "epochs (best)"):
+        table.add_column(column, justify="right")
+    for run in report["runs"]:
+        scores = run["test"]["metrics"]["all"]
+        table.add_row(
+            run["model"].upper(),
+            *(fmt(scores[key], pattern) for key, _, pattern in METRIC_ROWS),
+            _p(run["test"]["vs_naive"]["dm_all"]["pvalue"]),
+            f"{run['epochs_run']} ({run['best_epoch']})",
+        )
+    table.add_section()
+    for name in ("naive", "drift"):
+        scores = report[name]["all"]
+        table.add_row(name, *(fmt(scores[key], pattern) for key, _, pattern in METRIC_ROWS), "", "")
+    items: list[Table | str] = [table]
+    items += [f"{run['model'].upper()} is {run['test']['verdict']}." for run in report["runs"]]
+    if report["interrupted"]:
+        items.append(f"[yellow]Interrupted: compared {', '.join(report['completed'])} only.[/]")
+    items.append(f"Wrote compare.json and compare_curves.png to {report['compare_dir']}")
+    return items

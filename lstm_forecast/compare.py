@@ -1,0 +1,183 @@
+"""Compare recurrent cores on identical footing: simple RNN vs GRU vs LSTM.
+
+Each model type is trained by train.train_run with the same prices, windows, config and seed, only
+`model.type` differing, so each gets a full run bundle of its own. The comparison itself goes into
+`<runs-dir>/<TICKER>/compare-<id>/`: `compare.json` (every model's test metrics beside the naive and
+drift forecasts on the same test windows, and its loss history) and `compare_curves.png`, the classic
+train and validation loss chart with all models overlaid. Like a bundle, the folder is written into
+a hidden temp directory and renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lstm_forecast import baselines, data, metrics, plots
+from lstm_forecast.bundle import new_run_id
+from lstm_forecast.config import Config
+from lstm_forecast.errors import ForecastError, Interrupted, UsageError
+from lstm_forecast.files import DIR_MODE, TEMP_PREFIX, fsync_dir
+from lstm_forecast.model import RECURRENT_CORES
+from lstm_forecast.train import TrainOutcome, naive_validation_loss, train_run
+from lstm_forecast.trainer import EpochRecord
+from lstm_forecast.windows import build_dataset
+
+COMPARE_FILE = "compare.json"
+CURVES_FILE = "compare_curves.png"
+DEFAULT_MODELS = "rnn,gru,lstm"
+
+
+@dataclass
+class Comparison:
+    compare_dir: Path
+    report: dict[str, Any]  # compare.json's content
+    interrupted: bool  # Ctrl-C stopped the comparison early; the models finished so far were written
+
+
+def parse_models(text: str) -> list[str]:
+    """"rnn,gru,lstm" -> ["rnn", "gru", "lstm"]; unknown, repeated or no names are usage errors."""
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in RECURRENT_CORES]
+    if not names or unknown or len(set(names)) != len(names):
+        problem = f"unknown model type {', '.join(unknown)}" if unknown else "expected each model type once"
+        raise UsageError(
+            f"--models {text!r}: {problem}; give a comma-separated list of {', '.join(RECURRENT_CORES)}, "
+            f"e.g. --models {DEFAULT_MODELS}"
+        )
+    return names
+
+
+def compare_models(
+    config: Config,
+    ticker: str,
+    prices: pd.DataFrame,
+    runs_dir: Path,
+    models: list[str],
+    on_epoch: Callable[[str, EpochRecord], None] | None = None,
+) -> Comparison:
+    """Train each model type on the same data (one bundle each) and write the comparison folder."""
+    outcomes: list[TrainOutcome] = []
+    interrupted = False
+    for kind in models:
+        settings = config.model_copy(update={"model": config.model.model_copy(update={"type": kind})})
+
+        def report_epoch(record: EpochRecord, kind: str = kind) -> None:
+            if on_epoch is not None:
+                on_epoch(kind, record)
+
+        try:
+            outcome = train_run(settings, ticker, prices, runs_dir, on_epoch=report_epoch)
+        except Interrupted:  # Ctrl-C before this model's first epoch: keep what the others gave
+            interrupted = True
+            break
+        outcomes.append(outcome)
+        if outcome.result.interrupted:
+            interrupted = True
+            break
+    if not outcomes:
+        raise Interrupted("interrupted before the first model finished an epoch; no comparison written")
+
+    # Every model saw exactly these windows, so one naive and one drift forecast serve as the reference.
+    dataset = build_dataset(prices, config)
+    test = dataset.test
+    horizon = dataset.spec.horizon
+    naive = baselines.naive_forecast(test.anchor_prices, horizon)
+    drift = baselines.drift_forecast(test.anchor_prices, horizon, dataset.train_mean_log_return)
+    truth = (test.anchor_prices, test.actual_prices)
+    report = {
+        "ticker": ticker,
+        "models": models,
+        "completed": [outcome.bundle.shape.kind for outcome in outcomes],
+        "interrupted": interrupted,
+        "seed": config.train.seed,
+        "data": outcomes[0].bundle.fingerprint,
+        "split": outcomes[0].bundle.split,
+        "window": dataset.spec.to_dict(),
+        "train": config.train.model_dump(mode="json"),
+        "test": {
+            "windows": len(test),
+            "first_anchor": outcomes[0].metrics["test"]["first_anchor"],
+            "last_anchor": outcomes[0].metrics["test"]["last_anchor"],
+            "horizon": horizon,
+        },
+        "naive": metrics.score(*truth, naive, naive, dataset.train_naive_mae),
+        "drift": metrics.score(*truth, drift, naive, dataset.train_naive_mae),
+        "runs": [_run_summary(outcome) for outcome in outcomes],
+    }
+    curves = {
+        run["model"].upper(): (run["history"]["epoch"], run["history"]["train_loss"], run["history"]["val_loss"])
+        for run in report["runs"]
+    }
+    naive_loss = naive_validation_loss(dataset, config.train.loss)
+    compare_dir = write_comparison(runs_dir, ticker, report, curves, naive_loss)
+    return Comparison(compare_dir=compare_dir, report=report, interrupted=interrupted)
+
+
+def _run_summary(outcome: TrainOutcome) -> dict[str, Any]:
+    result, test = outcome.result, outcome.metrics["test"]
+    return {
+        "model": outcome.bundle.shape.kind,
+        "run_dir": str(outcome.run_dir),
+        "run_id": outcome.bundle.run_id,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "stopped_early": result.stopped_early,
+        "interrupted": result.interrupted,
+        "seconds": round(result.seconds, 3),
+        "test": {"metrics": test["model"], "vs_naive": test["vs_naive"], "verdict": test["verdict"]},
+        "history": {
+            "epoch": [record.epoch for record in result.history],
+            "train_loss": [record.train_loss for record in result.history],
+            "val_loss": [record.val_loss for record in result.history],
+        },
+    }
+
+
+def write_comparison(
+    runs_dir: Path,
+    ticker: str,
+    report: dict[str, Any],
+    curves: dict[str, tuple[list[int], list[float], list[float]]],
+    naive_val_loss: float,
+) -> Path:
+    """Write compare.json and compare_curves.png into `<runs_dir>/<TICKER>/compare-<id>/` atomically."""
+    ticker_dir = Path(runs_dir) / data.cache_name(ticker)
+    try:
+        ticker_dir.mkdir(parents=True, exist_ok=True)
+        tmp_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=ticker_dir))
+    except OSError as exc:
+        raise ForecastError(f"cannot create a comparison in {ticker_dir}: {exc.strerror or exc}") from None
+    compare_id = new_run_id()
+    final_dir = ticker_dir / f"compare-{compare_id}"
+    number = 1
+    while final_dir.exists():  # two comparisons finishing in the same millisecond
+        number += 1
+        final_dir = ticker_dir / f"compare-{compare_id}-{number}"
+    report["compare_dir"] = str(final_dir)
+    report["files"] = {"compare": str(final_dir / COMPARE_FILE), "curves": str(final_dir / CURVES_FILE)}
+    try:
+        title = f"{ticker} · {' vs '.join(curves)} · same data, windows and seed"
+        plots.compare_curves(curves, naive_val_loss, title, tmp_dir / CURVES_FILE)
+        (tmp_dir / COMPARE_FILE).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        for path in tmp_dir.iterdir():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+        tmp_dir.chmod(DIR_MODE)
+        tmp_dir.rename(final_dir)
+        fsync_dir(ticker_dir)
+    except BaseException as exc:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise ForecastError(f"cannot write the comparison {final_dir}: {exc.strerror or exc}") from None
+        raise
+    return final_dir

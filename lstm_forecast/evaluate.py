@@ -1,0 +1,491 @@
+"""Evaluate a run bundle honestly: the model beside the naive and drift forecasts, every time.
+
+The three questions users ask of an LSTM stock forecaster are answered without being asked:
+
+  * "Is it any better than naive?" Every metric is printed for the model, the random walk (naive)
+    and the random walk with drift, on exactly the same test windows, with the Diebold–Mariano test
+    and a plain verdict (metrics.verdict).
+  * "Is the prediction just yesterday's price shifted by a day?" The lag-copy diagnostic
+    (metrics.lag_copy_diagnostic) says so plainly, and predictions.png zooms in where it shows.
+  * "Was the scaler fit on the test data?" The dataset is rebuilt from the rows recorded in the
+    bundle and the bundle's config, and must give back the bundle's split and its scaler, which was
+    fitted on training rows only; the report names the days it was fitted on.
+
+The walk-forward backtest splits the run's test period into K consecutive blocks. Fold k trains on
+every day before block k (its validation tail keeps the run's share of those days, its scaler is
+refitted on its own training rows, same config and seed) and forecasts block k, from a price frame
+cut off at the end of block k, so no fold can see a later day. Fold 0 has exactly the run's own
+training and validation days, so it reuses the bundle's model instead of training it again: K folds
+cost K - 1 trainings. Windows whose targets straddle two blocks are dropped, so anchors of
+consecutive folds never overlap; the pooled metrics pool every block's windows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lstm_forecast import baselines, data, intervals, metrics, plots, trading
+from lstm_forecast.bundle import PRICES_FILE, RunBundle, load_bundle
+from lstm_forecast.config import Config
+from lstm_forecast.errors import ForecastError, UsageError
+from lstm_forecast.files import atomic_write_text
+from lstm_forecast.model import Forecaster, ModelShape
+from lstm_forecast.train import forecast_prices
+from lstm_forecast.trainer import EpochRecord, TrainResult, fit, resolve_device, seed_everything
+from lstm_forecast.windows import Dataset, Scaler, Windows, WindowSpec, build_dataset, build_dataset_at
+
+EVALUATION_FILE = "evaluation.json"
+PREDICTIONS_FILE = "predictions.csv"
+PREDICTIONS_PLOT = "predictions.png"
+EQUITY_PLOT = "equity.png"
+BACKTEST_FILE = "backtest.csv"
+
+FORECASTS = ("model", "naive", "drift")
+ZOOM_DAYS = 60
+
+# Called with (folds completed, folds in all, the epoch just finished or None between folds).
+ProgressCallback = Callable[[int, int, EpochRecord | None], None]
+
+
+@dataclass
+class Forecasts:
+    """One evaluation period: n windows with the actual prices and the three forecasts, all (n, horizon)."""
+
+    anchor_dates: np.ndarray  # (n,) datetime64
+    target_dates: np.ndarray  # (n, horizon) datetime64
+    anchor_prices: np.ndarray  # (n,)
+    actual: np.ndarray
+    model: np.ndarray
+    naive: np.ndarray
+    drift: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.anchor_prices)
+
+    @classmethod
+    def concat(cls, parts: list[Forecasts]) -> Forecasts:
+        names = ("anchor_dates", "target_dates", "anchor_prices", "actual", *FORECASTS)
+        return cls(**{name: np.concatenate([getattr(part, name) for part in parts]) for name in names})
+
+
+def period_forecasts(model: Forecaster, windows: Windows, dataset: Dataset) -> Forecasts:
+    """The model's forecasts for a split beside the naive and drift forecasts from the same anchors."""
+    horizon = dataset.spec.horizon
+    return Forecasts(
+        anchor_dates=windows.anchor_dates,
+        target_dates=windows.target_dates,
+        anchor_prices=windows.anchor_prices,
+        actual=windows.actual_prices,
+        model=forecast_prices(model, windows, dataset),
+        naive=baselines.naive_forecast(windows.anchor_prices, horizon),
+        # The drift is the training period's mean return: the evaluation period's would peek.
+        drift=baselines.drift_forecast(windows.anchor_prices, horizon, dataset.train_mean_log_return),
+    )
+
+
+def judge(forecasts: Forecasts, mase_scale: float, kind: str) -> dict[str, Any]:
+    """Metrics of the model and both baselines, the DM and binomial tests against naive, and the verdict."""
+    truth = (forecasts.anchor_prices, forecasts.actual)
+    scores = {name: metrics.score(*truth, getattr(forecasts, name), forecasts.naive, mase_scale) for name in FORECASTS}
+    vs_naive = metrics.compare_to_naive(*truth, forecasts.model, forecasts.naive, forecasts.actual.shape[1])
+    verdict = metrics.verdict(vs_naive["dm_all"]["pvalue"], scores["model"]["all"]["rmse_ratio"])
+    return {
+        "windows": len(forecasts),
+        "first_anchor": _day(forecasts.anchor_dates[0]),
+        "last_anchor": _day(forecasts.anchor_dates[-1]),
+        "metrics": scores,
+        "vs_naive": vs_naive,
+        "verdict": f"{kind.upper()} is {verdict}",
+    }
+
+
+def assess(
+    forecasts: Forecasts, mase_scale: float, kind: str, residuals: list[list[float]], levels: list[float],
+    cost_bps: float,
+) -> tuple[dict[str, Any], trading.TradingDiagnostic]:
+    """The report's sections on consecutive test windows: metrics and tests, lag copy, coverage, trading."""
+    diagnostic = trading.trading_diagnostic(forecasts.anchor_prices, forecasts.actual, forecasts.model, cost_bps)
+    sections = {
+        "test": judge(forecasts, mase_scale, kind),
+        "lag_copy": metrics.lag_copy_diagnostic(forecasts.anchor_prices, forecasts.actual, forecasts.model).to_dict(),
+        "coverage": interval_coverage(forecasts, residuals, levels),
+        "trading": diagnostic.to_dict(),
+    }
+    return sections, diagnostic
+
+
+def interval_coverage(forecasts: Forecasts, residuals: list[list[float]], levels: list[float]) -> list[dict[str, Any]]:
+    """Empirical coverage on the test windows of the bundle's conformal intervals, per level."""
+    results = []
+    for level in levels:
+        try:
+            half_widths = intervals.conformal_quantiles(residuals, level)
+        except ForecastError as exc:  # too few validation windows for this level: say so, do not fail
+            results.append({"level": level, "all": None, "per_step": None, "note": str(exc)})
+            continue
+        lower, upper = intervals.interval_bounds(forecasts.model, half_widths)
+        results.append({"level": level, **intervals.coverage(forecasts.actual, lower, upper), "note": None})
+    return results
+
+
+# --- walk-forward backtest --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fold:
+    """Days (rows of windows.compute_features) of one fold: train [0, val_start), validation
+    [val_start, test_start), test block [test_start, test_end)."""
+
+    index: int
+    val_start: int
+    test_start: int
+    test_end: int
+
+
+def plan_folds(val_start: int, test_start: int, test_end: int, folds: int, horizon: int) -> list[Fold]:
+    """K consecutive test blocks covering the run's test days [test_start, test_end).
+
+    Each fold's validation tail keeps the run's share of the days before its test block, so fold 0
+    has exactly the run's own training and validation days.
+    """
+    bounds = test_start + np.round(np.arange(folds + 1) * (test_end - test_start) / folds).astype(int)
+    shortest = int(np.diff(bounds).min())
+    if shortest < horizon:
+        raise UsageError(
+            f"{folds} walk-forward folds: the test period has {test_end - test_start} trading days, too few for "
+            f"{folds} blocks of at least window.horizon {horizon} days; use fewer, e.g. --folds 2"
+        )
+    val_share = (test_start - val_start) / test_start
+    return [
+        Fold(index, int(start) - round(int(start) * val_share), int(start), int(stop))
+        for index, (start, stop) in enumerate(itertools.pairwise(bounds))
+    ]
+
+
+def fold_dataset(prices: pd.DataFrame, config: Config, fold: Fold) -> Dataset:
+    """A fold's windows from prices cut off at the end of its test block: no later day exists for it.
+
+    Day d is price row d + 1 (the first price row only serves the first day's return).
+    """
+    visible = prices.iloc[: fold.test_end + 1]
+    return build_dataset_at(visible, WindowSpec.from_config(config), fold.val_start, fold.test_start)
+
+
+def train_model(
+    dataset: Dataset, config: Config, on_epoch: Callable[[EpochRecord], None] | None = None
+) -> tuple[Forecaster, TrainResult]:
+    """Train a fresh model on a dataset's training windows, as train.train_run does (same seed first)."""
+    seed_everything(config.train.seed)
+    shape = ModelShape.from_config(config.model, n_features=len(dataset.spec.features), horizon=dataset.spec.horizon)
+    model = Forecaster(shape)
+    result = fit(
+        model,
+        dataset.train.inputs,
+        dataset.train.targets,
+        dataset.val.inputs,
+        dataset.val.targets,
+        config.train,
+        device=resolve_device(config.train.device),
+        on_epoch=on_epoch,
+    )
+    return model.cpu().eval(), result
+
+
+@dataclass
+class FoldResult:
+    fold: Fold
+    model: Forecaster
+    scaler: Scaler
+    forecasts: Forecasts
+    summary: dict[str, Any]  # periods, training and judge(...) for the fold: JSON-ready
+
+
+def run_backtest(
+    prices: pd.DataFrame,
+    config: Config,
+    folds: list[Fold],
+    bundle_model: Forecaster | None = None,
+    bundle_scaler: Scaler | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> tuple[list[FoldResult], bool]:
+    """Train and forecast each fold in order; returns the finished folds and whether Ctrl-C cut it short.
+
+    `bundle_model` is used for fold 0 when fold 0's scaler equals `bundle_scaler` (the same training rows).
+    """
+    results: list[FoldResult] = []
+    for fold in folds:
+        dataset = fold_dataset(prices, config, fold)
+        reuse = fold.index == 0 and bundle_model is not None and _same_scaler(dataset.scaler, bundle_scaler)
+        if reuse:
+            model, training = bundle_model, {"model_source": "bundle", "epochs_run": None, "best_epoch": None}
+        else:
+            def report_epoch(record: EpochRecord) -> None:
+                if on_progress is not None:
+                    on_progress(len(results), len(folds), record)
+
+            model, result = train_model(dataset, config, report_epoch)
+            if result.interrupted or result.epochs_run == 0:
+                return results, True
+            training = {"model_source": "retrained", "epochs_run": result.epochs_run, "best_epoch": result.best_epoch}
+        forecasts = period_forecasts(model, dataset.test, dataset)
+        summary = {
+            "fold": fold.index + 1,
+            "training_days": fold.val_start,
+            "val_first_day": dataset.val_start.date().isoformat(),
+            "test_first_day": dataset.test_start.date().isoformat(),
+            "test_last_day": _day(forecasts.target_dates[-1, -1]),
+            **training,
+            **judge(forecasts, dataset.train_naive_mae, config.model.type),
+        }
+        results.append(FoldResult(fold, model, dataset.scaler, forecasts, summary))
+        if on_progress is not None:
+            on_progress(len(results), len(folds), None)
+    return results, False
+
+
+def backtest_summary(results: list[FoldResult], requested: int, interrupted: bool, mase_scale: float,
+                     kind: str) -> dict[str, Any]:
+    """The folds and their pooled metrics (MASE pooled on the run's own training-period scale)."""
+    pooled = judge(Forecasts.concat([result.forecasts for result in results]), mase_scale, kind) if results else None
+    return {
+        "folds": requested,
+        "completed": len(results),
+        "interrupted": interrupted,
+        "design": "expanding window: each fold trains on every day before its test block (scaler refitted, "
+                  "same config and seed); fold 1 reuses the run's model, which was trained on exactly those days",
+        "fold_results": [result.summary for result in results],
+        "pooled": pooled,
+    }
+
+
+def backtest_frame(summary: dict[str, Any]) -> pd.DataFrame:
+    """One row per fold and a pooled row, for backtest.csv."""
+    rows = [*summary["fold_results"], {"fold": "pooled", **(summary["pooled"] or {})}]
+    records = []
+    for row in rows:
+        record = {key: row.get(key) for key in (
+            "fold", "training_days", "val_first_day", "test_first_day", "test_last_day",
+            "first_anchor", "last_anchor", "windows", "model_source", "epochs_run", "best_epoch")}
+        for name in FORECASTS:
+            for key in ("rmse", "mae", "mape", "mase", "directional_accuracy", "rmse_ratio"):
+                record[f"{name}_{key}"] = row["metrics"][name]["all"][key] if "metrics" in row else None
+        vs_naive = row.get("vs_naive") or {}
+        record["dm_pvalue"] = vs_naive.get("dm_all", {}).get("pvalue")
+        record["binomial_pvalue"] = vs_naive.get("direction_h1", {}).get("binomial_pvalue")
+        records.append(record)
+    # Nullable integers: the pooled row has no training days or epochs, and counts must not print as 12.0.
+    counts = {key: "Int64" for key in ("training_days", "windows", "epochs_run", "best_epoch")}
+    return pd.DataFrame.from_records(records).astype(counts)
+
+
+# --- the evaluation -----------------------------------------------------------------------------
+
+
+@dataclass
+class Evaluation:
+    report: dict[str, Any]  # evaluation.json's content
+    interrupted: bool  # Ctrl-C cut the backtest short; everything else was written
+
+
+def evaluate(
+    run_dir: Path,
+    data_dir: Path | None = None,
+    folds: int | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> Evaluation:
+    """Evaluate the bundle in `run_dir` and write evaluation.json, predictions.csv/.png, equity.png and
+    backtest.csv into it. `folds` None takes evaluate.folds from the run's config; 0 skips the backtest."""
+    bundle = load_bundle(run_dir)
+    config = bundle.config
+    folder = data.resolve_data_dir(data_dir, config.data.dir)
+    cache = cache_state(folder, bundle)
+    prices, source = recorded_prices(bundle, cache.pop("rows"))
+    dataset = rebuild_dataset(bundle, prices)
+
+    days = _day_index(prices)
+    val_start, test_start = (int(days.searchsorted(day)) for day in (dataset.val_start, dataset.test_start))
+
+    # The run's own test windows, scored exactly as training scored them, plus the drift baseline.
+    kind = bundle.shape.kind
+    test = period_forecasts(bundle.model, dataset.test, dataset)
+    sections, diagnostic = assess(
+        test, dataset.train_naive_mae, kind, bundle.calibration["residuals"], config.predict.levels,
+        config.evaluate.cost_bps,
+    )
+
+    folds = config.evaluate.folds if folds is None else folds
+    backtest, interrupted = None, False
+    if folds > 0:
+        plan = plan_folds(val_start, test_start, len(days), folds, dataset.spec.horizon)
+        results, interrupted = run_backtest(prices, config, plan, bundle.model, bundle.scaler, on_progress)
+        backtest = backtest_summary(results, folds, interrupted, dataset.train_naive_mae, kind)
+
+    report = {
+        "run_dir": str(bundle.run_dir),
+        "run_id": bundle.run_id,
+        "ticker": bundle.ticker,
+        "model": bundle.shape.to_dict(),
+        "training": bundle.training,
+        "data": {
+            "rows": len(prices),
+            "first_date": bundle.fingerprint["first_date"],
+            "last_date": bundle.fingerprint["last_date"],
+            "sha256": bundle.fingerprint["sha256"],
+            "source": source,
+            **cache,
+        },
+        # rebuild_dataset checked that this is the scaler in bundle.json, fitted on these days alone.
+        "scaler": {"fit_on": "training days only", "days": val_start, "first_day": _day(days[0]),
+                   "last_day": _day(days[val_start - 1])},
+        "test": {
+            "first_target_day": dataset.test_start.date().isoformat(),
+            "last_target_day": _day(test.target_dates[-1, -1]),
+            "horizon": dataset.spec.horizon,
+            **sections["test"],
+        },
+        "lag_copy": sections["lag_copy"],
+        "coverage": sections["coverage"],
+        "trading": sections["trading"],
+        "backtest": backtest,
+    }
+    write_outputs(bundle, report, test, diagnostic, backtest)
+    return Evaluation(report=report, interrupted=interrupted)
+
+
+def cache_state(data_dir: Path, bundle: RunBundle) -> dict[str, Any]:
+    """Whether the price cache still holds the rows the run was trained on ("rows": those rows, or None)."""
+    ticker = bundle.ticker
+    try:
+        cached = data.read_cache(data_dir, ticker)
+    except ForecastError as exc:
+        return {"cache": "unreadable", "note": f"the cached prices could not be read ({exc})", "rows": None}
+    if cached is None:
+        return {"cache": "missing", "note": f"no cached prices for {ticker} in {data_dir}", "rows": None}
+    first, last = (pd.Timestamp(bundle.fingerprint[key]) for key in ("first_date", "last_date"))
+    rows = cached.loc[first:last]
+    if data.prices_sha256(rows) != bundle.fingerprint["sha256"]:
+        return {
+            "cache": "revised",
+            "note": f"the cached {ticker} prices from {first.date()} to {last.date()} changed since training "
+                    "(history revised, e.g. re-adjusted for a split or dividend); evaluated on the rows "
+                    "recorded in the bundle",
+            "rows": None,
+        }
+    newer = int((cached.index > last).sum())
+    note = f"the cache has {newer} newer rows, not used by this run" if newer else None
+    return {"cache": "matches", "note": note, "rows": rows}
+
+
+def recorded_prices(bundle: RunBundle, cache_rows: pd.DataFrame | None) -> tuple[pd.DataFrame, str]:
+    """The exact rows the run was trained on: the bundle's prices.csv, else the cache when it still matches."""
+    path = bundle.run_dir / PRICES_FILE
+    if path.is_file():
+        prices = bundle.prices()
+        if data.prices_sha256(prices) != bundle.fingerprint["sha256"]:
+            raise ForecastError(
+                f"{path}: the recorded prices do not match the run's data fingerprint; the bundle is damaged, "
+                "retrain the model"
+            )
+        return prices, "bundle"
+    if cache_rows is not None:
+        return cache_rows, "cache"
+    raise ForecastError(
+        f"{path}: missing from the bundle, and the cached {bundle.ticker} prices no longer match the run's "
+        f"data fingerprint; retrain with `lstm-forecast train -t {bundle.ticker}`"
+    )
+
+
+def rebuild_dataset(bundle: RunBundle, prices: pd.DataFrame) -> Dataset:
+    """The run's windows from its recorded rows and config; they must give back the bundle's split and scaler."""
+    dataset = build_dataset(prices, bundle.config)
+    split = {"val_start": dataset.val_start.date().isoformat(), "test_start": dataset.test_start.date().isoformat()}
+    if dataset.spec != bundle.spec or split != bundle.split or not _same_scaler(dataset.scaler, bundle.scaler):
+        raise ForecastError(
+            f"{bundle.run_dir}: rebuilding the run's windows from its recorded prices does not give back the "
+            "split and scaler in bundle.json; the bundle is damaged or from another version, retrain the model"
+        )
+    return dataset
+
+
+def write_outputs(
+    bundle: RunBundle,
+    report: dict[str, Any],
+    test: Forecasts,
+    diagnostic: trading.TradingDiagnostic,
+    backtest: dict[str, Any] | None,
+) -> None:
+    """Write the evaluation files into the bundle, each atomically, and list them in report["files"]."""
+    run_dir = bundle.run_dir
+    kind, ticker = bundle.shape.kind.upper(), bundle.ticker
+    files = {
+        "evaluation": run_dir / EVALUATION_FILE,
+        "predictions": run_dir / PREDICTIONS_FILE,
+        "predictions_plot": run_dir / PREDICTIONS_PLOT,
+        "equity_plot": run_dir / EQUITY_PLOT,
+    }
+    if backtest is not None:
+        files["backtest"] = run_dir / BACKTEST_FILE
+    report["files"] = {name: str(path) for name, path in files.items()}
+
+    atomic_write_text(files["predictions"], predictions_frame(test).to_csv(index=False, lineterminator="\n"))
+    ratio = report["test"]["metrics"]["model"]["h1"]["rmse_ratio"]
+    plots.predictions_plot(
+        test.target_dates[:, 0], test.actual[:, 0], test.model[:, 0], test.naive[:, 0],
+        f"{ticker} · {kind} day-1 forecasts on the test period · RMSE / naive {_ratio_text(ratio)}",
+        files["predictions_plot"], zoom_days=ZOOM_DAYS,
+    )
+    equity_dates = np.concatenate([test.anchor_dates[:1], test.target_dates[:, 0]])
+    plots.equity_plot(
+        equity_dates, diagnostic.strategy.equity, diagnostic.buy_and_hold.equity, diagnostic.cost_bps,
+        f"{ticker} · long/flat on {kind} day-1 calls vs buy and hold (diagnostic, not advice)",
+        files["equity_plot"],
+    )
+    if backtest is not None:
+        atomic_write_text(files["backtest"], backtest_frame(backtest).to_csv(index=False, lineterminator="\n"))
+    else:  # a backtest.csv from an earlier evaluation would contradict evaluation.json
+        (run_dir / BACKTEST_FILE).unlink(missing_ok=True)
+    atomic_write_text(files["evaluation"], json.dumps(report, indent=2, allow_nan=False) + "\n")
+
+
+def predictions_frame(forecasts: Forecasts) -> pd.DataFrame:
+    """Long layout: one row per window and horizon step."""
+    n, horizon = forecasts.actual.shape
+    return pd.DataFrame(
+        {
+            "anchor_date": np.repeat(np.datetime_as_string(forecasts.anchor_dates, unit="D"), horizon),
+            "step": np.tile(np.arange(1, horizon + 1), n),
+            "target_date": np.datetime_as_string(forecasts.target_dates, unit="D").ravel(),
+            "anchor_price": np.repeat(forecasts.anchor_prices, horizon),
+            **{name: getattr(forecasts, name).ravel() for name in ("actual", *FORECASTS)},
+        }
+    )
+
+
+def _same_scaler(first: Scaler, second: Scaler | None) -> bool:
+    """Equal up to floating-point noise (a mean over the same rows may differ in the last bit across CPUs)."""
+    if second is None:
+        return False
+    pairs = [(first.feature_mean, second.feature_mean), (first.feature_std, second.feature_std),
+             ((first.target_mean, first.target_std), (second.target_mean, second.target_std))]
+    return all(len(a) == len(b) and np.allclose(a, b, rtol=1e-9, atol=1e-12) for a, b in pairs)
+
+
+def _day_index(prices: pd.DataFrame) -> pd.DatetimeIndex:
+    """The days of windows.compute_features: every price row but the first."""
+    return pd.DatetimeIndex(prices.index[1:])
+
+
+def _day(value: Any) -> str:
+    return pd.Timestamp(value).date().isoformat()
+
+
+def _ratio_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

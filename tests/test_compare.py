@@ -1,0 +1,119 @@
+"""compare: RNN, GRU and LSTM trained on identical data and seed, one bundle each, one table beside the
+naive forecast, the overlaid loss curves and compare.json in an atomically written compare folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.image
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from lstm_forecast import compare, data, train
+from lstm_forecast.bundle import list_runs, load_bundle
+from lstm_forecast.cli import app
+from lstm_forecast.config import load_config
+from lstm_forecast.errors import Interrupted, UsageError
+
+torch.set_num_threads(1)
+
+TICKER = "SYN"
+TINY = [
+    "window.lookback=10",
+    "window.horizon=2",
+    "model.hidden_size=4",
+    "model.num_layers=1",
+    "model.dropout=0",
+    "train.epochs=2",
+    "train.batch_size=64",
+    "train.device=cpu",
+]
+
+
+@pytest.fixture
+def prices(make_prices) -> pd.DataFrame:
+    return make_prices(300, seed=5)
+
+
+def test_parse_models():
+    assert compare.parse_models("rnn, GRU,lstm") == ["rnn", "gru", "lstm"]
+    for bad in ("lstm,transformer", "lstm,lstm", " , "):
+        with pytest.raises(UsageError, match="--models"):
+            compare.parse_models(bad)
+
+
+def test_compare_trains_each_model_on_identical_data(tmp_path, prices):
+    config = load_config(None, TINY)
+    runs_dir = tmp_path / "runs"
+    comparison = compare.compare_models(config, TICKER, prices, runs_dir, ["rnn", "gru", "lstm"])
+    report = comparison.report
+
+    # One complete bundle per model, same rows, split and scaler; only the core differs.
+    bundles = [load_bundle(run) for run in list_runs(runs_dir, TICKER)]
+    assert sorted(bundle.shape.kind for bundle in bundles) == ["gru", "lstm", "rnn"]
+    assert len({bundle.fingerprint["sha256"] for bundle in bundles}) == 1
+    assert all(bundle.split == bundles[0].split and bundle.scaler == bundles[0].scaler for bundle in bundles)
+    assert all(bundle.training["seed"] == config.train.seed for bundle in bundles)
+
+    # compare.json: every model's test metrics beside the naive forecast of the same windows.
+    folder = comparison.compare_dir
+    assert folder.parent == runs_dir / TICKER and folder.name.startswith("compare-")
+    assert json.loads((folder / compare.COMPARE_FILE).read_text()) == report
+    assert [run["model"] for run in report["runs"]] == ["rnn", "gru", "lstm"]
+    assert report["interrupted"] is False and report["compare_dir"] == str(folder)
+    for run in report["runs"]:
+        metrics_json = json.loads((Path(run["run_dir"]) / "metrics.json").read_text())
+        assert run["test"]["metrics"] == metrics_json["test"]["model"]
+        assert metrics_json["test"]["naive"] == report["naive"]
+        assert len(run["history"]["train_loss"]) == run["epochs_run"] == 2
+        assert run["test"]["verdict"]
+    assert report["drift"]["all"]["rmse_ratio"] is not None
+
+    curves = folder / compare.CURVES_FILE
+    assert curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    height, width = matplotlib.image.imread(curves).shape[:2]
+    assert width >= 800 and height >= 400
+    # Nothing half-written is left, and the compare folder is not mistaken for a run.
+    assert not [path for path in (runs_dir / TICKER).iterdir() if path.name.startswith(".")]
+    assert folder not in list_runs(runs_dir)
+
+
+def test_ctrl_c_keeps_the_models_already_trained(tmp_path, prices, monkeypatch):
+    real_train_run = train.train_run
+
+    def stop_on_second_model(config, *args, **kwargs):
+        if config.model.type == "lstm":
+            raise Interrupted("interrupted before the first epoch finished; no bundle written")
+        return real_train_run(config, *args, **kwargs)
+
+    monkeypatch.setattr(compare, "train_run", stop_on_second_model)
+    comparison = compare.compare_models(load_config(None, TINY), TICKER, prices, tmp_path, ["gru", "lstm"])
+    assert comparison.interrupted is True
+    assert comparison.report["completed"] == ["gru"]
+    assert (comparison.compare_dir / compare.COMPARE_FILE).is_file()
+
+
+def test_cli_compare_json(tmp_path, prices, monkeypatch):
+    monkeypatch.delenv("LSTM_FORECAST_RUNS_DIR", raising=False)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / f"{TICKER}.csv").write_bytes(data.prices_to_csv(prices))
+    options = ["--data-dir", str(tmp_path / "data"), "--runs-dir", str(tmp_path / "runs")]
+    settings = [item for override in TINY if not override.startswith("train.epochs") for item in ("--set", override)]
+    result = CliRunner().invoke(
+        app, ["compare", "-t", TICKER, "--models", "rnn,lstm", "--epochs", "1", *settings, *options, "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [run["model"] for run in report["runs"]] == ["rnn", "lstm"]
+    assert all(run["epochs_run"] == 1 for run in report["runs"])
+    assert Path(report["compare_dir"], compare.CURVES_FILE).is_file()
+
+    table = CliRunner().invoke(app, ["compare", "-t", TICKER, "--models", "gru", "--epochs", "1", *settings, *options])
+    assert table.exit_code == 0, table.output
+    assert "GRU is " in table.stdout and "naive" in table.stdout and "compare_curves.png" in table.stdout
+
+    bad = CliRunner().invoke(app, ["compare", "-t", TICKER, "--models", "lstm,cnn", *options])
+    assert bad.exit_code == 2 and bad.stderr.startswith("Error: --models 'lstm,cnn': unknown model type cnn")

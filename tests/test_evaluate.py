@@ -1,0 +1,371 @@
+"""evaluate: baselines and verdicts on hand-made series, the lag-copy flag, a walk-forward backtest that
+cannot see past each fold's start, the files written into the bundle, and the command line."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from lstm_forecast import data, evaluate, train
+from lstm_forecast.bundle import PRICES_FILE
+from lstm_forecast.cli import app
+from lstm_forecast.config import load_config
+from lstm_forecast.errors import ForecastError, UsageError
+from lstm_forecast.windows import WindowSpec, build_dataset, compute_features
+
+torch.set_num_threads(1)
+
+TICKER = "SYN"
+HORIZON = 3
+TINY = [
+    "window.lookback=10",
+    f"window.horizon={HORIZON}",
+    "model.hidden_size=4",
+    "model.num_layers=1",
+    "model.dropout=0",
+    "train.epochs=2",
+    "train.batch_size=64",
+    "train.device=cpu",
+    "evaluate.folds=2",
+]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+METRIC_KEYS = {"rmse", "mae", "mape", "mase", "directional_accuracy", "rmse_ratio"}
+
+
+def hand_forecasts(prices: np.ndarray, model: np.ndarray | None = None, mu: float = 0.0) -> evaluate.Forecasts:
+    """Windows anchored on every day of `prices` that has HORIZON days after it."""
+    n = len(prices) - HORIZON
+    anchors = prices[:n]
+    actual = np.stack([prices[step : step + n] for step in range(1, HORIZON + 1)], axis=1)
+    dates = np.datetime64("2024-01-01") + np.arange(len(prices))
+    naive = np.repeat(anchors[:, None], HORIZON, axis=1)
+    return evaluate.Forecasts(
+        anchor_dates=dates[:n],
+        target_dates=np.stack([dates[step : step + n] for step in range(1, HORIZON + 1)], axis=1),
+        anchor_prices=anchors,
+        actual=actual,
+        model=naive.copy() if model is None else model,
+        naive=naive,
+        drift=anchors[:, None] * np.exp(mu * np.arange(1, HORIZON + 1)),
+    )
+
+
+# --- the report on hand-made series -----------------------------------------------------------
+
+
+def test_baselines_on_a_steady_one_percent_climb():
+    # Prices rise exactly 1% a day: the drift forecast (mu = log 1.01) is exact, naive misses by
+    # anchor * (1.01^k - 1) at step k, and a model that forecasts the truth beats naive significantly.
+    prices = 100.0 * 1.01 ** np.arange(60)
+    forecasts = hand_forecasts(prices, mu=math.log(1.01))
+    forecasts.model = forecasts.actual * 1.0
+    report = evaluate.judge(forecasts, mase_scale=2.0, kind="lstm")
+
+    naive_errors = forecasts.anchor_prices[:, None] * (1.01 ** np.arange(1, HORIZON + 1) - 1)
+    naive = report["metrics"]["naive"]["all"]
+    assert naive["rmse"] == pytest.approx(np.sqrt(np.mean(naive_errors**2)))
+    assert naive["mae"] == pytest.approx(np.mean(naive_errors))
+    assert naive["mase"] == pytest.approx(np.mean(naive_errors) / 2.0)
+    assert naive["rmse_ratio"] == 1.0 and naive["directional_accuracy"] is None
+    drift = report["metrics"]["drift"]["all"]
+    assert drift["rmse"] == pytest.approx(0.0, abs=1e-9) and drift["directional_accuracy"] == 1.0
+    assert report["metrics"]["model"]["all"]["rmse_ratio"] == pytest.approx(0.0, abs=1e-12)
+    assert report["windows"] == 57 and report["first_anchor"] == "2024-01-01"
+    assert report["verdict"].startswith("LSTM is better than the random walk")
+
+
+def test_a_model_that_forecasts_no_change_is_the_random_walk():
+    prices = 100.0 * np.exp(np.cumsum(np.random.default_rng(1).normal(0, 0.02, 80)))
+    sections, _ = evaluate.assess(hand_forecasts(prices), 1.0, "gru", [[0.01] * 30] * HORIZON, [80.0], 5.0)
+    assert sections["test"]["verdict"].startswith("GRU is not distinguishable from the random walk")
+    assert sections["test"]["vs_naive"]["dm_all"]["pvalue"] == 1.0
+    assert sections["lag_copy"]["echoes_yesterday"] is True  # a flat forecast is the series shifted by a day
+    assert sections["trading"]["strategy"]["days_in_market"] == 0  # never calls a rise: stays in cash
+
+
+def test_lag_copy_flags_a_forecast_that_repeats_yesterdays_move():
+    rng = np.random.default_rng(7)
+    prices = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.02, 300)))
+    forecasts = hand_forecasts(prices[1:])
+    yesterday = np.log(prices[1:-HORIZON] / prices[: -HORIZON - 1])  # the move that ended on each anchor
+    forecasts.model = forecasts.anchor_prices[:, None] * np.exp(yesterday[:, None] * np.arange(1, HORIZON + 1))
+    sections, _ = evaluate.assess(forecasts, 1.0, "lstm", [[0.01] * 30] * HORIZON, [80.0], 5.0)
+    assert sections["lag_copy"]["echoes_yesterday"] is True
+    assert sections["lag_copy"]["best_lag"] == 1
+    assert "echoes yesterday's move" in sections["lag_copy"]["verdict"]
+
+
+def test_coverage_of_intervals_per_level():
+    prices = 100.0 * 1.01 ** np.arange(40)
+    forecasts = hand_forecasts(prices)
+    # Residuals of 0.5% up to 5%: the 80% interval reaches 4.5%, so it covers steps 1-3 of a 1%-a-day climb
+    # (naive misses by 1%, 2%, 3%); with 5 validation windows a 95% interval cannot be had.
+    residuals = [list(np.linspace(0.005, 0.05, 10))] * HORIZON
+    coverage = evaluate.interval_coverage(forecasts, residuals, [80.0, 95.0])
+    assert coverage[0]["level"] == 80.0 and coverage[0]["all"] == 1.0 and coverage[0]["per_step"] == [1.0] * 3
+    short = evaluate.interval_coverage(forecasts, [r[:5] for r in residuals], [95.0])[0]
+    assert short["all"] is None and "validation windows" in short["note"]
+
+
+# --- walk-forward folds -----------------------------------------------------------------------
+
+
+def test_folds_cover_the_test_period_in_consecutive_blocks():
+    folds = evaluate.plan_folds(val_start=160, test_start=200, test_end=300, folds=3, horizon=HORIZON)
+    assert [(fold.test_start, fold.test_end) for fold in folds] == [(200, 233), (233, 267), (267, 300)]
+    assert folds[0].val_start == 160  # fold 0 is the run's own split
+    # Every fold keeps the run's validation share (20% of the days before its test block).
+    assert [fold.test_start - fold.val_start for fold in folds] == [40, 47, 53]
+    with pytest.raises(UsageError, match="40 walk-forward folds: the test period has 100 trading days"):
+        evaluate.plan_folds(160, 200, 300, folds=40, horizon=HORIZON)
+
+
+@pytest.fixture(scope="module")
+def prices() -> pd.DataFrame:
+    from conftest import build_prices
+
+    return build_prices(300, seed=3)
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config(None, TINY)
+
+
+def test_no_fold_sees_data_after_its_start(prices, config):
+    dataset = build_dataset(prices, config)
+    days = pd.DatetimeIndex(prices.index[1:])
+    plan = evaluate.plan_folds(
+        int(days.searchsorted(dataset.val_start)), int(days.searchsorted(dataset.test_start)), len(days), 3, HORIZON
+    )
+    for fold in plan:
+        fold_data = evaluate.fold_dataset(prices, config, fold)
+        start = np.datetime64(days[fold.test_start])
+        assert fold_data.train.target_dates.max() < start and fold_data.val.target_dates.max() < start
+        assert fold_data.test.target_dates.min() >= start
+        assert fold_data.test.target_dates.max() <= np.datetime64(days[fold.test_end - 1])
+
+    # Jolt every return from fold 1's first test day on: folds 0 and 1 trained on earlier days only, so
+    # their scalers and weights must not change, nor any of fold 0's results; fold 1's test block did change.
+    perturbed = prices.copy()
+    later = perturbed.index >= days[plan[1].test_start]
+    jolt = np.exp(np.cumsum(np.random.default_rng(0).normal(0.0, 0.05, later.sum())))
+    price_columns = ["Open", "High", "Low", "Close", "Adj Close"]
+    perturbed.loc[later, price_columns] = perturbed.loc[later, price_columns].mul(jolt, axis=0)
+    original, _ = evaluate.run_backtest(prices, config, plan)
+    changed, _ = evaluate.run_backtest(perturbed, config, plan)
+
+    def weights(result: evaluate.FoldResult) -> list[torch.Tensor]:
+        return list(result.model.state_dict().values())
+
+    for before, after in zip(original[:2], changed[:2], strict=True):
+        assert before.scaler == after.scaler
+        assert all(torch.equal(a, b) for a, b in zip(weights(before), weights(after), strict=True))
+    assert original[0].summary == changed[0].summary
+    np.testing.assert_array_equal(original[0].forecasts.model, changed[0].forecasts.model)
+    assert original[1].summary["metrics"] != changed[1].summary["metrics"]
+    # A scaler fitted on every day would have seen the jolt: the checks above can fail.
+    spec = WindowSpec.from_config(config)
+    assert not np.allclose(compute_features(prices, spec).std(), compute_features(perturbed, spec).std())
+    # Anchors of consecutive folds never overlap.
+    for earlier, later_fold in itertools.pairwise(original):
+        assert earlier.forecasts.anchor_dates.max() < later_fold.forecasts.anchor_dates.min()
+
+
+# --- a whole evaluation of a tiny trained bundle ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, prices, config) -> Path:
+    """A data dir holding SYN's cache and a runs dir with one tiny bundle trained on it."""
+    root = tmp_path_factory.mktemp("trained")
+    (root / "data").mkdir()
+    (root / "data" / f"{TICKER}.csv").write_bytes(data.prices_to_csv(prices))
+    train.train_run(config, TICKER, prices, root / "runs")
+    return root
+
+
+@pytest.fixture
+def workdir(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh copy of the trained data and runs dirs, so each test may write into the bundle."""
+    shutil.copytree(trained, tmp_path, dirs_exist_ok=True)
+    for name in ("LSTM_FORECAST_DATA_DIR", "LSTM_FORECAST_RUNS_DIR", "LSTM_FORECAST_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def run_dir_of(workdir: Path) -> Path:
+    return next((workdir / "runs" / TICKER).iterdir())
+
+
+def refuse_constants(name: str) -> None:
+    raise AssertionError(f"{name} in JSON")
+
+
+def test_evaluation_report_and_files(workdir):
+    run_dir = run_dir_of(workdir)
+    result = evaluate.evaluate(run_dir, workdir / "data")
+    report = json.loads((run_dir / "evaluation.json").read_text(), parse_constant=refuse_constants)
+    assert report == json.loads(json.dumps(result.report))
+    assert {"run_dir", "run_id", "ticker", "model", "data", "scaler", "test", "lag_copy", "coverage", "trading",
+            "backtest", "files"} <= report.keys()
+    test = report["test"]
+    for name in ("model", "naive", "drift"):
+        for step in ("h1", "all"):
+            assert set(test["metrics"][name][step]) == METRIC_KEYS
+    assert isinstance(test["vs_naive"]["dm_all"]["pvalue"], float)
+    assert isinstance(test["vs_naive"]["direction_h1"]["binomial_pvalue"], float)
+    assert test["verdict"].startswith("LSTM is ")
+    assert isinstance(report["lag_copy"]["echoes_yesterday"], bool) and report["lag_copy"]["verdict"]
+    assert [row["level"] for row in report["coverage"]] == [80.0, 95.0]
+    assert all(0 <= row["all"] <= 1 and len(row["per_step"]) == HORIZON for row in report["coverage"])
+    assert "not investment advice" in report["trading"]["disclaimer"]
+    assert report["data"]["cache"] == "matches" and report["data"]["source"] == "bundle"
+    assert report["scaler"]["fit_on"] == "training days only"
+
+    # The evaluation reproduces the training run's own test scores on the same windows.
+    metrics_json = json.loads((run_dir / "metrics.json").read_text())
+    assert test["metrics"]["model"] == metrics_json["test"]["model"]
+    assert test["metrics"]["naive"] == metrics_json["test"]["naive"]
+
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    assert list(predictions.columns) == [
+        "anchor_date", "step", "target_date", "anchor_price", "actual", "model", "naive", "drift"
+    ]
+    assert len(predictions) == test["windows"] * HORIZON
+    np.testing.assert_array_equal(predictions["naive"], predictions["anchor_price"])
+    rmse = float(np.sqrt(np.mean((predictions["model"] - predictions["actual"]) ** 2)))
+    assert rmse == pytest.approx(test["metrics"]["model"]["all"]["rmse"], rel=1e-12)
+
+    for name in ("predictions.png", "equity.png"):
+        path = run_dir / name
+        assert path.read_bytes()[:8] == PNG_SIGNATURE
+        height, width = matplotlib.image.imread(path).shape[:2]
+        assert width >= 800 and height >= 400
+
+
+def test_backtest_folds_pool_and_reuse_the_bundle_for_fold_one(workdir):
+    run_dir = run_dir_of(workdir)
+    result = evaluate.evaluate(run_dir, workdir / "data", folds=2)
+    backtest = result.report["backtest"]
+    first, second = backtest["fold_results"]
+    assert backtest["completed"] == 2 and backtest["interrupted"] is False
+    assert first["model_source"] == "bundle" and second["model_source"] == "retrained"
+    assert second["epochs_run"] == 2
+    assert first["first_anchor"] == result.report["test"]["first_anchor"]
+    assert first["last_anchor"] < second["first_anchor"]
+    assert backtest["pooled"]["windows"] == first["windows"] + second["windows"]
+    # Fold 1 reuses the run's model, so its forecasts are the run's own on the first block's anchors.
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    block = predictions[predictions["anchor_date"] <= first["last_anchor"]]
+    model_rmse = float(np.sqrt(np.mean((block["model"] - block["actual"]) ** 2)))
+    assert model_rmse == pytest.approx(first["metrics"]["model"]["all"]["rmse"], rel=1e-12)
+
+    table = pd.read_csv(run_dir / "backtest.csv")
+    assert table["fold"].tolist() == ["1", "2", "pooled"]
+    assert table["windows"].tolist() == [first["windows"], second["windows"], backtest["pooled"]["windows"]]
+    assert table.loc[2, "model_rmse"] == pytest.approx(backtest["pooled"]["metrics"]["model"]["all"]["rmse"])
+
+    # --folds 0 skips the backtest and removes the now outdated backtest.csv.
+    skipped = evaluate.evaluate(run_dir, workdir / "data", folds=0)
+    assert skipped.report["backtest"] is None and not (run_dir / "backtest.csv").exists()
+
+
+def test_an_interrupted_backtest_keeps_the_finished_folds(workdir, monkeypatch):
+    def interrupted_training(dataset, config, on_epoch=None):
+        return None, SimpleNamespace(interrupted=True, epochs_run=1, best_epoch=1)
+
+    monkeypatch.setattr(evaluate, "train_model", interrupted_training)
+    result = evaluate.evaluate(run_dir_of(workdir), workdir / "data", folds=3)
+    assert result.interrupted is True
+    assert result.report["backtest"]["completed"] == 1 and result.report["backtest"]["interrupted"] is True
+    assert (run_dir_of(workdir) / "evaluation.json").is_file()
+
+
+def test_revised_or_missing_cache_still_evaluates_the_recorded_rows(workdir, prices):
+    run_dir = run_dir_of(workdir)
+    cache = workdir / "data" / f"{TICKER}.csv"
+    revised = prices.copy()
+    revised.iloc[50, revised.columns.get_loc("Adj Close")] *= 1.01
+    cache.write_bytes(data.prices_to_csv(revised))
+    report = evaluate.evaluate(run_dir, workdir / "data", folds=0).report
+    assert report["data"]["cache"] == "revised" and "revised" in report["data"]["note"]
+    assert report["data"]["source"] == "bundle"
+
+    cache.unlink()
+    report = evaluate.evaluate(run_dir, workdir / "data", folds=0).report
+    assert report["data"]["cache"] == "missing"
+
+
+def test_bundle_without_recorded_prices_falls_back_to_a_matching_cache_only(workdir, prices):
+    run_dir = run_dir_of(workdir)
+    (run_dir / PRICES_FILE).unlink()
+    report = evaluate.evaluate(run_dir, workdir / "data", folds=0).report
+    assert report["data"]["source"] == "cache"
+
+    longer = pd.concat([prices, prices.iloc[-1:].set_axis([prices.index[-1] + pd.Timedelta(days=3)])])
+    (workdir / "data" / f"{TICKER}.csv").write_bytes(data.prices_to_csv(longer))
+    report = evaluate.evaluate(run_dir, workdir / "data", folds=0).report
+    assert report["data"]["source"] == "cache" and "1 newer rows" in report["data"]["note"]
+
+    (workdir / "data" / f"{TICKER}.csv").write_bytes(data.prices_to_csv(prices.iloc[:-1]))
+    with pytest.raises(ForecastError, match="missing from the bundle, and the cached SYN prices no longer match"):
+        evaluate.evaluate(run_dir, workdir / "data", folds=0)
+
+
+def test_tampered_recorded_prices_are_refused(workdir, prices):
+    run_dir = run_dir_of(workdir)
+    (run_dir / PRICES_FILE).write_bytes(data.prices_to_csv(prices * 1.0001))
+    with pytest.raises(ForecastError, match="do not match the run's data fingerprint"):
+        evaluate.evaluate(run_dir, workdir / "data", folds=0)
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def test_cli_evaluate_without_arguments_uses_the_newest_run(workdir, monkeypatch, prices, config):
+    newer = train.train_run(config, TICKER, prices, workdir / "runs").run_dir
+    monkeypatch.chdir(workdir)  # ./data and ./runs are the defaults
+    result = CliRunner().invoke(app, ["evaluate", "--folds", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout, parse_constant=refuse_constants)  # exactly one JSON object
+    assert report["run_id"] == newer.name
+    assert set(report["test"]["metrics"]) == {"model", "naive", "drift"}
+    assert (newer / "evaluation.json").is_file()
+
+
+def test_cli_evaluate_prints_the_report(workdir):
+    result = CliRunner().invoke(
+        app, ["evaluate", "-t", "syn", "--folds", "0", "--runs-dir", str(workdir / "runs"),
+              "--data-dir", str(workdir / "data")],
+    )
+    assert result.exit_code == 0, result.output
+    for text in ("Verdict: LSTM is", "Lag copy:", "DM vs naive", "binomial p", "drift, days 1–3",
+                 "Trading diagnostic, not advice", "80%", "skipped (--folds 0)"):
+        assert text in result.stdout
+
+
+def test_cli_evaluate_with_no_runs_is_a_one_line_error(tmp_path):
+    result = CliRunner().invoke(app, ["evaluate", "--runs-dir", str(tmp_path / "none")])
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        f"Error: no trained runs in {tmp_path / 'none'}; train one with `lstm-forecast train -t TICKER`"
+    ]
+
+
+def test_cli_evaluate_refuses_both_run_and_ticker(workdir):
+    result = CliRunner().invoke(app, ["evaluate", "--run", str(run_dir_of(workdir)), "-t", TICKER])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: give --run or --ticker, not both")
