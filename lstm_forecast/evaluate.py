@@ -37,9 +37,9 @@ from lstm_forecast.bundle import PRICES_FILE, RunBundle, load_bundle
 from lstm_forecast.config import Config
 from lstm_forecast.errors import ForecastError, UsageError
 from lstm_forecast.files import atomic_write_text
-from lstm_forecast.model import Forecaster, ModelShape
-from lstm_forecast.train import forecast_prices
-from lstm_forecast.trainer import EpochRecord, TrainResult, fit, resolve_device, seed_everything
+from lstm_forecast.model import Forecaster
+from lstm_forecast.train import forecast_prices, train_model
+from lstm_forecast.trainer import EpochRecord
 from lstm_forecast.windows import Dataset, Scaler, Windows, WindowSpec, build_dataset, build_dataset_at
 
 EVALUATION_FILE = "evaluation.json"
@@ -177,26 +177,6 @@ def fold_dataset(prices: pd.DataFrame, config: Config, fold: Fold) -> Dataset:
     """
     visible = prices.iloc[: fold.test_end + 1]
     return build_dataset_at(visible, WindowSpec.from_config(config), fold.val_start, fold.test_start)
-
-
-def train_model(
-    dataset: Dataset, config: Config, on_epoch: Callable[[EpochRecord], None] | None = None
-) -> tuple[Forecaster, TrainResult]:
-    """Train a fresh model on a dataset's training windows, as train.train_run does (same seed first)."""
-    seed_everything(config.train.seed)
-    shape = ModelShape.from_config(config.model, n_features=len(dataset.spec.features), horizon=dataset.spec.horizon)
-    model = Forecaster(shape)
-    result = fit(
-        model,
-        dataset.train.inputs,
-        dataset.train.targets,
-        dataset.val.inputs,
-        dataset.val.targets,
-        config.train,
-        device=resolve_device(config.train.device),
-        on_epoch=on_epoch,
-    )
-    return model.cpu().eval(), result
 
 
 @dataclass

@@ -62,24 +62,10 @@ def train_run(
     """Train one model on `prices` and write its bundle. Ctrl-C keeps the best epoch so far."""
     dataset = build_dataset(prices, config)
 
-    # Seed before building the model: the initial weights are part of a reproducible run.
-    seed_everything(config.train.seed)
-    shape = ModelShape.from_config(config.model, n_features=len(dataset.spec.features), horizon=dataset.spec.horizon)
-    model = Forecaster(shape)
-    device = resolve_device(config.train.device)
-    result = fit(
-        model,
-        dataset.train.inputs,
-        dataset.train.targets,
-        dataset.val.inputs,
-        dataset.val.targets,
-        config.train,
-        device=device,
-        on_epoch=on_epoch,
-    )
+    model, result = train_model(dataset, config, on_epoch)
     if result.epochs_run == 0:
         raise Interrupted("interrupted before the first epoch finished; no bundle written")
-    model = model.cpu().eval()
+    shape = model.shape
 
     # Scored on prices converted back from the model's output; the test split is touched only here.
     evaluated = {"val": dataset.val, "test": dataset.test}
@@ -141,6 +127,27 @@ def train_run(
     remove_stale_temp_dirs(runs_dir)
     run_dir = save_bundle(bundle, runs_dir, prices, history, run_metrics, write_extras=write_loss_curve)
     return TrainOutcome(run_dir=run_dir, bundle=bundle, result=result, metrics=run_metrics)
+
+
+def train_model(
+    dataset: Dataset, config: Config, on_epoch: Callable[[EpochRecord], None] | None = None
+) -> tuple[Forecaster, TrainResult]:
+    """A fresh model trained on the dataset's training windows; returned on the CPU in eval mode."""
+    # Seed before building the model: the initial weights are part of a reproducible run.
+    seed_everything(config.train.seed)
+    shape = ModelShape.from_config(config.model, n_features=len(dataset.spec.features), horizon=dataset.spec.horizon)
+    model = Forecaster(shape)
+    result = fit(
+        model,
+        dataset.train.inputs,
+        dataset.train.targets,
+        dataset.val.inputs,
+        dataset.val.targets,
+        config.train,
+        device=resolve_device(config.train.device),
+        on_epoch=on_epoch,
+    )
+    return model.cpu().eval(), result
 
 
 def forecast_prices(model: Forecaster, windows: Windows, dataset: Dataset) -> np.ndarray:
