@@ -1,0 +1,468 @@
+"""Forecast the next trading sessions from a run bundle: latest cached prices → model → prices with intervals.
+
+Reads top to bottom like train.py: choose the run, read the price cache (no network unless `--refresh`),
+build the one input window exactly as training built its windows, run the model once, turn its output
+into prices, put split-conformal intervals around them (calibrated on the validation residuals stored in
+the bundle) and label each step with the exchange's next trading session.
+
+The model forecasts all `horizon` days at once (direct multi-step), so it can show fewer days than it was
+trained for but never more. Same bundle and same cache give byte-identical JSON, CSV, table and chart:
+the clock only decides whether the cache is old enough to warn about.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lstm_forecast import data
+from lstm_forecast.bundle import RunBundle, find_run, list_runs, load_bundle, resolve_runs_dir
+from lstm_forecast.errors import ForecastError, UsageError
+from lstm_forecast.files import atomic_write_text
+from lstm_forecast.intervals import conformal_quantiles, interval_bounds
+from lstm_forecast.sessions import TradingCalendar, calendar_for
+from lstm_forecast.trainer import predict as predict_scaled
+from lstm_forecast.windows import inference_inputs, targets_to_prices
+
+FORMATS = ("table", "json", "csv")
+CHART_FILE = "forecast.png"
+HISTORY_SESSIONS = 120  # sessions of history drawn before the forecast on the fan chart
+STALE_AFTER_SESSIONS = 5  # warn when more sessions than this have closed since the last cached day
+DECIMALS = 4  # prices and percentages in JSON and CSV: fixed, so repeated runs give identical bytes
+TABLE_WIDTH = 100  # a table written to a file has a fixed width, not the terminal's
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """One forecast: a price and its interval per level for each of the next sessions."""
+
+    ticker: str
+    run_id: str
+    run_dir: Path | None
+    model: str
+    price_column: str  # "Adj Close" or "Close": what the prices are
+    calendar: str
+    last_date: date  # the anchor: the last day of prices the model read
+    last_price: float
+    dates: list[date]
+    prices: np.ndarray  # (days,)
+    lower: dict[float, np.ndarray]  # level in percent -> (days,)
+    upper: dict[float, np.ndarray]
+    calibration_windows: int  # validation windows behind each interval
+    history: pd.Series = field(repr=False)  # the recent prices, for the fan chart
+
+    @property
+    def levels(self) -> list[float]:
+        return list(self.lower)
+
+    @property
+    def change_pct(self) -> np.ndarray:
+        return (self.prices / self.last_price - 1.0) * 100.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document; keys in a fixed order, numbers rounded to DECIMALS places."""
+        steps = []
+        for step, day in enumerate(self.dates):
+            intervals = {
+                level_name(level): {
+                    "lower": _number(self.lower[level][step]),
+                    "upper": _number(self.upper[level][step]),
+                }
+                for level in self.levels
+            }
+            steps.append(
+                {
+                    "date": day.isoformat(),
+                    "step": step + 1,
+                    "price": _number(self.prices[step]),
+                    "change_pct": _number(self.change_pct[step]),
+                    "intervals": intervals,
+                }
+            )
+        return {
+            "ticker": self.ticker,
+            "run_id": self.run_id,
+            "run_dir": str(self.run_dir) if self.run_dir is not None else None,
+            "model": self.model,
+            "last_date": self.last_date.isoformat(),
+            "last_price": _number(self.last_price),
+            "levels": [_level_value(level) for level in self.levels],
+            "forecasts": steps,
+            "price_column": self.price_column,
+            "calendar": self.calendar,
+            "calibration_windows": self.calibration_windows,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+
+    def to_csv(self) -> str:
+        """One row per step: date,step,price,change_pct,lower_80,upper_80,lower_95,upper_95."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        names = [f"{side}_{level_name(level)}" for level in self.levels for side in ("lower", "upper")]
+        writer.writerow(["date", "step", "price", "change_pct", *names])
+        change = self.change_pct
+        for step, day in enumerate(self.dates):
+            values = [self.prices[step], change[step]]
+            values += [side[level][step] for level in self.levels for side in (self.lower, self.upper)]
+            writer.writerow([day.isoformat(), step + 1, *(_number(value) for value in values)])
+        return buffer.getvalue()
+
+
+@dataclass
+class PredictOutcome:
+    """What the `predict` command did: the forecast, where it was written, and warnings for stderr."""
+
+    forecast: Forecast
+    format: str
+    text: str | None  # the JSON/CSV/plain table written to `output`, or JSON/CSV for stdout
+    output: Path | None
+    chart: Path | None  # None when the chart could not be written (see warnings)
+    warnings: list[str]
+
+
+def run_predict(
+    run: Path | None = None,
+    ticker: str | None = None,
+    days: int | None = None,
+    levels: Sequence[float] = (),
+    output_format: str | None = None,
+    output: Path | None = None,
+    refresh: bool = False,
+    data_dir: Path | None = None,
+    runs_dir: Path | None = None,
+    today: date | None = None,
+    on_fetch: Callable[[str], None] | None = None,
+) -> PredictOutcome:
+    """The `predict` command: choose the run, forecast from the latest prices, write `output` and the chart.
+
+    `today` (default: the real date) only decides the stale-cache warning.
+    """
+    output_format = resolve_format(output_format, output)
+    if run is not None and ticker is not None:
+        raise UsageError("give either --run or --ticker, not both (--run names one ticker's run already)")
+    symbol = data.validate_ticker(ticker) if ticker is not None else None
+    run_dir = find_run(resolve_runs_dir(runs_dir, None), run, symbol)
+    bundle = load_bundle(run_dir)
+    days = check_days(days, bundle.spec.horizon)
+    # Intervals first: a bad --level fails before any download.
+    half_widths = interval_half_widths(bundle, levels or bundle.config.predict.levels)
+
+    folder = data.resolve_data_dir(data_dir, bundle.config.data.dir)
+    prices, fallback_warning = recent_prices(bundle, folder, refresh, on_fetch)
+    last_day = prices.index[-1].date()
+    today = today or date.today()
+    calendar = calendar_for(bundle.config.data.calendar, last_day, bundle.spec.horizon, today)
+    if fallback_warning is not None:
+        warnings = [fallback_warning]
+    else:
+        warnings = stale_cache_warning(bundle.ticker, last_day, calendar, today)
+    forecast = make_forecast(bundle, prices, days, half_widths, calendar)
+
+    text = None if output_format == "table" and output is None else render(forecast, output_format)
+    if output is not None:
+        atomic_write_text(output, text)
+    chart = output.with_suffix(".png") if output is not None else run_dir / CHART_FILE
+    try:
+        draw_fan_chart(forecast, chart)
+    except ForecastError as exc:  # the forecast itself is done; a read-only bundle only loses the picture
+        warnings.append(f"the fan chart was not saved: {exc}")
+        chart = None
+    return PredictOutcome(forecast, output_format, text, output, chart, warnings)
+
+
+def resolve_format(output_format: str | None, output: Path | None) -> str:
+    """--format as given, else from --output's suffix (.json, .csv), else a table."""
+    if output is not None and output.suffix.lower() == ".png":
+        raise UsageError(
+            f"--output {output}: write the forecast as .json, .csv or text; the chart is saved beside it"
+        )
+    if output_format is None:
+        suffix = output.suffix.lower().lstrip(".") if output is not None else ""
+        return suffix if suffix in ("json", "csv") else "table"
+    if output_format not in FORMATS:
+        raise UsageError(f"--format {output_format!r}: expected one of {', '.join(FORMATS)}")
+    return output_format
+
+
+def check_days(days: int | None, horizon: int) -> int:
+    """--days, defaulting to the run's horizon; more than the horizon cannot be forecast by this run."""
+    if days is None:
+        return horizon
+    if days < 1:
+        raise UsageError(f"--days {days}: expected at least 1 trading day")
+    if days > horizon:
+        raise UsageError(
+            f"--days {days}: the run was trained to forecast {horizon} days at once (direct multi-step), "
+            f"so it has no forecast for day {horizon + 1} or later; retrain with --set window.horizon={days} "
+            f"to forecast {days} days"
+        )
+    return days
+
+
+def interval_half_widths(bundle: RunBundle, levels: Sequence[float]) -> dict[float, np.ndarray]:
+    """Conformal half-widths (log-price units, one per horizon step) for each level, ascending."""
+    residuals = bundle.calibration.get("residuals")
+    if not residuals or len(residuals) != bundle.spec.horizon:
+        raise ForecastError(
+            f"{bundle.run_dir}: the bundle holds no calibration residuals for its {bundle.spec.horizon} "
+            "forecast days; retrain the run to get prediction intervals"
+        )
+    return {float(level): conformal_quantiles(residuals, float(level)) for level in sorted(set(levels))}
+
+
+def recent_prices(
+    bundle: RunBundle, data_dir: Path, refresh: bool, on_fetch: Callable[[str], None] | None = None
+) -> tuple[pd.DataFrame, str | None]:
+    """The cached prices of the run's ticker (updated from Yahoo first with `refresh`), or the bundle's own
+    rows and a warning saying so when nothing is cached."""
+    ticker = bundle.ticker
+    if refresh:
+        if on_fetch is not None:
+            on_fetch(f"Updating the {ticker} price cache in {data_dir} from Yahoo Finance…")
+        data.update_cache(data_dir, ticker)
+    prices = data.read_cache(data_dir, ticker)
+    if prices is not None:
+        return prices, None
+    recorded = bundle.prices()
+    return recorded, (
+        f"no cached prices for {ticker} in {data_dir}; forecasting from the last day of the training data, "
+        f"{recorded.index[-1].date()} (run `lstm-forecast predict --refresh` or "
+        f"`lstm-forecast fetch -t {ticker}` for newer prices)"
+    )
+
+
+def stale_cache_warning(ticker: str, last_day: date, calendar: TradingCalendar, today: date) -> list[str]:
+    """A warning when more than STALE_AFTER_SESSIONS sessions have closed since the last cached day."""
+    missed = calendar.sessions_between(last_day, today)
+    if missed <= STALE_AFTER_SESSIONS:
+        return []
+    return [
+        f"the cached prices for {ticker} end on {last_day}, {missed} trading sessions before today; "
+        f"run with --refresh (or `lstm-forecast fetch -t {ticker}`) to forecast from the latest prices"
+    ]
+
+
+def make_forecast(
+    bundle: RunBundle,
+    prices: pd.DataFrame,
+    days: int,
+    half_widths: dict[float, np.ndarray],
+    calendar: TradingCalendar,
+) -> Forecast:
+    """Forecast the `days` sessions after the last row of `prices` with the bundle's model."""
+    spec = bundle.spec
+    # Only the last lookback days (plus the one before the first, for its return) enter the model.
+    recent = prices.iloc[-(spec.lookback + 1) :]
+    inputs, anchor_date, anchor_price = inference_inputs(recent, spec, bundle.scaler)
+    with one_thread():
+        scaled = predict_scaled(bundle.model, inputs)
+    path = targets_to_prices(scaled, np.array([anchor_price]), bundle.scaler, spec.target)[0]
+    if not np.all(np.isfinite(path)) or np.any(path <= 0):
+        raise ForecastError(
+            f"the model's forecast from {anchor_date.date()} is not a positive price; "
+            "the run may be damaged, retrain it"
+        )
+    bounds = {level: interval_bounds(path, widths) for level, widths in half_widths.items()}
+    return Forecast(
+        ticker=bundle.ticker,
+        run_id=bundle.run_id,
+        run_dir=bundle.run_dir,
+        model=bundle.shape.kind,
+        price_column=spec.price_column_name,
+        calendar=calendar.name,
+        last_date=anchor_date.date(),
+        last_price=anchor_price,
+        dates=calendar.next_sessions(anchor_date.date(), days),
+        prices=path[:days],
+        lower={level: low[:days] for level, (low, _) in bounds.items()},
+        upper={level: high[:days] for level, (_, high) in bounds.items()},
+        calibration_windows=len(bundle.calibration["residuals"][0]),
+        history=prices[spec.price_column_name].iloc[-HISTORY_SESSIONS:],
+    )
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one CPU thread inside the block.
+
+    One window is far too little work to share: handing it between OpenMP threads costs more than the
+    whole forward: over 100 ms per call measured on a busy 2-core machine, against 0.1-0.5 ms on one thread.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+# --- presenting a forecast ----------------------------------------------------------------------
+
+
+def render(forecast: Forecast, output_format: str) -> str:
+    """The forecast as JSON, CSV or a plain-text table (for a file)."""
+    if output_format == "json":
+        return forecast.to_json()
+    if output_format == "csv":
+        return forecast.to_csv()
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=TABLE_WIDTH, color_system=None, force_terminal=False)
+    console.print(forecast_table(forecast))
+    console.print(interval_note(forecast), markup=False)
+    return "".join(line.rstrip() + "\n" for line in console.file.getvalue().splitlines())
+
+
+def forecast_table(forecast: Forecast) -> Any:
+    """A rich table: date, forecast, change from the last close, and the low/high of each interval."""
+    from rich.table import Table
+
+    title = (
+        f"{forecast.ticker} · {forecast.model.upper()} · last close {forecast.last_date} "
+        f"{forecast.last_price:,.2f} ({forecast.price_column})"
+    )
+    table = Table(title=title, title_justify="left", header_style="bold")
+    table.add_column("date")
+    table.add_column("forecast", justify="right")
+    table.add_column("change %", justify="right")
+    for level in forecast.levels:
+        table.add_column(f"{level_name(level)}% low", justify="right")
+        table.add_column(f"{level_name(level)}% high", justify="right")
+    change = forecast.change_pct
+    for step, day in enumerate(forecast.dates):
+        bounds = [
+            f"{side[step]:,.2f}"
+            for level in forecast.levels
+            for side in (forecast.lower[level], forecast.upper[level])
+        ]
+        table.add_row(day.isoformat(), f"{forecast.prices[step]:,.2f}", f"{change[step]:+.2f}", *bounds)
+    return table
+
+
+def interval_note(forecast: Forecast) -> str:
+    """The line under the table: which run, and where the intervals come from."""
+    return (
+        f"Run {forecast.run_id}. Intervals are split-conformal from {forecast.calibration_windows} "
+        "validation windows, per forecast day; `lstm-forecast evaluate` shows their coverage on the "
+        "test period. Not investment advice."
+    )
+
+
+def draw_fan_chart(forecast: Forecast, path: Path) -> Path:
+    """The fan chart: recent prices, the forecast path and a shaded band per interval level."""
+    from lstm_forecast import plots  # matplotlib only when drawing
+
+    title = (
+        f"{forecast.ticker} · {forecast.model.upper()} · run {forecast.run_id} · "
+        f"next {len(forecast.dates)} sessions"
+    )
+    bands = {f"{level_name(level)}%": (low, forecast.upper[level]) for level, low in forecast.lower.items()}
+    return plots.fan_chart(
+        history_dates=forecast.history.index.to_numpy(),
+        history_prices=forecast.history.to_numpy(),
+        forecast_dates=np.array(forecast.dates, dtype="datetime64[D]"),
+        forecast_prices=forecast.prices,
+        bands=bands,
+        price_label=forecast.price_column,
+        title=title,
+        path=path,
+    )
+
+
+def level_name(level: float) -> str:
+    """80.0 -> "80", 97.5 -> "97.5": the key of a level in JSON and in CSV column names."""
+    return f"{level:g}"
+
+
+def _level_value(level: float) -> int | float:
+    return int(level) if float(level).is_integer() else float(level)
+
+
+def _number(value: float) -> float:
+    """Rounded for output; + 0.0 turns a rounded -0.0 into 0.0."""
+    return round(float(value), DECIMALS) + 0.0
+
+
+# --- listing runs -------------------------------------------------------------------------------
+
+
+def run_summaries(
+    runs_dir: Path | None = None, ticker: str | None = None
+) -> tuple[Path, list[dict[str, Any]]]:
+    """The runs dir and one row per run bundle in it, oldest first (the last is the one `predict` uses).
+
+    Rows come from the bundles' JSON files only, so a damaged bundle still lists, with None where a
+    value cannot be read.
+    """
+    folder = resolve_runs_dir(runs_dir, None)
+    symbol = data.validate_ticker(ticker) if ticker is not None else None
+    rows = []
+    for run_dir in list_runs(folder, symbol):
+        document = _read_json_or_empty(run_dir / "bundle.json")
+        scores = _read_json_or_empty(run_dir / "metrics.json")
+        rows.append(
+            {
+                "run_id": run_dir.name,
+                "ticker": document.get("ticker"),
+                "model": _dig(document, "model", "kind"),
+                "created": document.get("created_at"),
+                "epochs": _dig(document, "training", "epochs_run"),
+                "test_rmse_ratio": _dig(scores, "test", "model", "all", "rmse_ratio"),
+                "path": str(run_dir),
+            }
+        )
+    return folder, rows
+
+
+def _read_json_or_empty(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def _dig(document: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(document, dict):
+            return None
+        document = document.get(key)
+    return document
+
+
+def runs_table(rows: list[dict[str, Any]]) -> Any:
+    """The `runs` listing as a rich table; a dash where a damaged bundle has no value."""
+    from rich import box
+    from rich.table import Table
+
+    title = "Run bundles, oldest first (predict and evaluate use the newest); RMSE/naive on the test period"
+    # Light lines and no wrapping: an id or a path is copied from here, so a cell is never cut or folded.
+    table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD)
+    for name in ("run id", "ticker", "model", "created (UTC)", "epochs", "RMSE/naive", "path"):
+        table.add_column(name, justify="right" if name in ("epochs", "RMSE/naive") else "left", no_wrap=True)
+    for row in rows:
+        created, ratio = row["created"], row["test_rmse_ratio"]
+        cells = (
+            row["run_id"],
+            row["ticker"],
+            row["model"],
+            created[:16].replace("T", " ") if isinstance(created, str) else None,
+            row["epochs"],
+            f"{ratio:.3f}" if isinstance(ratio, int | float) else None,
+            row["path"],
+        )
+        table.add_row(*("—" if cell is None else str(cell) for cell in cells))
+    return table

@@ -1,0 +1,73 @@
+"""Trading sessions of an exchange: the dates a forecast's steps fall on, and how stale a cache is.
+
+A forecast step is one trading session, so step 1 after Friday is Monday, and after Christmas Eve it
+is the 26th. The exchange-calendars package knows each exchange's weekends and holidays (for XNYS:
+Good Friday, Juneteenth, Thanksgiving, ...), so no holiday list is written by hand here.
+"""
+
+from __future__ import annotations
+
+import warnings
+from datetime import date, timedelta
+
+import numpy as np
+
+from lstm_forecast.errors import ForecastError, UsageError
+
+DEFAULT_CALENDAR = "XNYS"
+
+# A week holds at most five sessions, so n sessions fit in 7n/5 calendar days; the margin covers the
+# longest closures the calendars know (a week of Lunar New Year on XSHG) with room to spare.
+DAYS_MARGIN = 31
+
+
+class TradingCalendar:
+    """One exchange's sessions from `start` to `end`; building a calendar costs about 0.1 s, so
+    build one covering every question and ask it several."""
+
+    def __init__(self, name: str, start: date, end: date) -> None:
+        import exchange_calendars  # lazily: it pulls in pandas and its own holiday rules
+
+        try:
+            with warnings.catch_warnings():
+                # exchange-calendars 4.13 reads Series.values of tz-aware times, which pandas 3.1 deprecates.
+                warnings.filterwarnings("ignore", "Series.values returning", DeprecationWarning)
+                calendar = exchange_calendars.get_calendar(name, start=start, end=end)
+        except exchange_calendars.errors.InvalidCalendarName:
+            raise UsageError(
+                f"data.calendar {name!r}: unknown exchange calendar; expected an exchange-calendars code "
+                "such as XNYS (New York), XLON (London) or XHKG (Hong Kong)"
+            ) from None
+        except (exchange_calendars.errors.CalendarError, ValueError) as exc:
+            raise ForecastError(
+                f"the {name} calendar cannot describe {start} to {end}: {' '.join(str(exc).split())}"
+            ) from None
+        self.name = name
+        self.start, self.end = start, end
+        self._sessions = np.asarray(calendar.sessions.values, dtype="datetime64[D]")
+
+    def next_sessions(self, after: date, count: int) -> list[date]:
+        """The first `count` sessions strictly after `after` (which need not be a session itself)."""
+        first = int(np.searchsorted(self._sessions, np.datetime64(after, "D"), side="right"))
+        chosen = self._sessions[first : first + count]
+        if len(chosen) < count:
+            raise ValueError(f"the calendar ends on {self.end}: too early for {count} sessions after {after}")
+        return [day.item() for day in chosen]
+
+    def sessions_between(self, after: date, before: date) -> int:
+        """How many sessions lie strictly between `after` and `before` (0 when `before` is not later)."""
+        low = np.searchsorted(self._sessions, np.datetime64(after, "D"), side="right")
+        high = np.searchsorted(self._sessions, np.datetime64(before, "D"), side="left")
+        return max(int(high - low), 0)
+
+
+def calendar_for(name: str, anchor: date, steps: int, today: date | None = None) -> TradingCalendar:
+    """A calendar spanning `anchor` to its next `steps` sessions, and to `today` when that is later."""
+    latest = max(anchor, today or anchor)
+    start = anchor - timedelta(days=DAYS_MARGIN)
+    return TradingCalendar(name, start, latest + timedelta(days=2 * steps + DAYS_MARGIN))
+
+
+def next_sessions(after: date, count: int, name: str = DEFAULT_CALENDAR) -> list[date]:
+    """The `count` trading sessions of exchange `name` after the day `after`."""
+    return calendar_for(name, after, count).next_sessions(after, count)
