@@ -179,7 +179,9 @@ def train(
     folder = data.resolve_data_dir(data_dir, settings.data.dir)
     runs = resolve_runs_dir(runs_dir, settings.runs.dir)
     prices = load_training_prices(symbol, folder, settings, on_fetch=stderr.print)
-    with EpochProgress(settings.train.epochs, f"{symbol} {settings.model.type.upper()}") as progress:
+    from lstm_forecast.progress import EpochBars
+
+    with EpochBars(stderr, [f"{symbol} {settings.model.type.upper()}"], settings.train.epochs) as progress:
         outcome = train_run(settings, symbol, prices, runs, on_epoch=progress.update)
     if json_output:
         print_json({"run_dir": str(outcome.run_dir), **outcome.metrics})
@@ -187,40 +189,6 @@ def train(
         print_training_summary(outcome)
     if outcome.result.interrupted:
         raise Interrupted(f"training interrupted; the best epoch so far was saved to {outcome.run_dir}")
-
-
-class EpochProgress:
-    """A rich progress bar over epochs on stderr: epoch, losses, best epoch and elapsed time."""
-
-    def __init__(self, epochs: int, label: str) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("train {task.fields[train]} · val {task.fields[val]} · best {task.fields[best]}"),
-            TimeElapsedColumn(),
-            console=stderr,
-            transient=False,
-        )
-        self.task = self.progress.add_task(label, total=epochs, train="—", val="—", best="—")
-
-    def __enter__(self) -> EpochProgress:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def update(self, record: Any) -> None:
-        self.progress.update(
-            self.task,
-            completed=record.epoch,
-            train=f"{record.train_loss:.4f}",
-            val=f"{record.val_loss:.4f}",
-            best=f"{record.best_epoch} ({record.best_val_loss:.4f})",
-        )
 
 
 def print_training_summary(outcome: Any) -> None:
@@ -343,7 +311,9 @@ def evaluate(
         raise UsageError("give --run or --ticker, not both")
     symbol = data.validate_ticker(ticker) if ticker is not None else None
     run_dir = find_run(resolve_runs_dir(runs_dir, None), run, symbol)
-    with FoldProgress() as progress:
+    from lstm_forecast.progress import FoldBar
+
+    with FoldBar(stderr) as progress:
         evaluation = evaluate_run(run_dir, data_dir, folds, on_progress=progress.update)
     if json_output:
         print_json(evaluation.report)
@@ -352,36 +322,6 @@ def evaluate(
             stdout.print(item)
     if evaluation.interrupted:
         raise Interrupted(f"backtest interrupted; the evaluation of the finished folds was saved to {run_dir}")
-
-
-class FoldProgress:
-    """A rich progress bar over walk-forward folds on stderr, with the epoch of the fold in training."""
-
-    def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("[bold]walk-forward folds"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
-            TimeElapsedColumn(),
-            console=stderr,
-        )
-        self.task: Any = None  # added on the first report, when the number of folds is known
-
-    def __enter__(self) -> FoldProgress:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def update(self, completed: int, total: int, record: Any) -> None:
-        if self.task is None:
-            self.task = self.progress.add_task("folds", total=total, detail="")
-        detail = "" if record is None else f"fold {completed + 1}: epoch {record.epoch}, val {record.val_loss:.4f}"
-        self.progress.update(self.task, completed=completed, detail=detail)
 
 
 @app.command()
@@ -412,8 +352,12 @@ def compare(
     folder = data.resolve_data_dir(data_dir, settings.data.dir)
     runs = resolve_runs_dir(runs_dir, settings.runs.dir)
     prices = load_training_prices(symbol, folder, settings, on_fetch=stderr.print)
-    with ModelsProgress(kinds, settings.train.epochs) as progress:
-        comparison = compare_models(settings, symbol, prices, runs, kinds, on_epoch=progress.update)
+    from lstm_forecast.progress import EpochBars
+
+    with EpochBars(stderr, [kind.upper() for kind in kinds], settings.train.epochs) as progress:
+        comparison = compare_models(
+            settings, symbol, prices, runs, kinds, on_epoch=lambda kind, record: progress.update(record, kind.upper())
+        )
     if json_output:
         print_json(comparison.report)
     else:
@@ -421,44 +365,6 @@ def compare(
             stdout.print(item)
     if comparison.interrupted:
         raise Interrupted(f"comparison interrupted; the models finished so far were saved to {comparison.compare_dir}")
-
-
-class ModelsProgress:
-    """One rich progress bar per model over epochs, on stderr; each starts with its model's first epoch."""
-
-    def __init__(self, kinds: list[str], epochs: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("train {task.fields[train]} · val {task.fields[val]} · best {task.fields[best]}"),
-            TimeElapsedColumn(),
-            console=stderr,
-        )
-        self.tasks = {
-            kind: self.progress.add_task(kind.upper(), total=epochs, start=False, train="—", val="—", best="—")
-            for kind in kinds
-        }
-
-    def __enter__(self) -> ModelsProgress:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def update(self, kind: str, record: Any) -> None:
-        if record.epoch == 1:
-            self.progress.start_task(self.tasks[kind])
-        self.progress.update(
-            self.tasks[kind],
-            completed=record.epoch,
-            train=f"{record.train_loss:.4f}",
-            val=f"{record.val_loss:.4f}",
-            best=f"{record.best_epoch} ({record.best_val_loss:.4f})",
-        )
 
 
 def print_json(document: dict[str, Any]) -> None:
