@@ -192,7 +192,7 @@ def train(
 
 
 def print_training_summary(outcome: Any) -> None:
-    from lstm_forecast.report import significance_line, split_table
+    from lstm_forecast.report import forecast_table, significance_line
 
     result, scores = outcome.result, outcome.metrics
     horizon = outcome.bundle.spec.horizon
@@ -204,7 +204,7 @@ def print_training_summary(outcome: Any) -> None:
     for split, title in (("val", "Validation"), ("test", "Test (never seen in training)")):
         split_scores = scores[split]
         period = f"{split_scores['first_anchor']} … {split_scores['last_anchor']}, {split_scores['windows']} windows"
-        stdout.print(split_table(f"{title}: {period}", split_scores, horizon))
+        stdout.print(forecast_table(f"{title}: {period}", split_scores, horizon, outcome.bundle.shape.kind))
         stdout.print(significance_line(split_scores))
     stdout.print(f"Run bundle: {outcome.run_dir}")
 

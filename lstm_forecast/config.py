@@ -14,15 +14,28 @@ from typing import Annotated, Any, Literal
 
 import annotated_types
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from lstm_forecast.errors import UsageError
 
 Feature = Literal["log_return", "volume_change", "range"]
 
 
+def _refuse_bool(value: Any) -> Any:
+    """YAML reads `true` and `yes` as booleans, which pydantic would quietly take for 1 (a lookback of one day)."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("bool_is_not_a_number", "a boolean is not a number")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_refuse_bool)]
+Float = Annotated[float, BeforeValidator(_refuse_bool)]
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # Infinite and NaN numbers are refused too: `evaluate.cost_bps: .inf` would break every report downstream.
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class DataConfig(Section):
@@ -44,8 +57,8 @@ class DataConfig(Section):
 
 
 class SplitConfig(Section):
-    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
-    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    val_fraction: Annotated[Float, Field(gt=0, lt=1)] = 0.1
+    test_fraction: Annotated[Float, Field(gt=0, lt=1)] = 0.2
     val_start: dt.date | None = None
     test_start: dt.date | None = None
 
@@ -61,25 +74,25 @@ class SplitConfig(Section):
 
 
 class WindowConfig(Section):
-    lookback: Annotated[int, Field(ge=1, le=2000)] = 60
-    horizon: Annotated[int, Field(ge=1, le=250)] = 5
+    lookback: Annotated[Int, Field(ge=1, le=2000)] = 60
+    horizon: Annotated[Int, Field(ge=1, le=250)] = 5
 
 
 class ModelConfig(Section):
     type: Literal["lstm", "gru", "rnn"] = "lstm"
-    hidden_size: Annotated[int, Field(ge=1, le=4096)] = 64
-    num_layers: Annotated[int, Field(ge=1, le=16)] = 2
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    hidden_size: Annotated[Int, Field(ge=1, le=4096)] = 64
+    num_layers: Annotated[Int, Field(ge=1, le=16)] = 2
+    dropout: Annotated[Float, Field(ge=0, lt=1)] = 0.2
 
 
 class TrainConfig(Section):
-    epochs: Annotated[int, Field(ge=1)] = 50
-    batch_size: Annotated[int, Field(ge=1)] = 64
-    lr: Annotated[float, Field(gt=0)] = 1e-3
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    patience: Annotated[int, Field(ge=1)] = 10
-    grad_clip: Annotated[float, Field(ge=0)] = 1.0
-    seed: Annotated[int, Field(ge=0)] = 0
+    epochs: Annotated[Int, Field(ge=1)] = 50
+    batch_size: Annotated[Int, Field(ge=1)] = 64
+    lr: Annotated[Float, Field(gt=0)] = 1e-3
+    weight_decay: Annotated[Float, Field(ge=0)] = 0.0
+    patience: Annotated[Int, Field(ge=1)] = 10
+    grad_clip: Annotated[Float, Field(ge=0)] = 1.0
+    seed: Annotated[Int, Field(ge=0)] = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     loss: Literal["mse", "huber"] = "mse"
     lr_schedule: Literal["none", "plateau"] = "none"
@@ -90,12 +103,12 @@ class RunsConfig(Section):
 
 
 class EvaluateConfig(Section):
-    folds: Annotated[int, Field(ge=1, le=50)] = 4
-    cost_bps: Annotated[float, Field(ge=0)] = 5.0
+    folds: Annotated[Int, Field(ge=1, le=50)] = 4
+    cost_bps: Annotated[Float, Field(ge=0)] = 5.0
 
 
 class PredictConfig(Section):
-    levels: Annotated[list[Annotated[float, Field(gt=0, lt=100)]], Field(min_length=1)] = [80.0, 95.0]
+    levels: Annotated[list[Annotated[Float, Field(gt=0, lt=100)]], Field(min_length=1)] = [80.0, 95.0]
 
 
 class Config(Section):

@@ -21,21 +21,6 @@ def fmt(value: Any, pattern: str = "{:.3f}") -> str:
     return "—" if value is None else pattern.format(value)
 
 
-def split_table(title: str, scores: dict[str, Any], horizon: int) -> Table:
-    """One split's metrics: model and naive, on the first forecast day (d1) and over all `horizon` days."""
-    table = Table(title=title, title_justify="left", header_style="bold")
-    table.add_column("metric")
-    days = f"days 1–{horizon}" if horizon > 1 else "day 1"
-    for label in ("model, day 1", "naive, day 1", f"model, {days}", f"naive, {days}"):
-        table.add_column(label, justify="right")
-    for key, label, pattern in METRIC_ROWS:
-        table.add_row(
-            label,
-            *(fmt(scores[who][step][key], pattern) for step in ("h1", "all") for who in ("model", "naive")),
-        )
-    return table
-
-
 def significance_line(scores: dict[str, Any]) -> str:
     """DM p-value, the binomial test of direction, and the plain verdict, for one split."""
     vs = scores["vs_naive"]
@@ -64,16 +49,16 @@ def _p(value: float | None) -> str:
 
 
 def forecast_table(title: str, scores: dict[str, Any], horizon: int, kind: str) -> Table:
-    """The model, naive and drift forecasts × RMSE, MAE, MAPE, MASE, direction and RMSE ratio,
+    """The model beside naive (and drift, when scored) × RMSE, MAE, MAPE, MASE, direction and RMSE ratio,
     over all `horizon` days and on day 1."""
     table = Table(title=title, title_justify="left", header_style="bold")
-    table.add_column("forecast")
+    table.add_column("forecast", no_wrap=True)
     for _, label, _ in METRIC_ROWS:
         table.add_column(label, justify="right")
     days = f"days 1–{horizon}" if horizon > 1 else "day 1"
     steps = [("all", days), ("h1", "day 1")] if horizon > 1 else [("all", days)]
     for step, step_label in steps:
-        for name in FORECAST_NAMES:
+        for name in (name for name in FORECAST_NAMES if name in scores):  # train has no drift
             label = kind.upper() if name == "model" else name
             row = scores[name][step]
             table.add_row(f"{label}, {step_label}", *(fmt(row[key], pattern) for key, _, pattern in METRIC_ROWS))
