@@ -106,11 +106,7 @@ def save_bundle(
     from lstm_forecast.data import cache_name, prices_to_csv
 
     ticker_dir = Path(runs_dir) / cache_name(bundle.ticker)
-    try:
-        ticker_dir.mkdir(parents=True, exist_ok=True)
-        tmp_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=ticker_dir))
-    except OSError as exc:
-        raise ForecastError(f"cannot create a run bundle in {ticker_dir}: {exc.strerror or exc}") from None
+    tmp_dir = _temp_bundle_dir(ticker_dir)
     # Two runs finishing in the same millisecond (parallel trainings) must not overwrite or lose each other.
     bundle.run_id = _free_run_id(ticker_dir, bundle.run_id)
     final_dir = ticker_dir / bundle.run_id
@@ -137,6 +133,22 @@ def save_bundle(
         raise
     bundle.run_dir = final_dir
     return final_dir
+
+
+def check_runs_dir_writable(runs_dir: Path, ticker: str) -> None:
+    """Fail before training rather than after it when the bundle could not be written."""
+    from lstm_forecast.data import cache_name
+
+    _temp_bundle_dir(Path(runs_dir) / cache_name(ticker)).rmdir()
+
+
+def _temp_bundle_dir(ticker_dir: Path) -> Path:
+    """A fresh hidden temp directory in `ticker_dir` (created if needed) to write a bundle into."""
+    try:
+        ticker_dir.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=ticker_dir))
+    except OSError as exc:
+        raise ForecastError(f"cannot create a run bundle in {ticker_dir}: {exc.strerror or exc}") from None
 
 
 def _free_run_id(ticker_dir: Path, run_id: str) -> str:

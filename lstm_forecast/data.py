@@ -548,7 +548,7 @@ def update_cache(
             return _store(path, ticker, prices, warnings_, [], "full", len(prices), start, end)
 
         first_cached, last_cached = _day(cached.index[0]), _day(cached.index[-1])
-        covered_from = _covered_from(path, first_cached)
+        covered_from = _covered_from(path, cached)
         # No start on an existing cache means "bring it up to date", not "all history again".
         wanted_from = covered_from if start is None else _earliest(start, covered_from)
         through = None if end is None else max(end, last_cached)
@@ -605,7 +605,12 @@ def _store(
     source: str = "yahoo",
     source_file: str | None = None,
 ) -> FetchSummary:
-    """Write the CSV and its sidecar (each atomically) and summarise."""
+    """Write the CSV and its sidecar (each atomically) and summarise.
+
+    A cache is valid without its sidecar, so failing to write the sidecar (disk full) is a warning, not an
+    error after the prices were replaced; a process killed between the two writes leaves a stale sidecar,
+    which `_covered_from` ignores.
+    """
     payload = prices_to_csv(prices)
     if mode != "unchanged":
         atomic_write_bytes(path, payload)
@@ -620,7 +625,13 @@ def _store(
         "rows": len(prices),
         "sha256": hashlib.sha256(payload).hexdigest(),
     }
-    atomic_write_text(_meta_path(path), json.dumps(meta, indent=2) + "\n")
+    try:
+        atomic_write_text(_meta_path(path), json.dumps(meta, indent=2) + "\n")
+    except ForecastError as exc:
+        if mode != "unchanged":  # the old sidecar describes the old prices: it must not stay beside the new
+            with contextlib.suppress(OSError):
+                _meta_path(path).unlink()
+        warnings_ = [*warnings_, f"{exc}; the cache is usable without it"]
     return _summary(path, ticker, prices, mode, new_rows, warnings_, messages)
 
 
@@ -652,11 +663,16 @@ def _history_changed(cached: pd.DataFrame, fresh: pd.DataFrame) -> bool:
     return not np.allclose(now, then, rtol=OVERLAP_RTOL, atol=0.0)
 
 
-def _covered_from(path: Path, first_cached: date) -> date | None:
-    """The start the cache was built for: the sidecar's requested start (None: all of Yahoo's
-    history), or the first cached day when there is no readable sidecar."""
+def _covered_from(path: Path, cached: pd.DataFrame) -> date | None:
+    """The start the cache was built for: the sidecar's requested start (None: all of Yahoo's history),
+    or the first cached day when no readable sidecar describes exactly the cached rows (a CSV replaced
+    by hand, or a write cut short between the sidecar and the CSV)."""
+    first_cached = _day(cached.index[0])
     try:
-        requested = json.loads(_meta_path(path).read_text(encoding="utf-8"))["requested"]["start"]
+        meta = json.loads(_meta_path(path).read_text(encoding="utf-8"))
+        if meta["sha256"] != prices_sha256(cached):
+            return first_cached
+        requested = meta["requested"]["start"]
         return None if requested is None else date.fromisoformat(requested)
     except (OSError, ValueError, KeyError, TypeError):
         return first_cached

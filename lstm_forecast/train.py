@@ -21,6 +21,7 @@ from lstm_forecast import baselines, data, metrics, plots
 from lstm_forecast.bundle import (
     LOSS_CURVE_FILE,
     RunBundle,
+    check_runs_dir_writable,
     library_versions,
     new_run_id,
     remove_stale_temp_dirs,
@@ -61,6 +62,7 @@ def train_run(
 ) -> TrainOutcome:
     """Train one model on `prices` and write its bundle. Ctrl-C keeps the best epoch so far."""
     dataset = build_dataset(prices, config)
+    check_runs_dir_writable(runs_dir, ticker)  # before training: hours of it are lost otherwise
 
     model, result = train_model(dataset, config, on_epoch)
     if result.epochs_run == 0:
