@@ -24,7 +24,7 @@ from lstm_forecast.errors import ForecastError, Interrupted
 # soft_wrap: a summary line piped to a file stays one line (paths are never broken at 80 columns);
 # piped tables get 100 columns rather than rich's 80, terminals their own width.
 stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 100)
-stderr = Console(stderr=True, highlight=False)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class ForecastGroup(TyperGroup):
