@@ -27,6 +27,8 @@ class _Bars:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for task in self.progress.task_ids:  # freeze every clock, early-stopped bars included
+            self.progress.stop_task(task)
         self.progress.stop()
 
 
@@ -44,6 +46,8 @@ class EpochBars(_Bars):
     def update(self, record: Any, label: str | None = None) -> None:
         task = self.tasks[label] if label is not None else next(iter(self.tasks.values()))
         if record.epoch == 1:
+            for other in self.tasks.values():  # the previous model is done, perhaps stopped early
+                self.progress.stop_task(other)
             self.progress.start_task(task)
         self.progress.update(
             task,
