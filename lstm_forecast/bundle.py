@@ -128,18 +128,27 @@ def save_bundle(
         fsync_dir(ticker_dir)
     except BaseException as exc:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise ForecastError(f"cannot write the run bundle {final_dir}: {exc.strerror or exc}") from None
+        # An atomic write (the loss curve) wraps its OSError, naming the temp dir that is gone now.
+        cause = exc.__cause__ if isinstance(exc, ForecastError) else exc
+        if isinstance(cause, OSError):
+            raise ForecastError(f"cannot write the run bundle {final_dir}: {cause.strerror or cause}") from None
         raise
     bundle.run_dir = final_dir
     return final_dir
 
 
 def check_runs_dir_writable(runs_dir: Path, ticker: str) -> None:
-    """Fail before training rather than after it when the bundle could not be written."""
+    """Fail before training rather than after it when the bundle could not be written; leave no trace."""
     from lstm_forecast.data import cache_name
 
-    _temp_bundle_dir(Path(runs_dir) / cache_name(ticker)).rmdir()
+    ticker_dir = Path(runs_dir) / cache_name(ticker)
+    created = [path for path in (ticker_dir, *ticker_dir.parents) if not path.exists()]  # deepest first
+    try:
+        _temp_bundle_dir(ticker_dir).rmdir()
+    finally:
+        for path in created:
+            with contextlib.suppress(OSError):  # no longer empty: another run is being saved there
+                path.rmdir()
 
 
 def _temp_bundle_dir(ticker_dir: Path) -> Path:

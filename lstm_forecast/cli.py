@@ -115,7 +115,9 @@ def fetch(
     end: Annotated[datetime | None, typer.Option(formats=[ISO_DAY], help="Last day, YYYY-MM-DD.")] = None,
     refresh: Annotated[bool, typer.Option("--refresh", help="Download the whole range again.")] = False,
     from_csv: Annotated[
-        Path | None, typer.Option("--from-csv", help="Import a local Yahoo-layout CSV, no download.")
+        Path | None,
+        # A file named on the command line that is not there is a usage error (exit 2), as for --config.
+        typer.Option("--from-csv", exists=True, dir_okay=False, help="Import a local Yahoo-layout CSV, no download."),
     ] = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,

@@ -147,8 +147,7 @@ def fetch_prices(ticker: str, start: date | None = None, end: date | None = None
 
 def _download(ticker: str, start: date | None, end: date | None) -> tuple[pd.DataFrame, list[str]]:
     """Download, normalise and validate; returns the canonical frame and validation warnings."""
-    if start is not None and end is not None and start > end:
-        raise UsageError(f"start {start} is after end {end}")
+    _check_range(start, end)
     import yfinance  # lazily: `predict` and `evaluate` never need it
 
     def history() -> pd.DataFrame:
@@ -174,6 +173,11 @@ def _download(ticker: str, start: date | None, end: date | None) -> tuple[pd.Dat
     if frame.dropna(how="all").empty:
         raise _no_prices_error(ticker, start, end, reason=None)
     return validate_prices(frame, f"Yahoo Finance prices for {ticker}")
+
+
+def _check_range(start: date | None, end: date | None) -> None:
+    if start is not None and end is not None and start > end:
+        raise UsageError(f"start {start} is after end {end}")
 
 
 @contextlib.contextmanager
@@ -539,6 +543,7 @@ def update_cache(
     re-adjusted the history) or when `start` asks for earlier history than the cache holds.
     """
     ticker = validate_ticker(ticker)
+    _check_range(start, end)  # here too: a range the cache already covers would never reach a download
     path = cache_path(data_dir, ticker)
     _ensure_folder(Path(data_dir))
     with _cache_lock(path):

@@ -65,8 +65,18 @@ class FoldBar(_Bars):
         super().__init__(console, TextColumn("{task.fields[detail]}"))
         self.task: Any = None  # added on the first report, when the number of folds is known
 
+    def __enter__(self) -> FoldBar:
+        # Drawn from the first report on: a run that fails to load must leave its one error line alone,
+        # not after an empty bar's blank line.
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.task is not None:  # rich's stop() prints a newline off a terminal, even for a bar never drawn
+            super().__exit__(*exc)
+
     def update(self, completed: int, total: int, record: Any) -> None:
         if self.task is None:
+            self.progress.start()
             self.task = self.progress.add_task("walk-forward folds", total=total, detail="")
         detail = "" if record is None else f"fold {completed + 1}: epoch {record.epoch}, val {record.val_loss:.4f}"
         self.progress.update(self.task, completed=completed, detail=detail)

@@ -126,6 +126,17 @@ class Scaler:
     target_mean: float
     target_std: float
 
+    def __post_init__(self) -> None:
+        # A bundle read from disk goes through here too: a zero, negative or non-finite scale would turn
+        # every input into inf or nonsense and still give a forecast.
+        stds = np.array([*self.feature_std, self.target_std], dtype=np.float64)
+        means = np.array([*self.feature_mean, self.target_mean], dtype=np.float64)
+        if not (np.all(np.isfinite(means)) and np.all(np.isfinite(stds)) and np.all(stds > 0)):
+            raise ValueError(
+                f"scaler: expected finite means and positive standard deviations, got means {means.tolist()} "
+                f"and standard deviations {stds.tolist()}"
+            )
+
     def transform_features(self, x: np.ndarray) -> np.ndarray:
         """Scale an array whose last axis is the features."""
         return (np.asarray(x, dtype=np.float64) - np.array(self.feature_mean)) / np.array(self.feature_std)

@@ -6,12 +6,17 @@
 - `yahoo_history_frame(prices)`: what `yf.Ticker(t).history(..., auto_adjust=False, actions=False)` returns.
 - `fake_yahoo`: a stand-in for Yahoo behind `yfinance.Ticker.history` that serves `fake_yahoo.prices`
   (sliced like Yahoo does) or raises `fake_yahoo.error`, recording each call.
+- `clean_workdir`, `tiny_run` (a module-scoped tiny trained bundle), `TINY_CONFIG`, `file_digests`,
+  `temp_leftovers`, `error_line`: what the reliability tests share to run the CLI and check it left no trace.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +26,7 @@ import yfinance
 from yfinance.exceptions import YFPricesMissingError
 
 from lstm_forecast.data import COLUMNS
+from lstm_forecast.files import TEMP_PREFIX
 
 EXCHANGE_TZ = "America/New_York"
 LOCAL_HOSTS = {None, "", "localhost", "127.0.0.1", "::1"}
@@ -156,3 +162,60 @@ def fake_yahoo(monkeypatch: pytest.MonkeyPatch) -> FakeYahoo:
     fake = FakeYahoo()
     monkeypatch.setattr(yfinance.Ticker, "history", lambda self, *args, **kwargs: fake.history(self, **kwargs))
     return fake
+
+
+# --- shared by the reliability suite (test_bad_inputs, test_faults) ------------------------------
+
+# A model that trains in well under a second: for tests that need a real bundle, not a good one.
+TINY_CONFIG = {
+    "window": {"lookback": 8, "horizon": 2},
+    "model": {"hidden_size": 4, "num_layers": 1, "dropout": 0.0},
+    "train": {"epochs": 2, "batch_size": 32, "device": "cpu"},
+}
+TINY_OVERRIDES = [f"{section}.{key}={value}" for section, keys in TINY_CONFIG.items() for key, value in keys.items()]
+LOCK_SUFFIX = ".lock"
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    """sha256 of every file under `root` by relative path; lock files (empty, left by filelock) are skipped."""
+    return {
+        path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and not path.name.endswith(LOCK_SUFFIX)
+    }
+
+
+def temp_leftovers(root: Path) -> list[str]:
+    """Half-written files or bundles (`.tmp-*`) anywhere under `root`."""
+    return sorted(path.relative_to(root).as_posix() for path in root.rglob(f"{TEMP_PREFIX}*"))
+
+
+def error_line(result: Any) -> str:
+    """A failed CliRunner result printed one `Error: ...` line, the last on stderr, nothing on stdout and no
+    traceback; returns that line. Only progress bars (with their `done/total` count) may come before it:
+    no blank line, no warning from a library."""
+    *before, last = result.stderr.splitlines() or [""]
+    assert last.startswith("Error: "), result.stderr
+    assert all(re.search(r"\d+/\d+", line) for line in before), result.stderr
+    assert result.stdout == "", result.stdout
+    assert "Traceback" not in result.output
+    return last
+
+
+@pytest.fixture
+def clean_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty current folder, with no data dir, runs dir or debug flag coming from the environment."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("LSTM_FORECAST_DATA_DIR", "LSTM_FORECAST_RUNS_DIR", "LSTM_FORECAST_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny trained SYN bundle per test module (260 rows, lookback 8, horizon 2): copy it before damaging it."""
+    from lstm_forecast.config import load_config
+    from lstm_forecast.train import train_run
+
+    runs_dir = tmp_path_factory.mktemp("tiny-runs")
+    return train_run(load_config(None, TINY_OVERRIDES), "SYN", build_prices(260), runs_dir).run_dir
