@@ -48,8 +48,10 @@ class ForecastGroup(TyperGroup):
             elif hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
                 # Typer's own usage errors (missing option, bad value): same one-line format.
                 context = getattr(exc, "ctx", None)
-                hint = f" See '{context.command_path} --help'." if context is not None else ""
-                code = fail(f"{exc.format_message()}{hint}", exc.exit_code)
+                message = exc.format_message().rstrip()
+                if context is not None:
+                    message += ("" if message.endswith((".", ")")) else ".") + f" See '{context.command_path} --help'."
+                code = fail(message, exc.exit_code)
             else:  # a bug: still one line, the traceback on request
                 detail = f"unexpected {type(exc).__name__}: {exc}"
                 code = fail(f"{detail} (set LSTM_FORECAST_DEBUG=1 for the traceback)", 1)

@@ -271,7 +271,7 @@ def build_dataset(prices: pd.DataFrame, config: Config, test_end: int | None = N
     needed = min_rows_needed(spec, split.val_fraction, split.test_fraction)
     if days + 1 < needed:
         raise ForecastError(
-            f"{days + 1} price rows are too few for window.lookback {spec.lookback}, window.horizon "
+            f"{_rows(days + 1)}: too few for window.lookback {spec.lookback}, window.horizon "
             f"{spec.horizon} and a {split.val_fraction:g}/{split.test_fraction:g} validation/test split: "
             f"need at least {needed}; fetch a longer history or shorten window.lookback"
         )
@@ -383,9 +383,13 @@ def inference_inputs(
     features = compute_features(prices, spec)
     if len(features) < spec.lookback:
         raise ForecastError(
-            f"{len(prices)} price rows are too few for window.lookback {spec.lookback}: need at least "
+            f"{_rows(len(prices))}: too few for window.lookback {spec.lookback}: need at least "
             f"{spec.lookback + 1}; fetch a longer history"
         )
     latest = scaler.transform_features(features.to_numpy(dtype=np.float64)[-spec.lookback :])
     anchor_price = float(prices[spec.price_column_name].iloc[-1])
     return latest.astype(np.float32)[None], pd.Timestamp(features.index[-1]), anchor_price
+
+
+def _rows(count: int) -> str:
+    return f"{count} price row" + ("" if count == 1 else "s")

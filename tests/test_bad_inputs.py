@@ -292,9 +292,9 @@ CASES = [
          expect_closes({"2020-01-02": 10.0, "2020-01-03": 11.0, "2020-01-06": 12.0})),
     # Too little or degenerate data for training.
     Case("one-row", (TINY, write(f"data/{TICKER}.csv", prices_csv(1))), TRAIN, 1,
-         "1 price rows are too few for window.lookback 8, window.horizon 2"),
+         "1 price row: too few for window.lookback 8, window.horizon 2"),
     Case("fewer-rows-than-windows-need", (TINY, write(f"data/{TICKER}.csv", prices_csv(15))), TRAIN, 1,
-         "15 price rows are too few for window.lookback 8, window.horizon 2 and a 0.1/0.2 validation/test split: "
+         "15 price rows: too few for window.lookback 8, window.horizon 2 and a 0.1/0.2 validation/test split: "
          "need at least 16"),
     Case("corrupt-cache", (TINY, write(f"data/{TICKER}.csv", "Date,Close\n2020-01-02,abc\n")), TRAIN, 1,
          f"run `lstm-forecast fetch -t {TICKER} --refresh` to download them again"),

@@ -278,7 +278,7 @@ def test_min_rows_needed_is_exact(lookback, horizon, val_fraction, test_fraction
     spec = WindowSpec.from_config(cfg)
     needed = min_rows_needed(spec, val_fraction, test_fraction)
     prices = random_walk(needed + 40)
-    with pytest.raises(ForecastError, match=f"{needed - 1} price rows are too few.*need at least {needed};"):
+    with pytest.raises(ForecastError, match=f"{needed - 1} price rows: too few.*need at least {needed};"):
         build_dataset(prices.iloc[: needed - 1], cfg)
     for rows in range(needed, needed + 40):
         dataset = build_dataset(prices.iloc[:rows], cfg)
@@ -292,7 +292,7 @@ def test_too_short_error_is_one_line_with_the_number():
         build_dataset(random_walk(12), cfg)
     message = str(caught.value)
     assert "\n" not in message and not message.startswith("Error")
-    assert "12 price rows are too few" in message and f"need at least {needed}" in message
+    assert "12 price rows: too few" in message and f"need at least {needed}" in message
 
 
 def test_inference_inputs_match_the_last_window():
