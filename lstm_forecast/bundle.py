@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +29,7 @@ import yaml
 from lstm_forecast import __version__
 from lstm_forecast.config import Config, config_from_plain
 from lstm_forecast.errors import ForecastError, UsageError
-from lstm_forecast.files import DIR_MODE, TEMP_PREFIX, fsync_dir
+from lstm_forecast.files import TEMP_PREFIX, free_name, make_temp_dir, publish_dir
 from lstm_forecast.model import Forecaster, ModelShape
 from lstm_forecast.windows import Scaler, WindowSpec
 
@@ -106,9 +105,8 @@ def save_bundle(
     from lstm_forecast.data import cache_name, prices_to_csv
 
     ticker_dir = Path(runs_dir) / cache_name(bundle.ticker)
-    tmp_dir = _temp_bundle_dir(ticker_dir)
-    # Two runs finishing in the same millisecond (parallel trainings) must not overwrite or lose each other.
-    bundle.run_id = _free_run_id(ticker_dir, bundle.run_id)
+    tmp_dir = make_temp_dir(ticker_dir, "a run bundle")
+    bundle.run_id = free_name(ticker_dir, bundle.run_id)
     final_dir = ticker_dir / bundle.run_id
     try:
         weights = {name: tensor.detach().cpu().contiguous() for name, tensor in bundle.model.state_dict().items()}
@@ -120,12 +118,7 @@ def save_bundle(
         (tmp_dir / METRICS_FILE).write_text(_dumps(metrics))
         if write_extras is not None:
             write_extras(tmp_dir)
-        for path in tmp_dir.iterdir():
-            with path.open("rb") as handle:
-                os.fsync(handle.fileno())
-        tmp_dir.chmod(DIR_MODE)
-        tmp_dir.rename(final_dir)
-        fsync_dir(ticker_dir)
+        publish_dir(tmp_dir, final_dir)
     except BaseException as exc:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         # An atomic write (the loss curve) wraps its OSError, naming the temp dir that is gone now.
@@ -144,29 +137,11 @@ def check_runs_dir_writable(runs_dir: Path, ticker: str) -> None:
     ticker_dir = Path(runs_dir) / cache_name(ticker)
     created = [path for path in (ticker_dir, *ticker_dir.parents) if not path.exists()]  # deepest first
     try:
-        _temp_bundle_dir(ticker_dir).rmdir()
+        make_temp_dir(ticker_dir, "a run bundle").rmdir()
     finally:
         for path in created:
             with contextlib.suppress(OSError):  # no longer empty: another run is being saved there
                 path.rmdir()
-
-
-def _temp_bundle_dir(ticker_dir: Path) -> Path:
-    """A fresh hidden temp directory in `ticker_dir` (created if needed) to write a bundle into."""
-    try:
-        ticker_dir.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=ticker_dir))
-    except OSError as exc:
-        raise ForecastError(f"cannot create a run bundle in {ticker_dir}: {exc.strerror or exc}") from None
-
-
-def _free_run_id(ticker_dir: Path, run_id: str) -> str:
-    """`run_id`, or `run_id-2`, `run_id-3`... when taken; the suffix keeps the ids sorting by time."""
-    candidate, number = run_id, 1
-    while (ticker_dir / candidate).exists():
-        number += 1
-        candidate = f"{run_id}-{number}"
-    return candidate
 
 
 def bundle_document(bundle: RunBundle) -> dict[str, Any]:

@@ -153,6 +153,12 @@ RunsDirOption = Annotated[
     Path | None,
     typer.Option("--runs-dir", metavar="DIR", help="Run bundles (default: $LSTM_FORECAST_RUNS_DIR, runs.dir, ./runs)."),
 ]
+RunOption = Annotated[
+    Path | None, typer.Option("--run", metavar="RUN_DIR", help="Run bundle (default: the newest run).")
+]
+RunTickerOption = Annotated[
+    str | None, typer.Option("--ticker", "-t", metavar="TICKER", help="Use this ticker's newest run.")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (progress on stderr).")]
 ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="lstm, gru or rnn (model.type).")]
 EpochsOption = Annotated[int | None, typer.Option("--epochs", help="Maximum epochs (train.epochs).")]
@@ -216,12 +222,8 @@ def print_training_summary(outcome: Any) -> None:
 
 @app.command()
 def predict(
-    run: Annotated[
-        Path | None, typer.Option("--run", metavar="RUN_DIR", help="Run bundle (default: the newest run).")
-    ] = None,
-    ticker: Annotated[
-        str | None, typer.Option("--ticker", "-t", metavar="TICKER", help="Use this ticker's newest run.")
-    ] = None,
+    run: RunOption = None,
+    ticker: RunTickerOption = None,
     days: Annotated[
         int | None,
         typer.Option("--days", min=1, metavar="N", help="Trading days to forecast, up to the run's horizon."),
@@ -294,12 +296,8 @@ FoldsOption = Annotated[
 
 @app.command()
 def evaluate(
-    run: Annotated[
-        Path | None, typer.Option("--run", metavar="RUN_DIR", help="Run bundle (default: the newest run).")
-    ] = None,
-    ticker: Annotated[
-        str | None, typer.Option("--ticker", "-t", metavar="TICKER", help="Use this ticker's newest run.")
-    ] = None,
+    run: RunOption = None,
+    ticker: RunTickerOption = None,
     folds: FoldsOption = None,
     data_dir: DataDirOption = None,
     runs_dir: RunsDirOption = None,

@@ -11,9 +11,7 @@ a hidden temp directory and renamed into place only when complete.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,7 @@ from lstm_forecast import baselines, data, metrics, plots
 from lstm_forecast.bundle import new_run_id
 from lstm_forecast.config import Config
 from lstm_forecast.errors import ForecastError, Interrupted, UsageError
-from lstm_forecast.files import DIR_MODE, TEMP_PREFIX, fsync_dir
+from lstm_forecast.files import free_name, make_temp_dir, publish_dir
 from lstm_forecast.model import RECURRENT_CORES
 from lstm_forecast.train import TrainOutcome, naive_validation_loss, train_run
 from lstm_forecast.trainer import EpochRecord
@@ -128,12 +126,7 @@ def _run_summary(outcome: TrainOutcome) -> dict[str, Any]:
         "model": outcome.bundle.shape.kind,
         "run_dir": str(outcome.run_dir),
         "run_id": outcome.bundle.run_id,
-        "epochs_run": result.epochs_run,
-        "best_epoch": result.best_epoch,
-        "best_val_loss": result.best_val_loss,
-        "stopped_early": result.stopped_early,
-        "interrupted": result.interrupted,
-        "seconds": round(result.seconds, 3),
+        **result.summary(),
         "test": {"metrics": test["model"], "vs_naive": test["vs_naive"], "verdict": test["verdict"]},
         "history": {
             "epoch": [record.epoch for record in result.history],
@@ -152,29 +145,15 @@ def write_comparison(
 ) -> Path:
     """Write compare.json and compare_curves.png into `<runs_dir>/<TICKER>/compare-<id>/` atomically."""
     ticker_dir = Path(runs_dir) / data.cache_name(ticker)
-    try:
-        ticker_dir.mkdir(parents=True, exist_ok=True)
-        tmp_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=ticker_dir))
-    except OSError as exc:
-        raise ForecastError(f"cannot create a comparison in {ticker_dir}: {exc.strerror or exc}") from None
-    compare_id = new_run_id()
-    final_dir = ticker_dir / f"compare-{compare_id}"
-    number = 1
-    while final_dir.exists():  # two comparisons finishing in the same millisecond
-        number += 1
-        final_dir = ticker_dir / f"compare-{compare_id}-{number}"
+    tmp_dir = make_temp_dir(ticker_dir, "a comparison")
+    final_dir = ticker_dir / free_name(ticker_dir, f"compare-{new_run_id()}")
     report["compare_dir"] = str(final_dir)
     report["files"] = {"compare": str(final_dir / COMPARE_FILE), "curves": str(final_dir / CURVES_FILE)}
     try:
         title = f"{ticker} · {' vs '.join(curves)} · same data, windows and seed"
         plots.compare_curves(curves, naive_val_loss, title, tmp_dir / CURVES_FILE)
         (tmp_dir / COMPARE_FILE).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        for path in tmp_dir.iterdir():
-            with path.open("rb") as handle:
-                os.fsync(handle.fileno())
-        tmp_dir.chmod(DIR_MODE)
-        tmp_dir.rename(final_dir)
-        fsync_dir(ticker_dir)
+        publish_dir(tmp_dir, final_dir)
     except BaseException as exc:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         if isinstance(exc, OSError):

@@ -56,6 +56,35 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def make_temp_dir(parent: Path, what: str) -> Path:
+    """A fresh hidden temp directory in `parent` (created if needed), to be published whole later."""
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=parent))
+    except OSError as exc:
+        raise ForecastError(f"cannot create {what} in {parent}: {_reason(exc)}") from None
+
+
+def free_name(parent: Path, name: str) -> str:
+    """`name`, or `name-2`, `name-3`... when taken: two runs finishing in the same millisecond must not
+    overwrite each other, and the suffix keeps time-stamped names sorting by time."""
+    candidate, number = name, 1
+    while (parent / candidate).exists():
+        number += 1
+        candidate = f"{name}-{number}"
+    return candidate
+
+
+def publish_dir(tmp_dir: Path, final_dir: Path) -> None:
+    """Make a finished temp directory durable and rename it into place: readers see all of it or none."""
+    for path in tmp_dir.iterdir():
+        with path.open("rb") as handle:
+            os.fsync(handle.fileno())
+    tmp_dir.chmod(DIR_MODE)
+    tmp_dir.rename(final_dir)
+    fsync_dir(final_dir.parent)
+
+
 def fsync_dir(directory: Path) -> None:
     """Make a rename inside `directory` durable (best effort: not every OS allows it)."""
     with contextlib.suppress(OSError):

@@ -76,11 +76,7 @@ def train_run(
     run_metrics = {
         "ticker": ticker,
         "model": shape.kind,
-        "epochs_run": result.epochs_run,
-        "best_epoch": result.best_epoch,
-        "best_val_loss": result.best_val_loss,
-        "seconds": round(result.seconds, 3),
-        "interrupted": result.interrupted,
+        **result.summary(),
         **scores,
     }
 
@@ -98,16 +94,7 @@ def train_run(
             "train_naive_mae": dataset.train_naive_mae,
         },
         calibration=calibration(dataset.val, forecasts["val"]),
-        training={
-            "epochs_run": result.epochs_run,
-            "best_epoch": result.best_epoch,
-            "best_val_loss": result.best_val_loss,
-            "stopped_early": result.stopped_early,
-            "interrupted": result.interrupted,
-            "seconds": round(result.seconds, 3),
-            "device": result.device,
-            "seed": config.train.seed,
-        },
+        training={**result.summary(), "seed": config.train.seed},
         model=model,
         versions=library_versions(),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),

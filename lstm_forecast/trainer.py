@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,6 +84,18 @@ class TrainResult:
     interrupted: bool
     seconds: float
     device: str
+
+    def summary(self) -> dict[str, Any]:
+        """Plain JSON values for bundles and reports (the per-epoch history is stored separately)."""
+        return {
+            "epochs_run": self.epochs_run,
+            "best_epoch": self.best_epoch,
+            "best_val_loss": self.best_val_loss,
+            "stopped_early": self.stopped_early,
+            "interrupted": self.interrupted,
+            "seconds": round(self.seconds, 3),
+            "device": self.device,
+        }
 
 
 def resolve_device(requested: str) -> torch.device:

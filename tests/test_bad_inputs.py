@@ -313,7 +313,7 @@ CASES = [
          FETCH_CSV, 1, f"cannot write data/{TICKER}.csv: permission denied"),
     Case("runs-dir-created", (TINY, CACHE), [*TRAIN[:-1], "new/runs"], 0, None, ("new/runs/*",), created_runs_dir),
     Case("runs-dir-not-writable", (TINY, CACHE, refuse_temp_files("mkdtemp")), TRAIN, 1,
-         f"cannot create a run bundle in runs/{TICKER}: Permission denied", check=failed_before_training),
+         f"cannot create a run bundle in runs/{TICKER}: permission denied", check=failed_before_training),
     Case("runs-dir-is-a-file", (TINY, CACHE, write("runs", "")), TRAIN, 2, "runs dir runs is a file, not a folder"),
     # Configuration.
     Case("malformed-yaml", (write("c.yaml", "train: [epochs: 3\n"),), TRAIN_WITH_CONFIG, 2,
