@@ -224,13 +224,19 @@ class LagCopyDiagnostic:
         }
 
 
-def _p_text(pvalue: float | None) -> str:
-    """A p-value with enough digits to see which side of 0.05 it falls: p = 0.41, p = 0.012, p < 0.001."""
+def format_pvalue(pvalue: float | None) -> str:
+    """A p-value with enough digits to see which side of 0.05 it falls: 0.41, 0.012, < 0.001, n/a."""
     if pvalue is None:
-        return "p n/a"
+        return "n/a"
     if pvalue < 0.001:
-        return "p < 0.001"
-    return f"p = {pvalue:.3f}" if pvalue < 0.1 else f"p = {pvalue:.2f}"
+        return "< 0.001"
+    return f"{pvalue:.3f}" if pvalue < 0.1 else f"{pvalue:.2f}"
+
+
+def _p_text(pvalue: float | None) -> str:
+    """`p = 0.41`, `p < 0.001`, `p n/a`: for sentences."""
+    text = format_pvalue(pvalue)
+    return f"p {text}" if pvalue is None or pvalue < 0.001 else f"p = {text}"
 
 
 def _describe(correlation: float | None) -> str:

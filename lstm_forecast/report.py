@@ -6,6 +6,8 @@ from typing import Any
 
 from rich.table import Table
 
+from lstm_forecast.metrics import format_pvalue
+
 METRIC_ROWS = (
     ("rmse", "RMSE", "{:.3f}"),
     ("mae", "MAE", "{:.3f}"),
@@ -39,13 +41,7 @@ def significance_line(scores: dict[str, Any]) -> str:
 FORECAST_NAMES = ("model", "naive", "drift")
 
 
-def _p(value: float | None) -> str:
-    """A p-value as the verdicts write it: enough digits to see its side of 0.05."""
-    if value is None:
-        return "n/a"
-    if value < 0.001:
-        return "< 0.001"
-    return f"{value:.3f}" if value < 0.1 else f"{value:.2f}"
+_p = format_pvalue
 
 
 def forecast_table(title: str, scores: dict[str, Any], horizon: int, kind: str) -> Table:
