@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import TINY_CONFIG
 from curl_cffi.requests.exceptions import DNSError
 from typer.testing import CliRunner
 
@@ -24,11 +25,6 @@ from lstm_forecast.errors import Interrupted
 torch.set_num_threads(1)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-TINY_CONFIG = {
-    "window": {"lookback": 8, "horizon": 2},
-    "model": {"hidden_size": 4, "num_layers": 1, "dropout": 0.0},
-    "train": {"epochs": 2, "batch_size": 32, "device": "cpu"},
-}
 
 
 @pytest.fixture
@@ -37,25 +33,16 @@ def runner() -> CliRunner:
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run in an empty folder with no data/runs dirs coming from the environment."""
-    monkeypatch.chdir(tmp_path)
-    for name in ("LSTM_FORECAST_DATA_DIR", "LSTM_FORECAST_RUNS_DIR", "LSTM_FORECAST_DEBUG"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
-
-
-@pytest.fixture
-def tiny_config(workdir: Path) -> Path:
-    path = workdir / "tiny.yaml"
+def tiny_config(clean_workdir: Path) -> Path:
+    path = clean_workdir / "tiny.yaml"
     path.write_text(yaml.safe_dump(TINY_CONFIG))
     return path
 
 
 @pytest.fixture
-def cached(workdir: Path, make_prices) -> Path:
+def cached(clean_workdir: Path, make_prices) -> Path:
     """A price cache with 260 rows of SYN in ./data."""
-    folder = workdir / "data"
+    folder = clean_workdir / "data"
     folder.mkdir()
     (folder / "SYN.csv").write_bytes(prices_to_csv(make_prices(260)))
     return folder
@@ -98,7 +85,7 @@ def test_version_through_python_m():
     assert done.stdout == f"lstm-forecast {__version__}\n"
 
 
-def test_missing_ticker_is_a_usage_error(runner, workdir):
+def test_missing_ticker_is_a_usage_error(runner, clean_workdir):
     result = runner.invoke(app, ["train"])
     assert result.exit_code == 2
     line = only_error_line(result)
@@ -106,11 +93,11 @@ def test_missing_ticker_is_a_usage_error(runner, workdir):
 
 
 @pytest.mark.parametrize("command", ["fetch", "train"])
-def test_a_path_as_ticker_is_refused(runner, workdir, command):
+def test_a_path_as_ticker_is_refused(runner, clean_workdir, command):
     result = runner.invoke(app, [command, "-t", "../../etc/passwd", "--data-dir", "data"])
     assert result.exit_code == 2
     assert "invalid ticker '../../etc/passwd'" in only_error_line(result)
-    assert list(workdir.iterdir()) == []
+    assert list(clean_workdir.iterdir()) == []
 
 
 @pytest.mark.parametrize(
@@ -120,8 +107,8 @@ def test_a_path_as_ticker_is_refused(runner, workdir, command):
         ({"model": {"hiden_size": 8}}, "model.hiden_size: unknown key"),
     ],
 )
-def test_bad_config_value_names_the_file_and_key(runner, workdir, content, expected):
-    config = workdir / "bad.yaml"
+def test_bad_config_value_names_the_file_and_key(runner, clean_workdir, content, expected):
+    config = clean_workdir / "bad.yaml"
     config.write_text(yaml.safe_dump(content))
     result = runner.invoke(app, ["train", "-t", "SYN", "--config", str(config)])
     assert result.exit_code == 2
@@ -129,35 +116,35 @@ def test_bad_config_value_names_the_file_and_key(runner, workdir, content, expec
     assert line.startswith(f"Error: {config}: ") and expected in line
 
 
-def test_bad_set_override_is_a_usage_error(runner, workdir):
+def test_bad_set_override_is_a_usage_error(runner, clean_workdir):
     result = runner.invoke(app, ["train", "-t", "SYN", "--set", "window.lookback=0"])
     assert result.exit_code == 2
     assert "--set: window.lookback: expected an integer >= 1" in only_error_line(result)
 
 
-def test_fetch_without_network_says_could_not_reach(runner, workdir, fake_yahoo):
+def test_fetch_without_network_says_could_not_reach(runner, clean_workdir, fake_yahoo):
     message = "Failed to perform, curl: (6) Could not resolve host: query2.finance.yahoo.com."
     fake_yahoo.error = DNSError(message, 6, SimpleNamespace(status_code=0))
     result = runner.invoke(app, ["fetch", "-t", "TSLA", "--data-dir", "data"])
     assert result.exit_code == 1
     assert only_error_line(result).startswith("Error: could not reach Yahoo Finance for TSLA")
-    assert not (workdir / "data" / "TSLA.csv").exists()
+    assert not (clean_workdir / "data" / "TSLA.csv").exists()
 
 
-def test_fetch_from_csv_writes_the_cache(runner, workdir, make_prices):
+def test_fetch_from_csv_writes_the_cache(runner, clean_workdir, make_prices):
     prices = make_prices(300)
-    source = workdir / "download.csv"
+    source = clean_workdir / "download.csv"
     source.write_bytes(prices_to_csv(prices))
     result = runner.invoke(app, ["fetch", "-t", "tsla", "--from-csv", str(source), "--data-dir", "data"])
     assert result.exit_code == 0, result.output
     assert result.stdout == "TSLA: 300 rows, 2020-01-02 … 2021-02-24 (300 new, import) → data/TSLA.csv\n"
-    cached, _ = read_prices_csv(workdir / "data" / "TSLA.csv")
+    cached, _ = read_prices_csv(clean_workdir / "data" / "TSLA.csv")
     pd.testing.assert_frame_equal(cached, prices)
-    meta = json.loads((workdir / "data" / "TSLA.meta.json").read_text())
+    meta = json.loads((clean_workdir / "data" / "TSLA.meta.json").read_text())
     assert meta["source"] == "csv" and meta["rows"] == 300
 
 
-def test_train_json_prints_one_object_and_progress_elsewhere(runner, workdir, cached, tiny_config):
+def test_train_json_prints_one_object_and_progress_elsewhere(runner, clean_workdir, cached, tiny_config):
     result = runner.invoke(app, [
         "train", "-t", "SYN", "--config", str(tiny_config), "--data-dir", str(cached),
         "--runs-dir", "my-runs", "--model", "gru", "--epochs", "3", "--seed", "5", "--json",
@@ -166,36 +153,36 @@ def test_train_json_prints_one_object_and_progress_elsewhere(runner, workdir, ca
     document = json.loads(result.stdout)  # the whole of stdout is one JSON object
     assert isinstance(document, dict) and result.stdout.count("\n{") == 0
     run_dir = Path(document["run_dir"])
-    assert run_dir.parent == Path("my-runs") / "SYN" and (workdir / run_dir / "bundle.json").is_file()
+    assert run_dir.parent == Path("my-runs") / "SYN" and (clean_workdir / run_dir / "bundle.json").is_file()
     assert document["model"] == "gru" and document["epochs_run"] == 3
     assert document["test"]["naive"]["all"]["rmse_ratio"] == pytest.approx(1.0)
-    recorded = json.loads((workdir / run_dir / "metrics.json").read_text())
+    recorded = json.loads((clean_workdir / run_dir / "metrics.json").read_text())
     assert document == recorded | {"run_dir": str(run_dir)}
-    config = yaml.safe_load((workdir / run_dir / "config.yaml").read_text())
+    config = yaml.safe_load((clean_workdir / run_dir / "config.yaml").read_text())
     assert config["train"]["seed"] == 5 and config["window"]["lookback"] == 8
     assert "SYN GRU" in result.stderr  # the progress bar went to stderr
 
 
-def test_train_prints_a_summary_beside_the_naive_forecast(runner, workdir, cached, tiny_config, monkeypatch):
+def test_train_prints_a_summary_beside_the_naive_forecast(runner, clean_workdir, cached, tiny_config, monkeypatch):
     monkeypatch.setenv("LSTM_FORECAST_RUNS_DIR", "env-runs")
     result = runner.invoke(app, ["train", "-t", "SYN", "-c", str(tiny_config), "--set", "train.lr=0.005"])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("Trained LSTM on SYN: 2 epochs")
     sections = ["Validation", "Test (never seen in training)", "naive", "Verdict:", "Run bundle: env-runs"]
     assert all(section in result.stdout for section in sections), result.stdout
-    assert len(list((workdir / "env-runs" / "SYN").iterdir())) == 1
+    assert len(list((clean_workdir / "env-runs" / "SYN").iterdir())) == 1
 
 
-def test_train_without_cache_or_network_fails_cleanly(runner, workdir, tiny_config, fake_yahoo):
+def test_train_without_cache_or_network_fails_cleanly(runner, clean_workdir, tiny_config, fake_yahoo):
     fake_yahoo.error = OSError("Network is unreachable")
     result = runner.invoke(app, ["train", "-t", "SYN", "-c", str(tiny_config), "--runs-dir", "runs"])
     assert result.exit_code == 1
     assert "could not reach Yahoo Finance for SYN" in result.stderr.splitlines()[-1]
     assert result.stdout == ""
-    assert not (workdir / "runs").exists()
+    assert not (clean_workdir / "runs").exists()
 
 
-def test_debug_shows_the_traceback_only_when_asked(runner, workdir, monkeypatch):
+def test_debug_shows_the_traceback_only_when_asked(runner, clean_workdir, monkeypatch):
     quiet = runner.invoke(app, ["train", "-t", "../x"])
     assert quiet.exit_code == 2 and "Traceback" not in quiet.output
     monkeypatch.setenv("LSTM_FORECAST_DEBUG", "1")
@@ -205,7 +192,7 @@ def test_debug_shows_the_traceback_only_when_asked(runner, workdir, monkeypatch)
     assert loud.stderr.splitlines()[-1].startswith("Error: invalid ticker '../x'")
 
 
-def test_a_bug_is_one_line_that_points_at_debug(runner, workdir, cached, tiny_config, monkeypatch):
+def test_a_bug_is_one_line_that_points_at_debug(runner, clean_workdir, cached, tiny_config, monkeypatch):
     def broken(*args, **kwargs):
         raise ValueError("shapes do not match\nsecond line")
 
@@ -219,7 +206,7 @@ def test_a_bug_is_one_line_that_points_at_debug(runner, workdir, cached, tiny_co
     assert "LSTM_FORECAST_DEBUG=1" in errors[0] and "Traceback" not in result.stderr
 
 
-def test_ctrl_c_exits_130_without_a_traceback(runner, workdir, cached, tiny_config, monkeypatch):
+def test_ctrl_c_exits_130_without_a_traceback(runner, clean_workdir, cached, tiny_config, monkeypatch):
     def pressed_ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
 
@@ -229,7 +216,7 @@ def test_ctrl_c_exits_130_without_a_traceback(runner, workdir, cached, tiny_conf
     assert result.stdout == "" and "Traceback" not in result.stderr
 
 
-def test_interrupted_training_exits_130_saying_what_was_saved(runner, workdir, cached, tiny_config,
+def test_interrupted_training_exits_130_saying_what_was_saved(runner, clean_workdir, cached, tiny_config,
                                                               monkeypatch):
     def interrupted(*args, **kwargs):
         raise Interrupted("training interrupted; the best epoch so far was saved to runs/SYN/x")
@@ -242,8 +229,8 @@ def test_interrupted_training_exits_130_saying_what_was_saved(runner, workdir, c
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "TSLA.csv").is_file(), reason="no shared TSLA.csv beside the repo")
-def test_train_on_real_tsla_prices(runner, workdir, tiny_config):
-    config = workdir / "tsla.yaml"
+def test_train_on_real_tsla_prices(runner, clean_workdir, tiny_config):
+    config = clean_workdir / "tsla.yaml"
     config.write_text(yaml.safe_dump(TINY_CONFIG | {"data": {"start": "2019-01-01"}}))
     result = runner.invoke(app, ["train", "-t", "TSLA", "-c", str(config), "--data-dir", str(SHARED_DATA),
                                  "--runs-dir", "runs", "--json"])
