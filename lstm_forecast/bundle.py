@@ -305,9 +305,14 @@ def list_runs(runs_dir: Path, ticker: str | None = None) -> list[Path]:
 
 
 def find_run(runs_dir: Path, run: Path | None = None, ticker: str | None = None) -> Path:
-    """`--run` as given, else the most recent run (of `ticker`, when given)."""
+    """`--run` as given, else the most recent run (of `ticker`, when given); never both."""
+    from lstm_forecast.data import validate_ticker
+
+    if run is not None and ticker is not None:
+        raise UsageError("give --run or --ticker, not both (--run names one ticker's run already)")
     if run is not None:
         return Path(run)
+    ticker = validate_ticker(ticker) if ticker is not None else None
     runs = list_runs(runs_dir, ticker)
     if not runs:
         which = f" for {ticker}" if ticker else ""

@@ -304,18 +304,12 @@ def evaluate(
     json_output: JsonOption = False,
 ) -> None:
     """Judge a run beside the naive and drift forecasts: tests, lag copy, intervals, backtest, plots."""
-    from lstm_forecast import data
     from lstm_forecast.bundle import find_run, resolve_runs_dir
-    from lstm_forecast.errors import UsageError
     from lstm_forecast.evaluate import evaluate as evaluate_run
+    from lstm_forecast.progress import FoldBar
     from lstm_forecast.report import evaluation_report
 
-    if run is not None and ticker is not None:
-        raise UsageError("give --run or --ticker, not both")
-    symbol = data.validate_ticker(ticker) if ticker is not None else None
-    run_dir = find_run(resolve_runs_dir(runs_dir, None), run, symbol)
-    from lstm_forecast.progress import FoldBar
-
+    run_dir = find_run(resolve_runs_dir(runs_dir, None), run, ticker)
     with FoldBar(stderr) as progress:
         evaluation = evaluate_run(run_dir, data_dir, folds, on_progress=progress.update)
     if json_output:

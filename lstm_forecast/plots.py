@@ -44,13 +44,18 @@ def loss_curve(
         ax.axvline(best_epoch, color="tab:green", linestyle=":", linewidth=1.2)
         ax.scatter([best_epoch], [best_loss], color="tab:green", zorder=5,
                    label=f"best epoch {best_epoch} ({best_loss:.4g})")
+    _loss_axes(ax, title)
+    return save(fig, path)
+
+
+def _loss_axes(ax: plt.Axes, title: str, legend_columns: int = 1) -> None:
+    """Labels, whole-number epoch ticks, grid and legend shared by the loss-curve figures."""
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (scaled targets)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=9)
-    return save(fig, path)
+    ax.legend(loc="best", fontsize=9, ncol=legend_columns)
 
 
 def save(fig: plt.Figure, path: Path) -> Path:
@@ -147,12 +152,7 @@ def compare_curves(
     if naive_val_loss is not None:
         ax.axhline(naive_val_loss, color="tab:gray", linestyle=":", linewidth=1.2,
                    label=f"naive forecast (validation) {naive_val_loss:.4g}")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (scaled targets)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=9, ncol=2)
+    _loss_axes(ax, title, legend_columns=2)
     return save(fig, path)
 
 

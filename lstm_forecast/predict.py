@@ -151,10 +151,7 @@ def run_predict(
     `today` (default: the real date) only decides the stale-cache warning.
     """
     output_format = resolve_format(output_format, output)
-    if run is not None and ticker is not None:
-        raise UsageError("give either --run or --ticker, not both (--run names one ticker's run already)")
-    symbol = data.validate_ticker(ticker) if ticker is not None else None
-    run_dir = find_run(resolve_runs_dir(runs_dir, None), run, symbol)
+    run_dir = find_run(resolve_runs_dir(runs_dir, None), run, ticker)
     bundle = load_bundle(run_dir)
     days = check_days(days, bundle.spec.horizon)
     # Intervals first: a bad --level fails before any download.

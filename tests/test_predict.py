@@ -173,7 +173,7 @@ def test_the_newest_run_is_used_unless_a_ticker_or_run_is_given(workspace, price
     assert predict_in(workspace).forecast.ticker == "ZETA"
     assert predict_in(workspace, ticker="acme").forecast.run_id == NEW_RUN
     assert predict_in(workspace, run=older).forecast.run_id == OLD_RUN
-    with pytest.raises(UsageError, match="either --run or --ticker"):
+    with pytest.raises(UsageError, match="--run or --ticker, not both"):
         predict_in(workspace, run=older, ticker="ACME")
 
 
