@@ -43,9 +43,9 @@ def drift_forecast(anchor_prices: np.ndarray, horizon: int, mu: float) -> np.nda
     return anchor[:, None] * np.exp(mu * steps)[None, :]
 
 
-def baseline_forecasts(anchor_prices: np.ndarray, horizon: int, train_prices: np.ndarray) -> dict[str, np.ndarray]:
-    """{"naive": ..., "drift": ...}, each (n, horizon), on the given anchors."""
-    return {
-        "naive": naive_forecast(anchor_prices, horizon),
-        "drift": drift_forecast(anchor_prices, horizon, mean_log_return(train_prices)),
-    }
+def naive_mae_scale(train_prices: np.ndarray) -> float:
+    """The MASE denominator: in-sample MAE of the one-step random walk over the training prices."""
+    prices = np.asarray(train_prices, dtype=float)
+    if prices.ndim != 1 or prices.size < 2:
+        raise ValueError("train_prices must be a 1-D series of at least 2 prices")
+    return float(np.mean(np.abs(np.diff(prices))))

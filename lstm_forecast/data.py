@@ -405,16 +405,6 @@ def _day(stamp: pd.Timestamp) -> date:
     return stamp.date()
 
 
-def require_rows(frame: pd.DataFrame, needed: int, purpose: str, ticker: str) -> None:
-    """ForecastError when `frame` is too short for `purpose` (e.g. one lookback + horizon window)."""
-    if len(frame) < needed:
-        raise ForecastError(
-            f"{ticker} has {len(frame)} price rows; {purpose} needs at least {needed}. "
-            f"Fetch a longer history (lstm-forecast fetch -t {ticker} --start YYYY-MM-DD), "
-            "widen data.start/data.end, or lower window.lookback/window.horizon."
-        )
-
-
 # ---------------------------------------------------------------------------------------------
 # CSV files
 

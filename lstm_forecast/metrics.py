@@ -81,16 +81,8 @@ def mape(actual: np.ndarray, predicted: np.ndarray) -> float | None:
     return _float_or_none(100.0 * np.mean(np.abs((predicted - actual) / actual)))
 
 
-def naive_mae_scale(train_prices: np.ndarray) -> float:
-    """The MASE denominator: in-sample MAE of the one-step random walk over the training prices."""
-    prices = np.asarray(train_prices, dtype=float)
-    if prices.ndim != 1 or prices.size < 2:
-        raise ValueError("train_prices must be a 1-D series of at least 2 prices")
-    return float(np.mean(np.abs(np.diff(prices))))
-
-
 def mase(actual: np.ndarray, predicted: np.ndarray, scale: float) -> float | None:
-    """Mean absolute scaled error: MAE / `scale` (see `naive_mae_scale`); None if scale is not > 0.
+    """Mean absolute scaled error: MAE / `scale` (see `baselines.naive_mae_scale`); None if scale is not > 0.
 
     Below 1 means smaller errors than the random walk made one step ahead in the training period.
     The same one-step scale is used for every horizon step (Hyndman & Koehler's definition).

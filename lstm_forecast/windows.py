@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
+from lstm_forecast import baselines
 from lstm_forecast.config import Config
 from lstm_forecast.errors import ForecastError
 
@@ -336,9 +337,9 @@ def build_dataset_at(
         test=windows(test_start, end),
         val_start=pd.Timestamp(dates[val_start]),
         test_start=pd.Timestamp(dates[test_start]),
-        train_mean_log_return=float(np.mean(log_return[:val_start])),
-        # One-step naive forecast: yesterday's price; day 0's yesterday is the dropped first price row.
-        train_naive_mae=float(np.mean(np.abs(np.diff(raw_price[: val_start + 1])))),
+        # Training prices include the first price row: day 0's return and naive forecast need it.
+        train_mean_log_return=baselines.mean_log_return(raw_price[: val_start + 1]),
+        train_naive_mae=baselines.naive_mae_scale(raw_price[: val_start + 1]),
     )
 
 

@@ -24,12 +24,11 @@ def test_drift_compounds_the_training_mean_per_step():
     np.testing.assert_allclose(forecast, [[110.0, 121.0], [55.0, 60.5]])
 
 
-def test_baseline_forecasts_use_the_given_rows_and_training_drift():
+def test_baselines_use_the_given_rows_and_training_drift():
     anchor = np.array([121.0, 100.0, 80.0])
-    forecasts = baselines.baseline_forecasts(anchor, horizon=2, train_prices=np.array([100.0, 110.0, 121.0]))
-    assert set(forecasts) == {"naive", "drift"}
-    np.testing.assert_array_equal(forecasts["naive"][:, 0], anchor)
-    np.testing.assert_allclose(forecasts["drift"], anchor[:, None] * np.array([1.1, 1.21]))
+    mu = baselines.mean_log_return(np.array([100.0, 110.0, 121.0]))
+    np.testing.assert_array_equal(baselines.naive_forecast(anchor, 2)[:, 0], anchor)
+    np.testing.assert_allclose(baselines.drift_forecast(anchor, 2, mu), anchor[:, None] * np.array([1.1, 1.21]))
 
 
 def test_invalid_inputs_are_rejected():

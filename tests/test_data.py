@@ -402,13 +402,6 @@ def test_no_rows_is_an_error():
     assert "x.csv: no price rows" in str(error_of(data.validate_prices, frame, "x.csv"))
 
 
-def test_require_rows():
-    frame = pd.DataFrame({"Close": np.ones(40)})
-    data.require_rows(frame, 40, "training", "TSLA")
-    message = str(error_of(data.require_rows, frame, 86, "training with lookback 60", "TSLA"))
-    assert message.startswith("TSLA has 40 price rows; training with lookback 60 needs at least 86.")
-
-
 # ---------------------------------------------------------------------------------------------
 # CSV import
 

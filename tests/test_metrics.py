@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lstm_forecast import metrics
+from lstm_forecast import baselines, metrics
 
 # Two windows, horizon 2. Errors (predicted - actual): [[1, 0], [-1, 2]].
 ACTUAL = np.array([[10.0, 12.0], [11.0, 13.0]])
@@ -31,7 +31,7 @@ def test_mape_is_none_when_an_actual_price_is_zero():
 
 def test_mase_divides_by_the_training_naive_mae():
     # one-step moves 1, -2, 3 -> mean absolute move 2
-    scale = metrics.naive_mae_scale(np.array([10.0, 11.0, 9.0, 12.0]))
+    scale = baselines.naive_mae_scale(np.array([10.0, 11.0, 9.0, 12.0]))
     assert scale == pytest.approx(2.0)
     assert metrics.mase(ACTUAL, PREDICTED, scale) == pytest.approx(0.5)
     assert metrics.mase(ACTUAL, PREDICTED, 0.0) is None
