@@ -203,7 +203,7 @@ def train(
 
 
 def print_training_summary(outcome: Any) -> None:
-    from lstm_forecast.report import forecast_table, significance_line
+    from lstm_forecast.report import forecast_table, tests_line
 
     result, scores = outcome.result, outcome.metrics
     horizon = outcome.bundle.spec.horizon
@@ -216,7 +216,8 @@ def print_training_summary(outcome: Any) -> None:
         split_scores = scores[split]
         period = f"{split_scores['first_anchor']} … {split_scores['last_anchor']}, {split_scores['windows']} windows"
         stdout.print(forecast_table(f"{title}: {period}", split_scores, horizon, outcome.bundle.shape.kind))
-        stdout.print(significance_line(split_scores))
+        stdout.print(tests_line(split_scores["vs_naive"]))
+        stdout.print(f"Verdict: {outcome.bundle.shape.kind.upper()} is {split_scores['verdict']}.")
     stdout.print(f"Run bundle: {outcome.run_dir}")
 
 

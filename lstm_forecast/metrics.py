@@ -225,7 +225,7 @@ def format_pvalue(pvalue: float | None) -> str:
     return f"{pvalue:.3f}" if pvalue < 0.1 else f"{pvalue:.2f}"
 
 
-def _p_text(pvalue: float | None) -> str:
+def p_phrase(pvalue: float | None) -> str:
     """`p = 0.41`, `p < 0.001`, `p n/a`: for sentences."""
     text = format_pvalue(pvalue)
     return f"p {text}" if pvalue is None or pvalue < 0.001 else f"p = {text}"
@@ -302,21 +302,21 @@ def lag_copy_diagnostic(
         verdict = (
             f"the forecast echoes yesterday's move: it lines up best with the move that had already "
             f"happened (lag +1 correlation {correlations[1]:.2f}) and not with the move it forecasts "
-            f"(lag 0 correlation {_describe(correlations[0])}, {_p_text(pvalues[0])})"
+            f"(lag 0 correlation {_describe(correlations[0])}, {p_phrase(pvalues[0])})"
         )
     elif best_lag == 1 and significant(1):
         echoes = False
         verdict = (
             f"the forecast follows yesterday's move (lag +1 correlation {correlations[1]:.2f}), but "
             f"that also tells about the move it forecasts (lag 0 correlation "
-            f"{_describe(correlations[0])}, {_p_text(pvalues[0])}), so it is not a mere echo"
+            f"{_describe(correlations[0])}, {p_phrase(pvalues[0])}), so it is not a mere echo"
         )
     else:
         echoes = False
         lag_text = f"{best_lag:+d}" if best_lag else "0"
         verdict = (
             f"no sign of echoing yesterday's move: the forecast lines up best with the actual move "
-            f"at lag {lag_text} (correlation {correlations[best_lag]:.2f}, {_p_text(pvalues[best_lag])})"
+            f"at lag {lag_text} (correlation {correlations[best_lag]:.2f}, {p_phrase(pvalues[best_lag])})"
         )
     return LagCopyDiagnostic(correlations, pvalues, best_lag, echoes, verdict, int(anchor.size))
 
@@ -410,7 +410,7 @@ def verdict(dm_pvalue: float | None, rmse_ratio: float | None, alpha: float = 0.
     """
     if dm_pvalue is None or rmse_ratio is None:
         return "not comparable with the random walk (the Diebold–Mariano test is undefined on these errors)"
-    evidence = f"RMSE ratio {rmse_ratio:.3f}, DM {_p_text(dm_pvalue)}"
+    evidence = f"RMSE ratio {rmse_ratio:.3f}, DM {p_phrase(dm_pvalue)}"
     if dm_pvalue < alpha and rmse_ratio < 1:
         return f"better than the random walk ({evidence})"
     if dm_pvalue < alpha and rmse_ratio > 1:

@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.table import Table
 
-from lstm_forecast.metrics import format_pvalue
+from lstm_forecast.metrics import format_pvalue, p_phrase
 
 METRIC_ROWS = (
     ("rmse", "RMSE", "{:.3f}"),
@@ -23,29 +23,13 @@ def fmt(value: Any, pattern: str = "{:.3f}") -> str:
     return "—" if value is None else pattern.format(value)
 
 
-def significance_line(scores: dict[str, Any]) -> str:
-    """DM p-value, the binomial test of direction, and the plain verdict, for one split."""
-    vs = scores["vs_naive"]
-    direction = vs["direction_h1"]
-    parts = [f"DM p (all days) = {fmt(vs['dm_all']['pvalue'])}", f"DM p (day 1) = {fmt(vs['dm_h1']['pvalue'])}"]
-    if direction["accuracy"] is not None:
-        parts.append(
-            f"direction {direction['hits']}/{direction['trials']} right, binomial p = "
-            f"{fmt(direction['binomial_pvalue'])} (up days {fmt(direction['up_share'], '{:.1%}')})"
-        )
-    return " · ".join(parts) + f"\nVerdict: the model is {scores['verdict']}."
-
-
 # --- evaluate and compare -----------------------------------------------------------------------
 
 FORECAST_NAMES = ("model", "naive", "drift")
 
 
-_p = format_pvalue
-
-
 def forecast_table(title: str, scores: dict[str, Any], horizon: int, kind: str) -> Table:
-    """The model beside naive (and drift, when scored) × RMSE, MAE, MAPE, MASE, direction and RMSE ratio,
+    """The model beside naive and drift × RMSE, MAE, MAPE, MASE, direction and RMSE ratio,
     over all `horizon` days and on day 1."""
     table = Table(title=title, title_justify="left", header_style="bold")
     table.add_column("forecast", no_wrap=True)
@@ -54,7 +38,7 @@ def forecast_table(title: str, scores: dict[str, Any], horizon: int, kind: str) 
     days = f"days 1–{horizon}" if horizon > 1 else "day 1"
     steps = [("all", days), ("h1", "day 1")] if horizon > 1 else [("all", days)]
     for step, step_label in steps:
-        for name in (name for name in FORECAST_NAMES if name in scores):  # train has no drift
+        for name in FORECAST_NAMES:
             label = kind.upper() if name == "model" else name
             row = scores[name][step]
             table.add_row(f"{label}, {step_label}", *(fmt(row[key], pattern) for key, _, pattern in METRIC_ROWS))
@@ -65,15 +49,14 @@ def forecast_table(title: str, scores: dict[str, Any], horizon: int, kind: str) 
 def tests_line(vs_naive: dict[str, Any]) -> str:
     """The Diebold–Mariano p-values and the binomial test of the day-1 direction."""
     direction = vs_naive["direction_h1"]
-    parts = [
-        f"DM vs naive: p = {_p(vs_naive['dm_all']['pvalue'])} (all days), p = {_p(vs_naive['dm_h1']['pvalue'])} (day 1)"
-    ]
+    dm_all, dm_h1 = (p_phrase(vs_naive[key]["pvalue"]) for key in ("dm_all", "dm_h1"))
+    parts = [f"DM vs naive: {dm_all} (all days), {dm_h1} (day 1)"]
     if direction["accuracy"] is None:
         parts.append("direction: the model never calls a move")
     else:
         parts.append(
-            f"day-1 direction {direction['hits']}/{direction['trials']} right, binomial p = "
-            f"{_p(direction['binomial_pvalue'])} (always saying up: {fmt(direction['up_share'], '{:.1%}')})"
+            f"day-1 direction {direction['hits']}/{direction['trials']} right, binomial "
+            f"{p_phrase(direction['binomial_pvalue'])} (always saying up: {fmt(direction['up_share'], '{:.1%}')})"
         )
     return " · ".join(parts)
 
@@ -126,7 +109,7 @@ def backtest_table(backtest: dict[str, Any]) -> Table:
             fmt(scores["naive"]["rmse"]),
             fmt(scores["model"]["rmse_ratio"]),
             fmt(scores["model"]["directional_accuracy"], "{:.1%}"),
-            _p(row["vs_naive"]["dm_all"]["pvalue"]),
+            format_pvalue(row["vs_naive"]["dm_all"]["pvalue"]),
         )
     return table
 
@@ -224,7 +207,7 @@ def compare_report(report: dict[str, Any]) -> list[Table | str]:
         table.add_row(
             run["model"].upper(),
             *(fmt(scores[key], pattern) for key, _, pattern in METRIC_ROWS),
-            _p(run["test"]["vs_naive"]["dm_all"]["pvalue"]),
+            format_pvalue(run["test"]["vs_naive"]["dm_all"]["pvalue"]),
             f"{run['epochs_run']} ({run['best_epoch']})",
         )
     table.add_section()

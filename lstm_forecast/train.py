@@ -146,9 +146,10 @@ def forecast_prices(model: Forecaster, windows: Windows, dataset: Dataset) -> np
 
 
 def score_split(windows: Windows, predicted: np.ndarray, dataset: Dataset) -> dict[str, Any]:
-    """Model and naive metrics for one split, on prices, on exactly the same windows."""
+    """Model, naive and drift metrics for one split, on prices, on exactly the same windows."""
     horizon = dataset.spec.horizon
     naive = baselines.naive_forecast(windows.anchor_prices, horizon)
+    drift = baselines.drift_forecast(windows.anchor_prices, horizon, dataset.train_mean_log_return)
     truth = (windows.anchor_prices, windows.actual_prices)
     model_scores = metrics.score(*truth, predicted, naive, dataset.train_naive_mae)
     vs_naive = metrics.compare_to_naive(*truth, predicted, naive, horizon)
@@ -158,6 +159,7 @@ def score_split(windows: Windows, predicted: np.ndarray, dataset: Dataset) -> di
         "last_anchor": str(np.datetime_as_string(windows.anchor_dates[-1], unit="D")),
         "model": model_scores,
         "naive": metrics.score(*truth, naive, naive, dataset.train_naive_mae),
+        "drift": metrics.score(*truth, drift, naive, dataset.train_naive_mae),
         "vs_naive": vs_naive,
         "verdict": metrics.verdict(vs_naive["dm_all"]["pvalue"], model_scores["all"]["rmse_ratio"]),
     }
