@@ -32,15 +32,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lstm_forecast import baselines, data, intervals, metrics, plots, trading
+from lstm_forecast import data, intervals, metrics, plots, trading
 from lstm_forecast.bundle import PRICES_FILE, RunBundle, load_bundle
 from lstm_forecast.config import Config
 from lstm_forecast.errors import ForecastError, UsageError
 from lstm_forecast.files import atomic_write_text
 from lstm_forecast.model import Forecaster
-from lstm_forecast.train import forecast_prices, train_model
+from lstm_forecast.train import FORECASTS, Forecasts, period_forecasts, score_forecasts, train_model
 from lstm_forecast.trainer import EpochRecord
-from lstm_forecast.windows import Dataset, Scaler, Windows, WindowSpec, build_dataset, build_dataset_at
+from lstm_forecast.windows import Dataset, Scaler, WindowSpec, build_dataset, build_dataset_at
 
 EVALUATION_FILE = "evaluation.json"
 PREDICTIONS_FILE = "predictions.csv"
@@ -48,62 +48,22 @@ PREDICTIONS_PLOT = "predictions.png"
 EQUITY_PLOT = "equity.png"
 BACKTEST_FILE = "backtest.csv"
 
-FORECASTS = ("model", "naive", "drift")
 ZOOM_DAYS = 60
 
 # Called with (folds completed, folds in all, the epoch just finished or None between folds).
 ProgressCallback = Callable[[int, int, EpochRecord | None], None]
 
 
-@dataclass
-class Forecasts:
-    """One evaluation period: n windows with the actual prices and the three forecasts, all (n, horizon)."""
-
-    anchor_dates: np.ndarray  # (n,) datetime64
-    target_dates: np.ndarray  # (n, horizon) datetime64
-    anchor_prices: np.ndarray  # (n,)
-    actual: np.ndarray
-    model: np.ndarray
-    naive: np.ndarray
-    drift: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.anchor_prices)
-
-    @classmethod
-    def concat(cls, parts: list[Forecasts]) -> Forecasts:
-        names = ("anchor_dates", "target_dates", "anchor_prices", "actual", *FORECASTS)
-        return cls(**{name: np.concatenate([getattr(part, name) for part in parts]) for name in names})
-
-
-def period_forecasts(model: Forecaster, windows: Windows, dataset: Dataset) -> Forecasts:
-    """The model's forecasts for a split beside the naive and drift forecasts from the same anchors."""
-    horizon = dataset.spec.horizon
-    return Forecasts(
-        anchor_dates=windows.anchor_dates,
-        target_dates=windows.target_dates,
-        anchor_prices=windows.anchor_prices,
-        actual=windows.actual_prices,
-        model=forecast_prices(model, windows, dataset),
-        naive=baselines.naive_forecast(windows.anchor_prices, horizon),
-        # The drift is the training period's mean return: the evaluation period's would peek.
-        drift=baselines.drift_forecast(windows.anchor_prices, horizon, dataset.train_mean_log_return),
-    )
-
-
 def judge(forecasts: Forecasts, mase_scale: float, kind: str) -> dict[str, Any]:
     """Metrics of the model and both baselines, the DM and binomial tests against naive, and the verdict."""
-    truth = (forecasts.anchor_prices, forecasts.actual)
-    scores = {name: metrics.score(*truth, getattr(forecasts, name), forecasts.naive, mase_scale) for name in FORECASTS}
-    vs_naive = metrics.compare_to_naive(*truth, forecasts.model, forecasts.naive, forecasts.actual.shape[1])
-    verdict = metrics.verdict(vs_naive["dm_all"]["pvalue"], scores["model"]["all"]["rmse_ratio"])
+    scores = score_forecasts(forecasts, mase_scale)
     return {
-        "windows": len(forecasts),
-        "first_anchor": _day(forecasts.anchor_dates[0]),
-        "last_anchor": _day(forecasts.anchor_dates[-1]),
-        "metrics": scores,
-        "vs_naive": vs_naive,
-        "verdict": f"{kind.upper()} is {verdict}",
+        "windows": scores["windows"],
+        "first_anchor": scores["first_anchor"],
+        "last_anchor": scores["last_anchor"],
+        "metrics": {name: scores[name] for name in FORECASTS},
+        "vs_naive": scores["vs_naive"],
+        "verdict": f"{kind.upper()} is {scores['verdict']}",
     }
 
 

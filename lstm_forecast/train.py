@@ -33,6 +33,8 @@ from lstm_forecast.model import Forecaster, ModelShape
 from lstm_forecast.trainer import LOSSES, EpochRecord, TrainResult, fit, predict, resolve_device, seed_everything
 from lstm_forecast.windows import Dataset, Windows, build_dataset, targets_to_prices
 
+FORECASTS = ("model", "naive", "drift")  # every period is scored with the model beside both baselines
+
 
 @dataclass
 class TrainOutcome:
@@ -71,8 +73,8 @@ def train_run(
 
     # Scored on prices converted back from the model's output; the test split is touched only here.
     evaluated = {"val": dataset.val, "test": dataset.test}
-    forecasts = {name: forecast_prices(model, windows, dataset) for name, windows in evaluated.items()}
-    scores = {name: score_split(windows, forecasts[name], dataset) for name, windows in evaluated.items()}
+    forecasts = {name: period_forecasts(model, windows, dataset) for name, windows in evaluated.items()}
+    scores = {name: score_forecasts(forecasts[name], dataset.train_naive_mae) for name in evaluated}
     run_metrics = {
         "ticker": ticker,
         "model": shape.kind,
@@ -93,7 +95,7 @@ def train_run(
             "train_mean_log_return": dataset.train_mean_log_return,
             "train_naive_mae": dataset.train_naive_mae,
         },
-        calibration=calibration(dataset.val, forecasts["val"]),
+        calibration=calibration(dataset.val, forecasts["val"].model),
         training={**result.summary(), "seed": config.train.seed},
         model=model,
         versions=library_versions(),
@@ -145,23 +147,54 @@ def forecast_prices(model: Forecaster, windows: Windows, dataset: Dataset) -> np
     return targets_to_prices(scaled, windows.anchor_prices, dataset.scaler, dataset.spec.target)
 
 
-def score_split(windows: Windows, predicted: np.ndarray, dataset: Dataset) -> dict[str, Any]:
-    """Model, naive and drift metrics for one split, on prices, on exactly the same windows."""
+@dataclass
+class Forecasts:
+    """One evaluation period: n windows with the actual prices and the three forecasts, all (n, horizon)."""
+
+    anchor_dates: np.ndarray  # (n,) datetime64
+    target_dates: np.ndarray  # (n, horizon) datetime64
+    anchor_prices: np.ndarray  # (n,)
+    actual: np.ndarray
+    model: np.ndarray
+    naive: np.ndarray
+    drift: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.anchor_prices)
+
+    @classmethod
+    def concat(cls, parts: list[Forecasts]) -> Forecasts:
+        names = ("anchor_dates", "target_dates", "anchor_prices", "actual", *FORECASTS)
+        return cls(**{name: np.concatenate([getattr(part, name) for part in parts]) for name in names})
+
+
+def period_forecasts(model: Forecaster, windows: Windows, dataset: Dataset) -> Forecasts:
+    """The model's forecasts for a split beside the naive and drift forecasts from the same anchors."""
     horizon = dataset.spec.horizon
-    naive = baselines.naive_forecast(windows.anchor_prices, horizon)
-    drift = baselines.drift_forecast(windows.anchor_prices, horizon, dataset.train_mean_log_return)
-    truth = (windows.anchor_prices, windows.actual_prices)
-    model_scores = metrics.score(*truth, predicted, naive, dataset.train_naive_mae)
-    vs_naive = metrics.compare_to_naive(*truth, predicted, naive, horizon)
+    return Forecasts(
+        anchor_dates=windows.anchor_dates,
+        target_dates=windows.target_dates,
+        anchor_prices=windows.anchor_prices,
+        actual=windows.actual_prices,
+        model=forecast_prices(model, windows, dataset),
+        naive=baselines.naive_forecast(windows.anchor_prices, horizon),
+        # The drift is the training period's mean return: the evaluation period's would peek.
+        drift=baselines.drift_forecast(windows.anchor_prices, horizon, dataset.train_mean_log_return),
+    )
+
+
+def score_forecasts(forecasts: Forecasts, mase_scale: float) -> dict[str, Any]:
+    """Model, naive and drift metrics on prices over the same windows, the tests against naive, the verdict."""
+    truth = (forecasts.anchor_prices, forecasts.actual)
+    scores = {name: metrics.score(*truth, getattr(forecasts, name), forecasts.naive, mase_scale) for name in FORECASTS}
+    vs_naive = metrics.compare_to_naive(*truth, forecasts.model, forecasts.naive, forecasts.actual.shape[1])
     return {
-        "windows": len(windows),
-        "first_anchor": str(np.datetime_as_string(windows.anchor_dates[0], unit="D")),
-        "last_anchor": str(np.datetime_as_string(windows.anchor_dates[-1], unit="D")),
-        "model": model_scores,
-        "naive": metrics.score(*truth, naive, naive, dataset.train_naive_mae),
-        "drift": metrics.score(*truth, drift, naive, dataset.train_naive_mae),
+        "windows": len(forecasts),
+        "first_anchor": str(np.datetime_as_string(forecasts.anchor_dates[0], unit="D")),
+        "last_anchor": str(np.datetime_as_string(forecasts.anchor_dates[-1], unit="D")),
+        **scores,
         "vs_naive": vs_naive,
-        "verdict": metrics.verdict(vs_naive["dm_all"]["pvalue"], model_scores["all"]["rmse_ratio"]),
+        "verdict": metrics.verdict(vs_naive["dm_all"]["pvalue"], scores["model"]["all"]["rmse_ratio"]),
     }
 
 
