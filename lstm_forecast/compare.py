@@ -19,15 +19,14 @@ from typing import Any
 
 import pandas as pd
 
-from lstm_forecast import baselines, data, metrics, plots
+from lstm_forecast import data, plots
 from lstm_forecast.bundle import new_run_id
 from lstm_forecast.config import Config
 from lstm_forecast.errors import ForecastError, Interrupted, UsageError
 from lstm_forecast.files import free_name, make_temp_dir, publish_dir
 from lstm_forecast.model import RECURRENT_CORES
-from lstm_forecast.train import TrainOutcome, naive_validation_loss, train_run
+from lstm_forecast.train import TrainOutcome, train_run
 from lstm_forecast.trainer import EpochRecord
-from lstm_forecast.windows import build_dataset
 
 COMPARE_FILE = "compare.json"
 CURVES_FILE = "compare_curves.png"
@@ -84,39 +83,34 @@ def compare_models(
     if not outcomes:
         raise Interrupted("interrupted before the first model finished an epoch; no comparison written")
 
-    # Every model saw exactly these windows, so one naive and one drift forecast serve as the reference.
-    dataset = build_dataset(prices, config)
-    test = dataset.test
-    horizon = dataset.spec.horizon
-    naive = baselines.naive_forecast(test.anchor_prices, horizon)
-    drift = baselines.drift_forecast(test.anchor_prices, horizon, dataset.train_mean_log_return)
-    truth = (test.anchor_prices, test.actual_prices)
+    # Every model saw exactly the same windows, so the first run's naive and drift scores serve them all.
+    first = outcomes[0]
+    test = first.metrics["test"]
     report = {
         "ticker": ticker,
         "models": models,
         "completed": [outcome.bundle.shape.kind for outcome in outcomes],
         "interrupted": interrupted,
         "seed": config.train.seed,
-        "data": outcomes[0].bundle.fingerprint,
-        "split": outcomes[0].bundle.split,
-        "window": dataset.spec.to_dict(),
+        "data": first.bundle.fingerprint,
+        "split": first.bundle.split,
+        "window": first.bundle.spec.to_dict(),
         "train": config.train.model_dump(mode="json"),
         "test": {
-            "windows": len(test),
-            "first_anchor": outcomes[0].metrics["test"]["first_anchor"],
-            "last_anchor": outcomes[0].metrics["test"]["last_anchor"],
-            "horizon": horizon,
+            "windows": test["windows"],
+            "first_anchor": test["first_anchor"],
+            "last_anchor": test["last_anchor"],
+            "horizon": first.bundle.spec.horizon,
         },
-        "naive": metrics.score(*truth, naive, naive, dataset.train_naive_mae),
-        "drift": metrics.score(*truth, drift, naive, dataset.train_naive_mae),
+        "naive": test["naive"],
+        "drift": test["drift"],
         "runs": [_run_summary(outcome) for outcome in outcomes],
     }
     curves = {
         run["model"].upper(): (run["history"]["epoch"], run["history"]["train_loss"], run["history"]["val_loss"])
         for run in report["runs"]
     }
-    naive_loss = naive_validation_loss(dataset, config.train.loss)
-    compare_dir = write_comparison(runs_dir, ticker, report, curves, naive_loss)
+    compare_dir = write_comparison(runs_dir, ticker, report, curves, first.metrics["naive_val_loss"])
     return Comparison(compare_dir=compare_dir, report=report, interrupted=interrupted)
 
 

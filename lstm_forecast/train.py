@@ -75,10 +75,12 @@ def train_run(
     evaluated = {"val": dataset.val, "test": dataset.test}
     forecasts = {name: period_forecasts(model, windows, dataset) for name, windows in evaluated.items()}
     scores = {name: score_forecasts(forecasts[name], dataset.train_naive_mae) for name in evaluated}
+    naive_loss = naive_validation_loss(dataset, config.train.loss)
     run_metrics = {
         "ticker": ticker,
         "model": shape.kind,
         **result.summary(),
+        "naive_val_loss": naive_loss,  # the loss curve's reference line
         **scores,
     }
 
@@ -102,7 +104,6 @@ def train_run(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     history = history_frame(result)
-    naive_loss = naive_validation_loss(dataset, config.train.loss)
 
     def write_loss_curve(run_dir: Path) -> None:
         plots.loss_curve(
