@@ -8,13 +8,19 @@
   (sliced like Yahoo does) or raises `fake_yahoo.error`, recording each call.
 - `clean_workdir`, `tiny_run` (a module-scoped tiny trained bundle), `TINY_CONFIG`, `file_digests`,
   `temp_leftovers`, `error_line`: what the reliability tests share to run the CLI and check it left no trace.
+- `run_cli_limited(args, cwd)`, `run_limited(argv, cwd)`: the real CLI (or any command) in a child process
+  under an address-space and a time limit, so a memory blow-up fails the test instead of taking the machine.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import resource
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -219,3 +225,39 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     runs_dir = tmp_path_factory.mktemp("tiny-runs")
     return train_run(load_config(None, TINY_OVERRIDES), "SYN", build_prices(260), runs_dir).run_dir
+
+
+# --- resource limits: hostile input must fail fast and small ---------------------------------------
+
+# Enough for torch, pandas and matplotlib plus a tiny model (about 1 GiB of address space is mapped
+# just by importing them); far below what an unbounded read or a runaway allocation reaches.
+CHILD_MEMORY_LIMIT = 2 * 1024**3
+CHILD_TIME_LIMIT_S = 60
+
+
+def run_cli_limited(
+    args: list[str], cwd: Path, memory: int = CHILD_MEMORY_LIMIT, timeout: float = CHILD_TIME_LIMIT_S,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """`python -m lstm_forecast ARGS` in `cwd` under the limits of `run_limited`."""
+    return run_limited([sys.executable, "-m", "lstm_forecast", *args], cwd, memory, timeout, env)
+
+
+def run_limited(
+    argv: list[str], cwd: Path, memory: int = CHILD_MEMORY_LIMIT, timeout: float = CHILD_TIME_LIMIT_S,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """Run `argv` in `cwd` under RLIMIT_AS = `memory` bytes; a time-out fails the test.
+
+    The child gets no LSTM_FORECAST_* settings from the caller and one torch thread (two tests may run at once).
+    """
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    child_env = {key: value for key, value in os.environ.items() if not key.startswith("LSTM_FORECAST_")}
+    child_env |= {"OMP_NUM_THREADS": "1", **(env or {})}
+    try:
+        return subprocess.run(argv, cwd=cwd, env=child_env, capture_output=True, text=True, timeout=timeout,
+                              preexec_fn=limit_memory, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{' '.join(argv)[:200]} ran past {timeout} s")
