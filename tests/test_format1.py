@@ -1,0 +1,56 @@
+"""Bundles written by earlier releases keep working: a format-1 bundle made by the code of commit 488f38f.
+
+`tests/fixtures/format1-488f38f/bundle` is a tiny SYN run (260 synthetic business days, lookback 8,
+horizon 2, LSTM of width 4) exactly as that code wrote it; `predict.json` is what its `predict --format
+json` printed (without `run_dir`). Hardening the bundle reader, the cache naming or the metrics must not
+make it unreadable or change its forecast.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lstm_forecast.bundle import load_bundle
+from lstm_forecast.cli import app
+
+FIXTURE = Path(__file__).parent / "fixtures" / "format1-488f38f"
+TICKER = "SYN"
+
+
+@pytest.fixture
+def old_run(clean_workdir: Path) -> Path:
+    """The fixture bundle under ./runs/SYN/ and its prices as the ./data cache, in an empty folder."""
+    document = json.loads((FIXTURE / "bundle" / "bundle.json").read_text())
+    run_dir = clean_workdir / "runs" / TICKER / document["run_id"]
+    shutil.copytree(FIXTURE / "bundle", run_dir)
+    (clean_workdir / "data").mkdir()
+    shutil.copy(run_dir / "prices.csv", clean_workdir / "data" / f"{TICKER}.csv")
+    return run_dir
+
+
+def test_a_format_1_bundle_loads(old_run: Path) -> None:
+    bundle = load_bundle(old_run)
+    assert (bundle.ticker, bundle.shape.kind, bundle.spec.lookback, bundle.spec.horizon) == (TICKER, "lstm", 8, 2)
+
+
+def test_a_format_1_bundle_predicts_what_it_predicted_when_written(old_run: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["predict", "--run", str(old_run), "--data-dir", "data", "--format", "json"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    printed.pop("run_dir")
+    assert printed == json.loads((FIXTURE / "predict.json").read_text())
+
+
+def test_a_format_1_bundle_can_be_evaluated(old_run: Path) -> None:
+    result = CliRunner().invoke(app, ["evaluate", "--run", str(old_run), "--data-dir", "data", "--folds", "0",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["test"]["windows"] > 0
