@@ -82,9 +82,11 @@ def test_validate_ticker_rejects_unsafe_names_as_usage_errors(bad):
     assert len(str(caught.value)) < 250 and "\n" not in str(caught.value)
 
 
-def test_cache_paths_drop_the_caret_and_stay_in_the_data_dir(tmp_path):
-    assert data.cache_name("^gspc") == "GSPC"
-    assert data.cache_path(tmp_path, "^GSPC") == tmp_path / "GSPC.csv"
+def test_cache_paths_keep_the_caret_and_stay_in_the_data_dir(tmp_path):
+    # One file per Yahoo symbol: ^GSPC (the index) and GSPC (another symbol) never share a cache.
+    assert data.cache_name("^gspc") == "^GSPC"
+    assert data.cache_path(tmp_path, "^GSPC") == tmp_path / "^GSPC.csv"
+    assert data.cache_path(tmp_path, "GSPC") == tmp_path / "GSPC.csv"
     assert data.cache_path(tmp_path, "brk.b") == tmp_path / "BRK.B.csv"
     with pytest.raises(UsageError):
         data.cache_path(tmp_path, "../../etc/passwd")
@@ -525,7 +527,8 @@ def test_cache_round_trip_is_bit_exact(tmp_path, make_prices):
     rng = np.random.default_rng(7)
     prices = make_prices(500)
     for column in ["Open", "High", "Low", "Close", "Adj Close"]:
-        prices[column] = np.exp(rng.uniform(-30, 30, len(prices)))  # all magnitudes and mantissas
+        # All the magnitudes the cache accepts, and all mantissas.
+        prices[column] = np.exp(rng.uniform(np.log(data.MIN_PRICE), np.log(data.MAX_PRICE), len(prices)))
     prices["Volume"] = rng.uniform(0, 1e9, len(prices))  # fractional volumes are kept too
     csv = write_csv(tmp_path, data.prices_to_csv(prices).decode(), "in.csv")
     data.import_csv(csv, tmp_path / "cache", "X")
@@ -669,7 +672,7 @@ def test_concurrent_updates_of_one_ticker_both_finish(tmp_path, fake_yahoo, make
     for worker in workers:
         worker.join(20)
     assert sorted(result.mode for result in results) == ["full", "unchanged"]
-    assert (tmp_path / "TSLA.csv.lock").exists()
+    assert list(tmp_path.glob("*.lock")) == []  # the lock serialised them and was removed after
     pd.testing.assert_frame_equal(data.read_cache(tmp_path, "TSLA"), prices, check_exact=True, check_freq=False)
 
 
@@ -717,14 +720,14 @@ def test_data_folder_that_cannot_be_created(tmp_path, fake_yahoo):
 
 
 def test_unwritable_data_folder_is_a_clear_error(tmp_path, fake_yahoo, monkeypatch):
-    class ReadOnlyLock:
-        def __init__(self, path):
-            self.path = path
+    real_open = data.os.open
 
-        def acquire(self, timeout):
-            raise PermissionError(errno.EACCES, "Permission denied", self.path)
+    def read_only_folder(path, flags, *args):  # tests run as root, where chmod cannot forbid writing
+        if str(path).endswith(".lock"):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_open(path, flags, *args)
 
-    monkeypatch.setattr(data, "FileLock", ReadOnlyLock)
+    monkeypatch.setattr(data.os, "open", read_only_folder)
     message = str(error_of(data.update_cache, tmp_path, "TSLA"))
     assert message == f"cannot write in {tmp_path}: Permission denied; choose a writable folder with --data-dir"
     assert fake_yahoo.calls == []
