@@ -132,7 +132,7 @@ def fetch(
     symbol = data.validate_ticker(ticker)
     folder = data.resolve_data_dir(data_dir, settings.data.dir)
     if from_csv is not None:
-        summary = data.import_csv(from_csv, folder, symbol)
+        summary = data.import_csv(from_csv, folder, symbol, _day(start), _day(end))
     else:
         with stderr.status(f"Downloading {symbol} from Yahoo Finance…"):
             summary = data.update_cache(folder, symbol, _day(start), _day(end), refresh=refresh)

@@ -4,21 +4,26 @@ Everything downstream receives one canonical frame: a tz-naive `DatetimeIndex` n
 (datetime64[ns], midnight, ascending, unique) and the float64 columns
 `Open, High, Low, Close, Adj Close, Volume`.
 
-The cache is `<data-dir>/<NAME>.csv` in Yahoo's own layout plus an optional `<NAME>.meta.json`
+The cache is `<data-dir>/<TICKER>.csv` in Yahoo's own layout plus an optional `<TICKER>.meta.json`
 sidecar (source, fetch time, requested range, rows, sha256), so a folder of Yahoo CSVs is already
-a cache. Floats are written in their shortest exact form and read back bit for bit.
+a cache. Floats are written in their shortest exact form and read back bit for bit, and nothing is
+written that would not pass this module's own validation when read back.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
 import logging
 import os
 import re
+import stat
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,11 +33,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from filelock import FileLock
-from filelock import Timeout as LockTimeout
 
 from lstm_forecast.errors import ForecastError, UsageError
-from lstm_forecast.files import atomic_write_bytes, atomic_write_text
+from lstm_forecast.files import FILE_MODE, atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 COLUMNS = ["Open", "High", "Low", "Close", "Adj Close", "Volume"]
 PRICE_COLUMNS = ["Open", "High", "Low", "Close", "Adj Close"]
@@ -56,6 +61,23 @@ OVERLAP_RTOL = 1e-6
 YAHOO_REQUEST_TIMEOUT_S = 10
 YAHOO_DEADLINE_S = 30
 LOCK_TIMEOUT_S = 120
+LOCK_POLL_S = 0.05
+
+# What the pipeline can compute with. Log returns need positive prices; within these bounds every price
+# ratio (at most 1e24) and every square stays far from float64 overflow, and a volume fits the int64 the
+# cache writes it as. Real quotes lie well inside (a Berkshire A share is ~1e6, a meme coin ~1e-8).
+MIN_PRICE, MAX_PRICE = 1e-12, 1e12
+MAX_VOLUME = 1e18
+EARLIEST_DATE = date(1800, 1, 1)  # daily series go back to the 1790s at most; pandas' ns dates to 1677
+
+# A daily CSV is kilobytes to a few MB (a century is ~25,000 rows of ~80 characters): refuse anything far
+# larger before pandas parses it, since parsing costs memory in proportion to lines x columns.
+MAX_CSV_BYTES = 64 * 1024**2
+MAX_CSV_LINES = 200_000
+MAX_LINE_CHARS = 2_000
+MAX_CSV_COLUMNS = 50
+MAX_SIDECAR_BYTES = 64 * 1024
+MAX_QUOTED_CHARS = 40  # of a bad value in a message: enough to recognise it, never a dump
 
 # pandas 3 parses floats exactly and deprecates the option; pandas 2 needs to be asked.
 _PANDAS_MAJOR = int(pd.__version__.split(".")[0])
@@ -106,12 +128,44 @@ def validate_ticker(ticker: str) -> str:
 
 
 def cache_name(ticker: str) -> str:
-    """The ticker made safe for a file name: `^GSPC` -> `GSPC`."""
-    return validate_ticker(ticker).removeprefix("^")
+    """The ticker's file and folder name: the validated symbol itself, caret included, so that `^GSPC` and
+    `GSPC` (two Yahoo symbols) never share a cache or a runs folder. TICKER_PATTERN keeps it a safe name."""
+    return validate_ticker(ticker)
 
 
 def cache_path(data_dir: Path, ticker: str) -> Path:
     return Path(data_dir) / f"{cache_name(ticker)}.csv"
+
+
+def _legacy_path(data_dir: Path, ticker: str) -> Path | None:
+    """`GSPC.csv` for `^GSPC`: the name older versions and plain Yahoo downloads use (None without a caret)."""
+    return Path(data_dir) / f"{ticker[1:]}.csv" if ticker.startswith("^") else None
+
+
+def _cache_file(data_dir: Path, ticker: str) -> Path:
+    """The file holding `ticker`'s cached prices, which may not exist.
+
+    `^GSPC` reads `^GSPC.csv`; without one, a legacy `GSPC.csv` whose sidecar names ^GSPC or that has no
+    sidecar (a folder of Yahoo downloads), with a note. A file whose sidecar names another ticker is never
+    read as this one's: `GSPC` refuses a `GSPC.csv` that holds ^GSPC.
+    """
+    path = cache_path(data_dir, ticker)
+    legacy = _legacy_path(data_dir, ticker)
+    if not path.is_file() and legacy is not None and legacy.is_file() and _sidecar_ticker(legacy) in (None, ticker):
+        log.warning(f"Note: reading {ticker} from {legacy} (the name without the caret); the next fetch writes {path}")
+        return legacy
+    _check_owner(path, ticker)
+    return path
+
+
+def _check_owner(path: Path, ticker: str) -> None:
+    """ForecastError when `path` exists and its sidecar says it holds another ticker's prices."""
+    owner = _sidecar_ticker(path) if path.is_file() else None
+    if owner not in (None, ticker):
+        raise ForecastError(
+            f"{path} holds the prices of {_quote(owner)} (its sidecar {_meta_path(path).name} says so), not of "
+            f"{ticker}; move both files aside (for {_quote(owner)}, rename them to its own name) and try again"
+        )
 
 
 def _meta_path(csv_path: Path) -> Path:
@@ -339,21 +393,17 @@ def validate_prices(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, lis
 
     if prices.empty:
         raise ForecastError(f"{source}: no price rows; expected the Yahoo layout {YAHOO_LAYOUT}")
-    _check_positive(prices, source)
+    _check_bounds(prices, source)
     inverted = prices["High"] < prices["Low"]
     if inverted.any():
         first = _day(prices.index[inverted][0])
         warnings_.append(f"{source}: High is below Low on {inverted.sum()} day(s) (first {first})")
-    # A calendar day that has begun somewhere on Earth (UTC+14) is not in the future for some exchange.
-    latest_possible = (datetime.now(UTC) + timedelta(hours=14)).date()
-    if _day(prices.index[-1]) > latest_possible:
-        first = _day(prices.index[prices.index > pd.Timestamp(latest_possible)][0])
-        raise ForecastError(f"{source}: date {first} is in the future; check the Date column")
     return prices, warnings_
 
 
 def _as_dates(index: pd.Index, source: str) -> pd.DatetimeIndex:
-    """Calendar days at midnight, tz-naive, datetime64[ns]; ISO text is accepted with any time part."""
+    """Calendar days at midnight, tz-naive, datetime64[ns], from EARLIEST_DATE to today; ISO text is
+    accepted with any time part."""
     if isinstance(index, pd.DatetimeIndex):
         # A tz-aware index (Ticker.history) keeps the exchange's local day, not the UTC one.
         dates = index.tz_localize(None) if index.tz is not None else index
@@ -366,9 +416,18 @@ def _as_dates(index: pd.Index, source: str) -> pd.DatetimeIndex:
         if dates.isna().any():
             row = int(np.argmax(dates.isna()))
             raise ForecastError(
-                f"{source}: cannot read the date {text.iloc[row]!r} (data row {row + 1}); expected YYYY-MM-DD"
+                f"{source}: cannot read the date {_quote(text.iloc[row])} (data row {row + 1}); expected YYYY-MM-DD"
             )
-    return dates.normalize().as_unit("ns").rename("Date")
+    # Bounded before converting to nanoseconds, which cannot hold years before 1677 or after 2262.
+    # A calendar day that has begun somewhere on Earth (UTC+14) is not in the future for some exchange.
+    latest_possible = (datetime.now(UTC) + timedelta(hours=14)).date()
+    days = dates.normalize()
+    early, late = days < pd.Timestamp(EARLIEST_DATE), days > pd.Timestamp(latest_possible)
+    if early.any():
+        raise ForecastError(f"{source}: date {_day(days[early][0])} is before {EARLIEST_DATE}; check the Date column")
+    if late.any():
+        raise ForecastError(f"{source}: date {_day(days[late][0])} is in the future; check the Date column")
+    return days.as_unit("ns").rename("Date")
 
 
 def _as_numbers(values: pd.Series, column: str, dates: pd.DatetimeIndex, source: str) -> np.ndarray:
@@ -383,26 +442,44 @@ def _as_numbers(values: pd.Series, column: str, dates: pd.DatetimeIndex, source:
     if bad.any():
         row = int(np.argmax(bad))
         raise ForecastError(
-            f"{source}: column {column} has a non-numeric value {values.iloc[row]!r} on {_day(dates[row])}"
+            f"{source}: column {column} has a non-numeric value {_quote(values.iloc[row])} on {_day(dates[row])}"
         )
     return numbers
 
 
-def _check_positive(prices: pd.DataFrame, source: str) -> None:
-    """Prices must be > 0 (log returns need it); volumes >= 0."""
-    bad_prices = (prices[PRICE_COLUMNS] <= 0).to_numpy()
-    bad_volume = (prices["Volume"] < 0).to_numpy()
-    if bad_prices.any():
-        row, col = np.argwhere(bad_prices)[0]
-        column, value = PRICE_COLUMNS[col], prices.iloc[row][PRICE_COLUMNS[col]]
-        raise ForecastError(f"{source}: {column} is {value:g} on {_day(prices.index[row])}; prices must be positive")
-    if bad_volume.any():
-        row = int(np.argmax(bad_volume))
-        raise ForecastError(f"{source}: Volume is negative on {_day(prices.index[row])}")
+def _check_bounds(prices: pd.DataFrame, source: str) -> None:
+    """Prices within MIN_PRICE..MAX_PRICE (positive, so log returns exist), volumes within 0..MAX_VOLUME;
+    ForecastError naming the first bad day (rows are sorted by then)."""
+    price_values = prices[PRICE_COLUMNS].to_numpy()
+    bad_prices = ~((price_values >= MIN_PRICE) & (price_values <= MAX_PRICE))
+    volume = prices["Volume"].to_numpy()
+    bad_volume = ~((volume >= 0) & (volume <= MAX_VOLUME))
+    price_row = int(np.argmax(bad_prices.any(axis=1))) if bad_prices.any() else len(prices)
+    volume_row = int(np.argmax(bad_volume)) if bad_volume.any() else len(prices)
+    if price_row == volume_row == len(prices):
+        return
+    if price_row <= volume_row:
+        column = PRICE_COLUMNS[int(np.argmax(bad_prices[price_row]))]
+        value, day = price_values[price_row, PRICE_COLUMNS.index(column)], _day(prices.index[price_row])
+        allowed = "be positive" if value <= 0 else f"lie between {MIN_PRICE:g} and {MAX_PRICE:g}"
+        raise ForecastError(f"{source}: {column} is {value:g} on {day}; prices must {allowed}")
+    value, day = volume[volume_row], _day(prices.index[volume_row])
+    if value < 0:
+        raise ForecastError(f"{source}: Volume is negative on {day}")
+    raise ForecastError(f"{source}: Volume is {value:g} on {day}; volumes must be at most {MAX_VOLUME:g}")
 
 
 def _day(stamp: pd.Timestamp) -> date:
     return stamp.date()
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _quote(value: Any) -> str:
+    """A value from a file as a message quotes it: repr'd, at most MAX_QUOTED_CHARS characters of it."""
+    return repr(_shorten(str(value), MAX_QUOTED_CHARS))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,28 +503,91 @@ def prices_sha256(frame: pd.DataFrame) -> str:
 def read_prices_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
     """Read and validate a price CSV: Yahoo layout, loose header spellings, yfinance's 3-row header."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ForecastError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if b"\x00" in raw[:8192]:
-        raise ForecastError(f"{path}: binary file, not a CSV; expected the Yahoo layout {YAHOO_LAYOUT}")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ForecastError(
-            f"{path}: not UTF-8 text (byte {exc.start}); expected a CSV in the Yahoo layout {YAHOO_LAYOUT}"
-        ) from None
+    return parse_prices_csv(_read_limited(path, MAX_CSV_BYTES, "a daily price CSV"), str(path))
+
+
+def parse_prices_csv(raw: bytes, source: str) -> tuple[pd.DataFrame, list[str]]:
+    """Validate the bytes of a price CSV (`source` names them in messages); see `read_prices_csv`."""
+    text = _decode(raw, source)
+    _check_shape(text, source)
     try:
         table = pd.read_csv(io.StringIO(_collapse_yfinance_header(text)), **_EXACT_FLOATS)
     except pd.errors.EmptyDataError:
-        raise ForecastError(f"{path}: empty file; expected the Yahoo layout {YAHOO_LAYOUT}") from None
+        raise ForecastError(f"{source}: empty file; expected the Yahoo layout {YAHOO_LAYOUT}") from None
     except (pd.errors.ParserError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ForecastError(f"{path}: cannot parse as CSV ({first_line})") from None
-    table, warnings_ = _rename_columns(table, path)
-    prices, more = validate_prices(table, str(path))
+        raise ForecastError(f"{source}: cannot parse as CSV ({_shorten(first_line, 160)})") from None
+    table, warnings_ = _rename_columns(table, source)
+    prices, more = validate_prices(table, source)
     return prices, warnings_ + more
+
+
+def _read_limited(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of the regular file `path`, refused before reading more than `limit` bytes of it."""
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer before fstat can refuse it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ForecastError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with open(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ForecastError(f"{path}: not a regular file; expected {what}")
+        try:
+            raw = handle.read(limit + 1)  # not the reported size: a file may grow while it is read
+        except OSError as exc:
+            raise ForecastError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(raw) > limit:
+        raise ForecastError(f"{path}: larger than {limit // 1024:,} KiB; expected {what}, which is far smaller")
+    return raw
+
+
+# Byte-order marks of the encodings a spreadsheet may save "Unicode text" in; UTF-32's come first, as
+# UTF-32-LE's begins with UTF-16-LE's. Python's utf-16/utf-32 codecs read the mark and drop it.
+_BOMS = [
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+]
+
+
+def _decode(raw: bytes, source: str) -> str:
+    """The text of a CSV in UTF-8 (with or without a BOM), or in UTF-16/32 announced by a BOM."""
+    encoding = next((name for bom, name in _BOMS if raw.startswith(bom)), None)
+    if encoding is None and b"\x00" in raw[:8192]:
+        raise ForecastError(f"{source}: binary file, not a CSV; expected the Yahoo layout {YAHOO_LAYOUT}")
+    encoding = encoding or "utf-8-sig"
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        name = "UTF-8" if encoding == "utf-8-sig" else encoding.upper()
+        raise ForecastError(
+            f"{source}: not {name} text (byte {exc.start}); expected a CSV in the Yahoo layout {YAHOO_LAYOUT}"
+        ) from None
+    if "\x00" in text:
+        raise ForecastError(f"{source}: binary file, not a CSV; expected the Yahoo layout {YAHOO_LAYOUT}")
+    return text
+
+
+def _check_shape(text: str, source: str) -> None:
+    """Refuse text no daily price CSV looks like (too many lines, columns or characters in a line) before
+    pandas parses it: parsing 300,000 header columns takes minutes and gigabytes."""
+    lines = max(text.count("\n"), text.count("\r")) + 1
+    if lines > MAX_CSV_LINES:
+        raise ForecastError(f"{source}: {lines:,} lines; a daily price CSV has at most {MAX_CSV_LINES:,}")
+    header = re.split(r"[\r\n]", text, maxsplit=1)[0]
+    columns = header.count(",") + 1
+    if columns > MAX_CSV_COLUMNS:
+        raise ForecastError(
+            f"{source}: {columns:,} columns in the header; expected the Yahoo layout {YAHOO_LAYOUT} "
+            f"(at most {MAX_CSV_COLUMNS} columns)"
+        )
+    for number, line in enumerate(re.split(r"\r\n?|\n", text), start=1):
+        if len(line) > MAX_LINE_CHARS:
+            raise ForecastError(
+                f"{source}: line {number} has {len(line):,} characters (at most {MAX_LINE_CHARS:,}); "
+                f"expected the Yahoo layout {YAHOO_LAYOUT}"
+            )
 
 
 def _collapse_yfinance_header(text: str) -> str:
@@ -463,7 +603,7 @@ def _collapse_yfinance_header(text: str) -> str:
     return text
 
 
-def _rename_columns(table: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, list[str]]:
+def _rename_columns(table: pd.DataFrame, source: str) -> tuple[pd.DataFrame, list[str]]:
     """Map header spellings (`adj_close`, `adjclose`, `Adj Close`...) to the canonical names."""
     renames: dict[str, str] = {}
     ignored: list[str] = []
@@ -473,16 +613,16 @@ def _rename_columns(table: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, list
             ignored.append(str(name))
         elif canonical in renames.values():
             other = next(key for key, value in renames.items() if value == canonical)
-            raise ForecastError(f"{path}: columns {other!r} and {name!r} both mean {canonical}; keep one")
+            raise ForecastError(f"{source}: columns {_quote(other)} and {_quote(name)} both mean {canonical}; keep one")
         else:
             renames[name] = canonical
     for required in ("Date", "Close"):
         if required not in renames.values():
-            found = ", ".join(str(name) for name in table.columns)
+            found = _shorten(", ".join(str(name) for name in table.columns), 120)
             raise ForecastError(
-                f"{path}: no {required} column (found: {found}); expected the Yahoo layout {YAHOO_LAYOUT}"
+                f"{source}: no {required} column (found: {found}); expected the Yahoo layout {YAHOO_LAYOUT}"
             )
-    warnings_ = [f"{path}: ignored column(s) {', '.join(ignored)}"] if ignored else []
+    warnings_ = [f"{source}: ignored column(s) {_shorten(', '.join(ignored), 120)}"] if ignored else []
     return table[list(renames)].rename(columns=renames), warnings_
 
 
@@ -492,17 +632,21 @@ def _rename_columns(table: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, list
 
 def read_cache(data_dir: Path, ticker: str) -> pd.DataFrame | None:
     """The cached prices (validated), or None when there is no cache file for `ticker`."""
-    path = cache_path(data_dir, ticker)
-    if not path.is_file():
-        return None
+    return _read_cache_file(data_dir, validate_ticker(ticker))[0]
+
+
+def _read_cache_file(data_dir: Path, ticker: str) -> tuple[pd.DataFrame | None, Path]:
+    """The cached prices (None: no cache) and the file they were read from (see `_cache_file`)."""
+    path = _cache_file(data_dir, ticker)
+    if not path.exists():
+        return None, path
     try:
         prices, _ = read_prices_csv(path)
     except ForecastError as exc:
         raise ForecastError(
-            f"{exc} (the cached prices; run `lstm-forecast fetch -t {validate_ticker(ticker)} --refresh` "
-            "to download them again)"
+            f"{exc} (the cached prices; run `lstm-forecast fetch -t {ticker} --refresh` to download them again)"
         ) from None
-    return prices
+    return prices, path
 
 
 def load_prices(data_dir: Path, ticker: str, start: date | None = None, end: date | None = None) -> pd.DataFrame:
@@ -535,15 +679,15 @@ def update_cache(
     ticker = validate_ticker(ticker)
     _check_range(start, end)  # here too: a range the cache already covers would never reach a download
     path = cache_path(data_dir, ticker)
-    _ensure_folder(Path(data_dir))
-    with _cache_lock(path):
-        cached = None if refresh else read_cache(data_dir, ticker)
+    _check_owner(path, ticker)
+    with _writing(path):
+        cached, read_from = (None, path) if refresh else _read_cache_file(data_dir, ticker)
         if cached is None:
             prices, warnings_ = _download(ticker, start, end)
             return _store(path, ticker, prices, warnings_, [], "full", len(prices), start, end)
 
         first_cached, last_cached = _day(cached.index[0]), _day(cached.index[-1])
-        covered_from = _covered_from(path, cached)
+        covered_from = _covered_from(read_from, cached)
         # No start on an existing cache means "bring it up to date", not "all history again".
         wanted_from = covered_from if start is None else _earliest(start, covered_from)
         through = None if end is None else max(end, last_cached)
@@ -553,7 +697,7 @@ def update_cache(
             new_rows = _count_new(prices, cached)
             return _store(path, ticker, prices, warnings_, [note], "full", new_rows, wanted_from, through)
         if end is not None and end <= last_cached:
-            return _summary(path, ticker, cached, "unchanged", 0, [], [])
+            return _summary(read_from, ticker, cached, "unchanged", 0, [], [])
 
         overlap_from = _day(cached.index[-OVERLAP_ROWS:][0])
         fresh, warnings_ = _download(ticker, overlap_from, end)
@@ -569,22 +713,46 @@ def update_cache(
         # Fresh rows win on the overlap: the last cached day may have been an unfinished session.
         prices = pd.concat([cached[cached.index < fresh.index[0]], fresh])
         new_rows = _count_new(prices, cached)
-        mode = "incremental" if new_rows or not prices.equals(cached) else "unchanged"
+        # A legacy cache (GSPC.csv for ^GSPC) is carried over into the ticker's own file even when unchanged.
+        mode = "incremental" if new_rows or not prices.equals(cached) or read_from != path else "unchanged"
         return _store(path, ticker, prices, warnings_, [], mode, new_rows, wanted_from, end)
 
 
-def import_csv(csv_path: Path, data_dir: Path, ticker: str) -> FetchSummary:
-    """Validate a local CSV and make it `ticker`'s cache (replacing any cached prices)."""
+def import_csv(
+    csv_path: Path, data_dir: Path, ticker: str, start: date | None = None, end: date | None = None
+) -> FetchSummary:
+    """Validate a local CSV and make its rows from `start` to `end` (inclusive) `ticker`'s cache, replacing
+    any cached prices; importing the prices already cached changes nothing."""
     ticker = validate_ticker(ticker)
+    _check_range(start, end)
     csv_path = Path(csv_path)
     prices, warnings_ = read_prices_csv(csv_path)
+    sliced = prices.loc[_stamp(start) : _stamp(end)]
+    if sliced.empty:
+        raise ForecastError(
+            f"{csv_path}: no rows from {start or 'the start'} to {end or 'the end'}; "
+            f"the file covers {_day(prices.index[0])} to {_day(prices.index[-1])}"
+        )
     path = cache_path(data_dir, ticker)
-    _ensure_folder(Path(data_dir))
-    with _cache_lock(path):
-        messages = [f"replaced the cached prices in {path}"] if path.is_file() else []
-        first = _day(prices.index[0])
+    _check_owner(path, ticker)
+    with _writing(path):
+        try:
+            cached, read_from = _read_cache_file(data_dir, ticker)
+        except ForecastError:  # a damaged cache is what an import is for
+            cached, read_from = None, path
+        requested_start = start or _day(sliced.index[0])  # the range this cache now covers, not the file's
         source_file = str(csv_path.resolve())
-        return _store(path, ticker, prices, warnings_, messages, "import", len(prices), first, None, "csv", source_file)
+        if cached is None:
+            return _store(path, ticker, sliced, warnings_, [], "import", len(sliced), requested_start, end,
+                          "csv", source_file)
+        new_rows = _count_new(sliced, cached)
+        if read_from == path and sliced.equals(cached):
+            if (_read_sidecar(path) or {}).get("sha256") == prices_sha256(cached):
+                return _summary(path, ticker, cached, "unchanged", 0, warnings_, [])
+            return _store(path, ticker, sliced, warnings_, [], "unchanged", 0, requested_start, end, "csv", source_file)
+        messages = [f"replaced the cached prices in {path}"] if read_from == path else []
+        return _store(path, ticker, sliced, warnings_, messages, "import", new_rows, requested_start, end,
+                      "csv", source_file)
 
 
 def _store(
@@ -606,7 +774,7 @@ def _store(
     error after the prices were replaced; a process killed between the two writes leaves a stale sidecar,
     which `_covered_from` ignores.
     """
-    payload = prices_to_csv(prices)
+    payload = _checked_csv(prices, path)
     if mode != "unchanged":
         atomic_write_bytes(path, payload)
     meta = {
@@ -628,6 +796,22 @@ def _store(
                 _meta_path(path).unlink()
         warnings_ = [*warnings_, f"{exc}; the cache is usable without it"]
     return _summary(path, ticker, prices, mode, new_rows, warnings_, messages)
+
+
+def _checked_csv(prices: pd.DataFrame, path: Path) -> bytes:
+    """The canonical CSV bytes of `prices`, read back through the cache's own reader first: the last line of
+    defence against writing a cache that every later command would refuse."""
+    payload = prices_to_csv(prices)
+    try:
+        reread, _ = parse_prices_csv(payload, str(path))
+        same = reread.index.equals(prices.index) and np.array_equal(reread.to_numpy(), prices[COLUMNS].to_numpy())
+        problem = None if same else "they read back different"
+    except ForecastError as exc:
+        problem = str(exc)
+    if problem is not None:
+        raise ForecastError(f"refused to write {path}, which would not read back as written ({problem}); "
+                            "the cache was left as it was")
+    return payload
 
 
 def _summary(
@@ -663,14 +847,34 @@ def _covered_from(path: Path, cached: pd.DataFrame) -> date | None:
     or the first cached day when no readable sidecar describes exactly the cached rows (a CSV replaced
     by hand, or a write cut short between the sidecar and the CSV)."""
     first_cached = _day(cached.index[0])
+    meta = _read_sidecar(path) or {}
     try:
-        meta = json.loads(_meta_path(path).read_text(encoding="utf-8"))
-        if meta["sha256"] != prices_sha256(cached):
+        if meta.get("sha256") != prices_sha256(cached):
             return first_cached
         requested = meta["requested"]["start"]
         return None if requested is None else date.fromisoformat(requested)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return first_cached
+
+
+def _read_sidecar(csv_path: Path) -> dict[str, Any] | None:
+    """The sidecar's fields, or None when there is none or it is damaged (too large, not JSON, nested too
+    deep, a 5000-digit number...): it is optional metadata, so a bad one counts as absent, never as an error,
+    and the next fetch replaces it."""
+    path = _meta_path(csv_path)
+    if not path.exists():
+        return None
+    try:
+        meta = json.loads(_read_limited(path, MAX_SIDECAR_BYTES, "a small JSON sidecar"))
+    except (ForecastError, ValueError, RecursionError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _sidecar_ticker(csv_path: Path) -> str | None:
+    """The ticker a readable sidecar says the CSV holds (None: no sidecar, or no ticker in it)."""
+    ticker = (_read_sidecar(csv_path) or {}).get("ticker")
+    return ticker if isinstance(ticker, str) else None
 
 
 def _earliest(first: date | None, second: date | None) -> date | None:
@@ -685,32 +889,78 @@ def _count_new(prices: pd.DataFrame, cached: pd.DataFrame) -> int:
 
 
 @contextlib.contextmanager
-def _cache_lock(path: Path) -> Iterator[None]:
-    """Serialise read-modify-write of one cache file across processes (`<NAME>.csv.lock`)."""
-    lock = FileLock(f"{path}.lock")
-    try:
-        lock.acquire(timeout=LOCK_TIMEOUT_S)
-    except LockTimeout:
-        raise ForecastError(
-            f"another lstm-forecast process has been updating {path} for {LOCK_TIMEOUT_S} s; try again later"
-        ) from None
-    except OSError as exc:
-        raise ForecastError(
-            f"cannot write in {path.parent}: {exc.strerror or exc}; choose a writable folder with --data-dir"
-        ) from None
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def _ensure_folder(folder: Path) -> None:
+def _writing(path: Path) -> Iterator[None]:
+    """Create the cache's folder and hold its lock; when the update fails, remove the folders this created
+    (while still empty), so a failed first fetch into a new data dir leaves nothing behind."""
+    folder = path.parent
+    created = [each for each in (folder, *folder.parents) if not each.exists()]  # deepest first
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ForecastError(
             f"cannot create the data folder {folder}: {exc.strerror or exc}; choose another with --data-dir"
         ) from None
+    try:
+        with _cache_lock(path):
+            yield
+    except BaseException:
+        for each in created:
+            with contextlib.suppress(OSError):  # not empty: another process has written there meanwhile
+                each.rmdir()
+        raise
+
+
+@contextlib.contextmanager
+def _cache_lock(path: Path) -> Iterator[None]:
+    """Serialise read-modify-write of one cache file across processes: an flock on `<TICKER>.csv.lock`,
+    which is removed on release.
+
+    One lock file per ticker, not one for the folder, so that fetches of different tickers run in parallel.
+    Removing it is safe because a waiter that wins the lock on a file no longer linked at that path (its
+    holder removed it on release) lets go and tries again. The kernel drops a killed holder's lock, so the
+    file a kill leaves behind never blocks anyone; the next writer removes it.
+    """
+    lock_path = Path(f"{path}.lock")
+    deadline = time.monotonic() + LOCK_TIMEOUT_S
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        except OSError as exc:
+            raise ForecastError(
+                f"cannot write in {path.parent}: {exc.strerror or exc}; choose a writable folder with --data-dir"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _names(lock_path, fd):
+                break
+        except BlockingIOError:
+            pass  # held by another writer
+        except OSError as exc:  # a file system without locks
+            os.close(fd)
+            raise ForecastError(f"cannot lock {lock_path}: {exc.strerror or exc}; choose another --data-dir") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        if time.monotonic() > deadline:
+            raise ForecastError(
+                f"another lstm-forecast process has been updating {path} for {LOCK_TIMEOUT_S} s; try again later"
+            )
+        time.sleep(LOCK_POLL_S)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            lock_path.unlink()  # while still holding the lock: see above
+        os.close(fd)
+
+
+def _names(path: Path, fd: int) -> bool:
+    """Is the open file `fd` still the one linked at `path`?"""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def _stamp(day: date | None) -> pd.Timestamp | None:

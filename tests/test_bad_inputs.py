@@ -108,6 +108,13 @@ def prices_csv(rows: int, **changes: float) -> bytes:
     return prices_to_csv(prices)
 
 
+def prices_csv_with(day: str, column: str, value: float) -> bytes:
+    """Canonical CSV bytes of 260 synthetic days with one cell changed (the writer does not validate)."""
+    prices = build_prices(260)
+    prices.loc[day, column] = value
+    return prices_to_csv(prices)
+
+
 CACHE = write(f"data/{TICKER}.csv", prices_csv(260))
 TINY = write("tiny.yaml", yaml.safe_dump(TINY_CONFIG))
 
@@ -209,6 +216,34 @@ def expect_closes(expected: dict[str, float]) -> Callable[[Scene, Any], None]:
     return check
 
 
+def expect_volumes(expected: list[float]) -> Callable[[Scene, Any], None]:
+    def check(scene: Scene, result: Any) -> None:
+        prices, _ = read_prices_csv(scene.root / "data" / f"{TICKER}.csv")
+        assert prices["Volume"].tolist() == expected
+
+    return check
+
+
+def cached_sidecar(scene: Scene) -> dict[str, Any]:
+    return json.loads((scene.root / "data" / f"{TICKER}.meta.json").read_text())
+
+
+def imported_from_start(scene: Scene, result: Any) -> None:
+    """--start on an import: only the rows from that day, and the sidecar records that range."""
+    assert cached_closes(scene) == {"2020-01-03": 11.0, "2020-01-06": 12.0}
+    meta = cached_sidecar(scene)
+    assert (meta["requested"]["start"], meta["first"], meta["rows"]) == ("2020-01-03", "2020-01-03", 2)
+
+
+def sidecar_replaced(scene: Scene, result: Any) -> None:
+    """A damaged sidecar counted as absent: the fetch succeeded and wrote a good one."""
+    assert cached_sidecar(scene)["rows"] == 260
+
+
+def created_no_folder(scene: Scene, result: Any) -> None:
+    assert not (scene.root / "new").exists()
+
+
 def refuse_nan(name: str) -> None:
     raise AssertionError(f"{name} in JSON output")
 
@@ -246,6 +281,16 @@ def nothing_unpickled(scene: Scene, result: Any) -> None:
 
 FUTURE = date.today() + timedelta(days=30)
 LONG_TICKER = "A" * 200
+WIDE_HEADER = "Date,Close," + ",".join(f"c{number}" for number in range(300_000)) + "\n2020-01-02,10\n"
+LONG_CELL = "x" * 300  # five of them (yahoo_csv repeats it) stay under the line-length cap
+
+
+def volume_csv(volume: str) -> str:
+    return yahoo_csv(("2020-01-02", "10")) + f"2020-01-03,11,11,11,11,11,{volume}\n"
+
+
+def serve_prices(scene: Scene) -> None:
+    scene.yahoo.prices = build_prices(260)
 
 CASES = [
     # Data from Yahoo.
@@ -290,6 +335,64 @@ CASES = [
                                                         ("2020-01-03", "11"))),),
          FETCH_CSV, 0, None, ("data/*",),
          expect_closes({"2020-01-02": 10.0, "2020-01-03": 11.0, "2020-01-06": 12.0})),
+    # Values the cache could not hold (10.1): refused before the good cache is touched.
+    Case("volume-beyond-int64", (CACHE, write(CSV, volume_csv("1e19"))), FETCH_CSV, 1,
+         "Volume is 1e+19 on 2020-01-03; volumes must be at most 1e+18"),
+    Case("volume-beyond-the-cap", (CACHE, write(CSV, volume_csv("2000000000000000000"))), FETCH_CSV, 1,
+         "Volume is 2e+18 on 2020-01-03"),
+    Case("volume-negative", (CACHE, write(CSV, volume_csv("-5"))), FETCH_CSV, 1, "Volume is negative on 2020-01-03"),
+    Case("volume-fractional-kept", (write(CSV, volume_csv("12.5")),), FETCH_CSV, 0, None, ("data/*",),
+         expect_volumes([1000.0, 12.5])),
+    Case("price-overflows-log-space", (CACHE, write(CSV, yahoo_csv(("2020-01-02", "10"), ("2020-01-03", "1e308")))),
+         FETCH_CSV, 1, "Open is 1e+308 on 2020-01-03; prices must lie between 1e-12 and 1e+12"),
+    Case("price-subnormal", (CACHE, write(CSV, yahoo_csv(("2020-01-02", "10"), ("2020-01-03", "5e-324")))),
+         FETCH_CSV, 1, "on 2020-01-03; prices must lie between 1e-12 and 1e+12"),
+    # A cache whose prices jump to 1e308 (10.2): refused when read, before any window is built.
+    Case("cache-price-1e308", (TINY, write(f"data/{TICKER}.csv", prices_csv_with("2020-03-02", "Close", 1e308))),
+         TRAIN, 1, "Close is 1e+308 on 2020-03-02; prices must lie between 1e-12 and 1e+12 (the cached prices"),
+    # Dates pandas cannot hold (10.4) and the import range (9.3).
+    Case("date-1600", (write(CSV, yahoo_csv(("1600-01-03", "10"), ("2020-01-03", "11"))),), FETCH_CSV, 1,
+         "date 1600-01-03 is before 1800-01-01; check the Date column"),
+    Case("date-9999", (write(CSV, yahoo_csv(("2020-01-02", "10"), ("9999-12-31", "11"))),), FETCH_CSV, 1,
+         "date 9999-12-31 is in the future"),
+    Case("import-from-start", (write(CSV, yahoo_csv(("2020-01-02", "10"), ("2020-01-03", "11"),
+                                                    ("2020-01-06", "12"))),),
+         [*FETCH_CSV, "--start", "2020-01-03"], 0, None, ("data/*",), imported_from_start),
+    Case("import-range-without-rows", (CACHE, write(CSV, yahoo_csv(("2020-01-02", "10"), ("2020-01-03", "11")))),
+         [*FETCH_CSV, "--start", "2021-01-01"], 1,
+         f"{CSV}: no rows from 2021-01-01 to the end; the file covers 2020-01-02 to 2020-01-03"),
+    Case("import-start-after-end", (CACHE, write(CSV, yahoo_csv(("2020-01-02", "10")))),
+         [*FETCH_CSV, "--start", "2021-01-01", "--end", "2020-01-01"], 2, "start 2021-01-01 is after end 2020-01-01"),
+    # Huge values quoted in messages, odd encodings (10.7), shapes no price CSV has (10.3).
+    Case("ten-mb-single-line", (write(CSV, "Date," + "9" * 10 * 1024**2),), FETCH_CSV, 1,
+         f"{CSV}: line 1 has 10,485,765 characters (at most 2,000)"),
+    Case("long-cell-quoted-short", (write(CSV, yahoo_csv(("2020-01-02", "10"), ("2020-01-03", LONG_CELL))),),
+         FETCH_CSV, 1, f"column Open has a non-numeric value '{'x' * 39}…' on 2020-01-03"),
+    Case("long-date-quoted-short", (write(CSV, yahoo_csv(("2020-01-02", "10"), ("2" + "0" * 1_000, "11"))),),
+         FETCH_CSV, 1, f"cannot read the date '2{'0' * 38}…' (data row 2)"),
+    Case("header-300000-columns", (write(CSV, WIDE_HEADER),), FETCH_CSV, 1, "300,002 columns in the header"),
+    Case("too-many-lines", (write(CSV, YAHOO_LAYOUT + "\n" * 300_000),), FETCH_CSV, 1,
+         "300,001 lines; a daily price CSV has at most 200,000"),
+    Case("utf16-read", (write(CSV, yahoo_csv(("2020-01-02", "10"), ("2020-01-03", "11")).encode("utf-16")),),
+         FETCH_CSV, 0, None, ("data/*",), expect_closes({"2020-01-02": 10.0, "2020-01-03": 11.0})),
+    Case("utf32-read", (write(CSV, yahoo_csv(("2020-01-02", "10")).encode("utf-32")),),
+         FETCH_CSV, 0, None, ("data/*",), expect_closes({"2020-01-02": 10.0})),
+    Case("utf16-damaged", (write(CSV, yahoo_csv(("2020-01-02", "10")).encode("utf-16") + b"\x00\xd8"),),
+         FETCH_CSV, 1, f"{CSV}: not UTF-16 text"),
+    # Sidecars are optional metadata (10.4): a damaged one counts as absent and is rewritten.
+    Case("sidecar-nested-deep", (CACHE, serve_prices, write(f"data/{TICKER}.meta.json", "[" * 60_000)),
+         ["fetch", "-t", TICKER, "--data-dir", "data"], 0, None, (f"data/{TICKER}.meta.json",), sidecar_replaced),
+    Case("sidecar-5000-digit-int", (CACHE, serve_prices,
+                                    write(f"data/{TICKER}.meta.json", '{"rows": ' + "9" * 5000 + "}")),
+         ["fetch", "-t", TICKER, "--data-dir", "data"], 0, None, (f"data/{TICKER}.meta.json",), sidecar_replaced),
+    Case("sidecar-huge", (CACHE, serve_prices, write(f"data/{TICKER}.meta.json", " " * 10**6 + "{}")),
+         ["fetch", "-t", TICKER, "--data-dir", "data"], 0, None, (f"data/{TICKER}.meta.json",), sidecar_replaced),
+    Case("sidecar-names-another-ticker", (CACHE, write(f"data/{TICKER}.meta.json", '{"ticker": "^SYN"}')),
+         ["fetch", "-t", TICKER, "--data-dir", "data"], 1, f"data/{TICKER}.csv holds the prices of '^SYN'"),
+    # A failed first fetch into a data dir that does not exist leaves no folder and no lock (9.4).
+    Case("failed-fetch-creates-nothing", (yahoo_fails(OSError("Network is unreachable")),),
+         ["fetch", "-t", TICKER, "--data-dir", "new/data"], 1, "could not reach Yahoo Finance",
+         check=created_no_folder),
     # Too little or degenerate data for training.
     Case("one-row", (TINY, write(f"data/{TICKER}.csv", prices_csv(1))), TRAIN, 1,
          "1 price row: too few for window.lookback 8, window.horizon 2"),
@@ -400,5 +503,6 @@ def test_bad_input(case: Case, scene: Scene) -> None:
                  if not any(fnmatch.fnmatch(path, pattern) for pattern in case.changes)}
     assert {path: after.get(path) for path in untouched} == {path: before.get(path) for path in untouched}
     assert temp_leftovers(scene.root) == []
+    assert list(scene.root.rglob("*.lock")) == []  # file_digests skips lock files: none may stay behind
     if case.check is not None:
         case.check(scene, result)

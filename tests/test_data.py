@@ -6,6 +6,7 @@ import errno
 import hashlib
 import json
 import logging
+import os
 import threading
 import warnings
 from datetime import UTC, date, datetime, timedelta
@@ -82,9 +83,11 @@ def test_validate_ticker_rejects_unsafe_names_as_usage_errors(bad):
     assert len(str(caught.value)) < 250 and "\n" not in str(caught.value)
 
 
-def test_cache_paths_drop_the_caret_and_stay_in_the_data_dir(tmp_path):
-    assert data.cache_name("^gspc") == "GSPC"
-    assert data.cache_path(tmp_path, "^GSPC") == tmp_path / "GSPC.csv"
+def test_cache_paths_keep_the_caret_and_stay_in_the_data_dir(tmp_path):
+    # One file per Yahoo symbol: ^GSPC (the index) and GSPC (another symbol) never share a cache.
+    assert data.cache_name("^gspc") == "^GSPC"
+    assert data.cache_path(tmp_path, "^GSPC") == tmp_path / "^GSPC.csv"
+    assert data.cache_path(tmp_path, "GSPC") == tmp_path / "GSPC.csv"
     assert data.cache_path(tmp_path, "brk.b") == tmp_path / "BRK.B.csv"
     with pytest.raises(UsageError):
         data.cache_path(tmp_path, "../../etc/passwd")
@@ -525,7 +528,8 @@ def test_cache_round_trip_is_bit_exact(tmp_path, make_prices):
     rng = np.random.default_rng(7)
     prices = make_prices(500)
     for column in ["Open", "High", "Low", "Close", "Adj Close"]:
-        prices[column] = np.exp(rng.uniform(-30, 30, len(prices)))  # all magnitudes and mantissas
+        # All the magnitudes the cache accepts, and all mantissas.
+        prices[column] = np.exp(rng.uniform(np.log(data.MIN_PRICE), np.log(data.MAX_PRICE), len(prices)))
     prices["Volume"] = rng.uniform(0, 1e9, len(prices))  # fractional volumes are kept too
     csv = write_csv(tmp_path, data.prices_to_csv(prices).decode(), "in.csv")
     data.import_csv(csv, tmp_path / "cache", "X")
@@ -669,7 +673,7 @@ def test_concurrent_updates_of_one_ticker_both_finish(tmp_path, fake_yahoo, make
     for worker in workers:
         worker.join(20)
     assert sorted(result.mode for result in results) == ["full", "unchanged"]
-    assert (tmp_path / "TSLA.csv.lock").exists()
+    assert list(tmp_path.glob("*.lock")) == []  # the lock serialised them and was removed after
     pd.testing.assert_frame_equal(data.read_cache(tmp_path, "TSLA"), prices, check_exact=True, check_freq=False)
 
 
@@ -717,14 +721,14 @@ def test_data_folder_that_cannot_be_created(tmp_path, fake_yahoo):
 
 
 def test_unwritable_data_folder_is_a_clear_error(tmp_path, fake_yahoo, monkeypatch):
-    class ReadOnlyLock:
-        def __init__(self, path):
-            self.path = path
+    real_open = data.os.open
 
-        def acquire(self, timeout):
-            raise PermissionError(errno.EACCES, "Permission denied", self.path)
+    def read_only_folder(path, flags, *args):  # tests run as root, where chmod cannot forbid writing
+        if str(path).endswith(".lock"):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real_open(path, flags, *args)
 
-    monkeypatch.setattr(data, "FileLock", ReadOnlyLock)
+    monkeypatch.setattr(data.os, "open", read_only_folder)
     message = str(error_of(data.update_cache, tmp_path, "TSLA"))
     assert message == f"cannot write in {tmp_path}: Permission denied; choose a writable folder with --data-dir"
     assert fake_yahoo.calls == []
@@ -733,3 +737,290 @@ def test_unwritable_data_folder_is_a_clear_error(tmp_path, fake_yahoo, monkeypat
 def test_start_after_end_is_a_usage_error(fake_yahoo):
     with pytest.raises(UsageError, match="start 2024-02-01 is after end 2024-01-01"):
         data.fetch_prices("TSLA", date(2024, 2, 1), date(2024, 1, 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Nothing written that would fail its own validation (issue 10.1, 10.2)
+
+
+def test_bounds_are_inclusive_and_round_trip(tmp_path, make_prices):
+    prices = make_prices(4)
+    prices.iloc[0, :5] = data.MIN_PRICE
+    prices.iloc[1, :5] = data.MAX_PRICE
+    prices.iloc[2, 5] = data.MAX_VOLUME
+    csv = write_csv(tmp_path, data.prices_to_csv(prices).decode(), "in.csv")
+    data.import_csv(csv, tmp_path / "cache", "X")
+    pd.testing.assert_frame_equal(data.read_cache(tmp_path / "cache", "X"), prices, check_exact=True, check_freq=False)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [
+        ("Close", 1e308, "Close is 1e+308 on 2020-01-03; prices must lie between 1e-12 and 1e+12"),
+        ("Low", 1e-300, "Low is 1e-300 on 2020-01-03; prices must lie between"),
+        ("Volume", 1e19, "Volume is 1e+19 on 2020-01-03; volumes must be at most 1e+18"),
+        ("Volume", -1.0, "Volume is negative on 2020-01-03"),
+    ],
+)
+def test_values_the_pipeline_cannot_use_name_the_first_bad_date(make_prices, column, value, expected):
+    prices = make_prices(5)
+    prices.loc["2020-01-06", column] = value  # a later bad day: the message names the first
+    prices.loc["2020-01-03", column] = value
+    assert expected in str(error_of(data.validate_prices, prices, "src"))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast:RuntimeWarning")
+def test_a_cache_that_would_not_read_back_is_never_written(tmp_path, make_prices, monkeypatch):
+    """The last line of defence: with the volume bound lifted, 1e19 passes validation but the int64 writer
+    would wrap it; the bytes are re-read before they replace anything, and refused."""
+    good = write_csv(tmp_path, data.prices_to_csv(make_prices(5)).decode(), "good.csv")
+    data.import_csv(good, tmp_path / "cache", "X")
+    before = {path.name: path.read_bytes() for path in (tmp_path / "cache").iterdir()}
+    bad = make_prices(5)
+    bad.iloc[2, 5] = 1e19
+    monkeypatch.setattr(data, "MAX_VOLUME", float("inf"))
+    message = str(error_of(data._store, tmp_path / "cache" / "X.csv", "X", bad, [], [],
+                           "import", 5, None, None))
+    assert message.startswith(f"refused to write {tmp_path / 'cache' / 'X.csv'}, which would not read back")
+    assert "Volume is negative on 2020-01-06" in message
+    assert {path.name: path.read_bytes() for path in (tmp_path / "cache").iterdir()} == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Importing: the range asked for, and nothing rewritten when nothing changed (issue 9.3)
+
+
+def test_import_keeps_only_the_requested_range_and_records_it(tmp_path, make_prices):
+    prices = make_prices(30)
+    csv = write_csv(tmp_path, data.prices_to_csv(prices).decode(), "in.csv")
+    start, end = date(2020, 1, 10), day(prices.index[20])
+    summary = data.import_csv(csv, tmp_path, "X", start=start, end=end)
+    expected = prices.loc[pd.Timestamp(start) : pd.Timestamp(end)]
+    assert (summary.rows, summary.first, summary.last) == (len(expected), day(expected.index[0]), end)
+    pd.testing.assert_frame_equal(data.read_cache(tmp_path, "X"), expected, check_freq=False)
+    meta = json.loads((tmp_path / "X.meta.json").read_text())
+    assert meta["requested"] == {"start": "2020-01-10", "end": end.isoformat()}
+    assert (meta["first"], meta["rows"]) == (day(expected.index[0]).isoformat(), len(expected))
+
+
+def test_reimporting_the_same_csv_changes_nothing(tmp_path, make_prices):
+    csv = write_csv(tmp_path, data.prices_to_csv(make_prices(30)).decode(), "in.csv")
+    data.import_csv(csv, tmp_path / "cache", "X")
+    files_before = {path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in (tmp_path / "cache").iterdir()}
+    summary = data.import_csv(csv, tmp_path / "cache", "X")
+    assert (summary.mode, summary.new_rows, summary.messages) == ("unchanged", 0, [])
+    # Neither the CSV nor its sidecar was written again.
+    assert {path.name: (path.stat().st_ino, path.stat().st_mtime_ns)
+            for path in (tmp_path / "cache").iterdir()} == files_before
+
+
+def test_reimporting_more_rows_counts_only_the_new_ones(tmp_path, make_prices):
+    prices = make_prices(30)
+    data.import_csv(write_csv(tmp_path, data.prices_to_csv(prices.iloc[:25]).decode(), "a.csv"), tmp_path, "X")
+    summary = data.import_csv(write_csv(tmp_path, data.prices_to_csv(prices).decode(), "b.csv"), tmp_path, "X")
+    assert (summary.mode, summary.new_rows) == ("import", 5)
+    assert summary.messages == [f"replaced the cached prices in {tmp_path / 'X.csv'}"]
+
+
+# ---------------------------------------------------------------------------------------------
+# One file per symbol, and the legacy caret-less names (issue 9.3)
+
+
+def write_sidecar(folder: Path, name: str, ticker: str) -> None:
+    (folder / f"{name}.meta.json").write_text(json.dumps({"ticker": ticker}))
+
+
+def test_caret_symbol_reads_a_legacy_file_without_sidecar_with_a_note(tmp_path, make_prices, caplog):
+    prices = make_prices(20)
+    write_csv(tmp_path, data.prices_to_csv(prices).decode(), "GSPC.csv")  # a folder of Yahoo downloads
+    with caplog.at_level(logging.WARNING, logger="lstm_forecast.data"):
+        pd.testing.assert_frame_equal(data.read_cache(tmp_path, "^GSPC"), prices, check_freq=False)
+    assert caplog.messages == [
+        f"Note: reading ^GSPC from {tmp_path / 'GSPC.csv'} (the name without the caret); "
+        f"the next fetch writes {tmp_path / '^GSPC.csv'}"
+    ]
+    pd.testing.assert_frame_equal(data.read_cache(tmp_path, "GSPC"), prices, check_freq=False)  # its own name too
+
+
+def test_the_shared_yahoo_folder_serves_the_index(tmp_path):
+    shared = SHARED_TSLA.parent
+    if not (shared / "GSPC.csv").is_file():
+        pytest.skip("no shared Yahoo folder here")
+    prices = data.read_cache(shared, "^GSPC")
+    assert prices is not None and day(prices.index[0]) <= date(1990, 1, 2)
+
+
+def test_own_file_wins_over_the_legacy_one(tmp_path, make_prices):
+    write_csv(tmp_path, data.prices_to_csv(make_prices(20, seed=1)).decode(), "GSPC.csv")
+    write_csv(tmp_path, data.prices_to_csv(make_prices(30, seed=2)).decode(), "^GSPC.csv")
+    assert len(data.read_cache(tmp_path, "^GSPC")) == 30
+    assert len(data.read_cache(tmp_path, "GSPC")) == 20
+
+
+def test_a_legacy_file_of_the_plain_symbol_is_not_the_index(tmp_path, make_prices):
+    write_csv(tmp_path, data.prices_to_csv(make_prices(20)).decode(), "GSPC.csv")
+    write_sidecar(tmp_path, "GSPC", "GSPC")
+    assert data.read_cache(tmp_path, "^GSPC") is None
+
+
+def test_the_plain_symbol_never_reads_or_replaces_the_index(tmp_path, make_prices, fake_yahoo):
+    write_csv(tmp_path, data.prices_to_csv(make_prices(20)).decode(), "GSPC.csv")
+    write_sidecar(tmp_path, "GSPC", "^GSPC")  # written by an older version for ^GSPC
+    assert len(data.read_cache(tmp_path, "^GSPC")) == 20
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    other = write_csv(tmp_path / "..", data.prices_to_csv(make_prices(5)).decode(), "other.csv")
+    for attempt in (lambda: data.read_cache(tmp_path, "GSPC"), lambda: data.update_cache(tmp_path, "GSPC"),
+                    lambda: data.import_csv(other, tmp_path, "GSPC")):
+        message = str(error_of(attempt))
+        assert message.startswith(f"{tmp_path / 'GSPC.csv'} holds the prices of '^GSPC' (its sidecar GSPC.meta.json")
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+    assert fake_yahoo.calls == []
+
+
+def test_fetching_the_index_moves_it_to_its_own_file(tmp_path, make_prices, fake_yahoo):
+    prices = make_prices(30)
+    legacy = write_csv(tmp_path, data.prices_to_csv(prices.iloc[:25]).decode(), "GSPC.csv")
+    legacy_bytes = legacy.read_bytes()
+    fake_yahoo.prices = prices
+    summary = data.update_cache(tmp_path, "^GSPC")
+    assert (summary.path, summary.mode, summary.new_rows) == (tmp_path / "^GSPC.csv", "incremental", 5)
+    assert fake_yahoo.calls[0]["ticker"] == "^GSPC"
+    assert legacy.read_bytes() == legacy_bytes  # the user's file is left alone
+    assert json.loads((tmp_path / "^GSPC.meta.json").read_text())["ticker"] == "^GSPC"
+    pd.testing.assert_frame_equal(data.read_cache(tmp_path, "^GSPC"), prices, check_freq=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lock files and folders left behind (issue 9.4)
+
+
+def test_a_failed_first_fetch_creates_no_folder(tmp_path, fake_yahoo):
+    fake_yahoo.error = OSError("Network is unreachable")
+    error_of(data.update_cache, tmp_path / "new" / "data", "TSLA")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_lock_file_remains_after_success_or_failure(tmp_path, fake_yahoo, make_prices):
+    fake_yahoo.prices = make_prices(30)
+    data.update_cache(tmp_path, "TSLA")
+    fake_yahoo.prices = None
+    fake_yahoo.error = OSError("Network is unreachable")
+    error_of(data.update_cache, tmp_path, "TSLA")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["TSLA.csv", "TSLA.meta.json"]
+
+
+def test_a_held_lock_makes_a_writer_wait_then_give_up(tmp_path, fake_yahoo, monkeypatch):
+    monkeypatch.setattr(data, "LOCK_TIMEOUT_S", 0.3)
+    with data._cache_lock(tmp_path / "TSLA.csv"):
+        message = str(error_of(data.update_cache, tmp_path, "TSLA"))
+    assert message.startswith(f"another lstm-forecast process has been updating {tmp_path / 'TSLA.csv'}")
+    assert fake_yahoo.calls == [] and list(tmp_path.iterdir()) == []
+
+
+def test_a_lock_file_left_by_a_killed_writer_is_taken_and_removed(tmp_path, fake_yahoo, make_prices):
+    (tmp_path / "TSLA.csv.lock").touch()  # nobody holds it: the kernel released the dead writer's flock
+    fake_yahoo.prices = make_prices(30)
+    assert data.update_cache(tmp_path, "TSLA").mode == "full"
+    assert not (tmp_path / "TSLA.csv.lock").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounded reads, shapes, encodings and damaged sidecars (issues 10.3, 10.4, 10.7)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"Date,Close\n2020-01-02,10\n" + b"\x00" * 10, "binary file, not a CSV"),
+        ("\ufeffDate,Close\n2020-01-02,10\n".encode("utf-16-be")[:-1], "not UTF-16 text"),
+        (b"Date,Close\n2020-01-02,10\n" * 150_000, "300,001 lines; a daily price CSV has at most 200,000"),
+        (b"Date,Close," + b",".join(b"c%d" % n for n in range(60)) + b"\n", "62 columns in the header"),
+        (b"Date,Close\n2020-01-02," + b"1" * 5_000 + b"\n", "line 2 has 5,011 characters (at most 2,000)"),
+    ],
+)
+def test_csvs_no_price_file_looks_like_are_refused_before_parsing(tmp_path, content, expected):
+    path = tmp_path / "in.csv"
+    path.write_bytes(content)
+    message = str(error_of(data.read_prices_csv, path))
+    assert expected in message and len(message) < 400
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-be"])
+def test_unicode_csvs_with_a_byte_order_mark_are_read(tmp_path, encoding):
+    text = "Date,Close\n2020-01-02,10\n2020-01-03,11\n"
+    bom = {"utf-16-le": "\ufeff", "utf-16-be": "\ufeff", "utf-32-be": "\ufeff"}.get(encoding, "")
+    path = tmp_path / "in.csv"
+    path.write_bytes((bom + text).encode(encoding))
+    prices, _ = data.read_prices_csv(path)
+    assert prices["Close"].tolist() == [10.0, 11.0]
+
+
+def test_special_files_are_refused_without_reading_them(tmp_path):
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    assert str(error_of(data.read_prices_csv, fifo)) == f"{fifo}: not a regular file; expected a daily price CSV"
+    assert "not a regular file" in str(error_of(data.read_prices_csv, Path("/dev/zero")))
+
+
+@pytest.mark.parametrize(
+    "sidecar",
+    ["[" * 60_000, '{"ticker": 1' + "0" * 5_000 + "}", " " * 100_000 + "{}", "[1, 2]", '{"ticker": ["^X"]}',
+     '{"sha256": {"a": 1}, "requested": 5}'],
+)
+def test_a_damaged_sidecar_counts_as_absent(tmp_path, make_prices, fake_yahoo, sidecar):
+    prices = make_prices(30)
+    write_csv(tmp_path, data.prices_to_csv(prices).decode(), "TSLA.csv")
+    (tmp_path / "TSLA.meta.json").write_text(sidecar)
+    pd.testing.assert_frame_equal(data.read_cache(tmp_path, "TSLA"), prices, check_freq=False)
+    fake_yahoo.prices = prices
+    assert data.update_cache(tmp_path, "TSLA").mode == "unchanged"
+    assert json.loads((tmp_path / "TSLA.meta.json").read_text())["rows"] == 30  # rewritten whole
+
+
+def test_a_sidecar_that_is_a_device_counts_as_absent(tmp_path, make_prices):
+    prices = make_prices(10)
+    write_csv(tmp_path, data.prices_to_csv(prices).decode(), "GSPC.csv")
+    (tmp_path / "GSPC.meta.json").symlink_to("/dev/zero")
+    pd.testing.assert_frame_equal(data.read_cache(tmp_path, "^GSPC"), prices, check_freq=False)
+
+
+# Through the real CLI under an address-space limit: an unbounded read or parse fails the test, not the machine.
+FETCH_LIMITED = ["fetch", "-t", "SYN", "--data-dir", "data", "--from-csv"]
+
+
+def write_wide_header(folder: Path) -> str:
+    (folder / "wide.csv").write_text("Date,Close," + ",".join(f"c{n}" for n in range(300_000)) + "\n2020-01-02,10\n")
+    return "wide.csv"
+
+
+def write_sparse_70_mib(folder: Path) -> str:
+    with (folder / "big.csv").open("wb") as handle:
+        handle.write(b"Date,Close\n")
+        handle.truncate(70 * 1024**2)
+    return "big.csv"
+
+
+def write_ten_mb_line(folder: Path) -> str:
+    (folder / "line.csv").write_bytes(b"Date," + b"9" * 10 * 1024**2)
+    return "line.csv"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda folder: "/dev/zero", "/dev/zero: not a regular file; expected a daily price CSV"),
+        (write_sparse_70_mib, "big.csv: larger than 65,536 KiB; expected a daily price CSV"),
+        (write_wide_header, "wide.csv: 300,002 columns in the header"),
+        (write_ten_mb_line, "line.csv: line 1 has 10,485,765 characters"),
+    ],
+    ids=["dev-zero", "70-MiB", "300000-columns", "10-MB-line"],
+)
+def test_huge_inputs_fail_fast_and_small(tmp_path, make, expected):
+    from conftest import run_cli_limited
+
+    result = run_cli_limited([*FETCH_LIMITED, make(tmp_path)], tmp_path, timeout=30)
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("Error: ") and expected in line and len(line) < 400
+    assert not (tmp_path / "data").exists()

@@ -214,6 +214,7 @@ def test_a_kill_while_writing_the_cache_leaves_the_old_one_and_the_lock_free(tmp
     monkeypatch.setattr(data, "LOCK_TIMEOUT_S", 5)
     data.import_csv(source, tmp_path / "data", TICKER)
     pd.testing.assert_frame_equal(data.read_cache(tmp_path / "data", TICKER), new, check_freq=False)
+    assert list((tmp_path / "data").glob("*.lock")) == []  # the lock file the kill left was taken and removed
 
 
 def test_a_sidecar_left_stale_by_a_kill_is_ignored(tmp_path, fake_yahoo):
@@ -264,6 +265,7 @@ def test_two_fetches_of_one_ticker_at_once_both_finish_with_a_valid_cache(tmp_pa
     meta = json.loads((tmp_path / "data" / f"{TICKER}.meta.json").read_text())
     assert meta["sha256"] == data.prices_sha256(cached) and meta["rows"] == 300
     assert temp_leftovers(tmp_path) == []
+    assert list((tmp_path / "data").glob("*.lock")) == []
 
 
 # --- a full disk ----------------------------------------------------------------------------------
