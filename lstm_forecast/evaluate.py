@@ -54,9 +54,9 @@ ZOOM_DAYS = 60
 ProgressCallback = Callable[[int, int, EpochRecord | None], None]
 
 
-def judge(forecasts: Forecasts, mase_scale: float, kind: str) -> dict[str, Any]:
+def judge(forecasts: Forecasts, kind: str) -> dict[str, Any]:
     """Metrics of the model and both baselines, the DM and binomial tests against naive, and the verdict."""
-    scores = score_forecasts(forecasts, mase_scale)
+    scores = score_forecasts(forecasts)
     return {
         "windows": scores["windows"],
         "first_anchor": scores["first_anchor"],
@@ -68,13 +68,13 @@ def judge(forecasts: Forecasts, mase_scale: float, kind: str) -> dict[str, Any]:
 
 
 def assess(
-    forecasts: Forecasts, mase_scale: float, kind: str, residuals: list[list[float]], levels: list[float],
+    forecasts: Forecasts, kind: str, residuals: list[list[float]], levels: list[float],
     cost_bps: float,
 ) -> tuple[dict[str, Any], trading.TradingDiagnostic]:
     """The report's sections on consecutive test windows: metrics and tests, lag copy, coverage, trading."""
     diagnostic = trading.trading_diagnostic(forecasts.anchor_prices, forecasts.actual, forecasts.model, cost_bps)
     sections = {
-        "test": judge(forecasts, mase_scale, kind),
+        "test": judge(forecasts, kind),
         "lag_copy": metrics.lag_copy_diagnostic(forecasts.anchor_prices, forecasts.actual, forecasts.model).to_dict(),
         "coverage": interval_coverage(forecasts, residuals, levels),
         "trading": diagnostic.to_dict(),
@@ -183,7 +183,7 @@ def run_backtest(
             "test_first_day": dataset.test_start.date().isoformat(),
             "test_last_day": _day(forecasts.target_dates[-1, -1]),
             **training,
-            **judge(forecasts, dataset.train_naive_mae, config.model.type),
+            **judge(forecasts, config.model.type),
         }
         results.append(FoldResult(fold, model, dataset.scaler, forecasts, summary))
         if on_progress is not None:
@@ -191,10 +191,9 @@ def run_backtest(
     return results, False
 
 
-def backtest_summary(results: list[FoldResult], requested: int, interrupted: bool, mase_scale: float,
-                     kind: str) -> dict[str, Any]:
-    """The folds and their pooled metrics (MASE pooled on the run's own training-period scale)."""
-    pooled = judge(Forecasts.concat([result.forecasts for result in results]), mase_scale, kind) if results else None
+def backtest_summary(results: list[FoldResult], requested: int, interrupted: bool, kind: str) -> dict[str, Any]:
+    """The folds and their pooled metrics."""
+    pooled = judge(Forecasts.concat([result.forecasts for result in results]), kind) if results else None
     return {
         "folds": requested,
         "completed": len(results),
@@ -257,7 +256,7 @@ def evaluate(
     kind = bundle.shape.kind
     test = period_forecasts(bundle.model, dataset.test, dataset)
     sections, diagnostic = assess(
-        test, dataset.train_naive_mae, kind, bundle.calibration["residuals"], config.predict.levels,
+        test, kind, bundle.calibration["residuals"], config.predict.levels,
         config.evaluate.cost_bps,
     )
 
@@ -266,7 +265,7 @@ def evaluate(
     if folds > 0:
         plan = plan_folds(val_start, test_start, len(days), folds, dataset.spec.horizon)
         results, interrupted = run_backtest(prices, config, plan, bundle.model, bundle.scaler, on_progress)
-        backtest = backtest_summary(results, folds, interrupted, dataset.train_naive_mae, kind)
+        backtest = backtest_summary(results, folds, interrupted, kind)
 
     report = {
         "run_dir": str(bundle.run_dir),

@@ -70,13 +70,13 @@ def test_baselines_on_a_steady_one_percent_climb():
     prices = 100.0 * 1.01 ** np.arange(60)
     forecasts = hand_forecasts(prices, mu=math.log(1.01))
     forecasts.model = forecasts.actual * 1.0
-    report = evaluate.judge(forecasts, mase_scale=2.0, kind="lstm")
+    report = evaluate.judge(forecasts, kind="lstm")
 
     naive_errors = forecasts.anchor_prices[:, None] * (1.01 ** np.arange(1, HORIZON + 1) - 1)
     naive = report["metrics"]["naive"]["all"]
     assert naive["rmse"] == pytest.approx(np.sqrt(np.mean(naive_errors**2)))
     assert naive["mae"] == pytest.approx(np.mean(naive_errors))
-    assert naive["mase"] == pytest.approx(np.mean(naive_errors) / 2.0)
+    assert naive["mase"] == 1.0 and report["metrics"]["drift"]["all"]["mase"] == pytest.approx(0.0, abs=1e-9)
     assert naive["rmse_ratio"] == 1.0 and naive["directional_accuracy"] is None
     drift = report["metrics"]["drift"]["all"]
     assert drift["rmse"] == pytest.approx(0.0, abs=1e-9) and drift["directional_accuracy"] == 1.0
@@ -87,7 +87,7 @@ def test_baselines_on_a_steady_one_percent_climb():
 
 def test_a_model_that_forecasts_no_change_is_the_random_walk():
     prices = 100.0 * np.exp(np.cumsum(np.random.default_rng(1).normal(0, 0.02, 80)))
-    sections, _ = evaluate.assess(hand_forecasts(prices), 1.0, "gru", [[0.01] * 30] * HORIZON, [80.0], 5.0)
+    sections, _ = evaluate.assess(hand_forecasts(prices), "gru", [[0.01] * 30] * HORIZON, [80.0], 5.0)
     assert sections["test"]["verdict"].startswith("GRU is not distinguishable from the random walk")
     assert sections["test"]["vs_naive"]["dm_all"]["pvalue"] == 1.0
     assert sections["lag_copy"]["echoes_yesterday"] is True  # a flat forecast is the series shifted by a day
@@ -100,7 +100,7 @@ def test_lag_copy_flags_a_forecast_that_repeats_yesterdays_move():
     forecasts = hand_forecasts(prices[1:])
     yesterday = np.log(prices[1:-HORIZON] / prices[: -HORIZON - 1])  # the move that ended on each anchor
     forecasts.model = forecasts.anchor_prices[:, None] * np.exp(yesterday[:, None] * np.arange(1, HORIZON + 1))
-    sections, _ = evaluate.assess(forecasts, 1.0, "lstm", [[0.01] * 30] * HORIZON, [80.0], 5.0)
+    sections, _ = evaluate.assess(forecasts, "lstm", [[0.01] * 30] * HORIZON, [80.0], 5.0)
     assert sections["lag_copy"]["echoes_yesterday"] is True
     assert sections["lag_copy"]["best_lag"] == 1
     assert "echoes yesterday's move" in sections["lag_copy"]["verdict"]
