@@ -116,13 +116,17 @@ def plan_folds(val_start: int, test_start: int, test_end: int, folds: int, horiz
     Each fold's validation tail keeps the run's share of the days before its test block, so fold 0
     has exactly the run's own training and validation days.
     """
-    bounds = test_start + np.round(np.arange(folds + 1) * (test_end - test_start) / folds).astype(int)
-    shortest = int(np.diff(bounds).min())
-    if shortest < horizon:
+    # Near-equal blocks are floor(days / K) or ceil(days / K) long, so days // horizon blocks is the most that
+    # fit; checked before any array is built, so a huge --folds costs nothing.
+    days = test_end - test_start
+    most = days // horizon
+    if folds > most:
+        advice = f"use fewer, e.g. --folds {most}" if most else "skip the backtest with --folds 0"
         raise UsageError(
-            f"{folds} walk-forward folds: the test period has {test_end - test_start} trading days, too few for "
-            f"{folds} blocks of at least window.horizon {horizon} days; use fewer, e.g. --folds 2"
+            f"{folds} walk-forward folds: the test period has {days} trading days, too few for {folds} blocks of "
+            f"at least window.horizon {horizon} days; {advice}"
         )
+    bounds = test_start + np.round(np.arange(folds + 1) * days / folds).astype(int)
     val_share = (test_start - val_start) / test_start
     return [
         Fold(index, int(start) - round(int(start) * val_share), int(start), int(stop))

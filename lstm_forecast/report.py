@@ -102,7 +102,7 @@ def backtest_table(backtest: dict[str, Any]) -> Table:
             source = f"refit, {row['epochs_run']} ep."
         table.add_row(
             label,
-            f"{row['first_anchor']}…{row['last_anchor'][2:]}",
+            f"{row['first_anchor']} … {row['last_anchor']}",
             str(row["windows"]),
             source if number < len(backtest["fold_results"]) else "",
             fmt(scores["model"]["rmse"]),

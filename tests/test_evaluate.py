@@ -127,8 +127,16 @@ def test_folds_cover_the_test_period_in_consecutive_blocks():
     assert folds[0].val_start == 160  # fold 0 is the run's own split
     # Every fold keeps the run's validation share (20% of the days before its test block).
     assert [fold.test_start - fold.val_start for fold in folds] == [40, 47, 53]
-    with pytest.raises(UsageError, match="40 walk-forward folds: the test period has 100 trading days"):
+    with pytest.raises(UsageError, match="40 walk-forward folds: the test period has 100 trading days") as caught:
         evaluate.plan_folds(160, 200, 300, folds=40, horizon=HORIZON)
+    assert str(caught.value).endswith("use fewer, e.g. --folds 33")  # the most that fit: 33 blocks of 3+ days
+    assert len(evaluate.plan_folds(160, 200, 300, folds=33, horizon=HORIZON)) == 33
+    with pytest.raises(UsageError, match=r"e\.g\. --folds 1$"):  # 5 days: two blocks of 2 and 3 days are too short
+        evaluate.plan_folds(160, 200, 205, folds=2, horizon=HORIZON)
+    with pytest.raises(UsageError, match=r"e\.g\. --folds 33$"):  # refused before any array of a billion is built
+        evaluate.plan_folds(160, 200, 300, folds=10**9, horizon=HORIZON)
+    with pytest.raises(UsageError, match=r"skip the backtest with --folds 0$"):
+        evaluate.plan_folds(160, 200, 202, folds=2, horizon=HORIZON)
 
 
 @pytest.fixture(scope="module")
