@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +51,20 @@ BACKTEST_FILE = "backtest.csv"
 
 ZOOM_DAYS = 60
 
-# Called with (folds completed, folds in all, the epoch just finished or None between folds).
-ProgressCallback = Callable[[int, int, EpochRecord | None], None]
+
+
+@dataclass(frozen=True)
+class FoldProgress:
+    """One progress report of the backtest: first at the start, then after every epoch and every fold."""
+
+    completed: int  # folds finished
+    total: int
+    trainings: int  # models the backtest trains (fold 1 reuses the run's own)
+    estimate_seconds: float | None  # trainings × the run's own recorded training time, when known
+    record: EpochRecord | None  # the epoch just finished; None at the start and when a fold finishes
+
+
+ProgressCallback = Callable[[FoldProgress], None]
 
 
 def judge(forecasts: Forecasts, kind: str) -> dict[str, Any]:
@@ -159,23 +172,29 @@ def run_backtest(
     bundle_model: Forecaster | None = None,
     bundle_scaler: Scaler | None = None,
     on_progress: ProgressCallback | None = None,
+    seconds_per_training: float | None = None,
 ) -> tuple[list[FoldResult], bool]:
     """Train and forecast each fold in order; returns the finished folds and whether Ctrl-C cut it short.
 
     `bundle_model` is used for fold 0 when fold 0's scaler equals `bundle_scaler` (the same training rows).
+    `seconds_per_training` (the run's own training time) gives the estimate in the first progress report.
     """
     results: list[FoldResult] = []
+    trainings = len(folds) - (bundle_model is not None)
+    estimate = None if seconds_per_training is None else trainings * seconds_per_training
+
+    def report(record: EpochRecord | None) -> None:
+        if on_progress is not None:
+            on_progress(FoldProgress(len(results), len(folds), trainings, estimate, record))
+
+    report(None)
     for fold in folds:
         dataset = fold_dataset(prices, config, fold)
         reuse = fold.index == 0 and bundle_model is not None and _same_scaler(dataset.scaler, bundle_scaler)
         if reuse:
             model, training = bundle_model, {"model_source": "bundle", "epochs_run": None, "best_epoch": None}
         else:
-            def report_epoch(record: EpochRecord) -> None:
-                if on_progress is not None:
-                    on_progress(len(results), len(folds), record)
-
-            model, result = train_model(dataset, config, report_epoch)
+            model, result = train_model(dataset, config, report)
             if result.interrupted or result.epochs_run == 0:
                 return results, True
             training = {"model_source": "retrained", "epochs_run": result.epochs_run, "best_epoch": result.best_epoch}
@@ -190,8 +209,7 @@ def run_backtest(
             **judge(forecasts, config.model.type),
         }
         results.append(FoldResult(fold, model, dataset.scaler, forecasts, summary))
-        if on_progress is not None:
-            on_progress(len(results), len(folds), None)
+        report(None)
     return results, False
 
 
@@ -268,7 +286,9 @@ def evaluate(
     backtest, interrupted = None, False
     if folds > 0:
         plan = plan_folds(val_start, test_start, len(days), folds, dataset.spec.horizon)
-        results, interrupted = run_backtest(prices, config, plan, bundle.model, bundle.scaler, on_progress)
+        results, interrupted = run_backtest(
+            prices, config, plan, bundle.model, bundle.scaler, on_progress, _training_seconds(bundle)
+        )
         backtest = backtest_summary(results, folds, interrupted, kind)
 
     report = {
@@ -419,6 +439,14 @@ def _same_scaler(first: Scaler, second: Scaler | None) -> bool:
     pairs = [(first.feature_mean, second.feature_mean), (first.feature_std, second.feature_std),
              ((first.target_mean, first.target_std), (second.target_mean, second.target_std))]
     return all(len(a) == len(b) and np.allclose(a, b, rtol=1e-9, atol=1e-12) for a, b in pairs)
+
+
+def _training_seconds(bundle: RunBundle) -> float | None:
+    """How long the run's own training took, as recorded in bundle.json (None when absent or not a time)."""
+    seconds = bundle.training.get("seconds")
+    if isinstance(seconds, int | float) and not isinstance(seconds, bool) and math.isfinite(seconds) and seconds >= 0:
+        return float(seconds)
+    return None
 
 
 def _day_index(prices: pd.DataFrame) -> pd.DatetimeIndex:

@@ -17,7 +17,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lstm_forecast import data, evaluate, train
+from lstm_forecast import data, evaluate, progress, train
 from lstm_forecast.bundle import PRICES_FILE
 from lstm_forecast.cli import app
 from lstm_forecast.config import load_config
@@ -362,6 +362,19 @@ def test_cli_evaluate_prints_the_report(workdir):
     for text in ("Verdict: LSTM is", "Lag copy:", "DM vs naive", "binomial p", "drift, days 1–3",
                  "Trading diagnostic, not advice", "80%", "skipped (--folds 0)"):
         assert text in result.stdout
+
+
+def test_cli_evaluate_says_what_the_backtest_costs_and_logs_each_fold(workdir):
+    result = CliRunner().invoke(
+        app, ["evaluate", "-t", TICKER, "--folds", "2", "--runs-dir", str(workdir / "runs"),
+              "--data-dir", str(workdir / "data"), "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    seconds = json.loads(result.stdout)["training"]["seconds"]
+    lines = result.stderr.splitlines()  # not a terminal: plain lines, no bar
+    assert lines[0].startswith("Walk-forward backtest: 2 folds, training 1 model, about ")
+    assert f"about {progress.duration(seconds)} at this run's own training time" in lines[0]
+    assert [line.split(",")[0] for line in lines[1:]] == ["walk-forward fold 1/2 done", "walk-forward fold 2/2 done"]
 
 
 def test_cli_evaluate_with_no_runs_is_a_one_line_error(tmp_path):
