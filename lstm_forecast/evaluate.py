@@ -25,6 +25,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +34,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from lstm_forecast import data, intervals, metrics, plots, trading
-from lstm_forecast.bundle import PRICES_FILE, RunBundle, load_bundle
+from lstm_forecast import data, html_report, intervals, metrics, plots, trading
+from lstm_forecast.bundle import LOSS_CURVE_FILE, PRICES_FILE, RunBundle, load_bundle
 from lstm_forecast.config import Config
 from lstm_forecast.errors import ForecastError, UsageError
-from lstm_forecast.files import atomic_write_text
+from lstm_forecast.files import atomic_write_text, fsync_dir, make_temp_dir
 from lstm_forecast.model import Forecaster
+from lstm_forecast.report import evaluation_report
 from lstm_forecast.train import FORECASTS, Forecasts, period_forecasts, score_forecasts, train_model
 from lstm_forecast.trainer import EpochRecord
 from lstm_forecast.windows import Dataset, Scaler, WindowSpec, build_dataset, build_dataset_at
@@ -48,6 +52,7 @@ PREDICTIONS_FILE = "predictions.csv"
 PREDICTIONS_PLOT = "predictions.png"
 EQUITY_PLOT = "equity.png"
 BACKTEST_FILE = "backtest.csv"
+REPORT_FILE = "report.html"
 
 ZOOM_DAYS = 60
 
@@ -385,37 +390,134 @@ def write_outputs(
     diagnostic: trading.TradingDiagnostic,
     backtest: dict[str, Any] | None,
 ) -> None:
-    """Write the evaluation files into the bundle, each atomically, and list them in report["files"]."""
-    run_dir = bundle.run_dir
-    kind, ticker = bundle.shape.kind.upper(), bundle.ticker
-    files = {
-        "evaluation": run_dir / EVALUATION_FILE,
-        "predictions": run_dir / PREDICTIONS_FILE,
-        "predictions_plot": run_dir / PREDICTIONS_PLOT,
-        "equity_plot": run_dir / EQUITY_PLOT,
-    }
-    if backtest is not None:
-        files["backtest"] = run_dir / BACKTEST_FILE
-    report["files"] = {name: str(path) for name, path in files.items()}
+    """Write the evaluation files into the bundle as one set, and list them in report["files"].
 
-    atomic_write_text(files["predictions"], predictions_frame(test).to_csv(index=False, lineterminator="\n"))
+    Everything is made first, in a temp folder inside the bundle: the JSON text (a non-finite figure is an
+    error here, before anything is replaced), the CSVs, every chart and report.html. Only then do the files
+    replace the old ones, evaluation.json last, so a failure at any point leaves the bundle as it was.
+    """
+    run_dir = bundle.run_dir
+    names = {
+        "evaluation": EVALUATION_FILE,
+        "predictions": PREDICTIONS_FILE,
+        "predictions_plot": PREDICTIONS_PLOT,
+        "equity_plot": EQUITY_PLOT,
+        **({"backtest": BACKTEST_FILE} if backtest is not None else {}),
+        "report": REPORT_FILE,
+    }
+    report["files"] = {key: str(run_dir / name) for key, name in names.items()}
+    evaluation_text = evaluation_json(report)
+
+    staging = make_temp_dir(run_dir, "the evaluation files")
+    try:
+        atomic_write_text(staging / PREDICTIONS_FILE, _csv(predictions_frame(test)))
+        if backtest is not None:
+            atomic_write_text(staging / BACKTEST_FILE, _csv(backtest_frame(backtest)))
+        draw_charts(bundle, report, test, diagnostic, staging)
+        atomic_write_text(staging / REPORT_FILE, html_page(bundle, report, staging))
+        atomic_write_text(staging / EVALUATION_FILE, evaluation_text)
+        # A backtest.csv from an earlier evaluation would contradict the new evaluation.json.
+        stale = [] if backtest is not None else [run_dir / BACKTEST_FILE]
+        replace_as_set(staging, run_dir, [name for key, name in names.items() if key != "evaluation"],
+                       EVALUATION_FILE, stale)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def evaluation_json(report: dict[str, Any]) -> str:
+    """evaluation.json's text; a figure that is not a finite number is an error naming where it is."""
+    try:
+        return json.dumps(report, indent=2, allow_nan=False) + "\n"
+    except ValueError:
+        where = _non_finite(report) or "a figure"
+        raise ForecastError(
+            f"{report['run_dir']}: the evaluation gives {where} that is not a finite number (check the run's "
+            "config, e.g. evaluate.cost_bps); nothing was written"
+        ) from None
+
+
+def _non_finite(value: Any, where: str = "") -> str | None:
+    """The dotted path of the first NaN or infinity in a JSON-ready value, else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _non_finite(item, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def draw_charts(
+    bundle: RunBundle, report: dict[str, Any], test: Forecasts, diagnostic: trading.TradingDiagnostic, folder: Path
+) -> None:
+    """predictions.png and equity.png into `folder`."""
+    kind, ticker = bundle.shape.kind.upper(), bundle.ticker
     ratio = report["test"]["metrics"]["model"]["h1"]["rmse_ratio"]
+    half_widths = {}
+    for row in report["coverage"]:
+        if row["all"] is not None:  # a level the validation windows cannot calibrate has no band
+            half_widths[f"{row['level']:g}%"] = intervals.conformal_quantiles(bundle.calibration["residuals"],
+                                                                              row["level"])
     plots.predictions_plot(
-        test.target_dates[:, 0], test.actual[:, 0], test.model[:, 0], test.naive[:, 0],
-        f"{ticker} · {kind} day-1 forecasts on the test period · RMSE / naive {_ratio_text(ratio)}",
-        files["predictions_plot"], zoom_days=ZOOM_DAYS,
+        test.target_dates, test.actual, test.model, test.naive, half_widths,
+        f"{ticker} · {kind} on the test period · day-1 RMSE / naive {_ratio_text(ratio)}",
+        folder / PREDICTIONS_PLOT, zoom_days=ZOOM_DAYS,
     )
     equity_dates = np.concatenate([test.anchor_dates[:1], test.target_dates[:, 0]])
     plots.equity_plot(
         equity_dates, diagnostic.strategy.equity, diagnostic.buy_and_hold.equity, diagnostic.cost_bps,
         f"{ticker} · long/flat on {kind} day-1 calls vs buy and hold (diagnostic, not advice)",
-        files["equity_plot"],
+        folder / EQUITY_PLOT,
     )
-    if backtest is not None:
-        atomic_write_text(files["backtest"], backtest_frame(backtest).to_csv(index=False, lineterminator="\n"))
-    else:  # a backtest.csv from an earlier evaluation would contradict evaluation.json
-        (run_dir / BACKTEST_FILE).unlink(missing_ok=True)
-    atomic_write_text(files["evaluation"], json.dumps(report, indent=2, allow_nan=False) + "\n")
+
+
+# Charts of the run for report.html, in reading order: (file, caption); those not in the bundle are left out.
+REPORT_CHARTS = (
+    (PREDICTIONS_PLOT, "Forecasts on the test period, with their intervals"),
+    (EQUITY_PLOT, "Trading diagnostic (not advice)"),
+    (LOSS_CURVE_FILE, "Training and validation loss"),
+    ("forecast.png", "Latest forecast (from `lstm-forecast predict`)"),
+)
+CHART_BYTES_LIMIT = 20 * 1024 * 1024  # a chart of ours is well under 1 MB; a bigger file is not one
+
+
+def html_page(bundle: RunBundle, report: dict[str, Any], staging: Path) -> str:
+    """report.html: evaluate's terminal report, the run's charts inline, its config and data fingerprint."""
+    charts = {}
+    for name, caption in REPORT_CHARTS:
+        path = staging / name if (staging / name).exists() else bundle.run_dir / name
+        png = _read_png(path)
+        if png is not None:
+            charts[caption] = png
+    items = evaluation_report(report)[1:-1]  # the title becomes the heading; "Wrote ..." is for the terminal
+    title = f"{bundle.ticker} · {bundle.shape.kind.upper()} · run {bundle.run_id}"
+    config_yaml = yaml.safe_dump(bundle.config.to_plain(), sort_keys=False)
+    return html_report.render(title, items, charts, config_yaml, bundle.fingerprint)
+
+
+def _read_png(path: Path) -> bytes | None:
+    """A chart's bytes, or None when it is absent, not a regular file, too big or not a PNG."""
+    try:
+        if not path.is_file() or path.stat().st_size > CHART_BYTES_LIMIT:
+            return None
+        png = path.read_bytes()
+    except OSError:
+        return None
+    return png if png.startswith(b"\x89PNG\r\n\x1a\n") else None
+
+
+def replace_as_set(staging: Path, run_dir: Path, names: list[str], last: str, stale: list[Path]) -> None:
+    """Move the staged files over the bundle's, `last` after every other one and after removing `stale`."""
+    try:
+        for name in names:
+            os.replace(staging / name, run_dir / name)
+        for path in stale:
+            path.unlink(missing_ok=True)
+        os.replace(staging / last, run_dir / last)
+    except OSError as exc:
+        raise ForecastError(f"cannot write the evaluation into {run_dir}: {exc.strerror or exc}") from None
+    fsync_dir(run_dir)
 
 
 def predictions_frame(forecasts: Forecasts) -> pd.DataFrame:
@@ -430,6 +532,10 @@ def predictions_frame(forecasts: Forecasts) -> pd.DataFrame:
             **{name: getattr(forecasts, name).ravel() for name in ("actual", *FORECASTS)},
         }
     )
+
+
+def _csv(frame: pd.DataFrame) -> str:
+    return frame.to_csv(index=False, lineterminator="\n")
 
 
 def _same_scaler(first: Scaler, second: Scaler | None) -> bool:
