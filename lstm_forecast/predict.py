@@ -379,7 +379,7 @@ def draw_fan_chart(forecast: Forecast, path: Path, sessions_since: int) -> Path:
     )
     age = "the latest session" if sessions_since == 0 else (
         f"{sessions_since} session{'s' if sessions_since != 1 else ''} before today")
-    stale = "  ⚠ old data: refresh with --refresh" if sessions_since > STALE_AFTER_SESSIONS else ""
+    stale = "  ⚠ old data: run predict with --refresh" if sessions_since > STALE_AFTER_SESSIONS else ""
     note = f"prices up to {forecast.last_date.isoformat()}, {age}{stale}"
     bands = {f"{level_name(level)}%": (low, forecast.upper[level]) for level, low in forecast.lower.items()}
     return plots.fan_chart(
