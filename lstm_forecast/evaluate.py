@@ -282,10 +282,12 @@ def evaluate(
     # The run's own test windows, scored exactly as training scored them, plus the drift baseline.
     kind = bundle.shape.kind
     test = period_forecasts(bundle.model, dataset.test, dataset)
-    sections, diagnostic = assess(
-        test, kind, bundle.calibration["residuals"], config.predict.levels,
-        config.evaluate.cost_bps,
-    )
+    # An overflow (say evaluate.cost_bps=1e300) is refused by name when evaluation.json is made; numpy's own
+    # warnings would only print lines of library source before that one error line.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        sections, diagnostic = assess(
+            test, kind, bundle.calibration["residuals"], config.predict.levels, config.evaluate.cost_bps,
+        )
 
     folds = config.evaluate.folds if folds is None else folds
     backtest, interrupted = None, False
