@@ -3,8 +3,9 @@
 Each model type is trained by train.train_run with the same prices, windows, config and seed, only
 `model.type` differing, so each gets a full run bundle of its own. The comparison itself goes into
 `<runs-dir>/<TICKER>/compare-<id>/`: `compare.json` (every model's test metrics beside the naive and
-drift forecasts on the same test windows, and its loss history) and `compare_curves.png`, the classic
-train and validation loss chart with all models overlaid. Like a bundle, the folder is written into
+drift forecasts on the same test windows, and its loss history) and `compare_curves.png`: training and
+validation loss in panels of their own, all models overlaid, and each model's test RMSE ratio with its
+Diebold-Mariano p-value. Like a bundle, the folder is written into
 a hidden temp directory and renamed into place only when complete.
 """
 
@@ -24,6 +25,7 @@ from lstm_forecast.bundle import new_run_id
 from lstm_forecast.config import Config
 from lstm_forecast.errors import ForecastError, Interrupted, UsageError
 from lstm_forecast.files import free_name, make_temp_dir, publish_dir
+from lstm_forecast.metrics import format_pvalue
 from lstm_forecast.model import RECURRENT_CORES
 from lstm_forecast.train import TrainOutcome, train_run
 from lstm_forecast.trainer import EpochRecord
@@ -145,7 +147,12 @@ def write_comparison(
     report["files"] = {"compare": str(final_dir / COMPARE_FILE), "curves": str(final_dir / CURVES_FILE)}
     try:
         title = f"{ticker} · {' vs '.join(curves)} · same data, windows and seed"
-        plots.compare_curves(curves, naive_val_loss, title, tmp_dir / CURVES_FILE)
+        test_scores = {
+            run["model"].upper(): (run["test"]["metrics"]["all"]["rmse_ratio"],
+                                   format_pvalue(run["test"]["vs_naive"]["dm_all"]["pvalue"]))
+            for run in report["runs"]
+        }
+        plots.compare_curves(curves, naive_val_loss, test_scores, title, tmp_dir / CURVES_FILE)
         (tmp_dir / COMPARE_FILE).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         publish_dir(tmp_dir, final_dir)
     except BaseException as exc:

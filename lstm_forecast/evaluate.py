@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +34,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from lstm_forecast import data, intervals, metrics, plots, trading
-from lstm_forecast.bundle import PRICES_FILE, RunBundle, load_bundle
+from lstm_forecast import data, html_report, intervals, metrics, plots, trading
+from lstm_forecast.bundle import LOSS_CURVE_FILE, PRICES_FILE, RunBundle, load_bundle
 from lstm_forecast.config import Config
 from lstm_forecast.errors import ForecastError, UsageError
-from lstm_forecast.files import atomic_write_text
+from lstm_forecast.files import atomic_write_text, fsync_dir, make_temp_dir
 from lstm_forecast.model import Forecaster
+from lstm_forecast.report import evaluation_report
 from lstm_forecast.train import FORECASTS, Forecasts, period_forecasts, score_forecasts, train_model
 from lstm_forecast.trainer import EpochRecord
 from lstm_forecast.windows import Dataset, Scaler, WindowSpec, build_dataset, build_dataset_at
@@ -47,16 +52,29 @@ PREDICTIONS_FILE = "predictions.csv"
 PREDICTIONS_PLOT = "predictions.png"
 EQUITY_PLOT = "equity.png"
 BACKTEST_FILE = "backtest.csv"
+REPORT_FILE = "report.html"
 
 ZOOM_DAYS = 60
 
-# Called with (folds completed, folds in all, the epoch just finished or None between folds).
-ProgressCallback = Callable[[int, int, EpochRecord | None], None]
 
 
-def judge(forecasts: Forecasts, mase_scale: float, kind: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class FoldProgress:
+    """One progress report of the backtest: first at the start, then after every epoch and every fold."""
+
+    completed: int  # folds finished
+    total: int
+    trainings: int  # models the backtest trains (fold 1 reuses the run's own)
+    estimate_seconds: float | None  # trainings × the run's own recorded training time, when known
+    record: EpochRecord | None  # the epoch just finished; None at the start and when a fold finishes
+
+
+ProgressCallback = Callable[[FoldProgress], None]
+
+
+def judge(forecasts: Forecasts, kind: str) -> dict[str, Any]:
     """Metrics of the model and both baselines, the DM and binomial tests against naive, and the verdict."""
-    scores = score_forecasts(forecasts, mase_scale)
+    scores = score_forecasts(forecasts)
     return {
         "windows": scores["windows"],
         "first_anchor": scores["first_anchor"],
@@ -68,13 +86,13 @@ def judge(forecasts: Forecasts, mase_scale: float, kind: str) -> dict[str, Any]:
 
 
 def assess(
-    forecasts: Forecasts, mase_scale: float, kind: str, residuals: list[list[float]], levels: list[float],
+    forecasts: Forecasts, kind: str, residuals: list[list[float]], levels: list[float],
     cost_bps: float,
 ) -> tuple[dict[str, Any], trading.TradingDiagnostic]:
     """The report's sections on consecutive test windows: metrics and tests, lag copy, coverage, trading."""
     diagnostic = trading.trading_diagnostic(forecasts.anchor_prices, forecasts.actual, forecasts.model, cost_bps)
     sections = {
-        "test": judge(forecasts, mase_scale, kind),
+        "test": judge(forecasts, kind),
         "lag_copy": metrics.lag_copy_diagnostic(forecasts.anchor_prices, forecasts.actual, forecasts.model).to_dict(),
         "coverage": interval_coverage(forecasts, residuals, levels),
         "trading": diagnostic.to_dict(),
@@ -116,13 +134,17 @@ def plan_folds(val_start: int, test_start: int, test_end: int, folds: int, horiz
     Each fold's validation tail keeps the run's share of the days before its test block, so fold 0
     has exactly the run's own training and validation days.
     """
-    bounds = test_start + np.round(np.arange(folds + 1) * (test_end - test_start) / folds).astype(int)
-    shortest = int(np.diff(bounds).min())
-    if shortest < horizon:
+    # Near-equal blocks are floor(days / K) or ceil(days / K) long, so days // horizon blocks is the most that
+    # fit; checked before any array is built, so a huge --folds costs nothing.
+    days = test_end - test_start
+    most = days // horizon
+    if folds > most:
+        advice = f"use fewer, e.g. --folds {most}" if most else "skip the backtest with --folds 0"
         raise UsageError(
-            f"{folds} walk-forward folds: the test period has {test_end - test_start} trading days, too few for "
-            f"{folds} blocks of at least window.horizon {horizon} days; use fewer, e.g. --folds 2"
+            f"{folds} walk-forward folds: the test period has {days} trading days, too few for {folds} blocks of "
+            f"at least window.horizon {horizon} days; {advice}"
         )
+    bounds = test_start + np.round(np.arange(folds + 1) * days / folds).astype(int)
     val_share = (test_start - val_start) / test_start
     return [
         Fold(index, int(start) - round(int(start) * val_share), int(start), int(stop))
@@ -155,23 +177,29 @@ def run_backtest(
     bundle_model: Forecaster | None = None,
     bundle_scaler: Scaler | None = None,
     on_progress: ProgressCallback | None = None,
+    seconds_per_training: float | None = None,
 ) -> tuple[list[FoldResult], bool]:
     """Train and forecast each fold in order; returns the finished folds and whether Ctrl-C cut it short.
 
     `bundle_model` is used for fold 0 when fold 0's scaler equals `bundle_scaler` (the same training rows).
+    `seconds_per_training` (the run's own training time) gives the estimate in the first progress report.
     """
     results: list[FoldResult] = []
+    trainings = len(folds) - (bundle_model is not None)
+    estimate = None if seconds_per_training is None else trainings * seconds_per_training
+
+    def report(record: EpochRecord | None) -> None:
+        if on_progress is not None:
+            on_progress(FoldProgress(len(results), len(folds), trainings, estimate, record))
+
+    report(None)
     for fold in folds:
         dataset = fold_dataset(prices, config, fold)
         reuse = fold.index == 0 and bundle_model is not None and _same_scaler(dataset.scaler, bundle_scaler)
         if reuse:
             model, training = bundle_model, {"model_source": "bundle", "epochs_run": None, "best_epoch": None}
         else:
-            def report_epoch(record: EpochRecord) -> None:
-                if on_progress is not None:
-                    on_progress(len(results), len(folds), record)
-
-            model, result = train_model(dataset, config, report_epoch)
+            model, result = train_model(dataset, config, report)
             if result.interrupted or result.epochs_run == 0:
                 return results, True
             training = {"model_source": "retrained", "epochs_run": result.epochs_run, "best_epoch": result.best_epoch}
@@ -183,18 +211,16 @@ def run_backtest(
             "test_first_day": dataset.test_start.date().isoformat(),
             "test_last_day": _day(forecasts.target_dates[-1, -1]),
             **training,
-            **judge(forecasts, dataset.train_naive_mae, config.model.type),
+            **judge(forecasts, config.model.type),
         }
         results.append(FoldResult(fold, model, dataset.scaler, forecasts, summary))
-        if on_progress is not None:
-            on_progress(len(results), len(folds), None)
+        report(None)
     return results, False
 
 
-def backtest_summary(results: list[FoldResult], requested: int, interrupted: bool, mase_scale: float,
-                     kind: str) -> dict[str, Any]:
-    """The folds and their pooled metrics (MASE pooled on the run's own training-period scale)."""
-    pooled = judge(Forecasts.concat([result.forecasts for result in results]), mase_scale, kind) if results else None
+def backtest_summary(results: list[FoldResult], requested: int, interrupted: bool, kind: str) -> dict[str, Any]:
+    """The folds and their pooled metrics."""
+    pooled = judge(Forecasts.concat([result.forecasts for result in results]), kind) if results else None
     return {
         "folds": requested,
         "completed": len(results),
@@ -256,17 +282,21 @@ def evaluate(
     # The run's own test windows, scored exactly as training scored them, plus the drift baseline.
     kind = bundle.shape.kind
     test = period_forecasts(bundle.model, dataset.test, dataset)
-    sections, diagnostic = assess(
-        test, dataset.train_naive_mae, kind, bundle.calibration["residuals"], config.predict.levels,
-        config.evaluate.cost_bps,
-    )
+    # An overflow (say evaluate.cost_bps=1e300) is refused by name when evaluation.json is made; numpy's own
+    # warnings would only print lines of library source before that one error line.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        sections, diagnostic = assess(
+            test, kind, bundle.calibration["residuals"], config.predict.levels, config.evaluate.cost_bps,
+        )
 
     folds = config.evaluate.folds if folds is None else folds
     backtest, interrupted = None, False
     if folds > 0:
         plan = plan_folds(val_start, test_start, len(days), folds, dataset.spec.horizon)
-        results, interrupted = run_backtest(prices, config, plan, bundle.model, bundle.scaler, on_progress)
-        backtest = backtest_summary(results, folds, interrupted, dataset.train_naive_mae, kind)
+        results, interrupted = run_backtest(
+            prices, config, plan, bundle.model, bundle.scaler, on_progress, _training_seconds(bundle)
+        )
+        backtest = backtest_summary(results, folds, interrupted, kind)
 
     report = {
         "run_dir": str(bundle.run_dir),
@@ -362,37 +392,134 @@ def write_outputs(
     diagnostic: trading.TradingDiagnostic,
     backtest: dict[str, Any] | None,
 ) -> None:
-    """Write the evaluation files into the bundle, each atomically, and list them in report["files"]."""
-    run_dir = bundle.run_dir
-    kind, ticker = bundle.shape.kind.upper(), bundle.ticker
-    files = {
-        "evaluation": run_dir / EVALUATION_FILE,
-        "predictions": run_dir / PREDICTIONS_FILE,
-        "predictions_plot": run_dir / PREDICTIONS_PLOT,
-        "equity_plot": run_dir / EQUITY_PLOT,
-    }
-    if backtest is not None:
-        files["backtest"] = run_dir / BACKTEST_FILE
-    report["files"] = {name: str(path) for name, path in files.items()}
+    """Write the evaluation files into the bundle as one set, and list them in report["files"].
 
-    atomic_write_text(files["predictions"], predictions_frame(test).to_csv(index=False, lineterminator="\n"))
+    Everything is made first, in a temp folder inside the bundle: the JSON text (a non-finite figure is an
+    error here, before anything is replaced), the CSVs, every chart and report.html. Only then do the files
+    replace the old ones, evaluation.json last, so a failure at any point leaves the bundle as it was.
+    """
+    run_dir = bundle.run_dir
+    names = {
+        "evaluation": EVALUATION_FILE,
+        "predictions": PREDICTIONS_FILE,
+        "predictions_plot": PREDICTIONS_PLOT,
+        "equity_plot": EQUITY_PLOT,
+        **({"backtest": BACKTEST_FILE} if backtest is not None else {}),
+        "report": REPORT_FILE,
+    }
+    report["files"] = {key: str(run_dir / name) for key, name in names.items()}
+    evaluation_text = evaluation_json(report)
+
+    staging = make_temp_dir(run_dir, "the evaluation files")
+    try:
+        atomic_write_text(staging / PREDICTIONS_FILE, _csv(predictions_frame(test)))
+        if backtest is not None:
+            atomic_write_text(staging / BACKTEST_FILE, _csv(backtest_frame(backtest)))
+        draw_charts(bundle, report, test, diagnostic, staging)
+        atomic_write_text(staging / REPORT_FILE, html_page(bundle, report, staging))
+        atomic_write_text(staging / EVALUATION_FILE, evaluation_text)
+        # A backtest.csv from an earlier evaluation would contradict the new evaluation.json.
+        stale = [] if backtest is not None else [run_dir / BACKTEST_FILE]
+        replace_as_set(staging, run_dir, [name for key, name in names.items() if key != "evaluation"],
+                       EVALUATION_FILE, stale)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def evaluation_json(report: dict[str, Any]) -> str:
+    """evaluation.json's text; a figure that is not a finite number is an error naming where it is."""
+    try:
+        return json.dumps(report, indent=2, allow_nan=False) + "\n"
+    except ValueError:
+        where = _non_finite(report) or "a figure"
+        raise ForecastError(
+            f"{report['run_dir']}: the evaluation gives {where} that is not a finite number (check the run's "
+            "config, e.g. evaluate.cost_bps); nothing was written"
+        ) from None
+
+
+def _non_finite(value: Any, where: str = "") -> str | None:
+    """The dotted path of the first NaN or infinity in a JSON-ready value, else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _non_finite(item, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def draw_charts(
+    bundle: RunBundle, report: dict[str, Any], test: Forecasts, diagnostic: trading.TradingDiagnostic, folder: Path
+) -> None:
+    """predictions.png and equity.png into `folder`."""
+    kind, ticker = bundle.shape.kind.upper(), bundle.ticker
     ratio = report["test"]["metrics"]["model"]["h1"]["rmse_ratio"]
+    half_widths = {}
+    for row in report["coverage"]:
+        if row["all"] is not None:  # a level the validation windows cannot calibrate has no band
+            half_widths[f"{row['level']:g}%"] = intervals.conformal_quantiles(bundle.calibration["residuals"],
+                                                                              row["level"])
     plots.predictions_plot(
-        test.target_dates[:, 0], test.actual[:, 0], test.model[:, 0], test.naive[:, 0],
-        f"{ticker} · {kind} day-1 forecasts on the test period · RMSE / naive {_ratio_text(ratio)}",
-        files["predictions_plot"], zoom_days=ZOOM_DAYS,
+        test.target_dates, test.actual, test.model, test.naive, half_widths,
+        f"{ticker} · {kind} on the test period · day-1 RMSE / naive {_ratio_text(ratio)}",
+        folder / PREDICTIONS_PLOT, zoom_days=ZOOM_DAYS,
     )
     equity_dates = np.concatenate([test.anchor_dates[:1], test.target_dates[:, 0]])
     plots.equity_plot(
         equity_dates, diagnostic.strategy.equity, diagnostic.buy_and_hold.equity, diagnostic.cost_bps,
         f"{ticker} · long/flat on {kind} day-1 calls vs buy and hold (diagnostic, not advice)",
-        files["equity_plot"],
+        folder / EQUITY_PLOT,
     )
-    if backtest is not None:
-        atomic_write_text(files["backtest"], backtest_frame(backtest).to_csv(index=False, lineterminator="\n"))
-    else:  # a backtest.csv from an earlier evaluation would contradict evaluation.json
-        (run_dir / BACKTEST_FILE).unlink(missing_ok=True)
-    atomic_write_text(files["evaluation"], json.dumps(report, indent=2, allow_nan=False) + "\n")
+
+
+# Charts of the run for report.html, in reading order: (file, caption); those not in the bundle are left out.
+REPORT_CHARTS = (
+    (PREDICTIONS_PLOT, "Forecasts on the test period, with their intervals"),
+    (EQUITY_PLOT, "Trading diagnostic (not advice)"),
+    (LOSS_CURVE_FILE, "Training and validation loss"),
+    ("forecast.png", "Latest forecast (from `lstm-forecast predict`)"),
+)
+CHART_BYTES_LIMIT = 20 * 1024 * 1024  # a chart of ours is well under 1 MB; a bigger file is not one
+
+
+def html_page(bundle: RunBundle, report: dict[str, Any], staging: Path) -> str:
+    """report.html: evaluate's terminal report, the run's charts inline, its config and data fingerprint."""
+    charts = {}
+    for name, caption in REPORT_CHARTS:
+        path = staging / name if (staging / name).exists() else bundle.run_dir / name
+        png = _read_png(path)
+        if png is not None:
+            charts[caption] = png
+    items = evaluation_report(report)[1:-1]  # the title becomes the heading; "Wrote ..." is for the terminal
+    title = f"{bundle.ticker} · {bundle.shape.kind.upper()} · run {bundle.run_id}"
+    config_yaml = yaml.safe_dump(bundle.config.to_plain(), sort_keys=False)
+    return html_report.render(title, items, charts, config_yaml, bundle.fingerprint)
+
+
+def _read_png(path: Path) -> bytes | None:
+    """A chart's bytes, or None when it is absent, not a regular file, too big or not a PNG."""
+    try:
+        if not path.is_file() or path.stat().st_size > CHART_BYTES_LIMIT:
+            return None
+        png = path.read_bytes()
+    except OSError:
+        return None
+    return png if png.startswith(b"\x89PNG\r\n\x1a\n") else None
+
+
+def replace_as_set(staging: Path, run_dir: Path, names: list[str], last: str, stale: list[Path]) -> None:
+    """Move the staged files over the bundle's, `last` after every other one and after removing `stale`."""
+    try:
+        for name in names:
+            os.replace(staging / name, run_dir / name)
+        for path in stale:
+            path.unlink(missing_ok=True)
+        os.replace(staging / last, run_dir / last)
+    except OSError as exc:
+        raise ForecastError(f"cannot write the evaluation into {run_dir}: {exc.strerror or exc}") from None
+    fsync_dir(run_dir)
 
 
 def predictions_frame(forecasts: Forecasts) -> pd.DataFrame:
@@ -409,6 +536,10 @@ def predictions_frame(forecasts: Forecasts) -> pd.DataFrame:
     )
 
 
+def _csv(frame: pd.DataFrame) -> str:
+    return frame.to_csv(index=False, lineterminator="\n")
+
+
 def _same_scaler(first: Scaler, second: Scaler | None) -> bool:
     """Equal up to floating-point noise (a mean over the same rows may differ in the last bit across CPUs)."""
     if second is None:
@@ -416,6 +547,14 @@ def _same_scaler(first: Scaler, second: Scaler | None) -> bool:
     pairs = [(first.feature_mean, second.feature_mean), (first.feature_std, second.feature_std),
              ((first.target_mean, first.target_std), (second.target_mean, second.target_std))]
     return all(len(a) == len(b) and np.allclose(a, b, rtol=1e-9, atol=1e-12) for a, b in pairs)
+
+
+def _training_seconds(bundle: RunBundle) -> float | None:
+    """How long the run's own training took, as recorded in bundle.json (None when absent or not a time)."""
+    seconds = bundle.training.get("seconds")
+    if isinstance(seconds, int | float) and not isinstance(seconds, bool) and math.isfinite(seconds) and seconds >= 0:
+        return float(seconds)
+    return None
 
 
 def _day_index(prices: pd.DataFrame) -> pd.DatetimeIndex:

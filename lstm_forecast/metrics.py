@@ -81,16 +81,21 @@ def mape(actual: np.ndarray, predicted: np.ndarray) -> float | None:
     return _float_or_none(100.0 * np.mean(np.abs((predicted - actual) / actual)))
 
 
-def mase(actual: np.ndarray, predicted: np.ndarray, scale: float) -> float | None:
-    """Mean absolute scaled error: MAE / `scale` (see `baselines.naive_mae_scale`); None if scale is not > 0.
+def mase(actual: np.ndarray, predicted: np.ndarray, naive: np.ndarray) -> float | None:
+    """Mean absolute scaled error: each absolute error over the naive forecast's MAE on the same period and
+    horizon step, averaged; None if naive's MAE is 0 on some step.
 
-    Below 1 means smaller errors than the random walk made one step ahead in the training period.
-    The same one-step scale is used for every horizon step (Hyndman & Koehler's definition).
+    The scale is the random walk's error on the very days being judged, so MASE does not drift with the
+    price level (a training-period scale in price units makes every test-period error look 10x worse once
+    the price has risen 10x): 1 means as far off as naive on average, below 1 closer. Arrays are (n,) or
+    (n, horizon); naive itself scores exactly 1.
     """
-    error = mae(actual, predicted)
-    if error is None or not (math.isfinite(scale) and scale > 0):
+    actual, predicted = _pair(actual, predicted)
+    actual, naive = _pair(actual, naive)
+    scale = np.mean(np.abs(naive - actual), axis=0)
+    if not np.all(scale > 0):
         return None
-    return _float_or_none(error / scale)
+    return _float_or_none(np.mean(np.abs(predicted - actual) / scale))
 
 
 def rmse_ratio(actual: np.ndarray, predicted: np.ndarray, naive: np.ndarray) -> float | None:
@@ -326,27 +331,27 @@ def lag_copy_diagnostic(
 
 
 def _scores(
-    anchor_prices: np.ndarray, actual: np.ndarray, predicted: np.ndarray, naive: np.ndarray, scale: float
+    anchor_prices: np.ndarray, actual: np.ndarray, predicted: np.ndarray, naive: np.ndarray
 ) -> dict[str, float | None]:
     return {
         "rmse": rmse(actual, predicted),
         "mae": mae(actual, predicted),
         "mape": mape(actual, predicted),
-        "mase": mase(actual, predicted, scale),
+        "mase": mase(actual, predicted, naive),
         "directional_accuracy": directional_accuracy(anchor_prices, actual, predicted),
         "rmse_ratio": rmse_ratio(actual, predicted, naive),
     }
 
 
 def score(
-    anchor_prices: np.ndarray, actual: np.ndarray, predicted: np.ndarray, naive: np.ndarray, mase_scale: float
+    anchor_prices: np.ndarray, actual: np.ndarray, predicted: np.ndarray, naive: np.ndarray
 ) -> dict[str, dict[str, float | None]]:
     """Accuracy of one forecast (the model or a baseline) on prices.
 
     Returns {"h1": {...}, "all": {...}}, each with the keys
         rmse, mae            price units
         mape                 percent (2.5 = 2.5%)
-        mase                 MAE / `mase_scale` (the training-period one-step naive MAE)
+        mase                 absolute errors over naive's MAE on the same windows and step (`mase`)
         directional_accuracy share 0..1 of moving days called right; None for a flat forecast
         rmse_ratio           RMSE / naive RMSE (naive itself scores exactly 1.0)
     "h1" is the first horizon step; "all" pools every window and step (RMSE over all squared
@@ -358,8 +363,8 @@ def score(
     if actual.ndim != 2:
         raise ValueError(f"actual must be (windows, horizon), got shape {actual.shape}")
     return {
-        "h1": _scores(anchor_prices, actual[:, 0], predicted[:, 0], naive[:, 0], mase_scale),
-        "all": _scores(anchor_prices, actual, predicted, naive, mase_scale),
+        "h1": _scores(anchor_prices, actual[:, 0], predicted[:, 0], naive[:, 0]),
+        "all": _scores(anchor_prices, actual, predicted, naive),
     }
 
 

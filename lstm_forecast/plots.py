@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from lstm_forecast.files import atomic_write_bytes
@@ -61,45 +62,76 @@ def _loss_axes(ax: plt.Axes, title: str, legend_columns: int = 1) -> None:
 def save(fig: plt.Figure, path: Path) -> Path:
     """Save atomically and close; a fixed DPI and no timestamp metadata keep files reproducible."""
     buffer = io.BytesIO()
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # figures with a suptitle use the constrained layout, which keeps it clear
+        fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=FIGURE_DPI, metadata={"Software": None})
     plt.close(fig)
     atomic_write_bytes(Path(path), buffer.getvalue())
     return Path(path)
 
 
+# Interval bands: the wider level pale, the narrower one clearly darker, so two levels never look alike.
+BAND_ALPHAS = (0.38, 0.16)  # narrowest level first
+RECENT_DAYS = 120  # target days shown per horizon step: a readable half year, not years of overlapping lines
+
+
+def steps_to_show(horizon: int) -> list[int]:
+    """Horizon steps (1-based) that get a panel: all of them up to 5, else 1, 2, the middle one and the last."""
+    return list(range(1, horizon + 1)) if horizon <= 5 else sorted({1, 2, (horizon + 1) // 2, horizon})
+
+
 def predictions_plot(
-    dates: Sequence,
-    actual: Sequence[float],
-    model: Sequence[float],
-    naive: Sequence[float],
+    target_dates: np.ndarray,
+    actual: np.ndarray,
+    model: np.ndarray,
+    naive: np.ndarray,
+    half_widths: dict[str, np.ndarray],
     title: str,
     path: Path,
     zoom_days: int = 60,
 ) -> Path:
-    """Day-1 forecasts against the actual price over a whole period, then its last `zoom_days` up close.
+    """The test period's forecasts, one panel per horizon step, then a day-1 close-up beside naive.
 
-    Over years the three lines look alike; the zoom is where a forecast that trails the actual price
-    by one day (the naive forecast in disguise) becomes visible.
+    Arrays are (windows, horizon), each forecast drawn on the day it forecasts; `half_widths` maps an
+    interval label ("80%") to its conformal half-widths per step (log-price units), narrowest first.
+    Each step panel shows the last RECENT_DAYS days: the forecast, its bands and the actual price. The
+    close-up is where a forecast that trails the actual price by one day (naive in disguise) shows.
     """
-    fig, (whole, zoom) = plt.subplots(2, 1, figsize=(10, 8))
-    start = max(len(dates) - zoom_days, 0)
-    for ax, first, marker in ((whole, 0, None), (zoom, start, "o")):
-        ax.plot(dates[first:], actual[first:], label="actual", color="black", linewidth=1.4, marker=marker,
-                markersize=3)
-        ax.plot(dates[first:], model[first:], label="model", color="tab:blue", linewidth=1.2, marker=marker,
-                markersize=3)
-        # On top: where the model hugs the naive forecast, the dashes show through its line.
-        ax.plot(dates[first:], naive[first:], label="naive (last price)", color="tab:orange", linestyle="--",
-                linewidth=1.1, zorder=3)
+    steps = steps_to_show(actual.shape[1])
+    fig, axes = plt.subplots(len(steps) + 1, 1, figsize=(10, 2.6 * len(steps) + 3.4), squeeze=False,
+                             layout="constrained")
+    recent = slice(max(len(actual) - RECENT_DAYS, 0), None)
+    for ax, step in zip(axes[:-1, 0], steps, strict=False):
+        column = step - 1
+        dates = target_dates[recent, column]
+        for alpha, (label, widths) in zip(BAND_ALPHAS, half_widths.items(), strict=False):
+            factor = np.exp(widths[column])
+            ax.fill_between(dates, model[recent, column] / factor, model[recent, column] * factor, color="tab:blue",
+                            alpha=alpha, linewidth=0, label=f"{label} interval")
+        ax.plot(dates, actual[recent, column], color="black", linewidth=1.3, label="actual")
+        ax.plot(dates, model[recent, column], color="tab:blue", linewidth=1.2, label="forecast")
+        ax.set_title(f"day {step} ahead" + (" (forecast made the session before)" if step == 1 else
+                                             f" (forecast made {step} sessions before)"), fontsize=10)
         ax.set_ylabel("price")
         ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize=9)
-    whole.set_title(title)
-    zoom.set_title(f"last {len(dates) - start} trading days (day-1 forecast plotted on the day it forecasts)",
-                   fontsize=10)
-    _date_axis(whole)
+        _date_axis(ax)
+    axes[0, 0].legend(loc="upper left", fontsize=8, ncol=4)
+
+    zoom = axes[-1, 0]
+    first = max(len(actual) - zoom_days, 0)
+    dates = target_dates[first:, 0]
+    zoom.plot(dates, actual[first:, 0], label="actual", color="black", linewidth=1.4, marker="o", markersize=3)
+    zoom.plot(dates, model[first:, 0], label="forecast", color="tab:blue", linewidth=1.2, marker="o", markersize=3)
+    # On top: where the model hugs the naive forecast, the dashes show through its line.
+    zoom.plot(dates, naive[first:, 0], label="naive (last price)", color="tab:orange", linestyle="--",
+              linewidth=1.1, zorder=3)
+    zoom.set_title(f"close-up, last {len(dates)} days, day 1: a forecast that trails the actual price by one day "
+                   "is naive in disguise", fontsize=10)
+    zoom.set_ylabel("price")
+    zoom.grid(alpha=0.3)
+    zoom.legend(loc="upper left", fontsize=8, ncol=3)
     _date_axis(zoom)
+    fig.suptitle(title)
     return save(fig, path)
 
 
@@ -118,13 +150,22 @@ def equity_plot(
     ax.plot(dates, strategy, label=f"long/flat on the model's calls ({cost_bps:g} bps per change)",
             color="tab:blue", linewidth=1.2)
     ax.axhline(1.0, color="black", linewidth=0.8, alpha=0.5)
+    # A line exactly on another reads as a missing line: say why there is one.
+    note = None
+    if np.allclose(strategy, buy_and_hold, rtol=1e-9, atol=1e-12):
+        note = "The strategy equals buy and hold here (in the market every day): one line covers the other."
+    elif np.allclose(strategy, 1.0, rtol=0, atol=1e-12):
+        note = "The strategy stayed in cash throughout: its line lies on 1.0."
+    if note is not None:
+        ax.text(0.5, 0.94, note, transform=ax.transAxes, ha="center", va="top", fontsize=9,
+                bbox={"boxstyle": "round", "facecolor": "lightyellow", "edgecolor": "tab:gray"})
     ax.set_ylabel("equity (start = 1)")
     # In the axis label, so tight_layout keeps the disclaimer on the figure whatever its size.
     ax.set_xlabel("Diagnostic only, not investment advice: past prices, flat costs, no slippage or taxes.",
                   fontsize=8, color="dimgray")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=9)
+    ax.legend(loc="lower left", fontsize=9)
     _date_axis(ax)
     return save(fig, path)
 
@@ -139,20 +180,44 @@ def _date_axis(ax: plt.Axes) -> None:
 def compare_curves(
     curves: dict[str, tuple[Sequence[int], Sequence[float], Sequence[float]]],
     naive_val_loss: float | None,
+    test_scores: dict[str, tuple[float | None, str]],
     title: str,
     path: Path,
 ) -> Path:
-    """Train (solid) and validation (dashed) loss per epoch of several models, one colour per model."""
-    fig, ax = plt.subplots(figsize=(9, 5))
+    """Training loss and validation loss per epoch in panels of their own (each on its own scale, so the
+    validation curves are not a flat band under the training ones), then each model's test RMSE ratio
+    with its Diebold-Mariano p-value (`test_scores`: model -> (ratio, p-value text))."""
+    fig, (train_ax, val_ax, ratio_ax) = plt.subplots(
+        1, 3, figsize=(14, 4.8), gridspec_kw={"width_ratios": [1, 1, 0.7]}, layout="constrained"
+    )
     for number, (name, (epochs, train_loss, val_loss)) in enumerate(curves.items()):
         colour, marker = f"C{number}", "o" if len(epochs) <= 30 else None
-        ax.plot(epochs, train_loss, color=colour, linewidth=1.6, marker=marker, markersize=3, label=f"{name} train")
-        ax.plot(epochs, val_loss, color=colour, linewidth=1.6, linestyle="--", marker=marker, markersize=3,
-                label=f"{name} validation")
+        train_ax.plot(epochs, train_loss, color=colour, linewidth=1.6, marker=marker, markersize=3, label=name)
+        val_ax.plot(epochs, val_loss, color=colour, linewidth=1.6, marker=marker, markersize=3, label=name)
     if naive_val_loss is not None:
-        ax.axhline(naive_val_loss, color="tab:gray", linestyle=":", linewidth=1.2,
-                   label=f"naive forecast (validation) {naive_val_loss:.4g}")
-    _loss_axes(ax, title, legend_columns=2)
+        val_ax.axhline(naive_val_loss, color="tab:gray", linestyle=":", linewidth=1.2,
+                       label=f"naive {naive_val_loss:.4g}")
+    _loss_axes(train_ax, "training loss")
+    _loss_axes(val_ax, "validation loss")
+
+    names = list(test_scores)
+    ratios = [test_scores[name][0] for name in names]
+    bars = ratio_ax.barh(names, [0.0 if ratio is None else ratio for ratio in ratios],
+                         color=[f"C{number}" for number in range(len(names))])
+    ratio_ax.axvline(1.0, color="tab:gray", linestyle="--", linewidth=1.2)
+    for bar, ratio, name in zip(bars, ratios, names, strict=True):
+        text = "n/a" if ratio is None else f"{ratio:.3f}"
+        middle = bar.get_y() + bar.get_height() / 2
+        ratio_ax.annotate(f" {text}, DM p {test_scores[name][1]}", (bar.get_width(), middle), va="center", fontsize=9)
+    finite = [ratio for ratio in ratios if ratio is not None]
+    # Ratios of recurrent nets sit close to 1: zoom in around 1 so a 2 % difference is visible.
+    spread = max([abs(ratio - 1.0) for ratio in finite] + [0.02])
+    ratio_ax.set_xlim(max(0.0, 1.0 - 1.5 * spread), 1.0 + 3.5 * spread)
+    ratio_ax.invert_yaxis()
+    ratio_ax.set_xlabel("test RMSE / naive (below 1 beats naive)")
+    ratio_ax.set_title("test period")
+    ratio_ax.grid(alpha=0.3, axis="x")
+    fig.suptitle(title)
     return save(fig, path)
 
 
@@ -164,24 +229,35 @@ def fan_chart(
     bands: dict[str, tuple[Sequence[float], Sequence[float]]],
     price_label: str,
     title: str,
+    note: str,
     path: Path,
+    close_sessions: int = 15,
 ) -> Path:
-    """Recent prices, then the forecast path with one shaded interval band per level (narrowest first)."""
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    ax.plot(history_dates, history_prices, color="tab:blue", linewidth=1.4, label=price_label)
-    # Forecast lines start at the last close, so the path and the bands visibly grow out of the history.
+    """The recent history for context, then a close-up of its last `close_sessions` and the forecast path
+    with one shaded interval band per level (narrowest first), wide enough to read; `note` under the title."""
+    fig, (context, close) = plt.subplots(1, 2, figsize=(11, 4.8), gridspec_kw={"width_ratios": [1, 2.2]},
+                                      layout="constrained")
+    context.plot(history_dates, history_prices, color="tab:blue", linewidth=1.2)
+    context.set_title(f"last {len(history_dates)} sessions", fontsize=10)
+    context.set_ylabel(price_label)
+    context.grid(alpha=0.3)
+    _date_axis(context)
+
     last_date, last_price = history_dates[-1], history_prices[-1]
+    close.plot(history_dates[-close_sessions:], history_prices[-close_sessions:], color="tab:blue", linewidth=1.4,
+               marker="o", markersize=3, label=price_label)
+    # Forecast lines start at the last close, so the path and the bands visibly grow out of the history.
     path_dates = [last_date, *forecast_dates]
-    # Widest band first: translucent bands overlap, so each narrower one shows darker on top.
-    for label, (lower, upper) in reversed(bands.items()):
-        ax.fill_between(path_dates, [last_price, *lower], [last_price, *upper], color="tab:orange",
-                        alpha=0.2, linewidth=0, label=f"{label} interval")
-    ax.plot(path_dates, [last_price, *forecast_prices], color="tab:orange", linewidth=1.6, marker="o",
-            markersize=3, label="forecast")
-    ax.axvline(last_date, color="tab:gray", linestyle=":", linewidth=1.0)
-    ax.set_ylabel(price_label)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=9)
-    fig.autofmt_xdate()
+    for alpha, (label, (lower, upper)) in zip(BAND_ALPHAS, bands.items(), strict=False):
+        close.fill_between(path_dates, [last_price, *lower], [last_price, *upper], color="tab:orange",
+                           alpha=alpha, linewidth=0, label=f"{label} interval")
+    close.plot(path_dates, [last_price, *forecast_prices], color="tab:orange", linewidth=1.8, marker="o",
+               markersize=4, label="forecast")
+    close.axvline(last_date, color="tab:gray", linestyle=":", linewidth=1.0)
+    context.axvspan(history_dates[-close_sessions], history_dates[-1], color="tab:gray", alpha=0.12)
+    close.set_title(note, fontsize=10)
+    close.grid(alpha=0.3)
+    close.legend(loc="upper left", fontsize=8)
+    _date_axis(close)
+    fig.suptitle(title)
     return save(fig, path)

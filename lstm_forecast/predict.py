@@ -6,8 +6,8 @@ into prices, put split-conformal intervals around them (calibrated on the valida
 the bundle) and label each step with the exchange's next trading session.
 
 The model forecasts all `horizon` days at once (direct multi-step), so it can show fewer days than it was
-trained for but never more. Same bundle and same cache give byte-identical JSON, CSV, table and chart:
-the clock only decides whether the cache is old enough to warn about.
+trained for but never more. Same bundle and same cache give byte-identical JSON, CSV and table; the clock
+only decides whether the cache is old enough to warn about, and the age of the data the chart's note states.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -169,15 +170,24 @@ def run_predict(
     forecast = make_forecast(bundle, prices, days, half_widths, calendar)
 
     text = None if output_format == "table" and output is None else render(forecast, output_format)
+    chart = chart_path(output, run_dir)  # before writing: what the user named decides, not what was written
     if output is not None:
         atomic_write_text(output, text)
-    chart = output.with_suffix(".png") if output is not None else run_dir / CHART_FILE
     try:
-        draw_fan_chart(forecast, chart)
+        draw_fan_chart(forecast, chart, calendar.sessions_between(forecast.last_date, today))
     except ForecastError as exc:  # the forecast itself is done; a read-only bundle only loses the picture
         warnings.append(f"the fan chart was not saved: {exc}")
         chart = None
     return PredictOutcome(forecast, output_format, text, output, chart, warnings)
+
+
+def chart_path(output: Path | None, run_dir: Path) -> Path:
+    """Where the fan chart goes: beside a regular --output file as `<name>.png` (x.json -> x.json.png, so the
+    charts of x.json, x.csv and x.txt never overwrite one another or another file), else into the bundle (no
+    --output, or an output that is a device or a FIFO, such as /dev/null)."""
+    if output is None or (output.exists() and not output.is_file()):
+        return run_dir / CHART_FILE
+    return output.with_name(output.name + ".png")
 
 
 def resolve_format(output_format: str | None, output: Path | None) -> str:
@@ -358,14 +368,19 @@ def interval_note(forecast: Forecast) -> str:
     )
 
 
-def draw_fan_chart(forecast: Forecast, path: Path) -> Path:
-    """The fan chart: recent prices, the forecast path and a shaded band per interval level."""
+def draw_fan_chart(forecast: Forecast, path: Path, sessions_since: int) -> Path:
+    """The fan chart: recent prices, the forecast path and a shaded band per interval level; the note says
+    how old the last price is (`sessions_since`: sessions closed between it and today)."""
     from lstm_forecast import plots  # matplotlib only when drawing
 
     title = (
         f"{forecast.ticker} · {forecast.model.upper()} · run {forecast.run_id} · "
         f"next {len(forecast.dates)} sessions"
     )
+    age = "the latest session" if sessions_since == 0 else (
+        f"{sessions_since} session{'s' if sessions_since != 1 else ''} before today")
+    stale = "  ⚠ old data: run predict with --refresh" if sessions_since > STALE_AFTER_SESSIONS else ""
+    note = f"prices up to {forecast.last_date.isoformat()}, {age}{stale}"
     bands = {f"{level_name(level)}%": (low, forecast.upper[level]) for level, low in forecast.lower.items()}
     return plots.fan_chart(
         history_dates=forecast.history.index.to_numpy(),
@@ -375,6 +390,7 @@ def draw_fan_chart(forecast: Forecast, path: Path) -> Path:
         bands=bands,
         price_label=forecast.price_column,
         title=title,
+        note=note,
         path=path,
     )
 
@@ -396,28 +412,41 @@ def _number(value: float) -> float:
 # --- listing runs -------------------------------------------------------------------------------
 
 
+JSON_BYTES_LIMIT = 4 * 1024 * 1024  # a bundle's JSON is kilobytes; anything this big is not one of ours
+CONFIG_BYTES_LIMIT = 64 * 1024
+CONFIG_NOTE_LIMIT = 60  # characters of distinguishing config values in the listing
+
+
 def run_summaries(
     runs_dir: Path | None = None, ticker: str | None = None
 ) -> tuple[Path, list[dict[str, Any]]]:
     """The runs dir and one row per run bundle in it, oldest first (the last is the one `predict` uses).
 
-    Rows come from the bundles' JSON files only, so a damaged bundle still lists, with None where a
-    value cannot be read.
+    Rows come from the bundles' JSON and YAML files only, each read with a size limit, so a damaged bundle
+    (garbage, deep nesting, huge numbers, missing files) lists as damaged, with None where a value cannot
+    be read, and never stops the listing.
     """
+    from lstm_forecast.bundle import CONFIG_FILE
+
     folder = resolve_runs_dir(runs_dir, None)
     symbol = data.validate_ticker(ticker) if ticker is not None else None
     rows = []
     for run_dir in list_runs(folder, symbol):
         document = _read_json_or_empty(run_dir / "bundle.json")
         scores = _read_json_or_empty(run_dir / "metrics.json")
+        interrupted = _dig(document, "training", "interrupted")
         rows.append(
             {
                 "run_id": run_dir.name,
-                "ticker": document.get("ticker"),
-                "model": _dig(document, "model", "kind"),
-                "created": document.get("created_at"),
-                "epochs": _dig(document, "training", "epochs_run"),
-                "test_rmse_ratio": _dig(scores, "test", "model", "all", "rmse_ratio"),
+                "ticker": _text(document.get("ticker")),
+                "model": _text(_dig(document, "model", "kind")),
+                "created": _text(document.get("created_at")),
+                "epochs": _count(_dig(document, "training", "epochs_run")),
+                "test_rmse_ratio": _ratio(_dig(scores, "test", "model", "all", "rmse_ratio")),
+                "interrupted": interrupted if isinstance(interrupted, bool) else None,
+                "evaluated": (run_dir / "evaluation.json").is_file(),
+                "config": config_differences(run_dir / CONFIG_FILE),
+                "damaged": not (document.get("ticker") and _dig(document, "model", "kind")),
                 "path": str(run_dir),
             }
         )
@@ -425,11 +454,52 @@ def run_summaries(
 
 
 def _read_json_or_empty(path: Path) -> dict[str, Any]:
+    """A JSON object from a regular file of at most JSON_BYTES_LIMIT bytes, else {} (absent or damaged)."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        if not path.is_file() or path.stat().st_size > JSON_BYTES_LIMIT:
+            return {}
+        document = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError, MemoryError):  # ValueError: bad JSON, UTF-8 or int digits
         return {}
     return document if isinstance(document, dict) else {}
+
+
+def config_differences(path: Path) -> dict[str, str] | None:
+    """The run's config keys that differ from the defaults ({"model.hidden_size": "8"}), None if unreadable."""
+    from lstm_forecast.config import Config, read_yaml_mapping
+
+    try:
+        if not path.is_file() or path.stat().st_size > CONFIG_BYTES_LIMIT:
+            return None
+        values = read_yaml_mapping(path)
+    except (ForecastError, OSError, ValueError, RecursionError, MemoryError):
+        return None
+    defaults = Config().to_plain()
+    differences = {}
+    for section, keys in values.items():
+        if not isinstance(keys, dict) or not isinstance(defaults.get(section), dict):
+            continue
+        for key, value in keys.items():
+            if key in defaults[section] and value != defaults[section][key]:
+                differences[f"{section}.{key}"] = _shorten(json.dumps(value, default=str), 24)
+    return differences
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _text(value: Any) -> str | None:
+    return _shorten(value, 80) if isinstance(value, str) else None
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**9 else None
+
+
+def _ratio(value: Any) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
 
 
 def _dig(document: dict[str, Any], *keys: str) -> Any:
@@ -440,26 +510,49 @@ def _dig(document: dict[str, Any], *keys: str) -> Any:
     return document
 
 
+def config_note(differences: dict[str, str] | None) -> str | None:
+    """"hidden_size=8 epochs=3" from the differing keys, shortened to CONFIG_NOTE_LIMIT characters."""
+    if differences is None:
+        return None
+    if not differences:
+        return "defaults"
+    # The key's last part is enough to tell runs apart; data.dir and runs.dir are where, not what.
+    parts = [f"{key.rsplit('.', 1)[-1]}={value}" for key, value in differences.items()
+             if key not in ("data.dir", "runs.dir")]
+    return _shorten(" ".join(parts), CONFIG_NOTE_LIMIT) if parts else "defaults"
+
+
 def runs_table(rows: list[dict[str, Any]]) -> Any:
     """The `runs` listing as a rich table; a dash where a damaged bundle has no value."""
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     title = "Run bundles, oldest first (predict and evaluate use the newest); RMSE/naive on the test period"
     # Light lines and no wrapping: an id or a path is copied from here, so a cell is never cut or folded.
     table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD)
-    for name in ("run id", "ticker", "model", "created (UTC)", "epochs", "RMSE/naive", "path"):
+    columns = ("run id", "ticker", "model", "created (UTC)", "epochs", "RMSE/naive", "state", "config", "path")
+    for name in columns:
         table.add_column(name, justify="right" if name in ("epochs", "RMSE/naive") else "left", no_wrap=True)
     for row in rows:
         created, ratio = row["created"], row["test_rmse_ratio"]
+        if row["damaged"]:
+            state = "damaged"
+        else:
+            state = ", ".join(["interrupted"] * bool(row["interrupted"]) + ["evaluated" if row["evaluated"]
+                                                                             else "not evaluated"])
         cells = (
             row["run_id"],
             row["ticker"],
             row["model"],
             created[:16].replace("T", " ") if isinstance(created, str) else None,
             row["epochs"],
-            f"{ratio:.3f}" if isinstance(ratio, int | float) else None,
+            f"{ratio:.3f}" if ratio is not None else None,
+            state,
+            config_note(row["config"]),
             row["path"],
         )
-        table.add_row(*("—" if cell is None else str(cell) for cell in cells))
+        # Text, not markup: a damaged bundle's "ticker" could hold brackets rich would try to read.
+        table.add_row(*(Text("—" if cell is None else str(cell)) for cell in cells),
+                      style="red" if row["damaged"] else None)
     return table

@@ -5,6 +5,7 @@ The trainer and the backtest report progress through plain callbacks; these clas
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.console import Console
@@ -27,8 +28,9 @@ class _Bars:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for task in self.progress.task_ids:  # freeze every clock, early-stopped bars included
-            self.progress.stop_task(task)
+        for task in self.progress.tasks:  # freeze every running clock; a stopped one keeps its end
+            if task.started and task.stop_time is None:
+                self.progress.stop_task(task.id)
         self.progress.stop()
 
 
@@ -42,13 +44,22 @@ class EpochBars(_Bars):
             label: self.progress.add_task(label, total=epochs, start=index == 0, train="—", val="—", best="—")
             for index, label in enumerate(labels)
         }
+        self.running = next(iter(self.tasks.values()), None)
+        self.last_report = console.get_time()
 
     def update(self, record: Any, label: str | None = None) -> None:
         task = self.tasks[label] if label is not None else next(iter(self.tasks.values()))
-        if record.epoch == 1:
-            for other in self.tasks.values():  # the previous model is done, perhaps stopped early
-                self.progress.stop_task(other)
+        if task != self.running:
+            # The previous model is done (perhaps stopped early) since its last report: its clock stops there,
+            # and this one's starts there, so the two never overlap; a clock is stopped once only.
             self.progress.start_task(task)
+            for each in self.progress.tasks:
+                if each.id == self.running:
+                    each.stop_time = self.last_report
+                elif each.id == task:
+                    each.start_time = self.last_report
+            self.running = task
+        self.last_report = self.progress.get_time()
         self.progress.update(
             task,
             completed=record.epoch,
@@ -59,11 +70,15 @@ class EpochBars(_Bars):
 
 
 class FoldBar(_Bars):
-    """One bar over walk-forward folds, showing the epoch of the fold being trained."""
+    """Progress of the walk-forward backtest: a line up front saying what it will cost, then a bar over folds
+    showing the epoch of the fold being trained, or one plain line per finished fold when stderr is not a
+    terminal (a log file gets lines it can keep, not a redrawn bar)."""
 
     def __init__(self, console: Console) -> None:
         super().__init__(console, TextColumn("{task.fields[detail]}"))
+        self.console = console
         self.task: Any = None  # added on the first report, when the number of folds is known
+        self.started = 0.0
 
     def __enter__(self) -> FoldBar:
         # Drawn from the first report on: a run that fails to load must leave its one error line alone,
@@ -71,12 +86,44 @@ class FoldBar(_Bars):
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.task is not None:  # rich's stop() prints a newline off a terminal, even for a bar never drawn
-            super().__exit__(*exc)
+        if self.task is not None and self.console.is_terminal:
+            super().__exit__(*exc)  # rich's stop() prints a newline off a terminal, even for a bar never drawn
 
-    def update(self, completed: int, total: int, record: Any) -> None:
+    def update(self, event: Any) -> None:
+        """Draw one `evaluate.FoldProgress` event."""
         if self.task is None:
-            self.progress.start()
-            self.task = self.progress.add_task("walk-forward folds", total=total, detail="")
-        detail = "" if record is None else f"fold {completed + 1}: epoch {record.epoch}, val {record.val_loss:.4f}"
-        self.progress.update(self.task, completed=completed, detail=detail)
+            self.started = time.monotonic()
+            self.console.print(plan_line(event), markup=False, highlight=False, soft_wrap=True)
+            self.task = self.progress.add_task("walk-forward folds", total=event.total, detail="")
+            if self.console.is_terminal:
+                self.progress.start()
+        if not self.console.is_terminal:
+            if event.record is None and event.completed > 0:
+                elapsed = duration(time.monotonic() - self.started)
+                self.console.print(f"walk-forward fold {event.completed}/{event.total} done, {elapsed} elapsed",
+                                   markup=False, highlight=False, soft_wrap=True)
+            return
+        record, fold = event.record, event.completed + 1
+        detail = "" if record is None else f"fold {fold}: epoch {record.epoch}, val {record.val_loss:.4f}"
+        self.progress.update(self.task, completed=event.completed, detail=detail)
+
+
+def plan_line(event: Any) -> str:
+    """What the backtest will cost, said before it starts: minutes of silence look like a hang."""
+    models = "1 model" if event.trainings == 1 else f"{event.trainings} models"
+    line = f"Walk-forward backtest: {event.total} folds, training {models}"
+    if event.estimate_seconds is not None:
+        line += f", about {duration(event.estimate_seconds)} at this run's own training time"
+    return line + " (--folds 0 skips it)."
+
+
+def duration(seconds: float) -> str:
+    """12 s, 3 min 05 s, 1 h 02 min: a length of time for a person."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from lstm_forecast.metrics import format_pvalue, p_phrase
@@ -102,7 +103,7 @@ def backtest_table(backtest: dict[str, Any]) -> Table:
             source = f"refit, {row['epochs_run']} ep."
         table.add_row(
             label,
-            f"{row['first_anchor']}…{row['last_anchor'][2:]}",
+            f"{row['first_anchor']} … {row['last_anchor']}",
             str(row["windows"]),
             source if number < len(backtest["fold_results"]) else "",
             fmt(scores["model"]["rmse"]),
@@ -218,5 +219,7 @@ def compare_report(report: dict[str, Any]) -> list[Table | str]:
     items += [f"{run['model'].upper()} is {run['test']['verdict']}." for run in report["runs"]]
     if report["interrupted"]:
         items.append(f"[yellow]Interrupted: compared {', '.join(report['completed'])} only.[/]")
-    items.append(f"Wrote compare.json and compare_curves.png to {report['compare_dir']}")
+    items.append("Wrote:")
+    items += [f"  {run['model'].upper()} run bundle: {escape(run['run_dir'])}" for run in report["runs"]]
+    items += [f"  {escape(report['files']['compare'])}", f"  {escape(report['files']['curves'])}"]
     return items

@@ -74,7 +74,7 @@ def train_run(
     # Scored on prices converted back from the model's output; the test split is touched only here.
     evaluated = {"val": dataset.val, "test": dataset.test}
     forecasts = {name: period_forecasts(model, windows, dataset) for name, windows in evaluated.items()}
-    scores = {name: score_forecasts(forecasts[name], dataset.train_naive_mae) for name in evaluated}
+    scores = {name: score_forecasts(forecasts[name]) for name in evaluated}
     naive_loss = naive_validation_loss(dataset, config.train.loss)
     run_metrics = {
         "ticker": ticker,
@@ -184,10 +184,10 @@ def period_forecasts(model: Forecaster, windows: Windows, dataset: Dataset) -> F
     )
 
 
-def score_forecasts(forecasts: Forecasts, mase_scale: float) -> dict[str, Any]:
+def score_forecasts(forecasts: Forecasts) -> dict[str, Any]:
     """Model, naive and drift metrics on prices over the same windows, the tests against naive, the verdict."""
     truth = (forecasts.anchor_prices, forecasts.actual)
-    scores = {name: metrics.score(*truth, getattr(forecasts, name), forecasts.naive, mase_scale) for name in FORECASTS}
+    scores = {name: metrics.score(*truth, getattr(forecasts, name), forecasts.naive) for name in FORECASTS}
     vs_naive = metrics.compare_to_naive(*truth, forecasts.model, forecasts.naive, forecasts.actual.shape[1])
     return {
         "windows": len(forecasts),

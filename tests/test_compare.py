@@ -113,7 +113,15 @@ def test_cli_compare_json(tmp_path, prices, monkeypatch):
 
     table = CliRunner().invoke(app, ["compare", "-t", TICKER, "--models", "gru", "--epochs", "1", *settings, *options])
     assert table.exit_code == 0, table.output
-    assert "GRU is " in table.stdout and "naive" in table.stdout and "compare_curves.png" in table.stdout
+    assert "GRU is " in table.stdout and "naive" in table.stdout
+    # Every path it wrote, one per line: the GRU bundle, compare.json and compare_curves.png.
+    ticker_dir, earlier = tmp_path / "runs" / TICKER, {Path(run["run_dir"]).name for run in report["runs"]}
+    gru_bundle = next(path for path in ticker_dir.iterdir()
+                      if (path / "bundle.json").is_file() and path.name not in earlier)
+    lines = table.stdout.splitlines()
+    assert f"  GRU run bundle: {gru_bundle}" in lines
+    newest = sorted(path for path in ticker_dir.iterdir() if path.name.startswith("compare-"))[-1]
+    assert f"  {newest / compare.COMPARE_FILE}" in lines and f"  {newest / compare.CURVES_FILE}" in lines
 
     bad = CliRunner().invoke(app, ["compare", "-t", TICKER, "--models", "lstm,cnn", *options])
     assert bad.exit_code == 2 and bad.stderr.startswith("Error: --models 'lstm,cnn': unknown model type cnn")

@@ -3,10 +3,13 @@ cannot see past each fold's start, the files written into the bundle, and the co
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import math
 import shutil
+import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,7 +20,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lstm_forecast import data, evaluate, train
+from lstm_forecast import data, evaluate, progress, train
 from lstm_forecast.bundle import PRICES_FILE
 from lstm_forecast.cli import app
 from lstm_forecast.config import load_config
@@ -70,13 +73,13 @@ def test_baselines_on_a_steady_one_percent_climb():
     prices = 100.0 * 1.01 ** np.arange(60)
     forecasts = hand_forecasts(prices, mu=math.log(1.01))
     forecasts.model = forecasts.actual * 1.0
-    report = evaluate.judge(forecasts, mase_scale=2.0, kind="lstm")
+    report = evaluate.judge(forecasts, kind="lstm")
 
     naive_errors = forecasts.anchor_prices[:, None] * (1.01 ** np.arange(1, HORIZON + 1) - 1)
     naive = report["metrics"]["naive"]["all"]
     assert naive["rmse"] == pytest.approx(np.sqrt(np.mean(naive_errors**2)))
     assert naive["mae"] == pytest.approx(np.mean(naive_errors))
-    assert naive["mase"] == pytest.approx(np.mean(naive_errors) / 2.0)
+    assert naive["mase"] == 1.0 and report["metrics"]["drift"]["all"]["mase"] == pytest.approx(0.0, abs=1e-9)
     assert naive["rmse_ratio"] == 1.0 and naive["directional_accuracy"] is None
     drift = report["metrics"]["drift"]["all"]
     assert drift["rmse"] == pytest.approx(0.0, abs=1e-9) and drift["directional_accuracy"] == 1.0
@@ -87,7 +90,7 @@ def test_baselines_on_a_steady_one_percent_climb():
 
 def test_a_model_that_forecasts_no_change_is_the_random_walk():
     prices = 100.0 * np.exp(np.cumsum(np.random.default_rng(1).normal(0, 0.02, 80)))
-    sections, _ = evaluate.assess(hand_forecasts(prices), 1.0, "gru", [[0.01] * 30] * HORIZON, [80.0], 5.0)
+    sections, _ = evaluate.assess(hand_forecasts(prices), "gru", [[0.01] * 30] * HORIZON, [80.0], 5.0)
     assert sections["test"]["verdict"].startswith("GRU is not distinguishable from the random walk")
     assert sections["test"]["vs_naive"]["dm_all"]["pvalue"] == 1.0
     assert sections["lag_copy"]["echoes_yesterday"] is True  # a flat forecast is the series shifted by a day
@@ -100,7 +103,7 @@ def test_lag_copy_flags_a_forecast_that_repeats_yesterdays_move():
     forecasts = hand_forecasts(prices[1:])
     yesterday = np.log(prices[1:-HORIZON] / prices[: -HORIZON - 1])  # the move that ended on each anchor
     forecasts.model = forecasts.anchor_prices[:, None] * np.exp(yesterday[:, None] * np.arange(1, HORIZON + 1))
-    sections, _ = evaluate.assess(forecasts, 1.0, "lstm", [[0.01] * 30] * HORIZON, [80.0], 5.0)
+    sections, _ = evaluate.assess(forecasts, "lstm", [[0.01] * 30] * HORIZON, [80.0], 5.0)
     assert sections["lag_copy"]["echoes_yesterday"] is True
     assert sections["lag_copy"]["best_lag"] == 1
     assert "echoes yesterday's move" in sections["lag_copy"]["verdict"]
@@ -127,8 +130,16 @@ def test_folds_cover_the_test_period_in_consecutive_blocks():
     assert folds[0].val_start == 160  # fold 0 is the run's own split
     # Every fold keeps the run's validation share (20% of the days before its test block).
     assert [fold.test_start - fold.val_start for fold in folds] == [40, 47, 53]
-    with pytest.raises(UsageError, match="40 walk-forward folds: the test period has 100 trading days"):
+    with pytest.raises(UsageError, match="40 walk-forward folds: the test period has 100 trading days") as caught:
         evaluate.plan_folds(160, 200, 300, folds=40, horizon=HORIZON)
+    assert str(caught.value).endswith("use fewer, e.g. --folds 33")  # the most that fit: 33 blocks of 3+ days
+    assert len(evaluate.plan_folds(160, 200, 300, folds=33, horizon=HORIZON)) == 33
+    with pytest.raises(UsageError, match=r"e\.g\. --folds 1$"):  # 5 days: two blocks of 2 and 3 days are too short
+        evaluate.plan_folds(160, 200, 205, folds=2, horizon=HORIZON)
+    with pytest.raises(UsageError, match=r"e\.g\. --folds 33$"):  # refused before any array of a billion is built
+        evaluate.plan_folds(160, 200, 300, folds=10**9, horizon=HORIZON)
+    with pytest.raises(UsageError, match=r"skip the backtest with --folds 0$"):
+        evaluate.plan_folds(160, 200, 202, folds=2, horizon=HORIZON)
 
 
 @pytest.fixture(scope="module")
@@ -356,6 +367,19 @@ def test_cli_evaluate_prints_the_report(workdir):
         assert text in result.stdout
 
 
+def test_cli_evaluate_says_what_the_backtest_costs_and_logs_each_fold(workdir):
+    result = CliRunner().invoke(
+        app, ["evaluate", "-t", TICKER, "--folds", "2", "--runs-dir", str(workdir / "runs"),
+              "--data-dir", str(workdir / "data"), "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    seconds = json.loads(result.stdout)["training"]["seconds"]
+    lines = result.stderr.splitlines()  # not a terminal: plain lines, no bar
+    assert lines[0].startswith("Walk-forward backtest: 2 folds, training 1 model, about ")
+    assert f"about {progress.duration(seconds)} at this run's own training time" in lines[0]
+    assert [line.split(",")[0] for line in lines[1:]] == ["walk-forward fold 1/2 done", "walk-forward fold 2/2 done"]
+
+
 def test_cli_evaluate_with_no_runs_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(app, ["evaluate", "--runs-dir", str(tmp_path / "none")])
     assert result.exit_code == 1
@@ -369,3 +393,186 @@ def test_cli_evaluate_refuses_both_run_and_ticker(workdir):
     result = CliRunner().invoke(app, ["evaluate", "--run", str(run_dir_of(workdir)), "-t", TICKER])
     assert result.exit_code == 2
     assert result.stderr.startswith("Error: give --run or --ticker, not both")
+
+
+# --- the evaluation files as one set ------------------------------------------------------------
+
+
+def bundle_bytes(run_dir: Path) -> dict[str, bytes]:
+    """Every file in the bundle (temp folders included, so a leftover shows) and its bytes."""
+    return {str(path.relative_to(run_dir)): path.read_bytes() for path in sorted(run_dir.rglob("*")) if path.is_file()}
+
+
+def test_a_non_finite_figure_fails_before_anything_is_replaced(workdir, monkeypatch):
+    run_dir = run_dir_of(workdir)
+    evaluate.evaluate(run_dir, workdir / "data", folds=2)  # a complete earlier evaluation, backtest.csv included
+    before = bundle_bytes(run_dir)
+    # What evaluate.cost_bps=1e300 does to the strategy's returns.
+    monkeypatch.setattr(evaluate.trading.TradingDiagnostic, "to_dict",
+                        lambda self: {"strategy": {"cumulative_return": -math.inf}})
+    with pytest.raises(ForecastError, match=r"trading\.strategy\.cumulative_return that is not a finite number"):
+        evaluate.evaluate(run_dir, workdir / "data", folds=0)  # would also delete backtest.csv
+    assert bundle_bytes(run_dir) == before
+
+
+@pytest.mark.parametrize("broken", ["equity_plot", "predictions_plot"])
+def test_a_failure_while_drawing_leaves_the_bundle_as_it_was(workdir, monkeypatch, broken):
+    run_dir = run_dir_of(workdir)
+    evaluate.evaluate(run_dir, workdir / "data", folds=0)
+    before = bundle_bytes(run_dir)
+
+    def no_space(*args, **kwargs):
+        raise ForecastError("cannot write equity.png: no space left on device")
+
+    monkeypatch.setattr(evaluate.plots, broken, no_space)
+    with pytest.raises(ForecastError, match="no space left"):
+        evaluate.evaluate(run_dir, workdir / "data", folds=2)
+    assert bundle_bytes(run_dir) == before
+
+
+def test_cli_evaluate_of_a_run_with_absurd_costs_is_one_error_line_and_changes_nothing(workdir, monkeypatch):
+    real = evaluate.period_forecasts
+
+    def trading_model(*args):  # a model that calls moves (the tiny one stays in cash, paying no costs)
+        forecasts = real(*args)
+        forecasts.model = forecasts.actual.copy()
+        return forecasts
+
+    monkeypatch.setattr(evaluate, "period_forecasts", trading_model)
+    run_dir = run_dir_of(workdir)
+    config = run_dir / "config.yaml"
+    config.write_text(config.read_text().replace("cost_bps: 5.0", "cost_bps: 1.0e+300"))
+    before = bundle_bytes(run_dir)
+    result = CliRunner().invoke(app, ["evaluate", "--run", str(run_dir), "--folds", "0",
+                                      "--data-dir", str(workdir / "data")])
+    assert result.exit_code == 1 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "not a finite number" in lines[0]
+    assert bundle_bytes(run_dir) == before
+
+
+# --- report.html --------------------------------------------------------------------------------
+
+
+class PageParser(HTMLParser):
+    """The page's tables (caption, rows of cell texts), images and anything that could load a resource."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[dict] = []
+        self.images: list[str] = []
+        self.loads: list[tuple[str, str]] = []
+        self.meta: list[dict] = []
+        self.cell: list[str] | None = None
+        self.in_caption = False
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "table":
+            self.tables.append({"caption": "", "rows": []})
+        elif tag == "tr":
+            self.tables[-1]["rows"].append([])
+        elif tag in ("td", "th"):
+            self.cell = []
+        elif tag == "caption":
+            self.in_caption = True
+        elif tag == "img":
+            self.images.append(attributes["src"])
+        elif tag == "meta":
+            self.meta.append(attributes)
+        if tag in ("script", "link", "iframe", "object", "embed") or any(
+            name in ("href", "src", "srcset") and tag != "img" for name in attributes
+        ):
+            self.loads.append((tag, str(attributes)))
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self.cell is not None:
+            self.tables[-1]["rows"][-1].append("".join(self.cell))
+            self.cell = None
+        elif tag == "caption":
+            self.in_caption = False
+
+    def handle_data(self, text):
+        if self.cell is not None:
+            self.cell.append(text)
+        elif self.in_caption:
+            self.tables[-1]["caption"] += text
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained: Path, tmp_path_factory) -> Path:
+    """A copy of the trained bundle, evaluated with two folds (every section of the report)."""
+    root = tmp_path_factory.mktemp("evaluated")
+    shutil.copytree(trained, root, dirs_exist_ok=True)
+    run_dir = next((root / "runs" / TICKER).iterdir())
+    evaluate.evaluate(run_dir, root / "data", folds=2)
+    return run_dir
+
+
+def test_report_html_holds_the_figures_of_evaluation_json(evaluated):
+    report = json.loads((evaluated / "evaluation.json").read_text())
+    assert report["files"]["report"] == str(evaluated / "report.html")
+    page = PageParser()
+    page.feed((evaluated / "report.html").read_text(encoding="utf-8"))
+    assert page.loads == []  # no script, stylesheet, font or link to load
+    assert {"name": "viewport", "content": "width=device-width, initial-scale=1"} in page.meta
+
+    tables = {table["caption"].split(":")[0]: table["rows"] for table in page.tables}
+    test_rows = {row[0]: row for row in tables["Test period (never seen in training)"][1:]}
+    model, naive = report["test"]["metrics"]["model"]["all"], report["test"]["metrics"]["naive"]["all"]
+    assert test_rows[f"LSTM, days 1–{HORIZON}"][1:7] == [
+        f"{model['rmse']:.3f}", f"{model['mae']:.3f}", f"{model['mape']:.2f}", f"{model['mase']:.3f}",
+        f"{model['directional_accuracy']:.1%}", f"{model['rmse_ratio']:.3f}",
+    ]
+    assert test_rows[f"naive, days 1–{HORIZON}"][1] == f"{naive['rmse']:.3f}"
+    folds = tables["Walk-forward backtest"]
+    backtest = report["backtest"]
+    assert [row[0] for row in folds[1:]] == ["1", "2", "pooled"]
+    second = backtest["fold_results"][1]
+    assert folds[2][1] == f"{second['first_anchor']} … {second['last_anchor']}"  # full ISO dates both ends
+    assert folds[3][4] == f"{backtest['pooled']['metrics']['model']['all']['rmse']:.3f}"
+    coverage = tables["Prediction intervals on the test period (calibrated on validation)"]
+    assert coverage[1][:2] == ["80%", f"{report['coverage'][0]['all']:.1%}"]
+    fingerprint = dict(row for row in tables[""] if len(row) == 2)  # the fingerprint table has no caption
+    assert fingerprint["sha256"] == report["data"]["sha256"]
+
+    # Every chart of the run is inline and decodes to the PNG in the bundle.
+    assert len(page.images) == 3  # predictions, equity, loss curve (no predict was run)
+    decoded = [base64.b64decode(src.removeprefix("data:image/png;base64,"), validate=True) for src in page.images]
+    assert all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert decoded == [(evaluated / name).read_bytes() for name in ("predictions.png", "equity.png", "loss_curve.png")]
+
+
+def test_report_html_escapes_every_value():
+    from rich.table import Table
+
+    from lstm_forecast import html_report
+
+    table = Table(title="<b>title</b>")
+    table.add_column("<th>")
+    table.add_row("<script>alert(1)</script>")
+    page = html_report.render('<img src="http://x">', [table, "a & b < c"], {"<cap>": b"\x89PNG"}, "k: <v>",
+                              {"sha": "<x>"})
+    parser = PageParser()
+    parser.feed(page)
+    assert parser.loads == [] and len(parser.images) == 1
+    assert "<script>" not in page and "&lt;script&gt;" in page and "a &amp; b &lt; c" in page
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+def test_report_html_renders_in_a_headless_browser(evaluated, tmp_path):
+    shot = tmp_path / "shot.png"
+    command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               f"--user-data-dir={tmp_path / 'profile'}", "--window-size=420,2400", f"--screenshot={shot}",
+               (evaluated / "report.html").as_uri()]
+    subprocess.run(command, capture_output=True, timeout=60, check=False)
+    assert shot.is_file(), "chromium wrote no screenshot"
+    image = matplotlib.image.imread(shot)[..., :3]
+    colours = np.unique((image.reshape(-1, 3) * 255).astype(np.uint8), axis=0)
+    assert len(colours) > 500  # text and charts, not a blank or single-colour page
+    # The phone-wide window shows the charts scaled down, not cut off: some rows of pixels hold chart colours.
+    blue = (np.abs(image - np.array([0.12, 0.47, 0.71])).sum(axis=-1) < 0.15).any(axis=1)
+    assert blue.sum() > 50

@@ -29,12 +29,30 @@ def test_mape_is_none_when_an_actual_price_is_zero():
     assert metrics.mape(np.array([0.0, 1.0]), np.array([1.0, 1.0])) is None
 
 
-def test_mase_divides_by_the_training_naive_mae():
-    # one-step moves 1, -2, 3 -> mean absolute move 2
-    scale = baselines.naive_mae_scale(np.array([10.0, 11.0, 9.0, 12.0]))
-    assert scale == pytest.approx(2.0)
-    assert metrics.mase(ACTUAL, PREDICTED, scale) == pytest.approx(0.5)
-    assert metrics.mase(ACTUAL, PREDICTED, 0.0) is None
+def test_mase_scales_each_step_by_naive_mae_on_the_same_windows():
+    naive = np.repeat(ANCHOR[:, None], 2, axis=1)
+    # naive's absolute errors: step 1 -> 0.5, 1.5 (MAE 1); step 2 -> 0.5, 1.5 (MAE 1)
+    scaled = np.abs(PREDICTED - ACTUAL) / np.abs(naive - ACTUAL).mean(axis=0)
+    assert metrics.mase(ACTUAL, PREDICTED, naive) == pytest.approx(scaled.mean())
+    assert metrics.mase(ACTUAL, naive, naive) == 1.0
+    assert metrics.mase(ACTUAL, PREDICTED, ACTUAL) is None  # a perfect "naive" leaves nothing to scale by
+
+
+def test_mase_of_naive_is_one_whatever_the_price_level():
+    # Ten years of a random walk that rises fifty-fold: the training period's one-step MAE in price units
+    # is a fraction of the test period's, so a training-period scale would put naive near 50, not 1.
+    rng = np.random.default_rng(5)
+    prices = 10 * np.exp(np.cumsum(rng.normal(np.log(50) / 2500, 0.02, 2500)))
+    test = prices[-500:]
+    anchor, actual = test[:-3], np.stack([test[k : len(test) - 3 + k] for k in range(1, 4)], axis=1)
+    naive = np.repeat(anchor[:, None], 3, axis=1)
+    training_scale = baselines.naive_mae_scale(prices[:1500])
+    assert metrics.mae(actual[:, 0], naive[:, 0]) / training_scale > 5  # what the old scale reported
+    scores = metrics.score(anchor, actual, naive, naive)
+    assert scores["h1"]["mase"] == pytest.approx(1.0) and scores["all"]["mase"] == pytest.approx(1.0)
+    # A model that halves every error of naive is MASE 0.5 on day 1 at any level.
+    halfway = (naive + actual) / 2
+    assert metrics.score(anchor, actual, halfway, naive)["h1"]["mase"] == pytest.approx(0.5)
 
 
 def test_rmse_ratio_of_naive_is_exactly_one_and_model_is_relative():
@@ -129,7 +147,7 @@ def _random_walk_windows(n: int = 60, horizon: int = 3, seed: int = 1):
 
 def test_score_layout_and_naive_reference_values():
     anchor, actual, naive = _random_walk_windows()
-    result = metrics.score(anchor, actual, naive, naive, mase_scale=1.0)
+    result = metrics.score(anchor, actual, naive, naive)
     keys = {"rmse", "mae", "mape", "mase", "directional_accuracy", "rmse_ratio"}
     assert set(result) == {"h1", "all"} and set(result["h1"]) == keys and set(result["all"]) == keys
     assert result["h1"]["rmse_ratio"] == 1.0 and result["all"]["rmse_ratio"] == 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from datetime import date
@@ -16,7 +17,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lstm_forecast import data
+from lstm_forecast import data, predict
 from lstm_forecast.bundle import RunBundle, save_bundle
 from lstm_forecast.cli import app
 from lstm_forecast.config import load_config
@@ -150,10 +151,10 @@ def test_the_same_bundle_and_cache_give_byte_identical_output(workspace):
     out.mkdir()
     first = predict_in(workspace, output=out / "first.json")
     second = predict_in(workspace, output=out / "second.json")
-    assert first.chart == out / "first.png" and second.chart == out / "second.png"
+    assert first.chart == out / "first.json.png" and second.chart == out / "second.json.png"
     assert (out / "first.json").read_bytes() == (out / "second.json").read_bytes()
-    assert (out / "first.png").read_bytes() == (out / "second.png").read_bytes()
-    assert (out / "first.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "first.json.png").read_bytes() == (out / "second.json.png").read_bytes()
+    assert (out / "first.json.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     predict_in(workspace, output=out / "table.txt")
     predict_in(workspace, output=out / "again.txt")
     assert (out / "table.txt").read_text() == (out / "again.txt").read_text()
@@ -163,6 +164,29 @@ def test_the_chart_goes_into_the_bundle_without_an_output_file(workspace):
     outcome = predict_in(workspace)
     assert outcome.text is None and outcome.output is None
     assert outcome.chart == workspace["run_dir"] / "forecast.png" and outcome.chart.is_file()
+
+
+def test_charts_of_outputs_sharing_a_stem_never_overwrite_one_another(workspace):
+    out = workspace["out"]
+    out.mkdir()
+    (out / "x.png").write_bytes(b"a picture of the user's")
+    for name in ("x.json", "x.csv", "x.txt"):
+        assert predict_in(workspace, output=out / name).chart == out / f"{name}.png"
+    assert sorted(path.name for path in out.iterdir()) == [
+        "x.csv", "x.csv.png", "x.json", "x.json.png", "x.png", "x.txt", "x.txt.png"
+    ]
+    assert (out / "x.png").read_bytes() == b"a picture of the user's"
+    for name in ("x.json", "x.csv", "x.txt"):
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_output_that_is_not_a_regular_file_sends_the_chart_into_the_bundle(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    run_dir = tmp_path / "run"
+    assert predict.chart_path(Path("/dev/null"), run_dir) == run_dir / "forecast.png"
+    assert predict.chart_path(fifo, run_dir) == run_dir / "forecast.png"
+    assert predict.chart_path(tmp_path / "new.json", run_dir) == tmp_path / "new.json.png"
 
 
 def test_the_newest_run_is_used_unless_a_ticker_or_run_is_given(workspace, prices_until):
@@ -224,13 +248,49 @@ def test_runs_lists_every_bundle_oldest_first(workspace, prices_until):
     save_run(workspace["runs_dir"], "ACME", OLD_RUN, prices_until(LAST_DAY))
     _, rows = run_summaries(workspace["runs_dir"])
     assert [row["run_id"] for row in rows] == [OLD_RUN, NEW_RUN]
-    assert rows[0] | {"path": None} == {
+    assert rows[0] | {"path": None, "config": None} == {
         "run_id": OLD_RUN, "ticker": "ACME", "model": "lstm", "created": "2025-01-01T00:00:00+00:00",
-        "epochs": 2, "test_rmse_ratio": 1.0123, "path": None,
+        "epochs": 2, "test_rmse_ratio": 1.0123, "interrupted": None, "evaluated": False, "damaged": False,
+        "path": None, "config": None,
     }
+    assert rows[0]["config"]["window.lookback"] == str(LOOKBACK)  # a key that differs from the defaults
     result = CliRunner().invoke(app, ["runs", "--runs-dir", str(workspace["runs_dir"]), "--json"])
     assert result.exit_code == 0
     assert [row["run_id"] for row in json.loads(result.stdout)["runs"]] == [OLD_RUN, NEW_RUN]
+
+
+@pytest.mark.parametrize("damage", {
+    "garbage": lambda run: (run / "bundle.json").write_bytes(b"\x00\xff binary garbage"),
+    "deep": lambda run: (run / "bundle.json").write_text("[" * 100_000 + "]" * 100_000),
+    "huge integer": lambda run: (run / "bundle.json").write_text('{"ticker": "X", "created_at": ' + "9" * 5000 + "}"),
+    "too big": lambda run: (run / "bundle.json").write_bytes(b" " * (predict.JSON_BYTES_LIMIT + 1) + b"{}"),
+    "markup": lambda run: (run / "bundle.json").write_text('{"ticker": "[/]", "model": {"kind": "[bold]"}}'),
+    "files missing": lambda run: [(run / name).unlink() for name in ("metrics.json", "config.yaml")],
+}.items(), ids=lambda item: item[0] if isinstance(item, tuple) else None)
+def test_runs_lists_every_good_run_beside_a_damaged_one(workspace, prices_until, damage):
+    save_run(workspace["runs_dir"], "ACME", OLD_RUN, prices_until(LAST_DAY))
+    damage[1](workspace["runs_dir"] / "ACME" / OLD_RUN)
+    _, rows = run_summaries(workspace["runs_dir"])
+    assert [row["run_id"] for row in rows] == [OLD_RUN, NEW_RUN]
+    assert rows[1]["damaged"] is False and rows[1]["ticker"] == "ACME" and rows[1]["config"]
+    for arguments in ([], ["--json"]):
+        result = CliRunner().invoke(app, ["runs", "--runs-dir", str(workspace["runs_dir"]), *arguments])
+        assert result.exit_code == 0, result.output
+        assert NEW_RUN in result.stdout and OLD_RUN in result.stdout
+    table = CliRunner().invoke(app, ["runs", "--runs-dir", str(workspace["runs_dir"])]).stdout
+    expected = {"files missing": "not evaluated", "markup": "[/]"}.get(damage[0], "damaged")  # markup shown as is
+    assert expected in next(line for line in table.splitlines() if OLD_RUN in line)
+
+
+def test_runs_shows_interrupted_evaluated_and_the_config_that_differs(workspace):
+    run_dir = workspace["run_dir"]
+    (run_dir / "evaluation.json").write_text("{}")
+    document = json.loads((run_dir / "bundle.json").read_text())
+    document["training"]["interrupted"] = True
+    (run_dir / "bundle.json").write_text(json.dumps(document))
+    table = CliRunner().invoke(app, ["runs", "--runs-dir", str(workspace["runs_dir"])]).stdout
+    line = next(line for line in table.splitlines() if NEW_RUN in line)
+    assert "interrupted, evaluated" in line and f"lookback={LOOKBACK}" in line
 
 
 OFFLINE_CLI = """
