@@ -75,7 +75,7 @@ def test_set_values_are_yaml_scalars():
 
 def test_error_names_file_key_expectation_and_value(tmp_path):
     path = write(tmp_path, "train:\n  epochs: ten\n")
-    assert error_of(path) == f"{path}: train.epochs: expected an integer >= 1, got 'ten'"
+    assert error_of(path) == f"{path}: train.epochs: expected an integer >= 1 and <= 100000, got 'ten'"
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,7 @@ def test_error_names_file_key_expectation_and_value(tmp_path):
     [
         ("window.lookback=0", "--set: window.lookback: expected an integer >= 1"),
         ("model.dropout=1.5", "--set: model.dropout: expected a number >= 0 and < 1, got 1.5"),
-        ("train.lr=-1", "--set: train.lr: expected a number > 0, got -1"),
+        ("train.lr=-1", "--set: train.lr: expected a number > 0 and <= 10, got -1"),
         ("model.type=transformer", "--set: model.type: expected one of lstm, gru, rnn, got 'transformer'"),
         ("data.features=[price]", "data.features: expected a list of values in log_return, volume_change"),
         ("train.device=tpu", "train.device: expected one of auto, cpu, cuda, mps"),
