@@ -79,7 +79,9 @@ def read_bounded(path: Path, limit: int, what: str, error: type[ForecastError] =
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` atomically; on any failure the old file is left as it was."""
-    path = Path(os.path.realpath(path))  # through a symlink: replace its target, keep the link
+    path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))  # replace the link's target, keep the link
     with contextlib.suppress(FileNotFoundError):
         mode = path.stat().st_mode
         if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):

@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from lstm_forecast import bundle as bundles
-from lstm_forecast import plots, train
+from lstm_forecast import files, plots, train
 from lstm_forecast.bundle import (
     find_run,
     list_runs,
@@ -307,16 +307,20 @@ def test_find_run_picks_the_latest_across_tickers_and_per_ticker(tmp_path):
         find_run(tmp_path / "missing")
 
 
-def test_only_stale_temp_dirs_are_removed(tmp_path):
-    stale = make_run(tmp_path, "AAA", ".tmp-dead")
-    (stale / "model.safetensors").write_bytes(b"half")
+def test_only_our_stale_temp_dirs_are_removed(tmp_path):
     two_hours_ago = time.time() - 7200
-    os.utime(stale, (two_hours_ago, two_hours_ago))
-    in_progress = make_run(tmp_path, "AAA", ".tmp-writing")  # another process saving right now
+    stale = files.make_temp_dir(tmp_path / "AAA", "a run bundle")  # a process of ours that died
+    (stale / "model.safetensors").write_bytes(b"half")
+    in_progress = files.make_temp_dir(tmp_path / "AAA", "a run bundle")  # another process saving right now
+    others = make_run(tmp_path, "AAA", ".tmp-dead")  # another program's, in a shared folder
+    unmarked = make_run(tmp_path, "AAA", files.TEMP_PREFIX + "lookalike")  # our prefix but no marker
+    for path in (stale, others, unmarked):
+        os.utime(path, (two_hours_ago, two_hours_ago))
     run = make_run(tmp_path, "AAA", "20240101-000000-000")
 
     remove_stale_temp_dirs(tmp_path)
-    assert not stale.exists() and in_progress.exists() and run.exists()
+    assert not stale.exists()
+    assert in_progress.exists() and others.exists() and unmarked.exists() and run.exists()
     remove_stale_temp_dirs(tmp_path / "missing")  # nothing to clean is not an error
 
 
