@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 import annotated_types
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from lstm_forecast.errors import UsageError, quote
@@ -213,6 +214,8 @@ class ConfigLoader(yaml.SafeLoader):
     def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
         seen = set()
         for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<`: merged by the base class
+                continue
             key = self.construct_object(key_node, deep=deep)
             try:
                 duplicate = key in seen
@@ -375,12 +378,17 @@ def _expectation(loc: list[str]) -> str:
 def _describe_annotation(annotation: Any, metadata: list[Any]) -> str:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if origin is Annotated:
-        return _describe_annotation(args[0], list(args[1:]) + metadata)
+    if origin is Annotated:  # a Field(...) inside Annotated carries its bounds in its own metadata
+        inner = [part for arg in args[1:] for part in (arg.metadata if isinstance(arg, FieldInfo) else [arg])]
+        return _describe_annotation(args[0], inner + metadata)
     if origin is Literal:
         return "one of " + ", ".join(str(arg) for arg in args)
+    longest = next((item.max_length for item in metadata if isinstance(item, annotated_types.MaxLen)), None)
     if origin is list:
-        return f"a list of {_plural(_describe_annotation(args[0], []))}"
+        at_most = f" (at most {longest})" if longest else ""
+        return f"a list of {_plural(_describe_annotation(args[0], []))}{at_most}"
+    if annotation is str and longest:
+        return f"a string of at most {longest} characters"
     if type(None) in args:
         inner = [arg for arg in args if arg is not type(None)]
         return _describe_annotation(inner[0], metadata) + " (or null)"
@@ -399,7 +407,8 @@ def _describe_annotation(annotation: Any, metadata: list[Any]) -> str:
 def _plural(text: str) -> str:
     if text.startswith("one of "):
         return "values in " + text.removeprefix("one of ")
-    return text.removeprefix("an ").removeprefix("a ") + "s"
+    noun, _, bounds = text.removeprefix("an ").removeprefix("a ").partition(" ")
+    return f"{noun}s {bounds}".strip()
 
 
 def _lookup(values: dict[str, Any], loc: list[str]) -> Any:

@@ -4,6 +4,7 @@ The CLI catches `ForecastError` once, prints its message on one line to stderr a
 exits with `exit_code` (see ../GUIDE: 1 run-time failure, 2 usage/config, 130 interrupted).
 """
 
+import datetime as dt
 import reprlib
 
 
@@ -38,6 +39,8 @@ def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
         value = value.item()  # a numpy scalar: its plain Python number
     if isinstance(value, str):
         text = repr(value[: limit + 1])
+    elif isinstance(value, dt.date):
+        text = value.isoformat()
     elif isinstance(value, bool | float):
         text = str(value)
     elif isinstance(value, int):

@@ -90,7 +90,8 @@ def test_error_names_file_key_expectation_and_value(tmp_path):
         ("train.epoch=3", "--set: train.epoch: unknown key (expected one of epochs,"),
         ("bogus.key=1", "--set: bogus: unknown key (expected one of data, split"),
         ("split.test_fraction=0.85", "split.val_fraction: expected val + test fractions < 0.9"),
-        ("data.start=yesterday", "data.start: expected a date YYYY-MM-DD (or null), got 'yesterday'"),
+        ("data.start=yesterday", "data.start: expected a date YYYY-MM-DD >= 1900-01-01 and <= 2200-12-31 (or null), "
+                                 "got 'yesterday'"),
     ],
 )
 def test_override_errors(override, fragment):
