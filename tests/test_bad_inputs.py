@@ -38,6 +38,7 @@ from conftest import (
     build_yahoo_history_frame,
     error_line,
     file_digests,
+    run_cli_limited,
     temp_leftovers,
 )
 from typer.testing import CliRunner
@@ -510,3 +511,51 @@ def test_bad_input(case: Case, scene: Scene) -> None:
     assert temp_leftovers(scene.root) == []
     if case.check is not None:
         case.check(scene, result)
+
+
+# --- blow-ups: under an address-space limit, so a regression fails the test instead of the machine ----------
+
+LAUGHS = "\n".join(
+    [f"a0: &a0 [{', '.join(['lol'] * 9)}]"]
+    + [f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 9)}]" for level in range(1, 9)]
+) + "\n"
+LAUGHS_FLOW = "[&a [1, 1, 1, 1, 1, 1, 1, 1, 1], " + ", ".join(
+    f"&{name} [{', '.join([f'*{previous}'] * 9)}]" for previous, name in zip("abcdefgh", "bcdefghi")
+) + "]"
+
+
+def huge_model_bundle(run_dir: Path) -> None:
+    document = json.loads((run_dir / "bundle.json").read_text())
+    document["model"].update(hidden_size=4096, num_layers=16)
+    (run_dir / "bundle.json").write_text(json.dumps(document))
+
+
+BLOW_UPS = [
+    ("billion-laughs-config", lambda root: (root / "c.yaml").write_text(LAUGHS), ["train", "-t", TICKER, "-c", "c.yaml"],
+     2, "c.yaml: line 2: YAML aliases (*a0) are not allowed in a config"),
+    ("billion-laughs-set", None, ["train", "-t", TICKER, "--set", f"train.lr={LAUGHS_FLOW}"], 2,
+     "--set 'train.lr': YAML aliases (*a) are not allowed"),
+    ("billion-laughs-bundle-config", lambda root: (root / RUN / "config.yaml").write_text(LAUGHS),
+     ["predict", "--run", RUN], 1, "config.yaml: unreadable (line 2: YAML aliases (*a0)"),
+    ("huge-model-train", None, ["train", "-t", TICKER, "--set", "model.hidden_size=4096", "--set",
+                                "model.num_layers=16"], 2, "lower model.hidden_size or model.num_layers"),
+    ("huge-model-bundle", lambda root: huge_model_bundle(root / RUN), ["predict", "--run", RUN], 1,
+     "the bundle is damaged"),
+    ("bundle-json-dev-zero", lambda root: link_to_dev_zero("bundle.json")(root / RUN), ["predict", "--run", RUN], 1,
+     "not a regular file"),
+    ("weights-dev-zero", lambda root: link_to_dev_zero("model.safetensors")(root / RUN), ["predict", "--run", RUN], 1,
+     "not a regular file"),
+]
+
+
+@pytest.mark.parametrize(("setup", "argv", "exit_code", "fragment"), [case[1:] for case in BLOW_UPS],
+                         ids=[case[0] for case in BLOW_UPS])
+def test_tiny_hostile_input_fails_fast_and_small(tmp_path, tiny_run, setup, argv, exit_code, fragment):
+    shutil.copytree(tiny_run, tmp_path / RUN)
+    if setup is not None:
+        setup(tmp_path)
+    result = run_cli_limited(argv, tmp_path)
+    *_, last = result.stderr.splitlines() or [""]
+    assert result.returncode == exit_code, result.stderr[-2000:]
+    assert last.startswith("Error: ") and fragment in last and len(last) < 400, last
+    assert "Traceback" not in result.stderr and "unexpected" not in last
