@@ -179,10 +179,10 @@ def _write_bundle_files(
 
 
 def check_runs_dir_writable(runs_dir: Path, ticker: str) -> None:
-    """Fail before training rather than after it when the bundle could not be written.
+    """Fail before training rather than after it when the bundle could not be written; leave no trace.
 
-    The folders it creates stay: the bundle goes there, and another process may be saving into them
-    already. Only when the check fails does it remove the folders this call created (empty ones).
+    Only folders this call created are removed, and only while empty (rmdir): another process may be
+    saving into them already. One that removes a folder we are about to use is handled in `make_temp_dir`.
     """
     from lstm_forecast.data import cache_name
 
@@ -195,13 +195,12 @@ def check_runs_dir_writable(runs_dir: Path, ticker: str) -> None:
                     path.mkdir()
                     created.append(path)
         shutil.rmtree(make_temp_dir(ticker_dir, "a run bundle"))
-    except (ForecastError, OSError) as exc:
+    except OSError as exc:
+        raise ForecastError(f"cannot create a run bundle in {ticker_dir}: {exc.strerror or exc}") from None
+    finally:
         for path in reversed(created):
             with contextlib.suppress(OSError):  # not empty: another run is being saved there
                 path.rmdir()
-        if isinstance(exc, OSError):
-            raise ForecastError(f"cannot create a run bundle in {ticker_dir}: {exc.strerror or exc}") from None
-        raise
 
 
 def bundle_document(bundle: RunBundle) -> dict[str, Any]:

@@ -29,6 +29,7 @@ TEMP_PREFIX = ".tmp-lstm-forecast-"
 # Inside every temp directory we create: proof that the directory is ours to remove.
 TEMP_MARKER = ".lstm-forecast-temp"
 READ_CHUNK = 1 << 20
+CREATE_ATTEMPTS = 10
 
 
 def _current_umask() -> int:
@@ -135,13 +136,20 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def make_temp_dir(parent: Path, what: str) -> Path:
     """A fresh hidden temp directory in `parent` (created if needed), marked as ours, to be published whole later."""
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=parent))
-        (tmp_dir / TEMP_MARKER).touch()
-        return tmp_dir
-    except OSError as exc:
-        raise ForecastError(f"cannot create {what} in {parent}: {_reason(exc)}") from None
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            tmp_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=parent))
+            (tmp_dir / TEMP_MARKER).touch()
+            return tmp_dir
+        except FileNotFoundError:
+            # Another process removed the empty parent it had created (its writability check) between our
+            # mkdir and mkdtemp: create it again. Once our temp dir is inside, nobody can remove it.
+            if attempt == CREATE_ATTEMPTS - 1:
+                raise ForecastError(f"cannot create {what} in {parent}: it keeps disappearing") from None
+        except OSError as exc:
+            raise ForecastError(f"cannot create {what} in {parent}: {_reason(exc)}") from None
+    raise AssertionError("unreachable")
 
 
 def is_our_temp_dir(path: Path) -> bool:
