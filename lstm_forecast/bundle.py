@@ -41,7 +41,6 @@ from lstm_forecast.config import (
     Feature,
     ModelConfig,
     RefusedYAML,
-    TrainConfig,
     WindowConfig,
     config_from_plain,
     load_yaml,

@@ -181,9 +181,8 @@ def train(
     from lstm_forecast import data
     from lstm_forecast.bundle import resolve_runs_dir
     from lstm_forecast.config import load_config
-    from lstm_forecast.train import load_training_prices, train_run
-
     from lstm_forecast.model import check_trainable
+    from lstm_forecast.train import load_training_prices, train_run
 
     shortcuts = {"model.type": ("--model", model), "train.epochs": ("--epochs", epochs),
                  "train.seed": ("--seed", seed), "train.device": ("--device", device)}
@@ -343,10 +342,9 @@ def compare(
     from lstm_forecast.bundle import resolve_runs_dir
     from lstm_forecast.compare import compare_models, parse_models
     from lstm_forecast.config import load_config
+    from lstm_forecast.model import check_trainable
     from lstm_forecast.report import compare_report
     from lstm_forecast.train import load_training_prices
-
-    from lstm_forecast.model import check_trainable
 
     kinds = parse_models(models)
     settings = load_config(config, set_ or [], {"train.epochs": ("--epochs", epochs)})

@@ -129,7 +129,8 @@ def check_trainable(config: Config, kinds: Iterable[str] | None = None) -> None:
             raise UsageError(
                 f"model.type {kind} with model.hidden_size {shape.hidden_size} and model.num_layers "
                 f"{shape.num_layers} ({shape.parameter_count():,} parameters), train.batch_size "
-                f"{config.train.batch_size} and window.lookback {config.window.lookback} needs about {gib(needed)} to train, more than the "
+                f"{config.train.batch_size} and window.lookback {config.window.lookback} needs about {gib(needed)} "
+                "to train, more than the "
                 f"{gib(limit)} allowed here (half the memory); lower model.hidden_size or model.num_layers "
                 "(or train.batch_size, window.lookback)"
             )

@@ -468,7 +468,8 @@ CASES = [
          "is torch.bool, expected float32; the bundle is damaged"),
     Case("bundle-config-duplicate-key",
          (bundle(lambda run_dir: (run_dir / "config.yaml").write_text("train: {}\ntrain: {}\n")),),
-         ["predict", "--run", RUN], 1, "config.yaml: unreadable (line 2: duplicate key 'train'); the bundle is damaged"),
+         ["predict", "--run", RUN], 1,
+         "config.yaml: unreadable (line 2: duplicate key 'train'); the bundle is damaged"),
     Case("bundle-config-invalid-value",
          (bundle(lambda run_dir: (run_dir / "config.yaml").write_text("train: {epochs: 0}\n")),),
          ["predict", "--run", RUN], 1, "train.epochs: expected an integer >= 1"),
@@ -520,7 +521,7 @@ LAUGHS = "\n".join(
     + [f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 9)}]" for level in range(1, 9)]
 ) + "\n"
 LAUGHS_FLOW = "[&a [1, 1, 1, 1, 1, 1, 1, 1, 1], " + ", ".join(
-    f"&{name} [{', '.join([f'*{previous}'] * 9)}]" for previous, name in zip("abcdefgh", "bcdefghi")
+    f"&{name} [{', '.join([f'*{previous}'] * 9)}]" for previous, name in zip("abcdefgh", "bcdefghi", strict=True)
 ) + "]"
 
 
@@ -531,8 +532,8 @@ def huge_model_bundle(run_dir: Path) -> None:
 
 
 BLOW_UPS = [
-    ("billion-laughs-config", lambda root: (root / "c.yaml").write_text(LAUGHS), ["train", "-t", TICKER, "-c", "c.yaml"],
-     2, "c.yaml: line 2: YAML aliases (*a0) are not allowed in a config"),
+    ("billion-laughs-config", lambda root: (root / "c.yaml").write_text(LAUGHS),
+     ["train", "-t", TICKER, "-c", "c.yaml"], 2, "c.yaml: line 2: YAML aliases (*a0) are not allowed in a config"),
     ("billion-laughs-set", None, ["train", "-t", TICKER, "--set", f"train.lr={LAUGHS_FLOW}"], 2,
      "--set 'train.lr': YAML aliases (*a) are not allowed"),
     ("billion-laughs-bundle-config", lambda root: (root / RUN / "config.yaml").write_text(LAUGHS),

@@ -174,7 +174,7 @@ def test_compare_checks_every_kind(monkeypatch: pytest.MonkeyPatch) -> None:
     rnn = ModelShape.from_config(config.model, 1, 5).training_bytes(64, 60)
     monkeypatch.setattr(model, "memory_limit", lambda: rnn)  # the RNN just fits; the LSTM does not
     check_trainable(config)
-    with pytest.raises(UsageError, match="model.type lstm"):
+    with pytest.raises(UsageError, match=r"model\.type lstm"):
         check_trainable(config, ["rnn", "lstm"])
 
 
