@@ -5,6 +5,11 @@ and its inputs), `model.safetensors`, `config.yaml` (resolved), `prices.csv` (th
 on, so evaluation stays reproducible after the cache is revised), `history.csv`, `metrics.json`,
 `loss_curve.png`. A bundle is written into a hidden temp directory and renamed into place only
 when complete, so a crash leaves either a whole bundle or none. Loading never unpickles anything.
+
+Loading trusts nothing: every file is read with a size limit, bundle.json is validated field by field
+(`BundleDocument`: types, ranges, finite numbers, dates, the ticker's format, residual counts), and the
+weights' names, shapes and dtype (float32) are checked against the declared model before the module is
+built. A damaged bundle is always a run-time error (exit 1) naming the file and what is wrong.
 """
 
 from __future__ import annotations
@@ -18,19 +23,39 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
 import safetensors.torch
 import torch
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lstm_forecast import __version__
-from lstm_forecast.config import Config, config_from_plain
-from lstm_forecast.errors import ForecastError, UsageError
-from lstm_forecast.files import TEMP_PREFIX, free_name, make_temp_dir, publish_dir
-from lstm_forecast.model import Forecaster, ModelShape
+from lstm_forecast.config import (
+    CONFIG_SIZE_LIMIT,
+    MAX_SEED,
+    Config,
+    Date,
+    Feature,
+    ModelConfig,
+    RefusedYAML,
+    WindowConfig,
+    config_from_plain,
+    load_yaml,
+)
+from lstm_forecast.errors import ForecastError, UsageError, quote
+from lstm_forecast.files import (
+    TEMP_PREFIX,
+    NameTaken,
+    free_name,
+    is_our_temp_dir,
+    make_temp_dir,
+    publish_dir,
+    read_bounded,
+)
+from lstm_forecast.model import Forecaster, ModelShape, gib, memory_limit
 from lstm_forecast.windows import Scaler, WindowSpec
 
 FORMAT_VERSION = 1
@@ -46,6 +71,10 @@ RUNS_DIR_ENV = "LSTM_FORECAST_RUNS_DIR"
 DEFAULT_RUNS_DIR = "runs"
 # Writing a bundle takes seconds; a temp dir this old belongs to a process that died.
 STALE_TEMP_AGE_S = 3600
+# bundle.json holds a few residual lists: kilobytes, megabytes for a long horizon on decades of data.
+BUNDLE_JSON_LIMIT = 32 << 20
+# model.safetensors: the tensors the declared shape implies plus a JSON header of a few hundred bytes.
+WEIGHTS_HEADER_LIMIT = 1 << 20
 
 
 @dataclass
@@ -102,23 +131,24 @@ def save_bundle(
 
     `write_extras(tmp_dir)` may add files (the loss-curve PNG) before the rename.
     """
-    from lstm_forecast.data import cache_name, prices_to_csv
+    from lstm_forecast.data import cache_name
 
     ticker_dir = Path(runs_dir) / cache_name(bundle.ticker)
     tmp_dir = make_temp_dir(ticker_dir, "a run bundle")
-    bundle.run_id = free_name(ticker_dir, bundle.run_id)
-    final_dir = ticker_dir / bundle.run_id
+    requested_id = bundle.run_id
+    final_dir = ticker_dir / requested_id
     try:
-        weights = {name: tensor.detach().cpu().contiguous() for name, tensor in bundle.model.state_dict().items()}
-        (tmp_dir / WEIGHTS_FILE).write_bytes(safetensors.torch.save(weights))
-        (tmp_dir / BUNDLE_FILE).write_text(_dumps(bundle_document(bundle)))
-        (tmp_dir / CONFIG_FILE).write_text(yaml.safe_dump(bundle.config.to_plain(), sort_keys=False))
-        (tmp_dir / PRICES_FILE).write_bytes(prices_to_csv(prices))
-        history.to_csv(tmp_dir / HISTORY_FILE, index=False, lineterminator="\n")
-        (tmp_dir / METRICS_FILE).write_text(_dumps(metrics))
-        if write_extras is not None:
-            write_extras(tmp_dir)
-        publish_dir(tmp_dir, final_dir)
+        while True:
+            # The run id is written into the files, so they are written again when another process
+            # publishes a run under the same name first (same ticker, same millisecond).
+            bundle.run_id = free_name(ticker_dir, requested_id)
+            final_dir = ticker_dir / bundle.run_id
+            _write_bundle_files(tmp_dir, bundle, prices, history, metrics, write_extras)
+            try:
+                publish_dir(tmp_dir, final_dir)
+                break
+            except NameTaken:
+                continue
     except BaseException as exc:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         # An atomic write (the loss curve) wraps its OSError, naming the temp dir that is gone now.
@@ -130,17 +160,45 @@ def save_bundle(
     return final_dir
 
 
+def _write_bundle_files(
+    tmp_dir: Path, bundle: RunBundle, prices: pd.DataFrame, history: pd.DataFrame, metrics: dict[str, Any],
+    write_extras: Any,
+) -> None:
+    from lstm_forecast.data import prices_to_csv
+
+    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in bundle.model.state_dict().items()}
+    (tmp_dir / WEIGHTS_FILE).write_bytes(safetensors.torch.save(weights))
+    (tmp_dir / BUNDLE_FILE).write_text(_dumps(bundle_document(bundle)))
+    (tmp_dir / CONFIG_FILE).write_text(yaml.safe_dump(bundle.config.to_plain(), sort_keys=False))
+    (tmp_dir / PRICES_FILE).write_bytes(prices_to_csv(prices))
+    history.to_csv(tmp_dir / HISTORY_FILE, index=False, lineterminator="\n")
+    (tmp_dir / METRICS_FILE).write_text(_dumps(metrics))
+    if write_extras is not None:
+        write_extras(tmp_dir)
+
+
 def check_runs_dir_writable(runs_dir: Path, ticker: str) -> None:
-    """Fail before training rather than after it when the bundle could not be written; leave no trace."""
+    """Fail before training rather than after it when the bundle could not be written; leave no trace.
+
+    Only folders this call created are removed, and only while empty (rmdir): another process may be
+    saving into them already. One that removes a folder we are about to use is handled in `make_temp_dir`.
+    """
     from lstm_forecast.data import cache_name
 
     ticker_dir = Path(runs_dir) / cache_name(ticker)
-    created = [path for path in (ticker_dir, *ticker_dir.parents) if not path.exists()]  # deepest first
+    created: list[Path] = []
     try:
-        make_temp_dir(ticker_dir, "a run bundle").rmdir()
+        for path in [*reversed(ticker_dir.parents), ticker_dir]:  # the shallowest first
+            if not path.exists():
+                with contextlib.suppress(FileExistsError):  # another process was quicker: not ours
+                    path.mkdir()
+                    created.append(path)
+        shutil.rmtree(make_temp_dir(ticker_dir, "a run bundle"))
+    except OSError as exc:
+        raise ForecastError(f"cannot create a run bundle in {ticker_dir}: {exc.strerror or exc}") from None
     finally:
-        for path in created:
-            with contextlib.suppress(OSError):  # no longer empty: another run is being saved there
+        for path in reversed(created):
+            with contextlib.suppress(OSError):  # not empty: another run is being saved there
                 path.rmdir()
 
 
@@ -173,57 +231,181 @@ def library_versions() -> dict[str, str]:
     }
 
 
+# --- bundle.json, field by field -------------------------------------------------------------------
+
+
+def _like(section: type[BaseModel], name: str) -> Any:
+    """A config field's own type and bounds, for the bundle field that records it."""
+    info = section.model_fields[name]
+    return Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+
+
+class _Record(BaseModel):
+    # strict: a bundle is written by this code, so a string where a number belongs means damage, not a typo.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+LooseDate = Annotated[Date, Field(strict=False)]  # an ISO string in JSON
+
+
+class ShapeRecord(_Record):
+    kind: _like(ModelConfig, "type")
+    n_features: Annotated[int, Field(ge=1, le=len(Feature.__args__))]
+    hidden_size: _like(ModelConfig, "hidden_size")
+    num_layers: _like(ModelConfig, "num_layers")
+    dropout: _like(ModelConfig, "dropout")
+    horizon: _like(WindowConfig, "horizon")
+
+
+class WindowRecord(_Record):
+    features: Annotated[list[Feature], Field(min_length=1, max_length=len(Feature.__args__))]
+    price_column: Literal["adj_close", "close"]
+    target: Literal["log_return", "price"]
+    lookback: _like(WindowConfig, "lookback")
+    horizon: _like(WindowConfig, "horizon")
+
+
+Values = Annotated[list[float], Field(min_length=1, max_length=len(Feature.__args__))]
+
+
+class ScalerRecord(_Record):
+    feature_mean: Values
+    feature_std: Values
+    target_mean: float
+    target_std: float
+
+
+class FingerprintRecord(_Record):
+    ticker: Annotated[str, Field(max_length=64)]
+    first_date: LooseDate
+    last_date: LooseDate
+    rows: Annotated[int, Field(ge=1, le=10_000_000)]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class SplitRecord(_Record):
+    val_start: LooseDate
+    test_start: LooseDate
+
+
+class BaselinesRecord(_Record):
+    train_mean_log_return: float
+    train_naive_mae: Annotated[float, Field(ge=0)]
+
+
+class CalibrationRecord(_Record):
+    method: Literal["split-conformal"]
+    space: Literal["log_price"]
+    source: Literal["validation"]
+    # One list of validation residuals per horizon step.
+    residuals: Annotated[list[Annotated[list[float], Field(min_length=1, max_length=1_000_000)]],
+                         Field(min_length=1)]
+
+
+class TrainingRecord(_Record):
+    model_config = ConfigDict(extra="allow")  # newer versions record more (e.g. threads)
+    epochs_run: Annotated[int, Field(ge=0, le=100_000)]
+    best_epoch: Annotated[int, Field(ge=0, le=100_000)]
+    best_val_loss: float | None
+    stopped_early: bool
+    interrupted: bool
+    seconds: Annotated[float, Field(ge=0)]
+    device: Annotated[str, Field(max_length=32)]
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)]
+
+
+class BundleDocument(_Record):
+    """bundle.json as this version writes it; unknown top-level fields are allowed for newer writers
+    (format_version guards incompatible changes)."""
+
+    model_config = ConfigDict(extra="allow")
+    format_version: Literal[1]
+    run_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    created_at: Annotated[str, Field(max_length=64)] = ""
+    ticker: Annotated[str, Field(max_length=64)]
+    model: ShapeRecord
+    window: WindowRecord
+    scaler: ScalerRecord
+    fingerprint: FingerprintRecord
+    split: SplitRecord
+    baselines: BaselinesRecord
+    calibration: CalibrationRecord
+    training: TrainingRecord
+    versions: Annotated[dict[str, Annotated[str, Field(max_length=100)]], Field(max_length=20)] = {}
+
+    @model_validator(mode="after")
+    def _check(self) -> BundleDocument:
+        fingerprint, split = self.fingerprint, self.split
+        if not fingerprint.first_date <= split.val_start < split.test_start <= fingerprint.last_date:
+            raise ValueError("split: expected first_date <= val_start < test_start <= last_date")
+        steps = self.calibration.residuals
+        if len(steps) != self.model.horizon or len({len(step) for step in steps}) != 1:
+            raise ValueError(
+                f"calibration.residuals: expected {self.model.horizon} lists of equal length (one per "
+                f"forecast day), got {len(steps)}"
+            )
+        return self
+
+
 def load_bundle(run_dir: Path | str) -> RunBundle:
-    """Load and check a bundle; any missing or corrupt file is a one-line error naming it."""
+    """Load and check a bundle; any missing, oversized or damaged file is a one-line error naming it."""
+    from lstm_forecast.data import validate_ticker
+
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir}: no such run directory (see `lstm-forecast runs`)")
-    document = _read_json(run_dir / BUNDLE_FILE)
+    path = run_dir / BUNDLE_FILE
+    document = _read_json(path)
     version = document.get("format_version")
     if version != FORMAT_VERSION:
-        newer = isinstance(version, int) and version > FORMAT_VERSION
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
         advice = "upgrade lstm-forecast to read it" if newer else "retrain to get a readable bundle"
         raise ForecastError(
-            f"{run_dir / BUNDLE_FILE}: bundle format {version!r} is not supported "
+            f"{path}: bundle format {quote(version)} is not supported "
             f"(this lstm-forecast reads format {FORMAT_VERSION}); {advice}"
         )
-    path = run_dir / BUNDLE_FILE
     try:
-        shape = ModelShape.from_dict(document["model"])
-        spec = WindowSpec.from_dict(document["window"])
-        scaler = Scaler.from_dict(document["scaler"])
-        fingerprint = document["fingerprint"]
-        for key in ("ticker", "first_date", "last_date", "rows", "sha256"):
-            if key not in fingerprint:
-                raise KeyError(f"fingerprint.{key}")
-        run_id, ticker = str(document["run_id"]), str(document["ticker"])
-        sections = {key: document[key] for key in ("split", "baselines", "calibration", "training")}
-    except (KeyError, TypeError, ValueError) as exc:
+        record = BundleDocument.model_validate(document)
+        validate_ticker(record.ticker)
+        shape = ModelShape.from_dict(record.model.model_dump())
+        spec = WindowSpec.from_dict(record.window.model_dump())
+        scaler = Scaler.from_dict(record.scaler.model_dump())
+    except ValidationError as exc:
+        raise ForecastError(f"{path}: {_describe_damage(exc)}; the bundle is damaged") from None
+    except (ForecastError, ValueError) as exc:  # the ticker, or a dataclass's own check
         raise ForecastError(f"{path}: missing or invalid field {exc}; the bundle is damaged") from None
     _check_consistent(path, shape, spec, scaler)
-    config_path = run_dir / CONFIG_FILE
-    try:
-        config_values = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ForecastError(f"{config_path}: missing from the bundle") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ForecastError(f"{config_path}: unreadable ({type(exc).__name__}); the bundle is damaged") from None
-    config = config_from_plain(config_values if isinstance(config_values, dict) else {}, str(config_path))
+    config = _read_config(run_dir / CONFIG_FILE)
     model = _load_model(run_dir / WEIGHTS_FILE, shape)
+    plain = record.model_dump(mode="json")  # dates back to ISO strings, as saved
     return RunBundle(
-        run_id=run_id,
-        ticker=ticker,
+        run_id=record.run_id,
+        ticker=record.ticker,
         config=config,
         shape=shape,
         spec=spec,
         scaler=scaler,
-        fingerprint=fingerprint,
+        fingerprint=plain["fingerprint"],
+        split=plain["split"],
+        baselines=plain["baselines"],
+        calibration=plain["calibration"],
+        training=plain["training"],
         model=model,
-        versions=document.get("versions", {}),
-        created_at=str(document.get("created_at", "")),
+        versions=plain["versions"],
+        created_at=record.created_at,
         run_dir=run_dir,
-        **sections,
     )
+
+
+def _describe_damage(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "missing":
+        return f"missing or invalid field {key!r} (missing)"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "value_error":  # a cross-field check names its own key
+        return f"missing or invalid field {message}"
+    return f"missing or invalid field {key}: {message[:1].lower()}{message[1:]}, got {quote(error.get('input'))}"
 
 
 def _check_consistent(path: Path, shape: ModelShape, spec: WindowSpec, scaler: Scaler) -> None:
@@ -243,30 +425,73 @@ def _check_consistent(path: Path, shape: ModelShape, spec: WindowSpec, scaler: S
             )
 
 
-def _load_model(path: Path, shape: ModelShape) -> Forecaster:
+def _read_config(path: Path) -> Config:
+    """The bundle's resolved config.yaml, through the same bounded, strict YAML reading as --config."""
     try:
-        weights = safetensors.torch.load(path.read_bytes())
+        text = read_bounded(path, CONFIG_SIZE_LIMIT, "a config file").decode("utf-8")
+        values = load_yaml(text)
     except FileNotFoundError:
         raise ForecastError(f"{path}: missing from the bundle") from None
+    except ForecastError as exc:
+        raise ForecastError(f"{exc}; the bundle is damaged") from None
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        reason = str(exc) if isinstance(exc, RefusedYAML) else type(exc).__name__
+        raise ForecastError(f"{path}: unreadable ({reason}); the bundle is damaged") from None
+    if not isinstance(values, dict):
+        raise ForecastError(f"{path}: not a mapping of config sections; the bundle is damaged")
+    try:
+        return config_from_plain(values, str(path))
+    except UsageError as exc:  # a config error in a bundle is damage, not the user's usage
+        raise ForecastError(f"{exc}; the bundle is damaged") from None
+
+
+def _load_model(path: Path, shape: ModelShape) -> Forecaster:
+    """The weights, checked against the declared shape (names, shapes, float32, finite) before the
+    module is built; the file may be no larger than those tensors and their header."""
+    expected = shape.tensor_shapes()
+    size, limit = shape.weight_bytes(), memory_limit()
+    if size > limit:
+        raise ForecastError(
+            f"{path.parent / BUNDLE_FILE}: describes a model of {shape.parameter_count():,} parameters "
+            f"({gib(size)}), more than the {gib(limit)} allowed here; the bundle is damaged"
+        )
+    try:
+        raw = read_bounded(path, size + WEIGHTS_HEADER_LIMIT, "the weights of the model bundle.json describes")
+    except FileNotFoundError:
+        raise ForecastError(f"{path}: missing from the bundle") from None
+    except ForecastError as exc:
+        raise ForecastError(f"{exc}; the bundle is damaged") from None
+    try:
+        weights = safetensors.torch.load(raw)
     except Exception as exc:  # safetensors raises its own error type for truncated/garbled files
         raise ForecastError(f"{path}: corrupt weights file ({type(exc).__name__}); retrain the model") from None
-    model = Forecaster(shape)
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError:
+    found = {name: tuple(tensor.shape) for name, tensor in weights.items()}
+    if found != expected:
         raise ForecastError(
             f"{path}: the weights do not fit the model described in bundle.json; the bundle is damaged"
-        ) from None
+        )
+    for name, tensor in weights.items():
+        if tensor.dtype != torch.float32:
+            raise ForecastError(f"{path}: tensor {name} is {tensor.dtype}, expected float32; the bundle is damaged")
+        if not torch.isfinite(tensor).all():
+            raise ForecastError(f"{path}: tensor {name} holds NaN or infinite values; the bundle is damaged")
+    model = Forecaster(shape)
+    model.load_state_dict(weights, strict=True)
     model.eval()
     return model
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A bundle's JSON document, read with a size limit; hostile nesting or numbers are damage, not a crash."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        text = read_bounded(path, BUNDLE_JSON_LIMIT, "a bundle description").decode("utf-8")
+        document = json.loads(text)
     except FileNotFoundError:
         raise ForecastError(f"{path}: missing; not a run bundle (see `lstm-forecast runs`)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ForecastError as exc:
+        raise ForecastError(f"{exc}; the bundle is damaged") from None
+    except (UnicodeDecodeError, ValueError, RecursionError, MemoryError) as exc:
+        # ValueError: malformed JSON, or an integer past Python's 4300-digit limit.
         raise ForecastError(f"{path}: not valid JSON ({type(exc).__name__}); the bundle is damaged") from None
     if not isinstance(document, dict):
         raise ForecastError(f"{path}: not a bundle description; the bundle is damaged")
@@ -317,7 +542,7 @@ def find_run(runs_dir: Path, run: Path | None = None, ticker: str | None = None)
     if not runs:
         which = f" for {ticker}" if ticker else ""
         raise ForecastError(
-            f"no trained runs{which} in {runs_dir}; train one with `lstm-forecast train -t TICKER`"
+            f"no trained runs{which} in {runs_dir}; train one with `lstm-forecast train -t {ticker or 'TICKER'}`"
         )
     return runs[-1]
 
@@ -325,12 +550,13 @@ def find_run(runs_dir: Path, run: Path | None = None, ticker: str | None = None)
 def remove_stale_temp_dirs(runs_dir: Path, older_than_s: float = STALE_TEMP_AGE_S) -> None:
     """Remove half-written bundles left by a killed process (they were never renamed into place).
 
-    Only old ones: a fresh temp dir may be another process's bundle being written right now.
+    Only this tool's (its temp prefix and marker file: a shared folder may hold other programs' temp
+    dirs), and only old ones: a fresh temp dir may be another process's bundle being written right now.
     """
     if not runs_dir.is_dir():
         return
     cutoff = time.time() - older_than_s
     for path in runs_dir.glob(f"*/{TEMP_PREFIX}*"):
         with contextlib.suppress(OSError):
-            if path.stat().st_mtime < cutoff:
+            if is_our_temp_dir(path) and path.stat().st_mtime < cutoff:
                 shutil.rmtree(path)

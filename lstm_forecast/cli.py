@@ -181,11 +181,13 @@ def train(
     from lstm_forecast import data
     from lstm_forecast.bundle import resolve_runs_dir
     from lstm_forecast.config import load_config
+    from lstm_forecast.model import check_trainable
     from lstm_forecast.train import load_training_prices, train_run
 
-    shortcuts = {"model.type": model, "train.epochs": epochs, "train.seed": seed, "train.device": device}
-    overrides = [*(set_ or []), *(f"{key}={value}" for key, value in shortcuts.items() if value is not None)]
-    settings = load_config(config, overrides)
+    shortcuts = {"model.type": ("--model", model), "train.epochs": ("--epochs", epochs),
+                 "train.seed": ("--seed", seed), "train.device": ("--device", device)}
+    settings = load_config(config, set_ or [], shortcuts)
+    check_trainable(settings)
     symbol = data.validate_ticker(ticker)
     folder = data.resolve_data_dir(data_dir, settings.data.dir)
     runs = resolve_runs_dir(runs_dir, settings.runs.dir)
@@ -340,12 +342,13 @@ def compare(
     from lstm_forecast.bundle import resolve_runs_dir
     from lstm_forecast.compare import compare_models, parse_models
     from lstm_forecast.config import load_config
+    from lstm_forecast.model import check_trainable
     from lstm_forecast.report import compare_report
     from lstm_forecast.train import load_training_prices
 
     kinds = parse_models(models)
-    overrides = [*(set_ or []), *([f"train.epochs={epochs}"] if epochs is not None else [])]
-    settings = load_config(config, overrides)
+    settings = load_config(config, set_ or [], {"train.epochs": ("--epochs", epochs)})
+    check_trainable(settings, kinds)
     symbol = data.validate_ticker(ticker)
     folder = data.resolve_data_dir(data_dir, settings.data.dir)
     runs = resolve_runs_dir(runs_dir, settings.runs.dir)

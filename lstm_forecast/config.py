@@ -2,22 +2,32 @@
 
 The schema is validated once, here; everything downstream receives a `Config` and can trust it.
 Errors name where the bad value came from, the key and what was expected, e.g.
-`configs/x.yaml: train.epochs: expected an integer >= 1, got 'ten'`.
+`configs/x.yaml: train.epochs: expected an integer >= 1, got 'ten'`; for a CLI shortcut, the option:
+`--model (model.type): expected one of lstm, gru, rnn, got 'transformer'`.
+
+Every YAML we read (a config file, a `--set` value, a bundle's config.yaml) goes through `load_yaml`,
+a safe loader that also refuses what plain YAML allows but a config never needs: duplicate keys (the
+first would be silently dropped), aliases (`*name`: a few hundred bytes of nested aliases expand to
+gigabytes, the "billion laughs"), nesting deeper than any config, and integers too long to convert.
+Every value has bounds, so nothing downstream sees a seed numpy refuses or a date pandas cannot hold.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import annotated_types
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
-from lstm_forecast.errors import UsageError
+from lstm_forecast.errors import UsageError, quote
+from lstm_forecast.files import read_bounded
 
 Feature = Literal["log_return", "volume_change", "range"]
 
@@ -31,6 +41,11 @@ def _refuse_bool(value: Any) -> Any:
 
 Int = Annotated[int, BeforeValidator(_refuse_bool)]
 Float = Annotated[float, BeforeValidator(_refuse_bool)]
+# Dates well inside what pandas can represent (1677-09-22 ... 2262-04-11) and every exchange calendar covers.
+Date = Annotated[dt.date, Field(ge=dt.date(1900, 1, 1), le=dt.date(2200, 12, 31))]
+# numpy's and torch's seeds are unsigned 32-bit.
+MAX_SEED = 2**32 - 1
+PATH_LENGTH = 4096
 
 
 class Section(BaseModel):
@@ -39,13 +54,13 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    dir: str | None = None
+    dir: Annotated[str, Field(max_length=PATH_LENGTH)] | None = None
     price_column: Literal["adj_close", "close"] = "adj_close"
     target: Literal["log_return", "price"] = "log_return"
     features: Annotated[list[Feature], Field(min_length=1)] = ["log_return"]
-    start: dt.date | None = None
-    end: dt.date | None = None
-    calendar: str = "XNYS"
+    start: Date | None = None
+    end: Date | None = None
+    calendar: Annotated[str, Field(min_length=1, max_length=32)] = "XNYS"
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -59,8 +74,8 @@ class DataConfig(Section):
 class SplitConfig(Section):
     val_fraction: Annotated[Float, Field(gt=0, lt=1)] = 0.1
     test_fraction: Annotated[Float, Field(gt=0, lt=1)] = 0.2
-    val_start: dt.date | None = None
-    test_start: dt.date | None = None
+    val_start: Date | None = None
+    test_start: Date | None = None
 
     @model_validator(mode="after")
     def _check(self) -> SplitConfig:
@@ -86,29 +101,30 @@ class ModelConfig(Section):
 
 
 class TrainConfig(Section):
-    epochs: Annotated[Int, Field(ge=1)] = 50
-    batch_size: Annotated[Int, Field(ge=1)] = 64
-    lr: Annotated[Float, Field(gt=0)] = 1e-3
-    weight_decay: Annotated[Float, Field(ge=0)] = 0.0
-    patience: Annotated[Int, Field(ge=1)] = 10
-    grad_clip: Annotated[Float, Field(ge=0)] = 1.0
-    seed: Annotated[Int, Field(ge=0)] = 0
+    # Upper bounds no useful run comes near; past them a value is a typo (or hostile), not a choice.
+    epochs: Annotated[Int, Field(ge=1, le=100_000)] = 50
+    batch_size: Annotated[Int, Field(ge=1, le=65_536)] = 64
+    lr: Annotated[Float, Field(gt=0, le=10)] = 1e-3
+    weight_decay: Annotated[Float, Field(ge=0, le=10)] = 0.0
+    patience: Annotated[Int, Field(ge=1, le=100_000)] = 10
+    grad_clip: Annotated[Float, Field(ge=0, le=1e6)] = 1.0
+    seed: Annotated[Int, Field(ge=0, le=MAX_SEED)] = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     loss: Literal["mse", "huber"] = "mse"
     lr_schedule: Literal["none", "plateau"] = "none"
 
 
 class RunsConfig(Section):
-    dir: str | None = None
+    dir: Annotated[str, Field(max_length=PATH_LENGTH)] | None = None
 
 
 class EvaluateConfig(Section):
     folds: Annotated[Int, Field(ge=1, le=50)] = 4
-    cost_bps: Annotated[Float, Field(ge=0)] = 5.0
+    cost_bps: Annotated[Float, Field(ge=0, le=10_000)] = 5.0  # 10,000 bps: the whole position
 
 
 class PredictConfig(Section):
-    levels: Annotated[list[Annotated[Float, Field(gt=0, lt=100)]], Field(min_length=1)] = [80.0, 95.0]
+    levels: Annotated[list[Annotated[Float, Field(gt=0, lt=100)]], Field(min_length=1, max_length=10)] = [80.0, 95.0]
 
 
 class Config(Section):
@@ -128,10 +144,24 @@ class Config(Section):
 
 DEFAULTS_SOURCE = "defaults"
 SET_SOURCE = "--set"
+# A config is a few kilobytes; a megabyte is far beyond any real one and still quick to refuse.
+CONFIG_SIZE_LIMIT = 1 << 20
+# A config nests three deep (section, key, list); anything near this limit is not a config.
+MAX_YAML_DEPTH = 32
+# A YAML integer or timestamp longer than this is no count, seed or date (Python refuses > 4300 digits).
+MAX_NUMBER_LENGTH = 100
 
 
-def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Merge the defaults, an optional YAML file and `--set` overrides, and validate once."""
+def load_config(
+    path: Path | str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    options: Mapping[str, tuple[str, Any]] | None = None,
+) -> Config:
+    """Merge the defaults, an optional YAML file, `--set` overrides and CLI shortcut options, and validate once.
+
+    `options` maps a key to the option that set it and its value, e.g. `{"model.type": ("--model", "gru")}`
+    (None: not given), so an error names the option the user typed.
+    """
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
     if path is not None:
@@ -139,6 +169,10 @@ def load_config(path: Path | str | None = None, overrides: list[str] | tuple[str
         _deep_merge(merged, file_values, sources, str(path))
     for item in overrides:
         _deep_merge(merged, parse_override(item), sources, SET_SOURCE)
+    for key, (option, value) in (options or {}).items():
+        if value is not None:
+            section, name = key.split(".")
+            _deep_merge(merged, {section: {name: value}}, sources, option)
     return validate_config(merged, sources)
 
 
@@ -147,18 +181,94 @@ def config_from_plain(values: dict[str, Any], source: str) -> Config:
     return validate_config(values, {}, default_source=source)
 
 
-def read_yaml_mapping(path: Path) -> dict[str, Any]:
-    """Read a YAML file with the safe loader; anything but a mapping (or empty) is an error."""
+class RefusedYAML(yaml.YAMLError):
+    """Valid YAML that a config never needs and that could hide a mistake or exhaust memory."""
+
+    def __init__(self, problem: str, mark: Any = None) -> None:
+        self.problem = problem
+        self.line = mark.line + 1 if mark is not None else None
+        super().__init__(f"line {self.line}: {problem}" if self.line else problem)
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus the refusals described at the top of this module."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise RefusedYAML(
+                f"YAML aliases (*{quote(event.anchor, 20).strip(chr(39))}) are not allowed in a config; "
+                "write the value out", event.start_mark)
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                raise RefusedYAML(f"nested more than {MAX_YAML_DEPTH} levels deep", event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<`: merged by the base class
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class says so
+                continue
+            if duplicate:
+                raise RefusedYAML(f"duplicate key {quote(key)}", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_bounded_number(self, node: Any) -> Any:
+        """Ints (with base-60 forms) and timestamps: short ones only, and a bad date is an error, not a crash."""
+        if len(node.value) > MAX_NUMBER_LENGTH:
+            raise RefusedYAML(f"a number of {len(node.value):,} characters", node.start_mark)
+        construct = {"tag:yaml.org,2002:int": yaml.SafeLoader.construct_yaml_int,
+                     "tag:yaml.org,2002:timestamp": yaml.SafeLoader.construct_yaml_timestamp}[node.tag]
+        try:
+            return construct(self, node)
+        except (ValueError, OverflowError) as exc:  # e.g. `0000-01-01`: year 0 is out of range
+            raise RefusedYAML(f"invalid value {quote(node.value)} ({exc})", node.start_mark) from None
+
+
+for _tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:timestamp"):
+    ConfigLoader.add_constructor(_tag, ConfigLoader.construct_bounded_number)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text with `ConfigLoader`; every failure is a `yaml.YAMLError` (RefusedYAML for ours)."""
+    loader = ConfigLoader(text)
     try:
-        text = path.read_text(encoding="utf-8")
+        return loader.get_single_data()
+    except RecursionError:  # the depth bound should come first; this is the backstop
+        raise RefusedYAML(f"nested more than {MAX_YAML_DEPTH} levels deep") from None
+    except MemoryError:
+        raise RefusedYAML("too large to load") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """Read a YAML config file (bounded, safe loader); anything but a mapping (or empty) is an error."""
+    try:
+        text = read_bounded(path, CONFIG_SIZE_LIMIT, "a config file", UsageError).decode("utf-8")
     except FileNotFoundError:
         raise UsageError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read config file ({exc})") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: cannot read config file (not UTF-8 text)") from None
     try:
-        values = yaml.safe_load(text)
+        values = load_yaml(text)
+    except RefusedYAML as exc:
+        raise UsageError(f"{path}: {exc}") from None
     except yaml.constructor.ConstructorError as exc:
-        tag = f" {exc.problem}" if exc.problem else ""
+        tag = f" {quote(exc.problem, 80)}" if exc.problem else ""
         raise UsageError(f"{path}: refused YAML tag{tag}: only plain YAML values are allowed") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -173,18 +283,18 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
 
 
 def parse_override(item: str) -> dict[str, Any]:
-    """`train.epochs=5` -> {"train": {"epochs": 5}}; the value is parsed as a YAML scalar."""
+    """`train.epochs=5` -> {"train": {"epochs": 5}}; the value is parsed as YAML, as in a config file."""
     key, sep, raw = item.partition("=")
     key = key.strip()
-    if not sep or not key:
-        raise UsageError(f"--set {item!r}: expected section.key=value, e.g. --set train.epochs=20")
     parts = key.split(".")
-    if len(parts) != 2 or not all(parts):
-        raise UsageError(f"--set {item!r}: expected section.key=value, e.g. --set train.epochs=20")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise UsageError(f"--set {quote(item)}: expected section.key=value, e.g. --set train.epochs=20")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
+    except RefusedYAML as exc:
+        raise UsageError(f"--set {quote(key)}: {exc.problem}") from None
     except yaml.YAMLError:
-        value = raw
+        value = raw  # not YAML at all: the text itself, which validation then judges
     return {parts[0]: {parts[1]: value}}
 
 
@@ -221,13 +331,15 @@ def _describe_error(
         text = message.removeprefix("Value error, ")
         field, _, expectation = text.partition(": ")
         loc = [*loc, field]
-        key = ".".join(loc)
+        key = _short(".".join(loc))
         value = _lookup(values, loc)
         return f"{_source_of(loc, sources, default_source)}: {key}: {expectation}, got {_show(value)}"
-    key = ".".join(part for part in loc if not part.isdigit())
+    key = _short(".".join(part for part in loc if not part.isdigit()))
     source = _source_of(loc, sources, default_source)
     if error["type"] == "extra_forbidden":
         return f"{source}: {key}: unknown key (expected one of {', '.join(_known_keys(loc))})"
+    if source.startswith("--") and source != SET_SOURCE:  # a shortcut option: name it, then its key
+        return f"{source} ({key}): expected {_expectation(loc)}, got {_show(error.get('input'))}"
     return f"{source}: {key}: expected {_expectation(loc)}, got {_show(error.get('input'))}"
 
 
@@ -266,12 +378,17 @@ def _expectation(loc: list[str]) -> str:
 def _describe_annotation(annotation: Any, metadata: list[Any]) -> str:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if origin is Annotated:
-        return _describe_annotation(args[0], list(args[1:]) + metadata)
+    if origin is Annotated:  # a Field(...) inside Annotated carries its bounds in its own metadata
+        inner = [part for arg in args[1:] for part in (arg.metadata if isinstance(arg, FieldInfo) else [arg])]
+        return _describe_annotation(args[0], inner + metadata)
     if origin is Literal:
         return "one of " + ", ".join(str(arg) for arg in args)
+    longest = next((item.max_length for item in metadata if isinstance(item, annotated_types.MaxLen)), None)
     if origin is list:
-        return f"a list of {_plural(_describe_annotation(args[0], []))}"
+        at_most = f" (at most {longest})" if longest else ""
+        return f"a list of {_plural(_describe_annotation(args[0], []))}{at_most}"
+    if annotation is str and longest:
+        return f"a string of at most {longest} characters"
     if type(None) in args:
         inner = [arg for arg in args if arg is not type(None)]
         return _describe_annotation(inner[0], metadata) + " (or null)"
@@ -290,7 +407,8 @@ def _describe_annotation(annotation: Any, metadata: list[Any]) -> str:
 def _plural(text: str) -> str:
     if text.startswith("one of "):
         return "values in " + text.removeprefix("one of ")
-    return text.removeprefix("an ").removeprefix("a ") + "s"
+    noun, _, bounds = text.removeprefix("an ").removeprefix("a ").partition(" ")
+    return f"{noun}s {bounds}".strip()
 
 
 def _lookup(values: dict[str, Any], loc: list[str]) -> Any:
@@ -303,8 +421,9 @@ def _lookup(values: dict[str, Any], loc: list[str]) -> Any:
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, str):
-        return repr(value)
-    if value is None:
-        return "nothing"
-    return str(value)
+    return quote(value)
+
+
+def _short(key: str) -> str:
+    """A key as the user wrote it, cut short: an unknown key may be a megabyte long."""
+    return key if len(key) <= 60 else key[:59] + "…"

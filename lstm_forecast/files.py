@@ -1,7 +1,17 @@
-"""Atomic file writes: a reader sees the old file or the new one, never a partial one.
+"""Files in and out: bounded reads of what we are given, atomic writes of what we produce.
 
-Every cache file, bundle file and `--output` goes through here: write to a temp file in the
-same directory (so the rename cannot cross file systems), fsync it, then `os.replace`.
+Reads: every input (a config, a bundle's JSON, YAML and weights) goes through `read_bounded`, which
+refuses what is not a regular file (/dev/zero, a FIFO) and reads at most a limit, so a hostile or
+mistaken path fails fast instead of filling memory.
+
+Writes: every cache file, bundle file and `--output` goes through `atomic_write_bytes`: write to a
+temp file in the same directory (so the rename cannot cross file systems), fsync it, then `os.replace`.
+A special file given as the target (a FIFO, /dev/null, a terminal) is written in place instead: renaming
+over it would replace the device node with a regular file. A symlink is followed: the file it points to
+is replaced atomically and the link stays a link (as `cp` and shell redirection treat one).
+
+Temp names carry this tool's own prefix, and temp directories a marker file, so that cleaning up
+after a killed process never touches another program's files.
 """
 
 from __future__ import annotations
@@ -9,12 +19,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 from lstm_forecast.errors import ForecastError
 
-TEMP_PREFIX = ".tmp-"
+TEMP_PREFIX = ".tmp-lstm-forecast-"
+# Inside every temp directory we create: proof that the directory is ours to remove.
+TEMP_MARKER = ".lstm-forecast-temp"
+READ_CHUNK = 1 << 20
+CREATE_ATTEMPTS = 10
 
 
 def _current_umask() -> int:
@@ -28,9 +43,53 @@ FILE_MODE = 0o666 & ~_current_umask()
 DIR_MODE = 0o777 & ~_current_umask()
 
 
+def read_bounded(path: Path, limit: int, what: str, error: type[ForecastError] = ForecastError) -> bytes:
+    """The bytes of the regular file `path`, at most `limit` of them; `error` names `what` otherwise.
+
+    FileNotFoundError passes through, so each caller can say what a missing file means to it.
+    """
+    path = Path(path)
+    try:
+        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what}: {_reason(exc)}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise error(f"{path}: not a regular file; expected {what}")
+        if info.st_size > limit:
+            raise error(f"{path}: {info.st_size:,} bytes, more than {what} can be ({limit:,} bytes at most)")
+        chunks, size = [], 0
+        while size <= limit:  # the file may grow after fstat: stop one byte past the limit
+            chunk = os.read(fd, min(READ_CHUNK, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise error(f"{path}: more than {what} can be ({limit:,} bytes at most)")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what}: {_reason(exc)}") from None
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` atomically; on any failure the old file is left as it was."""
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))  # replace the link's target, keep the link
+    with contextlib.suppress(FileNotFoundError):
+        mode = path.stat().st_mode
+        if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
+            _write_in_place(path, data)
+            return
+        if not stat.S_ISREG(mode):
+            raise ForecastError(f"cannot write {path}: not a regular file (a folder, socket or block device)")
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=path.suffix, dir=path.parent)
     except OSError as exc:
@@ -51,23 +110,57 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def _write_in_place(path: Path, data: bytes) -> None:
+    """A FIFO or character device (/dev/null, a terminal) is written to, never replaced."""
+    try:
+        # O_NONBLOCK: a FIFO nobody reads fails at once (ENXIO) instead of hanging; then block for the writes.
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        reason = "nothing is reading from it" if exc.errno == errno.ENXIO else _reason(exc)
+        raise ForecastError(f"cannot write {path}: {reason}") from exc
+    try:
+        os.set_blocking(fd, True)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as exc:
+        raise ForecastError(f"cannot write {path}: {_reason(exc)}") from exc
+    finally:
+        os.close(fd)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write UTF-8 text atomically (LF line endings as given)."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def make_temp_dir(parent: Path, what: str) -> Path:
-    """A fresh hidden temp directory in `parent` (created if needed), to be published whole later."""
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=parent))
-    except OSError as exc:
-        raise ForecastError(f"cannot create {what} in {parent}: {_reason(exc)}") from None
+    """A fresh hidden temp directory in `parent` (created if needed), marked as ours, to be published whole later."""
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            tmp_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=parent))
+            (tmp_dir / TEMP_MARKER).touch()
+            return tmp_dir
+        except FileNotFoundError:
+            # Another process removed the empty parent it had created (its writability check) between our
+            # mkdir and mkdtemp: create it again. Once our temp dir is inside, nobody can remove it.
+            if attempt == CREATE_ATTEMPTS - 1:
+                raise ForecastError(f"cannot create {what} in {parent}: it keeps disappearing") from None
+        except OSError as exc:
+            raise ForecastError(f"cannot create {what} in {parent}: {_reason(exc)}") from None
+    raise AssertionError("unreachable")
+
+
+def is_our_temp_dir(path: Path) -> bool:
+    """A temp directory this tool created: its own prefix and the marker inside."""
+    return path.name.startswith(TEMP_PREFIX) and path.is_dir() and (path / TEMP_MARKER).is_file()
 
 
 def free_name(parent: Path, name: str) -> str:
     """`name`, or `name-2`, `name-3`... when taken: two runs finishing in the same millisecond must not
-    overwrite each other, and the suffix keeps time-stamped names sorting by time."""
+    overwrite each other, and the suffix keeps time-stamped names sorting by time. Another process may
+    take the name before we rename into it: `publish_dir` then fails with `NameTaken`, and the caller picks again."""
     candidate, number = name, 1
     while (parent / candidate).exists():
         number += 1
@@ -75,13 +168,28 @@ def free_name(parent: Path, name: str) -> str:
     return candidate
 
 
+class NameTaken(Exception):
+    """Another process published a directory under the name we were about to use."""
+
+
 def publish_dir(tmp_dir: Path, final_dir: Path) -> None:
-    """Make a finished temp directory durable and rename it into place: readers see all of it or none."""
+    """Make a finished temp directory durable and rename it into place: readers see all of it or none.
+
+    The rename is the reservation: it fails when `final_dir` is already a directory with files in it
+    (another process's bundle), which raises `NameTaken` and leaves `tmp_dir` as it was.
+    """
     for path in tmp_dir.iterdir():
         with path.open("rb") as handle:
             os.fsync(handle.fileno())
     tmp_dir.chmod(DIR_MODE)
-    tmp_dir.rename(final_dir)
+    try:
+        tmp_dir.rename(final_dir)
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) or (final_dir.exists() and not final_dir.is_dir()):
+            raise NameTaken(str(final_dir)) from None
+        raise
+    # Only now: a process killed before the rename leaves a temp dir that is recognisably ours.
+    (final_dir / TEMP_MARKER).unlink(missing_ok=True)
     fsync_dir(final_dir.parent)
 
 

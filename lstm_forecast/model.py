@@ -6,20 +6,35 @@ into later steps as they would be by predicting one step and rolling forward.
 
 The core is PyTorch's fused `nn.LSTM` (or `nn.GRU`, `nn.RNN` for comparison); cell.py writes the LSTM
 out gate by gate for reading. `ModelShape` holds everything needed to rebuild the module, so a run
-bundle can load its weights without the config file.
+bundle can load its weights without the config file. It also knows the model's tensors and a rough
+memory estimate without allocating anything, so an oversized config or a bundle.json describing a
+huge model is refused with a clear error instead of an out-of-memory kill.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import resource
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from lstm_forecast.config import ModelConfig
+from lstm_forecast.config import Config, ModelConfig
+from lstm_forecast.errors import UsageError
 
 # nn.RNN uses its default tanh nonlinearity: bounded like the LSTM's and GRU's, so the three compare fairly.
 RECURRENT_CORES: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # hidden-sized pre-activations per step and layer
+BYTES_PER_VALUE = 4  # float32 throughout
+# Training keeps four copies of every parameter: the weights, their gradients and AdamW's two moments.
+TRAINING_COPIES = 4
+# Per step and layer, autograd keeps the gate pre-activations, the hidden and the cell state for the
+# backward pass, and the backward pass needs as much again.
+ACTIVATION_FACTOR = 2
 
 
 @dataclass(frozen=True)
@@ -48,6 +63,25 @@ class ModelShape:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name and shape of every tensor of the model's state_dict, built on the meta device (no memory)."""
+        with torch.device("meta"):
+            module = Forecaster(self)
+        return {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()}
+
+    def parameter_count(self) -> int:
+        return sum(math.prod(shape) for shape in self.tensor_shapes().values())
+
+    def weight_bytes(self) -> int:
+        """The size of the weights in memory (and, plus a small header, in model.safetensors)."""
+        return self.parameter_count() * BYTES_PER_VALUE
+
+    def training_bytes(self, batch_size: int, lookback: int) -> int:
+        """A rough peak of training memory: parameter copies plus the activations of one batch."""
+        steps = batch_size * lookback * self.num_layers
+        activations = steps * self.hidden_size * (GATES[self.kind] + 2) * ACTIVATION_FACTOR * BYTES_PER_VALUE
+        return self.weight_bytes() * TRAINING_COPIES + activations
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelShape:
         """Rebuild from `to_dict()` output; unknown, missing or mistyped entries raise ValueError."""
@@ -70,6 +104,40 @@ class ModelShape:
             dropout=model_config.dropout,
             horizon=horizon,
         )
+
+
+def memory_limit() -> int:
+    """The most memory one model may need: half of physical memory, or of the address-space limit when a
+    smaller one is set (`ulimit -v`), leaving room for the libraries and the data."""
+    available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        available = min(available, soft)
+    return available // 2
+
+
+def check_trainable(config: Config, kinds: Iterable[str] | None = None) -> None:
+    """Refuse, before any data is read or memory allocated, a config whose model (of each of `kinds`,
+    default `model.type`) could not be trained in this machine's memory; the message names the keys to lower."""
+    limit = memory_limit()
+    for kind in kinds or [config.model.type]:
+        model_config = config.model.model_copy(update={"type": kind})
+        shape = ModelShape.from_config(model_config, n_features=len(config.data.features),
+                                       horizon=config.window.horizon)
+        needed = shape.training_bytes(config.train.batch_size, config.window.lookback)
+        if needed > limit:
+            raise UsageError(
+                f"model.type {kind} with model.hidden_size {shape.hidden_size} and model.num_layers "
+                f"{shape.num_layers} ({shape.parameter_count():,} parameters), train.batch_size "
+                f"{config.train.batch_size} and window.lookback {config.window.lookback} needs about {gib(needed)} "
+                "to train, more than the "
+                f"{gib(limit)} allowed here (half the memory); lower model.hidden_size or model.num_layers "
+                "(or train.batch_size, window.lookback)"
+            )
+
+
+def gib(size: int) -> str:
+    return f"{size / 1024**3:.1f} GiB"
 
 
 class Forecaster(nn.Module):

@@ -17,6 +17,7 @@ import errno
 import fnmatch
 import json
 import math
+import os
 import pickle
 import shutil
 import tempfile
@@ -37,6 +38,7 @@ from conftest import (
     build_yahoo_history_frame,
     error_line,
     file_digests,
+    run_cli_limited,
     temp_leftovers,
 )
 from typer.testing import CliRunner
@@ -180,6 +182,40 @@ def bundle_format(version: int) -> Callable[[Path], None]:
 
 def edit_scaler(**values: Any) -> Callable[[Path], None]:
     return edit_bundle_json(lambda document: document["scaler"].update(values))
+
+
+def set_residual(value: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda document: document["calibration"]["residuals"][0].__setitem__(0, value)
+
+
+def replace_in(name: str, old: str, new: str) -> Callable[[Path], None]:
+    def damage(run_dir: Path) -> None:
+        text = (run_dir / name).read_text()
+        assert old in text
+        (run_dir / name).write_text(text.replace(old, new, 1))
+
+    return damage
+
+
+def recast_weights(dtype: torch.dtype) -> Callable[[Path], None]:
+    def damage(run_dir: Path) -> None:
+        weights = safetensors.torch.load((run_dir / "model.safetensors").read_bytes())
+        (run_dir / "model.safetensors").write_bytes(
+            safetensors.torch.save({name: tensor.to(dtype) for name, tensor in weights.items()}))
+
+    return damage
+
+
+def link_to_dev_zero(name: str) -> Callable[[Path], None]:
+    def damage(run_dir: Path) -> None:
+        (run_dir / name).unlink()
+        (run_dir / name).symlink_to("/dev/zero")
+
+    return damage
+
+
+def make_fifo(relative: str) -> Setup:
+    return lambda scene: os.mkfifo(scene.root / relative)
 
 
 class Unpickled:
@@ -429,7 +465,7 @@ CASES = [
     Case("unknown-section", (write("c.yaml", "trian: {epochs: 3}\n"),), TRAIN_WITH_CONFIG, 2,
          "c.yaml: trian: unknown key (expected one of data, split"),
     Case("wrong-type", (write("c.yaml", "train: {lr: fast}\n"),), TRAIN_WITH_CONFIG, 2,
-         "c.yaml: train.lr: expected a number > 0, got 'fast'"),
+         "c.yaml: train.lr: expected a number > 0 and <= 10, got 'fast'"),
     Case("lookback-zero", (write("c.yaml", "window: {lookback: 0}\n"),), TRAIN_WITH_CONFIG, 2,
          "c.yaml: window.lookback: expected an integer >= 1 and <= 2000, got 0"),
     Case("dropout-1.5", (write("c.yaml", "model: {dropout: 1.5}\n"),), TRAIN_WITH_CONFIG, 2,
@@ -437,13 +473,53 @@ CASES = [
     Case("yes-is-not-a-count", (), ["train", "-t", TICKER, "--set", "window.lookback=yes"], 2,
          "--set: window.lookback: expected an integer >= 1 and <= 2000, got True"),
     Case("infinite-cost", (write("c.yaml", "evaluate: {cost_bps: .inf}\n"),), TRAIN_WITH_CONFIG,
-         2, "c.yaml: evaluate.cost_bps: expected a number >= 0, got inf"),
+         2, "c.yaml: evaluate.cost_bps: expected a number >= 0 and <= 10000, got inf"),
     Case("negative-lr", (), ["train", "-t", TICKER, "--set", "train.lr=-0.1"], 2,
-         "--set: train.lr: expected a number > 0, got -0.1"),
+         "--set: train.lr: expected a number > 0 and <= 10, got -0.1"),
     Case("set-without-equals", (), ["train", "-t", TICKER, "--set", "train.lr"], 2,
          "--set 'train.lr': expected section.key=value"),
     Case("bad-config-for-fetch", (write("c.yaml", "data: {dir: [1, 2]}\n"),),
          ["fetch", "-t", TICKER, "-c", "c.yaml"], 2, "c.yaml: data.dir: expected a string"),
+    Case("duplicate-section", (write("c.yaml", "model: {type: gru}\nmodel: {hidden_size: 8}\n"),),
+         TRAIN_WITH_CONFIG, 2, "c.yaml: line 2: duplicate key 'model'"),
+    Case("duplicate-key", (write("c.yaml", "train:\n  epochs: 3\n  epochs: 4\n"),), TRAIN_WITH_CONFIG, 2,
+         "c.yaml: line 3: duplicate key 'epochs'"),
+    Case("yaml-alias", (write("c.yaml", "train: {lr: &a 0.1, weight_decay: *a}\n"),), TRAIN_WITH_CONFIG, 2,
+         "c.yaml: line 1: YAML aliases (*a) are not allowed in a config"),
+    Case("yaml-nested-100000", (write("c.yaml", "train: {lr: " + "[" * 100_000 + "]" * 100_000 + "}\n"),),
+         TRAIN_WITH_CONFIG, 2, "c.yaml: line 1: nested more than 32 levels deep"),
+    Case("yaml-5000-digits", (write("c.yaml", "train: {epochs: " + "1" * 5000 + "}\n"),), TRAIN_WITH_CONFIG, 2,
+         "c.yaml: line 1: a number of 5,000 characters"),
+    Case("set-5000-digits", (), ["train", "-t", TICKER, "--set", "train.seed=" + "7" * 5000], 2,
+         "--set 'train.seed': a number of 5,000 characters"),
+    Case("set-alias", (), ["train", "-t", TICKER, "--set", "train.lr=[&a [1], *a]"], 2,
+         "--set 'train.lr': YAML aliases (*a) are not allowed"),
+    Case("set-lr-1e308", (), ["train", "-t", TICKER, "--set", "train.lr=1.0e+308"], 2,
+         "--set: train.lr: expected a number > 0 and <= 10, got 1e+308"),
+    Case("set-start-1600", (), ["train", "-t", TICKER, "--set", "data.start=1600-01-01"], 2,
+         "--set: data.start: expected a date YYYY-MM-DD >= 1900-01-01 and <= 2200-12-31 (or null), got 1600-01-01"),
+    Case("model-option-named", (), ["train", "-t", TICKER, "--model", "transformer"], 2,
+         "--model (model.type): expected one of lstm, gru, rnn, got 'transformer'"),
+    Case("epochs-option-named", (), ["train", "-t", TICKER, "--epochs", "0"], 2,
+         "--epochs (train.epochs): expected an integer >= 1"),
+    Case("compare-epochs-option-named", (), ["compare", "-t", TICKER, "--epochs", "0"], 2,
+         "--epochs (train.epochs): expected an integer >= 1"),
+    Case("seed-past-32-bits", (), ["train", "-t", TICKER, "--seed", "4294967296"], 2,
+         "--seed (train.seed): expected an integer >= 0 and <= 4294967295, got 4294967296"),
+    Case("megabyte-value-quoted-short", (), ["train", "-t", TICKER, "--set", "model.type=" + "x" * 1_000_000], 2,
+         "--set: model.type: expected one of lstm, gru, rnn, got 'xxxx"),
+    Case("config-is-dev-zero", (), ["train", "-t", TICKER, "-c", "/dev/zero"], 2,
+         "/dev/zero: not a regular file; expected a config file"),
+    Case("config-is-a-fifo", (make_fifo("c.yaml"),), TRAIN_WITH_CONFIG, 2,
+         "c.yaml: not a regular file; expected a config file"),
+    Case("config-over-a-megabyte", (write("c.yaml", "# padding\n" * 120_000),), TRAIN_WITH_CONFIG, 2,
+         "c.yaml: 1,200,000 bytes, more than a config file can be"),
+    Case("model-too-large-to-train", (), ["train", "-t", TICKER, "--set", "model.hidden_size=4096",
+                                          "--set", "model.num_layers=16"], 2,
+         "lower model.hidden_size or model.num_layers"),
+    Case("compare-checks-every-model", (),
+         ["compare", "-t", TICKER, "--models", "rnn,lstm", "--set", "model.hidden_size=4096",
+          "--set", "model.num_layers=16"], 2, "model.type rnn with model.hidden_size 4096"),
     # Run bundles.
     Case("run-points-at-nothing", (), ["evaluate", "--run", RUN], 2, f"{RUN}: no such run directory"),
     Case("run-without-bundle-json", (write(f"{RUN}/model.safetensors", b"x"),), ["predict", "--run", RUN], 1,
@@ -470,6 +546,40 @@ CASES = [
     Case("evaluate-without-runs", (CACHE,), ["evaluate"], 1,
          "no trained runs in runs; train one with `lstm-forecast train -t TICKER`"),
     Case("predict-without-runs", (CACHE,), ["predict", "-t", TICKER], 1, f"no trained runs for {TICKER} in runs"),
+    Case("predict-without-runs-names-the-ticker", (CACHE,), ["predict", "-t", "NVDA"], 1,
+         "no trained runs for NVDA in runs; train one with `lstm-forecast train -t NVDA`"),
+    Case("bundle-ticker-traversal", (bundle(edit_bundle_json(lambda d: d.update(ticker="../../../etc/passwd"))),),
+         ["predict", "--run", RUN], 1, "invalid ticker '../../../etc/passwd'"),
+    Case("bundle-nan-residuals", (bundle(edit_bundle_json(set_residual(math.nan))),), ["predict", "--run", RUN], 1,
+         "calibration.residuals.0.0: input should be a finite number"),
+    Case("bundle-string-residuals", (bundle(edit_bundle_json(set_residual("0.1"))),), ["predict", "--run", RUN], 1,
+         "calibration.residuals.0.0: input should be a valid number"),
+    Case("bundle-calibration-list", (bundle(edit_bundle_json(lambda d: d.update(calibration=[]))),),
+         ["evaluate", "--run", RUN], 1, "missing or invalid field calibration:"),
+    Case("bundle-lookback-1e400", (bundle(replace_in("bundle.json", '"lookback": 8', '"lookback": 1e400')),),
+         ["predict", "--run", RUN], 1, "window.lookback: input should be a valid integer"),
+    Case("bundle-5000-digits", (bundle(replace_in("bundle.json", '"lookback": 8', '"lookback": 1' + "0" * 5000)),),
+         ["predict", "--run", RUN], 1, "bundle.json: not valid JSON (ValueError); the bundle is damaged"),
+    Case("bundle-nested-deep",
+         (bundle(lambda run_dir: (run_dir / "bundle.json").write_text("[" * 100_000 + "]" * 100_000)),),
+         ["predict", "--run", RUN], 1, "bundle.json: not valid JSON (RecursionError)"),
+    Case("bundle-hidden-30000", (bundle(edit_bundle_json(lambda d: d["model"].update(hidden_size=30000))),),
+         ["predict", "--run", RUN], 1, "model.hidden_size: input should be less than or equal to 4096"),
+    Case("bundle-int8-weights", (bundle(recast_weights(torch.int8)),), ["predict", "--run", RUN], 1,
+         "is torch.int8, expected float32; the bundle is damaged"),
+    Case("bundle-bool-weights", (bundle(recast_weights(torch.bool)),), ["predict", "--run", RUN], 1,
+         "is torch.bool, expected float32; the bundle is damaged"),
+    Case("bundle-config-duplicate-key",
+         (bundle(lambda run_dir: (run_dir / "config.yaml").write_text("train: {}\ntrain: {}\n")),),
+         ["predict", "--run", RUN], 1,
+         "config.yaml: unreadable (line 2: duplicate key 'train'); the bundle is damaged"),
+    Case("bundle-config-invalid-value",
+         (bundle(lambda run_dir: (run_dir / "config.yaml").write_text("train: {epochs: 0}\n")),),
+         ["predict", "--run", RUN], 1, "train.epochs: expected an integer >= 1"),
+    Case("bundle-json-is-dev-zero", (bundle(link_to_dev_zero("bundle.json")),), ["predict", "--run", RUN], 1,
+         "bundle.json: not a regular file; expected a bundle description; the bundle is damaged"),
+    Case("weights-are-dev-zero", (bundle(link_to_dev_zero("model.safetensors")),), ["predict", "--run", RUN], 1,
+         "model.safetensors: not a regular file"),
 ]
 
 
@@ -506,3 +616,51 @@ def test_bad_input(case: Case, scene: Scene) -> None:
     assert list(scene.root.rglob("*.lock")) == []  # file_digests skips lock files: none may stay behind
     if case.check is not None:
         case.check(scene, result)
+
+
+# --- blow-ups: under an address-space limit, so a regression fails the test instead of the machine ----------
+
+LAUGHS = "\n".join(
+    [f"a0: &a0 [{', '.join(['lol'] * 9)}]"]
+    + [f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 9)}]" for level in range(1, 9)]
+) + "\n"
+LAUGHS_FLOW = "[&a [1, 1, 1, 1, 1, 1, 1, 1, 1], " + ", ".join(
+    f"&{name} [{', '.join([f'*{previous}'] * 9)}]" for previous, name in zip("abcdefgh", "bcdefghi", strict=True)
+) + "]"
+
+
+def huge_model_bundle(run_dir: Path) -> None:
+    document = json.loads((run_dir / "bundle.json").read_text())
+    document["model"].update(hidden_size=4096, num_layers=16)
+    (run_dir / "bundle.json").write_text(json.dumps(document))
+
+
+BLOW_UPS = [
+    ("billion-laughs-config", lambda root: (root / "c.yaml").write_text(LAUGHS),
+     ["train", "-t", TICKER, "-c", "c.yaml"], 2, "c.yaml: line 2: YAML aliases (*a0) are not allowed in a config"),
+    ("billion-laughs-set", None, ["train", "-t", TICKER, "--set", f"train.lr={LAUGHS_FLOW}"], 2,
+     "--set 'train.lr': YAML aliases (*a) are not allowed"),
+    ("billion-laughs-bundle-config", lambda root: (root / RUN / "config.yaml").write_text(LAUGHS),
+     ["predict", "--run", RUN], 1, "config.yaml: unreadable (line 2: YAML aliases (*a0)"),
+    ("huge-model-train", None, ["train", "-t", TICKER, "--set", "model.hidden_size=4096", "--set",
+                                "model.num_layers=16"], 2, "lower model.hidden_size or model.num_layers"),
+    ("huge-model-bundle", lambda root: huge_model_bundle(root / RUN), ["predict", "--run", RUN], 1,
+     "the bundle is damaged"),
+    ("bundle-json-dev-zero", lambda root: link_to_dev_zero("bundle.json")(root / RUN), ["predict", "--run", RUN], 1,
+     "not a regular file"),
+    ("weights-dev-zero", lambda root: link_to_dev_zero("model.safetensors")(root / RUN), ["predict", "--run", RUN], 1,
+     "not a regular file"),
+]
+
+
+@pytest.mark.parametrize(("setup", "argv", "exit_code", "fragment"), [case[1:] for case in BLOW_UPS],
+                         ids=[case[0] for case in BLOW_UPS])
+def test_tiny_hostile_input_fails_fast_and_small(tmp_path, tiny_run, setup, argv, exit_code, fragment):
+    shutil.copytree(tiny_run, tmp_path / RUN)
+    if setup is not None:
+        setup(tmp_path)
+    result = run_cli_limited(argv, tmp_path)
+    *_, last = result.stderr.splitlines() or [""]
+    assert result.returncode == exit_code, result.stderr[-2000:]
+    assert last.startswith("Error: ") and fragment in last and len(last) < 400, last
+    assert "Traceback" not in result.stderr and "unexpected" not in last

@@ -10,17 +10,19 @@ import os
 import pickle
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import safetensors.torch
 import torch
 import yaml
 
 from lstm_forecast import bundle as bundles
-from lstm_forecast import plots, train
+from lstm_forecast import files, plots, train
 from lstm_forecast.bundle import (
     find_run,
     list_runs,
@@ -307,16 +309,20 @@ def test_find_run_picks_the_latest_across_tickers_and_per_ticker(tmp_path):
         find_run(tmp_path / "missing")
 
 
-def test_only_stale_temp_dirs_are_removed(tmp_path):
-    stale = make_run(tmp_path, "AAA", ".tmp-dead")
-    (stale / "model.safetensors").write_bytes(b"half")
+def test_only_our_stale_temp_dirs_are_removed(tmp_path):
     two_hours_ago = time.time() - 7200
-    os.utime(stale, (two_hours_ago, two_hours_ago))
-    in_progress = make_run(tmp_path, "AAA", ".tmp-writing")  # another process saving right now
+    stale = files.make_temp_dir(tmp_path / "AAA", "a run bundle")  # a process of ours that died
+    (stale / "model.safetensors").write_bytes(b"half")
+    in_progress = files.make_temp_dir(tmp_path / "AAA", "a run bundle")  # another process saving right now
+    others = make_run(tmp_path, "AAA", ".tmp-dead")  # another program's, in a shared folder
+    unmarked = make_run(tmp_path, "AAA", files.TEMP_PREFIX + "lookalike")  # our prefix but no marker
+    for path in (stale, others, unmarked):
+        os.utime(path, (two_hours_ago, two_hours_ago))
     run = make_run(tmp_path, "AAA", "20240101-000000-000")
 
     remove_stale_temp_dirs(tmp_path)
-    assert not stale.exists() and in_progress.exists() and run.exists()
+    assert not stale.exists()
+    assert in_progress.exists() and others.exists() and unmarked.exists() and run.exists()
     remove_stale_temp_dirs(tmp_path / "missing")  # nothing to clean is not an error
 
 
@@ -335,3 +341,132 @@ def test_resolve_runs_dir_precedence(tmp_path, monkeypatch):
     (tmp_path / "a-file").write_text("")
     with pytest.raises(UsageError, match="is a file, not a folder"):
         resolve_runs_dir(tmp_path / "a-file", None)
+
+
+# --- hostile or damaged bundles: always exit 1, one line, nothing allocated on the bundle's say-so -------
+
+
+def set_residual(value):
+    return lambda document: document["calibration"]["residuals"][0].__setitem__(0, value)
+
+
+def write_weights(tensors):
+    def damage(run_dir: Path) -> None:
+        (run_dir / "model.safetensors").write_bytes(safetensors.torch.save(tensors(run_dir)))
+
+    return damage
+
+
+def recast(dtype):
+    return write_weights(lambda run_dir: {name: tensor.to(dtype) for name, tensor in load_weights(run_dir).items()})
+
+
+def load_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return safetensors.torch.load((run_dir / "model.safetensors").read_bytes())
+
+
+def with_nan_weight(run_dir: Path) -> dict[str, torch.Tensor]:
+    weights = load_weights(run_dir)
+    weights["head.bias"][0] = float("nan")
+    return weights
+
+
+def replace_text(old: str, new: str):
+    def damage(run_dir: Path) -> None:
+        path = run_dir / "bundle.json"
+        text = path.read_text()
+        assert old in text
+        path.write_text(text.replace(old, new, 1))
+
+    return damage
+
+
+def edit(change):
+    return lambda run_dir: edit_document(run_dir, change)
+
+
+def write_file(name: str, content: str):
+    return lambda run_dir: (run_dir / name).write_text(content)
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        (edit(lambda d: d.update(ticker="../../../etc/passwd")), "invalid ticker '../../../etc/passwd'"),
+        (edit(set_residual(float("nan"))), "calibration.residuals.0.0: input should be a finite number"),
+        (edit(set_residual("0.01")), "calibration.residuals.0.0: input should be a valid number"),
+        (edit(lambda d: d.update(calibration=[1, 2])), "missing or invalid field calibration:"),
+        (edit(lambda d: d["calibration"]["residuals"].pop()), "calibration.residuals: expected 2 lists"),
+        (edit(lambda d: d["calibration"]["residuals"][1].pop()), "calibration.residuals: expected 2 lists"),
+        (edit(lambda d: d["scaler"].update(target_std=float("inf"))), "scaler.target_std: input should be a finite"),
+        (edit(lambda d: d["model"].update(hidden_size=30000)), "model.hidden_size: input should be less than or"),
+        (edit(lambda d: d["model"].update(hidden_size=8.0)), "model.hidden_size: input should be a valid integer"),
+        (edit(lambda d: d["fingerprint"].update(first_date="1600-01-01")), "fingerprint.first_date: input should"),
+        (edit(lambda d: d["fingerprint"].update(sha256="x")), "fingerprint.sha256: string should match"),
+        (edit(lambda d: d["split"].update(val_start="2030-01-01")), "split: expected first_date <= val_start"),
+        (edit(lambda d: d["training"].update(seed=2**40)), "training.seed: input should be less than"),
+        (edit(lambda d: d.update(run_id="../x")), "run_id: string should match"),
+        (replace_text('"lookback": 8', '"lookback": 1e400'), "window.lookback: input should be a valid integer"),
+        (replace_text('"lookback": 8', '"lookback": 1' + "0" * 5000), "not valid JSON (ValueError)"),
+        (write_file("bundle.json", '{"a": ' * 100_000 + "1" + "}" * 100_000), "not valid JSON (RecursionError)"),
+        (recast(torch.int8), "is torch.int8, expected float32"),
+        (recast(torch.bool), "is torch.bool, expected float32"),
+        (recast(torch.float64), "is torch.float64, expected float32"),
+        (write_weights(with_nan_weight), "tensor head.bias holds NaN or infinite values"),
+        (write_file("config.yaml", "train:\n  epochs: 3\n  epochs: 4\n"),
+         "unreadable (line 3: duplicate key 'epochs')"),
+        (write_file("config.yaml", "train: {epochs: 0}\n"), "train.epochs: expected an integer >= 1"),
+        (write_file("config.yaml", "- 1\n"), "not a mapping of config sections"),
+    ],
+)
+def test_damaged_bundles_are_run_time_errors(run_dir, damage, fragment):
+    damage(run_dir)
+    error = load_error(run_dir)
+    assert type(error) is ForecastError and error.exit_code == 1  # damage, never "usage"
+    assert fragment in str(error) and "damaged" in str(error) and len(str(error)) < 400 + len(str(run_dir))
+
+
+def test_oversized_weights_are_refused_before_reading(run_dir):
+    weights = run_dir / "model.safetensors"
+    with weights.open("ab") as handle:
+        handle.truncate(weights.stat().st_size + bundles.WEIGHTS_HEADER_LIMIT + 1)
+    assert "more than the weights of the model bundle.json describes can be" in str(load_error(run_dir))
+
+
+def test_a_model_too_large_for_memory_is_refused_before_it_is_built(run_dir, monkeypatch):
+    monkeypatch.setattr(bundles, "memory_limit", lambda: 100)
+    monkeypatch.setattr(bundles, "Forecaster", None)  # building it would fail the test
+    assert "describes a model of 230 parameters" in str(load_error(run_dir))
+
+
+@pytest.mark.parametrize("name", ["bundle.json", "model.safetensors", "config.yaml"])
+def test_special_files_in_a_bundle_are_never_read(run_dir, name):
+    (run_dir / name).unlink()
+    (run_dir / name).symlink_to("/dev/zero")
+    assert "not a regular file" in str(load_error(run_dir))
+    (run_dir / name).unlink()
+    os.mkfifo(run_dir / name)  # no writer: a plain open would wait forever
+    assert "not a regular file" in str(load_error(run_dir))
+
+
+def test_find_run_names_the_ticker_in_its_advice(tmp_path):
+    with pytest.raises(ForecastError, match="train one with `lstm-forecast train -t NVDA`"):
+        find_run(tmp_path, ticker="NVDA")
+    with pytest.raises(ForecastError, match="train one with `lstm-forecast train -t TICKER`"):
+        find_run(tmp_path)
+
+
+def test_many_writers_into_one_fresh_runs_dir_all_succeed(trained, tmp_path):
+    """Eight saves at once, all asking for the same run id, into a runs dir that does not exist yet."""
+    runs_dir = tmp_path / "fresh" / "runs"
+
+    def save(_: int) -> Path:
+        bundles.check_runs_dir_writable(runs_dir, TICKER)
+        return save_copy(trained, runs_dir, "20240102-030405-006")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        saved = list(pool.map(save, range(8)))
+    assert len(set(saved)) == 8
+    assert sorted(saved) == list_runs(runs_dir)
+    assert {load_bundle(path).run_id for path in saved} == {path.name for path in saved}
+    assert sorted(path.name for path in (runs_dir / TICKER).iterdir()) == sorted(path.name for path in saved)

@@ -103,7 +103,7 @@ def test_a_path_as_ticker_is_refused(runner, clean_workdir, command):
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        ({"train": {"epochs": "ten"}}, "train.epochs: expected an integer >= 1, got 'ten'"),
+        ({"train": {"epochs": "ten"}}, "train.epochs: expected an integer >= 1 and <= 100000, got 'ten'"),
         ({"model": {"hiden_size": 8}}, "model.hiden_size: unknown key"),
     ],
 )

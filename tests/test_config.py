@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import pytest
@@ -75,7 +76,7 @@ def test_set_values_are_yaml_scalars():
 
 def test_error_names_file_key_expectation_and_value(tmp_path):
     path = write(tmp_path, "train:\n  epochs: ten\n")
-    assert error_of(path) == f"{path}: train.epochs: expected an integer >= 1, got 'ten'"
+    assert error_of(path) == f"{path}: train.epochs: expected an integer >= 1 and <= 100000, got 'ten'"
 
 
 @pytest.mark.parametrize(
@@ -83,14 +84,15 @@ def test_error_names_file_key_expectation_and_value(tmp_path):
     [
         ("window.lookback=0", "--set: window.lookback: expected an integer >= 1"),
         ("model.dropout=1.5", "--set: model.dropout: expected a number >= 0 and < 1, got 1.5"),
-        ("train.lr=-1", "--set: train.lr: expected a number > 0, got -1"),
+        ("train.lr=-1", "--set: train.lr: expected a number > 0 and <= 10, got -1"),
         ("model.type=transformer", "--set: model.type: expected one of lstm, gru, rnn, got 'transformer'"),
         ("data.features=[price]", "data.features: expected a list of values in log_return, volume_change"),
         ("train.device=tpu", "train.device: expected one of auto, cpu, cuda, mps"),
         ("train.epoch=3", "--set: train.epoch: unknown key (expected one of epochs,"),
         ("bogus.key=1", "--set: bogus: unknown key (expected one of data, split"),
         ("split.test_fraction=0.85", "split.val_fraction: expected val + test fractions < 0.9"),
-        ("data.start=yesterday", "data.start: expected a date YYYY-MM-DD (or null), got 'yesterday'"),
+        ("data.start=yesterday", "data.start: expected a date YYYY-MM-DD >= 1900-01-01 and <= 2200-12-31 (or null), "
+                                 "got 'yesterday'"),
     ],
 )
 def test_override_errors(override, fragment):
@@ -125,3 +127,99 @@ def test_non_mapping_and_missing_file(tmp_path):
 
 def test_empty_file_means_defaults(tmp_path):
     assert load_config(write(tmp_path, "")) == Config()
+
+
+# --- YAML that plain loaders accept but a config must refuse ------------------------------------------
+
+BILLION_LAUGHS = "\n".join(
+    [f"a0: &a0 [{', '.join(['lol'] * 9)}]"]
+    + [f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 9)}]" for level in range(1, 9)]
+) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("model: {type: gru}\nmodel: {hidden_size: 8}\n", "line 2: duplicate key 'model'"),
+        ("train:\n  epochs: 3\n  lr: 0.1\n  epochs: 4\n", "line 4: duplicate key 'epochs'"),
+        ("train: {lr: &a 0.1, weight_decay: *a}\n", "line 1: YAML aliases (*a) are not allowed in a config"),
+        (BILLION_LAUGHS, "line 2: YAML aliases (*a0) are not allowed in a config"),
+        ("train: {lr: " + "[" * 100_000 + "]" * 100_000 + "}\n", "line 1: nested more than 32 levels deep"),
+        ("train: {epochs: " + "1" * 5000 + "}\n", "line 1: a number of 5,000 characters"),
+        ("train: {seed: " + ":".join(["59"] * 40) + "}\n", "a number of 119 characters"),  # YAML 1.1 base 60
+        ("data: {start: 0000-01-01}\n", "line 1: invalid value '0000-01-01' (year 0 is out of range)"),
+        ("data: {start: 1600-01-01}\n", "data.start: expected a date YYYY-MM-DD >= 1900-01-01 and <= 2200-12-31"),
+        ("data: {end: 2300-01-01}\n", "got 2300-01-01"),
+        ("train: {seed: 4294967296}\n", "train.seed: expected an integer >= 0 and <= 4294967295, got 4294967296"),
+        ("train: {lr: 1.0e+308}\n", "train.lr: expected a number > 0 and <= 10, got 1e+308"),
+        ("train: {grad_clip: .nan}\n", "train.grad_clip: expected a number >= 0 and <= 1000000.0, got nan"),
+        ("train: {epochs: 1000000}\n", "train.epochs: expected an integer >= 1 and <= 100000"),
+        ("train: {batch_size: 10000000}\n", "train.batch_size: expected an integer >= 1 and <= 65536"),
+        ("train: {patience: 1000000}\n", "train.patience: expected an integer >= 1 and <= 100000"),
+        ("train: {weight_decay: 100}\n", "train.weight_decay: expected a number >= 0 and <= 10, got 100"),
+        ("evaluate: {cost_bps: 1.0e+300}\n", "evaluate.cost_bps: expected a number >= 0 and <= 10000"),
+        ("data: {calendar: " + "X" * 5000 + "}\n", "data.calendar: expected a string of at most 32 characters"),
+        ("train:\n  ? " + "e" * 100_000 + "\n  : 1\n", "train." + "e" * 53 + "…: unknown key"),
+        ("model: {type: " + "x" * 1_000_000 + "}\n", "model.type: expected one of lstm, gru, rnn, got 'xxxx"),
+    ],
+    ids=["duplicate-section", "duplicate-key", "alias", "billion-laughs", "nested-100000", "5000-digits",
+         "base-60", "year-0", "date-1600", "date-2300", "seed-2**32", "lr-1e308", "grad-clip-nan", "epochs-huge",
+         "batch-huge", "patience-huge", "weight-decay-100", "cost-1e300", "long-calendar", "long-key", "long-value"],
+)
+def test_hostile_yaml_is_one_short_usage_error(tmp_path, text, fragment):
+    path = write(tmp_path, text)
+    message = error_of(path)
+    assert fragment in message and message.startswith(f"{path}: ")
+    assert len(message) < 200 + len(str(path))
+
+
+def test_merge_keys_without_aliases_still_work(tmp_path):
+    assert load_config(write(tmp_path, "train: {<<: {epochs: 3}}\n")).train.epochs == 3
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lr=[&a 1, *a, *a]", "--set 'train.lr': YAML aliases (*a) are not allowed in a config"),
+        ("train.epochs=" + "9" * 5000, "--set 'train.epochs': a number of 5,000 characters"),
+        ("train.lr=" + "[" * 50_000, "--set 'train.lr': nested more than 32 levels deep"),
+        ("data.start=1600-01-01", "--set: data.start: expected a date YYYY-MM-DD >= 1900-01-01 and <= 2200-12-31"),
+        ("a.b.c" + "x" * 100_000 + "=1", "--set 'a.b.c" + "x" * 33 + "…: expected section.key=value"),
+    ],
+)
+def test_hostile_set_values(override, message):
+    text = error_of(None, [override])
+    assert text.startswith(message) and len(text) < 200
+
+
+def test_shortcut_options_are_named_in_errors():
+    def error(**options):
+        return error_of(None, [], {key: value for key, value in options.items()})
+
+    assert error(**{"model.type": ("--model", "transformer")}) == (
+        "--model (model.type): expected one of lstm, gru, rnn, got 'transformer'"
+    )
+    assert error(**{"train.epochs": ("--epochs", 0)}).startswith("--epochs (train.epochs): expected an integer >= 1")
+    assert error(**{"train.seed": ("--seed", 2**32)}) == (
+        "--seed (train.seed): expected an integer >= 0 and <= 4294967295, got 4294967296"
+    )
+
+
+def test_shortcut_options_win_over_set_and_none_means_not_given(tmp_path):
+    path = write(tmp_path, "train: {epochs: 7}\nmodel: {type: rnn}\n")
+    config = load_config(path, ["train.epochs=9"], {"train.epochs": ("--epochs", 11), "model.type": ("--model", None)})
+    assert config.train.epochs == 11 and config.model.type == "rnn"
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_a_config_that_is_not_a_regular_file_is_refused_unread(tmp_path, special):
+    path = Path(special)
+    if special == "fifo":
+        path = tmp_path / "c.yaml"
+        os.mkfifo(path)
+    assert error_of(path) == f"{path}: not a regular file; expected a config file"
+
+
+def test_a_config_over_a_megabyte_is_refused(tmp_path):
+    path = write(tmp_path, "# padding\n" * 120_000)
+    assert "more than a config file can be (1,048,576 bytes at most)" in error_of(path)

@@ -8,8 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from lstm_forecast.config import ModelConfig
-from lstm_forecast.model import Forecaster, ModelShape
+from lstm_forecast import model
+from lstm_forecast.config import ModelConfig, load_config
+from lstm_forecast.errors import UsageError
+from lstm_forecast.model import Forecaster, ModelShape, check_trainable
 
 torch.set_num_threads(1)
 
@@ -139,3 +141,43 @@ def test_forward_rejects_wrong_input_shape(bad: torch.Tensor) -> None:
 
     with pytest.raises(ValueError, match=r"expected inputs \(batch, lookback, 3\)"):
         model(bad)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_tensor_shapes_and_count_match_the_real_module_without_building_it(kind: str) -> None:
+    shape = _shape(kind=kind, num_layers=3)
+    real = Forecaster(shape)
+
+    assert shape.tensor_shapes() == {name: tuple(tensor.shape) for name, tensor in real.state_dict().items()}
+    assert shape.parameter_count() == sum(parameter.numel() for parameter in real.parameters())
+    assert shape.weight_bytes() == 4 * shape.parameter_count()
+
+
+def test_training_memory_grows_with_batch_and_lookback() -> None:
+    shape = _shape()
+    assert shape.training_bytes(64, 60) > shape.training_bytes(32, 60) > shape.training_bytes(32, 30)
+    assert shape.training_bytes(1, 1) > 4 * shape.weight_bytes()  # weights, gradients, two AdamW moments
+
+
+def test_a_model_too_large_to_train_is_refused_naming_the_keys() -> None:
+    huge = load_config(None, ["model.hidden_size=4096", "model.num_layers=16"])
+    with pytest.raises(UsageError) as caught:
+        check_trainable(huge)
+    message = str(caught.value)
+    assert caught.value.exit_code == 2 and "2,080,935,941 parameters" in message
+    assert "lower model.hidden_size or model.num_layers" in message
+    check_trainable(load_config())  # the defaults fit anywhere
+
+
+def test_compare_checks_every_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_config(None, ["model.type=rnn"])
+    rnn = ModelShape.from_config(config.model, 1, 5).training_bytes(64, 60)
+    monkeypatch.setattr(model, "memory_limit", lambda: rnn)  # the RNN just fits; the LSTM does not
+    check_trainable(config)
+    with pytest.raises(UsageError, match=r"model\.type lstm"):
+        check_trainable(config, ["rnn", "lstm"])
+
+
+def test_memory_limit_respects_an_address_space_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(model.resource, "getrlimit", lambda _: (2 * 1024**3, 2 * 1024**3))
+    assert model.memory_limit() == 1024**3  # half of 2 GiB: this machine has more than that

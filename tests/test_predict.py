@@ -53,10 +53,13 @@ def save_run(runs_dir: Path, ticker: str, run_id: str, prices: pd.DataFrame, hor
         spec=WindowSpec.from_config(config),
         scaler=Scaler(feature_mean=(0.0,), feature_std=(0.02,), target_mean=0.0005, target_std=0.02),
         fingerprint=fingerprint(ticker, prices),
-        split={},
-        baselines={},
-        calibration={"method": "split-conformal", "residuals": residuals.tolist()},
-        training={"epochs_run": 2},
+        # Complete sections: a bundle missing any of them is refused as damaged.
+        split={"val_start": prices.index[-30].date().isoformat(), "test_start": prices.index[-15].date().isoformat()},
+        baselines={"train_mean_log_return": 0.0005, "train_naive_mae": 1.0},
+        calibration={"method": "split-conformal", "space": "log_price", "source": "validation",
+                     "residuals": residuals.tolist()},
+        training={"epochs_run": 2, "best_epoch": 2, "best_val_loss": 0.5, "stopped_early": False,
+                  "interrupted": False, "seconds": 0.1, "device": "cpu", "seed": 0},
         model=Forecaster(shape).eval(),
         created_at=f"{run_id[:4]}-{run_id[4:6]}-{run_id[6:8]}T00:00:00+00:00",
     )

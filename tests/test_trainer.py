@@ -234,7 +234,7 @@ def test_second_ctrl_c_raises_at_once(own_sigint_handler):
 def test_a_loss_that_is_never_finite_is_a_clear_error():
     (train_x, train_y), (val_x, val_y), _ = ar1_splits(n=400)
     with pytest.raises(ForecastError, match=r"training diverged.*epoch 1; lower the learning rate"):
-        fit(build_model(), train_x, train_y, val_x, val_y, train_config(lr=1e30, grad_clip=0))
+        fit(build_model(), train_x, train_y, val_x, val_y, train_config(grad_clip=0).model_copy(update={"lr": 1e30}))
 
 
 def test_empty_validation_split_is_a_clear_error():
