@@ -291,7 +291,7 @@ def test_find_run_picks_the_latest_across_tickers_and_per_ticker(tmp_path):
     oldest = make_run(tmp_path, "AAA", "20240101-000000-000")
     bbb = make_run(tmp_path, "BBB", "20240102-000000-000")
     latest = make_run(tmp_path, "AAA", "20240103-000000-000")
-    gspc = make_run(tmp_path, "GSPC", "20231231-000000-000")
+    gspc = make_run(tmp_path, "^GSPC", "20231231-000000-000")  # the caret is kept: GSPC is another symbol
     make_run(tmp_path, "BBB", "20240104-000000-000", complete=False)  # no bundle.json: not a run
     make_run(tmp_path, "BBB", ".tmp-abc123")
     make_run(tmp_path, "AAA", "compare-20240109-000000-000")
@@ -302,6 +302,8 @@ def test_find_run_picks_the_latest_across_tickers_and_per_ticker(tmp_path):
     assert find_run(tmp_path, ticker="BBB") == bbb
     assert find_run(tmp_path, ticker="aaa") == latest
     assert find_run(tmp_path, ticker="^GSPC") == gspc
+    with pytest.raises(ForecastError, match="no trained runs for GSPC"):
+        find_run(tmp_path, ticker="GSPC")
     assert find_run(tmp_path, run=oldest) == oldest
     with pytest.raises(ForecastError, match=r"no trained runs for ZZZ in .*lstm-forecast train"):
         find_run(tmp_path, ticker="ZZZ")
