@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import re
-import stat
 import threading
 import time
 import warnings
@@ -34,8 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lstm_forecast.errors import ForecastError, UsageError
-from lstm_forecast.files import FILE_MODE, atomic_write_bytes, atomic_write_text
+from lstm_forecast.errors import ForecastError, UsageError, quote
+from lstm_forecast.files import FILE_MODE, atomic_write_bytes, atomic_write_text, read_bounded
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +76,6 @@ MAX_CSV_LINES = 200_000
 MAX_LINE_CHARS = 2_000
 MAX_CSV_COLUMNS = 50
 MAX_SIDECAR_BYTES = 64 * 1024
-MAX_QUOTED_CHARS = 40  # of a bad value in a message: enough to recognise it, never a dump
 
 # pandas 3 parses floats exactly and deprecates the option; pandas 2 needs to be asked.
 _PANDAS_MAJOR = int(pd.__version__.split(".")[0])
@@ -163,8 +161,8 @@ def _check_owner(path: Path, ticker: str) -> None:
     owner = _sidecar_ticker(path) if path.is_file() else None
     if owner not in (None, ticker):
         raise ForecastError(
-            f"{path} holds the prices of {_quote(owner)} (its sidecar {_meta_path(path).name} says so), not of "
-            f"{ticker}; move both files aside (for {_quote(owner)}, rename them to its own name) and try again"
+            f"{path} holds the prices of {quote(owner)} (its sidecar {_meta_path(path).name} says so), not of "
+            f"{ticker}; move both files aside (for {quote(owner)}, rename them to its own name) and try again"
         )
 
 
@@ -416,7 +414,7 @@ def _as_dates(index: pd.Index, source: str) -> pd.DatetimeIndex:
         if dates.isna().any():
             row = int(np.argmax(dates.isna()))
             raise ForecastError(
-                f"{source}: cannot read the date {_quote(text.iloc[row])} (data row {row + 1}); expected YYYY-MM-DD"
+                f"{source}: cannot read the date {quote(text.iloc[row])} (data row {row + 1}); expected YYYY-MM-DD"
             )
     # Bounded before converting to nanoseconds, which cannot hold years before 1677 or after 2262.
     # A calendar day that has begun somewhere on Earth (UTC+14) is not in the future for some exchange.
@@ -442,7 +440,7 @@ def _as_numbers(values: pd.Series, column: str, dates: pd.DatetimeIndex, source:
     if bad.any():
         row = int(np.argmax(bad))
         raise ForecastError(
-            f"{source}: column {column} has a non-numeric value {_quote(values.iloc[row])} on {_day(dates[row])}"
+            f"{source}: column {column} has a non-numeric value {quote(values.iloc[row])} on {_day(dates[row])}"
         )
     return numbers
 
@@ -475,11 +473,6 @@ def _day(stamp: pd.Timestamp) -> date:
 
 def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _quote(value: Any) -> str:
-    """A value from a file as a message quotes it: repr'd, at most MAX_QUOTED_CHARS characters of it."""
-    return repr(_shorten(str(value), MAX_QUOTED_CHARS))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -525,20 +518,9 @@ def parse_prices_csv(raw: bytes, source: str) -> tuple[pd.DataFrame, list[str]]:
 def _read_limited(path: Path, limit: int, what: str) -> bytes:
     """The bytes of the regular file `path`, refused before reading more than `limit` bytes of it."""
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer before fstat can refuse it.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise ForecastError(f"cannot read {path}: {exc.strerror or exc}") from None
-    with open(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ForecastError(f"{path}: not a regular file; expected {what}")
-        try:
-            raw = handle.read(limit + 1)  # not the reported size: a file may grow while it is read
-        except OSError as exc:
-            raise ForecastError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(raw) > limit:
-        raise ForecastError(f"{path}: larger than {limit // 1024:,} KiB; expected {what}, which is far smaller")
-    return raw
+        return read_bounded(path, limit, what)
+    except FileNotFoundError:
+        raise ForecastError(f"cannot read {path}: no such file") from None
 
 
 # Byte-order marks of the encodings a spreadsheet may save "Unicode text" in; UTF-32's come first, as
@@ -613,7 +595,7 @@ def _rename_columns(table: pd.DataFrame, source: str) -> tuple[pd.DataFrame, lis
             ignored.append(str(name))
         elif canonical in renames.values():
             other = next(key for key, value in renames.items() if value == canonical)
-            raise ForecastError(f"{source}: columns {_quote(other)} and {_quote(name)} both mean {canonical}; keep one")
+            raise ForecastError(f"{source}: columns {quote(other)} and {quote(name)} both mean {canonical}; keep one")
         else:
             renames[name] = canonical
     for required in ("Date", "Close"):

@@ -38,7 +38,8 @@ def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
     if type(value).__module__ == "numpy" and hasattr(value, "item"):
         value = value.item()  # a numpy scalar: its plain Python number
     if isinstance(value, str):
-        text = repr(value[: limit + 1])
+        # Cut inside the quotes, so a long value still reads as one quoted string: 'xxxx…'.
+        return repr(value if len(value) <= limit - 2 else value[: limit - 3] + "…")
     elif isinstance(value, dt.date):
         text = value.isoformat()
     elif isinstance(value, bool | float):

@@ -28,9 +28,9 @@ import pandas as pd
 import torch
 
 from lstm_forecast import data
-from lstm_forecast.bundle import RunBundle, find_run, list_runs, load_bundle, resolve_runs_dir
+from lstm_forecast.bundle import BUNDLE_JSON_LIMIT, RunBundle, find_run, list_runs, load_bundle, resolve_runs_dir
 from lstm_forecast.errors import ForecastError, UsageError
-from lstm_forecast.files import atomic_write_text
+from lstm_forecast.files import atomic_write_text, read_bounded
 from lstm_forecast.intervals import conformal_quantiles, interval_bounds
 from lstm_forecast.sessions import TradingCalendar, calendar_for
 from lstm_forecast.trainer import predict as predict_scaled
@@ -412,8 +412,6 @@ def _number(value: float) -> float:
 # --- listing runs -------------------------------------------------------------------------------
 
 
-JSON_BYTES_LIMIT = 4 * 1024 * 1024  # a bundle's JSON is kilobytes; anything this big is not one of ours
-CONFIG_BYTES_LIMIT = 64 * 1024
 CONFIG_NOTE_LIMIT = 60  # characters of distinguishing config values in the listing
 
 
@@ -454,12 +452,10 @@ def run_summaries(
 
 
 def _read_json_or_empty(path: Path) -> dict[str, Any]:
-    """A JSON object from a regular file of at most JSON_BYTES_LIMIT bytes, else {} (absent or damaged)."""
+    """A JSON object from a regular file of bundle size, else {} (absent or damaged: `runs` lists it anyway)."""
     try:
-        if not path.is_file() or path.stat().st_size > JSON_BYTES_LIMIT:
-            return {}
-        document = json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError, MemoryError):  # ValueError: bad JSON, UTF-8 or int digits
+        document = json.loads(read_bounded(path, BUNDLE_JSON_LIMIT, "a bundle's JSON file"))
+    except (ForecastError, OSError, ValueError, RecursionError, MemoryError):  # ValueError: JSON, UTF-8, digits
         return {}
     return document if isinstance(document, dict) else {}
 
@@ -469,9 +465,7 @@ def config_differences(path: Path) -> dict[str, str] | None:
     from lstm_forecast.config import Config, read_yaml_mapping
 
     try:
-        if not path.is_file() or path.stat().st_size > CONFIG_BYTES_LIMIT:
-            return None
-        values = read_yaml_mapping(path)
+        values = read_yaml_mapping(path)  # bounded: size, aliases, nesting
     except (ForecastError, OSError, ValueError, RecursionError, MemoryError):
         return None
     defaults = Config().to_plain()

@@ -184,7 +184,7 @@ def test_merge_keys_without_aliases_still_work(tmp_path):
         ("train.epochs=" + "9" * 5000, "--set 'train.epochs': a number of 5,000 characters"),
         ("train.lr=" + "[" * 50_000, "--set 'train.lr': nested more than 32 levels deep"),
         ("data.start=1600-01-01", "--set: data.start: expected a date YYYY-MM-DD >= 1900-01-01 and <= 2200-12-31"),
-        ("a.b.c" + "x" * 100_000 + "=1", "--set 'a.b.c" + "x" * 33 + "…: expected section.key=value"),
+        ("a.b.c" + "x" * 100_000 + "=1", "--set 'a.b.c" + "x" * 32 + "…': expected section.key=value"),
     ],
 )
 def test_hostile_set_values(override, message):

@@ -90,7 +90,7 @@ def test_a_folder_is_never_replaced(tmp_path):
 @pytest.mark.parametrize(
     ("value", "shown"),
     [
-        ("x" * 1000, "'" + "x" * 38 + "…"),
+        ("x" * 1000, "'" + "x" * 37 + "…'"),
         (np.float64("inf"), "inf"),
         (np.int64(3), "3"),
         (1e308, "1e+308"),

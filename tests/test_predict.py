@@ -266,7 +266,7 @@ def test_runs_lists_every_bundle_oldest_first(workspace, prices_until):
     "garbage": lambda run: (run / "bundle.json").write_bytes(b"\x00\xff binary garbage"),
     "deep": lambda run: (run / "bundle.json").write_text("[" * 100_000 + "]" * 100_000),
     "huge integer": lambda run: (run / "bundle.json").write_text('{"ticker": "X", "created_at": ' + "9" * 5000 + "}"),
-    "too big": lambda run: (run / "bundle.json").write_bytes(b" " * (predict.JSON_BYTES_LIMIT + 1) + b"{}"),
+    "too big": lambda run: os.truncate(run / "bundle.json", predict.BUNDLE_JSON_LIMIT + 1),  # sparse
     "markup": lambda run: (run / "bundle.json").write_text('{"ticker": "[/]", "model": {"kind": "[bold]"}}'),
     "files missing": lambda run: [(run / name).unlink() for name in ("metrics.json", "config.yaml")],
 }.items(), ids=lambda item: item[0] if isinstance(item, tuple) else None)
