@@ -39,7 +39,7 @@ from lstm_forecast.errors import ForecastError, UsageError
 from lstm_forecast.files import atomic_write_text
 from lstm_forecast.model import Forecaster
 from lstm_forecast.train import FORECASTS, Forecasts, period_forecasts, score_forecasts, train_model
-from lstm_forecast.trainer import EpochRecord
+from lstm_forecast.trainer import EpochRecord, StopRequest
 from lstm_forecast.windows import Dataset, Scaler, WindowSpec, build_dataset, build_dataset_at
 
 EVALUATION_FILE = "evaluation.json"
@@ -155,8 +155,9 @@ def run_backtest(
     bundle_model: Forecaster | None = None,
     bundle_scaler: Scaler | None = None,
     on_progress: ProgressCallback | None = None,
+    stop: StopRequest | None = None,
 ) -> tuple[list[FoldResult], bool]:
-    """Train and forecast each fold in order; returns the finished folds and whether Ctrl-C cut it short.
+    """Train and forecast each fold in order; returns the finished folds and whether `stop` cut it short.
 
     `bundle_model` is used for fold 0 when fold 0's scaler equals `bundle_scaler` (the same training rows).
     """
@@ -171,7 +172,7 @@ def run_backtest(
                 if on_progress is not None:
                     on_progress(len(results), len(folds), record)
 
-            model, result = train_model(dataset, config, report_epoch)
+            model, result = train_model(dataset, config, report_epoch, stop)
             if result.interrupted or result.epochs_run == 0:
                 return results, True
             training = {"model_source": "retrained", "epochs_run": result.epochs_run, "best_epoch": result.best_epoch}
@@ -240,6 +241,7 @@ def evaluate(
     data_dir: Path | None = None,
     folds: int | None = None,
     on_progress: ProgressCallback | None = None,
+    stop: StopRequest | None = None,
 ) -> Evaluation:
     """Evaluate the bundle in `run_dir` and write evaluation.json, predictions.csv/.png, equity.png and
     backtest.csv into it. `folds` None takes evaluate.folds from the run's config; 0 skips the backtest."""
@@ -265,7 +267,7 @@ def evaluate(
     backtest, interrupted = None, False
     if folds > 0:
         plan = plan_folds(val_start, test_start, len(days), folds, dataset.spec.horizon)
-        results, interrupted = run_backtest(prices, config, plan, bundle.model, bundle.scaler, on_progress)
+        results, interrupted = run_backtest(prices, config, plan, bundle.model, bundle.scaler, on_progress, stop)
         backtest = backtest_summary(results, folds, interrupted, dataset.train_naive_mae, kind)
 
     report = {
