@@ -316,10 +316,13 @@ def test_shell_completion_is_offered(runner):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-@pytest.mark.parametrize("command", ["train", "compare"])
-def test_an_unavailable_device_fails_before_any_progress_line(runner, clean_workdir, cached, tiny_config, command):
-    result = runner.invoke(app, [command, "-t", "SYN", "-c", str(tiny_config), "--data-dir", str(cached),
-                                 "--set", "train.device=cuda"])
+@pytest.mark.parametrize(("command", "device"), [
+    ("train", ["--device", "cuda"]), ("train", ["--set", "train.device=cuda"]),
+    ("compare", ["-s", "train.device=cuda"]),
+])
+def test_an_unavailable_device_fails_before_any_progress_line(runner, clean_workdir, cached, tiny_config, command,
+                                                              device):
+    result = runner.invoke(app, [command, "-t", "SYN", "-c", str(tiny_config), "--data-dir", str(cached), *device])
     assert result.exit_code == 1
     assert "'cuda' is not available" in only_error_line(result)
     assert not (clean_workdir / "runs").exists()
