@@ -1,6 +1,8 @@
-"""Seconds per epoch: the project's trainer against a minimal plain-PyTorch loop, on the same windows.
+"""Seconds per epoch: the project's trainer against a minimal plain-PyTorch loop, on the same windows;
+or, with --thread-table, the trainer under each CPU thread setting, on an idle machine and under load.
 
     python bench/train_speed.py [--epochs 20] [--repeats 3] [--threads 2]
+    python bench/train_speed.py --thread-table [--load 1] [--epochs 5] [--repeats 3]
 
 Data: log returns of TSLA's Adj Close from ../shared/data/TSLA.csv (a synthetic series of the same
 length when that file is absent), standardised with the training part's mean and std, cut into
@@ -12,13 +14,27 @@ shuffled pass over the training windows and one validation pass. The plain loop 
 by hand: tensors sliced into batches with a permutation, no DataLoader, no early stopping or records.
 Early stopping is disabled in the trainer (patience = epochs) so both run every epoch. The two are run
 alternately in one process, and each is timed from numpy windows to trained model. Goal: ratio <= 1.2.
+
+The thread table times the trainer alone under each candidate: one thread; two threads; two threads with
+OpenMP's passive wait policy (OMP_WAIT_POLICY=PASSIVE: an idle worker sleeps instead of spinning, which
+matters when another process wants the core); and `auto`, the default `train.threads`, with the
+environment the CLI sets. The wait policy is read once, when torch loads OpenMP, so every measurement runs
+in a fresh child process. Each candidate is timed idle and then while `--load N` busy processes (pure
+Python loops, one core each) compete for the CPU. Goals for `auto`: loaded <= 1.5 x its idle time, idle
+<= 1.1 x the fastest candidate's idle time.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lstm_forecast.cli import OPENMP_ENVIRONMENT
 from lstm_forecast.config import TrainConfig
 from lstm_forecast.model import Forecaster, ModelShape
 from lstm_forecast.trainer import fit, seed_everything
@@ -102,25 +119,100 @@ def plain_loop_seconds_per_epoch(windows: Windows, epochs: int) -> float:
     return (time.perf_counter() - started) / epochs
 
 
-def trainer_seconds_per_epoch(windows: Windows, epochs: int) -> float:
+def trainer_seconds_per_epoch(windows: Windows, epochs: int, threads: int | str | None = None) -> float:
+    """The trainer's seconds per epoch; `threads` None keeps torch's current thread count."""
     started = time.perf_counter()
     seed_everything(SEED)
     shape = ModelShape("lstm", n_features=1, hidden_size=HIDDEN_SIZE, num_layers=NUM_LAYERS,
                        dropout=DROPOUT, horizon=HORIZON)
     config = TrainConfig(epochs=epochs, batch_size=BATCH_SIZE, lr=LR, patience=epochs, grad_clip=GRAD_CLIP,
-                         seed=SEED, device="cpu")
+                         seed=SEED, device="cpu", threads=threads or torch.get_num_threads())
     result = fit(Forecaster(shape), *windows, config)
     if result.epochs_run != epochs:
         raise RuntimeError(f"the trainer ran {result.epochs_run} of {epochs} epochs; the timing would mislead")
     return (time.perf_counter() - started) / epochs
 
 
+# name -> (train.threads, environment): what each thread-table candidate changes.
+CANDIDATES: dict[str, tuple[int | str, dict[str, str]]] = {
+    "1 thread": (1, {}),
+    "2 threads": (2, {}),
+    "2 threads, passive wait": (2, {"OMP_WAIT_POLICY": "PASSIVE"}),
+    "auto (default)": ("auto", OPENMP_ENVIRONMENT),  # what `lstm-forecast train` runs with
+}
+
+
+def candidate_seconds_per_epoch(name: str, epochs: int) -> float:
+    """One candidate timed in a fresh child process (see --candidate), so its environment takes effect."""
+    env = {key: value for key, value in os.environ.items() if key not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    command = [sys.executable, __file__, "--candidate", name, "--epochs", str(epochs)]
+    done = subprocess.run(command, env=env | CANDIDATES[name][1], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.splitlines()[-1])["seconds_per_epoch"]
+
+
+def run_candidate(name: str, epochs: int) -> None:
+    """The child's side: time the trainer under candidate `name` and print one JSON line."""
+    threads = CANDIDATES[name][0]
+    windows = make_windows(load_returns()[0])
+    trainer_seconds_per_epoch(windows, epochs=1, threads=threads)  # one-time costs, as in the ratio bench
+    seconds = trainer_seconds_per_epoch(windows, epochs, threads)
+    print(json.dumps({"candidate": name, "threads": torch.get_num_threads(), "seconds_per_epoch": seconds}))
+
+
+@contextmanager
+def busy_processes(count: int) -> Iterator[None]:
+    """`count` CPU-bound processes running for the duration of the block."""
+    children = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+
+
+def thread_table(epochs: int, repeats: int, load: int) -> None:
+    """Every candidate idle and under `load` busy processes; medians of `repeats` runs, as a table."""
+    print(f"thread table: {epochs} epochs x {repeats} repeats per cell, {os.cpu_count()} CPUs, "
+          f"load = {load} busy process(es)")
+    conditions = {"idle": 0, f"load {load}": load}
+    timings: dict[tuple[str, str], list[float]] = {}
+    for repeat in range(repeats):
+        for condition, count in conditions.items():
+            with busy_processes(count):
+                # Reverse the order every other repeat, so drift in the machine's load favours no candidate.
+                names = list(CANDIDATES) if repeat % 2 == 0 else list(reversed(CANDIDATES))
+                for name in names:
+                    seconds = candidate_seconds_per_epoch(name, epochs)
+                    timings.setdefault((name, condition), []).append(seconds)
+                    print(f"  repeat {repeat + 1} {condition:<7} {name:<24} {seconds:.3f} s/epoch", flush=True)
+    medians = {cell: statistics.median(values) for cell, values in timings.items()}
+    fastest_idle = min(medians[name, "idle"] for name in CANDIDATES)
+    loaded = f"load {load}"
+    print(f"\n| candidate | idle s/epoch | {loaded} s/epoch | loaded / idle | idle / fastest idle |")
+    print("|---|---|---|---|---|")
+    for name in CANDIDATES:
+        idle, busy = medians[name, "idle"], medians[name, loaded]
+        print(f"| {name} | {idle:.3f} | {busy:.3f} | {busy / idle:.2f} | {idle / fastest_idle:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=20, help="epochs per timed run (default 20)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs per timed run (default 20; 5 with --thread-table)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each side, alternating (default 3)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--thread-table", action="store_true", help="time the thread candidates instead")
+    parser.add_argument("--load", type=int, default=1, help="busy processes for the table's loaded column (default 1)")
+    parser.add_argument("--candidate", choices=CANDIDATES, help=argparse.SUPPRESS)  # the table's child process
     args = parser.parse_args()
+    if args.candidate is not None:
+        run_candidate(args.candidate, args.epochs or 5)
+        return
+    if args.thread_table:
+        thread_table(args.epochs or 5, args.repeats, args.load)
+        return
+    args.epochs = args.epochs or 20
     torch.set_num_threads(args.threads)
 
     returns, source = load_returns()

@@ -2,21 +2,33 @@
 
 Heavy libraries (torch, pandas, yfinance) are imported inside the commands, so that
 `lstm-forecast --help` answers at once. Every user-facing failure is a `ForecastError`,
-caught once in `ForecastGroup.main`, printed as one `Error: ...` line on stderr.
+caught once in `ForecastGroup.main`, printed as one `Error: ...` line on stderr; Python warnings
+print as one `Warning: ...` line each.
+
+Ctrl-C, SIGTERM and SIGHUP: from the start of training until the bundle is in place (and through an
+evaluation's backtest or a comparison), the first one asks the work to stop after the current batch,
+keeping what can be saved, and the command then exits 128 + the signal's number (130, 143, 129); the
+second one gets the signal's usual effect at once.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import traceback
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from lstm_forecast import __version__
 from lstm_forecast.errors import ForecastError, Interrupted
@@ -27,11 +39,71 @@ stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatt
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-class ForecastGroup(TyperGroup):
+# OpenMP's idle worker threads spin by default; when other processes hold the cores, the spinning and the
+# waits for a descheduled worker made training many times slower (see the README's thread table). OpenMP
+# reads this once, when torch loads it, so it is set before any command imports torch; the user's own
+# setting wins.
+OPENMP_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+# Exceptions a parser can raise on hostile input (YAML nested 100,000 deep, a number too large for a
+# float, an input too large for memory) that nothing closer to the input turned into a ForecastError.
+HOSTILE_INPUT = {
+    RecursionError: "the input is nested too deeply to read",
+    MemoryError: "out of memory: the input (or the model it describes) is too large",
+    OverflowError: "a number in the input is too large",
+}
+
+
+class OneValueOptions:
+    """Command behaviour shared by the group and every command.
+
+    An option that takes one value, given twice, is an error (click would keep the last one silently,
+    so `train -t TSLA -t AAPL` would train AAPL alone); flags show no `<bool>` value in the help.
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not ctx.resilient_parsing:
+            _, _, order = self.make_parser(ctx).parse_args(args=list(args))  # type: ignore[attr-defined]
+            counts = Counter(param for param in order if _takes_one_value(param))
+            for param, times in counts.items():
+                if times > 1:
+                    name = max(param.opts, key=len)
+                    given = "twice" if times == 2 else f"{times} times"
+                    ctx.fail(f"{name} given {given}; it takes one value")
+        return super().parse_args(ctx, args)  # type: ignore[misc]
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""  # Typer would show `<bool>`, as if the flag took a value
+        return params
+
+
+def _takes_one_value(param: Any) -> bool:
+    return isinstance(param, TyperOption) and not (param.multiple or param.is_flag or param.count)
+
+
+class ForecastCommand(OneValueOptions, TyperCommand):
+    """Every command of the tool (see OneValueOptions)."""
+
+
+class ForecastGroup(OneValueOptions, TyperGroup):
     """Runs a command and turns every failure into one `Error: ...` line and the guide's exit code."""
 
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
+        for name, value in OPENMP_ENVIRONMENT.items():
+            os.environ.setdefault(name, value)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            # numpy's floating-point RuntimeWarnings (overflow, invalid value) are about values the code
+            # checks itself and reports as errors when they matter; the source line they print is noise.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            code = self._run(args, prog_name, complete_var, **extra)
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def _run(self, args: Any, prog_name: Any, complete_var: Any, **extra: Any) -> Any:
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             if code == 130:  # Typer turned a Ctrl-C outside training into a bare exit code
@@ -42,6 +114,8 @@ class ForecastGroup(TyperGroup):
             code = fail("interrupted", 130)
         except OSError as exc:
             code = fail(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", 1)
+        except tuple(HOSTILE_INPUT) as exc:
+            code = fail(next(text for kind, text in HOSTILE_INPUT.items() if isinstance(exc, kind)), 1)
         except Exception as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":  # the help was shown: not an error
                 code = 0
@@ -50,12 +124,13 @@ class ForecastGroup(TyperGroup):
                 context = getattr(exc, "ctx", None)
                 message = exc.format_message().rstrip()
                 if context is not None:
-                    message += ("" if message.endswith((".", ")")) else ".") + f" See '{context.command_path} --help'."
+                    end = "" if message.endswith((".", ")", "?")) else "."
+                    message += f"{end} See '{context.command_path} --help'."
                 code = fail(message, exc.exit_code)
             else:  # a bug: still one line, the traceback on request
                 detail = f"unexpected {type(exc).__name__}: {exc}"
                 code = fail(f"{detail} (set LSTM_FORECAST_DEBUG=1 for the traceback)", 1)
-        sys.exit(code if isinstance(code, int) else 0)
+        return code
 
 
 def fail(message: str, exit_code: int) -> int:
@@ -72,10 +147,69 @@ def warn(messages: list[str]) -> None:
         stderr.print(f"[yellow]Warning:[/] {message}")
 
 
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """A Python warning as one line, without the source line a library warning would print."""
+    warn([" ".join(str(message).split())[:300]])
+
+
+class SignalStop:
+    """A stop request (`is_set()`, as the trainer takes it) set by the first Ctrl-C, SIGTERM or SIGHUP."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def is_set(self) -> bool:
+        return self.signal is not None
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a process ended by a signal: 128 + its number."""
+        return 128 + (self.signal or signal.SIGINT)
+
+
+STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[SignalStop]:
+    """While active, the first stop signal sets the yielded request; the second gets its usual effect
+    (KeyboardInterrupt for Ctrl-C, the end of the process for SIGTERM and SIGHUP), at once.
+
+    An `Interrupted` error leaving the block takes the signal's exit code. Only the main thread may
+    install signal handlers; elsewhere the request is never set and signals keep their effect.
+    """
+    stop = SignalStop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous: dict[int, Any] = {}
+
+    def request_stop(signum: int, frame: object) -> None:
+        if stop.is_set():
+            _restore(previous)
+            signal.raise_signal(signum)
+            return
+        stop.signal = signum
+
+    previous.update({number: signal.signal(number, request_stop) for number in STOP_SIGNALS})
+    try:
+        yield stop
+    except Interrupted as exc:
+        exc.exit_code = stop.exit_code
+        raise
+    finally:
+        _restore(previous)
+
+
+def _restore(handlers: dict[int, Any]) -> None:
+    for number, handler in handlers.items():
+        # None: a handler not installed from Python, which cannot be put back; the default is closest.
+        signal.signal(number, signal.SIG_DFL if handler is None else handler)
+
+
 app = typer.Typer(
     cls=ForecastGroup,
     no_args_is_help=True,
-    add_completion=False,
     rich_markup_mode="rich",
     help="Honest LSTM stock-price forecasts: every number beside the random-walk baseline.",
 )
@@ -96,6 +230,14 @@ def root(
     """Fetch prices, train an LSTM, evaluate it honestly against the naive forecast, predict."""
 
 
+# Numeric options are bounded here, at the boundary, as the config schema bounds the same keys
+# (tests/test_cli.py checks they agree): a typo like `--folds 1000000000` is a usage error, not a 7 GiB
+# allocation. The schema is not imported for this, so that `--help` stays fast.
+MAX_EPOCHS = 1_000_000
+MAX_SEED = 2**32 - 1  # numpy's seed range
+MAX_DAYS = 250  # window.horizon's bound
+MAX_FOLDS = 50  # evaluate.folds's bound
+
 # Options shared by several commands.
 ISO_DAY = "%Y-%m-%d"
 TickerOption = Annotated[
@@ -110,7 +252,7 @@ ConfigOption = Annotated[
 ]
 
 
-@app.command()
+@app.command(cls=ForecastCommand)
 def fetch(
     ticker: TickerOption,
     start: Annotated[datetime | None, typer.Option(formats=[ISO_DAY], help="First day, YYYY-MM-DD.")] = None,
@@ -161,17 +303,19 @@ RunTickerOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (progress on stderr).")]
 ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="lstm, gru or rnn (model.type).")]
-EpochsOption = Annotated[int | None, typer.Option("--epochs", help="Maximum epochs (train.epochs).")]
+EpochsOption = Annotated[
+    int | None, typer.Option("--epochs", min=1, max=MAX_EPOCHS, help="Maximum epochs (train.epochs).")
+]
 
 
-@app.command()
+@app.command(cls=ForecastCommand)
 def train(
     ticker: TickerOption,
     config: ConfigOption = None,
     set_: SetOption = None,
     model: ModelOption = None,
     epochs: EpochsOption = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (train.seed).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", min=0, max=MAX_SEED, help="Random seed (train.seed).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or mps (train.device).")] = None,
     data_dir: DataDirOption = None,
     runs_dir: RunsDirOption = None,
@@ -183,6 +327,7 @@ def train(
     from lstm_forecast.config import load_config
     from lstm_forecast.model import check_trainable
     from lstm_forecast.train import load_training_prices, train_run
+    from lstm_forecast.trainer import resolve_device
 
     shortcuts = {"model.type": ("--model", model), "train.epochs": ("--epochs", epochs),
                  "train.seed": ("--seed", seed), "train.device": ("--device", device)}
@@ -192,16 +337,19 @@ def train(
     folder = data.resolve_data_dir(data_dir, settings.data.dir)
     runs = resolve_runs_dir(runs_dir, settings.runs.dir)
     prices = load_training_prices(symbol, folder, settings, on_fetch=stderr.print)
+    resolve_device(settings.train.device)  # an unavailable device fails here, before a progress bar is drawn
     from lstm_forecast.progress import EpochBars
 
-    with EpochBars(stderr, [f"{symbol} {settings.model.type.upper()}"], settings.train.epochs) as progress:
-        outcome = train_run(settings, symbol, prices, runs, on_epoch=progress.update)
-    if json_output:
-        print_json({"run_dir": str(outcome.run_dir), **outcome.metrics})
-    else:
-        print_training_summary(outcome)
-    if outcome.result.interrupted:
-        raise Interrupted(f"training interrupted; the best epoch so far was saved to {outcome.run_dir}")
+    # A stop signal from the first batch until the bundle is in place keeps the best epoch (see the top).
+    with stop_on_signals() as stop:
+        with EpochBars(stderr, [f"{symbol} {settings.model.type.upper()}"], settings.train.epochs) as progress:
+            outcome = train_run(settings, symbol, prices, runs, on_epoch=progress.update, stop=stop)
+        if json_output:
+            print_json({"run_dir": str(outcome.run_dir), **outcome.metrics})
+        else:
+            print_training_summary(outcome)
+        if stop.is_set():
+            raise Interrupted(f"training interrupted; the best epoch so far was saved to {outcome.run_dir}")
 
 
 def print_training_summary(outcome: Any) -> None:
@@ -223,17 +371,27 @@ def print_training_summary(outcome: Any) -> None:
     stdout.print(f"Run bundle: {outcome.run_dir}")
 
 
-@app.command()
+def _percent_levels(levels: list[float] | None) -> list[float] | None:
+    """Each level strictly between 0 and 100, as predict.levels in the config (typer's ranges are closed)."""
+    for level in levels or ():
+        if not 0 < level < 100:  # NaN fails this too
+            raise typer.BadParameter(f"{level:g} is not a percentage between 0 and 100 (exclusive), e.g. 80")
+    return levels
+
+
+@app.command(cls=ForecastCommand)
 def predict(
     run: RunOption = None,
     ticker: RunTickerOption = None,
     days: Annotated[
         int | None,
-        typer.Option("--days", min=1, metavar="N", help="Trading days to forecast, up to the run's horizon."),
+        typer.Option("--days", min=1, max=MAX_DAYS, metavar="N",
+                     help="Trading days to forecast, up to the run's horizon."),
     ] = None,
     levels: Annotated[
         list[float] | None,
-        typer.Option("--level", metavar="PCT", help="Interval level in percent, repeatable (default: 80 and 95)."),
+        typer.Option("--level", metavar="PCT", callback=_percent_levels,
+                     help="Interval level in percent, repeatable (default: 80 and 95)."),
     ] = None,
     output_format: Annotated[
         str | None,
@@ -270,7 +428,7 @@ def predict(
         notes.print(f"Fan chart: {outcome.chart}", markup=False, soft_wrap=True)
 
 
-@app.command("runs")
+@app.command("runs", cls=ForecastCommand)
 def list_runs(
     ticker: Annotated[
         str | None, typer.Option("--ticker", "-t", metavar="TICKER", help="Only this ticker's runs.")
@@ -288,16 +446,20 @@ def list_runs(
         # The table's natural width, as `ls -l` never cuts a path: a narrow terminal wraps long lines instead.
         Console(highlight=False, width=10_000).print(runs_table(rows))
     else:
-        stderr.print(f"No run bundles in {folder}; train one with `lstm-forecast train -t TICKER`.", markup=False)
+        from lstm_forecast.data import validate_ticker
+
+        hint = f"lstm-forecast train -t {validate_ticker(ticker) if ticker else 'TICKER'}"
+        stderr.print(f"No run bundles in {folder}; train one with `{hint}`.", markup=False)
 
 
 FoldsOption = Annotated[
     int | None,
-    typer.Option("--folds", min=0, metavar="K", help="Walk-forward folds, 0 for none (default: evaluate.folds)."),
+    typer.Option("--folds", min=0, max=MAX_FOLDS, metavar="K",
+                 help="Walk-forward folds, 0 for none (default: evaluate.folds)."),
 ]
 
 
-@app.command()
+@app.command(cls=ForecastCommand)
 def evaluate(
     run: RunOption = None,
     ticker: RunTickerOption = None,
@@ -313,18 +475,21 @@ def evaluate(
     from lstm_forecast.report import evaluation_report
 
     run_dir = find_run(resolve_runs_dir(runs_dir, None), run, ticker)
-    with FoldBar(stderr) as progress:
-        evaluation = evaluate_run(run_dir, data_dir, folds, on_progress=progress.update)
-    if json_output:
-        print_json(evaluation.report)
-    else:
-        for item in evaluation_report(evaluation.report):
-            stdout.print(item)
-    if evaluation.interrupted:
-        raise Interrupted(f"backtest interrupted; the evaluation of the finished folds was saved to {run_dir}")
+    with stop_on_signals() as stop:
+        with FoldBar(stderr) as progress:
+            evaluation = evaluate_run(run_dir, data_dir, folds, on_progress=progress.update, stop=stop)
+        if json_output:
+            print_json(evaluation.report)
+        else:
+            for item in evaluation_report(evaluation.report):
+                stdout.print(item)
+        if evaluation.interrupted:
+            raise Interrupted(f"backtest interrupted; the evaluation of the finished folds was saved to {run_dir}")
+        if stop.is_set():
+            raise Interrupted(f"evaluation interrupted after it was saved to {run_dir}")
 
 
-@app.command()
+@app.command(cls=ForecastCommand)
 def compare(
     ticker: TickerOption,
     models: Annotated[
@@ -345,6 +510,7 @@ def compare(
     from lstm_forecast.model import check_trainable
     from lstm_forecast.report import compare_report
     from lstm_forecast.train import load_training_prices
+    from lstm_forecast.trainer import resolve_device
 
     kinds = parse_models(models)
     settings = load_config(config, set_ or [], {"train.epochs": ("--epochs", epochs)})
@@ -353,19 +519,24 @@ def compare(
     folder = data.resolve_data_dir(data_dir, settings.data.dir)
     runs = resolve_runs_dir(runs_dir, settings.runs.dir)
     prices = load_training_prices(symbol, folder, settings, on_fetch=stderr.print)
+    resolve_device(settings.train.device)  # before a progress bar is drawn
     from lstm_forecast.progress import EpochBars
 
-    with EpochBars(stderr, [kind.upper() for kind in kinds], settings.train.epochs) as progress:
-        comparison = compare_models(
-            settings, symbol, prices, runs, kinds, on_epoch=lambda kind, record: progress.update(record, kind.upper())
-        )
-    if json_output:
-        print_json(comparison.report)
-    else:
-        for item in compare_report(comparison.report):
-            stdout.print(item)
-    if comparison.interrupted:
-        raise Interrupted(f"comparison interrupted; the models finished so far were saved to {comparison.compare_dir}")
+    with stop_on_signals() as stop:
+        with EpochBars(stderr, [kind.upper() for kind in kinds], settings.train.epochs) as progress:
+            comparison = compare_models(
+                settings, symbol, prices, runs, kinds,
+                on_epoch=lambda kind, record: progress.update(record, kind.upper()), stop=stop,
+            )
+        if json_output:
+            print_json(comparison.report)
+        else:
+            for item in compare_report(comparison.report):
+                stdout.print(item)
+        if comparison.interrupted or stop.is_set():
+            raise Interrupted(
+                f"comparison interrupted; the models finished so far were saved to {comparison.compare_dir}"
+            )
 
 
 def print_json(document: dict[str, Any]) -> None:

@@ -28,7 +28,7 @@ from lstm_forecast.files import free_name, make_temp_dir, publish_dir
 from lstm_forecast.metrics import format_pvalue
 from lstm_forecast.model import RECURRENT_CORES
 from lstm_forecast.train import TrainOutcome, train_run
-from lstm_forecast.trainer import EpochRecord
+from lstm_forecast.trainer import EpochRecord, StopRequest
 
 COMPARE_FILE = "compare.json"
 CURVES_FILE = "compare_curves.png"
@@ -62,8 +62,11 @@ def compare_models(
     runs_dir: Path,
     models: list[str],
     on_epoch: Callable[[str, EpochRecord], None] | None = None,
+    stop: StopRequest | None = None,
 ) -> Comparison:
-    """Train each model type on the same data (one bundle each) and write the comparison folder."""
+    """Train each model type on the same data (one bundle each) and write the comparison folder.
+
+    Once `stop` is set, the model in training keeps its best epoch and no further model starts."""
     outcomes: list[TrainOutcome] = []
     interrupted = False
     for kind in models:
@@ -74,7 +77,7 @@ def compare_models(
                 on_epoch(kind, record)
 
         try:
-            outcome = train_run(settings, ticker, prices, runs_dir, on_epoch=report_epoch)
+            outcome = train_run(settings, ticker, prices, runs_dir, on_epoch=report_epoch, stop=stop)
         except Interrupted:  # Ctrl-C before this model's first epoch: keep what the others gave
             interrupted = True
             break

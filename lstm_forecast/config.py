@@ -100,6 +100,9 @@ class ModelConfig(Section):
     dropout: Annotated[Float, Field(ge=0, lt=1)] = 0.2
 
 
+MAX_THREADS = 256
+
+
 class TrainConfig(Section):
     # Upper bounds no useful run comes near; past them a value is a typo (or hostile), not a choice.
     epochs: Annotated[Int, Field(ge=1, le=100_000)] = 50
@@ -112,6 +115,16 @@ class TrainConfig(Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     loss: Literal["mse", "huber"] = "mse"
     lr_schedule: Literal["none", "plateau"] = "none"
+    # CPU threads for training: `auto` (chosen from the model's size, see trainer.training_threads) or a count.
+    # Any, checked below: a union type would coerce `true` to 1 and describe itself badly in errors.
+    threads: Any = "auto"
+
+    @model_validator(mode="after")
+    def _check_threads(self) -> TrainConfig:
+        threads = self.threads
+        if threads != "auto" and (type(threads) is not int or not 1 <= threads <= MAX_THREADS):
+            raise ValueError(f"threads: expected auto or an integer from 1 to {MAX_THREADS}")
+        return self
 
 
 class RunsConfig(Section):

@@ -44,7 +44,7 @@ from lstm_forecast.files import atomic_write_text, fsync_dir, make_temp_dir
 from lstm_forecast.model import Forecaster
 from lstm_forecast.report import evaluation_report
 from lstm_forecast.train import FORECASTS, Forecasts, period_forecasts, score_forecasts, train_model
-from lstm_forecast.trainer import EpochRecord
+from lstm_forecast.trainer import EpochRecord, StopRequest
 from lstm_forecast.windows import Dataset, Scaler, WindowSpec, build_dataset, build_dataset_at
 
 EVALUATION_FILE = "evaluation.json"
@@ -178,8 +178,9 @@ def run_backtest(
     bundle_scaler: Scaler | None = None,
     on_progress: ProgressCallback | None = None,
     seconds_per_training: float | None = None,
+    stop: StopRequest | None = None,
 ) -> tuple[list[FoldResult], bool]:
-    """Train and forecast each fold in order; returns the finished folds and whether Ctrl-C cut it short.
+    """Train and forecast each fold in order; returns the finished folds and whether `stop` cut it short.
 
     `bundle_model` is used for fold 0 when fold 0's scaler equals `bundle_scaler` (the same training rows).
     `seconds_per_training` (the run's own training time) gives the estimate in the first progress report.
@@ -199,7 +200,7 @@ def run_backtest(
         if reuse:
             model, training = bundle_model, {"model_source": "bundle", "epochs_run": None, "best_epoch": None}
         else:
-            model, result = train_model(dataset, config, report)
+            model, result = train_model(dataset, config, report, stop)
             if result.interrupted or result.epochs_run == 0:
                 return results, True
             training = {"model_source": "retrained", "epochs_run": result.epochs_run, "best_epoch": result.best_epoch}
@@ -266,6 +267,7 @@ def evaluate(
     data_dir: Path | None = None,
     folds: int | None = None,
     on_progress: ProgressCallback | None = None,
+    stop: StopRequest | None = None,
 ) -> Evaluation:
     """Evaluate the bundle in `run_dir` and write evaluation.json, predictions.csv/.png, equity.png and
     backtest.csv into it. `folds` None takes evaluate.folds from the run's config; 0 skips the backtest."""
@@ -294,7 +296,7 @@ def evaluate(
     if folds > 0:
         plan = plan_folds(val_start, test_start, len(days), folds, dataset.spec.horizon)
         results, interrupted = run_backtest(
-            prices, config, plan, bundle.model, bundle.scaler, on_progress, _training_seconds(bundle)
+            prices, config, plan, bundle.model, bundle.scaler, on_progress, _training_seconds(bundle), stop
         )
         backtest = backtest_summary(results, folds, interrupted, kind)
 

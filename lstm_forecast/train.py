@@ -30,7 +30,16 @@ from lstm_forecast.bundle import (
 from lstm_forecast.config import Config
 from lstm_forecast.errors import Interrupted
 from lstm_forecast.model import Forecaster, ModelShape
-from lstm_forecast.trainer import LOSSES, EpochRecord, TrainResult, fit, predict, resolve_device, seed_everything
+from lstm_forecast.trainer import (
+    LOSSES,
+    EpochRecord,
+    StopRequest,
+    TrainResult,
+    fit,
+    predict,
+    resolve_device,
+    seed_everything,
+)
 from lstm_forecast.windows import Dataset, Windows, build_dataset, targets_to_prices
 
 FORECASTS = ("model", "naive", "drift")  # every period is scored with the model beside both baselines
@@ -61,12 +70,17 @@ def train_run(
     prices: pd.DataFrame,
     runs_dir: Path,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    stop: StopRequest | None = None,
 ) -> TrainOutcome:
-    """Train one model on `prices` and write its bundle. Ctrl-C keeps the best epoch so far."""
+    """Train one model on `prices` and write its bundle.
+
+    Once `stop` is set (the CLI sets it on Ctrl-C), training ends after the current batch and the best
+    epoch so far is scored and saved as usual; a request during scoring or saving changes nothing here.
+    """
     dataset = build_dataset(prices, config)
     check_runs_dir_writable(runs_dir, ticker)  # before training: hours of it are lost otherwise
 
-    model, result = train_model(dataset, config, on_epoch)
+    model, result = train_model(dataset, config, on_epoch, stop)
     if result.epochs_run == 0:
         raise Interrupted("interrupted before the first epoch finished; no bundle written")
     shape = model.shape
@@ -122,7 +136,10 @@ def train_run(
 
 
 def train_model(
-    dataset: Dataset, config: Config, on_epoch: Callable[[EpochRecord], None] | None = None
+    dataset: Dataset,
+    config: Config,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    stop: StopRequest | None = None,
 ) -> tuple[Forecaster, TrainResult]:
     """A fresh model trained on the dataset's training windows; returned on the CPU in eval mode."""
     # Seed before building the model: the initial weights are part of a reproducible run.
@@ -138,6 +155,7 @@ def train_model(
         config.train,
         device=resolve_device(config.train.device),
         on_epoch=on_epoch,
+        stop=stop,
     )
     return model.cpu().eval(), result
 

@@ -13,21 +13,29 @@ end; training stops when `patience` epochs pass without a new best. Nothing is p
 Speed: both splits live on the device as tensors for the whole run, so a batch is a slice, not a
 DataLoader round trip, and losses stay on the device until the end of the epoch (one host sync per epoch).
 
-Ctrl-C during `fit` asks to stop after the current batch: the best weights so far are restored and the
-result says `interrupted=True`, so the caller can still save the run; a second Ctrl-C stops at once.
+Stopping early on request: the caller may pass a `stop` object (a `threading.Event`, or anything with
+`is_set()`), checked after every batch; once set, the best weights so far are restored and the result says
+`interrupted=True`, so the caller can still save the run. The trainer installs no signal handler: the CLI
+turns Ctrl-C, SIGTERM and SIGHUP into such a request, a worker process or thread passes its own or none.
+
+Threads: `train.threads` sets torch's CPU thread count for the run (restored afterwards). `auto` takes one
+thread for models of the default's size, whose small per-step matrices gain little from a second thread
+on an idle machine and lose many times over when another process holds the cores (see the thread table
+in the README); larger models get up to `AUTO_MAX_THREADS`. Results repeat bit for bit only at the same
+thread count, so the count used is part of the result.
 """
 
 from __future__ import annotations
 
 import math
-import signal
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -52,11 +60,21 @@ PLATEAU_FACTOR = 0.5
 # Validation and prediction need no gradients, so large batches fit in memory and run fast.
 EVAL_BATCH_SIZE = 4096
 
+# `auto` threads: one below this hidden size (per-step work too small to share), else up to the maximum.
+AUTO_THREADS_MIN_HIDDEN = 256
+AUTO_MAX_THREADS = 4
+
 DEVICE_AVAILABLE: dict[str, Callable[[], bool]] = {
     "cuda": torch.cuda.is_available,
     "mps": torch.backends.mps.is_available,
     "cpu": lambda: True,
 }
+
+
+class StopRequest(Protocol):
+    """What `fit` checks after every batch; `threading.Event` is one."""
+
+    def is_set(self) -> bool: ...
 
 
 @dataclass
@@ -84,6 +102,7 @@ class TrainResult:
     interrupted: bool
     seconds: float
     device: str
+    threads: int  # torch's CPU threads during the run: bit-for-bit repeats need the same count
 
     def summary(self) -> dict[str, Any]:
         """Plain JSON values for bundles and reports (the per-epoch history is stored separately)."""
@@ -95,6 +114,7 @@ class TrainResult:
             "interrupted": self.interrupted,
             "seconds": round(self.seconds, 3),
             "device": self.device,
+            "threads": self.threads,
         }
 
 
@@ -112,6 +132,27 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def training_threads(requested: int | str, model: nn.Module) -> int:
+    """The CPU thread count for training `model`: `requested`, or for `auto` one chosen from its size."""
+    if requested != "auto":
+        return int(requested)
+    shape = getattr(model, "shape", None)  # a Forecaster's; any other module counts as small
+    if shape is None or shape.hidden_size < AUTO_THREADS_MIN_HIDDEN:
+        return 1
+    return max(1, min(AUTO_MAX_THREADS, len(os.sched_getaffinity(0))))
+
+
+@contextmanager
+def cpu_threads(count: int) -> Iterator[None]:
+    """torch uses `count` CPU threads inside the block, its previous count again afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def seed_everything(seed: int) -> None:
     """Seed torch (CPU and GPUs) and numpy; call before building the model so its initial weights repeat."""
     torch.manual_seed(seed)
@@ -127,12 +168,30 @@ def fit(
     config: TrainConfig,
     device: torch.device | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    stop: StopRequest | None = None,
 ) -> TrainResult:
     """Train `model` in place (moved to `device`) and leave it holding the best validation epoch's weights.
 
     Inputs are (windows, lookback, n_features) arrays, targets (windows, horizon). With the same seed,
-    data, config and thread count, a CPU run repeats bit for bit.
+    data, config and thread count (`TrainResult.threads`), a CPU run repeats bit for bit. Training ends
+    early, keeping the best epoch so far, once `stop.is_set()` (checked after every batch).
     """
+    with cpu_threads(training_threads(config.threads, model)):
+        return _fit(model, train_inputs, train_targets, val_inputs, val_targets, config, device, on_epoch,
+                    stop or threading.Event())
+
+
+def _fit(
+    model: nn.Module,
+    train_inputs: np.ndarray,
+    train_targets: np.ndarray,
+    val_inputs: np.ndarray,
+    val_targets: np.ndarray,
+    config: TrainConfig,
+    device: torch.device | None,
+    on_epoch: Callable[[EpochRecord], None] | None,
+    stop_requested: StopRequest,
+) -> TrainResult:
     started = time.perf_counter()
     device = device or resolve_device(config.device)
     train_x, train_y = _to_device(train_inputs, train_targets, "training", device)
@@ -162,34 +221,32 @@ def fit(
     best_state: dict[str, Tensor] | None = None
     best_epoch, best_val_loss = 0, math.inf
     stopped_early = False
-    with _stop_requests_on_sigint() as stop_requested:
-        for epoch in range(1, config.epochs + 1):
-            if stop_requested.is_set():
-                break
-            epoch_started = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            train_loss = _train_one_epoch(
-                model, parameters, train_x, train_y, optimizer, loss_fn, config, shuffle_generator,
-                stop_requested,
-            )
-            if train_loss is None:  # interrupted mid-epoch: a partial epoch is neither scored nor kept
-                break
-            val_loss = _mean_loss(model, val_x, val_y, loss_fn)
-            if val_loss < best_val_loss:
-                best_epoch, best_val_loss = epoch, val_loss
-                # Cloned on the device: no host transfer, and cheap beside an epoch of training.
-                best_state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-            seconds = time.perf_counter() - epoch_started
-            record = EpochRecord(epoch, train_loss, val_loss, lr, seconds, best_epoch, best_val_loss)
-            history.append(record)
-            if on_epoch is not None:
-                on_epoch(record)
-            diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
-            if diverged or epoch - best_epoch >= config.patience:
-                stopped_early = epoch < config.epochs
-                break
-            if scheduler is not None:
-                scheduler.step(val_loss)
+    for epoch in range(1, config.epochs + 1):
+        if stop_requested.is_set():
+            break
+        epoch_started = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss = _train_one_epoch(
+            model, parameters, train_x, train_y, optimizer, loss_fn, config, shuffle_generator, stop_requested,
+        )
+        if train_loss is None:  # interrupted mid-epoch: a partial epoch is neither scored nor kept
+            break
+        val_loss = _mean_loss(model, val_x, val_y, loss_fn)
+        if val_loss < best_val_loss:
+            best_epoch, best_val_loss = epoch, val_loss
+            # Cloned on the device: no host transfer, and cheap beside an epoch of training.
+            best_state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+        seconds = time.perf_counter() - epoch_started
+        record = EpochRecord(epoch, train_loss, val_loss, lr, seconds, best_epoch, best_val_loss)
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
+        if diverged or epoch - best_epoch >= config.patience:
+            stopped_early = epoch < config.epochs
+            break
+        if scheduler is not None:
+            scheduler.step(val_loss)
 
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -207,6 +264,7 @@ def fit(
         interrupted=stop_requested.is_set(),
         seconds=time.perf_counter() - started,
         device=str(device),
+        threads=torch.get_num_threads(),
     )
 
 
@@ -238,7 +296,7 @@ def _train_one_epoch(
     loss_fn: Callable[..., Tensor],
     config: TrainConfig,
     shuffle_generator: torch.Generator,
-    stop_requested: threading.Event,
+    stop_requested: StopRequest,
 ) -> float | None:
     """One pass over shuffled mini-batches; the mean training loss, or None if stopped part-way."""
     model.train()
@@ -297,28 +355,3 @@ def _to_device(
 
 def _tensor(array: np.ndarray, device: torch.device) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)
-
-
-@contextmanager
-def _stop_requests_on_sigint() -> Iterator[threading.Event]:
-    """While active, the first Ctrl-C sets the yielded event; a second one raises KeyboardInterrupt.
-
-    Python lets only the main thread install signal handlers; elsewhere Ctrl-C keeps its usual effect.
-    """
-    stop_requested = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop_requested
-        return
-
-    def request_stop(signum: int, frame: object) -> None:
-        if stop_requested.is_set():
-            raise KeyboardInterrupt
-        stop_requested.set()
-
-    previous = signal.signal(signal.SIGINT, request_stop)
-    try:
-        yield stop_requested
-    finally:
-        # None means the previous handler was not installed from Python and cannot be put back;
-        # the default handler is the closest equivalent.
-        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)

@@ -1,26 +1,32 @@
 """The command line as a user and a script see it: exit codes, one-line `Error: ...` messages on stderr,
-a fast `--help`, `fetch --from-csv`, and `train --json` printing one JSON object and nothing else."""
+a fast `--help`, `fetch --from-csv`, and `train --json` printing one JSON object and nothing else; options
+given twice, bounded numbers, one-line warnings, and the stop request that signals turn into."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+import typer
 import yaml
 from conftest import TINY_CONFIG
 from curl_cffi.requests.exceptions import DNSError
+from typer.core import TyperOption
 from typer.testing import CliRunner
 
-from lstm_forecast import __version__, train
+from lstm_forecast import __version__, cli, train
 from lstm_forecast.cli import app
 from lstm_forecast.data import prices_to_csv, read_prices_csv
-from lstm_forecast.errors import Interrupted
+from lstm_forecast.errors import ForecastError, Interrupted
 
 torch.set_num_threads(1)
 
@@ -239,3 +245,229 @@ def test_train_on_real_tsla_prices(runner, clean_workdir, tiny_config):
     assert document["ticker"] == "TSLA" and document["test"]["windows"] > 100
     assert 0.5 < document["test"]["model"]["all"]["rmse_ratio"] < 2.0
     assert not (SHARED_DATA / "runs").exists()
+
+
+# --- options given twice, messages, help, completion ----------------------------------------------
+
+
+def one_value_options() -> list[tuple[str, str]]:
+    """(command, option) for every option of every command that takes one value, from the CLI itself."""
+    group = typer.main.get_command(app)
+    context = click_context(group)
+    return [
+        (name, max(param.opts, key=len))
+        for name, command in group.commands.items()
+        for param in command.get_params(context)
+        if isinstance(param, TyperOption) and not (param.multiple or param.is_flag or param.count)
+    ]
+
+
+def click_context(group):
+    return group.make_context("lstm-forecast", ["--help"], resilient_parsing=True)
+
+
+@pytest.mark.parametrize(("command", "option"), one_value_options())
+def test_an_option_that_takes_one_value_given_twice_is_a_usage_error(runner, clean_workdir, command, option):
+    result = runner.invoke(app, [command, option, "1", option, "2"])
+    assert result.exit_code == 2
+    line = only_error_line(result)
+    assert line.startswith(f"Error: {option} given twice; it takes one value. See '")
+    assert line.endswith(f" {command} --help'.")
+    assert list(clean_workdir.iterdir()) == []
+
+
+def test_the_commands_one_value_options_include_the_examples():
+    options = set(one_value_options())
+    assert {("train", "--ticker"), ("evaluate", "--folds"), ("predict", "--days"), ("fetch", "--start")} <= options
+    assert ("predict", "--level") not in options and ("train", "--set") not in options  # repeatable
+
+
+def test_a_ticker_given_three_times_under_both_names_is_refused(runner, clean_workdir):
+    result = runner.invoke(app, ["train", "-t", "TSLA", "--ticker", "AAPL", "-tNVDA"])
+    assert result.exit_code == 2
+    assert only_error_line(result).startswith("Error: --ticker given 3 times; it takes one value.")
+
+
+def test_repeatable_options_and_repeated_flags_stay_allowed(runner, clean_workdir):
+    result = runner.invoke(app, ["runs", "--json", "--json", "--runs-dir", "empty"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["runs"] == []
+
+
+def test_a_mistyped_command_gets_one_suggestion_sentence(runner):
+    result = runner.invoke(app, ["tran"])
+    assert result.exit_code == 2
+    line = only_error_line(result)
+    assert line.startswith("Error: No such command 'tran'. Did you mean 'train'? See '") and "?." not in line
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["predict"], ["runs"], ["fetch"], ["compare"]])
+def test_help_shows_no_value_for_flags(runner, command):
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "--help" in result.stdout and "<bool>" not in result.stdout
+
+
+def test_shell_completion_is_offered(runner):
+    assert "--install-completion" in runner.invoke(app, ["--help"], env={"COLUMNS": "200"}).stdout
+    done = run_python("-m", "lstm_forecast", "--show-completion", "bash")
+    assert done.returncode == 0, done.stderr
+    assert "complete" in done.stdout and "lstm" in done.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize(("command", "device"), [
+    ("train", ["--device", "cuda"]), ("train", ["--set", "train.device=cuda"]),
+    ("compare", ["-s", "train.device=cuda"]),
+])
+def test_an_unavailable_device_fails_before_any_progress_line(runner, clean_workdir, cached, tiny_config, command,
+                                                              device):
+    result = runner.invoke(app, [command, "-t", "SYN", "-c", str(tiny_config), "--data-dir", str(cached), *device])
+    assert result.exit_code == 1
+    assert "'cuda' is not available" in only_error_line(result)
+    assert not (clean_workdir / "runs").exists()
+
+
+def test_runs_for_a_ticker_without_runs_names_it_in_the_hint(runner, clean_workdir):
+    result = runner.invoke(app, ["runs", "-t", "nvda", "--runs-dir", "runs"])
+    assert result.exit_code == 0
+    assert "train one with `lstm-forecast train -t NVDA`" in " ".join(result.stderr.split())
+
+
+# --- numbers bounded at the boundary, hostile input, library warnings -----------------------------
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["evaluate", "--folds", "1000000000"], "'--folds': Input should be less than or equal to 50"),
+    (["evaluate", "--folds", str(10**20)], "'--folds': Input should be less than or equal to 50"),
+    (["evaluate", "--folds", "51"], "'--folds'"),
+    (["evaluate", "--folds", "-1"], "'--folds': Input should be greater than or equal to 0"),
+    (["predict", "--days", "251"], "'--days': Input should be less than or equal to 250"),
+    (["predict", "--days", "0"], "'--days'"),
+    (["predict", "--level", "100"], "'--level': 100 is not a percentage between 0 and 100 (exclusive)"),
+    (["predict", "--level", "0"], "'--level': 0 is not a percentage"),
+    (["predict", "--level", "80", "--level", "nan"], "'--level': nan is not a percentage"),
+    (["predict", "--level", "1e400"], "'--level': inf is not a percentage"),
+    (["train", "-t", "SYN", "--seed", str(2**32)], "'--seed': Input should be less than or equal to 4294967295"),
+    (["train", "-t", "SYN", "--seed", "-1"], "'--seed': Input should be greater than or equal to 0"),
+    (["train", "-t", "SYN", "--epochs", "0"], "'--epochs': Input should be greater than or equal to 1"),
+    (["train", "-t", "SYN", "--epochs", "1" + "0" * 5000], "'--epochs'"),
+    (["compare", "-t", "SYN", "--epochs", "10000000000"], "'--epochs': Input should be less than or equal to"),
+])
+def test_numeric_options_are_bounded_like_the_config(runner, clean_workdir, args, expected):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    line = only_error_line(result)
+    assert expected in line and len(line) < 400
+
+
+def test_the_cli_bounds_agree_with_the_config_schema():
+    from lstm_forecast.config import EvaluateConfig, WindowConfig, load_config
+
+    def upper_bound(model, key: str) -> int:
+        return next(item.le for item in model.model_fields[key].metadata if getattr(item, "le", None) is not None)
+
+    assert upper_bound(EvaluateConfig, "folds") == cli.MAX_FOLDS
+    assert upper_bound(WindowConfig, "horizon") == cli.MAX_DAYS  # --days never exceeds a horizon
+    for level in (0.0, 1e-9, 50.0, 99.999, 100.0):
+        try:
+            load_config(None, [f"predict.levels=[{level}]"])
+            config_accepts = True
+        except ForecastError:
+            config_accepts = False
+        try:
+            cli._percent_levels([level])
+            cli_accepts = True
+        except typer.BadParameter:
+            cli_accepts = False
+        assert cli_accepts == config_accepts, level
+    np.random.seed(cli.MAX_SEED)  # the largest seed numpy takes ...
+    with pytest.raises(ValueError):
+        np.random.seed(cli.MAX_SEED + 1)  # ... and one more it refuses
+
+
+@pytest.mark.parametrize(("error", "expected"), [
+    (RecursionError("maximum recursion depth exceeded"), "Error: the input is nested too deeply to read"),
+    (MemoryError(), "Error: out of memory: the input (or the model it describes) is too large"),
+    (OverflowError("int too large to convert to float"), "Error: a number in the input is too large"),
+])
+def test_hostile_input_errors_are_one_clear_line(runner, clean_workdir, monkeypatch, error, expected):
+    def hostile(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(train, "load_training_prices", hostile)
+    result = runner.invoke(app, ["train", "-t", "SYN", "--data-dir", "data"])
+    assert result.exit_code == 1
+    assert only_error_line(result) == expected
+
+
+WARNING_THEN_ERROR = """
+import sys, warnings
+import numpy as np
+from lstm_forecast import train
+from lstm_forecast.cli import main
+from lstm_forecast.errors import ForecastError
+
+def warning_then_error(*args, **kwargs):
+    {warning}
+    raise ForecastError("stopped")
+
+train.load_training_prices = warning_then_error
+sys.argv = ["lstm-forecast", "train", "-t", "SYN", "--data-dir", "data"]
+main()
+"""
+
+
+@pytest.mark.parametrize(("warning", "expected"), [
+    # numpy's RuntimeWarning, with the source line Python would print under it: silenced.
+    ("np.exp(np.array([1000.0]))", []),
+    ("np.log(np.array([-1.0]))", []),
+    # Any other warning: one line of our own, whatever the library's text looks like.
+    ("warnings.warn('a notice\\nin two lines', UserWarning)", ["Warning: a notice in two lines"]),
+])
+def test_library_warnings_never_print_a_source_line(clean_workdir, warning, expected):
+    done = run_python("-c", WARNING_THEN_ERROR.format(warning=warning))
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [*expected, "Error: stopped"]
+
+
+# --- the stop request the CLI gives training ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("number", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_the_first_stop_signal_sets_the_request_and_an_interruption_takes_its_code(number, code):
+    before = {name: signal.getsignal(name) for name in cli.STOP_SIGNALS}
+    with pytest.raises(Interrupted) as failure, cli.stop_on_signals() as stop:
+        assert not stop.is_set()
+        os.kill(os.getpid(), number)
+        assert stop.is_set() and stop.exit_code == code
+        raise Interrupted("saved")
+    assert failure.value.exit_code == code
+    assert {name: signal.getsignal(name) for name in cli.STOP_SIGNALS} == before
+
+
+def test_a_second_ctrl_c_raises_at_once():
+    with pytest.raises(KeyboardInterrupt), cli.stop_on_signals() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.is_set()
+        os.kill(os.getpid(), signal.SIGINT)
+        pytest.fail("the second Ctrl-C did not stop the block")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_the_train_command_passes_its_stop_request_to_training(runner, clean_workdir, cached, tiny_config,
+                                                              monkeypatch):
+    real_train_run = train.train_run
+
+    def train_run_with_ctrl_c(*args, stop, **kwargs):
+        outcome = real_train_run(*args, stop=stop, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # after the bundle is in place: nothing is lost
+        return outcome
+
+    monkeypatch.setattr(train, "train_run", train_run_with_ctrl_c)
+    result = runner.invoke(app, ["train", "-t", "SYN", "-c", str(tiny_config), "--data-dir", str(cached), "--json"])
+    assert result.exit_code == 130
+    run_dir = json.loads(result.stdout)["run_dir"]
+    last = result.stderr.splitlines()[-1]
+    assert last == f"Error: training interrupted; the best epoch so far was saved to {run_dir}"
+    assert (clean_workdir / run_dir / "bundle.json").is_file()

@@ -294,7 +294,7 @@ def test_backtest_folds_pool_and_reuse_the_bundle_for_fold_one(workdir):
 
 
 def test_an_interrupted_backtest_keeps_the_finished_folds(workdir, monkeypatch):
-    def interrupted_training(dataset, config, on_epoch=None):
+    def interrupted_training(dataset, config, on_epoch=None, stop=None):
         return None, SimpleNamespace(interrupted=True, epochs_run=1, best_epoch=1)
 
     monkeypatch.setattr(evaluate, "train_model", interrupted_training)

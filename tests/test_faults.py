@@ -1,4 +1,5 @@
-"""Faults from outside: Ctrl-C in the middle of training, a kill in the middle of a write, two fetches of
+"""Faults from outside: Ctrl-C, SIGTERM or SIGHUP in the middle of training, scoring, saving, a backtest or a
+comparison, a kill in the middle of a write, two fetches of
 one ticker at once, a full disk. Whatever happens, a cache or bundle is the old one, a whole new one, or
 none; never a partial one.
 
@@ -13,6 +14,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -321,3 +323,135 @@ def test_disk_full_while_saving_a_bundle_leaves_no_run(clean_workdir, monkeypatc
     assert line.startswith(f"Error: cannot write the run bundle runs/{TICKER}/") and "No space left" in line
     assert list((clean_workdir / "runs" / TICKER).iterdir()) == []
 
+
+
+# --- Ctrl-C, SIGTERM and SIGHUP at every phase of `train`, `evaluate` and `compare` ------------------
+
+# The real CLI in a child process that sends itself real signals at a chosen point: after an epoch (an
+# EpochBars or FoldBar update), while the test period is scored, or while the bundle is being saved
+# (the loss curve is its last file). A point in the code, not a moment in time, so nothing here is timed.
+SIGNALS_AT_A_PHASE = textwrap.dedent("""
+    import os, signal, sys
+    from lstm_forecast import plots, progress, train
+    from lstm_forecast.cli import main
+
+    phase, names, argv = sys.argv[1], sys.argv[2].split(","), sys.argv[3:]
+    sent = []
+
+    def send():
+        if not sent:  # once, however often the phase's function is called
+            sent.append(True)
+            for name in names:
+                os.kill(os.getpid(), getattr(signal, name))
+
+    def before(real):
+        def call(*args, **kwargs):
+            send()
+            return real(*args, **kwargs)
+        return call
+
+    def after_an_epoch(real, epoch):
+        def update(self, *args, **kwargs):
+            real(self, *args, **kwargs)
+            record = args[0].record if phase == "backtest" else args[0]  # a FoldProgress event
+            if record is not None and record.epoch == epoch:
+                send()
+        return update
+
+    if phase == "training":
+        progress.EpochBars.update = after_an_epoch(progress.EpochBars.update, 2)
+    elif phase == "comparing":
+        progress.EpochBars.update = after_an_epoch(progress.EpochBars.update, 1)
+    elif phase == "backtest":
+        progress.FoldBar.update = after_an_epoch(progress.FoldBar.update, 1)
+    elif phase == "scoring":
+        train.period_forecasts = before(train.period_forecasts)
+    elif phase == "saving":
+        plots.loss_curve = before(plots.loss_curve)
+    sys.argv = ["lstm-forecast", *argv]
+    main()
+""")
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
+
+
+def train_with_signals(tmp_path: Path, spawn, phase: str, signals: str, epochs: int) -> subprocess.Popen:
+    write_cache(tmp_path / "data", build_prices(260))
+    config = TINY_CONFIG | {"train": TINY_CONFIG["train"] | {"epochs": epochs, "patience": epochs}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    argv = ["train", "-t", TICKER, "-c", "config.yaml", "--data-dir", "data", "--runs-dir", "runs", "--json"]
+    child = spawn("-c", SIGNALS_AT_A_PHASE, phase, signals, *argv, stderr="stderr.txt")
+    child.communicate(timeout=CHILD_TIMEOUT_S)
+    return child
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("phase", "name"), [
+    ("training", "SIGTERM"), ("training", "SIGHUP"),
+    ("scoring", "SIGINT"), ("scoring", "SIGTERM"),
+    ("saving", "SIGINT"), ("saving", "SIGHUP"),
+])
+def test_a_stop_signal_from_the_first_epoch_to_the_saved_bundle_keeps_the_run(tmp_path, spawn, phase, name):
+    epochs = MANY_EPOCHS if phase == "training" else 2
+    child = train_with_signals(tmp_path, spawn, phase, name, epochs)
+
+    assert child.returncode == EXIT_CODES[name]
+    lines = (tmp_path / "stderr.txt").read_text().splitlines()
+    assert lines[-1].startswith("Error: training interrupted; the best epoch so far was saved to runs/SYN/")
+    assert "Traceback" not in "\n".join(lines)
+    (run_dir,) = bundle.list_runs(tmp_path / "runs")
+    loaded = bundle.load_bundle(run_dir)
+    assert loaded.training["epochs_run"] == 2 == len(pd.read_csv(run_dir / "history.csv"))
+    # Stopped during training, the run says so; stopped after it, the run was complete and says that.
+    assert loaded.training["interrupted"] is (phase == "training")
+    assert (run_dir / "loss_curve.png").read_bytes().startswith(b"\x89PNG")
+    assert temp_leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once_without_saving(tmp_path, spawn):
+    child = train_with_signals(tmp_path, spawn, "scoring", "SIGINT,SIGINT", 2)
+    assert child.returncode == 130
+    assert (tmp_path / "stderr.txt").read_text().splitlines()[-1] == "Error: interrupted"
+    assert bundle.list_runs(tmp_path / "runs") == []
+    assert temp_leftovers(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_second_sigterm_ends_the_process_at_once(tmp_path, spawn):
+    child = train_with_signals(tmp_path, spawn, "scoring", "SIGTERM,SIGTERM", 2)
+    assert child.returncode == -signal.SIGTERM  # ended by the signal itself, as without a handler
+    assert bundle.list_runs(tmp_path / "runs") == []
+
+
+@pytest.mark.slow
+def test_sigterm_in_the_backtest_saves_the_finished_folds(tmp_path, spawn, tiny_run):
+    run_dir = tmp_path / "runs" / TICKER / tiny_run.name
+    shutil.copytree(tiny_run, run_dir)
+    write_cache(tmp_path / "data", build_prices(260))
+    argv = ["evaluate", "--run", str(run_dir), "--folds", "3", "--data-dir", "data", "--json"]
+    child = spawn("-c", SIGNALS_AT_A_PHASE, "backtest", "SIGTERM", *argv, stderr="stderr.txt")
+    stdout, _ = child.communicate(timeout=CHILD_TIMEOUT_S)
+
+    assert child.returncode == 143
+    last = (tmp_path / "stderr.txt").read_text().splitlines()[-1]
+    assert last == f"Error: backtest interrupted; the evaluation of the finished folds was saved to {run_dir}"
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    assert evaluation == json.loads(stdout)
+    assert evaluation["backtest"]["interrupted"] and evaluation["backtest"]["completed"] == 1
+
+
+@pytest.mark.slow
+def test_sighup_in_a_comparison_saves_the_model_in_training(tmp_path, spawn):
+    write_cache(tmp_path / "data", build_prices(260))
+    config = TINY_CONFIG | {"train": TINY_CONFIG["train"] | {"epochs": MANY_EPOCHS, "patience": MANY_EPOCHS}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    argv = ["compare", "-t", TICKER, "--models", "gru,lstm", "-c", "config.yaml", "--data-dir", "data",
+            "--runs-dir", "runs", "--json"]
+    child = spawn("-c", SIGNALS_AT_A_PHASE, "comparing", "SIGHUP", *argv, stderr="stderr.txt")
+    stdout, _ = child.communicate(timeout=CHILD_TIMEOUT_S)
+
+    assert child.returncode == 129
+    report = json.loads(stdout)
+    assert report["completed"] == ["gru"] and report["interrupted"]
+    (run_dir,) = bundle.list_runs(tmp_path / "runs")
+    assert bundle.load_bundle(run_dir).training["epochs_run"] == 1

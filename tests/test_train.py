@@ -4,8 +4,7 @@ no use of the test period before the final scoring, the loss-curve PNG, and Ctrl
 from __future__ import annotations
 
 import json
-import os
-import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -89,18 +88,6 @@ def prices() -> pd.DataFrame:
 def trained(prices: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> train.TrainOutcome:
     """One quick LSTM run shared by the tests that only read its bundle."""
     return train.train_run(quick_config(), TICKER, prices, tmp_path_factory.mktemp("runs"))
-
-
-@pytest.fixture
-def own_sigint_handler():
-    """A recognisable SIGINT handler that training must put back; restored whatever the test did."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise AssertionError("the test's own SIGINT handler should not be called during training")
-
-    previous = signal.signal(signal.SIGINT, handler)
-    yield handler
-    signal.signal(signal.SIGINT, previous)
 
 
 def test_bundle_holds_every_file_of_the_guide(trained, prices):
@@ -242,8 +229,10 @@ def test_loss_curve_is_a_real_png(trained):
     assert len(np.unique(image.reshape(-1, channels), axis=0)) > 10  # lines and text, not a blank canvas
 
 
-def test_ctrl_c_saves_the_best_epoch_so_far(own_sigint_handler, prices, tmp_path, monkeypatch):
-    """SIGINT after epoch 2 of 20: the bundle is still written, marked interrupted, holding the best epoch."""
+def test_a_stop_request_saves_the_best_epoch_so_far(prices, tmp_path, monkeypatch):
+    """Stop asked after epoch 2 of 20 (as the CLI does on Ctrl-C): the bundle is still written, marked
+    interrupted, holding the best epoch."""
+    stop = threading.Event()
     snapshots: dict[int, dict[str, torch.Tensor]] = {}
     trained_model: list[torch.nn.Module] = []
     real_fit = train.fit
@@ -252,17 +241,16 @@ def test_ctrl_c_saves_the_best_epoch_so_far(own_sigint_handler, prices, tmp_path
         trained_model.append(model)
         return real_fit(model, *args, **kwargs)
 
-    def press_ctrl_c_after_epoch_2(record: EpochRecord) -> None:
+    def stop_after_epoch_2(record: EpochRecord) -> None:
         state = trained_model[0].state_dict()
         snapshots[record.epoch] = {name: tensor.detach().clone() for name, tensor in state.items()}
         if record.epoch == 2:
-            os.kill(os.getpid(), signal.SIGINT)
+            stop.set()
 
     monkeypatch.setattr(train, "fit", fit_keeping_the_model)
     outcome = train.train_run(quick_config("train.epochs=20"), TICKER, prices, tmp_path,
-                              on_epoch=press_ctrl_c_after_epoch_2)
+                              on_epoch=stop_after_epoch_2, stop=stop)
 
-    assert signal.getsignal(signal.SIGINT) is own_sigint_handler
     assert outcome.result.interrupted and outcome.result.epochs_run == 2
     document = json.loads((outcome.run_dir / "bundle.json").read_text())
     assert document["training"]["interrupted"] is True and document["training"]["epochs_run"] == 2
@@ -273,25 +261,50 @@ def test_ctrl_c_saves_the_best_epoch_so_far(own_sigint_handler, prices, tmp_path
     assert same_weights(weights_of(outcome.run_dir), snapshots[best_epoch])
 
 
-def test_ctrl_c_before_the_first_epoch_writes_nothing(own_sigint_handler, prices, tmp_path, monkeypatch):
+def test_a_stop_request_before_the_first_epoch_writes_nothing(prices, tmp_path, monkeypatch):
     real_fit = train.fit
+    stop = threading.Event()
 
-    def fit_with_ctrl_c_in_batch_2(model, *args, **kwargs):
+    def fit_with_stop_in_batch_2(model, *args, **kwargs):
         calls = []
 
         def hook(module: torch.nn.Module, inputs: object, output: object) -> None:
             calls.append(1)
             if len(calls) == 2:
-                os.kill(os.getpid(), signal.SIGINT)
+                stop.set()
 
         model.register_forward_hook(hook)
         return real_fit(model, *args, **kwargs)
 
-    monkeypatch.setattr(train, "fit", fit_with_ctrl_c_in_batch_2)
+    monkeypatch.setattr(train, "fit", fit_with_stop_in_batch_2)
     with pytest.raises(Interrupted, match="no bundle written") as failure:
-        train.train_run(quick_config(), TICKER, prices, tmp_path / "runs")
+        train.train_run(quick_config(), TICKER, prices, tmp_path / "runs", stop=stop)
     assert failure.value.exit_code == 130
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*"))
+
+
+def test_a_stop_request_after_training_changes_nothing_in_the_bundle(prices, tmp_path, monkeypatch):
+    """Asked to stop while the test period is scored: the run is complete, so it is saved as complete."""
+    stop = threading.Event()
+    real_period_forecasts = train.period_forecasts
+
+    def scoring_with_a_stop_request(*args, **kwargs):
+        stop.set()
+        return real_period_forecasts(*args, **kwargs)
+
+    monkeypatch.setattr(train, "period_forecasts", scoring_with_a_stop_request)
+    outcome = train.train_run(quick_config(), TICKER, prices, tmp_path, stop=stop)
+    assert stop.is_set() and not outcome.result.interrupted
+    assert {path.name for path in outcome.run_dir.iterdir()} == BUNDLE_FILES
+    assert json.loads((outcome.run_dir / "bundle.json").read_text())["training"]["interrupted"] is False
+
+
+def test_the_bundle_records_the_threads_it_was_trained_with(prices, tmp_path):
+    outcome = train.train_run(quick_config("train.threads=2"), TICKER, prices, tmp_path)
+    document = json.loads((outcome.run_dir / "bundle.json").read_text())
+    assert document["training"]["threads"] == 2 == outcome.result.threads
+    assert yaml.safe_load((outcome.run_dir / "config.yaml").read_text())["train"]["threads"] == 2
+    assert torch.get_num_threads() == 1  # this module's setting, given back after training
 
 
 def test_load_training_prices_reads_the_configured_range(prices, tmp_path):

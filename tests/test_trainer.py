@@ -1,10 +1,11 @@
 """Trainer: it learns, beats the naive forecast on AR(1) returns, repeats bit for bit, stops early on the
-best weights, and turns Ctrl-C into a clean stop."""
+best weights, stops cleanly when its caller asks, and trains with the configured CPU threads."""
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 
 import numpy as np
 import pytest
@@ -14,7 +15,16 @@ import torch.nn.functional as F
 from lstm_forecast.config import TrainConfig
 from lstm_forecast.errors import ForecastError
 from lstm_forecast.model import Forecaster, ModelShape
-from lstm_forecast.trainer import EpochRecord, fit, predict, resolve_device, seed_everything
+from lstm_forecast.trainer import (
+    AUTO_MAX_THREADS,
+    AUTO_THREADS_MIN_HIDDEN,
+    EpochRecord,
+    fit,
+    predict,
+    resolve_device,
+    seed_everything,
+    training_threads,
+)
 
 torch.set_num_threads(1)
 
@@ -73,18 +83,6 @@ def weights_differ(first: torch.nn.Module, second: torch.nn.Module) -> bool:
         not torch.equal(a, b)
         for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True)
     )
-
-
-@pytest.fixture
-def own_sigint_handler():
-    """Install a recognisable SIGINT handler and give it back afterwards, whatever the test did."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise AssertionError("the test's own SIGINT handler should not be called during fit")
-
-    previous = signal.signal(signal.SIGINT, handler)
-    yield handler
-    signal.signal(signal.SIGINT, previous)
 
 
 def test_loss_decreases_on_a_learnable_task():
@@ -180,55 +178,85 @@ def test_huber_loss_is_reported_and_plateau_lowers_the_learning_rate():
     assert min(learning_rates) <= config.lr / 2
 
 
-def test_ctrl_c_after_an_epoch_stops_with_the_best_weights(own_sigint_handler):
+def test_a_stop_request_after_an_epoch_stops_with_the_best_weights():
     (train_x, train_y), (val_x, val_y), _ = ar1_splits(n=400)
     model = build_model()
+    stop = threading.Event()
 
-    def press_ctrl_c_after_epoch_2(record: EpochRecord) -> None:
+    def stop_after_epoch_2(record: EpochRecord) -> None:
         if record.epoch == 2:
-            os.kill(os.getpid(), signal.SIGINT)
+            stop.set()
 
-    result = fit(model, train_x, train_y, val_x, val_y, train_config(epochs=20),
-                 on_epoch=press_ctrl_c_after_epoch_2)
+    result = fit(model, train_x, train_y, val_x, val_y, train_config(epochs=20), on_epoch=stop_after_epoch_2,
+                 stop=stop)
 
     assert result.interrupted and not result.stopped_early
     assert result.epochs_run == 2
     assert mse(model, val_x, val_y) == pytest.approx(result.best_val_loss, rel=1e-5)
-    assert signal.getsignal(signal.SIGINT) is own_sigint_handler
 
 
-def test_ctrl_c_in_the_first_epoch_restores_nothing(own_sigint_handler):
+def test_a_stop_request_in_the_first_epoch_keeps_no_epoch():
     (train_x, train_y), (val_x, val_y), _ = ar1_splits(n=400)
     model = build_model()
     initial = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     forward_calls = 0
+    stop = threading.Event()
 
-    def press_ctrl_c_in_batch_3(module: torch.nn.Module, inputs: object, output: object) -> None:
+    def stop_in_batch_3(module: torch.nn.Module, inputs: object, output: object) -> None:
         nonlocal forward_calls
         forward_calls += 1
         if forward_calls == 3:
-            os.kill(os.getpid(), signal.SIGINT)
+            stop.set()
 
-    model.register_forward_hook(press_ctrl_c_in_batch_3)
-    result = fit(model, train_x, train_y, val_x, val_y, train_config(epochs=20, batch_size=16))
+    model.register_forward_hook(stop_in_batch_3)
+    result = fit(model, train_x, train_y, val_x, val_y, train_config(epochs=20, batch_size=16), stop=stop)
 
     assert result.interrupted
     assert result.epochs_run == 0 and result.history == [] and result.best_epoch == 0
-    assert forward_calls == 3  # stopped right after the batch in which Ctrl-C came, no validation pass
+    assert forward_calls == 3  # stopped right after the batch in which the request came, no validation pass
     assert any(not torch.equal(initial[name], tensor) for name, tensor in model.state_dict().items())
-    assert signal.getsignal(signal.SIGINT) is own_sigint_handler
 
 
-def test_second_ctrl_c_raises_at_once(own_sigint_handler):
+def test_fit_leaves_signals_to_its_caller():
+    """The trainer installs no handler: the caller's (here one that raises) is the one a SIGINT reaches."""
     (train_x, train_y), (val_x, val_y), _ = ar1_splits(n=400)
 
-    def press_ctrl_c_twice(record: EpochRecord) -> None:
-        os.kill(os.getpid(), signal.SIGINT)
+    class CallersHandlerRan(Exception):
+        pass
+
+    def callers_handler(signum: int, frame: object) -> None:
+        raise CallersHandlerRan
+
+    def press_ctrl_c(record: EpochRecord) -> None:
         os.kill(os.getpid(), signal.SIGINT)
 
-    with pytest.raises(KeyboardInterrupt):
-        fit(build_model(), train_x, train_y, val_x, val_y, train_config(epochs=5), on_epoch=press_ctrl_c_twice)
-    assert signal.getsignal(signal.SIGINT) is own_sigint_handler
+    previous = signal.signal(signal.SIGINT, callers_handler)
+    try:
+        with pytest.raises(CallersHandlerRan):
+            fit(build_model(), train_x, train_y, val_x, val_y, train_config(epochs=5), on_epoch=press_ctrl_c)
+        assert signal.getsignal(signal.SIGINT) is callers_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_fit_runs_with_the_configured_threads_and_restores_the_count():
+    (train_x, train_y), (val_x, val_y), _ = ar1_splits(n=400)
+    seen: list[int] = []
+    before = torch.get_num_threads()
+
+    result = fit(build_model(), train_x, train_y, val_x, val_y, train_config(epochs=1, threads=2),
+                 on_epoch=lambda record: seen.append(torch.get_num_threads()))
+
+    assert seen == [2] and result.threads == 2 and result.summary()["threads"] == 2
+    assert torch.get_num_threads() == before
+
+
+def test_auto_threads_take_one_for_small_models_and_more_for_large_ones():
+    assert training_threads("auto", build_model(hidden_size=64)) == 1
+    assert training_threads("auto", torch.nn.Linear(2, 2)) == 1  # not a Forecaster: counted as small
+    cores = len(os.sched_getaffinity(0))
+    assert training_threads("auto", build_model(hidden_size=AUTO_THREADS_MIN_HIDDEN)) == min(AUTO_MAX_THREADS, cores)
+    assert training_threads(3, build_model()) == 3
 
 
 def test_a_loss_that_is_never_finite_is_a_clear_error():
