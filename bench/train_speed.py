@@ -17,11 +17,11 @@ alternately in one process, and each is timed from numpy windows to trained mode
 
 The thread table times the trainer alone under each candidate: one thread; two threads; two threads with
 OpenMP's passive wait policy (OMP_WAIT_POLICY=PASSIVE: an idle worker sleeps instead of spinning, which
-matters when another process wants the core); and `auto`, the default `train.threads`, with the
-environment the CLI sets. The wait policy is read once, when torch loads OpenMP, so every measurement runs
-in a fresh child process. Each candidate is timed idle and then while `--load N` busy processes (pure
-Python loops, one core each) compete for the CPU. Goals for `auto`: loaded <= 1.5 x its idle time, idle
-<= 1.1 x the fastest candidate's idle time.
+matters when another process wants the core); and `auto`, the default `train.threads`, which counts the
+cores other processes leave free when training starts. The wait policy is read once, when torch loads
+OpenMP, so every measurement runs in a fresh child process. Each candidate is timed idle and then while
+`--load N` busy processes (pure Python loops, one core each) compete for the CPU. Goals for `auto`:
+loaded <= 1.5 x its idle time, idle <= 1.1 x the fastest candidate's idle time.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lstm_forecast.cli import OPENMP_ENVIRONMENT
 from lstm_forecast.config import TrainConfig
 from lstm_forecast.model import Forecaster, ModelShape
 from lstm_forecast.trainer import fit, seed_everything
@@ -138,7 +137,7 @@ CANDIDATES: dict[str, tuple[int | str, dict[str, str]]] = {
     "1 thread": (1, {}),
     "2 threads": (2, {}),
     "2 threads, passive wait": (2, {"OMP_WAIT_POLICY": "PASSIVE"}),
-    "auto (default)": ("auto", OPENMP_ENVIRONMENT),  # what `lstm-forecast train` runs with
+    "auto (default)": ("auto", {}),  # what `lstm-forecast train` runs with: the cores free at the start
 }
 
 

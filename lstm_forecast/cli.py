@@ -39,12 +39,6 @@ stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatt
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-# OpenMP's idle worker threads spin by default; when other processes hold the cores, the spinning and the
-# waits for a descheduled worker made training many times slower (see the README's thread table). OpenMP
-# reads this once, when torch loads it, so it is set before any command imports torch; the user's own
-# setting wins.
-OPENMP_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
-
 # Exceptions a parser can raise on hostile input (YAML nested 100,000 deep, a number too large for a
 # float, an input too large for memory) that nothing closer to the input turned into a ForecastError.
 HOSTILE_INPUT = {
@@ -93,8 +87,6 @@ class ForecastGroup(OneValueOptions, TyperGroup):
 
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
-        for name, value in OPENMP_ENVIRONMENT.items():
-            os.environ.setdefault(name, value)
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             # numpy's floating-point RuntimeWarnings (overflow, invalid value) are about values the code

@@ -115,7 +115,8 @@ class TrainConfig(Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     loss: Literal["mse", "huber"] = "mse"
     lr_schedule: Literal["none", "plateau"] = "none"
-    # CPU threads for training: `auto` (chosen from the model's size, see trainer.training_threads) or a count.
+    # CPU threads for training: `auto` (the cores free when training starts, see trainer.training_threads)
+    # or a count.
     # Any, checked below: a union type would coerce `true` to 1 and describe itself badly in errors.
     threads: Any = "auto"
 

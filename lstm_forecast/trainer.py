@@ -18,11 +18,12 @@ Stopping early on request: the caller may pass a `stop` object (a `threading.Eve
 `interrupted=True`, so the caller can still save the run. The trainer installs no signal handler: the CLI
 turns Ctrl-C, SIGTERM and SIGHUP into such a request, a worker process or thread passes its own or none.
 
-Threads: `train.threads` sets torch's CPU thread count for the run (restored afterwards). `auto` takes one
-thread for models of the default's size, whose small per-step matrices gain little from a second thread
-on an idle machine and lose many times over when another process holds the cores (see the thread table
-in the README); larger models get up to `AUTO_MAX_THREADS`. Results repeat bit for bit only at the same
-thread count, so the count used is part of the result.
+Threads: `train.threads` sets torch's CPU thread count for the run (restored afterwards). `auto` takes as
+many threads as there are cores free when training starts (up to `AUTO_MAX_THREADS`): on an idle machine a
+second thread trains the default LSTM about 1.5x faster, but while another process holds a core, OpenMP
+threads that spin-wait for a descheduled partner make each epoch several times slower (the thread table in
+the README). Results repeat bit for bit only at the same thread count, so the count used is part of the
+result (`TrainResult.threads`, recorded in the bundle); set `train.threads` to repeat a run exactly.
 """
 
 from __future__ import annotations
@@ -60,9 +61,10 @@ PLATEAU_FACTOR = 0.5
 # Validation and prediction need no gradients, so large batches fit in memory and run fast.
 EVAL_BATCH_SIZE = 4096
 
-# `auto` threads: one below this hidden size (per-step work too small to share), else up to the maximum.
-AUTO_THREADS_MIN_HIDDEN = 256
+# `auto` threads: the cores free at the start, at most this many (an LSTM's per-step matrices are small).
 AUTO_MAX_THREADS = 4
+# How long `auto` watches the machine's CPU counters to see how many cores other processes keep busy.
+LOAD_SAMPLE_S = 0.1
 
 DEVICE_AVAILABLE: dict[str, Callable[[], bool]] = {
     "cuda": torch.cuda.is_available,
@@ -132,14 +134,41 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def training_threads(requested: int | str, model: nn.Module) -> int:
-    """The CPU thread count for training `model`: `requested`, or for `auto` one chosen from its size."""
+def training_threads(requested: int | str) -> int:
+    """The CPU thread count for training: `requested`, or for `auto` the cores other processes leave free."""
     if requested != "auto":
         return int(requested)
-    shape = getattr(model, "shape", None)  # a Forecaster's; any other module counts as small
-    if shape is None or shape.hidden_size < AUTO_THREADS_MIN_HIDDEN:
-        return 1
-    return max(1, min(AUTO_MAX_THREADS, len(os.sched_getaffinity(0))))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(AUTO_MAX_THREADS, cores, free_cores(cores)))
+
+
+def free_cores(cores: int) -> int:
+    """Cores not kept busy by other processes right now (this one sleeps while it looks).
+
+    Linux: the machine's busy share from /proc/stat over `LOAD_SAMPLE_S`; elsewhere the 1-minute load
+    average (slower to follow a change); `cores` when neither is available. A core counts as free when at
+    least three quarters of it is.
+    """
+    try:
+        first = _cpu_counters()
+        time.sleep(LOAD_SAMPLE_S)
+        second = _cpu_counters()
+        total, idle = (after - before for before, after in zip(first, second, strict=True))
+        busy = (os.cpu_count() or cores) * (1 - idle / total) if total > 0 else 0.0
+    except (OSError, ValueError, IndexError):
+        try:
+            busy = os.getloadavg()[0]
+        except (OSError, AttributeError):
+            return cores
+    return int(cores - busy + 0.25)
+
+
+def _cpu_counters() -> tuple[int, int]:
+    """(all, idle) jiffies of all CPUs since boot: the first line of /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as stat_file:
+        fields = [int(value) for value in stat_file.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields[:8]), idle  # user … steal: guest time is already counted in user
 
 
 @contextmanager
@@ -176,7 +205,7 @@ def fit(
     data, config and thread count (`TrainResult.threads`), a CPU run repeats bit for bit. Training ends
     early, keeping the best epoch so far, once `stop.is_set()` (checked after every batch).
     """
-    with cpu_threads(training_threads(config.threads, model)):
+    with cpu_threads(training_threads(config.threads)):
         return _fit(model, train_inputs, train_targets, val_inputs, val_targets, config, device, on_epoch,
                     stop or threading.Event())
 

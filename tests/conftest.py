@@ -176,7 +176,7 @@ def fake_yahoo(monkeypatch: pytest.MonkeyPatch) -> FakeYahoo:
 TINY_CONFIG = {
     "window": {"lookback": 8, "horizon": 2},
     "model": {"hidden_size": 4, "num_layers": 1, "dropout": 0.0},
-    "train": {"epochs": 2, "batch_size": 32, "device": "cpu"},
+    "train": {"epochs": 2, "batch_size": 32, "device": "cpu", "threads": 1},
 }
 TINY_OVERRIDES = [f"{section}.{key}={value}" for section, keys in TINY_CONFIG.items() for key, value in keys.items()]
 LOCK_SUFFIX = ".lock"

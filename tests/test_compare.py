@@ -22,6 +22,7 @@ torch.set_num_threads(1)
 
 TICKER = "SYN"
 TINY = [
+    "train.threads=1",  # a fixed count: `auto` follows the machine's load, and runs are compared bit for bit
     "window.lookback=10",
     "window.horizon=2",
     "model.hidden_size=4",

@@ -30,6 +30,7 @@ torch.set_num_threads(1)
 TICKER = "SYN"
 HORIZON = 3
 QUICK = [
+    "train.threads=1",  # a fixed count: `auto` follows the machine's load, and runs are compared bit for bit
     "window.lookback=10",
     f"window.horizon={HORIZON}",
     "model.hidden_size=8",

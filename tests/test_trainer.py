@@ -12,12 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lstm_forecast import trainer
 from lstm_forecast.config import TrainConfig
 from lstm_forecast.errors import ForecastError
 from lstm_forecast.model import Forecaster, ModelShape
 from lstm_forecast.trainer import (
     AUTO_MAX_THREADS,
-    AUTO_THREADS_MIN_HIDDEN,
     EpochRecord,
     fit,
     predict,
@@ -39,7 +39,7 @@ def build_model(seed: int = 0, hidden_size: int = 8, num_layers: int = 1, dropou
 
 
 def train_config(**changes: object) -> TrainConfig:
-    values = {"epochs": 5, "batch_size": 32, "lr": 1e-2, "patience": 100, "device": "cpu"} | changes
+    values = {"epochs": 5, "batch_size": 32, "lr": 1e-2, "patience": 100, "device": "cpu", "threads": 1} | changes
     return TrainConfig(**values)
 
 
@@ -251,12 +251,39 @@ def test_fit_runs_with_the_configured_threads_and_restores_the_count():
     assert torch.get_num_threads() == before
 
 
-def test_auto_threads_take_one_for_small_models_and_more_for_large_ones():
-    assert training_threads("auto", build_model(hidden_size=64)) == 1
-    assert training_threads("auto", torch.nn.Linear(2, 2)) == 1  # not a Forecaster: counted as small
-    cores = len(os.sched_getaffinity(0))
-    assert training_threads("auto", build_model(hidden_size=AUTO_THREADS_MIN_HIDDEN)) == min(AUTO_MAX_THREADS, cores)
-    assert training_threads(3, build_model()) == 3
+def counters_of(*samples: tuple[int, int]):
+    """A stand-in for /proc/stat's (all, idle) counters that returns `samples` in turn."""
+    return iter(samples).__next__
+
+
+def test_auto_threads_take_the_cores_other_processes_leave_free(monkeypatch):
+    cores = os.cpu_count()
+    monkeypatch.setattr(trainer.time, "sleep", lambda seconds: None)
+    # An idle machine: every jiffy of the sample idle.
+    monkeypatch.setattr(trainer, "_cpu_counters", counters_of((0, 0), (1000, 1000)))
+    assert trainer.free_cores(cores) == cores
+    # Another process holds one core of the machine for the whole sample.
+    monkeypatch.setattr(trainer, "_cpu_counters", counters_of((0, 0), (1000 * cores, 1000 * (cores - 1))))
+    assert trainer.free_cores(cores) == cores - 1
+    # A process using a fifth of a core leaves it free; one using half of it does not.
+    monkeypatch.setattr(trainer, "_cpu_counters", counters_of((0, 0), (100 * cores, 100 * cores - 20)))
+    assert trainer.free_cores(cores) == cores
+    monkeypatch.setattr(trainer, "_cpu_counters", counters_of((0, 0), (100 * cores, 100 * cores - 50)))
+    assert trainer.free_cores(cores) == cores - 1
+
+
+def test_auto_threads_fall_back_to_the_load_average_and_stay_in_range(monkeypatch):
+    def no_proc_stat():
+        raise FileNotFoundError("/proc/stat")
+
+    monkeypatch.setattr(trainer, "_cpu_counters", no_proc_stat)
+    monkeypatch.setattr(trainer.os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+    assert trainer.free_cores(2) == 1
+    monkeypatch.setattr(trainer.os, "getloadavg", lambda: (9.0, 9.0, 9.0))  # a crowded machine: still one
+    assert training_threads("auto") == 1
+    monkeypatch.setattr(trainer.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert training_threads("auto") == min(AUTO_MAX_THREADS, len(os.sched_getaffinity(0)))
+    assert training_threads(3) == 3
 
 
 def test_a_loss_that_is_never_finite_is_a_clear_error():
