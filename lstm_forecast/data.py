@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -35,6 +35,11 @@ import pandas as pd
 
 from lstm_forecast.errors import ForecastError, UsageError, quote
 from lstm_forecast.files import FILE_MODE, atomic_write_bytes, atomic_write_text, read_bounded
+
+try:
+    import fcntl
+except ImportError:  # Windows: filelock's lock instead, whose lock file stays behind
+    fcntl = None
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +155,16 @@ def _cache_file(data_dir: Path, ticker: str) -> Path:
     path = cache_path(data_dir, ticker)
     legacy = _legacy_path(data_dir, ticker)
     if not path.is_file() and legacy is not None and legacy.is_file() and _sidecar_ticker(legacy) in (None, ticker):
-        log.warning(f"Note: reading {ticker} from {legacy} (the name without the caret); the next fetch writes {path}")
+        _note_legacy_file(ticker, legacy, path)
         return legacy
     _check_owner(path, ticker)
     return path
+
+
+@functools.cache
+def _note_legacy_file(ticker: str, legacy: Path, path: Path) -> None:
+    """Say once per process (a command reads a cache more than once) which legacy file stands in."""
+    log.warning(f"Note: reading {ticker} from {legacy} (the name without the caret); the next fetch writes {path}")
 
 
 def _check_owner(path: Path, ticker: str) -> None:
@@ -903,6 +914,9 @@ def _cache_lock(path: Path) -> Iterator[None]:
     file a kill leaves behind never blocks anyone; the next writer removes it.
     """
     lock_path = Path(f"{path}.lock")
+    if fcntl is None:
+        yield from _portable_lock(lock_path, path)
+        return
     deadline = time.monotonic() + LOCK_TIMEOUT_S
     while True:
         try:
@@ -935,6 +949,19 @@ def _cache_lock(path: Path) -> Iterator[None]:
         with contextlib.suppress(OSError):
             lock_path.unlink()  # while still holding the lock: see above
         os.close(fd)
+
+
+def _portable_lock(lock_path: Path, path: Path) -> Iterator[None]:
+    """Where there is no flock (Windows): filelock's lock on the same file, left in place on release."""
+    import filelock
+
+    try:
+        with filelock.FileLock(lock_path, timeout=LOCK_TIMEOUT_S):
+            yield
+    except filelock.Timeout:
+        raise ForecastError(
+            f"another lstm-forecast process has been updating {path} for {LOCK_TIMEOUT_S} s; try again later"
+        ) from None
 
 
 def _names(path: Path, fd: int) -> bool:

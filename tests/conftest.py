@@ -183,7 +183,7 @@ LOCK_SUFFIX = ".lock"
 
 
 def file_digests(root: Path) -> dict[str, str]:
-    """sha256 of every file under `root` by relative path; lock files (empty, left by filelock) are skipped."""
+    """sha256 of every file under `root` by relative path; lock files (empty; Windows leaves them) are skipped."""
     return {
         path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted(root.rglob("*"))

@@ -909,6 +909,30 @@ def test_no_lock_file_remains_after_success_or_failure(tmp_path, fake_yahoo, mak
     assert sorted(path.name for path in tmp_path.iterdir()) == ["TSLA.csv", "TSLA.meta.json"]
 
 
+def test_without_flock_the_portable_lock_still_excludes_other_writers(tmp_path, fake_yahoo, make_prices,
+                                                                       monkeypatch):
+    monkeypatch.setattr(data, "fcntl", None)  # as on Windows
+    monkeypatch.setattr(data, "LOCK_TIMEOUT_S", 0.3)
+    fake_yahoo.prices = make_prices(30)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # another writer, in another thread (filelock's lock is re-entrant within one)
+        with data._cache_lock(tmp_path / "TSLA.csv"):
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    try:
+        assert "another lstm-forecast process has been updating" in str(error_of(data.update_cache, tmp_path, "TSLA"))
+    finally:
+        release.set()
+        holder.join()
+    data.update_cache(tmp_path, "TSLA")
+    assert data.read_cache(tmp_path, "TSLA") is not None and (tmp_path / "TSLA.csv.lock").exists()
+
+
 def test_a_held_lock_makes_a_writer_wait_then_give_up(tmp_path, fake_yahoo, monkeypatch):
     monkeypatch.setattr(data, "LOCK_TIMEOUT_S", 0.3)
     with data._cache_lock(tmp_path / "TSLA.csv"):
