@@ -135,9 +135,13 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def training_threads(requested: int | str) -> int:
-    """The CPU thread count for training: `requested`, or for `auto` the cores other processes leave free."""
+    """The CPU thread count for training: `requested`, or for `auto` the cores other processes leave free
+    (or OMP_NUM_THREADS, when the user set it: an explicit choice made outside the config is kept)."""
     if requested != "auto":
         return int(requested)
+    environment = os.environ.get("OMP_NUM_THREADS", "")
+    if environment.isdigit() and int(environment) >= 1:
+        return int(environment)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(AUTO_MAX_THREADS, cores, free_cores(cores)))
 

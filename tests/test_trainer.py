@@ -257,6 +257,7 @@ def counters_of(*samples: tuple[int, int]):
 
 
 def test_auto_threads_take_the_cores_other_processes_leave_free(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     cores = os.cpu_count()
     monkeypatch.setattr(trainer.time, "sleep", lambda seconds: None)
     # An idle machine: every jiffy of the sample idle.
@@ -272,7 +273,15 @@ def test_auto_threads_take_the_cores_other_processes_leave_free(monkeypatch):
     assert trainer.free_cores(cores) == cores - 1
 
 
+def test_auto_threads_follow_omp_num_threads_when_the_user_set_it(monkeypatch):
+    monkeypatch.setattr(trainer, "free_cores", lambda cores: pytest.fail("the machine need not be sampled"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert training_threads("auto") == 3
+    assert training_threads(2) == 2  # train.threads set in the config wins
+
+
 def test_auto_threads_fall_back_to_the_load_average_and_stay_in_range(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     def no_proc_stat():
         raise FileNotFoundError("/proc/stat")
 
