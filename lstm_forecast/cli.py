@@ -183,7 +183,10 @@ def stop_on_signals() -> Iterator[SignalStop]:
             return
         stop.signal = signum
 
-    previous.update({number: signal.signal(number, request_stop) for number in STOP_SIGNALS})
+    # A signal the caller ignores stays ignored: under `nohup` (SIGHUP) or in a background job (SIGINT)
+    # closing the terminal must not stop the training.
+    watched = [number for number in STOP_SIGNALS if signal.getsignal(number) is not signal.SIG_IGN]
+    previous.update({number: signal.signal(number, request_stop) for number in watched})
     try:
         yield stop
     except Interrupted as exc:

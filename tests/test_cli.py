@@ -448,6 +448,17 @@ def test_the_first_stop_signal_sets_the_request_and_an_interruption_takes_its_co
     assert {name: signal.getsignal(name) for name in cli.STOP_SIGNALS} == before
 
 
+def test_an_ignored_signal_stays_ignored_as_under_nohup():
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with cli.stop_on_signals() as stop:
+            os.kill(os.getpid(), signal.SIGHUP)  # the terminal closed: nohup keeps the training going
+            assert not stop.is_set()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
 def test_a_second_ctrl_c_raises_at_once():
     with pytest.raises(KeyboardInterrupt), cli.stop_on_signals() as stop:
         os.kill(os.getpid(), signal.SIGINT)
