@@ -46,8 +46,21 @@ class EpochBars(_Bars):
         }
         self.running = next(iter(self.tasks.values()), None)
         self.last_report = console.get_time()
+        self.shown = False
+
+    def __enter__(self) -> EpochBars:
+        # Drawn from the first finished epoch on: an error while the data is prepared (too few rows, a bad
+        # split date) is then the only line on stderr, not an empty bar above it.
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.shown:
+            super().__exit__(*exc)
 
     def update(self, record: Any, label: str | None = None) -> None:
+        if not self.shown:
+            self.shown = True
+            self.progress.start()
         task = self.tasks[label] if label is not None else next(iter(self.tasks.values()))
         if task != self.running:
             # The previous model is done (perhaps stopped early) since its last report: its clock stops there,

@@ -484,3 +484,12 @@ def test_the_train_command_passes_its_stop_request_to_training(runner, clean_wor
     last = result.stderr.splitlines()[-1]
     assert last == f"Error: training interrupted; the best epoch so far was saved to {run_dir}"
     assert (clean_workdir / run_dir / "bundle.json").is_file()
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_data_too_short_for_the_windows_is_the_only_line_on_stderr(runner, clean_workdir, cached, tiny_config,
+                                                                  command):
+    result = runner.invoke(app, [command, "-t", "SYN", "-c", str(tiny_config), "--data-dir", str(cached),
+                                 "--set", "window.lookback=500"])
+    assert result.exit_code == 1
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("Error: ")  # no empty bar above it
