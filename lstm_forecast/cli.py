@@ -411,7 +411,11 @@ def predict(
     warn(outcome.warnings)
     notes = stdout  # paths are printed unwrapped (soft_wrap), so they can be copied whole
     if outcome.output is not None:
-        stdout.print(f"Forecast: {outcome.output}", markup=False, soft_wrap=True)
+        from lstm_forecast.files import writes_in_place
+
+        if writes_in_place(outcome.output):  # e.g. -o /dev/stdout: the forecast alone goes there
+            notes = stderr
+        notes.print(f"Forecast: {outcome.output}", markup=False, soft_wrap=True)
     elif outcome.text is not None:  # JSON or CSV on stdout: nothing else may go there
         sys.stdout.write(outcome.text)
         notes = stderr

@@ -78,16 +78,38 @@ def read_bounded(path: Path, limit: int, what: str, error: type[ForecastError] =
         os.close(fd)
 
 
+def writes_in_place(path: Path) -> bool:
+    """Is `path` written into rather than replaced: a FIFO, a character device (/dev/null, a terminal), or
+    the very file this process's stdout or stderr goes to (`-o /dev/stdout` under `>> log`)?"""
+    try:
+        info = os.stat(path)  # through any links: /dev/stdout -> /proc/self/fd/1 -> the file or pipe
+    except OSError:
+        return False
+    if stat.S_ISCHR(info.st_mode) or stat.S_ISFIFO(info.st_mode):
+        return True
+    return any(_is_open_as(info, fd) for fd in (1, 2))
+
+
+def _is_open_as(info: os.stat_result, fd: int) -> bool:
+    try:
+        return os.path.samestat(info, os.fstat(fd))
+    except OSError:
+        return False
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically; on any failure the old file is left as it was."""
+    """Write `data` to `path` atomically; on any failure the old file is left as it was.
+
+    What `writes_in_place` names is written into, never renamed over; a symlink to a regular file has
+    its target replaced and stays a link."""
     path = Path(path)
+    if writes_in_place(path):
+        _write_in_place(path, data)
+        return
     if path.is_symlink():
         path = Path(os.path.realpath(path))  # replace the link's target, keep the link
     with contextlib.suppress(FileNotFoundError):
         mode = path.stat().st_mode
-        if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
-            _write_in_place(path, data)
-            return
         if not stat.S_ISREG(mode):
             raise ForecastError(f"cannot write {path}: not a regular file (a folder, socket or block device)")
     try:
@@ -111,10 +133,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def _write_in_place(path: Path, data: bytes) -> None:
-    """A FIFO or character device (/dev/null, a terminal) is written to, never replaced."""
+    """A FIFO, a character device or our own stdout/stderr file is written to, never replaced."""
     try:
         # O_NONBLOCK: a FIFO nobody reads fails at once (ENXIO) instead of hanging; then block for the writes.
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        # O_APPEND: reopening the file stdout goes to must add to it, never overwrite what is there.
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_APPEND)
     except OSError as exc:
         reason = "nothing is reading from it" if exc.errno == errno.ENXIO else _reason(exc)
         raise ForecastError(f"cannot write {path}: {reason}") from exc

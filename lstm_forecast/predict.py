@@ -30,7 +30,7 @@ import torch
 from lstm_forecast import data
 from lstm_forecast.bundle import BUNDLE_JSON_LIMIT, RunBundle, find_run, list_runs, load_bundle, resolve_runs_dir
 from lstm_forecast.errors import ForecastError, UsageError
-from lstm_forecast.files import atomic_write_text, read_bounded
+from lstm_forecast.files import atomic_write_text, read_bounded, writes_in_place
 from lstm_forecast.intervals import conformal_quantiles, interval_bounds
 from lstm_forecast.sessions import TradingCalendar, calendar_for
 from lstm_forecast.trainer import predict as predict_scaled
@@ -184,8 +184,8 @@ def run_predict(
 def chart_path(output: Path | None, run_dir: Path) -> Path:
     """Where the fan chart goes: beside a regular --output file as `<name>.png` (x.json -> x.json.png, so the
     charts of x.json, x.csv and x.txt never overwrite one another or another file), else into the bundle (no
-    --output, or an output that is a device or a FIFO, such as /dev/null)."""
-    if output is None or (output.exists() and not output.is_file()):
+    --output, or an output written in place: a device or a FIFO such as /dev/null, or /dev/stdout)."""
+    if output is None or writes_in_place(output) or (output.exists() and not output.is_file()):
         return run_dir / CHART_FILE
     return output.with_name(output.name + ".png")
 

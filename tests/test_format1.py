@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,25 @@ def test_a_format_1_bundle_can_be_evaluated(old_run: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["test"]["windows"] > 0
+
+
+def test_predict_onto_dev_stdout_appends_to_the_redirected_file_and_keeps_the_chart_in_the_bundle(old_run: Path):
+    log = old_run.parents[2] / "all.jsonl"
+    log.write_text('{"earlier": 1}\n')
+    command = [sys.executable, "-m", "lstm_forecast", "predict", "--run", str(old_run), "--data-dir", "data",
+               "--format", "json", "-o", "/dev/stdout"]
+    with log.open("ab") as appended:  # as `>> all.jsonl` in a shell
+        done = subprocess.run(command, stdout=appended, stderr=subprocess.PIPE, text=True, timeout=120,
+                              check=False, cwd=old_run.parents[2])
+    assert done.returncode == 0, done.stderr
+    earlier, forecast = log.read_text().split("\n", 1)
+    assert earlier == '{"earlier": 1}' and json.loads(forecast)["ticker"] == TICKER
+    assert (old_run / "forecast.png").is_file() and f"Fan chart: {old_run / 'forecast.png'}" in done.stderr
+
+
+def test_predict_onto_dev_stdout_into_a_pipe(old_run: Path):
+    command = [sys.executable, "-m", "lstm_forecast", "predict", "--run", str(old_run), "--data-dir", "data",
+               "--format", "json", "-o", "/dev/stdout"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, cwd=old_run.parents[2])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["ticker"] == TICKER  # the forecast alone: the notes went to stderr
