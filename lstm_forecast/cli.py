@@ -28,6 +28,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from lstm_forecast import __version__
@@ -134,9 +135,14 @@ def fail(message: str, exit_code: int) -> int:
     return exit_code
 
 
+def note(message: str) -> None:
+    """A line of our own on stderr, printed as it is (a path like `data [old]/x` is not rich markup)."""
+    stderr.print(message, markup=False)
+
+
 def warn(messages: list[str]) -> None:
     for message in messages:
-        stderr.print(f"[yellow]Warning:[/] {message}")
+        stderr.print(f"[yellow]Warning:[/] {escape(message)}")  # messages quote paths and file contents
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
@@ -274,10 +280,11 @@ def fetch(
             summary = data.update_cache(folder, symbol, _day(start), _day(end), refresh=refresh)
     warn(summary.warnings)
     for message in summary.messages:
-        stderr.print(message)
+        note(message)
     stdout.print(
         f"{summary.ticker}: {summary.rows} rows, {summary.first} … {summary.last} "
-        f"({summary.new_rows} new, {summary.mode}) → {summary.path}"
+        f"({summary.new_rows} new, {summary.mode}) → {summary.path}",
+        markup=False,
     )
 
 
@@ -330,7 +337,7 @@ def train(
     symbol = data.validate_ticker(ticker)
     folder = data.resolve_data_dir(data_dir, settings.data.dir)
     runs = resolve_runs_dir(runs_dir, settings.runs.dir)
-    prices = load_training_prices(symbol, folder, settings, on_fetch=stderr.print)
+    prices = load_training_prices(symbol, folder, settings, on_fetch=note)
     resolve_device(settings.train.device)  # an unavailable device fails here, before a progress bar is drawn
     from lstm_forecast.progress import EpochBars
 
@@ -362,7 +369,7 @@ def print_training_summary(outcome: Any) -> None:
         stdout.print(forecast_table(f"{title}: {period}", split_scores, horizon, outcome.bundle.shape.kind))
         stdout.print(tests_line(split_scores["vs_naive"]))
         stdout.print(f"Verdict: {outcome.bundle.shape.kind.upper()} is {split_scores['verdict']}.")
-    stdout.print(f"Run bundle: {outcome.run_dir}")
+    stdout.print(f"Run bundle: {outcome.run_dir}", markup=False)
 
 
 def _percent_levels(levels: list[float] | None) -> list[float] | None:
@@ -406,7 +413,7 @@ def predict(
 
     outcome = run_predict(
         run=run, ticker=ticker, days=days, levels=levels or (), output_format=output_format, output=output,
-        refresh=refresh, data_dir=data_dir, runs_dir=runs_dir, on_fetch=stderr.print,
+        refresh=refresh, data_dir=data_dir, runs_dir=runs_dir, on_fetch=note,
     )
     warn(outcome.warnings)
     notes = stdout  # paths are printed unwrapped (soft_wrap), so they can be copied whole
@@ -516,7 +523,7 @@ def compare(
     symbol = data.validate_ticker(ticker)
     folder = data.resolve_data_dir(data_dir, settings.data.dir)
     runs = resolve_runs_dir(runs_dir, settings.runs.dir)
-    prices = load_training_prices(symbol, folder, settings, on_fetch=stderr.print)
+    prices = load_training_prices(symbol, folder, settings, on_fetch=note)
     resolve_device(settings.train.device)  # before a progress bar is drawn
     from lstm_forecast.progress import EpochBars
 

@@ -152,7 +152,7 @@ def evaluation_report(report: dict[str, Any]) -> list[Table | str]:
     items: list[Table | str] = [
         f"[bold]{report['ticker']} · {kind.upper()} · run {report['run_id']}[/]",
         f"Data: {data['rows']} rows {where}, {data['first_date']} … {data['last_date']}; {cache}"
-        + (f" ({data['note']})" if data["note"] else ""),
+        + (f" ({escape(data['note'])})" if data["note"] else ""),  # a note may quote a file's text
         f"Scaler: fitted on the {scaler['days']} training days only ({scaler['first_day']} … {scaler['last_day']}); "
         f"the test period starts {test['first_target_day']}.",
         forecast_table(
@@ -185,7 +185,7 @@ def evaluation_report(report: dict[str, Any]) -> list[Table | str]:
         items.append(f"The model called {action}.")
     items.append(f"[dim]{trading['disclaimer']}[/]")
     names = ", ".join(sorted(path.rsplit("/", 1)[-1] for path in report["files"].values()))
-    items.append(f"Wrote {names} to {report['run_dir']}")
+    items.append(f"Wrote {names} to {escape(report['run_dir'])}")
     return items
 
 

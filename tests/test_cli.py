@@ -493,3 +493,17 @@ def test_data_too_short_for_the_windows_is_the_only_line_on_stderr(runner, clean
                                  "--set", "window.lookback=500"])
     assert result.exit_code == 1
     assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("Error: ")  # no empty bar above it
+
+
+def test_paths_and_file_text_that_look_like_rich_markup_print_as_they_are(runner, clean_workdir, cached,
+                                                                          tiny_config):
+    runs = "runs [old]/r[/q]"
+    result = runner.invoke(app, ["train", "-t", "SYN", "-c", str(tiny_config), "--data-dir", str(cached),
+                                 "--runs-dir", runs])
+    assert result.exit_code == 0, result.output
+    assert f"Run bundle: {runs}/SYN/" in result.stdout
+    csv = clean_workdir / "extra.csv"
+    csv.write_text((cached / "SYN.csv").read_text().replace("Volume\n", "Volume,[/x]\n", 1))
+    result = runner.invoke(app, ["fetch", "-t", "ABC", "--from-csv", str(csv), "--data-dir", "d [x]"])
+    assert result.exit_code == 0, result.output
+    assert "[/x]" in result.stderr and "→ d [x]/ABC.csv" in result.stdout
