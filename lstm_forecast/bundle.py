@@ -36,6 +36,7 @@ from lstm_forecast import __version__
 from lstm_forecast.config import (
     CONFIG_SIZE_LIMIT,
     MAX_SEED,
+    MAX_THREADS,
     Config,
     Date,
     Feature,
@@ -303,7 +304,7 @@ class CalibrationRecord(_Record):
 
 
 class TrainingRecord(_Record):
-    model_config = ConfigDict(extra="allow")  # newer versions record more (e.g. threads)
+    model_config = ConfigDict(extra="allow")  # newer versions may record more
     epochs_run: Annotated[int, Field(ge=0, le=100_000)]
     best_epoch: Annotated[int, Field(ge=0, le=100_000)]
     best_val_loss: float | None
@@ -312,6 +313,7 @@ class TrainingRecord(_Record):
     seconds: Annotated[float, Field(ge=0)]
     device: Annotated[str, Field(max_length=32)]
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)]
+    threads: Annotated[int, Field(ge=1, le=MAX_THREADS)] | None = None  # absent in bundles before train.threads
 
 
 class BundleDocument(_Record):

@@ -272,7 +272,7 @@ def evaluate(
     """Evaluate the bundle in `run_dir` and write evaluation.json, predictions.csv/.png, equity.png and
     backtest.csv into it. `folds` None takes evaluate.folds from the run's config; 0 skips the backtest."""
     bundle = load_bundle(run_dir)
-    config = bundle.config
+    config = with_recorded_threads(bundle)
     folder = data.resolve_data_dir(data_dir, config.data.dir)
     cache = cache_state(folder, bundle)
     prices, source = recorded_prices(bundle, cache.pop("rows"))
@@ -330,6 +330,15 @@ def evaluate(
     }
     write_outputs(bundle, report, test, diagnostic, backtest)
     return Evaluation(report=report, interrupted=interrupted)
+
+
+def with_recorded_threads(bundle: RunBundle) -> Config:
+    """The run's config with `train.threads: auto` pinned to the count the run trained with, so the backtest's
+    refits repeat bit for bit whatever the machine's load (auto follows it) and match the bundle's own model."""
+    config, threads = bundle.config, bundle.training.get("threads")
+    if config.train.threads != "auto" or threads is None:
+        return config
+    return config.model_copy(update={"train": config.train.model_copy(update={"threads": threads})})
 
 
 def cache_state(data_dir: Path, bundle: RunBundle) -> dict[str, Any]:

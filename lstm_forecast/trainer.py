@@ -143,7 +143,19 @@ def training_threads(requested: int | str) -> int:
     if environment.isdigit() and int(environment) >= 1:
         return int(environment)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = min(cores, cpu_quota() or cores)
     return max(1, min(AUTO_MAX_THREADS, cores, free_cores(cores)))
+
+
+def cpu_quota(path: str = "/sys/fs/cgroup/cpu.max") -> int | None:
+    """The cores a container's cgroup (v2) quota allows, rounded up; None without a quota. A container limited
+    to 2 CPUs on a 64-core host sees all 64 in its affinity mask, and threads beyond its quota collapse."""
+    try:
+        with open(path, encoding="ascii") as quota_file:
+            quota, period = quota_file.read(64).split()[:2]
+        return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
 
 
 def free_cores(cores: int) -> int:

@@ -305,6 +305,24 @@ def test_an_interrupted_backtest_keeps_the_finished_folds(workdir, monkeypatch):
     assert (run_dir_of(workdir) / "evaluation.json").is_file()
 
 
+def test_backtest_refits_use_the_thread_count_the_run_trained_with(workdir, monkeypatch):
+    run_dir = run_dir_of(workdir)
+    config_file = run_dir / "config.yaml"
+    config_file.write_text(config_file.read_text().replace("threads: 1", "threads: auto"))  # as trained by default
+    document = json.loads((run_dir / "bundle.json").read_text())
+    document["training"]["threads"] = 3
+    (run_dir / "bundle.json").write_text(json.dumps(document))
+    seen = []
+
+    def recording_training(dataset, config, on_epoch=None, stop=None):
+        seen.append(config.train.threads)
+        return None, SimpleNamespace(interrupted=True, epochs_run=1, best_epoch=1)
+
+    monkeypatch.setattr(evaluate, "train_model", recording_training)
+    evaluate.evaluate(run_dir, workdir / "data", folds=3)
+    assert seen == [3]  # pinned: `auto` would follow the machine's load, and the backtest would not repeat
+
+
 def test_revised_or_missing_cache_still_evaluates_the_recorded_rows(workdir, prices):
     run_dir = run_dir_of(workdir)
     cache = workdir / "data" / f"{TICKER}.csv"

@@ -273,6 +273,15 @@ def test_auto_threads_take_the_cores_other_processes_leave_free(monkeypatch):
     assert trainer.free_cores(cores) == cores - 1
 
 
+@pytest.mark.parametrize(("content", "cores"), [("max 100000\n", None), ("200000 100000\n", 2),
+                                               ("150000 100000\n", 2), ("50000 100000\n", 1), ("junk", None)])
+def test_a_container_quota_caps_the_cores_auto_may_take(tmp_path, content, cores):
+    quota = tmp_path / "cpu.max"
+    quota.write_text(content)
+    assert trainer.cpu_quota(str(quota)) == cores
+    assert trainer.cpu_quota(str(tmp_path / "absent")) is None
+
+
 def test_auto_threads_follow_omp_num_threads_when_the_user_set_it(monkeypatch):
     monkeypatch.setattr(trainer, "free_cores", lambda cores: pytest.fail("the machine need not be sampled"))
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
