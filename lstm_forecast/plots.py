@@ -70,8 +70,13 @@ def save(fig: plt.Figure, path: Path) -> Path:
     return Path(path)
 
 
-# Interval bands: the wider level pale, the narrower one clearly darker, so two levels never look alike.
-BAND_ALPHAS = (0.38, 0.16)  # narrowest level first
+# Interval bands: the widest level palest, each narrower one clearly darker, so no two levels look alike.
+NARROWEST_ALPHA, WIDEST_ALPHA = 0.38, 0.12
+
+
+def band_alphas(count: int) -> list[float]:
+    """One shade per interval level, narrowest level first."""
+    return [NARROWEST_ALPHA] if count == 1 else list(np.linspace(NARROWEST_ALPHA, WIDEST_ALPHA, count))
 RECENT_DAYS = 120  # target days shown per horizon step: a readable half year, not years of overlapping lines
 
 
@@ -104,7 +109,8 @@ def predictions_plot(
     for ax, step in zip(axes[:-1, 0], steps, strict=False):
         column = step - 1
         dates = target_dates[recent, column]
-        for alpha, (label, widths) in zip(BAND_ALPHAS, half_widths.items(), strict=False):
+        by_width = sorted(half_widths.items(), key=lambda item: float(np.mean(item[1])))  # levels in any order
+        for alpha, (label, widths) in zip(band_alphas(len(by_width)), by_width, strict=True):
             factor = np.exp(widths[column])
             ax.fill_between(dates, model[recent, column] / factor, model[recent, column] * factor, color="tab:blue",
                             alpha=alpha, linewidth=0, label=f"{label} interval")
@@ -248,7 +254,8 @@ def fan_chart(
                marker="o", markersize=3, label=price_label)
     # Forecast lines start at the last close, so the path and the bands visibly grow out of the history.
     path_dates = [last_date, *forecast_dates]
-    for alpha, (label, (lower, upper)) in zip(BAND_ALPHAS, bands.items(), strict=False):
+    by_width = sorted(bands.items(), key=lambda item: float(np.mean(np.subtract(item[1][1], item[1][0]))))
+    for alpha, (label, (lower, upper)) in zip(band_alphas(len(by_width)), by_width, strict=True):
         close.fill_between(path_dates, [last_price, *lower], [last_price, *upper], color="tab:orange",
                            alpha=alpha, linewidth=0, label=f"{label} interval")
     close.plot(path_dates, [last_price, *forecast_prices], color="tab:orange", linewidth=1.8, marker="o",

@@ -322,3 +322,17 @@ def test_cli_predict_is_offline_keeps_stdout_clean_and_never_imports_yfinance(wo
     assert result.stderr.strip().endswith("EXIT 0 LOADED []"), result.stderr
     assert json.loads(result.stdout)["forecasts"][0]["date"] == NEXT_SESSIONS[0]  # nothing else on stdout
     assert f"Fan chart: {workspace['run_dir'] / 'forecast.png'}" in result.stderr
+
+
+def test_every_interval_level_gets_a_band_of_its_own_shade(workspace, monkeypatch):
+    from lstm_forecast import plots
+
+    assert plots.band_alphas(1) == [plots.NARROWEST_ALPHA]
+    shades = plots.band_alphas(3)
+    assert shades[0] == plots.NARROWEST_ALPHA and shades[-1] == plots.WIDEST_ALPHA and shades == sorted(shades)[::-1]
+    drawn = []
+    real_fill = plots.plt.Axes.fill_between
+    monkeypatch.setattr(plots.plt.Axes, "fill_between",
+                        lambda self, *args, **kwargs: drawn.append(kwargs["label"]) or real_fill(self, *args, **kwargs))
+    outcome = predict_in(workspace, levels=[95, 50, 80])  # in any order: the narrowest is the darkest
+    assert outcome.chart.is_file() and drawn == ["50% interval", "80% interval", "95% interval"]
