@@ -29,8 +29,7 @@ from pathlib import Path
 from lstm_forecast import data
 from lstm_forecast.bundle import find_run, load_bundle, resolve_runs_dir
 from lstm_forecast.errors import ForecastError
-from lstm_forecast.predict import one_thread
-from lstm_forecast.trainer import predict
+from lstm_forecast.trainer import cpu_threads, predict
 from lstm_forecast.windows import inference_inputs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +69,7 @@ def forward_milliseconds(run_dir: Path, data_dir: Path) -> tuple[float, float]:
     prices = bundle.prices() if prices is None else prices
     inputs, _, _ = inference_inputs(prices.iloc[-(bundle.spec.lookback + 1) :], bundle.spec, bundle.scaler)
     timings = []
-    with one_thread():
+    with cpu_threads(1):
         for _ in range(FORWARD_REPEATS + 1):
             started = time.perf_counter()
             predict(bundle.model, inputs)

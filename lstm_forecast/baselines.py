@@ -44,7 +44,8 @@ def drift_forecast(anchor_prices: np.ndarray, horizon: int, mu: float) -> np.nda
 
 
 def naive_mae_scale(train_prices: np.ndarray) -> float:
-    """The MASE denominator: in-sample MAE of the one-step random walk over the training prices."""
+    """In-sample MAE of the one-step random walk over the training prices (recorded in bundles; MASE now
+    scales by the naive MAE of the period it scores, see metrics.mase)."""
     prices = np.asarray(train_prices, dtype=float)
     if prices.ndim != 1 or prices.size < 2:
         raise ValueError("train_prices must be a 1-D series of at least 2 prices")

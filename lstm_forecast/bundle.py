@@ -90,7 +90,7 @@ class RunBundle:
     scaler: Scaler
     fingerprint: dict[str, Any]  # ticker, first/last date, rows, sha256 of the rows trained on
     split: dict[str, str]  # first target day of the validation and test periods
-    baselines: dict[str, float]  # train_mean_log_return (drift), train_naive_mae (MASE scale)
+    baselines: dict[str, float]  # train_mean_log_return (drift), train_naive_mae (recorded)
     calibration: dict[str, Any]  # conformal residuals per horizon step, from the validation split
     training: dict[str, Any]  # epochs run, best epoch, seconds, device, interrupted
     model: Forecaster

@@ -26,7 +26,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
-from lstm_forecast.errors import UsageError, quote
+from lstm_forecast.errors import UsageError, quote, shorten
 from lstm_forecast.files import read_bounded
 
 Feature = Literal["log_return", "volume_change", "range"]
@@ -440,4 +440,4 @@ def _show(value: Any) -> str:
 
 def _short(key: str) -> str:
     """A key as the user wrote it, cut short: an unknown key may be a megabyte long."""
-    return key if len(key) <= 60 else key[:59] + "…"
+    return shorten(key, 60)

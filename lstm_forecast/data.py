@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lstm_forecast.errors import ForecastError, UsageError, quote
+from lstm_forecast.errors import ForecastError, UsageError, quote, shorten
 from lstm_forecast.files import FILE_MODE, atomic_write_bytes, atomic_write_text, read_bounded
 
 try:
@@ -482,10 +482,6 @@ def _day(stamp: pd.Timestamp) -> date:
     return stamp.date()
 
 
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 # ---------------------------------------------------------------------------------------------
 # CSV files
 
@@ -520,7 +516,7 @@ def parse_prices_csv(raw: bytes, source: str) -> tuple[pd.DataFrame, list[str]]:
         raise ForecastError(f"{source}: empty file; expected the Yahoo layout {YAHOO_LAYOUT}") from None
     except (pd.errors.ParserError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ForecastError(f"{source}: cannot parse as CSV ({_shorten(first_line, 160)})") from None
+        raise ForecastError(f"{source}: cannot parse as CSV ({shorten(first_line, 160)})") from None
     table, warnings_ = _rename_columns(table, source)
     prices, more = validate_prices(table, source)
     return prices, warnings_ + more
@@ -611,11 +607,11 @@ def _rename_columns(table: pd.DataFrame, source: str) -> tuple[pd.DataFrame, lis
             renames[name] = canonical
     for required in ("Date", "Close"):
         if required not in renames.values():
-            found = _shorten(", ".join(str(name) for name in table.columns), 120)
+            found = shorten(", ".join(str(name) for name in table.columns), 120)
             raise ForecastError(
                 f"{source}: no {required} column (found: {found}); expected the Yahoo layout {YAHOO_LAYOUT}"
             )
-    warnings_ = [f"{source}: ignored column(s) {_shorten(', '.join(ignored), 120)}"] if ignored else []
+    warnings_ = [f"{source}: ignored column(s) {shorten(', '.join(ignored), 120)}"] if ignored else []
     return table[list(renames)].rename(columns=renames), warnings_
 
 

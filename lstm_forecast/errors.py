@@ -30,6 +30,11 @@ class Interrupted(ForecastError):
 QUOTE_LIMIT = 40
 
 
+def shorten(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """`text` cut to at most `limit` characters, an ellipsis marking the cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
     """A short, plain rendering of a bad value for a message: strings quoted, numbers as Python writes them
     (never `np.float64(inf)`), containers abridged, everything cut at `limit` characters."""
@@ -39,7 +44,7 @@ def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
         value = value.item()  # a numpy scalar: its plain Python number
     if isinstance(value, str):
         # Cut inside the quotes, so a long value still reads as one quoted string: 'xxxx…'.
-        return repr(value if len(value) <= limit - 2 else value[: limit - 3] + "…")
+        return repr(shorten(value, limit - 2))
     elif isinstance(value, dt.date):
         text = value.isoformat()
     elif isinstance(value, bool | float):
@@ -50,7 +55,7 @@ def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
         text = str(value) if digits < 40 else f"an integer of about {digits} digits"
     else:
         text = _ABRIDGED.repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return shorten(text, limit)
 
 
 def _abridged() -> reprlib.Repr:

@@ -40,7 +40,7 @@ from lstm_forecast import data, html_report, intervals, metrics, plots, trading
 from lstm_forecast.bundle import LOSS_CURVE_FILE, PRICES_FILE, RunBundle, load_bundle
 from lstm_forecast.config import Config
 from lstm_forecast.errors import ForecastError, UsageError
-from lstm_forecast.files import atomic_write_text, fsync_dir, make_temp_dir
+from lstm_forecast.files import atomic_write_text, fsync_dir, make_temp_dir, read_bounded
 from lstm_forecast.model import Forecaster
 from lstm_forecast.report import evaluation_report
 from lstm_forecast.train import FORECASTS, Forecasts, period_forecasts, score_forecasts, train_model
@@ -512,10 +512,8 @@ def html_page(bundle: RunBundle, report: dict[str, Any], staging: Path) -> str:
 def _read_png(path: Path) -> bytes | None:
     """A chart's bytes, or None when it is absent, not a regular file, too big or not a PNG."""
     try:
-        if not path.is_file() or path.stat().st_size > CHART_BYTES_LIMIT:
-            return None
-        png = path.read_bytes()
-    except OSError:
+        png = read_bounded(path, CHART_BYTES_LIMIT, "a chart")
+    except (ForecastError, OSError):
         return None
     return png if png.startswith(b"\x89PNG\r\n\x1a\n") else None
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import resource
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -106,11 +105,20 @@ class ModelShape:
         )
 
 
+# Where the physical memory cannot be read (Windows has no sysconf), a machine this size is assumed.
+ASSUMED_MEMORY = 16 * 1024**3
+
+
 def memory_limit() -> int:
     """The most memory one model may need: half of physical memory, or of the address-space limit when a
     smaller one is set (`ulimit -v`), leaving room for the libraries and the data."""
-    available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    try:
+        import resource  # POSIX only
+
+        available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, AttributeError, ValueError, OSError):
+        return ASSUMED_MEMORY // 2
     if soft != resource.RLIM_INFINITY:
         available = min(available, soft)
     return available // 2

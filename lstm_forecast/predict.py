@@ -16,8 +16,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -25,14 +24,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from lstm_forecast import data
 from lstm_forecast.bundle import BUNDLE_JSON_LIMIT, RunBundle, find_run, list_runs, load_bundle, resolve_runs_dir
-from lstm_forecast.errors import ForecastError, UsageError
+from lstm_forecast.errors import ForecastError, UsageError, shorten
 from lstm_forecast.files import atomic_write_text, read_bounded, writes_in_place
 from lstm_forecast.intervals import conformal_quantiles, interval_bounds
 from lstm_forecast.sessions import TradingCalendar, calendar_for
+from lstm_forecast.trainer import cpu_threads
 from lstm_forecast.trainer import predict as predict_scaled
 from lstm_forecast.windows import inference_inputs, targets_to_prices
 
@@ -274,7 +273,9 @@ def make_forecast(
     # Only the last lookback days (plus the one before the first, for its return) enter the model.
     recent = prices.iloc[-(spec.lookback + 1) :]
     inputs, anchor_date, anchor_price = inference_inputs(recent, spec, bundle.scaler)
-    with one_thread():
+    # One window is far too little work to share: handing it between OpenMP threads costs more than the whole
+    # forward (over 100 ms per call measured on a busy 2-core machine, against 0.1-0.5 ms on one thread).
+    with cpu_threads(1):
         scaled = predict_scaled(bundle.model, inputs)
     path = targets_to_prices(scaled, np.array([anchor_price]), bundle.scaler, spec.target)[0]
     if not np.all(np.isfinite(path)) or np.any(path <= 0):
@@ -299,21 +300,6 @@ def make_forecast(
         calibration_windows=len(bundle.calibration["residuals"][0]),
         history=prices[spec.price_column_name].iloc[-HISTORY_SESSIONS:],
     )
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on one CPU thread inside the block.
-
-    One window is far too little work to share: handing it between OpenMP threads costs more than the
-    whole forward: over 100 ms per call measured on a busy 2-core machine, against 0.1-0.5 ms on one thread.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 # --- presenting a forecast ----------------------------------------------------------------------
@@ -475,16 +461,12 @@ def config_differences(path: Path) -> dict[str, str] | None:
             continue
         for key, value in keys.items():
             if key in defaults[section] and value != defaults[section][key]:
-                differences[f"{section}.{key}"] = _shorten(json.dumps(value, default=str), 24)
+                differences[f"{section}.{key}"] = shorten(json.dumps(value, default=str), 24)
     return differences
 
 
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _text(value: Any) -> str | None:
-    return _shorten(value, 80) if isinstance(value, str) else None
+    return shorten(value, 80) if isinstance(value, str) else None
 
 
 def _count(value: Any) -> int | None:
@@ -513,7 +495,7 @@ def config_note(differences: dict[str, str] | None) -> str | None:
     # The key's last part is enough to tell runs apart; data.dir and runs.dir are where, not what.
     parts = [f"{key.rsplit('.', 1)[-1]}={value}" for key, value in differences.items()
              if key not in ("data.dir", "runs.dir")]
-    return _shorten(" ".join(parts), CONFIG_NOTE_LIMIT) if parts else "defaults"
+    return shorten(" ".join(parts), CONFIG_NOTE_LIMIT) if parts else "defaults"
 
 
 def runs_table(rows: list[dict[str, Any]]) -> Any:

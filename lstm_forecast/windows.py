@@ -205,7 +205,7 @@ class Dataset:
     val_start: pd.Timestamp  # first target day of the validation period
     test_start: pd.Timestamp  # first target day of the test period
     train_mean_log_return: float  # mean daily log return over training rows (drift baseline)
-    train_naive_mae: float  # in-sample MAE of the one-step naive forecast on training prices (MASE scale)
+    train_naive_mae: float  # in-sample one-step naive MAE on training prices (recorded)
 
 
 def compute_features(prices: pd.DataFrame, spec: WindowSpec) -> pd.DataFrame:

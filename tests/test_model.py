@@ -179,5 +179,12 @@ def test_compare_checks_every_kind(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_memory_limit_respects_an_address_space_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(model.resource, "getrlimit", lambda _: (2 * 1024**3, 2 * 1024**3))
+    import resource
+
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (2 * 1024**3, 2 * 1024**3))
     assert model.memory_limit() == 1024**3  # half of 2 GiB: this machine has more than that
+
+
+def test_memory_limit_without_sysconf_assumes_a_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(model.os, "sysconf")  # as on Windows
+    assert model.memory_limit() == model.ASSUMED_MEMORY // 2
