@@ -161,7 +161,10 @@ def run_predict(
     prices, fallback_warning = recent_prices(bundle, folder, refresh, on_fetch)
     last_day = prices.index[-1].date()
     today = today or date.today()
-    calendar = calendar_for(bundle.config.data.calendar, last_day, bundle.spec.horizon, today)
+    try:
+        calendar = calendar_for(bundle.config.data.calendar, last_day, bundle.spec.horizon, today)
+    except UsageError as exc:  # the bundle's own config names it: a damaged bundle, not a usage error
+        raise ForecastError(f"{bundle.run_dir}: {exc}; the bundle is damaged") from None
     if fallback_warning is not None:
         warnings = [fallback_warning]
     else:

@@ -12,13 +12,29 @@ from datetime import date, timedelta
 
 import numpy as np
 
-from lstm_forecast.errors import ForecastError, UsageError
+from lstm_forecast.errors import ForecastError, UsageError, quote
 
 DEFAULT_CALENDAR = "XNYS"
 
 # A week holds at most five sessions, so n sessions fit in 7n/5 calendar days; the margin covers the
 # longest closures the calendars know (a week of Lunar New Year on XSHG) with room to spare.
 DAYS_MARGIN = 31
+
+
+def check_calendar(name: str) -> None:
+    """UsageError unless `name` is an exchange-calendars code: checked before training, since only
+    `predict` builds the calendar, and a run trained for an unknown exchange could never forecast."""
+    import exchange_calendars
+
+    if name not in exchange_calendars.get_calendar_names(include_aliases=True):
+        raise unknown_calendar(name)
+
+
+def unknown_calendar(name: str) -> UsageError:
+    return UsageError(
+        f"data.calendar {quote(name)}: unknown exchange calendar; expected an exchange-calendars code "
+        "such as XNYS (New York), XLON (London) or XHKG (Hong Kong)"
+    )
 
 
 class TradingCalendar:
@@ -34,10 +50,7 @@ class TradingCalendar:
                 warnings.filterwarnings("ignore", "Series.values returning", DeprecationWarning)
                 calendar = exchange_calendars.get_calendar(name, start=start, end=end)
         except exchange_calendars.errors.InvalidCalendarName:
-            raise UsageError(
-                f"data.calendar {name!r}: unknown exchange calendar; expected an exchange-calendars code "
-                "such as XNYS (New York), XLON (London) or XHKG (Hong Kong)"
-            ) from None
+            raise unknown_calendar(name) from None
         except (exchange_calendars.errors.CalendarError, ValueError) as exc:
             raise ForecastError(
                 f"the {name} calendar cannot describe {start} to {end}: {' '.join(str(exc).split())}"

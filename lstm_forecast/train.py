@@ -30,6 +30,7 @@ from lstm_forecast.bundle import (
 from lstm_forecast.config import Config
 from lstm_forecast.errors import Interrupted
 from lstm_forecast.model import Forecaster, ModelShape
+from lstm_forecast.sessions import check_calendar
 from lstm_forecast.trainer import (
     LOSSES,
     EpochRecord,
@@ -77,6 +78,7 @@ def train_run(
     Once `stop` is set (the CLI sets it on Ctrl-C), training ends after the current batch and the best
     epoch so far is scored and saved as usual; a request during scoring or saving changes nothing here.
     """
+    check_calendar(config.data.calendar)  # predict needs it: a run for an unknown exchange could never forecast
     dataset = build_dataset(prices, config)
     check_runs_dir_writable(runs_dir, ticker)  # before training: hours of it are lost otherwise
 

@@ -507,3 +507,10 @@ def test_paths_and_file_text_that_look_like_rich_markup_print_as_they_are(runner
     result = runner.invoke(app, ["fetch", "-t", "ABC", "--from-csv", str(csv), "--data-dir", "d [x]"])
     assert result.exit_code == 0, result.output
     assert "[/x]" in result.stderr and "→ d [x]/ABC.csv" in result.stdout
+
+
+def test_train_refuses_an_unknown_calendar_before_training(runner, clean_workdir, cached, tiny_config):
+    result = runner.invoke(app, ["train", "-t", "SYN", "-c", str(tiny_config), "--data-dir", str(cached),
+                                 "--set", "data.calendar=FOO"])
+    assert result.exit_code == 2 and "unknown exchange calendar" in result.stderr
+    assert not (clean_workdir / "runs").exists()

@@ -78,3 +78,11 @@ def test_predict_onto_dev_stdout_into_a_pipe(old_run: Path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, cwd=old_run.parents[2])
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["ticker"] == TICKER  # the forecast alone: the notes went to stderr
+
+
+def test_a_bundle_naming_an_unknown_calendar_is_damaged_not_a_usage_error(old_run: Path):
+    config = old_run / "config.yaml"
+    config.write_text(config.read_text().replace("calendar: XNYS", "calendar: FOO"))
+    result = CliRunner().invoke(app, ["predict", "--run", str(old_run), "--data-dir", "data"])
+    assert result.exit_code == 1
+    assert "unknown exchange calendar" in result.stderr and "the bundle is damaged" in result.stderr

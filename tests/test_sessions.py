@@ -61,3 +61,12 @@ def test_sessions_between_counts_only_the_days_strictly_inside():
 def test_an_unknown_calendar_is_a_usage_error():
     with pytest.raises(UsageError, match=r"data\.calendar 'XNOPE': unknown exchange calendar"):
         next_sessions(date(2026, 3, 13), 1, "XNOPE")
+
+
+def test_the_calendar_is_checked_by_name_before_training():
+    from lstm_forecast.sessions import check_calendar
+
+    check_calendar("XNYS")
+    check_calendar("NYSE")  # an alias exchange-calendars knows
+    with pytest.raises(UsageError, match=r"data\.calendar 'FOO': unknown exchange calendar"):
+        check_calendar("FOO")
