@@ -181,24 +181,20 @@ def _write_bundle_files(
 def check_runs_dir_writable(runs_dir: Path, ticker: str) -> None:
     """Fail before training rather than after it when the bundle could not be written; leave no trace.
 
-    Only folders this call created are removed, and only while empty (rmdir): another process may be
+    Only folders that were missing are removed, and only while empty (rmdir): another process may be
     saving into them already. One that removes a folder we are about to use is handled in `make_temp_dir`.
     """
     from lstm_forecast.data import cache_name
 
     ticker_dir = Path(runs_dir) / cache_name(ticker)
-    created: list[Path] = []
+    missing = [path for path in (ticker_dir, *ticker_dir.parents) if not path.exists()]  # deepest first
     try:
-        for path in [*reversed(ticker_dir.parents), ticker_dir]:  # the shallowest first
-            if not path.exists():
-                with contextlib.suppress(FileExistsError):  # another process was quicker: not ours
-                    path.mkdir()
-                    created.append(path)
+        # make_temp_dir creates the folders and, should another process remove one meanwhile, tries again.
         shutil.rmtree(make_temp_dir(ticker_dir, "a run bundle"))
     except OSError as exc:
         raise ForecastError(f"cannot create a run bundle in {ticker_dir}: {exc.strerror or exc}") from None
     finally:
-        for path in reversed(created):
+        for path in missing:
             with contextlib.suppress(OSError):  # not empty: another run is being saved there
                 path.rmdir()
 
