@@ -421,7 +421,9 @@ def write_outputs(
     report["files"] = {key: str(run_dir / name) for key, name in names.items()}
     evaluation_text = evaluation_json(report)
 
-    staging = make_temp_dir(run_dir, "the evaluation files")
+    # Staged beside the run, in its ticker folder: the files move in by rename (one file system), and a
+    # staging folder a killed evaluate leaves is where train's clean-up of stale temp folders looks.
+    staging = make_temp_dir(run_dir.parent, "the evaluation files")
     try:
         atomic_write_text(staging / PREDICTIONS_FILE, _csv(predictions_frame(test)))
         if backtest is not None:
