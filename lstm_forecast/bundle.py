@@ -290,12 +290,16 @@ class BaselinesRecord(_Record):
     train_naive_mae: Annotated[float, Field(ge=0)]
 
 
+Residual = Annotated[float, Field(ge=-10, le=10)]
+
+
 class CalibrationRecord(_Record):
     method: Literal["split-conformal"]
     space: Literal["log_price"]
     source: Literal["validation"]
-    # One list of validation residuals per horizon step.
-    residuals: Annotated[list[Annotated[list[float], Field(min_length=1, max_length=1_000_000)]],
+    # One list of validation residuals per horizon step, in log-price space: beyond ±10 (a factor of
+    # 22,000) no forecast was ever that wrong, so such a value is damage.
+    residuals: Annotated[list[Annotated[list[Residual], Field(min_length=1, max_length=1_000_000)]],
                          Field(min_length=1)]
 
 

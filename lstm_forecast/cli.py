@@ -237,6 +237,7 @@ def root(
 # schema itself, which names the option. The schema is not imported here, so that `--help` stays fast.
 MAX_DAYS = 250  # window.horizon's bound
 MAX_FOLDS = 50  # evaluate.folds's bound
+MAX_LEVELS = 10  # predict.levels's bound
 
 # Options shared by several commands.
 ISO_DAY = "%Y-%m-%d"
@@ -374,6 +375,8 @@ def print_training_summary(outcome: Any) -> None:
 
 def _percent_levels(levels: list[float] | None) -> list[float] | None:
     """Each level strictly between 0 and 100, as predict.levels in the config (typer's ranges are closed)."""
+    if levels is not None and len(levels) > MAX_LEVELS:
+        raise typer.BadParameter(f"at most {MAX_LEVELS} levels, as predict.levels")
     for level in levels or ():
         if not 0 < level < 100:  # NaN fails this too
             raise typer.BadParameter(f"{level:g} is not a percentage between 0 and 100 (exclusive), e.g. 80")

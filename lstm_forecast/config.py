@@ -72,8 +72,9 @@ class DataConfig(Section):
 
 
 class SplitConfig(Section):
-    val_fraction: Annotated[Float, Field(gt=0, lt=1)] = 0.1
-    test_fraction: Annotated[Float, Field(gt=0, lt=1)] = 0.2
+    # At least 0.1 %: a share so small it rounds to no day at all is a typo, not a split.
+    val_fraction: Annotated[Float, Field(ge=0.001, lt=1)] = 0.1
+    test_fraction: Annotated[Float, Field(ge=0.001, lt=1)] = 0.2
     val_start: Date | None = None
     test_start: Date | None = None
 

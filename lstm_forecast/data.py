@@ -647,7 +647,7 @@ def load_prices(data_dir: Path, ticker: str, start: date | None = None, end: dat
             f"no cached prices for {ticker} in {data_dir}; run `lstm-forecast fetch -t {ticker}` "
             f"(or `lstm-forecast fetch -t {ticker} --from-csv FILE`) first"
         )
-    sliced = prices.loc[_stamp(start) : _stamp(end)]
+    sliced = _in_range(prices, start, end)
     if sliced.empty:
         raise ForecastError(
             f"no cached prices for {ticker} from {start or 'the start'} to {end or 'the end'}; "
@@ -716,7 +716,7 @@ def import_csv(
     _check_range(start, end)
     csv_path = Path(csv_path)
     prices, warnings_ = read_prices_csv(csv_path)
-    sliced = prices.loc[_stamp(start) : _stamp(end)]
+    sliced = _in_range(prices, start, end)
     if sliced.empty:
         raise ForecastError(
             f"{csv_path}: no rows from {start or 'the start'} to {end or 'the end'}; "
@@ -968,8 +968,15 @@ def _names(path: Path, fd: int) -> bool:
         return False
 
 
-def _stamp(day: date | None) -> pd.Timestamp | None:
-    return None if day is None else pd.Timestamp(day)
+def _in_range(prices: pd.DataFrame, start: date | None, end: date | None) -> pd.DataFrame:
+    """The rows from `start` to `end`, inclusive. A mask, not a label slice: a bound far outside the rows
+    (1600-01-01, 9999-12-31) selects by date instead of raising."""
+    keep = np.ones(len(prices), dtype=bool)
+    if start is not None:
+        keep &= prices.index >= pd.Timestamp(start)
+    if end is not None:
+        keep &= prices.index <= pd.Timestamp(end)
+    return prices[keep]
 
 
 def _iso(day: date | None) -> str | None:

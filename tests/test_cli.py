@@ -514,3 +514,19 @@ def test_train_refuses_an_unknown_calendar_before_training(runner, clean_workdir
                                  "--set", "data.calendar=FOO"])
     assert result.exit_code == 2 and "unknown exchange calendar" in result.stderr
     assert not (clean_workdir / "runs").exists()
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["train", "-t", "SYN", "--set", "split.val_fraction=1e-300"], "split.val_fraction: expected a number >= 0.001"),
+    (["predict", *[arg for _ in range(11) for arg in ("--level", "50")]], "at most 10 levels"),
+])
+def test_more_values_found_by_the_black_box_attack_are_usage_errors(runner, clean_workdir, args, fragment):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and fragment in only_error_line(result)
+
+
+def test_import_bounds_far_outside_the_file_select_by_date(runner, clean_workdir, cached):
+    csv = str(cached / "SYN.csv")
+    result = runner.invoke(app, ["fetch", "-t", "ABC", "--from-csv", csv, "--start", "1600-01-01",
+                                 "--end", "9999-12-31", "--data-dir", "d"])
+    assert result.exit_code == 0 and "260 rows" in result.stdout

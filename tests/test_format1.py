@@ -86,3 +86,11 @@ def test_a_bundle_naming_an_unknown_calendar_is_damaged_not_a_usage_error(old_ru
     result = CliRunner().invoke(app, ["predict", "--run", str(old_run), "--data-dir", "data"])
     assert result.exit_code == 1
     assert "unknown exchange calendar" in result.stderr and "the bundle is damaged" in result.stderr
+
+
+def test_absurd_calibration_residuals_are_damage(old_run: Path):
+    document = json.loads((old_run / "bundle.json").read_text())
+    document["calibration"]["residuals"] = [[1e308] * len(step) for step in document["calibration"]["residuals"]]
+    (old_run / "bundle.json").write_text(json.dumps(document))
+    result = CliRunner().invoke(app, ["predict", "--run", str(old_run), "--data-dir", "data", "--format", "json"])
+    assert result.exit_code == 1 and "calibration" in result.stderr and "damaged" in result.stderr
