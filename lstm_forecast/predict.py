@@ -158,6 +158,8 @@ def run_predict(
     half_widths = interval_half_widths(bundle, levels or bundle.config.predict.levels)
 
     folder = data.resolve_data_dir(data_dir, bundle.config.data.dir)
+    if output is not None:
+        check_not_ours(output, run_dir, folder)
     prices, fallback_warning = recent_prices(bundle, folder, refresh, on_fetch)
     last_day = prices.index[-1].date()
     today = today or date.today()
@@ -190,6 +192,17 @@ def chart_path(output: Path | None, run_dir: Path) -> Path:
     if output is None or writes_in_place(output) or (output.exists() and not output.is_file()):
         return run_dir / CHART_FILE
     return output.with_name(output.name + ".png")
+
+
+def check_not_ours(output: Path, run_dir: Path, data_dir: Path) -> None:
+    """Refuse an --output that is one of the tool's own files: in a run bundle, or a price cache (or its
+    sidecar) in the data dir. Overwriting one would leave every later command failing on it."""
+    target = output.resolve()
+    in_bundles = run_dir.resolve().parent.parent in target.parents
+    is_cache = target.parent == data_dir.resolve() and target.name.endswith((".csv", ".meta.json", ".lock"))
+    if in_bundles or is_cache:
+        what = "the run bundles" if in_bundles else "the price cache"
+        raise UsageError(f"--output {output}: that is in {what} this tool keeps; write the forecast elsewhere")
 
 
 def resolve_format(output_format: str | None, output: Path | None) -> str:

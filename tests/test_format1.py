@@ -94,3 +94,13 @@ def test_absurd_calibration_residuals_are_damage(old_run: Path):
     (old_run / "bundle.json").write_text(json.dumps(document))
     result = CliRunner().invoke(app, ["predict", "--run", str(old_run), "--data-dir", "data", "--format", "json"])
     assert result.exit_code == 1 and "calibration" in result.stderr and "damaged" in result.stderr
+
+
+@pytest.mark.parametrize("target", ["data/SYN.csv", "data/SYN.meta.json", "bundle.json", "model.safetensors",
+                                    "other.json"])
+def test_predict_never_writes_over_the_tools_own_files(old_run: Path, target: str):
+    output = str(old_run / target) if "/" not in target else target
+    before = {path: path.read_bytes() for path in old_run.parents[2].rglob("*") if path.is_file()}
+    result = CliRunner().invoke(app, ["predict", "--run", str(old_run), "--data-dir", "data", "-o", output])
+    assert result.exit_code == 2 and "write the forecast elsewhere" in result.stderr
+    assert {path: path.read_bytes() for path in old_run.parents[2].rglob("*") if path.is_file()} == before
