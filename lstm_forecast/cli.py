@@ -13,6 +13,7 @@ second one gets the signal's usual effect at once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -199,6 +200,11 @@ def stop_on_signals() -> Iterator[SignalStop]:
         exc.exit_code = stop.exit_code
         raise
     finally:
+        # What was printed inside the block reaches its pipe or file before a signal can kill us: a
+        # block-buffered stdout would otherwise be lost, cutting a table or a --json document short.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
         _restore(previous)
 
 
