@@ -379,6 +379,7 @@ def load_bundle(run_dir: Path | str) -> RunBundle:
     _check_consistent(path, shape, spec, scaler)
     config = _read_config(run_dir / CONFIG_FILE)
     model = _load_model(run_dir / WEIGHTS_FILE, shape)
+    _check_config_matches(run_dir / CONFIG_FILE, config, shape, spec)
     plain = record.model_dump(mode="json")  # dates back to ISO strings, as saved
     return RunBundle(
         run_id=record.run_id,
@@ -408,6 +409,16 @@ def _describe_damage(exc: ValidationError) -> str:
     if error["type"] == "value_error":  # a cross-field check names its own key
         return f"missing or invalid field {message}"
     return f"missing or invalid field {key}: {message[:1].lower()}{message[1:]}, got {quote(error.get('input'))}"
+
+
+def _check_config_matches(path: Path, config: Config, shape: ModelShape, spec: WindowSpec) -> None:
+    """config.yaml and bundle.json describe one run: evaluate rebuilds the windows from the config, predict
+    from bundle.json, so any difference between them (an edited file) is damage."""
+    expected_spec = WindowSpec.from_config(config)
+    expected_shape = ModelShape.from_config(config.model, n_features=len(expected_spec.features),
+                                            horizon=expected_spec.horizon)
+    if expected_spec != spec or expected_shape != shape:
+        raise ForecastError(f"{path}: does not describe the model and windows of bundle.json; the bundle is damaged")
 
 
 def _check_consistent(path: Path, shape: ModelShape, spec: WindowSpec, scaler: Scaler) -> None:

@@ -472,3 +472,13 @@ def test_many_writers_into_one_fresh_runs_dir_all_succeed(trained, tmp_path):
     assert sorted(saved) == list_runs(runs_dir)
     assert {load_bundle(path).run_id for path in saved} == {path.name for path in saved}
     assert sorted(path.name for path in (runs_dir / TICKER).iterdir()) == sorted(path.name for path in saved)
+
+
+@pytest.mark.parametrize("edit", [("hidden_size: 6", "hidden_size: 8"), ("lookback: 8", "lookback: 9"),
+                                  ("target: log_return", "target: price")])
+def test_a_config_yaml_that_disagrees_with_bundle_json_is_damage(run_dir, edit):
+    config = run_dir / "config.yaml"
+    assert edit[0] in config.read_text()
+    config.write_text(config.read_text().replace(*edit))
+    error = load_error(run_dir)
+    assert "does not describe the model and windows of bundle.json" in str(error) and error.exit_code == 1
