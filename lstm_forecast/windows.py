@@ -23,7 +23,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from lstm_forecast import baselines
 from lstm_forecast.config import Config
-from lstm_forecast.errors import ForecastError
+from lstm_forecast.errors import ForecastError, UsageError
 
 PRICE_COLUMNS = {"adj_close": "Adj Close", "close": "Close"}
 TARGETS = ("log_return", "price")
@@ -297,6 +297,7 @@ def build_dataset_at(
     _check_period("training", dates, 0, val_start, spec.lookback + spec.horizon, spec)
     _check_period("validation", dates, val_start, test_start, spec.horizon, spec)
     _check_period("test", dates, test_start, end, spec.horizon, spec)
+    _check_window_memory(n_days, spec)
 
     raw_price = prices[spec.price_column_name].to_numpy(dtype=np.float64)
     price = raw_price[1:]  # aligned with the days
@@ -341,6 +342,25 @@ def build_dataset_at(
         train_mean_log_return=baselines.mean_log_return(raw_price[: val_start + 1]),
         train_naive_mae=baselines.naive_mae_scale(raw_price[: val_start + 1]),
     )
+
+
+# The windows exist about three times in float32 while training: cut from the days, on the device, and
+# shuffled for an epoch.
+WINDOW_COPIES = 3
+
+
+def _check_window_memory(n_days: int, spec: WindowSpec) -> None:
+    """Refuse, before building them, windows that would not fit: days × lookback × features grow fast
+    (a 2000-day lookback over 19,000 days of three features is 1.1 GB a copy)."""
+    from lstm_forecast.model import memory_limit
+
+    needed = n_days * spec.lookback * len(spec.features) * 4 * WINDOW_COPIES
+    if needed > memory_limit():
+        raise UsageError(
+            f"{n_days:,} days of {len(spec.features)} feature(s) in windows of window.lookback {spec.lookback} "
+            f"need about {needed / 1024**3:.1f} GiB, more than the {memory_limit() / 1024**3:.1f} GiB allowed "
+            "here (half the memory); lower window.lookback, use fewer data.features or a later data.start"
+        )
 
 
 def _check_period(name: str, dates: np.ndarray, start: int, stop: int, needed: int, spec: WindowSpec) -> None:

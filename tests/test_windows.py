@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lstm_forecast.config import Config
-from lstm_forecast.errors import ForecastError
+from lstm_forecast.config import Config, load_config
+from lstm_forecast.errors import ForecastError, UsageError
 from lstm_forecast.windows import (
     Scaler,
     WindowSpec,
@@ -321,3 +321,14 @@ def test_spec_and_scaler_round_trip_through_json():
     assert Scaler.from_dict(json.loads(json.dumps(scaler.to_dict()))) == scaler
     with pytest.raises(ValueError, match="features"):
         WindowSpec.from_dict({**spec.to_dict(), "features": ["momentum"]})
+
+
+def test_windows_too_large_for_memory_are_refused_before_they_are_built(monkeypatch):
+    from conftest import build_prices
+
+    from lstm_forecast import model
+
+    monkeypatch.setattr(model, "memory_limit", lambda: 100 * 1024)  # 300 days × 60 × 3 × 4 B × 3 is 648 KB
+    config = load_config(None, ["data.features=[log_return,volume_change,range]"])
+    with pytest.raises(UsageError, match=r"windows of window\.lookback 60 need about .* lower window\.lookback"):
+        build_dataset(build_prices(300), config)
