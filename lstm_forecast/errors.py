@@ -31,8 +31,10 @@ QUOTE_LIMIT = 40
 
 
 def shorten(text: str, limit: int = QUOTE_LIMIT) -> str:
-    """`text` cut to at most `limit` characters, an ellipsis marking the cut."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """`text` cut to at most `limit` characters, an ellipsis marking the cut; control characters (an ANSI
+    escape in a file's header) are shown as escapes, never sent to the terminal."""
+    cut = text if len(text) <= limit else text[: limit - 1] + "…"
+    return cut if cut.isprintable() else "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in cut)
 
 
 def quote(value: object, limit: int = QUOTE_LIMIT) -> str:

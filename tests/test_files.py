@@ -102,3 +102,10 @@ def test_a_folder_is_never_replaced(tmp_path):
 )
 def test_quote_is_short_and_plain(value, shown):
     assert quote(value) == shown and len(quote(value)) <= 40
+
+
+def test_shorten_never_passes_control_characters_to_the_terminal():
+    from lstm_forecast.errors import shorten
+
+    assert shorten("\x1b[31mVolume\x1b[0m") == "\\x1b[31mVolume\\x1b[0m"
+    assert shorten("plain text") == "plain text" and shorten("x" * 50, 10) == "x" * 9 + "…"
