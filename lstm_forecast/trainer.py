@@ -221,96 +221,82 @@ def fit(
     data, config and thread count (`TrainResult.threads`), a CPU run repeats bit for bit. Training ends
     early, keeping the best epoch so far, once `stop.is_set()` (checked after every batch).
     """
+    stop_requested = stop or threading.Event()
     with cpu_threads(training_threads(config.threads)):
-        return _fit(model, train_inputs, train_targets, val_inputs, val_targets, config, device, on_epoch,
-                    stop or threading.Event())
+        started = time.perf_counter()
+        device = device or resolve_device(config.device)
+        train_x, train_y = _to_device(train_inputs, train_targets, "training", device)
+        val_x, val_y = _to_device(val_inputs, val_targets, "validation", device)
+        model.to(device)
 
+        # Two independent streams from one seed: the global one drives dropout (re-seeded here so a run
+        # repeats whatever ran before it), a private generator drives the order of the batches.
+        dropout_seed, shuffle_seed = (int(seed) for seed in np.random.SeedSequence(config.seed).generate_state(2))
+        torch.manual_seed(dropout_seed)
+        shuffle_generator = torch.Generator().manual_seed(shuffle_seed)
 
-def _fit(
-    model: nn.Module,
-    train_inputs: np.ndarray,
-    train_targets: np.ndarray,
-    val_inputs: np.ndarray,
-    val_targets: np.ndarray,
-    config: TrainConfig,
-    device: torch.device | None,
-    on_epoch: Callable[[EpochRecord], None] | None,
-    stop_requested: StopRequest,
-) -> TrainResult:
-    started = time.perf_counter()
-    device = device or resolve_device(config.device)
-    train_x, train_y = _to_device(train_inputs, train_targets, "training", device)
-    val_x, val_y = _to_device(val_inputs, val_targets, "validation", device)
-    model.to(device)
-
-    # Two independent streams from one seed: the global one drives dropout (re-seeded here so a run
-    # repeats whatever ran before it), a private generator drives the order of the batches.
-    dropout_seed, shuffle_seed = (int(seed) for seed in np.random.SeedSequence(config.seed).generate_state(2))
-    torch.manual_seed(dropout_seed)
-    shuffle_generator = torch.Generator().manual_seed(shuffle_seed)
-
-    # AdamW always: with weight_decay 0 it takes exactly Adam's steps, and with decay it shrinks the
-    # weights directly instead of through the gradient, where Adam's scaling would weaken it unevenly.
-    parameters = list(model.parameters())
-    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = (
-        torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, factor=PLATEAU_FACTOR, patience=config.patience // 2
+        # AdamW always: with weight_decay 0 it takes exactly Adam's steps, and with decay it shrinks the
+        # weights directly instead of through the gradient, where Adam's scaling would weaken it unevenly.
+        parameters = list(model.parameters())
+        optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = (
+            torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, factor=PLATEAU_FACTOR, patience=config.patience // 2
+            )
+            if config.lr_schedule == "plateau"
+            else None
         )
-        if config.lr_schedule == "plateau"
-        else None
-    )
-    loss_fn = LOSSES[config.loss]
+        loss_fn = LOSSES[config.loss]
 
-    history: list[EpochRecord] = []
-    best_state: dict[str, Tensor] | None = None
-    best_epoch, best_val_loss = 0, math.inf
-    stopped_early = False
-    for epoch in range(1, config.epochs + 1):
-        if stop_requested.is_set():
-            break
-        epoch_started = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        train_loss = _train_one_epoch(
-            model, parameters, train_x, train_y, optimizer, loss_fn, config, shuffle_generator, stop_requested,
-        )
-        if train_loss is None:  # interrupted mid-epoch: a partial epoch is neither scored nor kept
-            break
-        val_loss = _mean_loss(model, val_x, val_y, loss_fn)
-        if val_loss < best_val_loss:
-            best_epoch, best_val_loss = epoch, val_loss
-            # Cloned on the device: no host transfer, and cheap beside an epoch of training.
-            best_state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-        seconds = time.perf_counter() - epoch_started
-        record = EpochRecord(epoch, train_loss, val_loss, lr, seconds, best_epoch, best_val_loss)
-        history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
-        diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
-        if diverged or epoch - best_epoch >= config.patience:
-            stopped_early = epoch < config.epochs
-            break
-        if scheduler is not None:
-            scheduler.step(val_loss)
+        history: list[EpochRecord] = []
+        best_state: dict[str, Tensor] | None = None
+        best_epoch, best_val_loss = 0, math.inf
+        stopped_early = False
+        for epoch in range(1, config.epochs + 1):
+            if stop_requested.is_set():
+                break
+            epoch_started = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            train_loss = _train_one_epoch(
+                model, parameters, train_x, train_y, optimizer, loss_fn, config, shuffle_generator, stop_requested,
+            )
+            if train_loss is None:  # interrupted mid-epoch: a partial epoch is neither scored nor kept
+                break
+            val_loss = _mean_loss(model, val_x, val_y, loss_fn)
+            if val_loss < best_val_loss:
+                best_epoch, best_val_loss = epoch, val_loss
+                # Cloned on the device: no host transfer, and cheap beside an epoch of training.
+                best_state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+            seconds = time.perf_counter() - epoch_started
+            record = EpochRecord(epoch, train_loss, val_loss, lr, seconds, best_epoch, best_val_loss)
+            history.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
+            diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
+            if diverged or epoch - best_epoch >= config.patience:
+                stopped_early = epoch < config.epochs
+                break
+            if scheduler is not None:
+                scheduler.step(val_loss)
 
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    elif history:  # epochs ran, yet none gave a finite validation loss
-        raise ForecastError(
-            f"training diverged: the loss was not finite in epoch {len(history)}; "
-            "lower the learning rate, e.g. --set train.lr=1e-4"
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        elif history:  # epochs ran, yet none gave a finite validation loss
+            raise ForecastError(
+                f"training diverged: the loss was not finite in epoch {len(history)}; "
+                "lower the learning rate, e.g. --set train.lr=1e-4"
+            )
+        return TrainResult(
+            history=history,
+            best_epoch=best_epoch,
+            best_val_loss=best_val_loss,
+            epochs_run=len(history),
+            stopped_early=stopped_early,
+            interrupted=stop_requested.is_set(),
+            seconds=time.perf_counter() - started,
+            device=str(device),
+            threads=torch.get_num_threads(),
         )
-    return TrainResult(
-        history=history,
-        best_epoch=best_epoch,
-        best_val_loss=best_val_loss,
-        epochs_run=len(history),
-        stopped_early=stopped_early,
-        interrupted=stop_requested.is_set(),
-        seconds=time.perf_counter() - started,
-        device=str(device),
-        threads=torch.get_num_threads(),
-    )
 
 
 def predict(
