@@ -45,7 +45,7 @@ from torch import nn
 
 from lstm_forecast.config import TrainConfig
 from lstm_forecast.model import Forecaster, ModelShape
-from lstm_forecast.trainer import fit, seed_everything
+from lstm_forecast.trainer import Samples, fit, seed_everything
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TSLA_CSV = REPO_ROOT.parent / "shared" / "data" / "TSLA.csv"
@@ -126,7 +126,8 @@ def trainer_seconds_per_epoch(windows: Windows, epochs: int, threads: int | str 
                        dropout=DROPOUT, horizon=HORIZON)
     config = TrainConfig(epochs=epochs, batch_size=BATCH_SIZE, lr=LR, patience=epochs, grad_clip=GRAD_CLIP,
                          seed=SEED, device="cpu", threads=threads or torch.get_num_threads())
-    result = fit(Forecaster(shape), *windows, config)
+    train_x, train_y, val_x, val_y = windows
+    result = fit(Forecaster(shape), Samples(train_x, train_y), Samples(val_x, val_y), config)
     if result.epochs_run != epochs:
         raise RuntimeError(f"the trainer ran {result.epochs_run} of {epochs} epochs; the timing would mislead")
     return (time.perf_counter() - started) / epochs

@@ -1,22 +1,25 @@
 """Training: fit a forecaster on the training windows, stop early on the validation windows.
 
-The trainer is separate from the model: it takes any module mapping (batch, lookback, n_features) to
-(batch, horizon), the windows of the training and validation splits, and the `train` config section.
-It never sees the test split, so neither the weights nor the choice of the best epoch can leak it.
+The trainer is separate from the model: it takes any module mapping a batch of inputs to (batch, horizon)
+forecasts, the training and validation `Samples`, and the `train` config section. It never sees the test
+split, so neither the weights nor the choice of the best epoch can leak it. A sample's inputs may be several
+arrays (the windows, and later a ticker index or covariates): the model is called with them in order.
 
 Each epoch shuffles the training windows with a generator of its own, takes AdamW steps on mini-batches
 (clipping the gradient norm, because recurrent nets are prone to exploding gradients), then measures the
 loss on the whole validation split. The weights of the best validation epoch are kept and restored at the
 end; training stops when `patience` epochs pass without a new best. Nothing is printed: the caller gets an
-`EpochRecord` after every epoch through `on_epoch` and draws its own progress.
+`EpochRecord` after every epoch through `on_epoch` and draws its own progress; by returning True, `on_epoch`
+ends training there as early stopping would (a hyper-parameter search prunes a hopeless trial this way).
 
 Speed: both splits live on the device as tensors for the whole run, so a batch is a slice, not a
 DataLoader round trip, and losses stay on the device until the end of the epoch (one host sync per epoch).
 
 Stopping early on request: the caller may pass a `stop` object (a `threading.Event`, or anything with
 `is_set()`), checked after every batch; once set, the best weights so far are restored and the result says
-`interrupted=True`, so the caller can still save the run. The trainer installs no signal handler: the CLI
-turns Ctrl-C, SIGTERM and SIGHUP into such a request, a worker process or thread passes its own or none.
+`interrupted=True`, so the caller can still save the run. The trainer installs no signal handler (only the
+main thread may): the CLI switches Ctrl-C, SIGTERM and SIGHUP into such a request; a pool or Ray worker, whose
+signals follow its executor's rules, passes its own request or none.
 
 Threads: `train.threads` sets torch's CPU thread count for the run (restored afterwards). `auto` takes as
 many threads as there are cores free when training starts (up to `AUTO_MAX_THREADS`): on an idle machine a
@@ -77,6 +80,22 @@ class StopRequest(Protocol):
     """What `fit` checks after every batch; `threading.Event` is one."""
 
     def is_set(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Samples:
+    """One split for the trainer; row i of every array is one sample.
+
+    `inputs` is one array, (samples, lookback, n_features) windows, or a tuple of arrays the model takes as
+    positional arguments in that order; `targets` is (samples, horizon).
+    """
+
+    inputs: np.ndarray | tuple[np.ndarray, ...]
+    targets: np.ndarray
+
+    @property
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return self.inputs if isinstance(self.inputs, tuple) else (self.inputs,)
 
 
 @dataclass
@@ -204,29 +223,31 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
 
 
+EpochCallback = Callable[[EpochRecord], bool | None]  # True: stop training after this epoch
+
+
 def fit(
     model: nn.Module,
-    train_inputs: np.ndarray,
-    train_targets: np.ndarray,
-    val_inputs: np.ndarray,
-    val_targets: np.ndarray,
+    train: Samples,
+    val: Samples,
     config: TrainConfig,
     device: torch.device | None = None,
-    on_epoch: Callable[[EpochRecord], None] | None = None,
+    on_epoch: EpochCallback | None = None,
     stop: StopRequest | None = None,
 ) -> TrainResult:
     """Train `model` in place (moved to `device`) and leave it holding the best validation epoch's weights.
 
-    Inputs are (windows, lookback, n_features) arrays, targets (windows, horizon). With the same seed,
-    data, config and thread count (`TrainResult.threads`), a CPU run repeats bit for bit. Training ends
-    early, keeping the best epoch so far, once `stop.is_set()` (checked after every batch).
+    Reproducible: with the same seed, data and config, a CPU run repeats bit for bit when torch's intra-op
+    thread count is the same (`train.threads`, or the count `auto` chose, reported as `TrainResult.threads`);
+    the seeds themselves come from `config.seed` alone. Training ends early, keeping the best epoch so far,
+    once `stop.is_set()` (checked after every batch), or after an epoch for which `on_epoch` returns True.
     """
     stop_requested = stop or threading.Event()
     with cpu_threads(training_threads(config.threads)):
         started = time.perf_counter()
         device = device or resolve_device(config.device)
-        train_x, train_y = _to_device(train_inputs, train_targets, "training", device)
-        val_x, val_y = _to_device(val_inputs, val_targets, "validation", device)
+        train_x, train_y = _to_device(train, "training", device)
+        val_x, val_y = _to_device(val, "validation", device)
         model.to(device)
 
         # Two independent streams from one seed: the global one drives dropout (re-seeded here so a run
@@ -270,10 +291,9 @@ def fit(
             seconds = time.perf_counter() - epoch_started
             record = EpochRecord(epoch, train_loss, val_loss, lr, seconds, best_epoch, best_val_loss)
             history.append(record)
-            if on_epoch is not None:
-                on_epoch(record)
+            asked_to_stop = on_epoch is not None and on_epoch(record) is True
             diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
-            if diverged or epoch - best_epoch >= config.patience:
+            if asked_to_stop or diverged or epoch - best_epoch >= config.patience:
                 stopped_early = epoch < config.epochs
                 break
             if scheduler is not None:
@@ -321,7 +341,7 @@ def predict(
 def _train_one_epoch(
     model: nn.Module,
     parameters: list[nn.Parameter],
-    inputs: Tensor,
+    inputs: tuple[Tensor, ...],
     targets: Tensor,
     optimizer: torch.optim.Optimizer,
     loss_fn: Callable[..., Tensor],
@@ -333,56 +353,61 @@ def _train_one_epoch(
     model.train()
     # The permutation is drawn on the CPU so the batch order is the same on every device; one gather
     # per epoch makes every batch below a view instead of an indexing copy.
-    order = torch.randperm(len(inputs), generator=shuffle_generator).to(inputs.device)
-    shuffled_inputs, shuffled_targets = inputs[order], targets[order]
+    order = torch.randperm(len(targets), generator=shuffle_generator).to(targets.device)
     # Batch losses weighted by batch size and kept on the device: one host sync per epoch, not per batch.
     weighted_losses = []
-    for batch_inputs, batch_targets in zip(
-        shuffled_inputs.split(config.batch_size), shuffled_targets.split(config.batch_size), strict=True
-    ):
+    for *batch_inputs, batch_targets in _batches((*inputs, targets), config.batch_size, order):
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(batch_inputs), batch_targets)
+        loss = loss_fn(model(*batch_inputs), batch_targets)
         loss.backward()
         if config.grad_clip > 0:
             nn.utils.clip_grad_norm_(parameters, config.grad_clip)
         optimizer.step()
-        weighted_losses.append(loss.detach() * len(batch_inputs))
+        weighted_losses.append(loss.detach() * len(batch_targets))
         if stop_requested.is_set():
             return None
-    return torch.stack(weighted_losses).sum().item() / len(inputs)
+    return torch.stack(weighted_losses).sum().item() / len(targets)
 
 
-def _mean_loss(model: nn.Module, inputs: Tensor, targets: Tensor, loss_fn: Callable[..., Tensor]) -> float:
+def _batches(tensors: tuple[Tensor, ...], size: int, order: Tensor | None = None) -> Iterator[tuple[Tensor, ...]]:
+    """Consecutive batches of `size` rows of every tensor at once, after one gather by `order` when given."""
+    if order is not None:
+        tensors = tuple(tensor[order] for tensor in tensors)
+    return zip(*(tensor.split(size) for tensor in tensors), strict=True)
+
+
+def _mean_loss(
+    model: nn.Module, inputs: tuple[Tensor, ...], targets: Tensor, loss_fn: Callable[..., Tensor]
+) -> float:
     """Mean per-window loss over a whole split, without dropout or gradients."""
     model.eval()
     with torch.inference_mode():
         summed = [
-            loss_fn(model(batch_inputs), batch_targets, reduction="sum")
-            for batch_inputs, batch_targets in zip(
-                inputs.split(EVAL_BATCH_SIZE), targets.split(EVAL_BATCH_SIZE), strict=True
-            )
+            loss_fn(model(*batch_inputs), batch_targets, reduction="sum")
+            for *batch_inputs, batch_targets in _batches((*inputs, targets), EVAL_BATCH_SIZE)
         ]
         # Summing per element and dividing by the element count averages the per-window means,
         # the same quantity as the training loss (every window has `horizon` targets).
         return torch.stack(summed).sum().item() / targets.numel()
 
 
-def _to_device(
-    inputs: np.ndarray, targets: np.ndarray, split: str, device: torch.device
-) -> tuple[Tensor, Tensor]:
-    """float32 tensors on the device, after checking the windows line up."""
-    if len(inputs) == 0:
+def _to_device(samples: Samples, split: str, device: torch.device) -> tuple[tuple[Tensor, ...], Tensor]:
+    """The inputs and targets as tensors on the device, after checking the samples line up."""
+    arrays, targets = samples.arrays, samples.targets
+    if len(targets) == 0:
         raise ForecastError(
             f"no {split} windows: the {split} split is shorter than lookback + horizon days; "
             "use a longer history or a smaller window.lookback"
         )
-    if inputs.ndim != 3 or targets.ndim != 2 or len(inputs) != len(targets):
+    if targets.ndim != 2 or any(len(array) != len(targets) for array in arrays):
         raise ValueError(
-            f"{split} windows: expected inputs (windows, lookback, features) and targets (windows, horizon), "
-            f"got {inputs.shape} and {targets.shape}"
+            f"{split} samples: expected inputs of one row per target row and targets (samples, horizon), "
+            f"got {[array.shape for array in arrays]} and {targets.shape}"
         )
-    return _tensor(inputs, device), _tensor(targets, device)
+    return tuple(_tensor(array, device) for array in arrays), _tensor(targets, device)
 
 
 def _tensor(array: np.ndarray, device: torch.device) -> Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)
+    """float32 for real values (the windows, targets), int64 for integers (an index into an embedding)."""
+    dtype = np.int64 if np.issubdtype(np.asarray(array).dtype, np.integer) else np.float32
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=dtype)).to(device)

@@ -19,6 +19,7 @@ from lstm_forecast.model import Forecaster, ModelShape
 from lstm_forecast.trainer import (
     AUTO_MAX_THREADS,
     EpochRecord,
+    Samples,
     fit,
     predict,
     resolve_device,
@@ -43,10 +44,10 @@ def train_config(**changes: object) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def windows(series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def windows(series: np.ndarray) -> Samples:
     """The last LOOKBACK values as inputs (windows, LOOKBACK, 1), the next value as target (windows, 1)."""
     view = np.lib.stride_tricks.sliding_window_view(series, LOOKBACK + 1)
-    return view[:, :LOOKBACK, None].astype(np.float32), view[:, LOOKBACK:].astype(np.float32)
+    return Samples(view[:, :LOOKBACK, None].astype(np.float32), view[:, LOOKBACK:].astype(np.float32))
 
 
 def ar1_splits(n: int = 3000, phi: float = 0.5, seed: int = 0):
@@ -66,7 +67,7 @@ def few_noisy_splits(noise: float, n_train: int = 40, n_val: int = 200, seed: in
     rng = np.random.default_rng(seed)
     inputs = rng.standard_normal((n_train + n_val, LOOKBACK, 1)).astype(np.float32)
     targets = (inputs[:, -1] + noise * rng.standard_normal((n_train + n_val, 1))).astype(np.float32)
-    return (inputs[:n_train], targets[:n_train]), (inputs[n_train:], targets[n_train:])
+    return Samples(inputs[:n_train], targets[:n_train]), Samples(inputs[n_train:], targets[n_train:])
 
 
 def mse(model: torch.nn.Module, inputs: np.ndarray, targets: np.ndarray) -> float:
@@ -91,7 +92,7 @@ def test_loss_decreases_on_a_learnable_task():
     targets = inputs.mean(axis=1)  # a smooth function of the window
     records: list[EpochRecord] = []
 
-    result = fit(build_model(), inputs[:300], targets[:300], inputs[300:], targets[300:],
+    result = fit(build_model(), Samples(inputs[:300], targets[:300]), Samples(inputs[300:], targets[300:]),
                  train_config(epochs=8), on_epoch=records.append)
 
     assert records == result.history
@@ -103,32 +104,75 @@ def test_loss_decreases_on_a_learnable_task():
 
 
 def test_beats_the_zero_return_forecast_on_ar1_returns():
-    (train_x, train_y), (val_x, val_y), (test_x, test_y) = ar1_splits()
+    train, val, test = ar1_splits()
     model = build_model()
 
-    result = fit(model, train_x, train_y, val_x, val_y, train_config(epochs=10, patience=5))
+    result = fit(model, train, val, train_config(epochs=10, patience=5))
 
-    zero_forecast_mse = float(np.mean(test_y**2))  # about the variance, 1 / (1 - 0.5²) = 1.33
-    model_mse = mse(model, test_x, test_y)
+    zero_forecast_mse = float(np.mean(test.targets**2))  # about the variance, 1 / (1 - 0.5²) = 1.33
+    model_mse = mse(model, test.inputs, test.targets)
     # The best possible MSE is the noise variance, 1: a quarter below the naive forecast.
     assert model_mse < 0.85 * zero_forecast_mse
-    assert result.best_val_loss < 0.85 * float(np.mean(val_y**2))
+    assert result.best_val_loss < 0.85 * float(np.mean(val.targets**2))
 
 
 def test_same_seed_repeats_bit_for_bit_and_another_seed_differs():
-    (train_x, train_y), (val_x, val_y), _ = ar1_splits(n=400)
+    train, val, _ = ar1_splits(n=400)
     config = train_config(epochs=3, seed=7)
 
-    def train(seed: int, draw_randoms_before_fit: bool = False) -> Forecaster:
+    def trained(seed: int, draw_randoms_before_fit: bool = False) -> Forecaster:
         model = build_model(seed=0, hidden_size=8, num_layers=2, dropout=0.3)  # dropout draws randoms too
         if draw_randoms_before_fit:
             torch.rand(10)  # fit re-seeds, so unrelated random draws in between change nothing
-        fit(model, train_x, train_y, val_x, val_y, config.model_copy(update={"seed": seed}))
+        fit(model, train, val, config.model_copy(update={"seed": seed}))
         return model
 
-    first = train(seed=7)
-    assert_same_weights(first, train(seed=7, draw_randoms_before_fit=True))
-    assert weights_differ(first, train(seed=8))
+    first = trained(seed=7)
+    assert_same_weights(first, trained(seed=7, draw_randoms_before_fit=True))
+    assert weights_differ(first, trained(seed=8))
+
+
+def test_a_callback_returning_true_ends_training_after_that_epoch_keeping_the_best():
+    train, val, _ = ar1_splits(n=400)
+    seen: list[int] = []
+
+    def prune_after_epoch_3(record: EpochRecord) -> bool:
+        seen.append(record.epoch)
+        return record.epoch == 3
+
+    model = build_model()
+    result = fit(model, train, val, train_config(epochs=20), on_epoch=prune_after_epoch_3)
+
+    assert seen == [1, 2, 3] and result.epochs_run == 3
+    assert result.stopped_early and not result.interrupted
+    assert mse(model, val.inputs, val.targets) == pytest.approx(result.best_val_loss, rel=1e-5)
+
+
+class WindowsPlusOffset(torch.nn.Module):
+    """A model of two inputs: the windows and an integer index, as a global model's ticker index will be."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.core = build_model()
+        self.offset = torch.nn.Embedding(2, 1)
+
+    def forward(self, windows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return self.core(windows) + self.offset(index)
+
+
+def test_samples_may_carry_several_inputs_in_one_batch():
+    train, val, _ = ar1_splits(n=400)
+    # Two interleaved "series": the second is shifted by +3, which only the index can tell.
+    index = {name: np.arange(len(split.targets)) % 2 for name, split in (("train", train), ("val", val))}
+    shifted = {name: split.targets + 3.0 * index[name][:, None] for name, split in (("train", train), ("val", val))}
+    model = WindowsPlusOffset()
+
+    result = fit(model, Samples((train.inputs, index["train"]), shifted["train"]),
+                 Samples((val.inputs, index["val"]), shifted["val"]), train_config(epochs=30, lr=3e-2))
+
+    learned = model.offset.weight.detach().ravel()
+    assert float(learned[1] - learned[0]) == pytest.approx(3.0, abs=0.3)
+    assert result.best_val_loss < 1.3  # about the noise: the index explained the shift
 
 
 def test_seed_everything_makes_initial_weights_repeat():
@@ -137,25 +181,25 @@ def test_seed_everything_makes_initial_weights_repeat():
 
 
 def test_early_stopping_restores_the_best_epoch():
-    (train_x, train_y), (val_x, val_y) = few_noisy_splits(noise=0.7)
+    train, val = few_noisy_splits(noise=0.7)
     model = build_model(hidden_size=32)
 
-    result = fit(model, train_x, train_y, val_x, val_y, train_config(epochs=200, patience=3, batch_size=8))
+    result = fit(model, train, val, train_config(epochs=200, patience=3, batch_size=8))
 
     assert result.stopped_early and result.best_epoch > 1
     assert result.epochs_run == result.best_epoch + 3 < 200
     val_losses = [record.val_loss for record in result.history]
     assert result.best_val_loss == min(val_losses) == val_losses[result.best_epoch - 1]
     assert result.history[-1].val_loss > result.best_val_loss  # the last weights were worse...
-    assert mse(model, val_x, val_y) == pytest.approx(result.best_val_loss, rel=1e-5)  # ...and were replaced
+    assert mse(model, val.inputs, val.targets) == pytest.approx(result.best_val_loss, rel=1e-5)  # ...and were replaced
 
 
 def test_tiny_gradient_clip_still_trains_and_changes_the_steps():
-    (train_x, train_y), (val_x, val_y), _ = ar1_splits(n=400)
+    train, val, _ = ar1_splits(n=400)
     clipped, unclipped = build_model(), build_model()
 
-    result = fit(clipped, train_x, train_y, val_x, val_y, train_config(epochs=4, grad_clip=1e-6))
-    fit(unclipped, train_x, train_y, val_x, val_y, train_config(epochs=4, grad_clip=0))
+    result = fit(clipped, train, val, train_config(epochs=4, grad_clip=1e-6))
+    fit(unclipped, train, val, train_config(epochs=4, grad_clip=0))
 
     losses = [loss for record in result.history for loss in (record.train_loss, record.val_loss)]
     assert np.isfinite(losses).all()
@@ -164,22 +208,22 @@ def test_tiny_gradient_clip_still_trains_and_changes_the_steps():
 
 
 def test_huber_loss_is_reported_and_plateau_lowers_the_learning_rate():
-    (train_x, train_y), (val_x, val_y) = few_noisy_splits(noise=3.0)  # errors beyond delta = 1 are common
+    train, val = few_noisy_splits(noise=3.0)  # errors beyond delta = 1 are common
     model = build_model(hidden_size=32)
     config = train_config(epochs=40, patience=6, batch_size=8, loss="huber", lr_schedule="plateau")
 
-    result = fit(model, train_x, train_y, val_x, val_y, config)
+    result = fit(model, train, val, config)
 
-    huber = F.huber_loss(torch.from_numpy(predict(model, val_x)), torch.from_numpy(val_y), delta=1.0).item()
+    huber = F.huber_loss(torch.from_numpy(predict(model, val.inputs)), torch.from_numpy(val.targets), delta=1.0).item()
     assert huber == pytest.approx(result.best_val_loss, rel=1e-5)
-    assert huber < 0.9 * mse(model, val_x, val_y)  # so it really is Huber, not MSE
+    assert huber < 0.9 * mse(model, val.inputs, val.targets)  # so it really is Huber, not MSE
     learning_rates = [record.lr for record in result.history]
     assert learning_rates[0] == config.lr
     assert min(learning_rates) <= config.lr / 2
 
 
 def test_a_stop_request_after_an_epoch_stops_with_the_best_weights():
-    (train_x, train_y), (val_x, val_y), _ = ar1_splits(n=400)
+    train, val, _ = ar1_splits(n=400)
     model = build_model()
     stop = threading.Event()
 
@@ -187,16 +231,16 @@ def test_a_stop_request_after_an_epoch_stops_with_the_best_weights():
         if record.epoch == 2:
             stop.set()
 
-    result = fit(model, train_x, train_y, val_x, val_y, train_config(epochs=20), on_epoch=stop_after_epoch_2,
+    result = fit(model, train, val, train_config(epochs=20), on_epoch=stop_after_epoch_2,
                  stop=stop)
 
     assert result.interrupted and not result.stopped_early
     assert result.epochs_run == 2
-    assert mse(model, val_x, val_y) == pytest.approx(result.best_val_loss, rel=1e-5)
+    assert mse(model, val.inputs, val.targets) == pytest.approx(result.best_val_loss, rel=1e-5)
 
 
 def test_a_stop_request_in_the_first_epoch_keeps_no_epoch():
-    (train_x, train_y), (val_x, val_y), _ = ar1_splits(n=400)
+    train, val, _ = ar1_splits(n=400)
     model = build_model()
     initial = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     forward_calls = 0
@@ -209,7 +253,7 @@ def test_a_stop_request_in_the_first_epoch_keeps_no_epoch():
             stop.set()
 
     model.register_forward_hook(stop_in_batch_3)
-    result = fit(model, train_x, train_y, val_x, val_y, train_config(epochs=20, batch_size=16), stop=stop)
+    result = fit(model, train, val, train_config(epochs=20, batch_size=16), stop=stop)
 
     assert result.interrupted
     assert result.epochs_run == 0 and result.history == [] and result.best_epoch == 0
@@ -219,7 +263,7 @@ def test_a_stop_request_in_the_first_epoch_keeps_no_epoch():
 
 def test_fit_leaves_signals_to_its_caller():
     """The trainer installs no handler: the caller's (here one that raises) is the one a SIGINT reaches."""
-    (train_x, train_y), (val_x, val_y), _ = ar1_splits(n=400)
+    train, val, _ = ar1_splits(n=400)
 
     class CallersHandlerRan(Exception):
         pass
@@ -233,18 +277,18 @@ def test_fit_leaves_signals_to_its_caller():
     previous = signal.signal(signal.SIGINT, callers_handler)
     try:
         with pytest.raises(CallersHandlerRan):
-            fit(build_model(), train_x, train_y, val_x, val_y, train_config(epochs=5), on_epoch=press_ctrl_c)
+            fit(build_model(), train, val, train_config(epochs=5), on_epoch=press_ctrl_c)
         assert signal.getsignal(signal.SIGINT) is callers_handler
     finally:
         signal.signal(signal.SIGINT, previous)
 
 
 def test_fit_runs_with_the_configured_threads_and_restores_the_count():
-    (train_x, train_y), (val_x, val_y), _ = ar1_splits(n=400)
+    train, val, _ = ar1_splits(n=400)
     seen: list[int] = []
     before = torch.get_num_threads()
 
-    result = fit(build_model(), train_x, train_y, val_x, val_y, train_config(epochs=1, threads=2),
+    result = fit(build_model(), train, val, train_config(epochs=1, threads=2),
                  on_epoch=lambda record: seen.append(torch.get_num_threads()))
 
     assert seen == [2] and result.threads == 2 and result.summary()["threads"] == 2
@@ -305,26 +349,26 @@ def test_auto_threads_fall_back_to_the_load_average_and_stay_in_range(monkeypatc
 
 
 def test_a_loss_that_is_never_finite_is_a_clear_error():
-    (train_x, train_y), (val_x, val_y), _ = ar1_splits(n=400)
+    train, val, _ = ar1_splits(n=400)
     with pytest.raises(ForecastError, match=r"training diverged.*epoch 1; lower the learning rate"):
-        fit(build_model(), train_x, train_y, val_x, val_y, train_config(grad_clip=0).model_copy(update={"lr": 1e30}))
+        fit(build_model(), train, val, train_config(grad_clip=0).model_copy(update={"lr": 1e30}))
 
 
 def test_empty_validation_split_is_a_clear_error():
-    (train_x, train_y), (val_x, val_y), _ = ar1_splits(n=400)
+    train, val, _ = ar1_splits(n=400)
     with pytest.raises(ForecastError, match="no validation windows"):
-        fit(build_model(), train_x, train_y, val_x[:0], val_y[:0], train_config())
+        fit(build_model(), train, Samples(val.inputs[:0], val.targets[:0]), train_config())
 
 
 def test_predict_is_deterministic_and_independent_of_batch_size():
-    (train_x, _), _, _ = ar1_splits(n=400)
+    train, _, _ = ar1_splits(n=400)
     model = build_model(num_layers=2, dropout=0.5)
     model.train()  # predict must switch dropout off itself
 
-    whole = predict(model, train_x)
-    assert whole.shape == (len(train_x), 1) and whole.dtype == np.float32
-    np.testing.assert_allclose(predict(model, train_x.astype(np.float64), batch_size=7), whole, rtol=1e-5)
-    assert np.array_equal(predict(model, train_x), whole)
+    whole = predict(model, train.inputs)
+    assert whole.shape == (len(train.inputs), 1) and whole.dtype == np.float32
+    np.testing.assert_allclose(predict(model, train.inputs.astype(np.float64), batch_size=7), whole, rtol=1e-5)
+    assert np.array_equal(predict(model, train.inputs), whole)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
