@@ -281,10 +281,10 @@ def fetch(
     symbol = data.validate_ticker(ticker)
     folder = data.resolve_data_dir(data_dir, settings.data.dir)
     if from_csv is not None:
-        summary = data.import_csv(from_csv, folder, symbol, _day(start), _day(end))
+        summary = data.import_csv(from_csv, folder, symbol, _as_date(start), _as_date(end))
     else:
         with stderr.status(f"Downloading {symbol} from Yahoo Finance…"):
-            summary = data.update_cache(folder, symbol, _day(start), _day(end), refresh=refresh)
+            summary = data.update_cache(folder, symbol, _as_date(start), _as_date(end), refresh=refresh)
     warn(summary.warnings)
     for message in summary.messages:
         note(message)
@@ -330,53 +330,43 @@ def train(
     json_output: JsonOption = False,
 ) -> None:
     """Train a model on the cached prices and write a run bundle with metrics and a loss curve."""
-    from lstm_forecast import data
-    from lstm_forecast.bundle import resolve_runs_dir
     from lstm_forecast.config import load_config
-    from lstm_forecast.model import check_trainable
-    from lstm_forecast.train import load_training_prices, train_run
-    from lstm_forecast.trainer import resolve_device
+    from lstm_forecast.progress import EpochBars
+    from lstm_forecast.train import train_ticker
 
     shortcuts = {"model.type": ("--model", model), "train.epochs": ("--epochs", epochs),
                  "train.seed": ("--seed", seed), "train.device": ("--device", device)}
     settings = load_config(config, set_ or [], shortcuts)
-    check_trainable(settings)
-    symbol = data.validate_ticker(ticker)
-    folder = data.resolve_data_dir(data_dir, settings.data.dir)
-    runs = resolve_runs_dir(runs_dir, settings.runs.dir)
-    prices = load_training_prices(symbol, folder, settings, on_fetch=note)
-    resolve_device(settings.train.device)  # an unavailable device fails here, before a progress bar is drawn
-    from lstm_forecast.progress import EpochBars
-
-    # A stop signal from the first batch until the bundle is in place keeps the best epoch (see the top).
+    # A stop signal from the first batch until the bundle is in place keeps the best epoch (see the top). The
+    # bar is drawn from the first epoch on, so the label of a ticker that is not valid is never shown.
     with stop_on_signals() as stop:
-        with EpochBars(stderr, [f"{symbol} {settings.model.type.upper()}"], settings.train.epochs) as progress:
-            outcome = train_run(settings, symbol, prices, runs, on_epoch=progress.update, stop=stop)
+        with EpochBars(stderr, [f"{ticker.upper()} {settings.model.type.upper()}"], settings.train.epochs) as bars:
+            result = train_ticker(settings, ticker, data_dir, runs_dir, bars.update, stop, on_fetch=note)
         if json_output:
-            print_json({"run_dir": str(outcome.run_dir), **outcome.metrics})
+            print_json({"run_dir": str(result.run_dir), **result.metrics})
         else:
-            print_training_summary(outcome)
+            print_training_summary(result)
         if stop.is_set():
-            raise Interrupted(f"training interrupted; the best epoch so far was saved to {outcome.run_dir}")
+            raise Interrupted(f"training interrupted; the best epoch so far was saved to {result.run_dir}")
 
 
-def print_training_summary(outcome: Any) -> None:
-    from lstm_forecast.report import forecast_table, tests_line
+def print_training_summary(result: Any) -> None:
+    """The `train` report: how training went, then the validation and test scores beside naive's."""
+    from lstm_forecast.report import scores_table, tests_line
 
-    result, scores = outcome.result, outcome.metrics
-    horizon = outcome.bundle.spec.horizon
-    stopped = " (stopped early)" if result.stopped_early else ""
+    training, kind = result.training, result.kind
+    stopped = " (stopped early)" if training["stopped_early"] else ""
     stdout.print(
-        f"Trained {outcome.bundle.shape.kind.upper()} on {outcome.bundle.ticker}: {result.epochs_run} epochs{stopped}, "
-        f"best epoch {result.best_epoch}, {result.seconds:.1f} s on {result.device}"
+        f"Trained {kind.upper()} on {result.ticker}: {training['epochs_run']} epochs{stopped}, "
+        f"best epoch {training['best_epoch']}, {training['seconds']:.1f} s on {training['device']}"
     )
     for split, title in (("val", "Validation"), ("test", "Test (never seen in training)")):
-        split_scores = scores[split]
-        period = f"{split_scores['first_anchor']} … {split_scores['last_anchor']}, {split_scores['windows']} windows"
-        stdout.print(forecast_table(f"{title}: {period}", split_scores, horizon, outcome.bundle.shape.kind))
-        stdout.print(tests_line(split_scores["vs_naive"]))
-        stdout.print(f"Verdict: {outcome.bundle.shape.kind.upper()} is {split_scores['verdict']}.")
-    stdout.print(f"Run bundle: {outcome.run_dir}", markup=False)
+        scores = result.metrics[split]
+        period = f"{scores['first_anchor']} … {scores['last_anchor']}, {scores['windows']} windows"
+        stdout.print(scores_table(f"{title}: {period}", scores["metrics"], result.window["horizon"], kind))
+        stdout.print(tests_line(scores["vs_naive"]))
+        stdout.print(f"Verdict: {scores['verdict']}.")
+    stdout.print(f"Run bundle: {result.run_dir}", markup=False)
 
 
 def _percent_levels(levels: list[float] | None) -> list[float] | None:
@@ -517,30 +507,18 @@ def compare(
     json_output: JsonOption = False,
 ) -> None:
     """Train each model type on identical data, windows and seed; one table, one loss-curve overlay."""
-    from lstm_forecast import data
-    from lstm_forecast.bundle import resolve_runs_dir
     from lstm_forecast.compare import compare_models, parse_models
     from lstm_forecast.config import load_config
-    from lstm_forecast.model import check_trainable
+    from lstm_forecast.progress import EpochBars
     from lstm_forecast.report import compare_report
-    from lstm_forecast.train import load_training_prices
-    from lstm_forecast.trainer import resolve_device
 
     kinds = parse_models(models)
     settings = load_config(config, set_ or [], {"train.epochs": ("--epochs", epochs)})
-    check_trainable(settings, kinds)
-    symbol = data.validate_ticker(ticker)
-    folder = data.resolve_data_dir(data_dir, settings.data.dir)
-    runs = resolve_runs_dir(runs_dir, settings.runs.dir)
-    prices = load_training_prices(symbol, folder, settings, on_fetch=note)
-    resolve_device(settings.train.device)  # before a progress bar is drawn
-    from lstm_forecast.progress import EpochBars
-
     with stop_on_signals() as stop:
-        with EpochBars(stderr, [kind.upper() for kind in kinds], settings.train.epochs) as progress:
+        with EpochBars(stderr, [kind.upper() for kind in kinds], settings.train.epochs) as bars:
             comparison = compare_models(
-                settings, symbol, prices, runs, kinds,
-                on_epoch=lambda kind, record: progress.update(record, kind.upper()), stop=stop,
+                settings, ticker, data_dir, runs_dir, kinds,
+                on_epoch=lambda kind, record: bars.update(record, kind.upper()), stop=stop, on_fetch=note,
             )
         if json_output:
             print_json(comparison.report)
@@ -555,12 +533,12 @@ def compare(
 
 def print_json(document: dict[str, Any]) -> None:
     """Exactly one JSON object on stdout, nothing else there."""
-    import json
+    from lstm_forecast.files import json_text
 
-    sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    sys.stdout.write(json_text(document))
 
 
-def _day(value: datetime | None) -> date | None:
+def _as_date(value: datetime | None) -> date | None:
     return value.date() if value is not None else None
 
 

@@ -1,33 +1,30 @@
 """Compare recurrent cores on identical footing: simple RNN vs GRU vs LSTM.
 
-Each model type is trained by train.train_run with the same prices, windows, config and seed, only
+Each model type is trained by train.train_ticker with the same prices, windows, config and seed, only
 `model.type` differing, so each gets a full run bundle of its own. The comparison itself goes into
-`<runs-dir>/<TICKER>/compare-<id>/`: `compare.json` (every model's test metrics beside the naive and
-drift forecasts on the same test windows, and its loss history) and `compare_curves.png`: training and
-validation loss in panels of their own, all models overlaid, and each model's test RMSE ratio with its
-Diebold-Mariano p-value. Like a bundle, the folder is written into
-a hidden temp directory and renamed into place only when complete.
+`<runs-dir>/<TICKER>/compare-<id>/`: `compare.json` (every model's scores block on the test period, its
+forecasts beside the naive and drift forecasts on the same windows, and its loss history) and
+`compare_curves.png`: training and validation loss in panels of their own, all models overlaid, and each
+model's test RMSE ratio with its Diebold-Mariano p-value. Like a bundle, the folder is written into a
+hidden temp directory and renamed into place only when complete.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from lstm_forecast import data, plots
-from lstm_forecast.bundle import new_run_id
+from lstm_forecast.bundle import new_run_id, resolve_runs_dir
 from lstm_forecast.config import Config
 from lstm_forecast.errors import ForecastError, Interrupted, UsageError
-from lstm_forecast.files import free_name, make_temp_dir, publish_dir
+from lstm_forecast.files import free_name, json_text, make_temp_dir, publish_dir
 from lstm_forecast.metrics import format_pvalue
-from lstm_forecast.model import RECURRENT_CORES
-from lstm_forecast.train import TrainOutcome, train_run
+from lstm_forecast.model import RECURRENT_CORES, check_trainable
+from lstm_forecast.train import TickerResult, train_ticker
 from lstm_forecast.trainer import EpochRecord, StopRequest
 
 COMPARE_FILE = "compare.json"
@@ -58,18 +55,19 @@ def parse_models(text: str) -> list[str]:
 def compare_models(
     config: Config,
     ticker: str,
-    prices: pd.DataFrame,
-    runs_dir: Path,
-    models: list[str],
+    data_dir: Path | None,
+    runs_dir: Path | None,
+    kinds: list[str],
     on_epoch: Callable[[str, EpochRecord], None] | None = None,
     stop: StopRequest | None = None,
+    on_fetch: Callable[[str], None] | None = None,
 ) -> Comparison:
-    """Train each model type on the same data (one bundle each) and write the comparison folder.
-
-    Once `stop` is set, the model in training keeps its best epoch and no further model starts."""
-    outcomes: list[TrainOutcome] = []
+    """Train each model type on the same data (one `train_ticker` job and bundle each) and write the
+    comparison folder. Once `stop` is set, the model in training keeps its best epoch and no further one starts."""
+    check_trainable(config, kinds)  # every model before the first trains: a later one must not fail after hours
+    results: list[TickerResult] = []
     interrupted = False
-    for kind in models:
+    for kind in kinds:
         settings = config.model_copy(update={"model": config.model.model_copy(update={"type": kind})})
 
         def report_epoch(record: EpochRecord, kind: str = kind) -> None:
@@ -77,56 +75,53 @@ def compare_models(
                 on_epoch(kind, record)
 
         try:
-            outcome = train_run(settings, ticker, prices, runs_dir, on_epoch=report_epoch, stop=stop)
+            result = train_ticker(settings, ticker, data_dir, runs_dir, report_epoch, stop, on_fetch)
         except Interrupted:  # Ctrl-C before this model's first epoch: keep what the others gave
             interrupted = True
             break
-        outcomes.append(outcome)
-        if outcome.result.interrupted:
+        results.append(result)
+        if result.fingerprint["sha256"] != results[0].fingerprint["sha256"]:
+            raise ForecastError(
+                f"the cached {result.ticker} prices changed while the models were compared (another process "
+                "updated them); run the comparison again"
+            )
+        if result.interrupted:
             interrupted = True
             break
-    if not outcomes:
+    if not results:
         raise Interrupted("interrupted before the first model finished an epoch; no comparison written")
 
-    # Every model saw exactly the same windows, so the first run's naive and drift scores serve them all.
-    first = outcomes[0]
-    test = first.metrics["test"]
+    first = results[0]  # every model saw the same windows, so the first run's period describes them all
     report = {
-        "ticker": ticker,
-        "models": models,
-        "completed": [outcome.bundle.shape.kind for outcome in outcomes],
+        "ticker": first.ticker,
+        "models": kinds,
+        "completed": [result.kind for result in results],
         "interrupted": interrupted,
         "seed": config.train.seed,
-        "data": first.bundle.fingerprint,
-        "split": first.bundle.split,
-        "window": first.bundle.spec.to_dict(),
+        "data": first.fingerprint,
+        "split": first.split,
+        "window": first.window,
         "train": config.train.model_dump(mode="json"),
-        "test": {
-            "windows": test["windows"],
-            "first_anchor": test["first_anchor"],
-            "last_anchor": test["last_anchor"],
-            "horizon": first.bundle.spec.horizon,
-        },
-        "naive": test["naive"],
-        "drift": test["drift"],
-        "runs": [_run_summary(outcome) for outcome in outcomes],
+        "test": {key: first.metrics["test"][key] for key in ("windows", "first_anchor", "last_anchor")}
+        | {"horizon": first.window["horizon"]},
+        "runs": [_run_summary(result) for result in results],
     }
     curves = {
         run["model"].upper(): (run["history"]["epoch"], run["history"]["train_loss"], run["history"]["val_loss"])
         for run in report["runs"]
     }
-    compare_dir = write_comparison(runs_dir, ticker, report, curves, first.metrics["naive_val_loss"])
+    runs = resolve_runs_dir(runs_dir, config.runs.dir)  # as train_ticker resolved it
+    compare_dir = write_comparison(runs, first.ticker, report, curves, first.metrics["naive_val_loss"])
     return Comparison(compare_dir=compare_dir, report=report, interrupted=interrupted)
 
 
-def _run_summary(outcome: TrainOutcome) -> dict[str, Any]:
-    result, test = outcome.result, outcome.metrics["test"]
+def _run_summary(result: TickerResult) -> dict[str, Any]:
     return {
-        "model": outcome.bundle.shape.kind,
-        "run_dir": str(outcome.run_dir),
-        "run_id": outcome.bundle.run_id,
-        **result.summary(),
-        "test": {"metrics": test["model"], "vs_naive": test["vs_naive"], "verdict": test["verdict"]},
+        "model": result.kind,
+        "run_dir": str(result.run_dir),
+        "run_id": result.run_id,
+        **result.training,
+        "test": result.metrics["test"],
         "history": {
             "epoch": [record.epoch for record in result.history],
             "train_loss": [record.train_loss for record in result.history],
@@ -151,12 +146,12 @@ def write_comparison(
     try:
         title = f"{ticker} · {' vs '.join(curves)} · same data, windows and seed"
         test_scores = {
-            run["model"].upper(): (run["test"]["metrics"]["all"]["rmse_ratio"],
+            run["model"].upper(): (run["test"]["metrics"]["model"]["all"]["rmse_ratio"],
                                    format_pvalue(run["test"]["vs_naive"]["dm_all"]["pvalue"]))
             for run in report["runs"]
         }
         plots.compare_curves(curves, naive_val_loss, test_scores, title, tmp_dir / CURVES_FILE)
-        (tmp_dir / COMPARE_FILE).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        (tmp_dir / COMPARE_FILE).write_text(json_text(report), encoding="utf-8")
         publish_dir(tmp_dir, final_dir)
     except BaseException as exc:
         shutil.rmtree(tmp_dir, ignore_errors=True)

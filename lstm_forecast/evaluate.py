@@ -11,23 +11,14 @@ The three questions users ask of an LSTM stock forecaster are answered without b
     bundle and the bundle's config, and must give back the bundle's split and its scaler, which was
     fitted on training rows only; the report names the days it was fitted on.
 
-The walk-forward backtest splits the run's test period into K consecutive blocks. Fold k trains on
-every day before block k (its validation tail keeps the run's share of those days, its scaler is
-refitted on its own training rows, same config and seed) and forecasts block k, from a price frame
-cut off at the end of block k, so no fold can see a later day. Fold 0 has exactly the run's own
-training and validation days, so it reuses the bundle's model instead of training it again: K folds
-cost K - 1 trainings. Windows whose targets straddle two blocks are dropped, so anchors of
-consecutive folds never overlap; the pooled metrics pool every block's windows.
+The walk-forward backtest (backtest.py) then scores K more test periods.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
 import math
 import os
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,15 +28,22 @@ import pandas as pd
 import yaml
 
 from lstm_forecast import data, html_report, intervals, metrics, plots, trading
+from lstm_forecast.backtest import (
+    ProgressCallback,
+    backtest_frame,
+    backtest_summary,
+    plan_folds,
+    run_backtest,
+    same_scaler,
+)
 from lstm_forecast.bundle import LOSS_CURVE_FILE, PRICES_FILE, RunBundle, load_bundle
 from lstm_forecast.config import Config
-from lstm_forecast.errors import ForecastError, UsageError
-from lstm_forecast.files import atomic_write_text, fsync_dir, make_temp_dir, read_bounded
-from lstm_forecast.model import Forecaster
+from lstm_forecast.errors import ForecastError
+from lstm_forecast.files import atomic_write_text, fsync_dir, json_text, make_temp_dir, read_bounded
 from lstm_forecast.report import evaluation_report
-from lstm_forecast.train import FORECASTS, Forecasts, period_forecasts, score_forecasts, train_model
-from lstm_forecast.trainer import EpochRecord, StopRequest
-from lstm_forecast.windows import Dataset, Scaler, WindowSpec, build_dataset, build_dataset_at
+from lstm_forecast.scoring import FORECASTS, PeriodForecasts, iso_day, period_forecasts, score_forecasts
+from lstm_forecast.trainer import StopRequest
+from lstm_forecast.windows import Dataset, build_dataset
 
 EVALUATION_FILE = "evaluation.json"
 PREDICTIONS_FILE = "predictions.csv"
@@ -58,41 +56,14 @@ ZOOM_DAYS = 60
 
 
 
-@dataclass(frozen=True)
-class FoldProgress:
-    """One progress report of the backtest: first at the start, then after every epoch and every fold."""
-
-    completed: int  # folds finished
-    total: int
-    trainings: int  # models the backtest trains (fold 1 reuses the run's own)
-    estimate_seconds: float | None  # trainings × the run's own recorded training time, when known
-    record: EpochRecord | None  # the epoch just finished; None at the start and when a fold finishes
-
-
-ProgressCallback = Callable[[FoldProgress], None]
-
-
-def judge(forecasts: Forecasts, kind: str) -> dict[str, Any]:
-    """Metrics of the model and both baselines, the DM and binomial tests against naive, and the verdict."""
-    scores = score_forecasts(forecasts)
-    return {
-        "windows": scores["windows"],
-        "first_anchor": scores["first_anchor"],
-        "last_anchor": scores["last_anchor"],
-        "metrics": {name: scores[name] for name in FORECASTS},
-        "vs_naive": scores["vs_naive"],
-        "verdict": f"{kind.upper()} is {scores['verdict']}",
-    }
-
-
 def assess(
-    forecasts: Forecasts, kind: str, residuals: list[list[float]], levels: list[float],
+    forecasts: PeriodForecasts, kind: str, residuals: list[list[float]], levels: list[float],
     cost_bps: float,
 ) -> tuple[dict[str, Any], trading.TradingDiagnostic]:
     """The report's sections on consecutive test windows: metrics and tests, lag copy, coverage, trading."""
     diagnostic = trading.trading_diagnostic(forecasts.anchor_prices, forecasts.actual, forecasts.model, cost_bps)
     sections = {
-        "test": judge(forecasts, kind),
+        "test": score_forecasts(forecasts, kind),
         "lag_copy": metrics.lag_copy_diagnostic(forecasts.anchor_prices, forecasts.actual, forecasts.model).to_dict(),
         "coverage": interval_coverage(forecasts, residuals, levels),
         "trading": diagnostic.to_dict(),
@@ -100,7 +71,9 @@ def assess(
     return sections, diagnostic
 
 
-def interval_coverage(forecasts: Forecasts, residuals: list[list[float]], levels: list[float]) -> list[dict[str, Any]]:
+def interval_coverage(
+    forecasts: PeriodForecasts, residuals: list[list[float]], levels: list[float]
+) -> list[dict[str, Any]]:
     """Empirical coverage on the test windows of the bundle's conformal intervals, per level."""
     results = []
     for level in levels:
@@ -112,145 +85,6 @@ def interval_coverage(forecasts: Forecasts, residuals: list[list[float]], levels
         lower, upper = intervals.interval_bounds(forecasts.model, half_widths)
         results.append({"level": level, **intervals.coverage(forecasts.actual, lower, upper), "note": None})
     return results
-
-
-# --- walk-forward backtest --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Fold:
-    """Days (rows of windows.compute_features) of one fold: train [0, val_start), validation
-    [val_start, test_start), test block [test_start, test_end)."""
-
-    index: int
-    val_start: int
-    test_start: int
-    test_end: int
-
-
-def plan_folds(val_start: int, test_start: int, test_end: int, folds: int, horizon: int) -> list[Fold]:
-    """K consecutive test blocks covering the run's test days [test_start, test_end).
-
-    Each fold's validation tail keeps the run's share of the days before its test block, so fold 0
-    has exactly the run's own training and validation days.
-    """
-    # Near-equal blocks are floor(days / K) or ceil(days / K) long, so days // horizon blocks is the most that
-    # fit; checked before any array is built, so a huge --folds costs nothing.
-    days = test_end - test_start
-    most = days // horizon
-    if folds > most:
-        advice = f"use fewer, e.g. --folds {most}" if most else "skip the backtest with --folds 0"
-        raise UsageError(
-            f"{folds} walk-forward folds: the test period has {days} trading days, too few for {folds} blocks of "
-            f"at least window.horizon {horizon} days; {advice}"
-        )
-    bounds = test_start + np.round(np.arange(folds + 1) * days / folds).astype(int)
-    val_share = (test_start - val_start) / test_start
-    return [
-        Fold(index, int(start) - round(int(start) * val_share), int(start), int(stop))
-        for index, (start, stop) in enumerate(itertools.pairwise(bounds))
-    ]
-
-
-def fold_dataset(prices: pd.DataFrame, config: Config, fold: Fold) -> Dataset:
-    """A fold's windows from prices cut off at the end of its test block: no later day exists for it.
-
-    Day d is price row d + 1 (the first price row only serves the first day's return).
-    """
-    visible = prices.iloc[: fold.test_end + 1]
-    return build_dataset_at(visible, WindowSpec.from_config(config), fold.val_start, fold.test_start)
-
-
-@dataclass
-class FoldResult:
-    fold: Fold
-    model: Forecaster
-    scaler: Scaler
-    forecasts: Forecasts
-    summary: dict[str, Any]  # periods, training and judge(...) for the fold: JSON-ready
-
-
-def run_backtest(
-    prices: pd.DataFrame,
-    config: Config,
-    folds: list[Fold],
-    bundle_model: Forecaster | None = None,
-    bundle_scaler: Scaler | None = None,
-    on_progress: ProgressCallback | None = None,
-    seconds_per_training: float | None = None,
-    stop: StopRequest | None = None,
-) -> tuple[list[FoldResult], bool]:
-    """Train and forecast each fold in order; returns the finished folds and whether `stop` cut it short.
-
-    `bundle_model` is used for fold 0 when fold 0's scaler equals `bundle_scaler` (the same training rows).
-    `seconds_per_training` (the run's own training time) gives the estimate in the first progress report.
-    """
-    results: list[FoldResult] = []
-    trainings = len(folds) - (bundle_model is not None)
-    estimate = None if seconds_per_training is None else trainings * seconds_per_training
-
-    def report(record: EpochRecord | None) -> None:
-        if on_progress is not None:
-            on_progress(FoldProgress(len(results), len(folds), trainings, estimate, record))
-
-    report(None)
-    for fold in folds:
-        dataset = fold_dataset(prices, config, fold)
-        reuse = fold.index == 0 and bundle_model is not None and _same_scaler(dataset.scaler, bundle_scaler)
-        if reuse:
-            model, training = bundle_model, {"model_source": "bundle", "epochs_run": None, "best_epoch": None}
-        else:
-            model, result = train_model(dataset, config, report, stop)
-            if result.interrupted or result.epochs_run == 0:
-                return results, True
-            training = {"model_source": "retrained", "epochs_run": result.epochs_run, "best_epoch": result.best_epoch}
-        forecasts = period_forecasts(model, dataset.test, dataset)
-        summary = {
-            "fold": fold.index + 1,
-            "training_days": fold.val_start,
-            "val_first_day": dataset.val_start.date().isoformat(),
-            "test_first_day": dataset.test_start.date().isoformat(),
-            "test_last_day": _day(forecasts.target_dates[-1, -1]),
-            **training,
-            **judge(forecasts, config.model.type),
-        }
-        results.append(FoldResult(fold, model, dataset.scaler, forecasts, summary))
-        report(None)
-    return results, False
-
-
-def backtest_summary(results: list[FoldResult], requested: int, interrupted: bool, kind: str) -> dict[str, Any]:
-    """The folds and their pooled metrics."""
-    pooled = judge(Forecasts.concat([result.forecasts for result in results]), kind) if results else None
-    return {
-        "folds": requested,
-        "completed": len(results),
-        "interrupted": interrupted,
-        "design": "expanding window: each fold trains on every day before its test block (scaler refitted, "
-                  "same config and seed); fold 1 reuses the run's model, which was trained on exactly those days",
-        "fold_results": [result.summary for result in results],
-        "pooled": pooled,
-    }
-
-
-def backtest_frame(summary: dict[str, Any]) -> pd.DataFrame:
-    """One row per fold and a pooled row, for backtest.csv."""
-    rows = [*summary["fold_results"], {"fold": "pooled", **(summary["pooled"] or {})}]
-    records = []
-    for row in rows:
-        record = {key: row.get(key) for key in (
-            "fold", "training_days", "val_first_day", "test_first_day", "test_last_day",
-            "first_anchor", "last_anchor", "windows", "model_source", "epochs_run", "best_epoch")}
-        for name in FORECASTS:
-            for key in ("rmse", "mae", "mape", "mase", "directional_accuracy", "rmse_ratio"):
-                record[f"{name}_{key}"] = row["metrics"][name]["all"][key] if "metrics" in row else None
-        vs_naive = row.get("vs_naive") or {}
-        record["dm_pvalue"] = vs_naive.get("dm_all", {}).get("pvalue")
-        record["binomial_pvalue"] = vs_naive.get("direction_h1", {}).get("binomial_pvalue")
-        records.append(record)
-    # Nullable integers: the pooled row has no training days or epochs, and counts must not print as 12.0.
-    counts = {key: "Int64" for key in ("training_days", "windows", "epochs_run", "best_epoch")}
-    return pd.DataFrame.from_records(records).astype(counts)
 
 
 # --- the evaluation -----------------------------------------------------------------------------
@@ -315,11 +149,11 @@ def evaluate(
             **cache,
         },
         # rebuild_dataset checked that this is the scaler in bundle.json, fitted on these days alone.
-        "scaler": {"fit_on": "training days only", "days": val_start, "first_day": _day(days[0]),
-                   "last_day": _day(days[val_start - 1])},
+        "scaler": {"fit_on": "training days only", "days": val_start, "first_day": iso_day(days[0]),
+                   "last_day": iso_day(days[val_start - 1])},
         "test": {
             "first_target_day": dataset.test_start.date().isoformat(),
-            "last_target_day": _day(test.target_dates[-1, -1]),
+            "last_target_day": iso_day(test.target_dates[-1, -1]),
             "horizon": dataset.spec.horizon,
             **sections["test"],
         },
@@ -388,7 +222,7 @@ def rebuild_dataset(bundle: RunBundle, prices: pd.DataFrame) -> Dataset:
     """The run's windows from its recorded rows and config; they must give back the bundle's split and scaler."""
     dataset = build_dataset(prices, bundle.config)
     split = {"val_start": dataset.val_start.date().isoformat(), "test_start": dataset.test_start.date().isoformat()}
-    if dataset.spec != bundle.spec or split != bundle.split or not _same_scaler(dataset.scaler, bundle.scaler):
+    if dataset.spec != bundle.spec or split != bundle.split or not same_scaler(dataset.scaler, bundle.scaler):
         raise ForecastError(
             f"{bundle.run_dir}: rebuilding the run's windows from its recorded prices does not give back the "
             "split and scaler in bundle.json; the bundle is damaged or from another version, retrain the model"
@@ -399,7 +233,7 @@ def rebuild_dataset(bundle: RunBundle, prices: pd.DataFrame) -> Dataset:
 def write_outputs(
     bundle: RunBundle,
     report: dict[str, Any],
-    test: Forecasts,
+    test: PeriodForecasts,
     diagnostic: trading.TradingDiagnostic,
     backtest: dict[str, Any] | None,
 ) -> None:
@@ -442,7 +276,7 @@ def write_outputs(
 def evaluation_json(report: dict[str, Any]) -> str:
     """evaluation.json's text; a figure that is not a finite number is an error naming where it is."""
     try:
-        return json.dumps(report, indent=2, allow_nan=False) + "\n"
+        return json_text(report)
     except ValueError:
         where = _non_finite(report) or "a figure"
         raise ForecastError(
@@ -464,7 +298,8 @@ def _non_finite(value: Any, where: str = "") -> str | None:
 
 
 def draw_charts(
-    bundle: RunBundle, report: dict[str, Any], test: Forecasts, diagnostic: trading.TradingDiagnostic, folder: Path
+    bundle: RunBundle, report: dict[str, Any], test: PeriodForecasts, diagnostic: trading.TradingDiagnostic,
+    folder: Path,
 ) -> None:
     """predictions.png and equity.png into `folder`."""
     kind, ticker = bundle.shape.kind.upper(), bundle.ticker
@@ -533,7 +368,7 @@ def replace_as_set(staging: Path, run_dir: Path, names: list[str], last: str, st
     fsync_dir(run_dir)
 
 
-def predictions_frame(forecasts: Forecasts) -> pd.DataFrame:
+def predictions_frame(forecasts: PeriodForecasts) -> pd.DataFrame:
     """Long layout: one row per window and horizon step."""
     n, horizon = forecasts.actual.shape
     return pd.DataFrame(
@@ -551,15 +386,6 @@ def _csv(frame: pd.DataFrame) -> str:
     return frame.to_csv(index=False, lineterminator="\n")
 
 
-def _same_scaler(first: Scaler, second: Scaler | None) -> bool:
-    """Equal up to floating-point noise (a mean over the same rows may differ in the last bit across CPUs)."""
-    if second is None:
-        return False
-    pairs = [(first.feature_mean, second.feature_mean), (first.feature_std, second.feature_std),
-             ((first.target_mean, first.target_std), (second.target_mean, second.target_std))]
-    return all(len(a) == len(b) and np.allclose(a, b, rtol=1e-9, atol=1e-12) for a, b in pairs)
-
-
 def _training_seconds(bundle: RunBundle) -> float | None:
     """How long the run's own training took, as recorded in bundle.json (None when absent or not a time)."""
     seconds = bundle.training.get("seconds")
@@ -571,10 +397,6 @@ def _training_seconds(bundle: RunBundle) -> float | None:
 def _day_index(prices: pd.DataFrame) -> pd.DatetimeIndex:
     """The days of windows.compute_features: every price row but the first."""
     return pd.DatetimeIndex(prices.index[1:])
-
-
-def _day(value: Any) -> str:
-    return pd.Timestamp(value).date().isoformat()
 
 
 def _ratio_text(value: float | None) -> str:

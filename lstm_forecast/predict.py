@@ -28,7 +28,7 @@ import pandas as pd
 from lstm_forecast import data
 from lstm_forecast.bundle import BUNDLE_JSON_LIMIT, RunBundle, find_run, list_runs, load_bundle, resolve_runs_dir
 from lstm_forecast.errors import ForecastError, UsageError, shorten
-from lstm_forecast.files import atomic_write_text, read_bounded, writes_in_place
+from lstm_forecast.files import atomic_write_text, json_text, read_bounded, writes_in_place
 from lstm_forecast.intervals import conformal_quantiles, interval_bounds
 from lstm_forecast.sessions import TradingCalendar, calendar_for
 from lstm_forecast.trainer import cpu_threads
@@ -105,7 +105,7 @@ class Forecast:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+        return json_text(self.to_dict())
 
     def to_csv(self) -> str:
         """One row per step: date,step,price,change_pct,lower_80,upper_80,lower_95,upper_95."""
@@ -442,7 +442,9 @@ def run_summaries(
                 "model": _text(_dig(document, "model", "kind")),
                 "created": _text(document.get("created_at")),
                 "epochs": _count(_dig(document, "training", "epochs_run")),
-                "test_rmse_ratio": _ratio(_dig(scores, "test", "model", "all", "rmse_ratio")),
+                # metrics.json before the one scores layout had the forecasts beside the period's keys.
+                "test_rmse_ratio": _ratio(_dig(scores, "test", "metrics", "model", "all", "rmse_ratio")
+                                          or _dig(scores, "test", "model", "all", "rmse_ratio")),
                 "interrupted": interrupted if isinstance(interrupted, bool) else None,
                 "evaluated": (run_dir / "evaluation.json").is_file(),
                 "config": config_differences(run_dir / CONFIG_FILE),

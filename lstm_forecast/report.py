@@ -29,7 +29,7 @@ def fmt(value: Any, pattern: str = "{:.3f}") -> str:
 FORECAST_NAMES = ("model", "naive", "drift")
 
 
-def forecast_table(title: str, scores: dict[str, Any], horizon: int, kind: str) -> Table:
+def scores_table(title: str, scores: dict[str, Any], horizon: int, kind: str) -> Table:
     """The model beside naive and drift × RMSE, MAE, MAPE, MASE, direction and RMSE ratio,
     over all `horizon` days and on day 1."""
     table = Table(title=title, title_justify="left", header_style="bold")
@@ -155,7 +155,7 @@ def evaluation_report(report: dict[str, Any]) -> list[Table | str]:
         + (f" ({escape(data['note'])})" if data["note"] else ""),  # a note may quote a file's text
         f"Scaler: fitted on the {scaler['days']} training days only ({scaler['first_day']} … {scaler['last_day']}); "
         f"the test period starts {test['first_target_day']}.",
-        forecast_table(
+        scores_table(
             f"Test period (never seen in training): anchors {test['first_anchor']} … {test['last_anchor']}, "
             f"{test['windows']} windows",
             test["metrics"], horizon, kind,
@@ -204,7 +204,7 @@ def compare_report(report: dict[str, Any]) -> list[Table | str]:
     for column in ("DM p", "epochs (best)"):
         table.add_column(column, justify="right")
     for run in report["runs"]:
-        scores = run["test"]["metrics"]["all"]
+        scores = run["test"]["metrics"]["model"]["all"]
         table.add_row(
             run["model"].upper(),
             *(fmt(scores[key], pattern) for key, _, pattern in METRIC_ROWS),
@@ -212,11 +212,11 @@ def compare_report(report: dict[str, Any]) -> list[Table | str]:
             f"{run['epochs_run']} ({run['best_epoch']})",
         )
     table.add_section()
-    for name in ("naive", "drift"):
-        scores = report[name]["all"]
+    for name in ("naive", "drift"):  # the same windows for every model: the first run's baselines are theirs
+        scores = report["runs"][0]["test"]["metrics"][name]["all"]
         table.add_row(name, *(fmt(scores[key], pattern) for key, _, pattern in METRIC_ROWS), "", "")
     items: list[Table | str] = [table]
-    items += [f"{run['model'].upper()} is {run['test']['verdict']}." for run in report["runs"]]
+    items += [f"{run['test']['verdict']}." for run in report["runs"]]
     if report["interrupted"]:
         items.append(f"[yellow]Interrupted: compared {', '.join(report['completed'])} only.[/]")
     items.append("Wrote:")

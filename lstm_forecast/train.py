@@ -3,6 +3,10 @@
 Like nanoGPT's train.py this reads top to bottom. The honesty rules live here too: the trainer
 sees only the train and validation windows; the test windows are scored once, at the end, beside
 the naive forecast; interval calibration uses validation residuals, never the test period.
+
+`train_ticker` is the whole job for one ticker with plain, picklable arguments and result (paths, numbers,
+strings, `EpochRecord`s), so the CLI, a worker process or a Ray task run it unchanged; `train_run` is its
+in-process core, for callers that already hold the prices and want the live model.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lstm_forecast import baselines, data, metrics, plots
+from lstm_forecast import baselines, data, plots
 from lstm_forecast.bundle import (
     LOSS_CURVE_FILE,
     RunBundle,
@@ -25,29 +29,87 @@ from lstm_forecast.bundle import (
     library_versions,
     new_run_id,
     remove_stale_temp_dirs,
+    resolve_runs_dir,
     save_bundle,
 )
 from lstm_forecast.config import Config
 from lstm_forecast.errors import Interrupted
-from lstm_forecast.model import Forecaster, ModelShape
+from lstm_forecast.model import Forecaster, ModelShape, check_trainable
+from lstm_forecast.scoring import calibration, period_forecasts, score_forecasts
 from lstm_forecast.sessions import check_calendar
 from lstm_forecast.trainer import (
     LOSSES,
+    EpochCallback,
     EpochRecord,
+    Samples,
     StopRequest,
     TrainResult,
     fit,
-    predict,
     resolve_device,
     seed_everything,
 )
-from lstm_forecast.windows import Dataset, Windows, build_dataset, targets_to_prices
+from lstm_forecast.windows import Dataset, build_dataset
 
-FORECASTS = ("model", "naive", "drift")  # every period is scored with the model beside both baselines
+
+@dataclass(frozen=True)
+class TickerResult:
+    """A finished training job as plain data, whichever executor ran it: where its bundle is, what it scored."""
+
+    ticker: str
+    kind: str  # the recurrent core: lstm, gru or rnn (the config's model.type)
+    run_dir: Path
+    run_id: str
+    training: dict[str, Any]  # TrainResult.summary(): epochs, best epoch, seconds, device, threads, interrupted
+    metrics: dict[str, Any]  # metrics.json: the training summary, naive's validation loss, val and test scores
+    history: list[EpochRecord]
+    fingerprint: dict[str, Any]  # of the price rows trained on
+    split: dict[str, str]
+    window: dict[str, Any]  # the bundle's window spec: features, price column, target, lookback, horizon
+
+    @property
+    def interrupted(self) -> bool:
+        return bool(self.training["interrupted"])
+
+
+def train_ticker(
+    config: Config,
+    ticker: str,
+    data_dir: Path | None = None,
+    runs_dir: Path | None = None,
+    on_epoch: EpochCallback | None = None,
+    stop: StopRequest | None = None,
+    on_fetch: Callable[[str], None] | None = None,
+) -> TickerResult:
+    """Train `config`'s model on `ticker`'s cached prices (fetched first when there is no cache) and write its
+    bundle. `data_dir` and `runs_dir` of None resolve as for the CLI ($LSTM_FORECAST_*, the config, ./data
+    and ./runs). Progress comes through `on_epoch`, which may end training (see trainer.fit); `stop` is the
+    caller's stop request (the CLI's signal handler), `on_fetch` hears about a download before it starts.
+    """
+    check_trainable(config)
+    symbol = data.validate_ticker(ticker)
+    folder = data.resolve_data_dir(data_dir, config.data.dir)
+    runs = resolve_runs_dir(runs_dir, config.runs.dir)
+    prices = load_training_prices(symbol, folder, config, on_fetch)
+    resolve_device(config.train.device)  # an unavailable device fails before the data is windowed
+    outcome = train_run(config, symbol, prices, runs, on_epoch=on_epoch, stop=stop)
+    return TickerResult(
+        ticker=symbol,
+        kind=outcome.bundle.shape.kind,
+        run_dir=outcome.run_dir,
+        run_id=outcome.bundle.run_id,
+        training=outcome.result.summary(),
+        metrics=outcome.metrics,
+        history=outcome.result.history,
+        fingerprint=outcome.bundle.fingerprint,
+        split=outcome.bundle.split,
+        window=outcome.bundle.spec.to_dict(),
+    )
 
 
 @dataclass
 class TrainOutcome:
+    """What `train_run` made, the live model included (in `bundle`)."""
+
     run_dir: Path
     bundle: RunBundle
     result: TrainResult
@@ -70,7 +132,7 @@ def train_run(
     ticker: str,
     prices: pd.DataFrame,
     runs_dir: Path,
-    on_epoch: Callable[[EpochRecord], None] | None = None,
+    on_epoch: EpochCallback | None = None,
     stop: StopRequest | None = None,
 ) -> TrainOutcome:
     """Train one model on `prices` and write its bundle.
@@ -90,7 +152,7 @@ def train_run(
     # Scored on prices converted back from the model's output; the test split is touched only here.
     evaluated = {"val": dataset.val, "test": dataset.test}
     forecasts = {name: period_forecasts(model, windows, dataset) for name, windows in evaluated.items()}
-    scores = {name: score_forecasts(forecasts[name]) for name in evaluated}
+    scores = {name: score_forecasts(forecasts[name], shape.kind) for name in evaluated}
     naive_loss = naive_validation_loss(dataset, config.train.loss)
     run_metrics = {
         "ticker": ticker,
@@ -140,7 +202,7 @@ def train_run(
 def train_model(
     dataset: Dataset,
     config: Config,
-    on_epoch: Callable[[EpochRecord], None] | None = None,
+    on_epoch: EpochCallback | None = None,
     stop: StopRequest | None = None,
 ) -> tuple[Forecaster, TrainResult]:
     """A fresh model trained on the dataset's training windows; returned on the CPU in eval mode."""
@@ -150,88 +212,14 @@ def train_model(
     model = Forecaster(shape)
     result = fit(
         model,
-        dataset.train.inputs,
-        dataset.train.targets,
-        dataset.val.inputs,
-        dataset.val.targets,
+        Samples(dataset.train.inputs, dataset.train.targets),
+        Samples(dataset.val.inputs, dataset.val.targets),
         config.train,
         device=resolve_device(config.train.device),
         on_epoch=on_epoch,
         stop=stop,
     )
     return model.cpu().eval(), result
-
-
-def forecast_prices(model: Forecaster, windows: Windows, dataset: Dataset) -> np.ndarray:
-    """The model's price forecasts (n, horizon) for a split, converted back from its scaled output."""
-    scaled = predict(model, windows.inputs)
-    return targets_to_prices(scaled, windows.anchor_prices, dataset.scaler, dataset.spec.target)
-
-
-@dataclass
-class Forecasts:
-    """One evaluation period: n windows with the actual prices and the three forecasts, all (n, horizon)."""
-
-    anchor_dates: np.ndarray  # (n,) datetime64
-    target_dates: np.ndarray  # (n, horizon) datetime64
-    anchor_prices: np.ndarray  # (n,)
-    actual: np.ndarray
-    model: np.ndarray
-    naive: np.ndarray
-    drift: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.anchor_prices)
-
-    @classmethod
-    def concat(cls, parts: list[Forecasts]) -> Forecasts:
-        names = ("anchor_dates", "target_dates", "anchor_prices", "actual", *FORECASTS)
-        return cls(**{name: np.concatenate([getattr(part, name) for part in parts]) for name in names})
-
-
-def period_forecasts(model: Forecaster, windows: Windows, dataset: Dataset) -> Forecasts:
-    """The model's forecasts for a split beside the naive and drift forecasts from the same anchors."""
-    horizon = dataset.spec.horizon
-    return Forecasts(
-        anchor_dates=windows.anchor_dates,
-        target_dates=windows.target_dates,
-        anchor_prices=windows.anchor_prices,
-        actual=windows.actual_prices,
-        model=forecast_prices(model, windows, dataset),
-        naive=baselines.naive_forecast(windows.anchor_prices, horizon),
-        # The drift is the training period's mean return: the evaluation period's would peek.
-        drift=baselines.drift_forecast(windows.anchor_prices, horizon, dataset.train_mean_log_return),
-    )
-
-
-def score_forecasts(forecasts: Forecasts) -> dict[str, Any]:
-    """Model, naive and drift metrics on prices over the same windows, the tests against naive, the verdict."""
-    truth = (forecasts.anchor_prices, forecasts.actual)
-    scores = {name: metrics.score(*truth, getattr(forecasts, name), forecasts.naive) for name in FORECASTS}
-    vs_naive = metrics.compare_to_naive(*truth, forecasts.model, forecasts.naive, forecasts.actual.shape[1])
-    return {
-        "windows": len(forecasts),
-        "first_anchor": str(np.datetime_as_string(forecasts.anchor_dates[0], unit="D")),
-        "last_anchor": str(np.datetime_as_string(forecasts.anchor_dates[-1], unit="D")),
-        **scores,
-        "vs_naive": vs_naive,
-        "verdict": metrics.verdict(vs_naive["dm_all"]["pvalue"], scores["model"]["all"]["rmse_ratio"]),
-    }
-
-
-def calibration(val: Windows, predicted: np.ndarray) -> dict[str, Any]:
-    """Validation residuals in log-price space per horizon step, for split-conformal intervals.
-
-    A residual log(actual / forecast) does not depend on the price level, so intervals calibrated
-    on last year's prices transfer to today's. The test split is never used here.
-    """
-    residuals = np.log(val.actual_prices) - np.log(predicted)
-    return {
-        "method": "split-conformal",
-        "space": "log_price",
-        "source": "validation",
-        "residuals": [[float(value) for value in residuals[:, step]] for step in range(residuals.shape[1])],
-    }
 
 
 def fingerprint(ticker: str, prices: pd.DataFrame) -> dict[str, Any]:

@@ -290,9 +290,9 @@ def trained_on_constant_prices(scene: Scene, result: Any) -> None:
     document = json.loads(result.stdout, parse_constant=refuse_nan)
     run = load_bundle(scene.root / document["run_dir"])
     assert run.scaler.feature_std == (1.0,) and run.scaler.target_std == 1.0
-    assert document["test"]["naive"]["all"]["rmse"] == 0.0
-    assert document["test"]["model"]["all"]["rmse_ratio"] is None
-    assert math.isfinite(document["test"]["model"]["all"]["rmse"])
+    assert document["test"]["metrics"]["naive"]["all"]["rmse"] == 0.0
+    assert document["test"]["metrics"]["model"]["all"]["rmse_ratio"] is None
+    assert math.isfinite(document["test"]["metrics"]["model"]["all"]["rmse"])
     residuals = [value for step in run.calibration["residuals"] for value in step]
     assert residuals and all(math.isfinite(value) for value in residuals)
 

@@ -161,7 +161,7 @@ def test_train_json_prints_one_object_and_progress_elsewhere(runner, clean_workd
     run_dir = Path(document["run_dir"])
     assert run_dir.parent == Path("my-runs") / "SYN" and (clean_workdir / run_dir / "bundle.json").is_file()
     assert document["model"] == "gru" and document["epochs_run"] == 3
-    assert document["test"]["naive"]["all"]["rmse_ratio"] == pytest.approx(1.0)
+    assert document["test"]["metrics"]["naive"]["all"]["rmse_ratio"] == pytest.approx(1.0)
     recorded = json.loads((clean_workdir / run_dir / "metrics.json").read_text())
     assert document == recorded | {"run_dir": str(run_dir)}
     config = yaml.safe_load((clean_workdir / run_dir / "config.yaml").read_text())
@@ -243,7 +243,7 @@ def test_train_on_real_tsla_prices(runner, clean_workdir, tiny_config):
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert document["ticker"] == "TSLA" and document["test"]["windows"] > 100
-    assert 0.5 < document["test"]["model"]["all"]["rmse_ratio"] < 2.0
+    assert 0.5 < document["test"]["metrics"]["model"]["all"]["rmse_ratio"] < 2.0
     assert not (SHARED_DATA / "runs").exists()
 
 

@@ -39,6 +39,14 @@ def prices(make_prices) -> pd.DataFrame:
     return make_prices(300, seed=5)
 
 
+@pytest.fixture
+def data_dir(tmp_path, prices) -> Path:
+    """A price cache holding TICKER's prices."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / f"{TICKER}.csv").write_bytes(data.prices_to_csv(prices))
+    return tmp_path / "data"
+
+
 def test_parse_models():
     assert compare.parse_models("rnn, GRU,lstm") == ["rnn", "gru", "lstm"]
     for bad in ("lstm,transformer", "lstm,lstm", " , "):
@@ -46,10 +54,10 @@ def test_parse_models():
             compare.parse_models(bad)
 
 
-def test_compare_trains_each_model_on_identical_data(tmp_path, prices):
+def test_compare_trains_each_model_on_identical_data(tmp_path, data_dir):
     config = load_config(None, TINY)
     runs_dir = tmp_path / "runs"
-    comparison = compare.compare_models(config, TICKER, prices, runs_dir, ["rnn", "gru", "lstm"])
+    comparison = compare.compare_models(config, TICKER, data_dir, runs_dir, ["rnn", "gru", "lstm"])
     report = comparison.report
 
     # One complete bundle per model, same rows, split and scaler; only the core differs.
@@ -67,11 +75,11 @@ def test_compare_trains_each_model_on_identical_data(tmp_path, prices):
     assert report["interrupted"] is False and report["compare_dir"] == str(folder)
     for run in report["runs"]:
         metrics_json = json.loads((Path(run["run_dir"]) / "metrics.json").read_text())
-        assert run["test"]["metrics"] == metrics_json["test"]["model"]
-        assert metrics_json["test"]["naive"] == report["naive"]
+        assert run["test"] == metrics_json["test"]
+        assert metrics_json["test"]["metrics"]["naive"] == report["runs"][0]["test"]["metrics"]["naive"]
         assert len(run["history"]["train_loss"]) == run["epochs_run"] == 2
         assert run["test"]["verdict"]
-    assert report["drift"]["all"]["rmse_ratio"] is not None
+    assert report["runs"][0]["test"]["metrics"]["drift"]["all"]["rmse_ratio"] is not None
 
     curves = folder / compare.CURVES_FILE
     assert curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -82,7 +90,7 @@ def test_compare_trains_each_model_on_identical_data(tmp_path, prices):
     assert folder not in list_runs(runs_dir)
 
 
-def test_ctrl_c_keeps_the_models_already_trained(tmp_path, prices, monkeypatch):
+def test_ctrl_c_keeps_the_models_already_trained(tmp_path, data_dir, monkeypatch):
     real_train_run = train.train_run
 
     def stop_on_second_model(config, *args, **kwargs):
@@ -90,17 +98,15 @@ def test_ctrl_c_keeps_the_models_already_trained(tmp_path, prices, monkeypatch):
             raise Interrupted("interrupted before the first epoch finished; no bundle written")
         return real_train_run(config, *args, **kwargs)
 
-    monkeypatch.setattr(compare, "train_run", stop_on_second_model)
-    comparison = compare.compare_models(load_config(None, TINY), TICKER, prices, tmp_path, ["gru", "lstm"])
+    monkeypatch.setattr(train, "train_run", stop_on_second_model)
+    comparison = compare.compare_models(load_config(None, TINY), TICKER, data_dir, tmp_path, ["gru", "lstm"])
     assert comparison.interrupted is True
     assert comparison.report["completed"] == ["gru"]
     assert (comparison.compare_dir / compare.COMPARE_FILE).is_file()
 
 
-def test_cli_compare_json(tmp_path, prices, monkeypatch):
+def test_cli_compare_json(tmp_path, data_dir, monkeypatch):
     monkeypatch.delenv("LSTM_FORECAST_RUNS_DIR", raising=False)
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / f"{TICKER}.csv").write_bytes(data.prices_to_csv(prices))
     options = ["--data-dir", str(tmp_path / "data"), "--runs-dir", str(tmp_path / "runs")]
     settings = [item for override in TINY if not override.startswith("train.epochs") for item in ("--set", override)]
     result = CliRunner().invoke(

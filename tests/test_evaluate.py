@@ -20,7 +20,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lstm_forecast import data, evaluate, progress, train
+from lstm_forecast import backtest, data, evaluate, progress, scoring, train
 from lstm_forecast.bundle import PRICES_FILE
 from lstm_forecast.cli import app
 from lstm_forecast.config import load_config
@@ -47,14 +47,14 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 METRIC_KEYS = {"rmse", "mae", "mape", "mase", "directional_accuracy", "rmse_ratio"}
 
 
-def hand_forecasts(prices: np.ndarray, model: np.ndarray | None = None, mu: float = 0.0) -> evaluate.Forecasts:
+def hand_forecasts(prices: np.ndarray, model: np.ndarray | None = None, mu: float = 0.0) -> scoring.PeriodForecasts:
     """Windows anchored on every day of `prices` that has HORIZON days after it."""
     n = len(prices) - HORIZON
     anchors = prices[:n]
     actual = np.stack([prices[step : step + n] for step in range(1, HORIZON + 1)], axis=1)
     dates = np.datetime64("2024-01-01") + np.arange(len(prices))
     naive = np.repeat(anchors[:, None], HORIZON, axis=1)
-    return evaluate.Forecasts(
+    return scoring.PeriodForecasts(
         anchor_dates=dates[:n],
         target_dates=np.stack([dates[step : step + n] for step in range(1, HORIZON + 1)], axis=1),
         anchor_prices=anchors,
@@ -74,7 +74,7 @@ def test_baselines_on_a_steady_one_percent_climb():
     prices = 100.0 * 1.01 ** np.arange(60)
     forecasts = hand_forecasts(prices, mu=math.log(1.01))
     forecasts.model = forecasts.actual * 1.0
-    report = evaluate.judge(forecasts, kind="lstm")
+    report = scoring.score_forecasts(forecasts, "lstm")
 
     naive_errors = forecasts.anchor_prices[:, None] * (1.01 ** np.arange(1, HORIZON + 1) - 1)
     naive = report["metrics"]["naive"]["all"]
@@ -126,21 +126,21 @@ def test_coverage_of_intervals_per_level():
 
 
 def test_folds_cover_the_test_period_in_consecutive_blocks():
-    folds = evaluate.plan_folds(val_start=160, test_start=200, test_end=300, folds=3, horizon=HORIZON)
+    folds = backtest.plan_folds(val_start=160, test_start=200, test_end=300, folds=3, horizon=HORIZON)
     assert [(fold.test_start, fold.test_end) for fold in folds] == [(200, 233), (233, 267), (267, 300)]
     assert folds[0].val_start == 160  # fold 0 is the run's own split
     # Every fold keeps the run's validation share (20% of the days before its test block).
     assert [fold.test_start - fold.val_start for fold in folds] == [40, 47, 53]
     with pytest.raises(UsageError, match="40 walk-forward folds: the test period has 100 trading days") as caught:
-        evaluate.plan_folds(160, 200, 300, folds=40, horizon=HORIZON)
+        backtest.plan_folds(160, 200, 300, folds=40, horizon=HORIZON)
     assert str(caught.value).endswith("use fewer, e.g. --folds 33")  # the most that fit: 33 blocks of 3+ days
-    assert len(evaluate.plan_folds(160, 200, 300, folds=33, horizon=HORIZON)) == 33
+    assert len(backtest.plan_folds(160, 200, 300, folds=33, horizon=HORIZON)) == 33
     with pytest.raises(UsageError, match=r"e\.g\. --folds 1$"):  # 5 days: two blocks of 2 and 3 days are too short
-        evaluate.plan_folds(160, 200, 205, folds=2, horizon=HORIZON)
+        backtest.plan_folds(160, 200, 205, folds=2, horizon=HORIZON)
     with pytest.raises(UsageError, match=r"e\.g\. --folds 33$"):  # refused before any array of a billion is built
-        evaluate.plan_folds(160, 200, 300, folds=10**9, horizon=HORIZON)
+        backtest.plan_folds(160, 200, 300, folds=10**9, horizon=HORIZON)
     with pytest.raises(UsageError, match=r"skip the backtest with --folds 0$"):
-        evaluate.plan_folds(160, 200, 202, folds=2, horizon=HORIZON)
+        backtest.plan_folds(160, 200, 202, folds=2, horizon=HORIZON)
 
 
 @pytest.fixture(scope="module")
@@ -158,11 +158,11 @@ def config():
 def test_no_fold_sees_data_after_its_start(prices, config):
     dataset = build_dataset(prices, config)
     days = pd.DatetimeIndex(prices.index[1:])
-    plan = evaluate.plan_folds(
+    plan = backtest.plan_folds(
         int(days.searchsorted(dataset.val_start)), int(days.searchsorted(dataset.test_start)), len(days), 3, HORIZON
     )
     for fold in plan:
-        fold_data = evaluate.fold_dataset(prices, config, fold)
+        fold_data = backtest.fold_dataset(prices, config, fold)
         start = np.datetime64(days[fold.test_start])
         assert fold_data.train.target_dates.max() < start and fold_data.val.target_dates.max() < start
         assert fold_data.test.target_dates.min() >= start
@@ -175,8 +175,8 @@ def test_no_fold_sees_data_after_its_start(prices, config):
     jolt = np.exp(np.cumsum(np.random.default_rng(0).normal(0.0, 0.05, later.sum())))
     price_columns = ["Open", "High", "Low", "Close", "Adj Close"]
     perturbed.loc[later, price_columns] = perturbed.loc[later, price_columns].mul(jolt, axis=0)
-    original, _ = evaluate.run_backtest(prices, config, plan)
-    changed, _ = evaluate.run_backtest(perturbed, config, plan)
+    original, _ = backtest.run_backtest(prices, config, plan)
+    changed, _ = backtest.run_backtest(perturbed, config, plan)
 
     def weights(result: evaluate.FoldResult) -> list[torch.Tensor]:
         return list(result.model.state_dict().values())
@@ -248,8 +248,8 @@ def test_evaluation_report_and_files(workdir):
 
     # The evaluation reproduces the training run's own test scores on the same windows.
     metrics_json = json.loads((run_dir / "metrics.json").read_text())
-    assert test["metrics"]["model"] == metrics_json["test"]["model"]
-    assert test["metrics"]["naive"] == metrics_json["test"]["naive"]
+    assert test["metrics"]["model"] == metrics_json["test"]["metrics"]["model"]
+    assert test["metrics"]["naive"] == metrics_json["test"]["metrics"]["naive"]
 
     predictions = pd.read_csv(run_dir / "predictions.csv")
     assert list(predictions.columns) == [
@@ -298,7 +298,7 @@ def test_an_interrupted_backtest_keeps_the_finished_folds(workdir, monkeypatch):
     def interrupted_training(dataset, config, on_epoch=None, stop=None):
         return None, SimpleNamespace(interrupted=True, epochs_run=1, best_epoch=1)
 
-    monkeypatch.setattr(evaluate, "train_model", interrupted_training)
+    monkeypatch.setattr(backtest, "train_model", interrupted_training)
     result = evaluate.evaluate(run_dir_of(workdir), workdir / "data", folds=3)
     assert result.interrupted is True
     assert result.report["backtest"]["completed"] == 1 and result.report["backtest"]["interrupted"] is True
@@ -318,7 +318,7 @@ def test_backtest_refits_use_the_thread_count_the_run_trained_with(workdir, monk
         seen.append(config.train.threads)
         return None, SimpleNamespace(interrupted=True, epochs_run=1, best_epoch=1)
 
-    monkeypatch.setattr(evaluate, "train_model", recording_training)
+    monkeypatch.setattr(backtest, "train_model", recording_training)
     evaluate.evaluate(run_dir, workdir / "data", folds=3)
     assert seen == [3]  # pinned: `auto` would follow the machine's load, and the backtest would not repeat
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 from rich.console import Console
 
-from lstm_forecast.evaluate import FoldProgress
+from lstm_forecast.backtest import FoldProgress
 from lstm_forecast.progress import EpochBars, FoldBar, duration
 
 

@@ -4,7 +4,10 @@ no use of the test period before the final scoring, the loss-curve PNG, and Ctrl
 from __future__ import annotations
 
 import json
+import multiprocessing
+import pickle
 import threading
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ import pytest
 import safetensors.torch
 import torch
 import yaml
+from conftest import TINY_OVERRIDES
 from scipy.signal import lfilter
 
 from lstm_forecast import data, train
@@ -22,6 +26,7 @@ from lstm_forecast.bundle import load_bundle
 from lstm_forecast.config import Config, load_config
 from lstm_forecast.data import COLUMNS
 from lstm_forecast.errors import Interrupted
+from lstm_forecast.scoring import period_forecasts
 from lstm_forecast.trainer import EpochRecord, predict
 from lstm_forecast.windows import build_dataset
 
@@ -130,10 +135,10 @@ def test_metrics_score_model_and_naive_on_validation_and_test(trained, prices):
         assert scores["first_anchor"] == str(windows.anchor_dates[0])[:10]
         for who in ("model", "naive"):
             for step in ("h1", "all"):
-                assert scores[who][step]["rmse"] > 0
-        assert scores["naive"]["all"]["rmse_ratio"] == pytest.approx(1.0)
-        ratio = scores["model"]["all"]["rmse"] / scores["naive"]["all"]["rmse"]
-        assert scores["model"]["all"]["rmse_ratio"] == pytest.approx(ratio)
+                assert scores["metrics"][who][step]["rmse"] > 0
+        assert scores["metrics"]["naive"]["all"]["rmse_ratio"] == pytest.approx(1.0)
+        ratio = scores["metrics"]["model"]["all"]["rmse"] / scores["metrics"]["naive"]["all"]["rmse"]
+        assert scores["metrics"]["model"]["all"]["rmse_ratio"] == pytest.approx(ratio)
         assert scores["vs_naive"]["windows"] == len(windows)
         assert scores["verdict"]
     # The validation period ends before the test period starts.
@@ -141,7 +146,7 @@ def test_metrics_score_model_and_naive_on_validation_and_test(trained, prices):
 
 
 def test_model_beats_the_naive_forecast_on_predictable_returns(trained):
-    test_scores = trained.metrics["test"]["model"]
+    test_scores = trained.metrics["test"]["metrics"]["model"]
     # With phi = 0.7 the best one-day forecast cuts the naive RMSE to sqrt(1 - 0.49) ~ 0.71.
     assert test_scores["h1"]["rmse_ratio"] < 0.85
     assert test_scores["all"]["rmse_ratio"] < 0.92
@@ -156,9 +161,13 @@ def test_calibration_residuals_are_the_validation_ones(trained, prices):
     assert residuals.shape == (HORIZON, len(dataset.val))
 
     bundle = load_bundle(trained.run_dir)
-    forecast = train.forecast_prices(bundle.model, dataset.val, dataset)
+    forecast = period_forecasts(bundle.model, dataset.val, dataset).model
     expected = np.log(dataset.val.actual_prices / forecast).T
     np.testing.assert_allclose(residuals, expected, rtol=1e-12, atol=1e-12)
+
+
+def rmse_on_test(outcome: train.TrainOutcome) -> float:
+    return outcome.metrics["test"]["metrics"]["model"]["all"]["rmse"]
 
 
 def test_same_seed_repeats_and_another_seed_differs(trained, prices, tmp_path):
@@ -170,7 +179,7 @@ def test_same_seed_repeats_and_another_seed_differs(trained, prices, tmp_path):
     assert without_timings(again.metrics) == without_timings(trained.metrics)
     assert again.bundle.calibration == trained.bundle.calibration
     assert not same_weights(weights_of(other.run_dir), weights_of(trained.run_dir))
-    assert other.metrics["test"]["model"]["all"]["rmse"] != trained.metrics["test"]["model"]["all"]["rmse"]
+    assert rmse_on_test(other) != rmse_on_test(trained)
 
 
 def test_test_period_never_reaches_training(trained, prices, tmp_path):
@@ -195,7 +204,7 @@ def test_test_period_never_reaches_training(trained, prices, tmp_path):
     assert outcome.bundle.calibration == trained.bundle.calibration
     assert outcome.metrics["val"] == trained.metrics["val"]
     # The change is real: the test scores and the data fingerprint see it.
-    assert outcome.metrics["test"]["model"]["all"]["rmse"] != trained.metrics["test"]["model"]["all"]["rmse"]
+    assert rmse_on_test(outcome) != rmse_on_test(trained)
     assert outcome.bundle.fingerprint["sha256"] != trained.bundle.fingerprint["sha256"]
 
 
@@ -206,7 +215,7 @@ def test_gru_and_rnn_variants_train(kind, core, prices, tmp_path):
     assert outcome.metrics["model"] == kind and bundle.shape.kind == kind
     assert isinstance(bundle.model.core, core)
     assert yaml.safe_load((outcome.run_dir / "config.yaml").read_text())["model"]["type"] == kind
-    assert outcome.metrics["test"]["model"]["all"]["rmse"] > 0
+    assert outcome.metrics["test"]["metrics"]["model"]["all"]["rmse"] > 0
 
 
 def test_several_features_and_a_price_target_round_trip(prices, tmp_path):
@@ -323,3 +332,23 @@ def test_load_training_prices_fetches_when_nothing_is_cached(prices, tmp_path, f
     assert len(said) == 1 and "downloading" in said[0]
     assert (tmp_path / f"{TICKER}.csv").is_file()
     np.testing.assert_allclose(loaded["Close"].to_numpy(), prices["Close"].to_numpy())
+
+
+def test_train_ticker_runs_unchanged_in_a_worker_process(tmp_path, prices):
+    """The training job takes and returns plain data, so a process pool (or Ray) runs it as it is; with the
+    same thread count (train.threads 1 here) the worker trains exactly the weights this process does."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / f"{TICKER}.csv").write_bytes(data.prices_to_csv(prices))
+    config = load_config(None, TINY_OVERRIDES)
+
+    here = train.train_ticker(config, TICKER, data_dir, tmp_path / "here")
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        there = pool.submit(train.train_ticker, config, TICKER, data_dir, tmp_path / "there").result(timeout=300)
+
+    assert pickle.loads(pickle.dumps(here)) == here  # paths, numbers and strings only
+    assert there.run_dir.parent.parent == tmp_path / "there" and (there.run_dir / "bundle.json").is_file()
+    assert same_weights(weights_of(here.run_dir), weights_of(there.run_dir))
+    assert (here.metrics["val"], here.metrics["test"]) == (there.metrics["val"], there.metrics["test"])
+    assert [record.val_loss for record in here.history] == [record.val_loss for record in there.history]
+    assert here.training["threads"] == there.training["threads"] == 1

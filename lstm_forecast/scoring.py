@@ -1,0 +1,101 @@
+"""Scoring a period: the model's price forecasts beside the naive and drift forecasts on the same windows.
+
+Training scores its validation and test periods with these functions, and evaluate and the backtest score
+theirs with them too, so a number means the same wherever it is printed. Every scored period is one JSON
+block, the same in metrics.json, evaluation.json, backtest folds and compare.json:
+
+    {"windows", "first_anchor", "last_anchor",
+     "metrics": {"model" | "naive" | "drift": {"all" | "h1": metrics.score(...)}},
+     "vs_naive": metrics.compare_to_naive(...), "verdict": "LSTM is better than the random walk (...)"}
+
+Interval calibration lives here as well: it is the validation period's residuals, never the test period's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lstm_forecast import baselines, metrics
+from lstm_forecast.trainer import predict
+from lstm_forecast.windows import Dataset, Windows, targets_to_prices
+
+FORECASTS = ("model", "naive", "drift")  # every period is scored with the model beside both baselines
+
+
+@dataclass
+class PeriodForecasts:
+    """One evaluation period: n windows with the actual prices and the three forecasts, all (n, horizon)."""
+
+    anchor_dates: np.ndarray  # (n,) datetime64
+    target_dates: np.ndarray  # (n, horizon) datetime64
+    anchor_prices: np.ndarray  # (n,)
+    actual: np.ndarray
+    model: np.ndarray
+    naive: np.ndarray
+    drift: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.anchor_prices)
+
+    @classmethod
+    def concat(cls, parts: list[PeriodForecasts]) -> PeriodForecasts:
+        names = ("anchor_dates", "target_dates", "anchor_prices", "actual", *FORECASTS)
+        return cls(**{name: np.concatenate([getattr(part, name) for part in parts]) for name in names})
+
+
+def period_forecasts(model: Any, windows: Windows, dataset: Dataset) -> PeriodForecasts:
+    """The model's forecasts for a split beside the naive and drift forecasts from the same anchors."""
+    horizon = dataset.spec.horizon
+    scaled = predict(model, windows.inputs)
+    return PeriodForecasts(
+        anchor_dates=windows.anchor_dates,
+        target_dates=windows.target_dates,
+        anchor_prices=windows.anchor_prices,
+        actual=windows.actual_prices,
+        # Scored on prices converted back from the model's scaled output.
+        model=targets_to_prices(scaled, windows.anchor_prices, dataset.scaler, dataset.spec.target),
+        naive=baselines.naive_forecast(windows.anchor_prices, horizon),
+        # The drift is the training period's mean return: the evaluation period's would peek.
+        drift=baselines.drift_forecast(windows.anchor_prices, horizon, dataset.train_mean_log_return),
+    )
+
+
+def score_forecasts(forecasts: PeriodForecasts, kind: str) -> dict[str, Any]:
+    """The period's scores block (see the top): model, naive and drift metrics on prices over the same
+    windows, the tests against naive, and the verdict on the `kind` of model."""
+    truth = (forecasts.anchor_prices, forecasts.actual)
+    scores = {name: metrics.score(*truth, getattr(forecasts, name), forecasts.naive) for name in FORECASTS}
+    vs_naive = metrics.compare_to_naive(*truth, forecasts.model, forecasts.naive, forecasts.actual.shape[1])
+    verdict = metrics.verdict(vs_naive["dm_all"]["pvalue"], scores["model"]["all"]["rmse_ratio"])
+    return {
+        "windows": len(forecasts),
+        "first_anchor": iso_day(forecasts.anchor_dates[0]),
+        "last_anchor": iso_day(forecasts.anchor_dates[-1]),
+        "metrics": scores,
+        "vs_naive": vs_naive,
+        "verdict": f"{kind.upper()} is {verdict}",
+    }
+
+
+def calibration(val: Windows, predicted: np.ndarray) -> dict[str, Any]:
+    """Validation residuals in log-price space per horizon step, for split-conformal intervals.
+
+    A residual log(actual / forecast) does not depend on the price level, so intervals calibrated
+    on last year's prices transfer to today's. The test split is never used here.
+    """
+    residuals = np.log(val.actual_prices) - np.log(predicted)
+    return {
+        "method": "split-conformal",
+        "space": "log_price",
+        "source": "validation",
+        "residuals": [[float(value) for value in residuals[:, step]] for step in range(residuals.shape[1])],
+    }
+
+
+def iso_day(value: Any) -> str:
+    """A day (datetime64, Timestamp or date) as YYYY-MM-DD."""
+    return pd.Timestamp(value).date().isoformat()
