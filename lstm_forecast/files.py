@@ -12,12 +12,16 @@ is replaced atomically and the link stays a link (as `cp` and shell redirection 
 
 Temp names carry this tool's own prefix, and temp directories a marker file, so that cleaning up
 after a killed process never touches another program's files.
+
+Every JSON document we write (bundle.json, metrics.json, evaluation.json, compare.json, `--json` output,
+a forecast) is `json_text`: indented, one trailing newline, and never NaN or Infinity, which JSON lacks.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import stat
 import tempfile
@@ -41,6 +45,11 @@ def _current_umask() -> int:
 # mkstemp/mkdtemp create private files (0600/0700); finished files get the usual permissions.
 FILE_MODE = 0o666 & ~_current_umask()
 DIR_MODE = 0o777 & ~_current_umask()
+
+
+def json_text(document: object) -> str:
+    """The text of a JSON file of ours (see the top); ValueError for a value that is not a finite number."""
+    return json.dumps(document, indent=2, allow_nan=False) + "\n"
 
 
 def read_bounded(path: Path, limit: int, what: str, error: type[ForecastError] = ForecastError) -> bytes:

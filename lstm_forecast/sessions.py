@@ -14,8 +14,6 @@ import numpy as np
 
 from lstm_forecast.errors import ForecastError, UsageError, quote
 
-DEFAULT_CALENDAR = "XNYS"
-
 # A week holds at most five sessions, so n sessions fit in 7n/5 calendar days; the margin covers the
 # longest closures the calendars know (a week of Lunar New Year on XSHG) with room to spare.
 DAYS_MARGIN = 31
@@ -79,8 +77,3 @@ def calendar_for(name: str, anchor: date, steps: int, today: date | None = None)
     latest = max(anchor, today or anchor)
     start = anchor - timedelta(days=DAYS_MARGIN)
     return TradingCalendar(name, start, latest + timedelta(days=2 * steps + DAYS_MARGIN))
-
-
-def next_sessions(after: date, count: int, name: str = DEFAULT_CALENDAR) -> list[date]:
-    """The `count` trading sessions of exchange `name` after the day `after`."""
-    return calendar_for(name, after, count).next_sessions(after, count)

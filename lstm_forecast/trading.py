@@ -78,21 +78,15 @@ class TradingDiagnostic:
     cost_bps: float
     disclaimer: str = DISCLAIMER
 
-    def to_dict(self, include_curves: bool = False) -> dict:
-        """JSON-ready summary; `include_curves` adds both equity curves as lists."""
-        result = {
+    def to_dict(self) -> dict:
+        """JSON-ready summary (the equity curves are drawn in equity.png, not stored)."""
+        return {
             "disclaimer": self.disclaimer,
             "days": int(self.positions.size),
             "cost_bps": float(self.cost_bps),
             "strategy": self.strategy.summary(),
             "buy_and_hold": self.buy_and_hold.summary(),
         }
-        if include_curves:
-            result["equity"] = {
-                "strategy": self.strategy.equity.tolist(),
-                "buy_and_hold": self.buy_and_hold.equity.tolist(),
-            }
-        return result
 
 
 def _run(positions: np.ndarray, asset_returns: np.ndarray, cost: float) -> StrategyResult:

@@ -7,7 +7,12 @@ from datetime import date
 import pytest
 
 from lstm_forecast.errors import UsageError
-from lstm_forecast.sessions import TradingCalendar, next_sessions
+from lstm_forecast.sessions import TradingCalendar, calendar_for
+
+
+def next_sessions(after: date, count: int, name: str = "XNYS") -> list[date]:
+    """The `count` sessions of exchange `name` after `after`, through the calendar predict builds."""
+    return calendar_for(name, after, count).next_sessions(after, count)
 
 
 def days(*isos: str) -> list[date]:

@@ -48,10 +48,11 @@ def test_flat_strategy_has_no_sharpe_and_no_drawdown():
 
 
 def test_to_dict_is_json_ready_and_carries_the_disclaimer():
-    summary = trading.trading_diagnostic(ANCHOR, NEXT_DAY, PREDICTED).to_dict(include_curves=True)
+    diagnostic = trading.trading_diagnostic(ANCHOR, NEXT_DAY, PREDICTED)
+    summary = diagnostic.to_dict()
     assert "not investment advice" in summary["disclaimer"]
     assert summary["days"] == 4 and summary["cost_bps"] == 5.0
-    assert len(summary["equity"]["strategy"]) == len(summary["equity"]["buy_and_hold"]) == 5
+    assert len(diagnostic.strategy.equity) == len(diagnostic.buy_and_hold.equity) == 5  # what equity.png draws
     json.dumps(summary, allow_nan=False)
 
 
