@@ -473,20 +473,19 @@ def evaluate(
     json_output: JsonOption = False,
 ) -> None:
     """Judge a run beside the naive and drift forecasts: tests, lag copy, intervals, backtest, plots."""
-    from lstm_forecast.bundle import find_run, resolve_runs_dir
     from lstm_forecast.evaluate import evaluate as evaluate_run
     from lstm_forecast.progress import FoldBar
     from lstm_forecast.report import evaluation_report
 
-    run_dir = find_run(resolve_runs_dir(runs_dir, None), run, ticker)
     with stop_on_signals() as stop:
         with FoldBar(stderr) as progress:
-            evaluation = evaluate_run(run_dir, data_dir, folds, on_progress=progress.update, stop=stop)
+            evaluation = evaluate_run(run, data_dir, folds, progress.update, stop, ticker=ticker, runs_dir=runs_dir)
         if json_output:
             print_json(evaluation.report)
         else:
             for item in evaluation_report(evaluation.report):
                 stdout.print(item)
+        run_dir = evaluation.report["run_dir"]
         if evaluation.interrupted:
             raise Interrupted(f"backtest interrupted; the evaluation of the finished folds was saved to {run_dir}")
         if stop.is_set():

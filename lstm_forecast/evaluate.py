@@ -36,7 +36,7 @@ from lstm_forecast.backtest import (
     run_backtest,
     same_scaler,
 )
-from lstm_forecast.bundle import LOSS_CURVE_FILE, PRICES_FILE, RunBundle, load_bundle
+from lstm_forecast.bundle import LOSS_CURVE_FILE, PRICES_FILE, RunBundle, find_run, load_bundle, resolve_runs_dir
 from lstm_forecast.config import Config
 from lstm_forecast.errors import ForecastError
 from lstm_forecast.files import atomic_write_text, fsync_dir, json_text, make_temp_dir, read_bounded
@@ -97,15 +97,18 @@ class Evaluation:
 
 
 def evaluate(
-    run_dir: Path,
+    run_dir: Path | None,
     data_dir: Path | None = None,
     folds: int | None = None,
     on_progress: ProgressCallback | None = None,
     stop: StopRequest | None = None,
+    ticker: str | None = None,
+    runs_dir: Path | None = None,
 ) -> Evaluation:
-    """Evaluate the bundle in `run_dir` and write evaluation.json, predictions.csv/.png, equity.png and
-    backtest.csv into it. `folds` None takes evaluate.folds from the run's config; 0 skips the backtest."""
-    bundle = load_bundle(run_dir)
+    """Evaluate the bundle in `run_dir` (None: the newest run in `runs_dir`, of `ticker` when given) and write
+    evaluation.json, predictions.csv/.png, equity.png, backtest.csv and report.html into it. `folds` None takes
+    evaluate.folds from the run's config; 0 skips the backtest."""
+    bundle = load_bundle(find_run(resolve_runs_dir(runs_dir, None), run_dir, ticker))
     config = with_recorded_threads(bundle)
     folder = data.resolve_data_dir(data_dir, config.data.dir)
     cache = cache_state(folder, bundle)
