@@ -31,8 +31,8 @@ import pytest
 import yfinance
 from yfinance.exceptions import YFPricesMissingError
 
-from lstm_forecast.data import COLUMNS
 from lstm_forecast.files import TEMP_PREFIX
+from lstm_forecast.prices import COLUMNS
 
 EXCHANGE_TZ = "America/New_York"
 LOCAL_HOSTS = {None, "", "localhost", "127.0.0.1", "::1"}

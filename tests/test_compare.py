@@ -12,11 +12,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lstm_forecast import compare, data, train
+from lstm_forecast import compare, train
 from lstm_forecast.bundle import list_runs, load_bundle
 from lstm_forecast.cli import app
 from lstm_forecast.config import load_config
 from lstm_forecast.errors import Interrupted, UsageError
+from lstm_forecast.prices import prices_to_csv
 
 torch.set_num_threads(1)
 
@@ -100,7 +101,7 @@ def test_ctrl_c_keeps_the_models_already_trained(tmp_path, prices, monkeypatch):
 def test_cli_compare_json(tmp_path, prices, monkeypatch):
     monkeypatch.delenv("LSTM_FORECAST_RUNS_DIR", raising=False)
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / f"{TICKER}.csv").write_bytes(data.prices_to_csv(prices))
+    (tmp_path / "data" / f"{TICKER}.csv").write_bytes(prices_to_csv(prices))
     options = ["--data-dir", str(tmp_path / "data"), "--runs-dir", str(tmp_path / "runs")]
     settings = [item for override in TINY if not override.startswith("train.epochs") for item in ("--set", override)]
     result = CliRunner().invoke(
