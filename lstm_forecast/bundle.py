@@ -100,7 +100,7 @@ class RunBundle:
 
     def prices(self) -> pd.DataFrame:
         """The exact price rows the run was trained on (recorded in the bundle)."""
-        from lstm_forecast.data import read_prices_csv
+        from lstm_forecast.prices import read_prices_csv
 
         path = self._path(PRICES_FILE)
         if not path.is_file():
@@ -165,7 +165,7 @@ def _write_bundle_files(
     tmp_dir: Path, bundle: RunBundle, prices: pd.DataFrame, history: pd.DataFrame, metrics: dict[str, Any],
     write_extras: Any,
 ) -> None:
-    from lstm_forecast.data import prices_to_csv
+    from lstm_forecast.prices import prices_to_csv
 
     weights = {name: tensor.detach().cpu().contiguous() for name, tensor in bundle.model.state_dict().items()}
     (tmp_dir / WEIGHTS_FILE).write_bytes(safetensors.torch.save(weights))

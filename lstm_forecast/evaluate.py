@@ -40,6 +40,7 @@ from lstm_forecast.bundle import LOSS_CURVE_FILE, PRICES_FILE, RunBundle, find_r
 from lstm_forecast.config import Config
 from lstm_forecast.errors import ForecastError
 from lstm_forecast.files import atomic_write_text, fsync_dir, json_text, make_temp_dir, read_bounded
+from lstm_forecast.prices import prices_sha256
 from lstm_forecast.report import evaluation_report
 from lstm_forecast.scoring import FORECASTS, PeriodForecasts, iso_day, period_forecasts, score_forecasts
 from lstm_forecast.trainer import StopRequest
@@ -189,7 +190,7 @@ def cache_state(data_dir: Path, bundle: RunBundle) -> dict[str, Any]:
         return {"cache": "missing", "note": f"no cached prices for {ticker} in {data_dir}", "rows": None}
     first, last = (pd.Timestamp(bundle.fingerprint[key]) for key in ("first_date", "last_date"))
     rows = cached.loc[first:last]
-    if data.prices_sha256(rows) != bundle.fingerprint["sha256"]:
+    if prices_sha256(rows) != bundle.fingerprint["sha256"]:
         return {
             "cache": "revised",
             "note": f"the cached {ticker} prices from {first.date()} to {last.date()} changed since training "
@@ -207,7 +208,7 @@ def recorded_prices(bundle: RunBundle, cache_rows: pd.DataFrame | None) -> tuple
     path = bundle.run_dir / PRICES_FILE
     if path.is_file():
         prices = bundle.prices()
-        if data.prices_sha256(prices) != bundle.fingerprint["sha256"]:
+        if prices_sha256(prices) != bundle.fingerprint["sha256"]:
             raise ForecastError(
                 f"{path}: the recorded prices do not match the run's data fingerprint; the bundle is damaged, "
                 "retrain the model"

@@ -35,6 +35,7 @@ from lstm_forecast.bundle import (
 from lstm_forecast.config import Config
 from lstm_forecast.errors import Interrupted
 from lstm_forecast.model import Forecaster, ModelShape, check_trainable
+from lstm_forecast.prices import prices_sha256
 from lstm_forecast.scoring import calibration, period_forecasts, score_forecasts
 from lstm_forecast.sessions import check_calendar
 from lstm_forecast.trainer import (
@@ -228,7 +229,7 @@ def fingerprint(ticker: str, prices: pd.DataFrame) -> dict[str, Any]:
         "first_date": prices.index[0].date().isoformat(),
         "last_date": prices.index[-1].date().isoformat(),
         "rows": len(prices),
-        "sha256": data.prices_sha256(prices),
+        "sha256": prices_sha256(prices),
     }
 
 

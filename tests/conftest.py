@@ -4,6 +4,8 @@
 - `make_prices(n, start, seed)`: a canonical price frame (business days, geometric random walk).
 - `yahoo_download_frame(prices, ticker)`: what `yf.download(..., auto_adjust=False)` returns.
 - `yahoo_history_frame(prices)`: what `yf.Ticker(t).history(..., auto_adjust=False, actions=False)` returns.
+- `assert_canonical(frame)`, `error_of(call, *args)` (the one-line ForecastError it raises), `day(stamp)`: what
+  the tests of prices, the Yahoo adapter and the cache share.
 - `fake_yahoo`: a stand-in for Yahoo behind `yfinance.Ticker.history` that serves `fake_yahoo.prices`
   (sliced like Yahoo does) or raises `fake_yahoo.error`, recording each call.
 - `clean_workdir`, `tiny_run` (a module-scoped tiny trained bundle), `TINY_CONFIG`, `file_digests`,
@@ -22,6 +24,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +34,9 @@ import pytest
 import yfinance
 from yfinance.exceptions import YFPricesMissingError
 
-from lstm_forecast.data import COLUMNS
+from lstm_forecast.errors import ForecastError
 from lstm_forecast.files import TEMP_PREFIX
+from lstm_forecast.prices import COLUMNS
 
 EXCHANGE_TZ = "America/New_York"
 LOCAL_HOSTS = {None, "", "localhost", "127.0.0.1", "::1"}
@@ -119,6 +123,26 @@ def build_yahoo_history_frame(
     if actions:
         frame = frame.assign(Dividends=0.0, **{"Stock Splits": 0.0})
     return frame
+
+
+def assert_canonical(frame: pd.DataFrame) -> None:
+    assert list(frame.columns) == COLUMNS
+    assert frame.index.name == "Date"
+    assert frame.index.dtype == np.dtype("datetime64[ns]")
+    assert frame.index.is_monotonic_increasing and frame.index.is_unique
+    assert (frame.index == frame.index.normalize()).all()
+    assert (frame.dtypes == np.float64).all()
+
+
+def error_of(call: Callable[..., Any], *args: Any, **kwargs: Any) -> ForecastError:
+    with pytest.raises(ForecastError) as caught:
+        call(*args, **kwargs)
+    assert "\n" not in str(caught.value)
+    return caught.value
+
+
+def day(stamp: pd.Timestamp) -> date:
+    return stamp.date()
 
 
 @pytest.fixture

@@ -46,8 +46,8 @@ from yfinance.exceptions import YFRateLimitError
 
 from lstm_forecast.bundle import load_bundle
 from lstm_forecast.cli import app
-from lstm_forecast.data import YAHOO_LAYOUT, prices_to_csv, read_prices_csv
 from lstm_forecast.model import Forecaster, ModelShape
+from lstm_forecast.prices import YAHOO_LAYOUT, prices_to_csv, read_prices_csv
 
 torch.set_num_threads(1)
 

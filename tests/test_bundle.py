@@ -32,8 +32,8 @@ from lstm_forecast.bundle import (
     save_bundle,
 )
 from lstm_forecast.config import load_config
-from lstm_forecast.data import COLUMNS, prices_sha256
 from lstm_forecast.errors import ForecastError, UsageError
+from lstm_forecast.prices import COLUMNS, prices_sha256
 from lstm_forecast.windows import build_dataset
 
 torch.set_num_threads(1)

@@ -25,8 +25,8 @@ from typer.testing import CliRunner
 
 from lstm_forecast import __version__, cli, train
 from lstm_forecast.cli import app
-from lstm_forecast.data import prices_to_csv, read_prices_csv
 from lstm_forecast.errors import ForecastError, Interrupted
+from lstm_forecast.prices import prices_to_csv, read_prices_csv
 
 torch.set_num_threads(1)
 

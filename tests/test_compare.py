@@ -12,11 +12,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lstm_forecast import compare, data, train
+from lstm_forecast import compare, train
 from lstm_forecast.bundle import list_runs, load_bundle
 from lstm_forecast.cli import app
 from lstm_forecast.config import load_config
 from lstm_forecast.errors import Interrupted, UsageError
+from lstm_forecast.prices import prices_to_csv
 
 torch.set_num_threads(1)
 
@@ -43,7 +44,7 @@ def prices(make_prices) -> pd.DataFrame:
 def data_dir(tmp_path, prices) -> Path:
     """A price cache holding TICKER's prices."""
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / f"{TICKER}.csv").write_bytes(data.prices_to_csv(prices))
+    (tmp_path / "data" / f"{TICKER}.csv").write_bytes(prices_to_csv(prices))
     return tmp_path / "data"
 
 

@@ -20,11 +20,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lstm_forecast import backtest, data, evaluate, progress, scoring, train
+from lstm_forecast import backtest, evaluate, progress, scoring, train
 from lstm_forecast.bundle import PRICES_FILE
 from lstm_forecast.cli import app
 from lstm_forecast.config import load_config
 from lstm_forecast.errors import ForecastError, UsageError
+from lstm_forecast.prices import prices_to_csv
 from lstm_forecast.windows import WindowSpec, build_dataset, compute_features
 
 torch.set_num_threads(1)
@@ -203,7 +204,7 @@ def trained(tmp_path_factory, prices, config) -> Path:
     """A data dir holding SYN's cache and a runs dir with one tiny bundle trained on it."""
     root = tmp_path_factory.mktemp("trained")
     (root / "data").mkdir()
-    (root / "data" / f"{TICKER}.csv").write_bytes(data.prices_to_csv(prices))
+    (root / "data" / f"{TICKER}.csv").write_bytes(prices_to_csv(prices))
     train.train_run(config, TICKER, prices, root / "runs")
     return root
 
@@ -328,7 +329,7 @@ def test_revised_or_missing_cache_still_evaluates_the_recorded_rows(workdir, pri
     cache = workdir / "data" / f"{TICKER}.csv"
     revised = prices.copy()
     revised.iloc[50, revised.columns.get_loc("Adj Close")] *= 1.01
-    cache.write_bytes(data.prices_to_csv(revised))
+    cache.write_bytes(prices_to_csv(revised))
     report = evaluate.evaluate(run_dir, workdir / "data", folds=0).report
     assert report["data"]["cache"] == "revised" and "revised" in report["data"]["note"]
     assert report["data"]["source"] == "bundle"
@@ -345,18 +346,18 @@ def test_bundle_without_recorded_prices_falls_back_to_a_matching_cache_only(work
     assert report["data"]["source"] == "cache"
 
     longer = pd.concat([prices, prices.iloc[-1:].set_axis([prices.index[-1] + pd.Timedelta(days=3)])])
-    (workdir / "data" / f"{TICKER}.csv").write_bytes(data.prices_to_csv(longer))
+    (workdir / "data" / f"{TICKER}.csv").write_bytes(prices_to_csv(longer))
     report = evaluate.evaluate(run_dir, workdir / "data", folds=0).report
     assert report["data"]["source"] == "cache" and "1 newer rows" in report["data"]["note"]
 
-    (workdir / "data" / f"{TICKER}.csv").write_bytes(data.prices_to_csv(prices.iloc[:-1]))
+    (workdir / "data" / f"{TICKER}.csv").write_bytes(prices_to_csv(prices.iloc[:-1]))
     with pytest.raises(ForecastError, match="missing from the bundle, and the cached SYN prices no longer match"):
         evaluate.evaluate(run_dir, workdir / "data", folds=0)
 
 
 def test_tampered_recorded_prices_are_refused(workdir, prices):
     run_dir = run_dir_of(workdir)
-    (run_dir / PRICES_FILE).write_bytes(data.prices_to_csv(prices * 1.0001))
+    (run_dir / PRICES_FILE).write_bytes(prices_to_csv(prices * 1.0001))
     with pytest.raises(ForecastError, match="do not match the run's data fingerprint"):
         evaluate.evaluate(run_dir, workdir / "data", folds=0)
 

@@ -43,6 +43,7 @@ from lstm_forecast import bundle, data, files, train
 from lstm_forecast.cli import app
 from lstm_forecast.config import load_config
 from lstm_forecast.errors import ForecastError
+from lstm_forecast.prices import prices_sha256, prices_to_csv
 
 torch.set_num_threads(1)
 
@@ -89,7 +90,7 @@ def wait_for(condition: Callable[[], bool], child: subprocess.Popen, what: str) 
 def write_cache(folder: Path, prices: pd.DataFrame) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{TICKER}.csv"
-    path.write_bytes(data.prices_to_csv(prices))
+    path.write_bytes(prices_to_csv(prices))
     return path
 
 
@@ -265,7 +266,7 @@ def test_two_fetches_of_one_ticker_at_once_both_finish_with_a_valid_cache(tmp_pa
     cached = data.read_cache(tmp_path / "data", TICKER)
     pd.testing.assert_frame_equal(cached, build_prices(300), check_freq=False)
     meta = json.loads((tmp_path / "data" / f"{TICKER}.meta.json").read_text())
-    assert meta["sha256"] == data.prices_sha256(cached) and meta["rows"] == 300
+    assert meta["sha256"] == prices_sha256(cached) and meta["rows"] == 300
     assert temp_leftovers(tmp_path) == []
     assert list((tmp_path / "data").glob("*.lock")) == []
 

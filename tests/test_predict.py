@@ -24,6 +24,7 @@ from lstm_forecast.config import load_config
 from lstm_forecast.errors import UsageError
 from lstm_forecast.model import Forecaster, ModelShape
 from lstm_forecast.predict import run_predict, run_summaries
+from lstm_forecast.prices import prices_to_csv
 from lstm_forecast.train import fingerprint
 from lstm_forecast.windows import Scaler, WindowSpec
 
@@ -85,7 +86,7 @@ def workspace(tmp_path: Path, prices_until) -> dict[str, Path]:
     data_dir.mkdir()
     prices = prices_until(LAST_DAY)
     run_dir = save_run(runs_dir, "ACME", NEW_RUN, prices.iloc[:-5])
-    (data_dir / "ACME.csv").write_bytes(data.prices_to_csv(prices))
+    (data_dir / "ACME.csv").write_bytes(prices_to_csv(prices))
     return {"runs_dir": runs_dir, "data_dir": data_dir, "run_dir": run_dir, "out": tmp_path / "out"}
 
 
@@ -196,7 +197,7 @@ def test_the_newest_run_is_used_unless_a_ticker_or_run_is_given(workspace, price
     runs_dir = workspace["runs_dir"]
     older = save_run(runs_dir, "ACME", OLD_RUN, prices_until(LAST_DAY, seed=1))
     save_run(runs_dir, "ZETA", "20250301-000000-000", prices_until(LAST_DAY, seed=2))
-    (workspace["data_dir"] / "ZETA.csv").write_bytes(data.prices_to_csv(prices_until(LAST_DAY, seed=2)))
+    (workspace["data_dir"] / "ZETA.csv").write_bytes(prices_to_csv(prices_until(LAST_DAY, seed=2)))
     assert predict_in(workspace).forecast.ticker == "ZETA"
     assert predict_in(workspace, ticker="acme").forecast.run_id == NEW_RUN
     assert predict_in(workspace, run=older).forecast.run_id == OLD_RUN

@@ -21,11 +21,11 @@ import yaml
 from conftest import TINY_OVERRIDES
 from scipy.signal import lfilter
 
-from lstm_forecast import data, train
+from lstm_forecast import train
 from lstm_forecast.bundle import load_bundle
 from lstm_forecast.config import Config, load_config
-from lstm_forecast.data import COLUMNS
 from lstm_forecast.errors import Interrupted
+from lstm_forecast.prices import COLUMNS, prices_sha256, prices_to_csv, read_prices_csv
 from lstm_forecast.scoring import period_forecasts
 from lstm_forecast.trainer import EpochRecord, predict
 from lstm_forecast.windows import build_dataset
@@ -102,7 +102,7 @@ def test_bundle_holds_every_file_of_the_guide(trained, prices):
     assert {path.name for path in run_dir.iterdir()} == BUNDLE_FILES
 
     assert yaml.safe_load((run_dir / "config.yaml").read_text()) == quick_config().to_plain()
-    recorded, _ = data.read_prices_csv(run_dir / "prices.csv")
+    recorded, _ = read_prices_csv(run_dir / "prices.csv")
     pd.testing.assert_frame_equal(recorded, prices)
     document = json.loads((run_dir / "bundle.json").read_text())
     assert document["fingerprint"] == {
@@ -110,7 +110,7 @@ def test_bundle_holds_every_file_of_the_guide(trained, prices):
         "first_date": "2018-01-02",
         "last_date": prices.index[-1].date().isoformat(),
         "rows": len(prices),
-        "sha256": data.prices_sha256(prices),
+        "sha256": prices_sha256(prices),
     }
     assert document["window"]["horizon"] == document["model"]["horizon"] == HORIZON
     assert json.loads((run_dir / "metrics.json").read_text()) == trained.metrics
@@ -318,7 +318,7 @@ def test_the_bundle_records_the_threads_it_was_trained_with(prices, tmp_path):
 
 
 def test_load_training_prices_reads_the_configured_range(prices, tmp_path):
-    (tmp_path / f"{TICKER}.csv").write_bytes(data.prices_to_csv(prices))
+    (tmp_path / f"{TICKER}.csv").write_bytes(prices_to_csv(prices))
     config = quick_config("data.start=2018-03-01", "data.end=2018-06-29")
     loaded = train.load_training_prices(TICKER, tmp_path, config, on_fetch=pytest.fail)
     pd.testing.assert_frame_equal(loaded, prices.loc["2018-03-01":"2018-06-29"])
@@ -339,7 +339,7 @@ def test_train_ticker_runs_unchanged_in_a_worker_process(tmp_path, prices):
     same thread count (train.threads 1 here) the worker trains exactly the weights this process does."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    (data_dir / f"{TICKER}.csv").write_bytes(data.prices_to_csv(prices))
+    (data_dir / f"{TICKER}.csv").write_bytes(prices_to_csv(prices))
     config = load_config(None, TINY_OVERRIDES)
 
     here = train.train_ticker(config, TICKER, data_dir, tmp_path / "here")
