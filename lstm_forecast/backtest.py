@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 
 from lstm_forecast.config import Config
-from lstm_forecast.errors import UsageError
+from lstm_forecast.errors import StopRequest, UsageError
 from lstm_forecast.model import Forecaster
 from lstm_forecast.scoring import FORECASTS, PeriodForecasts, iso_day, period_forecasts, score_forecasts
 from lstm_forecast.train import train_model
-from lstm_forecast.trainer import EpochRecord, StopRequest
+from lstm_forecast.trainer import EpochRecord
 from lstm_forecast.windows import Dataset, Scaler, WindowSpec, build_dataset_at
 
 

@@ -20,12 +20,12 @@ from typing import Any
 from lstm_forecast import data, plots
 from lstm_forecast.bundle import new_run_id, resolve_runs_dir
 from lstm_forecast.config import Config
-from lstm_forecast.errors import ForecastError, Interrupted, UsageError
+from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError
 from lstm_forecast.files import free_name, json_text, make_temp_dir, publish_dir
 from lstm_forecast.metrics import format_pvalue
 from lstm_forecast.model import RECURRENT_CORES, check_trainable
 from lstm_forecast.train import TickerResult, train_ticker
-from lstm_forecast.trainer import EpochRecord, StopRequest
+from lstm_forecast.trainer import EpochRecord
 
 COMPARE_FILE = "compare.json"
 CURVES_FILE = "compare_curves.png"

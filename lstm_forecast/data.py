@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from lstm_forecast import yahoo
-from lstm_forecast.errors import ForecastError, UsageError, quote
+from lstm_forecast.errors import ForecastError, StopRequest, UsageError, quote
 from lstm_forecast.files import FILE_MODE, atomic_write_bytes, atomic_write_text, read_bounded
 from lstm_forecast.prices import COLUMNS, PRICE_FIELDS, parse_prices_csv, prices_sha256, prices_to_csv, read_prices_csv
 
@@ -194,22 +194,25 @@ def load_prices(data_dir: Path, ticker: str, start: date | None = None, end: dat
 
 
 def update_cache(
-    data_dir: Path, ticker: str, start: date | None = None, end: date | None = None, refresh: bool = False
+    data_dir: Path, ticker: str, start: date | None = None, end: date | None = None, refresh: bool = False,
+    stop: StopRequest | None = None,
 ) -> FetchSummary:
     """Bring the cache up to date from Yahoo Finance.
 
     No cache (or `refresh`): download `start`..`end`. Otherwise download only from a few days before
     the last cached one, and download everything again when those overlapping days disagree (Yahoo
-    re-adjusted the history) or when `start` asks for earlier history than the cache holds.
+    re-adjusted the history) or when `start` asks for earlier history than the cache holds. Once `stop`
+    is set, a download in progress is abandoned (`Interrupted`) and the cache stays as it was.
     """
     ticker = validate_ticker(ticker)
+    download = functools.partial(yahoo.download, stop=stop)
     yahoo.check_range(start, end)  # here too: a range the cache already covers would never reach a download
     path = cache_path(data_dir, ticker)
     _check_owner(path, ticker)
     with _writing(path):
         cached, read_from = (None, path) if refresh else _read_cache_file(data_dir, ticker)
         if cached is None:
-            prices, warnings_ = yahoo.download(ticker, start, end)
+            prices, warnings_ = download(ticker, start, end)
             return _store(path, ticker, prices, warnings_, [], "full", len(prices), start, end)
 
         first_cached, last_cached = cached.index[0].date(), cached.index[-1].date()
@@ -218,7 +221,7 @@ def update_cache(
         wanted_from = covered_from if start is None else _earliest(start, covered_from)
         through = None if end is None else max(end, last_cached)
         if wanted_from != covered_from:
-            prices, warnings_ = yahoo.download(ticker, wanted_from, through)
+            prices, warnings_ = download(ticker, wanted_from, through)
             note = f"the cache started on {first_cached}; downloaded {ticker} again from {wanted_from}"
             new_rows = _count_new(prices, cached)
             return _store(path, ticker, prices, warnings_, [note], "full", new_rows, wanted_from, through)
@@ -226,9 +229,9 @@ def update_cache(
             return _summary(read_from, ticker, cached, "unchanged", 0, [], [])
 
         overlap_from = cached.index[-OVERLAP_ROWS:][0].date()
-        fresh, warnings_ = yahoo.download(ticker, overlap_from, end)
+        fresh, warnings_ = download(ticker, overlap_from, end)
         if _history_changed(cached, fresh):
-            prices, warnings_ = yahoo.download(ticker, wanted_from, through)
+            prices, warnings_ = download(ticker, wanted_from, through)
             note = (
                 f"Yahoo Finance has re-adjusted {ticker}'s past prices since they were cached "
                 "(a split or dividend); downloaded the whole range again"

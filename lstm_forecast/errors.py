@@ -2,10 +2,12 @@
 
 The CLI catches `ForecastError` once, prints its message on one line to stderr and
 exits with `exit_code` (see ../GUIDE: 1 run-time failure, 2 usage/config, 130 interrupted).
+Long work (a download, training, a backtest) takes a `StopRequest` from its caller and stops soon once it is set.
 """
 
 import datetime as dt
 import reprlib
+from typing import Protocol
 
 
 class ForecastError(Exception):
@@ -24,6 +26,12 @@ class Interrupted(ForecastError):
     """Ctrl-C: what could be saved was saved (exit code 130)."""
 
     exit_code = 130
+
+
+class StopRequest(Protocol):
+    """A caller's request that work stop soon (the CLI sets one on Ctrl-C); `threading.Event` is one."""
+
+    def is_set(self) -> bool: ...
 
 
 # How much of a bad value a message quotes: enough to recognise it, never a megabyte line.

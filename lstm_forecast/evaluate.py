@@ -38,12 +38,11 @@ from lstm_forecast.backtest import (
 )
 from lstm_forecast.bundle import LOSS_CURVE_FILE, PRICES_FILE, RunBundle, find_run, load_bundle, resolve_runs_dir
 from lstm_forecast.config import Config
-from lstm_forecast.errors import ForecastError
+from lstm_forecast.errors import ForecastError, StopRequest
 from lstm_forecast.files import atomic_write_text, fsync_dir, json_text, make_temp_dir, read_bounded
 from lstm_forecast.prices import prices_sha256
 from lstm_forecast.report import evaluation_report
 from lstm_forecast.scoring import FORECASTS, PeriodForecasts, iso_day, period_forecasts, score_forecasts
-from lstm_forecast.trainer import StopRequest
 from lstm_forecast.windows import Dataset, build_dataset
 
 EVALUATION_FILE = "evaluation.json"

@@ -33,7 +33,7 @@ from lstm_forecast.bundle import (
     save_bundle,
 )
 from lstm_forecast.config import Config
-from lstm_forecast.errors import Interrupted
+from lstm_forecast.errors import Interrupted, StopRequest
 from lstm_forecast.model import Forecaster, ModelShape, check_trainable
 from lstm_forecast.prices import prices_sha256
 from lstm_forecast.scoring import calibration, period_forecasts, score_forecasts
@@ -43,7 +43,6 @@ from lstm_forecast.trainer import (
     EpochCallback,
     EpochRecord,
     Samples,
-    StopRequest,
     TrainResult,
     fit,
     resolve_device,
@@ -90,7 +89,7 @@ def train_ticker(
     symbol = data.validate_ticker(ticker)
     folder = data.resolve_data_dir(data_dir, config.data.dir)
     runs = resolve_runs_dir(runs_dir, config.runs.dir)
-    prices = load_training_prices(symbol, folder, config, on_fetch)
+    prices = load_training_prices(symbol, folder, config, on_fetch, stop)
     resolve_device(config.train.device)  # an unavailable device fails before the data is windowed
     outcome = train_run(config, symbol, prices, runs, on_epoch=on_epoch, stop=stop)
     return TickerResult(
@@ -118,13 +117,14 @@ class TrainOutcome:
 
 
 def load_training_prices(
-    ticker: str, data_dir: Path, config: Config, on_fetch: Callable[[str], None] | None = None
+    ticker: str, data_dir: Path, config: Config, on_fetch: Callable[[str], None] | None = None,
+    stop: StopRequest | None = None,
 ) -> pd.DataFrame:
     """The cached prices in the configured date range; fetched first when there is no cache yet."""
     if data.read_cache(data_dir, ticker) is None:
         if on_fetch is not None:
             on_fetch(f"No cached prices for {ticker} in {data_dir}; downloading from Yahoo Finance…")
-        data.update_cache(data_dir, ticker, config.data.start, config.data.end)
+        data.update_cache(data_dir, ticker, config.data.start, config.data.end, stop=stop)
     return data.load_prices(data_dir, ticker, config.data.start, config.data.end)
 
 

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lstm_forecast.config import TrainConfig
-from lstm_forecast.errors import ForecastError, UsageError
+from lstm_forecast.errors import ForecastError, StopRequest, UsageError
 
 # Targets are standardised, so Huber's switch from squared to absolute error sits at one standard
 # deviation: ordinary days count as in MSE, the rare huge moves count linearly and pull the fit less.
@@ -74,12 +74,6 @@ DEVICE_AVAILABLE: dict[str, Callable[[], bool]] = {
     "mps": torch.backends.mps.is_available,
     "cpu": lambda: True,
 }
-
-
-class StopRequest(Protocol):
-    """What `fit` checks after every batch; `threading.Event` is one."""
-
-    def is_set(self) -> bool: ...
 
 
 @dataclass(frozen=True)

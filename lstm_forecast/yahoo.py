@@ -6,6 +6,7 @@ import contextlib
 import logging
 import re
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import date, timedelta
@@ -13,18 +14,22 @@ from typing import Any
 
 import pandas as pd
 
-from lstm_forecast.errors import ForecastError, UsageError
+from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError
 from lstm_forecast.prices import COLUMNS, validate_prices
 
 # yfinance makes several requests per download (cookie, crumb, timezone, prices), its cookie
 # requests with their own 30 s timeout; the deadline bounds the whole call on a black-holed network.
 REQUEST_TIMEOUT_S = 10
 DEADLINE_S = 30
+STOP_POLL_S = 0.1  # how often a wait for Yahoo looks at the caller's stop request
 
 
-def download(ticker: str, start: date | None = None, end: date | None = None) -> tuple[pd.DataFrame, list[str]]:
+def download(
+    ticker: str, start: date | None = None, end: date | None = None, stop: StopRequest | None = None
+) -> tuple[pd.DataFrame, list[str]]:
     """The daily prices of `ticker` (a validated symbol) from `start` to `end` inclusive (None: all history,
-    up to today) as the canonical frame, and the warnings of their validation."""
+    up to today) as the canonical frame, and the warnings of their validation. Once `stop` is set, the wait
+    for Yahoo's answer ends with `Interrupted` and nothing is returned."""
     check_range(start, end)
     import yfinance  # lazily: `predict` and `evaluate` never need it
 
@@ -44,7 +49,9 @@ def download(ticker: str, start: date | None = None, end: date | None = None) ->
 
     try:
         with _quiet_yfinance(yfinance):
-            raw = _call_with_deadline(history, DEADLINE_S)
+            raw = _call_with_deadline(history, DEADLINE_S, stop)
+    except Interrupted:
+        raise
     except Exception as exc:
         raise _explain_failure(exc, ticker, start, end) from exc
     frame = _flatten(raw, ticker)
@@ -74,8 +81,8 @@ def _quiet_yfinance(yfinance: Any) -> Iterator[None]:
         yfinance.config.debug.hide_exceptions = hide_exceptions
 
 
-def _call_with_deadline(call: Callable[[], pd.DataFrame], seconds: float) -> pd.DataFrame:
-    """Run `call` in a daemon thread and give up after `seconds` (TimeoutError).
+def _call_with_deadline(call: Callable[[], pd.DataFrame], seconds: float, stop: StopRequest | None) -> pd.DataFrame:
+    """Run `call` in a daemon thread and give up after `seconds` (TimeoutError), or once `stop` is set.
 
     A daemon thread, not an executor: a request stuck on a dead network must not keep the
     process alive after the error has been reported.
@@ -90,7 +97,11 @@ def _call_with_deadline(call: Callable[[], pd.DataFrame], seconds: float) -> pd.
 
     worker = threading.Thread(target=run, name="yahoo-download", daemon=True)
     worker.start()
-    worker.join(seconds)
+    deadline = time.monotonic() + seconds
+    while worker.is_alive() and time.monotonic() < deadline:
+        if stop is not None and stop.is_set():
+            raise Interrupted("interrupted")  # the download is abandoned: nothing was written
+        worker.join(min(STOP_POLL_S, max(deadline - time.monotonic(), 0)))
     if worker.is_alive():
         raise TimeoutError(f"no answer within {seconds:g} s")
     if "error" in outcome:

@@ -19,8 +19,8 @@ from curl_cffi.requests.exceptions import DNSError, HTTPError
 from curl_cffi.requests.exceptions import Timeout as CurlTimeout
 from yfinance.exceptions import YFDataException, YFRateLimitError, YFTzMissingError
 
-from lstm_forecast import yahoo
-from lstm_forecast.errors import UsageError
+from lstm_forecast import data, yahoo
+from lstm_forecast.errors import Interrupted, UsageError
 
 REAL_HISTORY = yfinance.Ticker.history  # captured before the no-network fixture replaces it
 CURL_DNS_MESSAGE = (
@@ -153,6 +153,20 @@ def test_a_download_that_never_answers_gives_up(monkeypatch, fake_yahoo):
     finally:
         release.set()
     assert str(failure).startswith("could not reach Yahoo Finance for TSLA (no answer within 0.05 s)")
+
+
+def test_a_stop_request_ends_the_wait_for_yahoo_at_once(monkeypatch, fake_yahoo, tmp_path):
+    release, stop = threading.Event(), threading.Event()
+    fake_yahoo.error = None
+    monkeypatch.setattr(fake_yahoo, "history", lambda ticker, **kwargs: release.wait(5))
+    threading.Timer(0.2, stop.set).start()  # Ctrl-C while Yahoo is silent, long before the 30 s deadline
+    try:
+        with pytest.raises(Interrupted) as caught:  # not the deadline's "could not reach Yahoo Finance"
+            data.update_cache(tmp_path / "data", "TSLA", stop=stop)
+    finally:
+        release.set()
+    assert str(caught.value) == "interrupted"
+    assert not (tmp_path / "data" / "TSLA.csv").exists()
 
 
 def test_yfinance_is_made_to_raise_and_kept_quiet(monkeypatch, fake_yahoo, make_prices, yahoo_history_frame, caplog):
