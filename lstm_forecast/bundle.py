@@ -49,11 +49,9 @@ from lstm_forecast.config import (
 from lstm_forecast.errors import ForecastError, UsageError, quote
 from lstm_forecast.files import (
     TEMP_PREFIX,
-    NameTaken,
-    free_name,
     is_our_temp_dir,
     make_temp_dir,
-    publish_dir,
+    publish_as_free_name,
     read_bounded,
 )
 from lstm_forecast.model import Forecaster, ModelShape, gib, memory_limit
@@ -136,29 +134,22 @@ def save_bundle(
 
     ticker_dir = Path(runs_dir) / cache_name(bundle.ticker)
     tmp_dir = make_temp_dir(ticker_dir, "a run bundle")
-    requested_id = bundle.run_id
-    final_dir = ticker_dir / requested_id
+
+    def write_files(final_dir: Path) -> None:
+        bundle.run_id = final_dir.name  # written into the files
+        _write_bundle_files(tmp_dir, bundle, prices, history, metrics, write_extras)
+
     try:
-        while True:
-            # The run id is written into the files, so they are written again when another process
-            # publishes a run under the same name first (same ticker, same millisecond).
-            bundle.run_id = free_name(ticker_dir, requested_id)
-            final_dir = ticker_dir / bundle.run_id
-            _write_bundle_files(tmp_dir, bundle, prices, history, metrics, write_extras)
-            try:
-                publish_dir(tmp_dir, final_dir)
-                break
-            except NameTaken:
-                continue
+        bundle.run_dir = publish_as_free_name(tmp_dir, ticker_dir, bundle.run_id, write_files)
     except BaseException as exc:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         # An atomic write (the loss curve) wraps its OSError, naming the temp dir that is gone now.
         cause = exc.__cause__ if isinstance(exc, ForecastError) else exc
         if isinstance(cause, OSError):
-            raise ForecastError(f"cannot write the run bundle {final_dir}: {cause.strerror or cause}") from None
+            raise ForecastError(f"cannot write the run bundle {ticker_dir / bundle.run_id}: "
+                                f"{cause.strerror or cause}") from None
         raise
-    bundle.run_dir = final_dir
-    return final_dir
+    return bundle.run_dir
 
 
 def _write_bundle_files(

@@ -253,6 +253,15 @@ def test_runs_in_the_same_millisecond_both_survive(trained, tmp_path):
     assert first.name < second.name < "20240102-030405-007"
 
 
+def test_a_run_id_taken_between_choosing_and_renaming_is_chosen_again(trained, tmp_path, name_taken_once):
+    saved = save_copy(trained, tmp_path, "20240102-030405-006")
+    theirs = name_taken_once[0]
+    assert (theirs.name, saved.name) == ("20240102-030405-006", "20240102-030405-006-2")
+    assert [path.name for path in theirs.iterdir()] == ["theirs.json"]  # the other process's folder is untouched
+    assert load_bundle(saved).run_id == saved.name  # the files were written again under the new name
+    assert sorted(path.name for path in (tmp_path / TICKER).iterdir()) == [theirs.name, saved.name]
+
+
 @pytest.mark.parametrize(
     "failure", [RuntimeError("plot failed"), KeyboardInterrupt(), OSError(errno.ENOSPC, "No space")]
 )
