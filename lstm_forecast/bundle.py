@@ -6,10 +6,13 @@ on, so evaluation stays reproducible after the cache is revised), `history.csv`,
 `loss_curve.png`. A bundle is written into a hidden temp directory and renamed into place only
 when complete, so a crash leaves either a whole bundle or none. Loading never unpickles anything.
 
-Loading trusts nothing: every file is read with a size limit, bundle.json is validated field by field
-(`BundleDocument`: types, ranges, finite numbers, dates, the ticker's format, residual counts), and the
-weights' names, shapes and dtype (float32) are checked against the declared model before the module is
-built. A damaged bundle is always a run-time error (exit 1) naming the file and what is wrong.
+bundle.json has one schema, `BundleDocument`: the writer builds one and dumps it, so nothing the reader
+would refuse is ever written. Loading trusts nothing: every file is read with a size limit, bundle.json is
+validated against the schema (types, ranges, finite numbers, dates, positive scales, residual counts, model,
+window and scaler agreeing; then the ticker's format) and `ModelShape`, `WindowSpec` and `Scaler` are built
+from its records, and the weights' names, shapes and dtype (float32) are checked against the declared model
+before the module is built. A damaged bundle is always a run-time error (exit 1) naming the file and what is
+wrong.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,6 +34,7 @@ import safetensors.torch
 import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from lstm_forecast import __version__
 from lstm_forecast.config import (
@@ -191,22 +195,25 @@ def check_runs_dir_writable(runs_dir: Path, ticker: str) -> None:
 
 
 def bundle_document(bundle: RunBundle) -> dict[str, Any]:
-    """The plain-JSON description stored as bundle.json."""
-    return {
-        "format_version": FORMAT_VERSION,
-        "run_id": bundle.run_id,
-        "created_at": bundle.created_at or datetime.now(UTC).isoformat(timespec="seconds"),
-        "ticker": bundle.ticker,
-        "model": bundle.shape.to_dict(),
-        "window": bundle.spec.to_dict(),
-        "scaler": bundle.scaler.to_dict(),
-        "fingerprint": bundle.fingerprint,
-        "split": bundle.split,
-        "baselines": bundle.baselines,
-        "calibration": bundle.calibration,
-        "training": bundle.training,
-        "versions": bundle.versions or library_versions(),
-    }
+    """The plain-JSON description stored as bundle.json, built through `BundleDocument`: what the reader
+    would refuse is never written."""
+    document = BundleDocument(
+        format_version=FORMAT_VERSION,
+        run_id=bundle.run_id,
+        created_at=bundle.created_at or datetime.now(UTC).isoformat(timespec="seconds"),
+        ticker=bundle.ticker,
+        model=asdict(bundle.shape),
+        window=asdict(bundle.spec),
+        scaler=asdict(bundle.scaler),
+        fingerprint=bundle.fingerprint,
+        split=bundle.split,
+        baselines=bundle.baselines,
+        calibration=bundle.calibration,
+        training=bundle.training,
+        versions=bundle.versions or library_versions(),
+    )
+    # training as the trainer wrote it: its record lists `seed` before `threads`, which came later.
+    return document.model_dump(mode="json") | {"training": bundle.training}
 
 
 def library_versions() -> dict[str, str]:
@@ -234,6 +241,8 @@ class _Record(BaseModel):
 
 
 LooseDate = Annotated[Date, Field(strict=False)]  # an ISO string in JSON
+# Lists whose items stay strict: the writer passes the dataclasses' tuples (JSON only ever holds lists).
+AnyList = Field(strict=False)
 
 
 class ShapeRecord(_Record):
@@ -246,14 +255,14 @@ class ShapeRecord(_Record):
 
 
 class WindowRecord(_Record):
-    features: Annotated[list[Feature], Field(min_length=1, max_length=len(Feature.__args__))]
+    features: Annotated[list[Feature], Field(min_length=1, max_length=len(Feature.__args__)), AnyList]
     price_column: Literal["adj_close", "close"]
     target: Literal["log_return", "price"]
     lookback: _like(WindowConfig, "lookback")
     horizon: _like(WindowConfig, "horizon")
 
 
-Values = Annotated[list[float], Field(min_length=1, max_length=len(Feature.__args__))]
+Values = Annotated[list[float], Field(min_length=1, max_length=len(Feature.__args__)), AnyList]
 
 
 class ScalerRecord(_Record):
@@ -261,6 +270,17 @@ class ScalerRecord(_Record):
     feature_std: Values
     target_mean: float
     target_std: float
+
+    @model_validator(mode="after")
+    def _check(self) -> ScalerRecord:
+        # A zero or negative scale would turn every input into inf or nonsense and still give a forecast.
+        stds = [*self.feature_std, self.target_std]
+        if min(stds) <= 0:
+            raise ValueError(
+                f"scaler: expected finite means and positive standard deviations, got means "
+                f"{[*self.feature_mean, self.target_mean]} and standard deviations {stds}"
+            )
+        return self
 
 
 class FingerprintRecord(_Record):
@@ -337,6 +357,18 @@ class BundleDocument(_Record):
                 f"calibration.residuals: expected {self.model.horizon} lists of equal length (one per "
                 f"forecast day), got {len(steps)}"
             )
+        # The model, the window and the scaler must describe the same inputs and horizon, or every
+        # forecast made with the bundle would be silently misaligned.
+        n_features = len(self.window.features)
+        sizes = {
+            "model.n_features": (self.model.n_features, n_features),
+            "model.horizon": (self.model.horizon, self.window.horizon),
+            "scaler.feature_mean": (len(self.scaler.feature_mean), n_features),
+            "scaler.feature_std": (len(self.scaler.feature_std), n_features),
+        }
+        for key, (found, expected) in sizes.items():
+            if found != expected:
+                raise PydanticCustomError("mismatch", f"{key} is {found} but the window describes {expected}")
         return self
 
 
@@ -360,14 +392,13 @@ def load_bundle(run_dir: Path | str) -> RunBundle:
     try:
         record = BundleDocument.model_validate(document)
         validate_ticker(record.ticker)
-        shape = ModelShape.from_dict(record.model.model_dump())
-        spec = WindowSpec.from_dict(record.window.model_dump())
-        scaler = Scaler.from_dict(record.scaler.model_dump())
     except ValidationError as exc:
         raise ForecastError(f"{path}: {_describe_damage(exc)}; the bundle is damaged") from None
-    except (ForecastError, ValueError) as exc:  # the ticker, or a dataclass's own check
+    except ForecastError as exc:  # the ticker
         raise ForecastError(f"{path}: missing or invalid field {exc}; the bundle is damaged") from None
-    _check_consistent(path, shape, spec, scaler)
+    shape = ModelShape(**record_fields(record.model))
+    spec = WindowSpec(**record_fields(record.window))
+    scaler = Scaler(**record_fields(record.scaler))
     config = _read_config(run_dir / CONFIG_FILE)
     model = _load_model(run_dir / WEIGHTS_FILE, shape)
     _check_config_matches(run_dir / CONFIG_FILE, config, shape, spec)
@@ -391,12 +422,19 @@ def load_bundle(run_dir: Path | str) -> RunBundle:
     )
 
 
+def record_fields(record: BaseModel) -> dict[str, Any]:
+    """A validated record's fields, its lists as tuples: the arguments of the frozen dataclass it describes."""
+    return {name: tuple(value) if isinstance(value, list) else value for name, value in record}
+
+
 def _describe_damage(exc: ValidationError) -> str:
     error = exc.errors()[0]
     key = ".".join(str(part) for part in error["loc"])
     if error["type"] == "missing":
         return f"missing or invalid field {key!r} (missing)"
     message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "mismatch":  # two fields that disagree: a sentence of its own
+        return message
     if error["type"] == "value_error":  # a cross-field check names its own key
         return f"missing or invalid field {message}"
     return f"missing or invalid field {key}: {message[:1].lower()}{message[1:]}, got {quote(error.get('input'))}"
@@ -410,23 +448,6 @@ def _check_config_matches(path: Path, config: Config, shape: ModelShape, spec: W
                                             horizon=expected_spec.horizon)
     if expected_spec != spec or expected_shape != shape:
         raise ForecastError(f"{path}: does not describe the model and windows of bundle.json; the bundle is damaged")
-
-
-def _check_consistent(path: Path, shape: ModelShape, spec: WindowSpec, scaler: Scaler) -> None:
-    """The model, the window and the scaler must describe the same inputs and horizon, or every
-    forecast made with the bundle would be silently misaligned."""
-    n_features = len(spec.features)
-    sizes = {
-        "model.n_features": (shape.n_features, n_features),
-        "model.horizon": (shape.horizon, spec.horizon),
-        "scaler.feature_mean": (len(scaler.feature_mean), n_features),
-        "scaler.feature_std": (len(scaler.feature_std), n_features),
-    }
-    for key, (found, expected) in sizes.items():
-        if found != expected:
-            raise ForecastError(
-                f"{path}: {key} is {found} but the window describes {expected}; the bundle is damaged"
-            )
 
 
 def _read_config(path: Path) -> Config:

@@ -20,6 +20,7 @@ import pytest
 import safetensors.torch
 import torch
 import yaml
+from pydantic import ValidationError
 
 from lstm_forecast import bundle as bundles
 from lstm_forecast import files, plots, train
@@ -262,6 +263,15 @@ def test_a_run_id_taken_between_choosing_and_renaming_is_chosen_again(trained, t
     assert sorted(path.name for path in (tmp_path / TICKER).iterdir()) == [theirs.name, saved.name]
 
 
+def test_nothing_the_reader_would_refuse_is_written(trained, tmp_path):
+    scaler = dataclasses.replace(trained.bundle.scaler, target_std=0.0)
+    bundle = dataclasses.replace(trained.bundle, run_id="20240102-030405-006", run_dir=None, scaler=scaler)
+    history = pd.read_csv(trained.run_dir / "history.csv")
+    with pytest.raises(ValidationError, match="scaler: expected finite means and positive standard deviations"):
+        save_bundle(bundle, tmp_path, trained.bundle.prices(), history, trained.metrics)
+    assert list((tmp_path / TICKER).iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "failure", [RuntimeError("plot failed"), KeyboardInterrupt(), OSError(errno.ENOSPC, "No space")]
 )
@@ -414,6 +424,8 @@ def write_file(name: str, content: str):
         (edit(lambda d: d["model"].update(hidden_size=8.0)), "model.hidden_size: input should be a valid integer"),
         (edit(lambda d: d["fingerprint"].update(first_date="1600-01-01")), "fingerprint.first_date: input should"),
         (edit(lambda d: d["fingerprint"].update(sha256="x")), "fingerprint.sha256: string should match"),
+        (edit(lambda d: d["scaler"].update(feature_std=[-1.0])), "scaler: expected finite means and positive"),
+        (edit(lambda d: d["scaler"].update(feature_mean=[0.0, 0.0])), "scaler.feature_mean is 2 but the window"),
         (edit(lambda d: d["split"].update(val_start="2030-01-01")), "split: expected first_date <= val_start"),
         (edit(lambda d: d["training"].update(seed=2**40)), "training.seed: input should be less than"),
         (edit(lambda d: d.update(run_id="../x")), "run_id: string should match"),
