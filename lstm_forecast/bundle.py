@@ -12,7 +12,9 @@ validated against the schema (types, ranges, finite numbers, dates, positive sca
 window and scaler agreeing; then the ticker's format) and `ModelShape`, `WindowSpec` and `Scaler` are built
 from its records, and the weights' names, shapes and dtype (float32) are checked against the declared model
 before the module is built. A damaged bundle is always a run-time error (exit 1) naming the file and what is
-wrong.
+wrong. Format 1 grows only by optional fields, absent in older bundles: `config_hash` (`config.config_hash`
+of the run's config; None when absent) and `fingerprints` (every series trained on, in order; `[fingerprint]`
+for one ticker, and when absent).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from lstm_forecast.config import (
     RefusedYAML,
     WindowConfig,
     config_from_plain,
+    config_hash,
     load_yaml,
 )
 from lstm_forecast.errors import ForecastError, UsageError, quote
@@ -99,6 +102,11 @@ class RunBundle:
     versions: dict[str, str] = field(default_factory=dict)
     created_at: str = ""
     run_dir: Path | None = None
+    config_hash: str | None = None  # `config.config_hash` of the run's config; None in bundles from before it
+    fingerprints: list[dict[str, Any]] = field(default_factory=list)  # every series trained on, in order
+
+    def __post_init__(self) -> None:
+        self.fingerprints = self.fingerprints or [self.fingerprint]  # one series (and bundles from before the list)
 
     def prices(self) -> pd.DataFrame:
         """The exact price rows the run was trained on (recorded in the bundle)."""
@@ -202,10 +210,12 @@ def bundle_document(bundle: RunBundle) -> dict[str, Any]:
         run_id=bundle.run_id,
         created_at=bundle.created_at or datetime.now(UTC).isoformat(timespec="seconds"),
         ticker=bundle.ticker,
+        config_hash=bundle.config_hash or config_hash(bundle.config),
         model=asdict(bundle.shape),
         window=asdict(bundle.spec),
         scaler=asdict(bundle.scaler),
         fingerprint=bundle.fingerprint,
+        fingerprints=bundle.fingerprints,
         split=bundle.split,
         baselines=bundle.baselines,
         calibration=bundle.calibration,
@@ -243,6 +253,7 @@ class _Record(BaseModel):
 LooseDate = Annotated[Date, Field(strict=False)]  # an ISO string in JSON
 # Lists whose items stay strict: the writer passes the dataclasses' tuples (JSON only ever holds lists).
 AnyList = Field(strict=False)
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 class ShapeRecord(_Record):
@@ -288,7 +299,7 @@ class FingerprintRecord(_Record):
     first_date: LooseDate
     last_date: LooseDate
     rows: Annotated[int, Field(ge=1, le=10_000_000)]
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    sha256: Sha256
 
 
 class SplitRecord(_Record):
@@ -336,10 +347,12 @@ class BundleDocument(_Record):
     run_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     created_at: Annotated[str, Field(max_length=64)] = ""
     ticker: Annotated[str, Field(max_length=64)]
+    config_hash: Sha256 | None = None  # absent in bundles from before it
     model: ShapeRecord
     window: WindowRecord
     scaler: ScalerRecord
     fingerprint: FingerprintRecord
+    fingerprints: Annotated[list[FingerprintRecord], Field(min_length=1, max_length=100_000)] | None = None
     split: SplitRecord
     baselines: BaselinesRecord
     calibration: CalibrationRecord
@@ -419,6 +432,8 @@ def load_bundle(run_dir: Path | str) -> RunBundle:
         versions=plain["versions"],
         created_at=record.created_at,
         run_dir=run_dir,
+        config_hash=record.config_hash,
+        fingerprints=plain["fingerprints"] or [],
     )
 
 

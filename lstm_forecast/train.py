@@ -27,7 +27,7 @@ from lstm_forecast.bundle import (
     remove_stale_temp_dirs,
     save_bundle,
 )
-from lstm_forecast.config import Config
+from lstm_forecast.config import Config, config_hash
 from lstm_forecast.errors import Interrupted
 from lstm_forecast.model import Forecaster, ModelShape
 from lstm_forecast.sessions import check_calendar
@@ -118,6 +118,7 @@ def train_run(
         model=model,
         versions=library_versions(),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        config_hash=config_hash(config),
     )
     history = history_frame(result)
 
