@@ -6,10 +6,15 @@ on, so evaluation stays reproducible after the cache is revised), `history.csv`,
 `loss_curve.png`. A bundle is written into a hidden temp directory and renamed into place only
 when complete, so a crash leaves either a whole bundle or none. Loading never unpickles anything.
 
-Loading trusts nothing: every file is read with a size limit, bundle.json is validated field by field
-(`BundleDocument`: types, ranges, finite numbers, dates, the ticker's format, residual counts), and the
-weights' names, shapes and dtype (float32) are checked against the declared model before the module is
-built. A damaged bundle is always a run-time error (exit 1) naming the file and what is wrong.
+bundle.json has one schema, `BundleDocument`: the writer builds one and dumps it, so nothing the reader
+would refuse is ever written. Loading trusts nothing: every file is read with a size limit, bundle.json is
+validated against the schema (types, ranges, finite numbers, dates, positive scales, residual counts, model,
+window and scaler agreeing; then the ticker's format) and `ModelShape`, `WindowSpec` and `Scaler` are built
+from its records, and the weights' names, shapes and dtype (float32) are checked against the declared model
+before the module is built. A damaged bundle is always a run-time error (exit 1) naming the file and what is
+wrong. Format 1 grows only by optional fields, absent in older bundles: `config_hash` (`config.config_hash`
+of the run's config; None when absent) and `fingerprints` (every series trained on, in order; `[fingerprint]`
+for one ticker, and when absent).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,6 +36,7 @@ import safetensors.torch
 import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from lstm_forecast import __version__
 from lstm_forecast.config import (
@@ -44,16 +50,16 @@ from lstm_forecast.config import (
     RefusedYAML,
     WindowConfig,
     config_from_plain,
+    config_hash,
     load_yaml,
 )
 from lstm_forecast.errors import ForecastError, UsageError, quote
 from lstm_forecast.files import (
     TEMP_PREFIX,
-    NameTaken,
-    free_name,
     is_our_temp_dir,
+    json_text,
     make_temp_dir,
-    publish_dir,
+    publish_as_free_name,
     read_bounded,
 )
 from lstm_forecast.model import Forecaster, ModelShape, gib, memory_limit
@@ -97,6 +103,11 @@ class RunBundle:
     versions: dict[str, str] = field(default_factory=dict)
     created_at: str = ""
     run_dir: Path | None = None
+    config_hash: str | None = None  # `config.config_hash` of the run's config; None in bundles from before it
+    fingerprints: list[dict[str, Any]] = field(default_factory=list)  # every series trained on, in order
+
+    def __post_init__(self) -> None:
+        self.fingerprints = self.fingerprints or [self.fingerprint]  # one series (and bundles from before the list)
 
     def prices(self) -> pd.DataFrame:
         """The exact price rows the run was trained on (recorded in the bundle)."""
@@ -136,29 +147,22 @@ def save_bundle(
 
     ticker_dir = Path(runs_dir) / cache_name(bundle.ticker)
     tmp_dir = make_temp_dir(ticker_dir, "a run bundle")
-    requested_id = bundle.run_id
-    final_dir = ticker_dir / requested_id
+
+    def write_files(final_dir: Path) -> None:
+        bundle.run_id = final_dir.name  # written into the files
+        _write_bundle_files(tmp_dir, bundle, prices, history, metrics, write_extras)
+
     try:
-        while True:
-            # The run id is written into the files, so they are written again when another process
-            # publishes a run under the same name first (same ticker, same millisecond).
-            bundle.run_id = free_name(ticker_dir, requested_id)
-            final_dir = ticker_dir / bundle.run_id
-            _write_bundle_files(tmp_dir, bundle, prices, history, metrics, write_extras)
-            try:
-                publish_dir(tmp_dir, final_dir)
-                break
-            except NameTaken:
-                continue
+        bundle.run_dir = publish_as_free_name(tmp_dir, ticker_dir, bundle.run_id, write_files)
     except BaseException as exc:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         # An atomic write (the loss curve) wraps its OSError, naming the temp dir that is gone now.
         cause = exc.__cause__ if isinstance(exc, ForecastError) else exc
         if isinstance(cause, OSError):
-            raise ForecastError(f"cannot write the run bundle {final_dir}: {cause.strerror or cause}") from None
+            raise ForecastError(f"cannot write the run bundle {ticker_dir / bundle.run_id}: "
+                                f"{cause.strerror or cause}") from None
         raise
-    bundle.run_dir = final_dir
-    return final_dir
+    return bundle.run_dir
 
 
 def _write_bundle_files(
@@ -169,11 +173,11 @@ def _write_bundle_files(
 
     weights = {name: tensor.detach().cpu().contiguous() for name, tensor in bundle.model.state_dict().items()}
     (tmp_dir / WEIGHTS_FILE).write_bytes(safetensors.torch.save(weights))
-    (tmp_dir / BUNDLE_FILE).write_text(_dumps(bundle_document(bundle)))
+    (tmp_dir / BUNDLE_FILE).write_text(json_text(bundle_document(bundle)))
     (tmp_dir / CONFIG_FILE).write_text(yaml.safe_dump(bundle.config.to_plain(), sort_keys=False))
     (tmp_dir / PRICES_FILE).write_bytes(prices_to_csv(prices))
     history.to_csv(tmp_dir / HISTORY_FILE, index=False, lineterminator="\n")
-    (tmp_dir / METRICS_FILE).write_text(_dumps(metrics))
+    (tmp_dir / METRICS_FILE).write_text(json_text(metrics))
     if write_extras is not None:
         write_extras(tmp_dir)
 
@@ -200,22 +204,34 @@ def check_runs_dir_writable(runs_dir: Path, ticker: str) -> None:
 
 
 def bundle_document(bundle: RunBundle) -> dict[str, Any]:
-    """The plain-JSON description stored as bundle.json."""
-    return {
-        "format_version": FORMAT_VERSION,
-        "run_id": bundle.run_id,
-        "created_at": bundle.created_at or datetime.now(UTC).isoformat(timespec="seconds"),
-        "ticker": bundle.ticker,
-        "model": bundle.shape.to_dict(),
-        "window": bundle.spec.to_dict(),
-        "scaler": bundle.scaler.to_dict(),
-        "fingerprint": bundle.fingerprint,
-        "split": bundle.split,
-        "baselines": bundle.baselines,
-        "calibration": bundle.calibration,
-        "training": bundle.training,
-        "versions": bundle.versions or library_versions(),
-    }
+    """The plain-JSON description stored as bundle.json, built through `BundleDocument`: what the reader
+    would refuse is never written (a diverged model's absurd residuals are an error here, not a damaged bundle
+    later)."""
+    try:
+        document = BundleDocument(
+            format_version=FORMAT_VERSION,
+            run_id=bundle.run_id,
+            created_at=bundle.created_at or datetime.now(UTC).isoformat(timespec="seconds"),
+            ticker=bundle.ticker,
+            config_hash=bundle.config_hash or config_hash(bundle.config),
+            model=asdict(bundle.shape),
+            window=asdict(bundle.spec),
+            scaler=asdict(bundle.scaler),
+            fingerprint=bundle.fingerprint,
+            fingerprints=bundle.fingerprints,
+            split=bundle.split,
+            baselines=bundle.baselines,
+            calibration=bundle.calibration,
+            training=bundle.training,
+            versions=bundle.versions or library_versions(),
+        )
+    except ValidationError as exc:
+        raise ForecastError(
+            f"cannot save the run: bundle.json would hold a {_describe_damage(exc)}; nothing was written "
+            "(a model this far off has diverged: lower train.lr)"
+        ) from None
+    # training as the trainer wrote it: its record lists `seed` before `threads`, which came later.
+    return document.model_dump(mode="json") | {"training": bundle.training}
 
 
 def library_versions() -> dict[str, str]:
@@ -243,6 +259,9 @@ class _Record(BaseModel):
 
 
 LooseDate = Annotated[Date, Field(strict=False)]  # an ISO string in JSON
+# Lists whose items stay strict: the writer passes the dataclasses' tuples (JSON only ever holds lists).
+AnyList = Field(strict=False)
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 class ShapeRecord(_Record):
@@ -255,14 +274,14 @@ class ShapeRecord(_Record):
 
 
 class WindowRecord(_Record):
-    features: Annotated[list[Feature], Field(min_length=1, max_length=len(Feature.__args__))]
+    features: Annotated[list[Feature], Field(min_length=1, max_length=len(Feature.__args__)), AnyList]
     price_column: Literal["adj_close", "close"]
     target: Literal["log_return", "price"]
     lookback: _like(WindowConfig, "lookback")
     horizon: _like(WindowConfig, "horizon")
 
 
-Values = Annotated[list[float], Field(min_length=1, max_length=len(Feature.__args__))]
+Values = Annotated[list[float], Field(min_length=1, max_length=len(Feature.__args__)), AnyList]
 
 
 class ScalerRecord(_Record):
@@ -271,13 +290,24 @@ class ScalerRecord(_Record):
     target_mean: float
     target_std: float
 
+    @model_validator(mode="after")
+    def _check(self) -> ScalerRecord:
+        # A zero or negative scale would turn every input into inf or nonsense and still give a forecast.
+        stds = [*self.feature_std, self.target_std]
+        if min(stds) <= 0:
+            raise ValueError(
+                f"scaler: expected finite means and positive standard deviations, got means "
+                f"{[*self.feature_mean, self.target_mean]} and standard deviations {stds}"
+            )
+        return self
+
 
 class FingerprintRecord(_Record):
     ticker: Annotated[str, Field(max_length=64)]
     first_date: LooseDate
     last_date: LooseDate
     rows: Annotated[int, Field(ge=1, le=10_000_000)]
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    sha256: Sha256
 
 
 class SplitRecord(_Record):
@@ -325,10 +355,12 @@ class BundleDocument(_Record):
     run_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     created_at: Annotated[str, Field(max_length=64)] = ""
     ticker: Annotated[str, Field(max_length=64)]
+    config_hash: Sha256 | None = None  # absent in bundles from before it
     model: ShapeRecord
     window: WindowRecord
     scaler: ScalerRecord
     fingerprint: FingerprintRecord
+    fingerprints: Annotated[list[FingerprintRecord], Field(min_length=1, max_length=100_000)] | None = None
     split: SplitRecord
     baselines: BaselinesRecord
     calibration: CalibrationRecord
@@ -346,6 +378,18 @@ class BundleDocument(_Record):
                 f"calibration.residuals: expected {self.model.horizon} lists of equal length (one per "
                 f"forecast day), got {len(steps)}"
             )
+        # The model, the window and the scaler must describe the same inputs and horizon, or every
+        # forecast made with the bundle would be silently misaligned.
+        n_features = len(self.window.features)
+        sizes = {
+            "model.n_features": (self.model.n_features, n_features),
+            "model.horizon": (self.model.horizon, self.window.horizon),
+            "scaler.feature_mean": (len(self.scaler.feature_mean), n_features),
+            "scaler.feature_std": (len(self.scaler.feature_std), n_features),
+        }
+        for key, (found, expected) in sizes.items():
+            if found != expected:
+                raise PydanticCustomError("mismatch", f"{key} is {found} but the window describes {expected}")
         return self
 
 
@@ -369,14 +413,13 @@ def load_bundle(run_dir: Path | str) -> RunBundle:
     try:
         record = BundleDocument.model_validate(document)
         validate_ticker(record.ticker)
-        shape = ModelShape.from_dict(record.model.model_dump())
-        spec = WindowSpec.from_dict(record.window.model_dump())
-        scaler = Scaler.from_dict(record.scaler.model_dump())
     except ValidationError as exc:
         raise ForecastError(f"{path}: {_describe_damage(exc)}; the bundle is damaged") from None
-    except (ForecastError, ValueError) as exc:  # the ticker, or a dataclass's own check
+    except ForecastError as exc:  # the ticker
         raise ForecastError(f"{path}: missing or invalid field {exc}; the bundle is damaged") from None
-    _check_consistent(path, shape, spec, scaler)
+    shape = ModelShape(**record_fields(record.model))
+    spec = WindowSpec(**record_fields(record.window))
+    scaler = Scaler(**record_fields(record.scaler))
     config = _read_config(run_dir / CONFIG_FILE)
     model = _load_model(run_dir / WEIGHTS_FILE, shape)
     _check_config_matches(run_dir / CONFIG_FILE, config, shape, spec)
@@ -397,7 +440,14 @@ def load_bundle(run_dir: Path | str) -> RunBundle:
         versions=plain["versions"],
         created_at=record.created_at,
         run_dir=run_dir,
+        config_hash=record.config_hash,
+        fingerprints=plain["fingerprints"] or [],
     )
+
+
+def record_fields(record: BaseModel) -> dict[str, Any]:
+    """A validated record's fields, its lists as tuples: the arguments of the frozen dataclass it describes."""
+    return {name: tuple(value) if isinstance(value, list) else value for name, value in record}
 
 
 def _describe_damage(exc: ValidationError) -> str:
@@ -406,6 +456,8 @@ def _describe_damage(exc: ValidationError) -> str:
     if error["type"] == "missing":
         return f"missing or invalid field {key!r} (missing)"
     message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "mismatch":  # two fields that disagree: a sentence of its own
+        return message
     if error["type"] == "value_error":  # a cross-field check names its own key
         return f"missing or invalid field {message}"
     return f"missing or invalid field {key}: {message[:1].lower()}{message[1:]}, got {quote(error.get('input'))}"
@@ -419,23 +471,6 @@ def _check_config_matches(path: Path, config: Config, shape: ModelShape, spec: W
                                             horizon=expected_spec.horizon)
     if expected_spec != spec or expected_shape != shape:
         raise ForecastError(f"{path}: does not describe the model and windows of bundle.json; the bundle is damaged")
-
-
-def _check_consistent(path: Path, shape: ModelShape, spec: WindowSpec, scaler: Scaler) -> None:
-    """The model, the window and the scaler must describe the same inputs and horizon, or every
-    forecast made with the bundle would be silently misaligned."""
-    n_features = len(spec.features)
-    sizes = {
-        "model.n_features": (shape.n_features, n_features),
-        "model.horizon": (shape.horizon, spec.horizon),
-        "scaler.feature_mean": (len(scaler.feature_mean), n_features),
-        "scaler.feature_std": (len(scaler.feature_std), n_features),
-    }
-    for key, (found, expected) in sizes.items():
-        if found != expected:
-            raise ForecastError(
-                f"{path}: {key} is {found} but the window describes {expected}; the bundle is damaged"
-            )
 
 
 def _read_config(path: Path) -> Config:
@@ -509,10 +544,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise ForecastError(f"{path}: not a bundle description; the bundle is damaged")
     return document
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, indent=2, allow_nan=False) + "\n"
 
 
 # --- finding runs -------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from lstm_forecast import data, plots
 from lstm_forecast.bundle import new_run_id, resolve_runs_dir
 from lstm_forecast.config import Config
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError
-from lstm_forecast.files import free_name, json_text, make_temp_dir, publish_dir
+from lstm_forecast.files import json_text, make_temp_dir, publish_as_free_name
 from lstm_forecast.metrics import format_pvalue
 from lstm_forecast.model import RECURRENT_CORES, check_trainable
 from lstm_forecast.train import TickerResult, train_ticker
@@ -140,9 +140,13 @@ def write_comparison(
     """Write compare.json and compare_curves.png into `<runs_dir>/<TICKER>/compare-<id>/` atomically."""
     ticker_dir = Path(runs_dir) / data.cache_name(ticker)
     tmp_dir = make_temp_dir(ticker_dir, "a comparison")
-    final_dir = ticker_dir / free_name(ticker_dir, f"compare-{new_run_id()}")
-    report["compare_dir"] = str(final_dir)
-    report["files"] = {"compare": str(final_dir / COMPARE_FILE), "curves": str(final_dir / CURVES_FILE)}
+    final_dir = ticker_dir / f"compare-{new_run_id()}"
+
+    def write_report(final_dir: Path) -> None:  # compare.json names its folder, so it is written per name tried
+        report["compare_dir"] = str(final_dir)
+        report["files"] = {"compare": str(final_dir / COMPARE_FILE), "curves": str(final_dir / CURVES_FILE)}
+        (tmp_dir / COMPARE_FILE).write_text(json_text(report), encoding="utf-8")
+
     try:
         title = f"{ticker} · {' vs '.join(curves)} · same data, windows and seed"
         test_scores = {
@@ -151,11 +155,11 @@ def write_comparison(
             for run in report["runs"]
         }
         plots.compare_curves(curves, naive_val_loss, test_scores, title, tmp_dir / CURVES_FILE)
-        (tmp_dir / COMPARE_FILE).write_text(json_text(report), encoding="utf-8")
-        publish_dir(tmp_dir, final_dir)
+        final_dir = publish_as_free_name(tmp_dir, ticker_dir, final_dir.name, write_report)
     except BaseException as exc:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         if isinstance(exc, OSError):
-            raise ForecastError(f"cannot write the comparison {final_dir}: {exc.strerror or exc}") from None
+            where = report.get("compare_dir", final_dir)  # the name chosen last
+            raise ForecastError(f"cannot write the comparison {where}: {exc.strerror or exc}") from None
         raise
     return final_dir

@@ -15,6 +15,8 @@ Every value has bounds, so nothing downstream sees a seed numpy refuses or a dat
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -155,6 +157,13 @@ class Config(Section):
     def to_plain(self) -> dict[str, Any]:
         """Plain YAML-safe values (dates as ISO strings), as written to a bundle's config.yaml."""
         return self.model_dump(mode="json")
+
+
+def config_hash(config: Config) -> str:
+    """sha256 (hex) of the resolved settings as canonical JSON (sorted keys), leaving out where things go
+    (data.dir, runs.dir): the same settings hash alike wherever the data and the runs live."""
+    plain = config.model_dump(mode="json", exclude={"data": {"dir"}, "runs": {"dir"}})
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 DEFAULTS_SOURCE = "defaults"

@@ -26,7 +26,7 @@ import pandas as pd
 
 from lstm_forecast import yahoo
 from lstm_forecast.errors import ForecastError, StopRequest, UsageError, quote
-from lstm_forecast.files import FILE_MODE, atomic_write_bytes, atomic_write_text, read_bounded
+from lstm_forecast.files import FILE_MODE, atomic_write_bytes, atomic_write_text, json_text, read_bounded
 from lstm_forecast.prices import COLUMNS, PRICE_FIELDS, parse_prices_csv, prices_sha256, prices_to_csv, read_prices_csv
 
 try:
@@ -318,7 +318,7 @@ def _store(
         "sha256": hashlib.sha256(payload).hexdigest(),
     }
     try:
-        atomic_write_text(_meta_path(path), json.dumps(meta, indent=2) + "\n")
+        atomic_write_text(_meta_path(path), json_text(meta))
     except ForecastError as exc:
         if mode != "unchanged":  # the old sidecar describes the old prices: it must not stay beside the new
             with contextlib.suppress(OSError):

@@ -25,6 +25,7 @@ import json
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from lstm_forecast.errors import ForecastError
@@ -192,7 +193,7 @@ def is_our_temp_dir(path: Path) -> bool:
 def free_name(parent: Path, name: str) -> str:
     """`name`, or `name-2`, `name-3`... when taken: two runs finishing in the same millisecond must not
     overwrite each other, and the suffix keeps time-stamped names sorting by time. Another process may
-    take the name before we rename into it: `publish_dir` then fails with `NameTaken`, and the caller picks again."""
+    take the name before we rename into it: see `publish_as_free_name`."""
     candidate, number = name, 1
     while (parent / candidate).exists():
         number += 1
@@ -223,6 +224,20 @@ def publish_dir(tmp_dir: Path, final_dir: Path) -> None:
     # Only now: a process killed before the rename leaves a temp dir that is recognisably ours.
     (final_dir / TEMP_MARKER).unlink(missing_ok=True)
     fsync_dir(final_dir.parent)
+
+
+def publish_as_free_name(tmp_dir: Path, parent: Path, name: str, fill: Callable[[Path], None]) -> Path:
+    """Publish `tmp_dir` under the first free name (`free_name`) in `parent`; returns the directory it became.
+
+    `fill(final_dir)` writes the files, which may name their directory: when another process publishes under
+    that name between our choosing and renaming (same ticker, same millisecond), the next name is chosen and
+    `fill` writes them again."""
+    while True:
+        final_dir = parent / free_name(parent, name)
+        fill(final_dir)
+        with contextlib.suppress(NameTaken):
+            publish_dir(tmp_dir, final_dir)
+            return final_dir
 
 
 def fsync_dir(directory: Path) -> None:

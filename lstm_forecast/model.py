@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -38,7 +38,9 @@ ACTIVATION_FACTOR = 2
 
 @dataclass(frozen=True)
 class ModelShape:
-    """The model's architecture: enough to rebuild the module and load a state_dict into it."""
+    """The model's architecture: enough to rebuild the module and load a state_dict into it.
+
+    Unchecked: it comes from a validated config, or from bundle.json through `bundle.ShapeRecord`."""
 
     kind: str  # "lstm" | "gru" | "rnn"
     n_features: int
@@ -46,18 +48,6 @@ class ModelShape:
     num_layers: int
     dropout: float
     horizon: int
-
-    def __post_init__(self) -> None:
-        if self.kind not in RECURRENT_CORES:
-            raise ValueError(f"kind: expected one of {', '.join(RECURRENT_CORES)}, got {self.kind!r}")
-        for name in ("n_features", "hidden_size", "num_layers", "horizon"):
-            value = getattr(self, name)
-            # bool is a subclass of int, but `true` is never a layer count.
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-        dropout = self.dropout
-        if not isinstance(dropout, int | float) or isinstance(dropout, bool) or not 0 <= dropout < 1:
-            raise ValueError(f"dropout: expected a number >= 0 and < 1, got {dropout!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,18 +70,6 @@ class ModelShape:
         steps = batch_size * lookback * self.num_layers
         activations = steps * self.hidden_size * (GATES[self.kind] + 2) * ACTIVATION_FACTOR * BYTES_PER_VALUE
         return self.weight_bytes() * TRAINING_COPIES + activations
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ModelShape:
-        """Rebuild from `to_dict()` output; unknown, missing or mistyped entries raise ValueError."""
-        if not isinstance(values, dict):
-            raise ValueError(f"model shape: expected a mapping, got {type(values).__name__}")
-        expected = {field.name for field in fields(cls)}
-        missing = sorted(expected - values.keys())
-        unknown = sorted(str(key) for key in values.keys() - expected)
-        if missing or unknown:
-            raise ValueError(f"model shape: missing keys {missing}, unknown keys {unknown}")
-        return cls(**values)
 
     @classmethod
     def from_config(cls, model_config: ModelConfig, n_features: int, horizon: int) -> ModelShape:

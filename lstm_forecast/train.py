@@ -32,7 +32,7 @@ from lstm_forecast.bundle import (
     resolve_runs_dir,
     save_bundle,
 )
-from lstm_forecast.config import Config
+from lstm_forecast.config import Config, config_hash
 from lstm_forecast.errors import Interrupted, StopRequest
 from lstm_forecast.model import Forecaster, ModelShape, check_trainable
 from lstm_forecast.prices import prices_sha256
@@ -181,6 +181,7 @@ def train_run(
         model=model,
         versions=library_versions(),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        config_hash=config_hash(config),
     )
     history = history_frame(result)
 

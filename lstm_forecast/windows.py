@@ -14,7 +14,7 @@ a prediction converts back to prices and dates exactly (`targets_to_prices`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -59,29 +59,15 @@ FEATURES: dict[str, Callable[[pd.DataFrame, np.ndarray], np.ndarray]] = {
 
 @dataclass(frozen=True)
 class WindowSpec:
-    """Everything needed to rebuild a bundle's inputs from prices, without the config file."""
+    """Everything needed to rebuild a bundle's inputs from prices, without the config file.
+
+    Unchecked, like `Scaler`: built from a validated config, or from bundle.json through `bundle.WindowRecord`."""
 
     features: tuple[str, ...]
     price_column: str
     target: str
     lookback: int
     horizon: int
-
-    def __post_init__(self) -> None:
-        # A bundle read from disk goes through here too: fail on a bad value, not deep in numpy.
-        unknown = [name for name in self.features if name not in FEATURES]
-        if not self.features or unknown:
-            raise ValueError(
-                f"features: expected names from {', '.join(FEATURES)}, got {list(self.features)}"
-            )
-        if self.price_column not in PRICE_COLUMNS:
-            raise ValueError(
-                f"price_column: expected one of {', '.join(PRICE_COLUMNS)}, got {self.price_column!r}"
-            )
-        if self.target not in TARGETS:
-            raise ValueError(f"target: expected one of {', '.join(TARGETS)}, got {self.target!r}")
-        if self.lookback < 1 or self.horizon < 1:
-            raise ValueError(f"lookback and horizon: expected >= 1, got {self.lookback} and {self.horizon}")
 
     @classmethod
     def from_config(cls, config: Config) -> WindowSpec:
@@ -94,23 +80,7 @@ class WindowSpec:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "features": list(self.features),
-            "price_column": self.price_column,
-            "target": self.target,
-            "lookback": self.lookback,
-            "horizon": self.horizon,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> WindowSpec:
-        return cls(
-            features=tuple(str(name) for name in d["features"]),
-            price_column=str(d["price_column"]),
-            target=str(d["target"]),
-            lookback=int(d["lookback"]),
-            horizon=int(d["horizon"]),
-        )
+        return {**asdict(self), "features": list(self.features)}
 
     @property
     def price_column_name(self) -> str:
@@ -127,17 +97,6 @@ class Scaler:
     target_mean: float
     target_std: float
 
-    def __post_init__(self) -> None:
-        # A bundle read from disk goes through here too: a zero, negative or non-finite scale would turn
-        # every input into inf or nonsense and still give a forecast.
-        stds = np.array([*self.feature_std, self.target_std], dtype=np.float64)
-        means = np.array([*self.feature_mean, self.target_mean], dtype=np.float64)
-        if not (np.all(np.isfinite(means)) and np.all(np.isfinite(stds)) and np.all(stds > 0)):
-            raise ValueError(
-                f"scaler: expected finite means and positive standard deviations, got means {means.tolist()} "
-                f"and standard deviations {stds.tolist()}"
-            )
-
     def transform_features(self, x: np.ndarray) -> np.ndarray:
         """Scale an array whose last axis is the features."""
         return (np.asarray(x, dtype=np.float64) - np.array(self.feature_mean)) / np.array(self.feature_std)
@@ -147,23 +106,6 @@ class Scaler:
 
     def inverse_targets(self, y: np.ndarray) -> np.ndarray:
         return np.asarray(y, dtype=np.float64) * self.target_std + self.target_mean
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "feature_mean": list(self.feature_mean),
-            "feature_std": list(self.feature_std),
-            "target_mean": self.target_mean,
-            "target_std": self.target_std,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Scaler:
-        return cls(
-            feature_mean=tuple(float(v) for v in d["feature_mean"]),
-            feature_std=tuple(float(v) for v in d["feature_std"]),
-            target_mean=float(d["target_mean"]),
-            target_std=float(d["target_std"]),
-        )
 
 
 def fit_scaler(train_features: np.ndarray, train_targets: np.ndarray) -> Scaler:

@@ -10,6 +10,7 @@
   (sliced like Yahoo does) or raises `fake_yahoo.error`, recording each call.
 - `clean_workdir`, `tiny_run` (a module-scoped tiny trained bundle), `TINY_CONFIG`, `file_digests`,
   `temp_leftovers`, `error_line`: what the reliability tests share to run the CLI and check it left no trace.
+- `name_taken_once`: another process publishes under the name a bundle or comparison is about to take.
 - `run_cli_limited(args, cwd)`, `run_limited(argv, cwd)`: the real CLI (or any command) in a child process
   under an address-space and a time limit, so a memory blow-up fails the test instead of taking the machine.
 """
@@ -249,6 +250,26 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     runs_dir = tmp_path_factory.mktemp("tiny-runs")
     return train_run(load_config(None, TINY_OVERRIDES), "SYN", build_prices(260), runs_dir).run_dir
+
+
+@pytest.fixture
+def name_taken_once(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Another process publishes a folder under the first name `files.free_name` chooses, between our choosing
+    it and renaming into it (same ticker, same millisecond); the list holds that folder once it exists."""
+    from lstm_forecast import files
+
+    real_free_name, taken = files.free_name, []
+
+    def free_name(parent: Path, name: str) -> str:
+        chosen = real_free_name(parent, name)
+        if not taken:
+            taken.append(parent / chosen)
+            taken[0].mkdir()
+            (taken[0] / "theirs.json").write_text("{}")
+        return chosen
+
+    monkeypatch.setattr(files, "free_name", free_name)
+    return taken
 
 
 # --- resource limits: hostile input must fail fast and small ---------------------------------------

@@ -31,7 +31,7 @@ from lstm_forecast.bundle import (
     resolve_runs_dir,
     save_bundle,
 )
-from lstm_forecast.config import load_config
+from lstm_forecast.config import config_hash, load_config
 from lstm_forecast.errors import ForecastError, UsageError
 from lstm_forecast.prices import COLUMNS, prices_sha256
 from lstm_forecast.windows import build_dataset
@@ -253,6 +253,37 @@ def test_runs_in_the_same_millisecond_both_survive(trained, tmp_path):
     assert first.name < second.name < "20240102-030405-007"
 
 
+def test_a_run_id_taken_between_choosing_and_renaming_is_chosen_again(trained, tmp_path, name_taken_once):
+    saved = save_copy(trained, tmp_path, "20240102-030405-006")
+    theirs = name_taken_once[0]
+    assert (theirs.name, saved.name) == ("20240102-030405-006", "20240102-030405-006-2")
+    assert [path.name for path in theirs.iterdir()] == ["theirs.json"]  # the other process's folder is untouched
+    assert load_bundle(saved).run_id == saved.name  # the files were written again under the new name
+    assert sorted(path.name for path in (tmp_path / TICKER).iterdir()) == [theirs.name, saved.name]
+
+
+def test_the_config_hash_and_every_series_trained_on_are_recorded(trained, run_dir):
+    document = json.loads((run_dir / "bundle.json").read_text())
+    loaded = load_bundle(run_dir)
+    assert document["config_hash"] == loaded.config_hash == trained.bundle.config_hash == config_hash(loaded.config)
+    assert document["fingerprints"] == loaded.fingerprints == [loaded.fingerprint]
+
+
+def test_a_bundle_from_before_the_config_hash_and_the_fingerprint_list_loads(run_dir):
+    edit_document(run_dir, lambda document: [document.pop("config_hash"), document.pop("fingerprints")])
+    loaded = load_bundle(run_dir)
+    assert loaded.config_hash is None and loaded.fingerprints == [loaded.fingerprint]
+
+
+def test_nothing_the_reader_would_refuse_is_written(trained, tmp_path):
+    scaler = dataclasses.replace(trained.bundle.scaler, target_std=0.0)
+    bundle = dataclasses.replace(trained.bundle, run_id="20240102-030405-006", run_dir=None, scaler=scaler)
+    history = pd.read_csv(trained.run_dir / "history.csv")
+    with pytest.raises(ForecastError, match=r"cannot save the run: .*scaler: expected finite means and positive"):
+        save_bundle(bundle, tmp_path, trained.bundle.prices(), history, trained.metrics)
+    assert list((tmp_path / TICKER).iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "failure", [RuntimeError("plot failed"), KeyboardInterrupt(), OSError(errno.ENOSPC, "No space")]
 )
@@ -405,6 +436,11 @@ def write_file(name: str, content: str):
         (edit(lambda d: d["model"].update(hidden_size=8.0)), "model.hidden_size: input should be a valid integer"),
         (edit(lambda d: d["fingerprint"].update(first_date="1600-01-01")), "fingerprint.first_date: input should"),
         (edit(lambda d: d["fingerprint"].update(sha256="x")), "fingerprint.sha256: string should match"),
+        (edit(lambda d: d.update(config_hash="x")), "config_hash: string should match"),
+        (edit(lambda d: d.update(fingerprints=[])), "fingerprints: list should have at least 1 item"),
+        (edit(lambda d: d["fingerprints"][0].update(rows=0)), "fingerprints.0.rows: input should be greater than"),
+        (edit(lambda d: d["scaler"].update(feature_std=[-1.0])), "scaler: expected finite means and positive"),
+        (edit(lambda d: d["scaler"].update(feature_mean=[0.0, 0.0])), "scaler.feature_mean is 2 but the window"),
         (edit(lambda d: d["split"].update(val_start="2030-01-01")), "split: expected first_date <= val_start"),
         (edit(lambda d: d["training"].update(seed=2**40)), "training.seed: input should be less than"),
         (edit(lambda d: d.update(run_id="../x")), "run_id: string should match"),

@@ -133,3 +133,17 @@ def test_cli_compare_json(tmp_path, data_dir, monkeypatch):
 
     bad = CliRunner().invoke(app, ["compare", "-t", TICKER, "--models", "lstm,cnn", *options])
     assert bad.exit_code == 2 and bad.stderr.startswith("Error: --models 'lstm,cnn': unknown model type cnn")
+
+
+def test_a_comparison_name_taken_between_choosing_and_renaming_is_chosen_again(tmp_path, name_taken_once):
+    scores = {"metrics": {"model": {"all": {"rmse_ratio": 0.98}}}, "vs_naive": {"dm_all": {"pvalue": 0.5}}}
+    run = {"model": "lstm", "test": scores}
+    curves = {"LSTM": ([1, 2], [1.0, 0.9], [1.1, 1.0])}
+    folder = compare.write_comparison(tmp_path, TICKER, {"ticker": TICKER, "runs": [run]}, curves, 1.0)
+    theirs = name_taken_once[0]
+    assert theirs.name.startswith("compare-") and folder.name == f"{theirs.name}-2"
+    assert [path.name for path in theirs.iterdir()] == ["theirs.json"]  # the other process's folder is untouched
+    written = json.loads((folder / compare.COMPARE_FILE).read_text())  # written again under the new name
+    assert written["compare_dir"] == str(folder) and written["files"]["curves"] == str(folder / compare.CURVES_FILE)
+    assert (folder / compare.CURVES_FILE).is_file()
+    assert sorted(path.name for path in (tmp_path / TICKER).iterdir()) == [theirs.name, folder.name]

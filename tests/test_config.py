@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import os
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lstm_forecast.config import Config, load_config, parse_override
+from lstm_forecast.config import Config, config_hash, load_config, parse_override
 from lstm_forecast.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -223,3 +225,13 @@ def test_a_config_that_is_not_a_regular_file_is_refused_unread(tmp_path, special
 def test_a_config_over_a_megabyte_is_refused(tmp_path):
     path = write(tmp_path, "# padding\n" * 120_000)
     assert "more than a config file can be (1,048,576 bytes at most)" in error_of(path)
+
+
+def test_config_hash_covers_the_settings_not_where_things_go():
+    config = load_config(None, ["train.seed=3"])
+    plain = config.model_dump(mode="json")
+    del plain["data"]["dir"], plain["runs"]["dir"]
+    canonical = json.dumps(plain, sort_keys=True, separators=(",", ":"))
+    assert config_hash(config) == hashlib.sha256(canonical.encode()).hexdigest()
+    assert config_hash(load_config(None, ["train.seed=3", "data.dir=/elsewhere", "runs.dir=r"])) == config_hash(config)
+    assert config_hash(load_config(None, ["train.seed=4"])) != config_hash(config)

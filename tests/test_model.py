@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import pytest
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from lstm_forecast import model
+from lstm_forecast.bundle import ShapeRecord, record_fields
 from lstm_forecast.config import ModelConfig, load_config
 from lstm_forecast.errors import UsageError
 from lstm_forecast.model import Forecaster, ModelShape, check_trainable
@@ -79,10 +82,10 @@ def test_eval_mode_is_deterministic_and_train_mode_drops_out() -> None:
     torch.testing.assert_close(model(inputs), model(inputs), atol=0, rtol=0)
 
 
-def test_shape_round_trips_through_dict() -> None:
+def test_shape_round_trips_through_its_bundle_record() -> None:
     shape = _shape(kind="gru", num_layers=3, dropout=0.1, horizon=7)
 
-    assert ModelShape.from_dict(shape.to_dict()) == shape
+    assert ModelShape(**record_fields(ShapeRecord.model_validate(json.loads(json.dumps(shape.to_dict()))))) == shape
     assert shape.to_dict()["kind"] == "gru"
 
 
@@ -97,36 +100,38 @@ def test_shape_from_config() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"kind": "transformer"}, "kind: expected one of lstm, gru, rnn"),
-        ({"hidden_size": "64"}, "hidden_size: expected an integer >= 1"),
-        ({"num_layers": True}, "num_layers: expected an integer >= 1"),
-        ({"horizon": 0}, "horizon: expected an integer >= 1"),
-        ({"n_features": 2.0}, "n_features: expected an integer >= 1"),
-        ({"dropout": 1.0}, "dropout: expected a number >= 0 and < 1"),
-        ({"dropout": "0.2"}, "dropout: expected a number >= 0 and < 1"),
+        ({"kind": "transformer"}, "kind\n  Input should be 'lstm', 'gru' or 'rnn'"),
+        ({"hidden_size": "64"}, "hidden_size\n  Input should be a valid integer"),
+        ({"num_layers": True}, "num_layers\n  a boolean is not a number"),
+        ({"horizon": 0}, "horizon\n  Input should be greater than or equal to 1"),
+        ({"n_features": 2.0}, "n_features\n  Input should be a valid integer"),
+        ({"dropout": 1.0}, "dropout\n  Input should be less than 1"),
+        ({"dropout": "0.2"}, "dropout\n  Input should be a valid number"),
     ],
 )
-def test_from_dict_rejects_bad_values(change: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        ModelShape.from_dict(_shape().to_dict() | change)
+def test_shape_record_rejects_bad_values(change: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ShapeRecord.model_validate(_shape().to_dict() | change)
 
 
-def test_from_dict_rejects_missing_and_unknown_keys() -> None:
+def test_shape_record_rejects_missing_and_unknown_keys() -> None:
     values = _shape().to_dict()
     del values["horizon"]
     values["bidirectional"] = True
 
-    with pytest.raises(ValueError, match=r"missing keys \['horizon'\], unknown keys \['bidirectional'\]"):
-        ModelShape.from_dict(values)
-    with pytest.raises(ValueError, match="expected a mapping"):
-        ModelShape.from_dict([1, 2])  # type: ignore[arg-type]
+    with pytest.raises(ValidationError) as caught:
+        ShapeRecord.model_validate(values)
+    assert [(error["loc"], error["type"]) for error in caught.value.errors()] == [
+        (("horizon",), "missing"), (("bidirectional",), "extra_forbidden")]
+    with pytest.raises(ValidationError, match="valid dictionary or instance of ShapeRecord"):
+        ShapeRecord.model_validate([1, 2])
 
 
 def test_rebuilt_model_with_loaded_weights_gives_identical_output() -> None:
     torch.manual_seed(0)
     original = Forecaster(_shape(kind="lstm", num_layers=2)).eval()
     torch.manual_seed(1)  # a different initialisation, so only the loaded weights can make them agree
-    rebuilt = Forecaster(ModelShape.from_dict(original.shape.to_dict())).eval()
+    rebuilt = Forecaster(ModelShape(**original.shape.to_dict())).eval()
     inputs = torch.randn(5, 9, 3)
     assert not torch.equal(rebuilt(inputs), original(inputs))
 

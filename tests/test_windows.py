@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from lstm_forecast.bundle import ScalerRecord, WindowRecord, record_fields
 from lstm_forecast.config import Config, load_config
 from lstm_forecast.errors import ForecastError, UsageError
 from lstm_forecast.windows import (
@@ -316,11 +318,11 @@ def test_spec_and_scaler_round_trip_through_json():
     cfg = config(data={"features": ["range", "log_return"], "price_column": "close", "target": "price"})
     spec = WindowSpec.from_config(cfg)
     assert spec.price_column_name == "Close"
-    assert WindowSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    assert WindowSpec(**record_fields(WindowRecord.model_validate(json.loads(json.dumps(spec.to_dict()))))) == spec
     scaler = Scaler((0.1, -2.0), (0.5, 1.0), 100.0, 4.0)
-    assert Scaler.from_dict(json.loads(json.dumps(scaler.to_dict()))) == scaler
+    assert Scaler(**record_fields(ScalerRecord.model_validate(json.loads(json.dumps(asdict(scaler)))))) == scaler
     with pytest.raises(ValueError, match="features"):
-        WindowSpec.from_dict({**spec.to_dict(), "features": ["momentum"]})
+        WindowRecord.model_validate({**spec.to_dict(), "features": ["momentum"]})
 
 
 def test_windows_too_large_for_memory_are_refused_before_they_are_built(monkeypatch):
