@@ -33,7 +33,7 @@ from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from lstm_forecast import __version__
-from lstm_forecast.errors import ForecastError, Interrupted
+from lstm_forecast.errors import ForecastError, Interrupted, UsageError
 
 # soft_wrap: a summary line piped to a file stays one line (paths are never broken at 80 columns);
 # piped tables get 100 columns rather than rich's 80, terminals their own width.
@@ -244,6 +244,8 @@ def root(
 MAX_DAYS = 250  # window.horizon's bound
 MAX_FOLDS = 50  # evaluate.folds's bound
 MAX_LEVELS = 10  # predict.levels's bound
+MAX_JOBS = 256  # train.threads's bound: more jobs than that is a typo
+EXECUTORS = ("local", "ray")
 
 # Options shared by several commands.
 ISO_DAY = "%Y-%m-%d"
@@ -295,6 +297,33 @@ def fetch(
     )
 
 
+TickersOption = Annotated[
+    list[str] | None,
+    typer.Option("--ticker", "-t", metavar="TICKER",
+                 help="Ticker symbol, e.g. TSLA or ^GSPC; repeatable, or a comma list (TSLA,AAPL)."),
+]
+TickersFileOption = Annotated[
+    Path | None,
+    typer.Option("--tickers-file", exists=True, dir_okay=False, metavar="FILE",
+                 help="Tickers, one per line (# comments), or a CSV with a ticker or symbol column."),
+]
+AllOption = Annotated[bool, typer.Option("--all", help="Every ticker cached in the data dir.")]
+JobsOption = Annotated[
+    int, typer.Option("--jobs", "-j", min=1, max=MAX_JOBS, metavar="N",
+                      help="Tickers trained at once in worker processes (threads per job: cores / N).")
+]
+ExecutorOption = Annotated[
+    str, typer.Option("--executor", metavar="NAME", callback=lambda value: _one_of(value, EXECUTORS),
+                      help="local (this machine) or ray (a Ray cluster; pip install 'lstm-forecast\\[ray]').")
+]
+RayAddressOption = Annotated[
+    str | None, typer.Option("--ray-address", metavar="ADDR", help="Ray cluster to join (default: $RAY_ADDRESS, "
+                             "else a local Ray instance for this command).")
+]
+ResumeOption = Annotated[
+    Path | None, typer.Option("--resume", metavar="UNIVERSE_DIR", file_okay=False, exists=True,
+                              help="Continue a universe: skip tickers already trained alike on the same data.")
+]
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a config key, e.g. train.lr=0.0005 (repeatable)."),
@@ -318,7 +347,10 @@ EpochsOption = Annotated[
 
 @app.command(cls=ForecastCommand)
 def train(
-    ticker: TickerOption,
+    ctx: typer.Context,
+    ticker: TickersOption = None,
+    tickers_file: TickersFileOption = None,
+    all_cached: AllOption = False,
     config: ConfigOption = None,
     set_: SetOption = None,
     model: ModelOption = None,
@@ -327,27 +359,76 @@ def train(
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or mps (train.device).")] = None,
     data_dir: DataDirOption = None,
     runs_dir: RunsDirOption = None,
+    jobs: JobsOption = 1,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
+    resume: ResumeOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Train a model on the cached prices and write a run bundle with metrics and a loss curve."""
+    """Train a model on the cached prices and write a run bundle with metrics and a loss curve.
+
+    Over two or more tickers each is its own run (same config and seed), judged as a set: Benjamini–Hochberg
+    q-values, a pooled test, summary.csv and universe.png in the runs dir's _universe/ folder."""
     from lstm_forecast.config import load_config
     from lstm_forecast.progress import EpochBars
     from lstm_forecast.train import train_ticker
+    from lstm_forecast.universe import plan_training
 
+    require_tickers(ctx, ticker, tickers_file, all_cached)
     shortcuts = {"model.type": ("--model", model), "train.epochs": ("--epochs", epochs),
                  "train.seed": ("--seed", seed), "train.device": ("--device", device)}
     settings = load_config(config, set_ or [], shortcuts)
+    plan = plan_training(settings, ticker or [], tickers_file, all_cached, data_dir, runs_dir)
+    warn(plan.warnings)
+    if len(plan.tickers) > 1 or jobs > 1 or executor != "local" or resume is not None:
+        train_universe_command(settings, plan, jobs, executor, ray_address, resume, json_output)
+        return
+    symbol = plan.tickers[0]
     # A stop signal from the first batch until the bundle is in place keeps the best epoch (see the top). The
     # bar is drawn from the first epoch on, so the label of a ticker that is not valid is never shown.
     with stop_on_signals() as stop:
-        with EpochBars(stderr, [f"{ticker.upper()} {settings.model.type.upper()}"], settings.train.epochs) as bars:
-            result = train_ticker(settings, ticker, data_dir, runs_dir, bars.update, stop, on_fetch=note)
+        with EpochBars(stderr, [f"{symbol} {settings.model.type.upper()}"], settings.train.epochs) as bars:
+            result = train_ticker(settings, symbol, data_dir, runs_dir, bars.update, stop, on_fetch=note)
         if json_output:
             print_json({"run_dir": str(result.run_dir), **result.metrics})
         else:
             print_training_summary(result)
         if stop.is_set():
             raise Interrupted(f"training interrupted; the best epoch so far was saved to {result.run_dir}")
+
+
+def train_universe_command(
+    settings: Any, plan: Any, jobs: int, executor: str, ray_address: str | None, resume: Path | None,
+    json_output: bool,
+) -> None:
+    """`train` over a universe: one bar over tickers, then the set's report; exit 1 when a ticker failed."""
+    from lstm_forecast.progress import TickerBar
+    from lstm_forecast.report import universe_report
+    from lstm_forecast.universe import train_universe
+
+    with stop_on_signals() as stop:
+        with TickerBar(stderr, len(plan.tickers)) as bar:
+            universe = train_universe(settings, plan.tickers, plan.data_dir, plan.runs_dir, jobs, executor,
+                                      ray_address, resume, on_row=bar.update_row, on_epoch=bar.update_epoch,
+                                      stop=stop)
+        if json_output:
+            print_json(universe.report)
+        else:
+            for item in universe_report(universe.report):
+                stdout.print(item)
+        if universe.interrupted:
+            raise Interrupted(f"interrupted; the tickers finished so far are in {universe.folder} "
+                              f"(continue with --resume {universe.folder})")
+        failed = len(universe.report["failed"])
+        if failed:
+            raise ForecastError(f"{failed} of {len(plan.tickers)} tickers could not be trained; "
+                                f"{universe.folder / 'summary.csv'} gives each reason")
+
+
+def require_tickers(ctx: typer.Context, given: list[str] | None, tickers_file: Path | None, all_cached: bool) -> None:
+    """No ticker at all: the usage error typer gives for a missing --ticker, as when the option was required."""
+    if not (given or tickers_file or all_cached):
+        raise UsageError(f"Missing option '--ticker' / '-t'. See '{ctx.command_path} --help'.")
 
 
 def print_training_summary(result: Any) -> None:
@@ -367,6 +448,12 @@ def print_training_summary(result: Any) -> None:
         stdout.print(tests_line(scores["vs_naive"]))
         stdout.print(f"Verdict: {scores['verdict']}.")
     stdout.print(f"Run bundle: {result.run_dir}", markup=False)
+
+
+def _one_of(value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise typer.BadParameter(f"{value[:40]!r} is not one of {', '.join(choices)}")
+    return value
 
 
 def _percent_levels(levels: list[float] | None) -> list[float] | None:

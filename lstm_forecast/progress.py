@@ -9,7 +9,14 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 LOSS_FIELDS = "train {task.fields[train]} · val {task.fields[val]} · best {task.fields[best]}"
 
@@ -140,3 +147,37 @@ def duration(seconds: float) -> str:
         return f"{minutes} min {seconds:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+class TickerBar(_Bars):
+    """A universe's progress: one bar over tickers (done, failed, elapsed, time left) and, for a job running in
+    this process, its epoch; drawn from the first report on, like the others."""
+
+    def __init__(self, console: Console, total: int) -> None:
+        super().__init__(console, TextColumn("{task.fields[failed]} failed"), TimeRemainingColumn(),
+                         TextColumn("{task.fields[detail]}"))
+        self.task = self.progress.add_task("tickers", total=total, failed=0, detail="")
+        self.failed = 0
+        self.shown = False
+
+    def __enter__(self) -> TickerBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.shown:
+            super().__exit__(*exc)
+
+    def _show(self) -> None:
+        if not self.shown:
+            self.shown = True
+            self.progress.start()
+
+    def update_row(self, row: dict[str, Any]) -> None:
+        """One ticker finished (a summary row of universe.py)."""
+        self._show()
+        self.failed += row["status"] == "failed"
+        self.progress.update(self.task, advance=1, failed=self.failed, detail=f"{row['ticker']} {row['status']}")
+
+    def update_epoch(self, ticker: str, record: Any) -> None:
+        self._show()
+        self.progress.update(self.task, detail=f"{ticker}: epoch {record.epoch}, val {record.val_loss:.4f}")

@@ -223,3 +223,44 @@ def compare_report(report: dict[str, Any]) -> list[Table | str]:
     items += [f"  {run['model'].upper()} run bundle: {escape(run['run_dir'])}" for run in report["runs"]]
     items += [f"  {escape(report['files']['compare'])}", f"  {escape(report['files']['curves'])}"]
     return items
+
+
+# --- a universe -------------------------------------------------------------------------------------
+
+SHOWN_ROWS = 30  # a longer universe prints its best and worst tickers; the files hold every row
+SHOWN_EACH_END = 10
+SHOWN_FAILURES = 10
+
+
+def universe_report(report: dict[str, Any]) -> list[Table | str]:
+    """Everything `train` prints over two or more tickers: the best and worst tickers, the failures, the verdict."""
+    scored = sorted((row for row in report["rows"] if row["status"] != "failed" and row["rmse_ratio_all"] is not None),
+                    key=lambda row: row["rmse_ratio_all"])
+    shown = scored if len(scored) <= SHOWN_ROWS else [*scored[:SHOWN_EACH_END], None, *scored[-SHOWN_EACH_END:]]
+    table = Table(title=f"{len(scored)} tickers on their test periods, best RMSE ratio first (q: Benjamini–Hochberg)",
+                  title_justify="left", header_style="bold")
+    for column in ("ticker", "RMSE/naive d1", "RMSE/naive", "DM p", "q", "direction", "lag copy", "status"):
+        table.add_column(column, justify="left" if column in ("ticker", "status") else "right", no_wrap=True)
+    for row in shown:
+        if row is None:
+            table.add_row(f"… {len(scored) - 2 * SHOWN_EACH_END} more", *[""] * 7)
+            continue
+        table.add_row(
+            escape(row["ticker"]), fmt(row["rmse_ratio_h1"]), fmt(row["rmse_ratio_all"]),
+            format_pvalue(row["dm_pvalue"]), format_pvalue(row["bh_qvalue"]),
+            fmt(row["direction_accuracy"], "{:.1%}"), row["lag_copy"] or "—", row["status"],
+        )
+    items: list[Table | str] = [table]
+    failed = report["failed"]
+    if failed:
+        items.append(f"[yellow]Not trained: {len(failed)} of {report['tickers']} tickers[/]")
+        items += [f"  {escape(item['ticker'])}: {escape(item['error'] or '')}" for item in failed[:SHOWN_FAILURES]]
+        if len(failed) > SHOWN_FAILURES:
+            items.append(f"  … and {len(failed) - SHOWN_FAILURES} more (summary.csv lists every reason)")
+    if report["not_run"]:
+        items.append(f"[yellow]Interrupted before {len(report['not_run'])} tickers started.[/]")
+    median = report["median_rmse_ratio"]
+    items.append(f"Median test RMSE ratio to naive: {fmt(median)}.")
+    items.append(f"[bold]Verdict on the set: {escape(report['verdict'])}.[/]")
+    items.append(f"Wrote summary.csv, summary.json, universe.png to {escape(report['folder'])}")
+    return items

@@ -81,6 +81,14 @@ def score_forecasts(forecasts: PeriodForecasts, kind: str) -> dict[str, Any]:
     }
 
 
+def log_loss_differential(forecasts: PeriodForecasts) -> np.ndarray:
+    """Per window (n,): the model's mean squared log-price error over the horizon minus naive's. Scale-free,
+    so a $5 and a $500 stock weigh alike when a universe pools these day by day (metrics.pooled_dm)."""
+    model_error = np.log(forecasts.model / forecasts.actual) ** 2
+    naive_error = np.log(forecasts.naive / forecasts.actual) ** 2
+    return (model_error - naive_error).mean(axis=1)
+
+
 def calibration(val: Windows, predicted: np.ndarray) -> dict[str, Any]:
     """Validation residuals in log-price space per horizon step, for split-conformal intervals.
 

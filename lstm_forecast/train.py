@@ -34,9 +34,17 @@ from lstm_forecast.bundle import (
 )
 from lstm_forecast.config import Config, config_hash
 from lstm_forecast.errors import Interrupted, StopRequest
+from lstm_forecast.metrics import lag_copy_diagnostic
 from lstm_forecast.model import Forecaster, ModelShape, check_trainable
 from lstm_forecast.prices import prices_sha256
-from lstm_forecast.scoring import calibration, period_forecasts, score_forecasts
+from lstm_forecast.scoring import (
+    PeriodForecasts,
+    calibration,
+    iso_day,
+    log_loss_differential,
+    period_forecasts,
+    score_forecasts,
+)
 from lstm_forecast.sessions import check_calendar
 from lstm_forecast.trainer import (
     LOSSES,
@@ -65,6 +73,10 @@ class TickerResult:
     fingerprint: dict[str, Any]  # of the price rows trained on
     split: dict[str, str]
     window: dict[str, Any]  # the bundle's window spec: features, price column, target, lookback, horizon
+    lag_copy: dict[str, Any]  # metrics.lag_copy_diagnostic on the test windows
+    # Per test window: its anchor day and scoring.log_loss_differential, for a universe's pooled test.
+    test_anchors: list[str]
+    test_loss_differential: list[float]
 
     @property
     def interrupted(self) -> bool:
@@ -92,6 +104,7 @@ def train_ticker(
     prices = load_training_prices(symbol, folder, config, on_fetch, stop)
     resolve_device(config.train.device)  # an unavailable device fails before the data is windowed
     outcome = train_run(config, symbol, prices, runs, on_epoch=on_epoch, stop=stop)
+    test = outcome.test
     return TickerResult(
         ticker=symbol,
         kind=outcome.bundle.shape.kind,
@@ -103,6 +116,9 @@ def train_ticker(
         fingerprint=outcome.bundle.fingerprint,
         split=outcome.bundle.split,
         window=outcome.bundle.spec.to_dict(),
+        lag_copy=lag_copy_diagnostic(test.anchor_prices, test.actual, test.model).to_dict(),
+        test_anchors=[iso_day(day) for day in test.anchor_dates],
+        test_loss_differential=[float(value) for value in log_loss_differential(test)],
     )
 
 
@@ -114,6 +130,7 @@ class TrainOutcome:
     bundle: RunBundle
     result: TrainResult
     metrics: dict[str, Any]
+    test: PeriodForecasts  # the test period's forecasts, as scored
 
 
 def load_training_prices(
@@ -198,7 +215,7 @@ def train_run(
 
     remove_stale_temp_dirs(runs_dir)
     run_dir = save_bundle(bundle, runs_dir, prices, history, run_metrics, write_extras=write_loss_curve)
-    return TrainOutcome(run_dir=run_dir, bundle=bundle, result=result, metrics=run_metrics)
+    return TrainOutcome(run_dir=run_dir, bundle=bundle, result=result, metrics=run_metrics, test=forecasts["test"])
 
 
 def train_model(

@@ -278,14 +278,15 @@ def test_an_option_that_takes_one_value_given_twice_is_a_usage_error(runner, cle
 
 def test_the_commands_one_value_options_include_the_examples():
     options = set(one_value_options())
-    assert {("train", "--ticker"), ("evaluate", "--folds"), ("predict", "--days"), ("fetch", "--start")} <= options
+    assert {("train", "--config"), ("evaluate", "--folds"), ("predict", "--days"), ("fetch", "--start")} <= options
     assert ("predict", "--level") not in options and ("train", "--set") not in options  # repeatable
+    assert ("train", "--ticker") not in options  # a universe: -t TSLA -t AAPL
 
 
-def test_a_ticker_given_three_times_under_both_names_is_refused(runner, clean_workdir):
-    result = runner.invoke(app, ["train", "-t", "TSLA", "--ticker", "AAPL", "-tNVDA"])
+def test_a_config_given_three_times_under_both_names_is_refused(runner, clean_workdir):
+    result = runner.invoke(app, ["train", "-t", "TSLA", "-c", "a.yaml", "--config", "b.yaml", "-cc.yaml"])
     assert result.exit_code == 2
-    assert only_error_line(result).startswith("Error: --ticker given 3 times; it takes one value.")
+    assert only_error_line(result).startswith("Error: --config given 3 times; it takes one value.")
 
 
 def test_repeatable_options_and_repeated_flags_stay_allowed(runner, clean_workdir):

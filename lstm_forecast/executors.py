@@ -1,0 +1,231 @@
+"""Running many training jobs: in this process, in local worker processes, or as Ray tasks.
+
+Every job is `train.train_ticker` on one ticker, with plain arguments (a `Job`) and a plain result (a
+`JobOutcome`), so the three executors differ only in where the job runs:
+
+  * `run_here`: one after another in this process (`--jobs 1`): no start-up cost, an epoch bar per job.
+  * `run_in_pool`: N spawned worker processes (`--jobs N`). Each worker sets its torch thread count before
+    torch is imported there, so N jobs × threads never oversubscribe the cores. A worker that dies (SIGKILL,
+    out of memory) breaks the pool: its jobs are tried once more in a fresh pool, then failed; the others go on.
+  * `run_on_ray`: Ray tasks (`--executor ray`) on a cluster (`--ray-address`) or on a local instance started
+    for the command; Ray retries a task whose worker died.
+
+A failing job (too short, broken file, diverged) is a `JobOutcome` with its one-line error, never an exception:
+one ticker never stops the others. A stop request (the CLI's Ctrl-C) stops handing out jobs; jobs running in
+this process or in the pool stop after their current batch and save their best epoch, as a single `train` does;
+Ray tasks already running finish.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import platform
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from lstm_forecast.config import Config
+from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError
+
+POLL_S = 0.2  # how often a waiting parent looks at its stop request
+POOL_ATTEMPTS = 2  # a job whose worker process died is tried once more in a fresh pool
+RAY_RETRIES = 1  # the same for a Ray task whose worker died
+
+
+@dataclass(frozen=True)
+class Job:
+    """One ticker's training job: plain data that pickles to any process or machine."""
+
+    config: Config
+    ticker: str
+    data_dir: Path
+    runs_dir: Path
+    threads: int  # torch's CPU threads for this job (also recorded in its bundle)
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What became of a job: its `TickerResult`, or the one-line reason it failed."""
+
+    ticker: str
+    result: Any | None  # train.TickerResult (typed loosely: this module must not import torch)
+    error: str | None
+    seconds: float
+    interrupted: bool = False  # stopped by the stop request (a result may still hold the best epoch)
+
+
+def run_job(job: Job, on_epoch: Callable[[Any], Any] | None = None, stop: StopRequest | None = None) -> JobOutcome:
+    """Run one job wherever this is called, turning every failure a user should see into its outcome."""
+    from lstm_forecast.train import train_ticker  # here, not at the top: a worker sets its threads first
+
+    started = time.perf_counter()
+    try:
+        check_visible(job)
+        config = job.config.model_copy(
+            update={"train": job.config.train.model_copy(update={"threads": job.threads})}
+        )
+        result = train_ticker(config, job.ticker, job.data_dir, job.runs_dir, on_epoch=on_epoch, stop=stop)
+    except Interrupted as exc:
+        return JobOutcome(job.ticker, None, str(exc), time.perf_counter() - started, interrupted=True)
+    except (ForecastError, OSError, MemoryError, RecursionError, OverflowError) as exc:
+        return JobOutcome(job.ticker, None, _one_line(exc), time.perf_counter() - started)
+    return JobOutcome(job.ticker, result, None, time.perf_counter() - started, interrupted=result.interrupted)
+
+
+def check_visible(job: Job) -> None:
+    """A worker on another machine must see the same data and runs dirs (a shared path), or its bundle would
+    land where nobody looks: say so instead of writing there."""
+    for name, folder in (("data dir", job.data_dir), ("runs dir", job.runs_dir)):
+        if not folder.is_dir():
+            raise ForecastError(
+                f"the {name} {folder} is not visible on {platform.node()}; on a cluster the data and runs "
+                "dirs must be shared paths every worker can reach"
+            )
+
+
+def _one_line(exc: BaseException) -> str:
+    message = str(exc) if isinstance(exc, ForecastError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(message.split())
+
+
+# --- in this process ---------------------------------------------------------------------------
+
+
+def run_here(
+    jobs: list[Job], stop: StopRequest, on_epoch: Callable[[str, Any], Any] | None = None
+) -> Iterator[JobOutcome]:
+    """The jobs one after another in this process; `on_epoch(ticker, record)` hears every epoch."""
+    for job in jobs:
+        if stop.is_set():
+            return
+
+        def report(record: Any, ticker: str = job.ticker) -> Any:
+            return on_epoch(ticker, record) if on_epoch is not None else None
+
+        yield run_job(job, report, stop)
+
+
+# --- local worker processes --------------------------------------------------------------------
+
+_worker_stop: Any = None  # in a worker: the pool's shared stop event
+
+
+def _start_worker(threads: int, stop_event: Any) -> None:
+    """Runs first in every worker process, before torch is imported there."""
+    global _worker_stop
+    # OpenMP and MKL read these once, when torch loads them; set_num_threads covers torch's own pool.
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = str(threads)
+    # Ctrl-C at a terminal reaches the whole process group: the parent decides, and tells us through the event.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker_stop = stop_event
+
+
+def _run_in_worker(job: Job) -> JobOutcome:
+    import torch
+
+    torch.set_num_threads(job.threads)
+    return run_job(job, stop=_worker_stop)
+
+
+def run_in_pool(jobs: list[Job], workers: int, stop: StopRequest) -> Iterator[JobOutcome]:
+    """The jobs in `workers` spawned processes, yielded as they finish (not in order)."""
+    context = multiprocessing.get_context("spawn")  # fork would copy this process's threads and locks
+    stop_event = context.Event()
+    waiting = deque(jobs)
+    attempts: dict[str, int] = {}
+    while waiting:
+        threads = waiting[0].threads
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                   initargs=(threads, stop_event))
+        running: dict[Future, Job] = {}
+        died: list[Job] = []
+        try:
+            while (waiting and not stop.is_set()) or running:
+                while waiting and len(running) < workers and not stop.is_set():
+                    job = waiting.popleft()
+                    attempts[job.ticker] = attempts.get(job.ticker, 0) + 1
+                    running[pool.submit(_run_in_worker, job)] = job
+                if stop.is_set():
+                    stop_event.set()  # running jobs stop after their current batch
+                finished, _ = wait(running, timeout=POLL_S, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    job = running.pop(future)
+                    try:
+                        yield future.result()
+                    except BrokenProcessPool:
+                        died.append(job)
+                if died:
+                    died += running.values()  # the pool is gone: every job in it ends the same way
+                    running.clear()
+                    break
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        for job in died:
+            if attempts[job.ticker] < POOL_ATTEMPTS and not stop.is_set():
+                waiting.appendleft(job)
+            else:
+                yield JobOutcome(job.ticker, None, "its worker process died (killed, or out of memory)", 0.0)
+        if stop.is_set():
+            return
+
+
+# --- Ray -----------------------------------------------------------------------------------------
+
+
+def _run_on_ray_worker(job: Job) -> JobOutcome:
+    import torch
+
+    torch.set_num_threads(job.threads)
+    return run_job(job)
+
+
+def run_on_ray(jobs: list[Job], address: str | None, stop: StopRequest) -> Iterator[JobOutcome]:
+    """The jobs as Ray tasks of `threads` CPUs each, yielded as they finish; a local Ray instance is started
+    (and shut down) when there is no `address` (or RAY_ADDRESS) to join."""
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(
+            "--executor ray needs Ray: pip install 'lstm-forecast[ray]' (or pip install 'ray>=2.9')"
+        ) from None
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    started_here = not ray.is_initialized()
+    if started_here:
+        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+        if address is None:
+            options["num_cpus"] = os.cpu_count() or 1
+        try:
+            ray.init(address=address, **options)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ForecastError(f"cannot reach the Ray cluster at {address}: {_one_line(exc)}") from None
+    try:
+        task = ray.remote(num_cpus=jobs[0].threads if jobs else 1, max_retries=RAY_RETRIES)(_run_on_ray_worker)
+        pending = {task.remote(job): job for job in jobs}
+        while pending:
+            if stop.is_set():
+                for reference in pending:
+                    ray.cancel(reference)  # queued tasks never start; running ones finish
+            finished, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
+            for reference in finished:
+                job = pending.pop(reference)
+                try:
+                    yield ray.get(reference)
+                except ray.exceptions.TaskCancelledError:
+                    continue
+                except ray.exceptions.RayError as exc:
+                    yield JobOutcome(job.ticker, None, f"the Ray task failed: {_one_line(exc)[:300]}", 0.0)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def with_threads(jobs: list[Job], threads: int) -> list[Job]:
+    return [replace(job, threads=threads) for job in jobs]
