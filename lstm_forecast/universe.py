@@ -389,7 +389,7 @@ def pooled_dm(records: list[dict[str, Any]]) -> dict[str, Any]:
               for record in records if record["differential"]]
     if not series:
         return {"days": 0, "mean_differential": None, "statistic": None, "pvalue": None}
-    daily = pd.concat(series, axis=1).mean(axis=1, skipna=True).sort_index().to_numpy()
+    daily = pd.concat(series, axis=1, sort=True).mean(axis=1, skipna=True).to_numpy()
     horizon = max(record["horizon"] or 1 for record in records)
     statistic, pvalue = diebold_mariano(daily, np.zeros_like(daily), horizon=horizon)
     return {"days": int(daily.size), "mean_differential": float(daily.mean()), "statistic": statistic,

@@ -1,0 +1,224 @@
+"""Universe mode for `train`: choosing tickers, running them here, in a pool or on Ray with the same weights,
+failures and a killed worker that stop nothing else, Ctrl-C, --resume, and the set's honest statistics."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+from conftest import TINY_OVERRIDES, build_prices
+from scipy import stats
+from typer.testing import CliRunner
+
+from lstm_forecast import executors, universe
+from lstm_forecast.cli import app
+from lstm_forecast.config import load_config
+from lstm_forecast.errors import UsageError
+from lstm_forecast.prices import prices_to_csv
+
+TICKERS = ["AAA", "BBB", "CCC"]
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A cache of three synthetic tickers and SHORT, whose 12 rows are too few for one training window."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for seed, ticker in enumerate(TICKERS):
+        (folder / f"{ticker}.csv").write_bytes(prices_to_csv(build_prices(260, seed=seed)))
+    (folder / "SHORT.csv").write_bytes(prices_to_csv(build_prices(12, seed=9)))
+    return folder
+
+
+def tiny_config(*changes: str):
+    return load_config(None, [*TINY_OVERRIDES, *changes])
+
+
+def weights(run_dir: str | Path) -> dict[str, torch.Tensor]:
+    return safetensors.torch.load_file(Path(run_dir) / "model.safetensors")
+
+
+def same_weights(first: str | Path, second: str | Path) -> bool:
+    a, b = weights(first), weights(second)
+    return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+
+
+# --- choosing tickers ------------------------------------------------------------------------------
+
+
+def test_tickers_come_from_options_files_and_the_cache_in_order_each_once(tmp_path, data_dir):
+    listing = tmp_path / "list.txt"
+    listing.write_text("# my watchlist\nccc\n\nBBB  # again\nDDD\n")
+    selection = universe.select_tickers(["aaa,BBB", " CCC "], listing, True, data_dir)
+    assert selection.tickers == ["AAA", "BBB", "CCC", "DDD", "SHORT"]
+    assert selection.warnings == ["dropped repeated tickers: AAA, BBB, CCC"]
+
+
+def test_a_csv_tickers_file_is_read_by_its_symbol_column(tmp_path):
+    listing = tmp_path / "index.csv"
+    listing.write_text("Symbol,Name\nMSFT,Microsoft\nBRK-B,Berkshire\n")
+    assert universe.select_tickers([], listing, False, None).tickers == ["MSFT", "BRK-B"]
+    listing.write_text("Name,Sector\nMicrosoft,Tech\n")
+    with pytest.raises(UsageError, match="a CSV needs a `ticker` or `symbol` column"):
+        universe.select_tickers([], listing, False, None)
+
+
+def test_every_invalid_ticker_is_named_in_one_error_before_anything_runs():
+    names = ["TSLA", "../x", "a b", "AAPL", "$$$", "%", "^^", "~", "?"]
+    with pytest.raises(UsageError) as caught:
+        universe.select_tickers([",".join(names)], None, False, None)
+    message = str(caught.value)
+    assert message.startswith("7 invalid tickers: '../x', 'a b', '$$$', '%', '^^' and 2 more;")
+    with pytest.raises(UsageError, match=r"^invalid ticker '\.\./x': expected a Yahoo Finance symbol"):
+        universe.select_tickers(["TSLA", "../x"], None, False, None)  # one bad name: the single-ticker message
+
+
+def test_no_ticker_at_all_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="no tickers"):
+        universe.select_tickers([" , "], None, False, None)
+    with pytest.raises(UsageError, match="--all: no cached prices"):
+        universe.select_tickers([], None, True, tmp_path)
+
+
+# --- running them ----------------------------------------------------------------------------------
+
+
+def test_a_universe_trains_every_ticker_and_a_failing_one_stops_nothing(tmp_path, data_dir):
+    rows_seen: list[dict] = []
+    result = universe.train_universe(tiny_config(), [*TICKERS, "SHORT"], data_dir, tmp_path / "runs",
+                                     on_row=rows_seen.append)
+
+    assert [row["ticker"] for row in result.rows] == [*TICKERS, "SHORT"]  # the order given
+    assert [row["status"] for row in result.rows] == ["ok", "ok", "ok", "failed"]
+    assert "too few" in result.rows[3]["error"] and result.report["failed"][0]["ticker"] == "SHORT"
+    assert sorted(row["ticker"] for row in rows_seen) == sorted([*TICKERS, "SHORT"])
+    for row in result.rows[:3]:
+        assert (Path(row["run_dir"]) / "bundle.json").is_file() and row["rmse_ratio_all"] > 0
+        assert 0 <= row["dm_pvalue"] <= 1 and row["dm_pvalue"] <= row["bh_qvalue"] <= 1
+    folder = result.folder
+    assert folder.parent == tmp_path / "runs" / "_universe"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["rows"] == result.rows and summary["trained"] == 3 and not summary["interrupted"]
+    assert (folder / "summary.csv").read_text().splitlines()[0].startswith("ticker,status,run_dir,rows,")
+    assert (folder / "universe.png").read_bytes().startswith(b"\x89PNG")
+    assert len((folder / "results.jsonl").read_text().splitlines()) == 4
+    assert summary["verdict"].startswith("0 of 3 tickers beat the random walk at q < 0.05")
+
+
+def test_here_in_a_pool_and_on_ray_give_the_same_weights(tmp_path, data_dir):
+    config = tiny_config("train.threads=1")
+    here = universe.train_universe(config, TICKERS, data_dir, tmp_path / "here")
+    pool = universe.train_universe(config, TICKERS, data_dir, tmp_path / "pool", jobs=2)
+    for first, second in zip(here.rows, pool.rows, strict=True):
+        assert same_weights(first["run_dir"], second["run_dir"])
+        assert first["rmse_ratio_all"] == second["rmse_ratio_all"]
+    pytest.importorskip("ray")
+    on_ray = universe.train_universe(config, TICKERS[:2], data_dir, tmp_path / "ray", executor="ray")
+    for first, second in zip(here.rows, on_ray.rows, strict=False):
+        assert same_weights(first["run_dir"], second["run_dir"])
+
+
+def test_a_killed_worker_fails_its_ticker_only(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setattr(executors, "POOL_ATTEMPTS", 1)  # no second try: the killed job must fail
+    config = tiny_config("train.threads=1")
+    jobs = [executors.Job(config, ticker, data_dir, tmp_path, 1) for ticker in TICKERS]
+
+    def kill_the_first_worker() -> None:
+        deadline = time.monotonic() + 60
+        while not multiprocessing.active_children() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_the_first_worker)
+    killer.start()
+    outcomes = {outcome.ticker: outcome for outcome in executors.run_in_pool(jobs, 1, threading.Event())}
+    killer.join()
+    assert outcomes["AAA"].result is None and "worker process died" in outcomes["AAA"].error
+    assert outcomes["BBB"].result is not None and outcomes["CCC"].result is not None
+
+
+def test_ctrl_c_stops_handing_out_tickers_and_keeps_what_finished(tmp_path, data_dir):
+    stop = threading.Event()
+    result = universe.train_universe(tiny_config(), TICKERS, data_dir, tmp_path / "runs",
+                                     on_row=lambda row: stop.set(), stop=stop)
+    assert result.interrupted and result.report["interrupted"]
+    assert [row["ticker"] for row in result.rows] == ["AAA"] and result.report["not_run"] == ["BBB", "CCC"]
+    assert (result.folder / "summary.json").is_file()
+
+
+def test_resume_skips_tickers_trained_alike_on_the_same_data(tmp_path, data_dir, monkeypatch):
+    config = tiny_config()
+    first = universe.train_universe(config, TICKERS, data_dir, tmp_path / "runs")
+    # BBB's cache gains a day: its fingerprint changes, so it alone is trained again.
+    (data_dir / "BBB.csv").write_bytes(prices_to_csv(build_prices(261, seed=1)))
+    trained: list[str] = []
+    real_run_job = executors.run_job
+    monkeypatch.setattr(executors, "run_job", lambda job, *args: trained.append(job.ticker) or real_run_job(job, *args))
+
+    again = universe.train_universe(config, TICKERS, data_dir, tmp_path / "runs", resume=first.folder)
+    assert trained == ["BBB"] and again.folder == first.folder
+    assert [row["run_dir"] for row in again.rows][::2] == [row["run_dir"] for row in first.rows][::2]
+    assert again.rows[1]["run_dir"] != first.rows[1]["run_dir"]
+
+    other = universe.train_universe(tiny_config("train.seed=1"), TICKERS, data_dir, tmp_path / "runs",
+                                    resume=first.folder)
+    assert len(trained) == 1 + 3  # another config: nothing is "trained alike"
+    assert all(row["status"] == "ok" for row in other.rows)
+
+
+# --- the statistics ----------------------------------------------------------------------------------
+
+
+def test_q_values_are_benjamini_hochberg():
+    pvalues = [0.01, 0.04, 0.03, 0.5]
+    records = [{"row": dict.fromkeys(universe.SUMMARY_COLUMNS) | {"ticker": f"T{i}", "status": "ok",
+                                                                  "dm_pvalue": p, "rmse_ratio_all": 0.9},
+                "anchors": [], "differential": [], "horizon": 1} for i, p in enumerate(pvalues)]
+    rows, report = universe.universe_report(records, [f"T{i}" for i in range(4)])
+    # By hand: sorted p 0.01, 0.03, 0.04, 0.5 -> p * 4 / rank = 0.04, 0.06, 0.0533, 0.5 -> monotone 0.04, 0.0533...
+    assert [row["bh_qvalue"] for row in rows] == pytest.approx([0.04, 0.05333333, 0.05333333, 0.5])
+    assert report["better_at_q05"] == 1 and report["worse_at_q05"] == 0
+
+
+def test_the_pooled_test_averages_the_tickers_day_by_day():
+    rng = np.random.default_rng(0)
+    days = [day.date().isoformat() for day in build_prices(200).index]
+
+    def record(differential):
+        return {"row": {"status": "ok"}, "anchors": days, "differential": list(differential), "horizon": 1}
+
+    # Each ticker alone is noise around a small gain; averaged over 20 tickers the gain is plain.
+    better = [record(rng.normal(-0.3, 3.0, 200)) for _ in range(20)]
+    pooled = universe.pooled_dm(better)
+    assert pooled["days"] == 200 and pooled["mean_differential"] < 0 and pooled["pvalue"] < 0.01
+    expected = stats.ttest_1samp(np.mean([r["differential"] for r in better], axis=0), 0.0).pvalue
+    assert pooled["pvalue"] == pytest.approx(expected, rel=1e-6)  # horizon 1: DM is the t-test
+    no_skill = [record(rng.normal(0.0, 3.0, 200)) for _ in range(20)]
+    assert universe.pooled_dm(no_skill)["pvalue"] > 0.05
+
+
+# --- the command -----------------------------------------------------------------------------------
+
+
+def test_the_train_command_over_a_universe(tmp_path, data_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    options = ["--data-dir", str(data_dir), "--runs-dir", "runs", *[f"--set={item}" for item in TINY_OVERRIDES]]
+    ok = CliRunner().invoke(app, ["train", "-t", "AAA,BBB", *options])
+    assert ok.exit_code == 0, ok.output
+    assert "2 tickers on their test periods" in ok.stdout and "Verdict on the set:" in ok.stdout
+
+    failing = CliRunner().invoke(app, ["train", "-t", "AAA", "-t", "SHORT", *options, "--json"])
+    assert failing.exit_code == 1
+    document = json.loads(failing.stdout)
+    assert document["failed"][0]["ticker"] == "SHORT"
+    assert failing.stderr.splitlines()[-1].startswith("Error: 1 of 2 tickers could not be trained;")
