@@ -403,7 +403,6 @@ def train_universe_command(
 ) -> None:
     """`train` over a universe: one bar over tickers, then the set's report; exit 1 when a ticker failed."""
     from lstm_forecast.progress import TickerBar
-    from lstm_forecast.report import universe_report
     from lstm_forecast.universe import train_universe
 
     with stop_on_signals() as stop:
@@ -411,18 +410,25 @@ def train_universe_command(
             universe = train_universe(settings, plan.tickers, plan.data_dir, plan.runs_dir, jobs, executor,
                                       ray_address, resume, on_row=bar.update_row, on_epoch=bar.update_epoch,
                                       stop=stop)
-        if json_output:
-            print_json(universe.report)
-        else:
-            for item in universe_report(universe.report):
-                stdout.print(item)
-        if universe.interrupted:
-            raise Interrupted(f"interrupted; the tickers finished so far are in {universe.folder} "
-                              f"(continue with --resume {universe.folder})")
-        failed = len(universe.report["failed"])
-        if failed:
-            raise ForecastError(f"{failed} of {len(plan.tickers)} tickers could not be trained; "
-                                f"{universe.folder / 'summary.csv'} gives each reason")
+        finish_universe(universe, len(plan.tickers), "trained", json_output)
+
+
+def finish_universe(universe: Any, total: int, done: str, json_output: bool) -> None:
+    """Print a universe's report (or its JSON); then exit 130 if it was interrupted, 1 if a ticker failed."""
+    from lstm_forecast.report import universe_report
+
+    if json_output:
+        print_json(universe.report)
+    else:
+        for item in universe_report(universe.report):
+            stdout.print(item)
+    if universe.interrupted:
+        resume = f" (continue with --resume {universe.folder})" if done == "trained" else ""
+        raise Interrupted(f"interrupted; the tickers finished so far are in {universe.folder}{resume}")
+    failed = len(universe.report["failed"])
+    if failed:
+        raise ForecastError(f"{failed} of {total} tickers could not be {done}; "
+                            f"{universe.folder / 'summary.csv'} gives each reason")
 
 
 def require_tickers(ctx: typer.Context, given: list[str] | None, tickers_file: Path | None, all_cached: bool) -> None:
@@ -550,23 +556,44 @@ FoldsOption = Annotated[
 ]
 
 
+RunTickersOption = Annotated[
+    list[str] | None,
+    typer.Option("--ticker", "-t", metavar="TICKER",
+                 help="Use this ticker's newest run; repeatable, or a comma list, to judge a universe."),
+]
+
+
 @app.command(cls=ForecastCommand)
 def evaluate(
     run: RunOption = None,
-    ticker: RunTickerOption = None,
+    ticker: RunTickersOption = None,
+    tickers_file: TickersFileOption = None,
+    all_cached: AllOption = False,
     folds: FoldsOption = None,
     data_dir: DataDirOption = None,
     runs_dir: RunsDirOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Judge a run beside the naive and drift forecasts: tests, lag copy, intervals, backtest, plots."""
+    """Judge a run beside the naive and drift forecasts: tests, lag copy, intervals, backtest, plots.
+
+    Over two or more tickers, each one's newest run, then the set: Benjamini–Hochberg q-values, a pooled test."""
     from lstm_forecast.evaluate import evaluate as evaluate_run
     from lstm_forecast.progress import FoldBar
     from lstm_forecast.report import evaluation_report
 
+    if ticker or tickers_file or all_cached:
+        from lstm_forecast.universe import plan_evaluation
+
+        plan = plan_evaluation(run, ticker or [], tickers_file, all_cached, data_dir, runs_dir)
+        warn(plan.warnings)
+        if len(plan.tickers) > 1:
+            evaluate_universe_command(plan, folds, json_output)
+            return
+        ticker = plan.tickers
     with stop_on_signals() as stop:
         with FoldBar(stderr) as progress:
-            evaluation = evaluate_run(run, data_dir, folds, progress.update, stop, ticker=ticker, runs_dir=runs_dir)
+            evaluation = evaluate_run(run, data_dir, folds, progress.update, stop,
+                                      ticker=ticker[0] if ticker else None, runs_dir=runs_dir)
         if json_output:
             print_json(evaluation.report)
         else:
@@ -577,6 +604,18 @@ def evaluate(
             raise Interrupted(f"backtest interrupted; the evaluation of the finished folds was saved to {run_dir}")
         if stop.is_set():
             raise Interrupted(f"evaluation interrupted after it was saved to {run_dir}")
+
+
+def evaluate_universe_command(plan: Any, folds: int | None, json_output: bool) -> None:
+    """`evaluate` over a universe: one bar over tickers, then the set's report; exit 1 when a ticker failed."""
+    from lstm_forecast.progress import TickerBar
+    from lstm_forecast.universe import evaluate_universe
+
+    with stop_on_signals() as stop:
+        with TickerBar(stderr, len(plan.tickers)) as bar:
+            universe = evaluate_universe(plan.tickers, plan.runs_dir, plan.data_dir, folds, on_row=bar.update_row,
+                                         stop=stop)
+        finish_universe(universe, len(plan.tickers), "evaluated", json_output)
 
 
 @app.command(cls=ForecastCommand)

@@ -94,6 +94,7 @@ def interval_coverage(
 class Evaluation:
     report: dict[str, Any]  # evaluation.json's content
     interrupted: bool  # Ctrl-C cut the backtest short; everything else was written
+    test: PeriodForecasts  # the run's test period, as scored (a universe pools these)
 
 
 def evaluate(
@@ -166,7 +167,7 @@ def evaluate(
         "backtest": backtest,
     }
     write_outputs(bundle, report, test, diagnostic, backtest)
-    return Evaluation(report=report, interrupted=interrupted)
+    return Evaluation(report=report, interrupted=interrupted, test=test)
 
 
 def with_recorded_threads(bundle: RunBundle) -> Config:

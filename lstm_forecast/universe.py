@@ -25,6 +25,7 @@ import json
 import math
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -68,7 +69,7 @@ class Plan:
 
     tickers: list[str]
     warnings: list[str]
-    data_dir: Path
+    data_dir: Path | None  # None: each run's own (evaluate resolves it against the run's config)
     runs_dir: Path
 
 
@@ -86,6 +87,21 @@ def plan_training(
     selection = select_tickers(given, tickers_file, all_cached, folder)
     folder = folder or data.resolve_data_dir(data_dir, config.data.dir)
     return Plan(selection.tickers, selection.warnings, folder, resolve_runs_dir(runs_dir, config.runs.dir))
+
+
+def plan_evaluation(
+    run: Path | None, given: list[str], tickers_file: Path | None, all_cached: bool, data_dir: Path | None,
+    runs_dir: Path | None,
+) -> Plan:
+    """The tickers whose newest runs `evaluate` judges (a given --run names one run: never with tickers)."""
+    from lstm_forecast.bundle import resolve_runs_dir
+
+    folder = data.resolve_data_dir(data_dir, None) if all_cached else None
+    selection = select_tickers(given, tickers_file, all_cached, folder)
+    if run is not None:
+        raise UsageError("give --run or --ticker, not both (--run names one ticker's run already)")
+    # The data dir stays as given: each run resolves it against its own config, as a single evaluate does.
+    return Plan(selection.tickers, selection.warnings, data_dir, resolve_runs_dir(runs_dir, None))
 
 
 def select_tickers(given: list[str], tickers_file: Path | None, all_cached: bool, data_dir: Path | None) -> Selection:
@@ -237,8 +253,55 @@ def _outcomes(
     return run_in_pool(jobs, workers, stop)
 
 
-def create_universe_dir(runs_dir: Path, config: Config, tickers: list[str]) -> Path:
-    """A new `<runs_dir>/_universe/<id>/` holding universe.json (what is being run) and an empty results file."""
+def evaluate_universe(
+    tickers: list[str],
+    runs_dir: Path,
+    data_dir: Path | None,
+    folds: int | None,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: Callable[[Any], None] | None = None,
+    stop: StopRequest | None = None,
+) -> Universe:
+    """`evaluate` on each ticker's newest run, one after another, then the set's report in a universe folder."""
+    from lstm_forecast.bundle import find_run
+    from lstm_forecast.evaluate import evaluate
+    from lstm_forecast.scoring import iso_day, log_loss_differential
+
+    stop = stop or threading.Event()
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    folder = create_universe_dir(runs_dir, None, tickers)
+    results: dict[str, dict[str, Any]] = {}
+    for ticker in tickers:
+        if stop.is_set():
+            break
+        started = time.perf_counter()
+        try:
+            evaluation = evaluate(find_run(runs_dir, None, ticker), data_dir, folds, on_progress, stop)
+        except ForecastError as exc:
+            record = scored_record(ticker, "failed", time.perf_counter() - started, " ".join(str(exc).split()))
+        else:
+            report, test = evaluation.report, evaluation.test
+            record = scored_record(
+                ticker, "interrupted" if evaluation.interrupted else "ok", time.perf_counter() - started, None,
+                run_dir=Path(report["run_dir"]), rows=report["data"]["rows"], test=report["test"],
+                echoes=report["lag_copy"]["echoes_yesterday"], anchors=[iso_day(day) for day in test.anchor_dates],
+                differential=[float(value) for value in log_loss_differential(test)],
+                horizon=report["test"]["horizon"], fingerprint=report["data"]["sha256"],
+            )
+        results[ticker] = record
+        append_result(folder, record)
+        if on_row is not None:
+            on_row(record["row"])
+    interrupted = stop.is_set()
+    rows, report = universe_report([results[ticker] for ticker in tickers if ticker in results], tickers)
+    report["interrupted"] = interrupted
+    write_summary(folder, rows, report)
+    return Universe(folder, rows, report, interrupted)
+
+
+def create_universe_dir(runs_dir: Path, config: Config | None, tickers: list[str]) -> Path:
+    """A new `<runs_dir>/_universe/<id>/` holding universe.json (what is being run: the tickers, and the config
+    trained with; None for an evaluation) and an empty results file."""
     parent = runs_dir / UNIVERSE_DIR
     parent.mkdir(parents=True, exist_ok=True)
     base = new_run_id()
@@ -254,8 +317,8 @@ def create_universe_dir(runs_dir: Path, config: Config, tickers: list[str]) -> P
     description = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "tickers": tickers,
-        "config_hash": config_hash(config),
-        "config": config.to_plain(),
+        "config_hash": config_hash(config) if config is not None else None,
+        "config": config.to_plain() if config is not None else None,
     }
     atomic_write_text(folder / UNIVERSE_FILE, json_text(description))
     (folder / RESULTS_FILE).touch()
@@ -264,33 +327,39 @@ def create_universe_dir(runs_dir: Path, config: Config, tickers: list[str]) -> P
 
 
 def result_record(outcome: JobOutcome) -> dict[str, Any]:
-    """What results.jsonl keeps of a finished job: its summary row and its test loss differentials."""
+    """What results.jsonl keeps of a finished training job: its summary row and its test loss differentials."""
     result = outcome.result
-    row: dict[str, Any] = dict.fromkeys(SUMMARY_COLUMNS)
-    row.update(ticker=outcome.ticker, seconds=round(outcome.seconds, 2), error=outcome.error)
     if result is None:
-        row["status"] = "interrupted" if outcome.interrupted else "failed"
-        return {"row": row, "anchors": [], "differential": [], "horizon": None, "config_hash": None}
-    test = result.metrics["test"]
-    scores, vs_naive = test["metrics"]["model"], test["vs_naive"]
-    row.update(
-        status="interrupted" if result.interrupted else "ok",
-        run_dir=str(result.run_dir),
-        rows=result.fingerprint["rows"],
-        rmse_ratio_h1=scores["h1"]["rmse_ratio"],
-        rmse_ratio_all=scores["all"]["rmse_ratio"],
-        dm_pvalue=vs_naive["dm_all"]["pvalue"],
-        direction_accuracy=vs_naive["direction_h1"]["accuracy"],
-        binomial_pvalue=vs_naive["direction_h1"]["binomial_pvalue"],
-        lag_copy="yes" if result.lag_copy["echoes_yesterday"] else "no",
+        status = "interrupted" if outcome.interrupted else "failed"
+        return scored_record(outcome.ticker, status, outcome.seconds, outcome.error)
+    return scored_record(
+        outcome.ticker, "interrupted" if result.interrupted else "ok", outcome.seconds, None,
+        run_dir=result.run_dir, rows=result.fingerprint["rows"], test=result.metrics["test"],
+        echoes=result.lag_copy["echoes_yesterday"], anchors=result.test_anchors,
+        differential=result.test_loss_differential, horizon=result.window["horizon"],
+        fingerprint=result.fingerprint["sha256"],
     )
-    return {
-        "row": row,
-        "anchors": result.test_anchors,
-        "differential": result.test_loss_differential,
-        "horizon": result.window["horizon"],
-        "fingerprint": result.fingerprint["sha256"],
-    }
+
+
+def scored_record(
+    ticker: str, status: str, seconds: float, error: str | None, run_dir: Path | None = None,
+    rows: int | None = None, test: dict[str, Any] | None = None, echoes: bool | None = None,
+    anchors: list[str] | None = None, differential: list[float] | None = None, horizon: int | None = None,
+    fingerprint: str | None = None,
+) -> dict[str, Any]:
+    """A ticker's summary row (SUMMARY_COLUMNS) from its test scores block, with what the pooled test needs."""
+    row: dict[str, Any] = dict.fromkeys(SUMMARY_COLUMNS)
+    row.update(ticker=ticker, status=status, seconds=round(seconds, 2), error=error)
+    if test is not None:
+        scores, vs_naive = test["metrics"]["model"], test["vs_naive"]
+        row.update(
+            run_dir=str(run_dir), rows=rows,
+            rmse_ratio_h1=scores["h1"]["rmse_ratio"], rmse_ratio_all=scores["all"]["rmse_ratio"],
+            dm_pvalue=vs_naive["dm_all"]["pvalue"], direction_accuracy=vs_naive["direction_h1"]["accuracy"],
+            binomial_pvalue=vs_naive["direction_h1"]["binomial_pvalue"], lag_copy="yes" if echoes else "no",
+        )
+    return {"row": row, "anchors": anchors or [], "differential": differential or [], "horizon": horizon,
+            "fingerprint": fingerprint}
 
 
 def append_result(folder: Path, record: dict[str, Any]) -> None:

@@ -222,3 +222,20 @@ def test_the_train_command_over_a_universe(tmp_path, data_dir, monkeypatch):
     document = json.loads(failing.stdout)
     assert document["failed"][0]["ticker"] == "SHORT"
     assert failing.stderr.splitlines()[-1].startswith("Error: 1 of 2 tickers could not be trained;")
+
+
+def test_evaluate_over_a_universe_judges_each_newest_run_and_the_set(tmp_path, data_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    trained = universe.train_universe(tiny_config(), TICKERS[:2], data_dir, tmp_path / "runs")
+    options = ["--data-dir", str(data_dir), "--runs-dir", "runs", "--folds", "0"]
+    result = CliRunner().invoke(app, ["evaluate", "-t", "AAA,BBB", "-t", "NOPE", *options, "--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert [row["status"] for row in report["rows"]] == ["ok", "ok", "failed"]
+    assert "no trained runs for NOPE" in report["rows"][2]["error"]
+    for evaluated, row in zip(report["rows"][:2], trained.rows, strict=True):
+        assert evaluated["rmse_ratio_all"] == pytest.approx(row["rmse_ratio_all"], rel=1e-9)  # the same test period
+        assert (Path(evaluated["run_dir"]) / "evaluation.json").is_file()
+    assert report["pooled_dm"]["pvalue"] == pytest.approx(trained.report["pooled_dm"]["pvalue"], rel=1e-9)
+    both = CliRunner().invoke(app, ["evaluate", "--run", trained.rows[0]["run_dir"], "-t", "AAA,BBB", *options])
+    assert both.exit_code == 2 and "give --run or --ticker, not both" in both.stderr
