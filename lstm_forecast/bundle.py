@@ -226,9 +226,10 @@ def bundle_document(bundle: RunBundle) -> dict[str, Any]:
             versions=bundle.versions or library_versions(),
         )
     except ValidationError as exc:
+        diverged = exc.errors()[0]["loc"][0] == "calibration"  # residuals beyond e^±10: absurd forecasts
+        advice = " (a model this far off has diverged: lower train.lr)" if diverged else ""
         raise ForecastError(
-            f"cannot save the run: bundle.json would hold a {_describe_damage(exc)}; nothing was written "
-            "(a model this far off has diverged: lower train.lr)"
+            f"cannot save the run: bundle.json would hold a {_describe_damage(exc)}; nothing was written{advice}"
         ) from None
     # training as the trainer wrote it: its record lists `seed` before `threads`, which came later.
     return document.model_dump(mode="json") | {"training": bundle.training}

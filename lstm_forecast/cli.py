@@ -5,10 +5,10 @@ Heavy libraries (torch, pandas, yfinance) are imported inside the commands, so t
 caught once in `ForecastGroup.main`, printed as one `Error: ...` line on stderr; Python warnings
 print as one `Warning: ...` line each.
 
-Ctrl-C, SIGTERM and SIGHUP: from the start of training until the bundle is in place (and through an
-evaluation's backtest or a comparison), the first one asks the work to stop after the current batch,
-keeping what can be saved, and the command then exits 128 + the signal's number (130, 143, 129); the
-second one gets the signal's usual effect at once.
+Ctrl-C, SIGTERM and SIGHUP: while `train`, `compare` or `evaluate` works (waiting for a cache lock, downloading,
+training until the bundle is in place, a backtest), the first one asks the work to stop soon: a wait ends at
+once with nothing written, training after the current batch, keeping the best epoch; the command then exits
+128 + the signal's number (130, 143, 129). The second one gets the signal's usual effect at once.
 """
 
 from __future__ import annotations

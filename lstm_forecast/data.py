@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from lstm_forecast import yahoo
-from lstm_forecast.errors import ForecastError, StopRequest, UsageError, quote
+from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError, quote
 from lstm_forecast.files import FILE_MODE, atomic_write_bytes, atomic_write_text, json_text, read_bounded
 from lstm_forecast.prices import COLUMNS, PRICE_FIELDS, parse_prices_csv, prices_sha256, prices_to_csv, read_prices_csv
 
@@ -209,7 +209,7 @@ def update_cache(
     yahoo.check_range(start, end)  # here too: a range the cache already covers would never reach a download
     path = cache_path(data_dir, ticker)
     _check_owner(path, ticker)
-    with _writing(path):
+    with _writing(path, stop):
         cached, read_from = (None, path) if refresh else _read_cache_file(data_dir, ticker)
         if cached is None:
             prices, warnings_ = download(ticker, start, end)
@@ -413,9 +413,10 @@ def _count_new(prices: pd.DataFrame, cached: pd.DataFrame) -> int:
 
 
 @contextlib.contextmanager
-def _writing(path: Path) -> Iterator[None]:
-    """Create the cache's folder and hold its lock; when the update fails, remove the folders this created
-    (while still empty), so a failed first fetch into a new data dir leaves nothing behind."""
+def _writing(path: Path, stop: StopRequest | None = None) -> Iterator[None]:
+    """Create the cache's folder and hold its lock (waiting for it until `stop` is set); when the update fails,
+    remove the folders this created (while still empty), so a failed first fetch into a new data dir leaves
+    nothing behind."""
     folder = path.parent
     created = [each for each in (folder, *folder.parents) if not each.exists()]  # deepest first
     try:
@@ -425,7 +426,7 @@ def _writing(path: Path) -> Iterator[None]:
             f"cannot create the data folder {folder}: {exc.strerror or exc}; choose another with --data-dir"
         ) from None
     try:
-        with _cache_lock(path):
+        with _cache_lock(path, stop):
             yield
     except BaseException:
         for each in created:
@@ -435,7 +436,7 @@ def _writing(path: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _cache_lock(path: Path) -> Iterator[None]:
+def _cache_lock(path: Path, stop: StopRequest | None = None) -> Iterator[None]:
     """Serialise read-modify-write of one cache file across processes: an flock on `<TICKER>.csv.lock`,
     which is removed on release.
 
@@ -469,6 +470,8 @@ def _cache_lock(path: Path) -> Iterator[None]:
             os.close(fd)
             raise
         os.close(fd)
+        if stop is not None and stop.is_set():
+            raise Interrupted("interrupted")  # while another process held the lock: nothing was written
         if time.monotonic() > deadline:
             raise ForecastError(
                 f"another lstm-forecast process has been updating {path} for {LOCK_TIMEOUT_S} s; try again later"

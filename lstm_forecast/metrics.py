@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+FORECASTS = ("model", "naive", "drift")  # every period is scored with the model beside both baselines
+
 
 def _float_or_none(value: float) -> float | None:
     """A plain float, or None where the value is NaN or infinite (JSON has neither)."""

@@ -22,19 +22,27 @@ LOSS_FIELDS = "train {task.fields[train]} · val {task.fields[val]} · best {tas
 
 
 class _Bars:
-    """A started/stopped rich Progress, usable as a context manager."""
+    """A rich Progress used as a context manager, drawn from the first report on: an error while the work is
+    prepared (too few rows, a bad split date) is then the only line on stderr, not an empty bar above it."""
 
     def __init__(self, console: Console, *columns: Any) -> None:
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), *columns,
             TimeElapsedColumn(), console=console,
         )
+        self.shown = False
 
     def __enter__(self) -> Any:
-        self.progress.start()
         return self
 
+    def _show(self) -> None:
+        if not self.shown:
+            self.shown = True
+            self.progress.start()
+
     def __exit__(self, *exc: object) -> None:
+        if not self.shown:
+            return  # rich's stop() prints a newline even for a bar never drawn
         for task in self.progress.tasks:  # freeze every running clock; a stopped one keeps its end
             if task.started and task.stop_time is None:
                 self.progress.stop_task(task.id)
@@ -53,21 +61,9 @@ class EpochBars(_Bars):
         }
         self.running = next(iter(self.tasks.values()), None)
         self.last_report = console.get_time()
-        self.shown = False
-
-    def __enter__(self) -> EpochBars:
-        # Drawn from the first finished epoch on: an error while the data is prepared (too few rows, a bad
-        # split date) is then the only line on stderr, not an empty bar above it.
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.shown:
-            super().__exit__(*exc)
 
     def update(self, record: Any, label: str | None = None) -> None:
-        if not self.shown:
-            self.shown = True
-            self.progress.start()
+        self._show()
         task = self.tasks[label] if label is not None else next(iter(self.tasks.values()))
         if task != self.running:
             # The previous model is done (perhaps stopped early) since its last report: its clock stops there,
@@ -100,23 +96,14 @@ class FoldBar(_Bars):
         self.task: Any = None  # added on the first report, when the number of folds is known
         self.started = 0.0
 
-    def __enter__(self) -> FoldBar:
-        # Drawn from the first report on: a run that fails to load must leave its one error line alone,
-        # not after an empty bar's blank line.
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.task is not None and self.console.is_terminal:
-            super().__exit__(*exc)  # rich's stop() prints a newline off a terminal, even for a bar never drawn
-
     def update(self, event: Any) -> None:
-        """Draw one `evaluate.FoldProgress` event."""
+        """Draw one `backtest.FoldProgress` event."""
         if self.task is None:
             self.started = time.monotonic()
             self.console.print(plan_line(event), markup=False, highlight=False, soft_wrap=True)
             self.task = self.progress.add_task("walk-forward folds", total=event.total, detail="")
-            if self.console.is_terminal:
-                self.progress.start()
+            if self.console.is_terminal:  # off a terminal: plain lines, below
+                self._show()
         if not self.console.is_terminal:
             if event.record is None and event.completed > 0:
                 elapsed = duration(time.monotonic() - self.started)
@@ -158,19 +145,6 @@ class TickerBar(_Bars):
                          TextColumn("{task.fields[detail]}"))
         self.task = self.progress.add_task("tickers", total=total, failed=0, detail="")
         self.failed = 0
-        self.shown = False
-
-    def __enter__(self) -> TickerBar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.shown:
-            super().__exit__(*exc)
-
-    def _show(self) -> None:
-        if not self.shown:
-            self.shown = True
-            self.progress.start()
 
     def update_row(self, row: dict[str, Any]) -> None:
         """One ticker finished (a summary row of universe.py)."""

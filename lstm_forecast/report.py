@@ -7,7 +7,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from lstm_forecast.metrics import format_pvalue, p_phrase
+from lstm_forecast.metrics import FORECASTS, format_pvalue, p_phrase
 
 METRIC_ROWS = (
     ("rmse", "RMSE", "{:.3f}"),
@@ -26,9 +26,6 @@ def fmt(value: Any, pattern: str = "{:.3f}") -> str:
 
 # --- evaluate and compare -----------------------------------------------------------------------
 
-FORECAST_NAMES = ("model", "naive", "drift")
-
-
 def scores_table(title: str, scores: dict[str, Any], horizon: int, kind: str) -> Table:
     """The model beside naive and drift × RMSE, MAE, MAPE, MASE, direction and RMSE ratio,
     over all `horizon` days and on day 1."""
@@ -39,7 +36,7 @@ def scores_table(title: str, scores: dict[str, Any], horizon: int, kind: str) ->
     days = f"days 1–{horizon}" if horizon > 1 else "day 1"
     steps = [("all", days), ("h1", "day 1")] if horizon > 1 else [("all", days)]
     for step, step_label in steps:
-        for name in FORECAST_NAMES:
+        for name in FORECASTS:
             label = kind.upper() if name == "model" else name
             row = scores[name][step]
             table.add_row(f"{label}, {step_label}", *(fmt(row[key], pattern) for key, _, pattern in METRIC_ROWS))

@@ -20,10 +20,9 @@ import numpy as np
 import pandas as pd
 
 from lstm_forecast import baselines, metrics
+from lstm_forecast.metrics import FORECASTS
 from lstm_forecast.trainer import predict
 from lstm_forecast.windows import Dataset, Windows, targets_to_prices
-
-FORECASTS = ("model", "naive", "drift")  # every period is scored with the model beside both baselines
 
 
 @dataclass

@@ -105,6 +105,9 @@ class EpochRecord:
     best_val_loss: float
 
 
+EpochCallback = Callable[[EpochRecord], bool | None]  # a true value: stop training after this epoch
+
+
 @dataclass
 class TrainResult:
     """The outcome of `fit`; the model passed in now holds the weights of `best_epoch`."""
@@ -217,9 +220,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
 
 
-EpochCallback = Callable[[EpochRecord], bool | None]  # True: stop training after this epoch
-
-
 def fit(
     model: nn.Module,
     train: Samples,
@@ -285,7 +285,7 @@ def fit(
             seconds = time.perf_counter() - epoch_started
             record = EpochRecord(epoch, train_loss, val_loss, lr, seconds, best_epoch, best_val_loss)
             history.append(record)
-            asked_to_stop = on_epoch is not None and on_epoch(record) is True
+            asked_to_stop = on_epoch is not None and bool(on_epoch(record))
             diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
             if asked_to_stop or diverged or epoch - best_epoch >= config.patience:
                 stopped_early = epoch < config.epochs

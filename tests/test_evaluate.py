@@ -179,7 +179,7 @@ def test_no_fold_sees_data_after_its_start(prices, config):
     original, _ = backtest.run_backtest(prices, config, plan)
     changed, _ = backtest.run_backtest(perturbed, config, plan)
 
-    def weights(result: evaluate.FoldResult) -> list[torch.Tensor]:
+    def weights(result: backtest.FoldResult) -> list[torch.Tensor]:
         return list(result.model.state_dict().values())
 
     for before, after in zip(original[:2], changed[:2], strict=True):
