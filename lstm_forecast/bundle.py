@@ -12,9 +12,9 @@ validated against the schema (types, ranges, finite numbers, dates, positive sca
 window and scaler agreeing; then the ticker's format) and `ModelShape`, `WindowSpec` and `Scaler` are built
 from its records, and the weights' names, shapes and dtype (float32) are checked against the declared model
 before the module is built. A damaged bundle is always a run-time error (exit 1) naming the file and what is
-wrong. Format 1 grows only by optional fields, absent in older bundles: `config_hash` (`config.config_hash`
-of the run's config; None when absent) and `fingerprints` (every series trained on, in order; `[fingerprint]`
-for one ticker, and when absent).
+wrong. Format 1 grows only by optional fields, absent in older bundles: `config_hash` (`config.config_hash`:
+the run's settings that decide its weights; None when absent) and `fingerprints` (every series trained on,
+in order; `[fingerprint]` for one ticker, and when absent).
 """
 
 from __future__ import annotations

@@ -159,10 +159,15 @@ class Config(Section):
         return self.model_dump(mode="json")
 
 
+# What decides the weights a run trains, and so whether two runs are "trained alike" (`--resume`): not where
+# the files go (data.dir, runs.dir), nor how fast (train.device, train.threads; threads change the last bits
+# only), nor how a run is later judged or used (evaluate, predict).
+NOT_HASHED = {"data": {"dir"}, "runs": True, "train": {"device", "threads"}, "evaluate": True, "predict": True}
+
+
 def config_hash(config: Config) -> str:
-    """sha256 (hex) of the resolved settings as canonical JSON (sorted keys), leaving out where things go
-    (data.dir, runs.dir): the same settings hash alike wherever the data and the runs live."""
-    plain = config.model_dump(mode="json", exclude={"data": {"dir"}, "runs": {"dir"}})
+    """sha256 (hex) of the settings that decide what is trained, as canonical JSON (sorted keys): see NOT_HASHED."""
+    plain = config.model_dump(mode="json", exclude=NOT_HASHED)
     return hashlib.sha256(json.dumps(plain, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

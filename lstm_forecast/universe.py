@@ -183,14 +183,16 @@ class Universe:
     interrupted: bool
 
 
-def threads_per_job(config: Config, jobs: int, executor: str) -> int | str:
-    """`train.threads` when set; else one job in this process keeps `auto`, as a single `train` does, N local
-    jobs share the cores (cores // N, at least one each), and a Ray task takes one CPU (or cores // N with
-    --jobs N), so the cluster runs as many at once as it has CPUs."""
+def threads_per_job(config: Config, jobs: int, executor: str) -> int:
+    """`train.threads` when set; else jobs in this process take the cores free now (`auto`, looked at once for
+    the universe rather than before every ticker), N local jobs share the cores (cores // N, at least one each),
+    and a Ray task takes one CPU (or cores // N with --jobs N), so a cluster runs as many as it has CPUs."""
     if config.train.threads != "auto":
         return config.train.threads
     if executor == "local" and jobs == 1:
-        return "auto"
+        from lstm_forecast.trainer import training_threads
+
+        return training_threads("auto")
     if executor == "ray" and jobs == 1:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -227,11 +227,15 @@ def test_a_config_over_a_megabyte_is_refused(tmp_path):
     assert "more than a config file can be (1,048,576 bytes at most)" in error_of(path)
 
 
-def test_config_hash_covers_the_settings_not_where_things_go():
+def test_config_hash_covers_what_decides_the_weights_only():
     config = load_config(None, ["train.seed=3"])
     plain = config.model_dump(mode="json")
-    del plain["data"]["dir"], plain["runs"]["dir"]
+    del plain["data"]["dir"], plain["runs"], plain["train"]["device"], plain["train"]["threads"]
+    del plain["evaluate"], plain["predict"]
     canonical = json.dumps(plain, sort_keys=True, separators=(",", ":"))
     assert config_hash(config) == hashlib.sha256(canonical.encode()).hexdigest()
-    assert config_hash(load_config(None, ["train.seed=3", "data.dir=/elsewhere", "runs.dir=r"])) == config_hash(config)
-    assert config_hash(load_config(None, ["train.seed=4"])) != config_hash(config)
+    elsewhere = ["train.seed=3", "data.dir=/elsewhere", "runs.dir=r", "train.threads=2", "train.device=cpu",
+                 "evaluate.folds=2", "predict.levels=[50]"]
+    assert config_hash(load_config(None, elsewhere)) == config_hash(config)
+    for change in ("train.seed=4", "model.hidden_size=8", "window.lookback=10", "data.features=[range]"):
+        assert config_hash(load_config(None, [change])) != config_hash(config), change
