@@ -528,24 +528,33 @@ def predict(
 @app.command("runs", cls=ForecastCommand)
 def list_runs(
     ticker: Annotated[
-        str | None, typer.Option("--ticker", "-t", metavar="TICKER", help="Only this ticker's runs.")
+        list[str] | None,
+        typer.Option("--ticker", "-t", metavar="TICKER", help="Only this ticker's runs; repeatable, or a comma list."),
     ] = None,
+    tickers_file: TickersFileOption = None,
     runs_dir: RunsDirOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """List the run bundles, oldest first: id, ticker, model, epochs and test RMSE against naive."""
     from lstm_forecast.predict import run_summaries, runs_table
 
-    folder, rows = run_summaries(runs_dir, ticker)
+    tickers: list[str | None] = [None]
+    if ticker or tickers_file:
+        from lstm_forecast.universe import select_tickers
+
+        selection = select_tickers(ticker or [], tickers_file, False, None)
+        warn(selection.warnings)
+        tickers = list(selection.tickers)
+    listings = [run_summaries(runs_dir, symbol) for symbol in tickers]
+    folder = listings[0][0]
+    rows = sorted((row for _, some in listings for row in some), key=lambda row: (row["run_id"], row["path"]))
     if json_output:
         print_json({"runs_dir": str(folder), "runs": rows})
     elif rows:
         # The table's natural width, as `ls -l` never cuts a path: a narrow terminal wraps long lines instead.
         Console(highlight=False, width=10_000).print(runs_table(rows))
     else:
-        from lstm_forecast.data import validate_ticker
-
-        hint = f"lstm-forecast train -t {validate_ticker(ticker) if ticker else 'TICKER'}"
+        hint = f"lstm-forecast train -t {','.join(tickers) if tickers != [None] else 'TICKER'}"
         stderr.print(f"No run bundles in {folder}; train one with `{hint}`.", markup=False)
 
 
@@ -620,7 +629,10 @@ def evaluate_universe_command(plan: Any, folds: int | None, json_output: bool) -
 
 @app.command(cls=ForecastCommand)
 def compare(
-    ticker: TickerOption,
+    ctx: typer.Context,
+    ticker: TickersOption = None,
+    tickers_file: TickersFileOption = None,
+    all_cached: AllOption = False,
     models: Annotated[
         str, typer.Option("--models", metavar="LIST", help="Comma-separated model types: rnn, gru, lstm.")
     ] = "rnn,gru,lstm",
@@ -631,18 +643,25 @@ def compare(
     runs_dir: RunsDirOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Train each model type on identical data, windows and seed; one table, one loss-curve overlay."""
+    """Train each model type on identical data, windows and seed; one table, one loss-curve overlay.
+
+    Over two or more tickers, one comparison each, one after another; a ticker that fails stops no other."""
     from lstm_forecast.compare import compare_models, parse_models
     from lstm_forecast.config import load_config
     from lstm_forecast.progress import EpochBars
     from lstm_forecast.report import compare_report
 
     kinds = parse_models(models)
+    require_tickers(ctx, ticker, tickers_file, all_cached)
     settings = load_config(config, set_ or [], {"train.epochs": ("--epochs", epochs)})
+    if tickers_file is not None or all_cached or len(ticker) != 1 or "," in ticker[0]:
+        compare_universe_command(settings, kinds, ticker or [], tickers_file, all_cached, data_dir, runs_dir,
+                                 json_output)
+        return
     with stop_on_signals() as stop:
         with EpochBars(stderr, [kind.upper() for kind in kinds], settings.train.epochs) as bars:
             comparison = compare_models(
-                settings, ticker, data_dir, runs_dir, kinds,
+                settings, ticker[0], data_dir, runs_dir, kinds,
                 on_epoch=lambda kind, record: bars.update(record, kind.upper()), stop=stop, on_fetch=note,
             )
         if json_output:
@@ -654,6 +673,47 @@ def compare(
             raise Interrupted(
                 f"comparison interrupted; the models finished so far were saved to {comparison.compare_dir}"
             )
+
+
+def compare_universe_command(
+    settings: Any, kinds: list[str], given: list[str], tickers_file: Path | None, all_cached: bool,
+    data_dir: Path | None, runs_dir: Path | None, json_output: bool,
+) -> None:
+    """`compare` over several tickers: one comparison each, in turn; exit 1 when one failed, 130 on Ctrl-C."""
+    from lstm_forecast.compare import compare_models
+    from lstm_forecast.progress import EpochBars
+    from lstm_forecast.report import compare_report
+    from lstm_forecast.universe import plan_training
+
+    plan = plan_training(settings, given, tickers_file, all_cached, data_dir, runs_dir)
+    warn(plan.warnings)
+    reports, failures = [], []
+    with stop_on_signals() as stop:
+        for symbol in plan.tickers:
+            if stop.is_set():
+                break
+            try:
+                with EpochBars(stderr, [f"{symbol} {kind.upper()}" for kind in kinds], settings.train.epochs) as bars:
+                    comparison = compare_models(
+                        settings, symbol, plan.data_dir, plan.runs_dir, kinds, stop=stop, on_fetch=note,
+                        on_epoch=lambda kind, record, symbol=symbol: bars.update(record, f"{symbol} {kind.upper()}"),
+                    )
+            except Interrupted:
+                break
+            except ForecastError as exc:
+                failures.append({"ticker": symbol, "error": " ".join(str(exc).split())})
+                continue
+            reports.append(comparison.report)
+            if not json_output:
+                for item in compare_report(comparison.report):
+                    stdout.print(item)
+        if json_output:
+            print_json({"comparisons": reports, "failed": failures})
+        warn([f"{failure['ticker']} was not compared: {failure['error']}" for failure in failures])
+        if stop.is_set():
+            raise Interrupted(f"comparisons interrupted after {len(reports)} of {len(plan.tickers)} tickers")
+        if failures:
+            raise ForecastError(f"{len(failures)} of {len(plan.tickers)} tickers could not be compared")
 
 
 def print_json(document: dict[str, Any]) -> None:

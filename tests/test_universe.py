@@ -239,3 +239,20 @@ def test_evaluate_over_a_universe_judges_each_newest_run_and_the_set(tmp_path, d
     assert report["pooled_dm"]["pvalue"] == pytest.approx(trained.report["pooled_dm"]["pvalue"], rel=1e-9)
     both = CliRunner().invoke(app, ["evaluate", "--run", trained.rows[0]["run_dir"], "-t", "AAA,BBB", *options])
     assert both.exit_code == 2 and "give --run or --ticker, not both" in both.stderr
+
+
+def test_runs_and_compare_take_ticker_sets_too(tmp_path, data_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    universe.train_universe(tiny_config(), TICKERS, data_dir, tmp_path / "runs")
+    listed = CliRunner().invoke(app, ["runs", "--runs-dir", "runs", "-t", "CCC,AAA", "--json"])
+    assert listed.exit_code == 0
+    assert sorted(run["ticker"] for run in json.loads(listed.stdout)["runs"]) == ["AAA", "CCC"]
+
+    options = ["--data-dir", str(data_dir), "--runs-dir", "runs", "--models", "rnn,gru",
+               *[f"--set={item}" for item in TINY_OVERRIDES]]
+    compared = CliRunner().invoke(app, ["compare", "-t", "AAA,SHORT", *options, "--json"])
+    assert compared.exit_code == 1
+    document = json.loads(compared.stdout)
+    assert [report["ticker"] for report in document["comparisons"]] == ["AAA"]
+    assert document["failed"][0]["ticker"] == "SHORT"
+    assert compared.stderr.splitlines()[-1] == "Error: 1 of 2 tickers could not be compared"
