@@ -46,7 +46,9 @@ def loss_curve(
         ax.scatter([best_epoch], [best_loss], color="tab:green", zorder=5,
                    label=f"best epoch {best_epoch} ({best_loss:.4g})")
     _loss_axes(ax, title)
-    return save(fig, path)
+    # Fixed margins instead of tight_layout's second drawing pass: a universe draws one curve per ticker.
+    fig.subplots_adjust(left=0.09, right=0.98, top=0.92, bottom=0.12)
+    return save(fig, path, tight=False)
 
 
 def _loss_axes(ax: plt.Axes, title: str, legend_columns: int = 1) -> None:
@@ -59,10 +61,11 @@ def _loss_axes(ax: plt.Axes, title: str, legend_columns: int = 1) -> None:
     ax.legend(loc="best", fontsize=9, ncol=legend_columns)
 
 
-def save(fig: plt.Figure, path: Path) -> Path:
-    """Save atomically and close; a fixed DPI and no timestamp metadata keep files reproducible."""
+def save(fig: plt.Figure, path: Path, tight: bool = True) -> Path:
+    """Save atomically and close; a fixed DPI and no timestamp metadata keep files reproducible. `tight`: fit
+    the margins to the labels first (a figure that sets its own margins, or a constrained layout, needs not)."""
     buffer = io.BytesIO()
-    if fig.get_layout_engine() is None:  # figures with a suptitle use the constrained layout, which keeps it clear
+    if tight and fig.get_layout_engine() is None:  # figures with a suptitle use the constrained layout
         fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=FIGURE_DPI, metadata={"Software": None})
     plt.close(fig)
