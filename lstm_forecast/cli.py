@@ -263,7 +263,10 @@ ConfigOption = Annotated[
 
 @app.command(cls=ForecastCommand)
 def fetch(
-    ticker: TickerOption,
+    ctx: typer.Context,
+    ticker: TickersOption = None,
+    tickers_file: TickersFileOption = None,
+    all_cached: AllOption = False,
     start: Annotated[datetime | None, typer.Option(formats=[ISO_DAY], help="First day, YYYY-MM-DD.")] = None,
     end: Annotated[datetime | None, typer.Option(formats=[ISO_DAY], help="Last day, YYYY-MM-DD.")] = None,
     refresh: Annotated[bool, typer.Option("--refresh", help="Download the whole range again.")] = False,
@@ -274,14 +277,29 @@ def fetch(
     ] = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
+    json_output: JsonOption = False,
 ) -> None:
-    """Download daily prices from Yahoo Finance into the local cache (or import a CSV)."""
+    """Download daily prices from Yahoo Finance into the local cache (or import a CSV).
+
+    Several tickers: one at a time, data.fetch_rate a second, rate limits waited out, each failure its own."""
     from lstm_forecast import data
     from lstm_forecast.config import load_config
+    from lstm_forecast.universe import select_tickers
 
+    require_tickers(ctx, ticker, tickers_file, all_cached)
     settings = load_config(config)
-    symbol = data.validate_ticker(ticker)
-    folder = data.resolve_data_dir(data_dir, settings.data.dir)
+    # --all lists the data dir's tickers; otherwise the tickers are checked first, as a single fetch always did.
+    folder = data.resolve_data_dir(data_dir, settings.data.dir) if all_cached else None
+    selection = select_tickers(ticker or [], tickers_file, all_cached, folder)
+    folder = folder or data.resolve_data_dir(data_dir, settings.data.dir)
+    warn(selection.warnings)
+    if from_csv is not None and len(selection.tickers) > 1:
+        raise UsageError(f"--from-csv imports one ticker's prices; give one ticker, not {len(selection.tickers)}")
+    if len(selection.tickers) > 1:
+        fetch_many_command(folder, selection.tickers, _as_date(start), _as_date(end), refresh,
+                           settings.data.fetch_rate, json_output)
+        return
+    symbol = selection.tickers[0]
     if from_csv is not None:
         summary = data.import_csv(from_csv, folder, symbol, _as_date(start), _as_date(end))
     else:
@@ -290,11 +308,46 @@ def fetch(
     warn(summary.warnings)
     for message in summary.messages:
         note(message)
+    if json_output:
+        print_json(data.fetch_report(folder, [symbol], [data.fetch_row(symbol, summary)]))
+        return
     stdout.print(
         f"{summary.ticker}: {summary.rows} rows, {summary.first} … {summary.last} "
         f"({summary.new_rows} new, {summary.mode}) → {summary.path}",
         markup=False,
     )
+
+
+def fetch_many_command(
+    folder: Path, tickers: list[str], start: date | None, end: date | None, refresh: bool, rate: float,
+    json_output: bool,
+) -> None:
+    """`fetch` over two or more tickers: one bar over tickers, then the table; exit 1 when a ticker failed."""
+    from lstm_forecast.data import fetch_many
+    from lstm_forecast.progress import TickerBar
+    from lstm_forecast.report import fetch_table
+    from lstm_forecast.universe import SHOWN_OFFENDERS
+
+    with stop_on_signals() as stop:
+        with TickerBar(stderr, len(tickers)) as bar:
+            report = fetch_many(folder, tickers, rate, start, end, refresh, stop, on_row=bar.update_row)
+        for row in report["rows"]:
+            warn(row["warnings"])
+            for message in row["messages"]:
+                note(message)
+        if json_output:
+            print_json(report)
+        else:
+            for item in fetch_table(report):
+                stdout.print(item)
+        if report["interrupted"]:
+            raise Interrupted(f"fetch interrupted; {report['fetched']} of {len(tickers)} tickers fetched (their "
+                              "caches are whole), the rest left as they were")
+        failed = [item["ticker"] for item in report["failed"]]
+        if failed:
+            more = f" and {len(failed) - SHOWN_OFFENDERS} more" if len(failed) > SHOWN_OFFENDERS else ""
+            shown = ", ".join(failed[:SHOWN_OFFENDERS]) + more
+            raise ForecastError(f"{len(failed)} of {len(tickers)} tickers could not be fetched: {shown}")
 
 
 TickersOption = Annotated[

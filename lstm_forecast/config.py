@@ -63,6 +63,9 @@ class DataConfig(Section):
     start: Date | None = None
     end: Date | None = None
     calendar: Annotated[str, Field(min_length=1, max_length=32)] = "XNYS"
+    # Downloads started per second at most by a fetch over several tickers: Yahoo answers a faster client
+    # with "too many requests" for minutes.
+    fetch_rate: Annotated[Float, Field(ge=0.01, le=20)] = 2.0
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:

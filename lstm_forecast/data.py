@@ -3,6 +3,9 @@
 The cache is `<data-dir>/<TICKER>.csv` in Yahoo's own layout plus an optional `<TICKER>.meta.json`
 sidecar (source, fetch time, requested range, rows, sha256), so a folder of Yahoo CSVs is already
 a cache. Nothing is written that would not pass `prices`' validation when read back.
+
+`fetch_many` brings many caches up to date politely: one ticker at a time, at a pace, waiting out Yahoo's
+rate limiting, each ticker's failure its own.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import re
+import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -52,6 +57,9 @@ OVERLAP_RTOL = 1e-6
 LOCK_TIMEOUT_S = 120
 LOCK_POLL_S = 0.05
 MAX_SIDECAR_BYTES = 64 * 1024
+
+# Yahoo's "too many requests" lasts a while: a ticker refused gets two more tries, after these waits.
+RETRY_WAITS_S = (10.0, 30.0)
 
 
 @dataclass(frozen=True)
@@ -245,6 +253,106 @@ def update_cache(
         # A legacy cache (GSPC.csv for ^GSPC) is carried over into the ticker's own file even when unchanged.
         mode = "incremental" if new_rows or not prices.equals(cached) or read_from != path else "unchanged"
         return _store(path, ticker, prices, warnings_, [], mode, new_rows, wanted_from, end)
+
+
+def fetch_many(
+    data_dir: Path, tickers: list[str], rate: float, start: date | None = None, end: date | None = None,
+    refresh: bool = False, stop: StopRequest | None = None, on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """`update_cache` for each ticker in turn, at most `rate` tickers started a second: the report of `fetch`
+    over several tickers, with one row per ticker fetched, in the order given (its cache, or why it failed).
+
+    Yahoo's rate limiting is waited out and the ticker tried again (RETRY_WAITS_S); a ticker that still fails
+    is reported and the next one fetched. Once `stop` is set, waits and downloads end and the tickers left are
+    not fetched: each cache written so far was written whole (atomically), the one being fetched is unchanged.
+    `on_row` hears each row as its ticker finishes."""
+    yahoo.check_range(start, end)  # once, not as every ticker's failure
+    pace = Pace(rate, stop or threading.Event())
+    rows: list[dict[str, Any]] = []
+    for ticker in tickers:
+        try:
+            row = fetch_row(ticker, _update_politely(data_dir, ticker, start, end, refresh, pace))
+        except Interrupted:
+            break
+        except ForecastError as exc:
+            row = fetch_row(ticker, error=" ".join(str(exc).split()))
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    return fetch_report(data_dir, tickers, rows, interrupted=pace.stop.is_set())
+
+
+def fetch_row(ticker: str, summary: FetchSummary | None = None, error: str | None = None) -> dict[str, Any]:
+    """One ticker's row in `fetch`'s report: its cache after the fetch, or (no summary) the reason it failed."""
+    row: dict[str, Any] = {"ticker": ticker, "status": "failed" if summary is None else "ok", "path": None,
+                           "rows": None, "first": None, "last": None, "new_rows": None, "mode": None,
+                           "warnings": [], "messages": [], "error": error}
+    if summary is not None:
+        row.update(path=str(summary.path), rows=summary.rows, first=summary.first.isoformat(),
+                   last=summary.last.isoformat(), new_rows=summary.new_rows, mode=summary.mode,
+                   warnings=summary.warnings, messages=summary.messages)
+    return row
+
+
+def fetch_report(
+    data_dir: Path, tickers: list[str], rows: list[dict[str, Any]], interrupted: bool = False
+) -> dict[str, Any]:
+    """What `fetch --json` prints: the totals, the failures and every ticker's row."""
+    fetched = [row for row in rows if row["status"] == "ok"]
+    return {
+        "data_dir": str(data_dir),
+        "tickers": len(tickers),
+        "fetched": len(fetched),
+        "new_rows": sum(row["new_rows"] for row in fetched),
+        "failed": [{"ticker": row["ticker"], "error": row["error"]} for row in rows if row["status"] == "failed"],
+        "not_fetched": tickers[len(rows):],
+        "interrupted": interrupted,
+        "rows": rows,
+    }
+
+
+class Pace:
+    """At most `rate` downloads started a second; every wait ends, with `Interrupted`, once `stop` is set."""
+
+    def __init__(self, rate: float, stop: StopRequest) -> None:
+        self.interval, self.stop, self.last_start = 1 / rate, stop, -math.inf
+
+    def turn(self) -> None:
+        """Wait until the next download may start."""
+        self.wait(self.last_start + self.interval - time.monotonic())
+        self.last_start = time.monotonic()
+
+    def wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, yahoo.STOP_POLL_S))
+        raise Interrupted("interrupted")
+
+
+def _update_politely(
+    data_dir: Path, ticker: str, start: date | None, end: date | None, refresh: bool, pace: Pace
+) -> FetchSummary:
+    """`update_cache` in its turn, tried again after each wait of RETRY_WAITS_S while Yahoo rate limits."""
+    waits = iter(RETRY_WAITS_S)
+    tries = 1
+    while True:
+        pace.turn()
+        try:
+            summary = update_cache(data_dir, ticker, start, end, refresh, pace.stop)
+            break
+        except yahoo.RateLimited:
+            wait = next(waits, None)
+            if wait is None:
+                raise
+            pace.wait(wait)
+            tries += 1
+    if tries == 1:
+        return summary
+    note = f"Yahoo Finance rate limited {ticker}; fetched at try {tries}"
+    return replace(summary, messages=[*summary.messages, note])
 
 
 def import_csv(

@@ -261,3 +261,26 @@ def universe_report(report: dict[str, Any]) -> list[Table | str]:
     items.append(f"[bold]Verdict on the set: {escape(report['verdict'])}.[/]")
     items.append(f"Wrote summary.csv, summary.json, universe.png to {escape(report['folder'])}")
     return items
+
+
+# --- fetch over several tickers ---------------------------------------------------------------------
+
+
+def fetch_table(report: dict[str, Any]) -> list[Table | str]:
+    """What `fetch` prints over two or more tickers: each ticker's cache (or why it failed), then the totals."""
+    table = Table(header_style="bold")
+    for column in ("ticker", "rows", "first … last", "new", "mode"):
+        table.add_column(column, justify="right" if column in ("rows", "new") else "left", no_wrap=column != "mode")
+    for row in report["rows"]:
+        if row["status"] == "failed":
+            table.add_row(escape(row["ticker"]), "—", "—", "—", f"[red]failed:[/] {escape(row['error'])}")
+        else:
+            table.add_row(escape(row["ticker"]), str(row["rows"]), f"{row['first']} … {row['last']}",
+                          str(row["new_rows"]), row["mode"])
+    counts = f"{report['new_rows']} new rows"
+    if report["failed"]:
+        counts += f"; {len(report['failed'])} failed"
+    if report["not_fetched"]:
+        counts += f"; interrupted before {len(report['not_fetched'])}"
+    return [table, f"Fetched {report['fetched']} of {report['tickers']} tickers into {escape(report['data_dir'])}: "
+                   f"{counts}."]

@@ -24,6 +24,10 @@ DEADLINE_S = 30
 STOP_POLL_S = 0.1  # how often a wait for Yahoo looks at the caller's stop request
 
 
+class RateLimited(ForecastError):
+    """Yahoo Finance refused the download for too many requests: worth waiting out and trying again."""
+
+
 def download(
     ticker: str, start: date | None = None, end: date | None = None, stop: StopRequest | None = None
 ) -> tuple[pd.DataFrame, list[str]]:
@@ -121,7 +125,7 @@ def _explain_failure(exc: Exception, ticker: str, start: date | None, end: date 
     status = status if isinstance(status, int) and status >= 400 else None
     reason = _short_reason(exc)
     if isinstance(exc, YFRateLimitError) or status == 429:
-        return ForecastError(
+        return RateLimited(
             f"Yahoo Finance is rate limiting requests from this computer (fetching {ticker}); "
             "wait a few minutes and try again, or import a CSV with --from-csv."
         )
