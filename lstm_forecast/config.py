@@ -163,9 +163,11 @@ class Config(Section):
 
 
 # What decides the weights a run trains, and so whether two runs are "trained alike" (`--resume`): not where
-# the files go (data.dir, runs.dir), nor how fast (train.device, train.threads; threads change the last bits
-# only), nor how a run is later judged or used (evaluate, predict).
-NOT_HASHED = {"data": {"dir"}, "runs": True, "train": {"device", "threads"}, "evaluate": True, "predict": True}
+# the files go (data.dir, runs.dir), nor how fast (data.fetch_rate, train.device, train.threads; threads change
+# the last bits only), nor how a run is later judged or used (evaluate, predict).
+NOT_HASHED = {
+    "data": {"dir", "fetch_rate"}, "runs": True, "train": {"device", "threads"}, "evaluate": True, "predict": True,
+}
 
 
 def config_hash(config: Config) -> str:

@@ -230,7 +230,8 @@ def test_a_config_over_a_megabyte_is_refused(tmp_path):
 def test_config_hash_covers_what_decides_the_weights_only():
     config = load_config(None, ["train.seed=3"])
     plain = config.model_dump(mode="json")
-    del plain["data"]["dir"], plain["runs"], plain["train"]["device"], plain["train"]["threads"]
+    del plain["data"]["dir"], plain["data"]["fetch_rate"], plain["runs"], plain["train"]["device"]
+    del plain["train"]["threads"]
     del plain["evaluate"], plain["predict"]
     canonical = json.dumps(plain, sort_keys=True, separators=(",", ":"))
     assert config_hash(config) == hashlib.sha256(canonical.encode()).hexdigest()
