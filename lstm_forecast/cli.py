@@ -525,10 +525,19 @@ def _percent_levels(levels: list[float] | None) -> list[float] | None:
     return levels
 
 
+PredictTickersOption = Annotated[
+    list[str] | None,
+    typer.Option("--ticker", "-t", metavar="TICKER", help="Use this ticker's newest run; two or more (repeatable, "
+                 "or a comma list) print one ranked table of next-session forecasts."),
+]
+
+
 @app.command(cls=ForecastCommand)
 def predict(
     run: RunOption = None,
-    ticker: RunTickerOption = None,
+    ticker: PredictTickersOption = None,
+    tickers_file: TickersFileOption = None,
+    all_cached: AllOption = False,
     days: Annotated[
         int | None,
         typer.Option("--days", min=1, max=MAX_DAYS, metavar="N",
@@ -553,11 +562,30 @@ def predict(
     data_dir: DataDirOption = None,
     runs_dir: RunsDirOption = None,
 ) -> None:
-    """Forecast the next trading sessions with prediction intervals, from cached prices (offline)."""
+    """Forecast the next trading sessions with prediction intervals, from cached prices (offline).
+
+    Over two or more tickers: one table of next-session forecasts ranked by the move, each beside its run's own
+    test skill (RMSE ratio to naive, DM p, Benjamini–Hochberg q across the tickers). --format, --output and
+    --level apply to it; --days and --run do not, and no fan charts are drawn. Exit 1 if a ticker failed."""
     from lstm_forecast.predict import forecast_table, interval_note, run_predict
 
+    symbol = None
+    if ticker or tickers_file or all_cached:
+        if run is not None:
+            given = "--ticker" if not (tickers_file or all_cached) else "--tickers-file/--all"
+            raise UsageError(f"give --run or {given}, not both (--run names one ticker's run already)")
+        from lstm_forecast.data import resolve_data_dir
+        from lstm_forecast.universe import select_tickers
+
+        selection = select_tickers(ticker or [], tickers_file, all_cached,
+                                   resolve_data_dir(data_dir, None) if all_cached else None)
+        warn(selection.warnings)
+        if len(selection.tickers) > 1:
+            predict_screener(selection.tickers, days, levels, output_format, output, refresh, data_dir, runs_dir)
+            return
+        symbol = selection.tickers[0]
     outcome = run_predict(
-        run=run, ticker=ticker, days=days, levels=levels or (), output_format=output_format, output=output,
+        run=run, ticker=symbol, days=days, levels=levels or (), output_format=output_format, output=output,
         refresh=refresh, data_dir=data_dir, runs_dir=runs_dir, on_fetch=note,
     )
     warn(outcome.warnings)
@@ -576,6 +604,38 @@ def predict(
         stdout.print(interval_note(outcome.forecast), markup=False)
     if outcome.chart is not None:
         notes.print(f"Fan chart: {outcome.chart}", markup=False, soft_wrap=True)
+
+
+def predict_screener(
+    tickers: list[str], days: int | None, levels: list[float] | None, output_format: str | None,
+    output: Path | None, refresh: bool, data_dir: Path | None, runs_dir: Path | None,
+) -> None:
+    """`predict` over two or more tickers: the ranked table; exit 1 when a ticker could not be forecast."""
+    from lstm_forecast.files import writes_in_place
+    from lstm_forecast.predict import run_screener, screener_report
+    from lstm_forecast.progress import TickerBar
+
+    if days is not None:
+        raise UsageError("--days: over two or more tickers predict shows the next session only; give one ticker "
+                         "to forecast more days")
+    with stop_on_signals() as stop:
+        with TickerBar(stderr, len(tickers)) as bar:
+            screener = run_screener(tickers, levels or (), output_format, output, refresh, data_dir, runs_dir,
+                                    on_row=bar.update_row, stop=stop)
+        if screener.output is not None:
+            (stderr if writes_in_place(screener.output) else stdout).print(
+                f"Screener: {screener.output}", markup=False, soft_wrap=True)
+        elif screener.text is not None:  # JSON or CSV on stdout: nothing else may go there
+            sys.stdout.write(screener.text)
+        else:
+            wide = Console(highlight=False, width=10_000)  # the table's natural width, as `runs` prints it
+            for item in screener_report(screener.rows):
+                wide.print(item, markup=False)
+        if screener.interrupted:
+            raise Interrupted("interrupted; the tickers not reached are listed as not run")
+        if screener.failed:
+            raise ForecastError(f"{len(screener.failed)} of {len(tickers)} tickers could not be forecast; "
+                                "the table gives each reason")
 
 
 @app.command("runs", cls=ForecastCommand)

@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -27,7 +28,7 @@ import pandas as pd
 
 from lstm_forecast import data
 from lstm_forecast.bundle import BUNDLE_JSON_LIMIT, RunBundle, find_run, list_runs, load_bundle, resolve_runs_dir
-from lstm_forecast.errors import ForecastError, UsageError, shorten
+from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError, shorten
 from lstm_forecast.files import atomic_write_text, json_text, read_bounded, writes_in_place
 from lstm_forecast.intervals import conformal_quantiles, interval_bounds
 from lstm_forecast.sessions import TradingCalendar, calendar_for
@@ -159,18 +160,9 @@ def run_predict(
 
     folder = data.resolve_data_dir(data_dir, bundle.config.data.dir)
     if output is not None:
-        check_not_ours(output, run_dir, folder)
-    prices, fallback_warning = recent_prices(bundle, folder, refresh, on_fetch)
-    last_day = prices.index[-1].date()
+        check_not_ours(output, run_dir.resolve().parent.parent, folder)
     today = today or date.today()
-    try:
-        calendar = calendar_for(bundle.config.data.calendar, last_day, bundle.spec.horizon, today)
-    except UsageError as exc:  # the bundle's own config names it: a damaged bundle, not a usage error
-        raise ForecastError(f"{bundle.run_dir}: {exc}; the bundle is damaged") from None
-    if fallback_warning is not None:
-        warnings = [fallback_warning]
-    else:
-        warnings = stale_cache_warning(bundle.ticker, last_day, calendar, today)
+    prices, calendar, warnings = latest_prices(bundle, folder, refresh, today, on_fetch)
     forecast = make_forecast(bundle, prices, days, half_widths, calendar)
 
     text = None if output_format == "table" and output is None else render(forecast, output_format)
@@ -194,11 +186,11 @@ def chart_path(output: Path | None, run_dir: Path) -> Path:
     return output.with_name(output.name + ".png")
 
 
-def check_not_ours(output: Path, run_dir: Path, data_dir: Path) -> None:
-    """Refuse an --output that is one of the tool's own files: in a run bundle, or a price cache (or its
+def check_not_ours(output: Path, runs_dir: Path, data_dir: Path) -> None:
+    """Refuse an --output that is one of the tool's own files: in the runs dir, or a price cache (or its
     sidecar) in the data dir. Overwriting one would leave every later command failing on it."""
     target = output.resolve()
-    in_bundles = run_dir.resolve().parent.parent in target.parents
+    in_bundles = runs_dir.resolve() in target.parents
     is_cache = target.parent == data_dir.resolve() and target.name.endswith((".csv", ".meta.json", ".lock"))
     if in_bundles or is_cache:
         what = "the run bundles" if in_bundles else "the price cache"
@@ -245,8 +237,26 @@ def interval_half_widths(bundle: RunBundle, levels: Sequence[float]) -> dict[flo
     return {float(level): conformal_quantiles(residuals, float(level)) for level in sorted(set(levels))}
 
 
+def latest_prices(
+    bundle: RunBundle, data_dir: Path, refresh: bool, today: date, on_fetch: Callable[[str], None] | None = None,
+    stop: StopRequest | None = None,
+) -> tuple[pd.DataFrame, TradingCalendar, list[str]]:
+    """The prices to forecast from (see recent_prices), the run's trading calendar from their last day on, and
+    the warnings: nothing cached, or a cache more than STALE_AFTER_SESSIONS sessions old."""
+    prices, fallback_warning = recent_prices(bundle, data_dir, refresh, on_fetch, stop)
+    last_day = prices.index[-1].date()
+    try:
+        calendar = calendar_for(bundle.config.data.calendar, last_day, bundle.spec.horizon, today)
+    except UsageError as exc:  # the bundle's own config names it: a damaged bundle, not a usage error
+        raise ForecastError(f"{bundle.run_dir}: {exc}; the bundle is damaged") from None
+    if fallback_warning is not None:
+        return prices, calendar, [fallback_warning]
+    return prices, calendar, stale_cache_warning(bundle.ticker, last_day, calendar, today)
+
+
 def recent_prices(
-    bundle: RunBundle, data_dir: Path, refresh: bool, on_fetch: Callable[[str], None] | None = None
+    bundle: RunBundle, data_dir: Path, refresh: bool, on_fetch: Callable[[str], None] | None = None,
+    stop: StopRequest | None = None,
 ) -> tuple[pd.DataFrame, str | None]:
     """The cached prices of the run's ticker (updated from Yahoo first with `refresh`), or the bundle's own
     rows and a warning saying so when nothing is cached."""
@@ -254,7 +264,7 @@ def recent_prices(
     if refresh:
         if on_fetch is not None:
             on_fetch(f"Updating the {ticker} price cache in {data_dir} from Yahoo Finance…")
-        data.update_cache(data_dir, ticker)
+        data.update_cache(data_dir, ticker, stop=stop)
     prices = data.read_cache(data_dir, ticker)
     if prices is not None:
         return prices, None
@@ -411,6 +421,259 @@ def _number(value: float) -> float:
     return round(float(value), DECIMALS) + 0.0
 
 
+# --- the screener: many tickers in one table that states each run's own skill ---------------------
+
+
+SCREENER_LEVEL = 80.0  # the interval a row shows when its levels include it; else the first level configured
+REFRESH_PACE_S = 0.5  # --refresh over many tickers updates one cache at a time, two a second at most
+SCREENER_COLUMNS = (
+    "rank", "ticker", "status", "last_date", "last_price", "session", "forecast", "change_pct", "level", "lower",
+    "upper", "rmse_ratio", "dm_pvalue", "bh_qvalue", "verdict", "run_dir", "note",
+)
+NOT_FORECAST = ("failed", "not run")  # the statuses of a row without a forecast
+SHOWN_REASONS = 10  # tickers named under the table per kind of trouble; the files name every one
+
+
+@dataclass
+class Screener:
+    """What `predict` over two or more tickers did: one row per ticker, ranked, and where it was written."""
+
+    rows: list[dict[str, Any]]  # SCREENER_COLUMNS: the forecasts by change_pct, biggest rise first, then the rest
+    format: str
+    text: str | None  # the JSON/CSV/plain table written to `output`, or JSON/CSV for stdout
+    output: Path | None
+    interrupted: bool
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [row for row in self.rows if row["status"] == "failed"]
+
+
+def run_screener(
+    tickers: Sequence[str],
+    levels: Sequence[float] = (),
+    output_format: str | None = None,
+    output: Path | None = None,
+    refresh: bool = False,
+    data_dir: Path | None = None,
+    runs_dir: Path | None = None,
+    today: date | None = None,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+    stop: StopRequest | None = None,
+) -> Screener:
+    """`predict` over two or more tickers: each ticker's newest run forecasts the next session (one model forward
+    each, in this process), ranked by the forecast move beside the run's own test RMSE ratio to naive, its DM
+    p-value and a Benjamini–Hochberg q-value across the tickers. A ticker that cannot be forecast is a row with
+    the reason; one whose cache is stale is forecast and flagged. No fan charts are drawn."""
+    output_format = resolve_format(output_format, output)
+    runs_folder = resolve_runs_dir(runs_dir, None)
+    if output is not None:  # a usage error, before any work, as for one ticker
+        check_not_ours(output, runs_folder, data.resolve_data_dir(data_dir, None))
+    today = today or date.today()
+    pace = _paced(REFRESH_PACE_S)
+    rows = []
+    for ticker in tickers:
+        if stop is not None and stop.is_set():
+            row = _row(ticker, "not run", "interrupted before it was forecast")
+        else:
+            try:
+                row = screen_ticker(ticker, runs_folder, data_dir, levels, output, refresh, today, pace, stop)
+            except Interrupted:  # a download abandoned on Ctrl-C: the cache is as it was
+                row = _row(ticker, "not run", "interrupted while its prices were downloaded")
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    rows = rank_screener(rows)
+    text = None if output_format == "table" and output is None else render_screener(rows, output_format)
+    if output is not None:
+        atomic_write_text(output, text)
+    interrupted = any(row["status"] == "not run" for row in rows)
+    return Screener(rows, output_format, text, output, interrupted)
+
+
+def screen_ticker(
+    ticker: str, runs_dir: Path, data_dir: Path | None, levels: Sequence[float], output: Path | None,
+    refresh: bool, today: date, on_fetch: Callable[[str], None], stop: StopRequest | None,
+) -> dict[str, Any]:
+    """One screener row: the next-session forecast of the ticker's newest run, or the reason there is none."""
+    try:
+        run_dir = find_run(runs_dir, None, ticker)
+        bundle = load_bundle(run_dir)
+    except ForecastError as exc:
+        return _row(ticker, "failed", str(exc))
+    folder = data.resolve_data_dir(data_dir, bundle.config.data.dir)
+    if output is not None:  # a run's own data.dir may differ from the one run_screener checked
+        check_not_ours(output, runs_dir, folder)
+    chosen = list(levels or bundle.config.predict.levels)
+    level = SCREENER_LEVEL if SCREENER_LEVEL in chosen else float(chosen[0])
+    try:
+        half_widths = interval_half_widths(bundle, [level])
+        prices, calendar, warnings = latest_prices(bundle, folder, refresh, today, on_fetch, stop)
+        forecast = make_forecast(bundle, prices, 1, half_widths, calendar)
+    except Interrupted:
+        raise
+    except ForecastError as exc:
+        return _row(ticker, "failed", str(exc), run_dir)
+    ratio, pvalue = scores_on_test(run_dir)
+    row = _row(ticker, "stale" if warnings else "ok", " ".join(warnings) or None, run_dir)
+    row.update(
+        last_date=forecast.last_date.isoformat(),
+        last_price=_number(forecast.last_price),
+        session=forecast.dates[0].isoformat(),
+        forecast=_number(forecast.prices[0]),
+        change_pct=_number(forecast.change_pct[0]),
+        level=_level_value(level),
+        lower=_number(forecast.lower[level][0]),
+        upper=_number(forecast.upper[level][0]),
+        rmse_ratio=ratio,
+        dm_pvalue=pvalue,
+    )
+    return row
+
+
+def _row(ticker: str, status: str, note: str | None, run_dir: Path | None = None) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(SCREENER_COLUMNS)
+    row.update(ticker=ticker, status=status, note=note, run_dir=str(run_dir) if run_dir is not None else None)
+    return row
+
+
+def _paced(seconds: float) -> Callable[[str], None]:
+    """A callback for each download: it waits until `seconds` have passed since the previous one began."""
+    previous = [-math.inf]
+
+    def wait(_message: str) -> None:
+        time.sleep(max(0.0, previous[0] + seconds - time.monotonic()))
+        previous[0] = time.monotonic()
+
+    return wait
+
+
+def rank_screener(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows with their q-values (BH over every forecast row with a DM p-value) and verdicts, the forecasts
+    ranked by change_pct, biggest rise first (ties in the order given), then the tickers without one."""
+    from scipy.stats import false_discovery_control
+
+    tested = [row for row in rows if row["dm_pvalue"] is not None]
+    if tested:
+        qvalues = false_discovery_control([row["dm_pvalue"] for row in tested], method="bh")
+        for row, qvalue in zip(tested, qvalues, strict=True):
+            row["bh_qvalue"] = float(qvalue)
+    forecast = sorted((row for row in rows if row["status"] not in NOT_FORECAST), key=lambda row: -row["change_pct"])
+    for rank, row in enumerate(forecast, start=1):
+        row.update(rank=rank, verdict=skill_verdict(row["rmse_ratio"], row["bh_qvalue"]))
+    return forecast + [row for row in rows if row["status"] in NOT_FORECAST]
+
+
+def skill_verdict(rmse_ratio: float | None, qvalue: float | None) -> str:
+    """The run's skill on its own test period in a few words: better or worse only when q < Q_THRESHOLD."""
+    from lstm_forecast.universe import Q_THRESHOLD
+
+    if rmse_ratio is None or qvalue is None:
+        return "not scored"
+    if qvalue < Q_THRESHOLD and rmse_ratio < 1:
+        return f"beats naive (q<{Q_THRESHOLD:g})"
+    if qvalue < Q_THRESHOLD and rmse_ratio > 1:
+        return f"worse than naive (q<{Q_THRESHOLD:g})"
+    return "no skill shown"
+
+
+def render_screener(rows: list[dict[str, Any]], output_format: str) -> str:
+    """The screener as JSON (the rows and the counts), CSV (SCREENER_COLUMNS) or a plain-text table."""
+    if output_format == "json":
+        return json_text({**screener_counts(rows), "advice": advice_line(rows), "rows": rows})
+    if output_format == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=SCREENER_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue()
+    from rich.console import Console
+
+    # The table's natural width, as `runs` prints one: a reason or a path is never folded.
+    console = Console(file=io.StringIO(), width=10_000, color_system=None, force_terminal=False)
+    for item in screener_report(rows):
+        console.print(item, markup=False)
+    return "".join(line.rstrip() + "\n" for line in console.file.getvalue().splitlines())
+
+
+def screener_counts(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    verdicts = [row["verdict"] or "" for row in rows]
+    return {
+        "tickers": len(rows),
+        "forecast": sum(row["status"] not in NOT_FORECAST for row in rows),
+        "failed": sum(row["status"] == "failed" for row in rows),
+        "stale": sum(row["status"] == "stale" for row in rows),
+        "beat_naive": sum(verdict.startswith("beats") for verdict in verdicts),
+        "worse_than_naive": sum(verdict.startswith("worse") for verdict in verdicts),
+        "tested": sum(row["bh_qvalue"] is not None for row in rows),
+    }
+
+
+def screener_report(rows: list[dict[str, Any]]) -> list[Any]:
+    """The table, a line per flagged or failed ticker with its reason, and the line saying what the ranking is."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from lstm_forecast.metrics import format_pvalue
+
+    levels = {row["level"] for row in rows if row["level"] is not None}
+    one_level = len(levels) == 1
+    table = Table(title="Next-session forecasts, biggest forecast rise first; skill: each run's own test period",
+                  title_justify="left", header_style="bold")
+    headers = ("#", "ticker", "last date", "last price", "session", "forecast", "change %",
+               f"{level_name(next(iter(levels)))}% interval" if one_level else "interval",
+               "RMSE/naive", "DM p", "BH q", "verdict", "status")
+    for header in headers:
+        left = header in ("ticker", "last date", "session", "verdict", "status")
+        table.add_column(header, justify="left" if left else "right", no_wrap=True)
+    for row in rows:
+        interval = None
+        if row["lower"] is not None:
+            interval = f"{row['lower']:,.2f} – {row['upper']:,.2f}" + ("" if one_level else f" ({row['level']}%)")
+        cells = (
+            row["rank"], row["ticker"], row["last_date"], _money(row["last_price"]), row["session"],
+            _money(row["forecast"]), f"{row['change_pct']:+.2f}" if row["change_pct"] is not None else None,
+            interval, f"{row['rmse_ratio']:.3f}" if row["rmse_ratio"] is not None else None,
+            format_pvalue(row["dm_pvalue"]) if row["rank"] else None,
+            format_pvalue(row["bh_qvalue"]) if row["rank"] else None, row["verdict"], row["status"],
+        )
+        table.add_row(*(Text("—" if cell is None else str(cell)) for cell in cells),
+                      style="red" if row["status"] == "failed" else None)
+    items: list[Any] = [table]
+    failed = [row for row in rows if row["status"] in NOT_FORECAST]
+    items += [f"{row['ticker']} ({row['status']}): {row['note']}" for row in failed[:SHOWN_REASONS]]
+    if len(failed) > SHOWN_REASONS:
+        items.append(f"… and {len(failed) - SHOWN_REASONS} more not forecast (--format csv gives every reason)")
+    stale = [row["ticker"] for row in rows if row["status"] == "stale"]
+    if stale:
+        more = f" and {len(stale) - SHOWN_REASONS} more" if len(stale) > SHOWN_REASONS else ""
+        items.append(f"Stale (prices more than {STALE_AFTER_SESSIONS} sessions old, or none cached): "
+                     f"{', '.join(stale[:SHOWN_REASONS])}{more}; "
+                     "run with --refresh for the latest prices (--format csv says how old each is).")
+    if levels - {SCREENER_LEVEL}:
+        items.append(f"Intervals are split-conformal; where {level_name(SCREENER_LEVEL)}% is not among a run's "
+                     "levels, the first level configured is shown.")
+    items.append(advice_line(rows))
+    return items
+
+
+def advice_line(rows: list[dict[str, Any]]) -> str:
+    """What the ranking is and is not, and how many of its rows show skill."""
+    from lstm_forecast.universe import Q_THRESHOLD
+
+    counts = screener_counts(rows)
+    return (
+        f"A ranking of forecast moves, not of skill, and not investment advice: {counts['beat_naive']} of "
+        f"{counts['forecast']} forecast tickers beat the random walk on their own test period at q < "
+        f"{Q_THRESHOLD:g} (Benjamini–Hochberg over the {counts['tested']} tested), {counts['worse_than_naive']} did "
+        f"worse; {counts['failed']} could not be forecast."
+    )
+
+
+def _money(value: float | None) -> str | None:
+    return f"{value:,.2f}" if value is not None else None
+
+
 # --- listing runs -------------------------------------------------------------------------------
 
 
@@ -433,7 +696,6 @@ def run_summaries(
     rows = []
     for run_dir in list_runs(folder, symbol):
         document = _read_json_or_empty(run_dir / "bundle.json")
-        scores = _read_json_or_empty(run_dir / "metrics.json")
         interrupted = _dig(document, "training", "interrupted")
         rows.append(
             {
@@ -442,9 +704,7 @@ def run_summaries(
                 "model": _text(_dig(document, "model", "kind")),
                 "created": _text(document.get("created_at")),
                 "epochs": _count(_dig(document, "training", "epochs_run")),
-                # metrics.json before the one scores layout had the forecasts beside the period's keys.
-                "test_rmse_ratio": _ratio(_dig(scores, "test", "metrics", "model", "all", "rmse_ratio")
-                                          or _dig(scores, "test", "model", "all", "rmse_ratio")),
+                "test_rmse_ratio": scores_on_test(run_dir)[0],
                 "interrupted": interrupted if isinstance(interrupted, bool) else None,
                 "evaluated": (run_dir / "evaluation.json").is_file(),
                 "config": config_differences(run_dir / CONFIG_FILE),
@@ -453,6 +713,17 @@ def run_summaries(
             }
         )
     return folder, rows
+
+
+def scores_on_test(run_dir: Path) -> tuple[float | None, float | None]:
+    """The run's test RMSE ratio to naive (all days) and its Diebold–Mariano p-value, from metrics.json; None
+    where a value cannot be read."""
+    scores = _read_json_or_empty(run_dir / "metrics.json")
+    # metrics.json before the one scores layout had the forecasts beside the period's keys.
+    ratio = _dig(scores, "test", "metrics", "model", "all", "rmse_ratio") or _dig(scores, "test", "model", "all",
+                                                                                 "rmse_ratio")
+    pvalue = _ratio(_dig(scores, "test", "vs_naive", "dm_all", "pvalue"))
+    return _ratio(ratio), pvalue if pvalue is not None and 0 <= pvalue <= 1 else None
 
 
 def _read_json_or_empty(path: Path) -> dict[str, Any]:
