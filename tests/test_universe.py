@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -256,3 +257,12 @@ def test_runs_and_compare_take_ticker_sets_too(tmp_path, data_dir, monkeypatch):
     assert [report["ticker"] for report in document["comparisons"]] == ["AAA"]
     assert document["failed"][0]["ticker"] == "SHORT"
     assert compared.stderr.splitlines()[-1] == "Error: 1 of 2 tickers could not be compared"
+
+
+def test_ray_missing_or_a_runs_dir_a_worker_cannot_see_is_one_clear_line(tmp_path, data_dir, monkeypatch):
+    jobs = [executors.Job(tiny_config(), "AAA", data_dir, tmp_path / "not-shared", 1)]
+    outcome = executors.run_job(jobs[0])
+    assert outcome.result is None and "the runs dir" in outcome.error and "shared paths" in outcome.error
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as when it is not installed
+    with pytest.raises(UsageError, match=r"--executor ray needs Ray: pip install 'lstm-forecast\[ray\]'"):
+        list(executors.run_on_ray(jobs, None, threading.Event()))
