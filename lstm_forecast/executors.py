@@ -11,9 +11,9 @@ Every job is `train.train_ticker` on one ticker, with plain arguments (a `Job`) 
     for the command; Ray retries a task whose worker died.
 
 A failing job (too short, broken file, diverged) is a `JobOutcome` with its one-line error, never an exception:
-one ticker never stops the others. A stop request (the CLI's Ctrl-C) stops handing out jobs; jobs running in
-this process or in the pool stop after their current batch and save their best epoch, as a single `train` does;
-Ray tasks already running finish.
+one ticker never stops the others. A stop request (the CLI's Ctrl-C) stops handing out jobs; running jobs stop
+after their current batch and save their best epoch, as a single `train` does (a Ray task looks at the
+driver's stop flag once a second; one still queued ends before it trains).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageE
 POLL_S = 0.2  # how often a waiting parent looks at its stop request
 POOL_ATTEMPTS = 2  # a job whose worker process died is tried once more in a fresh pool
 RAY_RETRIES = 1  # the same for a Ray task whose worker died
+RAY_STOP_POLL_S = 1.0  # how often a Ray task asks the driver's stop flag
 
 
 @dataclass(frozen=True)
@@ -180,11 +181,40 @@ def run_in_pool(jobs: list[Job], workers: int, stop: StopRequest) -> Iterator[Jo
 # --- Ray -----------------------------------------------------------------------------------------
 
 
-def _run_on_ray_worker(job: Job) -> JobOutcome:
+class StopFlag:
+    """A Ray actor holding the driver's stop request, so tasks anywhere on the cluster can see it."""
+
+    def __init__(self) -> None:
+        self.value = False
+
+    def set(self) -> None:
+        self.value = True
+
+    def is_set(self) -> bool:
+        return self.value
+
+
+class _RemoteStop:
+    """A task's view of the `StopFlag`: asked at most once a second (a round trip per batch would cost more
+    than the batch), and set for good once seen."""
+
+    def __init__(self, flag: Any) -> None:
+        self.flag, self.seen, self.next_look = flag, False, 0.0
+
+    def is_set(self) -> bool:
+        import ray
+
+        if not self.seen and time.monotonic() >= self.next_look:
+            self.seen = ray.get(self.flag.is_set.remote())
+            self.next_look = time.monotonic() + RAY_STOP_POLL_S
+        return self.seen
+
+
+def _run_on_ray_worker(job: Job, flag: Any) -> JobOutcome:
     import torch
 
     torch.set_num_threads(job.threads)
-    return run_job(job)
+    return run_job(job, stop=_RemoteStop(flag))
 
 
 def run_on_ray(jobs: list[Job], address: str | None, stop: StopRequest) -> Iterator[JobOutcome]:
@@ -207,25 +237,21 @@ def run_on_ray(jobs: list[Job], address: str | None, stop: StopRequest) -> Itera
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ForecastError(f"cannot reach the Ray cluster at {address}: {_one_line(exc)}") from None
     try:
+        flag = ray.remote(num_cpus=0)(StopFlag).remote()
         task = ray.remote(num_cpus=jobs[0].threads if jobs else 1, max_retries=RAY_RETRIES)(_run_on_ray_worker)
-        pending = {task.remote(job): job for job in jobs}
+        pending = {task.remote(job, flag): job for job in jobs}
+        told = False
         while pending:
-            if stop.is_set():
-                for reference in pending:
-                    ray.cancel(reference)  # queued tasks never start; running ones finish
+            if stop.is_set() and not told:
+                ray.get(flag.set.remote())  # running tasks stop after a batch; queued ones end before training
+                told = True
             finished, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
             for reference in finished:
                 job = pending.pop(reference)
                 try:
                     yield ray.get(reference)
-                except ray.exceptions.TaskCancelledError:
-                    continue
                 except ray.exceptions.RayError as exc:
                     yield JobOutcome(job.ticker, None, f"the Ray task failed: {_one_line(exc)[:300]}", 0.0)
     finally:
         if started_here:
             ray.shutdown()
-
-
-def with_threads(jobs: list[Job], threads: int) -> list[Job]:
-    return [replace(job, threads=threads) for job in jobs]

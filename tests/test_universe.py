@@ -266,3 +266,14 @@ def test_ray_missing_or_a_runs_dir_a_worker_cannot_see_is_one_clear_line(tmp_pat
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as when it is not installed
     with pytest.raises(UsageError, match=r"--executor ray needs Ray: pip install 'lstm-forecast\[ray\]'"):
         list(executors.run_on_ray(jobs, None, threading.Event()))
+
+
+def test_a_stop_request_reaches_ray_tasks(tmp_path, data_dir):
+    pytest.importorskip("ray")
+    stop = threading.Event()
+    stop.set()  # Ctrl-C before any task trained: each one ends before its first epoch, nothing written
+    jobs = [executors.Job(tiny_config("train.epochs=50"), ticker, data_dir, tmp_path, 1) for ticker in TICKERS[:2]]
+    outcomes = list(executors.run_on_ray(jobs, None, stop))
+    assert sorted(outcome.ticker for outcome in outcomes) == TICKERS[:2]
+    assert all(outcome.interrupted and outcome.result is None for outcome in outcomes)
+    assert not list(tmp_path.glob("*/*/bundle.json"))
