@@ -8,11 +8,14 @@
   the tests of prices, the Yahoo adapter and the cache share.
 - `fake_yahoo`: a stand-in for Yahoo behind `yfinance.Ticker.history` that serves `fake_yahoo.prices`
   (sliced like Yahoo does) or raises `fake_yahoo.error`, recording each call.
-- `clean_workdir`, `tiny_run` (a module-scoped tiny trained bundle), `TINY_CONFIG`, `file_digests`,
-  `temp_leftovers`, `error_line`: what the reliability tests share to run the CLI and check it left no trace.
+- `TICKER`, `TINY_CONFIG` and `TINY_OVERRIDES` (the same tiny model as a config document and as `--set`
+  items), `tiny_run` (a module-scoped tiny trained bundle): what the tests that train share.
+- `clean_workdir`, `file_digests`, `temp_leftovers`, `error_line`: what the reliability tests share to run the
+  CLI and check it left no trace.
 - `name_taken_once`: another process publishes under the name a bundle or comparison is about to take.
 - `run_cli_limited(args, cwd)`, `run_limited(argv, cwd)`: the real CLI (or any command) in a child process
   under an address-space and a time limit, so a memory blow-up fails the test instead of taking the machine.
+- `pytest_configure`: one torch thread for the whole run.
 """
 
 from __future__ import annotations
@@ -41,6 +44,18 @@ from lstm_forecast.prices import COLUMNS
 
 EXCHANGE_TZ = "America/New_York"
 LOCAL_HOSTS = {None, "", "localhost", "127.0.0.1", "::1"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread for the whole run, set before any test module is imported: a bit-for-bit repeat
+    needs the same thread count each time, and the machines that run the suite share two cores.
+
+    torch is imported here, not at the top: child processes import this module for its helpers and
+    would pay seconds of import for nothing.
+    """
+    import torch
+
+    torch.set_num_threads(1)
 
 
 class UnmockedNetworkCall(BaseException):
@@ -195,8 +210,9 @@ def fake_yahoo(monkeypatch: pytest.MonkeyPatch) -> FakeYahoo:
     return fake
 
 
-# --- shared by the reliability suite (test_bad_inputs, test_faults) ------------------------------
+# --- shared by the tests that train -------------------------------------------------------------
 
+TICKER = "SYN"
 # A model that trains in well under a second: for tests that need a real bundle, not a good one.
 TINY_CONFIG = {
     "window": {"lookback": 8, "horizon": 2},
@@ -204,6 +220,20 @@ TINY_CONFIG = {
     "train": {"epochs": 2, "batch_size": 32, "device": "cpu", "threads": 1},
 }
 TINY_OVERRIDES = [f"{section}.{key}={value}" for section, keys in TINY_CONFIG.items() for key, value in keys.items()]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny trained SYN bundle per test module (260 rows, lookback 8, horizon 2): copy it before damaging it."""
+    from lstm_forecast.config import load_config
+    from lstm_forecast.train import train_run
+
+    runs_dir = tmp_path_factory.mktemp("tiny-runs")
+    return train_run(load_config(None, TINY_OVERRIDES), TICKER, build_prices(260), runs_dir).run_dir
+
+
+# --- shared by the reliability suite (test_bad_inputs, test_faults) ------------------------------
+
 LOCK_SUFFIX = ".lock"
 
 
@@ -240,16 +270,6 @@ def clean_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("LSTM_FORECAST_DATA_DIR", "LSTM_FORECAST_RUNS_DIR", "LSTM_FORECAST_DEBUG"):
         monkeypatch.delenv(name, raising=False)
     return tmp_path
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny trained SYN bundle per test module (260 rows, lookback 8, horizon 2): copy it before damaging it."""
-    from lstm_forecast.config import load_config
-    from lstm_forecast.train import train_run
-
-    runs_dir = tmp_path_factory.mktemp("tiny-runs")
-    return train_run(load_config(None, TINY_OVERRIDES), "SYN", build_prices(260), runs_dir).run_dir
 
 
 @pytest.fixture

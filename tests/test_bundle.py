@@ -20,6 +20,7 @@ import pytest
 import safetensors.torch
 import torch
 import yaml
+from conftest import TICKER
 
 from lstm_forecast import bundle as bundles
 from lstm_forecast import files, plots, train
@@ -36,9 +37,6 @@ from lstm_forecast.errors import ForecastError, UsageError
 from lstm_forecast.prices import COLUMNS, prices_sha256
 from lstm_forecast.windows import build_dataset
 
-torch.set_num_threads(1)
-
-TICKER = "SYN"
 TINY = [
     "window.lookback=8",
     "window.horizon=2",

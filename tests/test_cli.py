@@ -28,8 +28,6 @@ from lstm_forecast.cli import app
 from lstm_forecast.errors import ForecastError, Interrupted
 from lstm_forecast.prices import prices_to_csv, read_prices_csv
 
-torch.set_num_threads(1)
-
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import matplotlib.image
 import pandas as pd
 import pytest
-import torch
+from conftest import TICKER
 from typer.testing import CliRunner
 
 from lstm_forecast import compare, train
@@ -19,9 +19,6 @@ from lstm_forecast.config import load_config
 from lstm_forecast.errors import Interrupted, UsageError
 from lstm_forecast.prices import prices_to_csv
 
-torch.set_num_threads(1)
-
-TICKER = "SYN"
 TINY = [
     "train.threads=1",  # a fixed count: `auto` follows the machine's load, and runs are compared bit for bit
     "window.lookback=10",

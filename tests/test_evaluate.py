@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TICKER
 from typer.testing import CliRunner
 
 from lstm_forecast import backtest, evaluate, progress, scoring, train
@@ -28,9 +29,6 @@ from lstm_forecast.errors import ForecastError, UsageError
 from lstm_forecast.prices import prices_to_csv
 from lstm_forecast.windows import WindowSpec, build_dataset, compute_features
 
-torch.set_num_threads(1)
-
-TICKER = "SYN"
 HORIZON = 3
 TINY = [
     "train.threads=1",  # a fixed count: `auto` follows the machine's load, and runs are compared bit for bit

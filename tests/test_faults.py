@@ -27,9 +27,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import torch
 import yaml
 from conftest import (
+    TICKER,
     TINY_CONFIG,
     TINY_OVERRIDES,
     build_prices,
@@ -45,9 +45,6 @@ from lstm_forecast.config import load_config
 from lstm_forecast.errors import ForecastError
 from lstm_forecast.prices import prices_sha256, prices_to_csv
 
-torch.set_num_threads(1)
-
-TICKER = "SYN"
 TESTS_DIR = Path(__file__).resolve().parent
 CHILD_TIMEOUT_S = 90
 
@@ -140,7 +137,7 @@ def test_ctrl_c_in_the_middle_of_training_saves_the_best_epoch_and_exits_130(tmp
 BLOCKED_BUNDLE_WRITE = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from conftest import TINY_OVERRIDES, build_prices
+    from conftest import TICKER, TINY_OVERRIDES, build_prices
     from lstm_forecast import plots, train
     from lstm_forecast.config import load_config
 
@@ -152,7 +149,7 @@ BLOCKED_BUNDLE_WRITE = textwrap.dedent("""
         time.sleep(600)
 
     plots.loss_curve = half_written_loss_curve
-    train.train_run(load_config(None, TINY_OVERRIDES), "SYN", build_prices(260), runs_dir)
+    train.train_run(load_config(None, TINY_OVERRIDES), TICKER, build_prices(260), runs_dir)
 """)
 
 
@@ -323,7 +320,6 @@ def test_disk_full_while_saving_a_bundle_leaves_no_run(clean_workdir, monkeypatc
     line = error_line(result)
     assert line.startswith(f"Error: cannot write the run bundle runs/{TICKER}/") and "No space left" in line
     assert list((clean_workdir / "runs" / TICKER).iterdir()) == []
-
 
 
 # --- Ctrl-C, SIGTERM and SIGHUP at every phase of `train`, `evaluate` and `compare` ------------------

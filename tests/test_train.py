@@ -18,7 +18,7 @@ import pytest
 import safetensors.torch
 import torch
 import yaml
-from conftest import TINY_OVERRIDES
+from conftest import TICKER, TINY_OVERRIDES
 from scipy.signal import lfilter
 
 from lstm_forecast import train
@@ -30,9 +30,6 @@ from lstm_forecast.scoring import period_forecasts
 from lstm_forecast.trainer import EpochRecord, predict
 from lstm_forecast.windows import build_dataset
 
-torch.set_num_threads(1)
-
-TICKER = "SYN"
 HORIZON = 3
 QUICK = [
     "train.threads=1",  # a fixed count: `auto` follows the machine's load, and runs are compared bit for bit
@@ -314,7 +311,7 @@ def test_the_bundle_records_the_threads_it_was_trained_with(prices, tmp_path):
     document = json.loads((outcome.run_dir / "bundle.json").read_text())
     assert document["training"]["threads"] == 2 == outcome.result.threads
     assert yaml.safe_load((outcome.run_dir / "config.yaml").read_text())["train"]["threads"] == 2
-    assert torch.get_num_threads() == 1  # this module's setting, given back after training
+    assert torch.get_num_threads() == 1  # the suite's setting (conftest), given back after training
 
 
 def test_load_training_prices_reads_the_configured_range(prices, tmp_path):

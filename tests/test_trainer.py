@@ -27,8 +27,6 @@ from lstm_forecast.trainer import (
     training_threads,
 )
 
-torch.set_num_threads(1)
-
 LOOKBACK = 5
 
 
