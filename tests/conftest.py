@@ -9,7 +9,8 @@
 - `fake_yahoo`: a stand-in for Yahoo behind `yfinance.Ticker.history` that serves `fake_yahoo.prices`
   (sliced like Yahoo does) or raises `fake_yahoo.error`, recording each call.
 - `TICKER`, `TINY_CONFIG` and `TINY_OVERRIDES` (the same tiny model as a config document and as `--set`
-  items), `tiny_run` (a module-scoped tiny trained bundle): what the tests that train share.
+  items), `tiny_config` (it as ./tiny.yaml), `tiny_run` (a module-scoped tiny trained bundle): what the tests
+  that train share; a test that needs other values adds its few changes to `TINY_OVERRIDES`.
 - `clean_workdir`, `file_digests`, `temp_leftovers`, `error_line`: what the reliability tests share to run the
   CLI and check it left no trace.
 - `name_taken_once`: another process publishes under the name a bundle or comparison is about to take.
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 import yfinance
 from yfinance.exceptions import YFPricesMissingError
 
@@ -213,13 +215,22 @@ def fake_yahoo(monkeypatch: pytest.MonkeyPatch) -> FakeYahoo:
 # --- shared by the tests that train -------------------------------------------------------------
 
 TICKER = "SYN"
-# A model that trains in well under a second: for tests that need a real bundle, not a good one.
+# A model that trains in well under a second: for tests that need a real bundle, not a good one. One fixed
+# thread: `auto` follows the machine's load, and runs are compared bit for bit.
 TINY_CONFIG = {
     "window": {"lookback": 8, "horizon": 2},
     "model": {"hidden_size": 4, "num_layers": 1, "dropout": 0.0},
     "train": {"epochs": 2, "batch_size": 32, "device": "cpu", "threads": 1},
 }
 TINY_OVERRIDES = [f"{section}.{key}={value}" for section, keys in TINY_CONFIG.items() for key, value in keys.items()]
+
+
+@pytest.fixture
+def tiny_config(clean_workdir: Path) -> Path:
+    """TINY_CONFIG as ./tiny.yaml in the clean working folder."""
+    path = clean_workdir / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY_CONFIG))
+    return path
 
 
 @pytest.fixture(scope="module")

@@ -37,13 +37,6 @@ def runner() -> CliRunner:
 
 
 @pytest.fixture
-def tiny_config(clean_workdir: Path) -> Path:
-    path = clean_workdir / "tiny.yaml"
-    path.write_text(yaml.safe_dump(TINY_CONFIG))
-    return path
-
-
-@pytest.fixture
 def cached(clean_workdir: Path, make_prices) -> Path:
     """A price cache with 260 rows of SYN in ./data."""
     folder = clean_workdir / "data"

@@ -84,6 +84,11 @@ def wait_for(condition: Callable[[], bool], child: subprocess.Popen, what: str) 
         time.sleep(0.05)
 
 
+def tiny_config_training(epochs: int) -> dict[str, Any]:
+    """TINY_CONFIG training for `epochs` epochs, with no early stop before them."""
+    return TINY_CONFIG | {"train": TINY_CONFIG["train"] | {"epochs": epochs, "patience": epochs}}
+
+
 def write_cache(folder: Path, prices: pd.DataFrame) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{TICKER}.csv"
@@ -102,8 +107,7 @@ MANY_EPOCHS = 100_000
 @pytest.mark.slow
 def test_ctrl_c_in_the_middle_of_training_saves_the_best_epoch_and_exits_130(tmp_path, spawn):
     write_cache(tmp_path / "data", build_prices(260))
-    config = TINY_CONFIG | {"train": TINY_CONFIG["train"] | {"epochs": MANY_EPOCHS, "patience": MANY_EPOCHS}}
-    (tmp_path / "long.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "long.yaml").write_text(yaml.safe_dump(tiny_config_training(MANY_EPOCHS)))
     stderr = tmp_path / "stderr.txt"
     argv = ["train", "-t", TICKER, "-c", "long.yaml", "--data-dir", "data", "--runs-dir", "runs", "--json"]
     child = spawn("-m", "lstm_forecast", *argv, stderr=stderr.name, env=child_env() | LIVE_PROGRESS)
@@ -311,9 +315,8 @@ def test_disk_full_at_the_sidecar_keeps_the_new_prices_without_a_stale_sidecar(c
     assert temp_leftovers(cache_and_new_csv) == []
 
 
-def test_disk_full_while_saving_a_bundle_leaves_no_run(clean_workdir, monkeypatch):
+def test_disk_full_while_saving_a_bundle_leaves_no_run(clean_workdir, tiny_config, monkeypatch):
     write_cache(clean_workdir / "data", build_prices(260))
-    (clean_workdir / "tiny.yaml").write_text(yaml.safe_dump(TINY_CONFIG))
     monkeypatch.setattr(bundle.os, "fsync", no_space)
     result = CliRunner().invoke(app, ["train", "-t", TICKER, "-c", "tiny.yaml", "--data-dir", "data"])
     assert result.exit_code == 1
@@ -373,8 +376,7 @@ EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
 
 def train_with_signals(tmp_path: Path, spawn, phase: str, signals: str, epochs: int) -> subprocess.Popen:
     write_cache(tmp_path / "data", build_prices(260))
-    config = TINY_CONFIG | {"train": TINY_CONFIG["train"] | {"epochs": epochs, "patience": epochs}}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_config_training(epochs)))
     argv = ["train", "-t", TICKER, "-c", "config.yaml", "--data-dir", "data", "--runs-dir", "runs", "--json"]
     child = spawn("-c", SIGNALS_AT_A_PHASE, phase, signals, *argv, stderr="stderr.txt")
     child.communicate(timeout=CHILD_TIMEOUT_S)
@@ -440,8 +442,7 @@ def test_sigterm_in_the_backtest_saves_the_finished_folds(tmp_path, spawn, tiny_
 @pytest.mark.slow
 def test_sighup_in_a_comparison_saves_the_model_in_training(tmp_path, spawn):
     write_cache(tmp_path / "data", build_prices(260))
-    config = TINY_CONFIG | {"train": TINY_CONFIG["train"] | {"epochs": MANY_EPOCHS, "patience": MANY_EPOCHS}}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_config_training(MANY_EPOCHS)))
     argv = ["compare", "-t", TICKER, "--models", "gru,lstm", "-c", "config.yaml", "--data-dir", "data",
             "--runs-dir", "runs", "--json"]
     child = spawn("-c", SIGNALS_AT_A_PHASE, "comparing", "SIGHUP", *argv, stderr="stderr.txt")
