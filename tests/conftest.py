@@ -13,6 +13,7 @@
   that train share; a test that needs other values adds its few changes to `TINY_OVERRIDES`.
 - `clean_workdir`, `file_digests`, `temp_leftovers`, `error_line`: what the reliability tests share to run the
   CLI and check it left no trace.
+- `weights_of(run_dir | model | tensors)`, `same_weights(first, second)`: bit-for-bit weight comparisons.
 - `name_taken_once`: another process publishes under the name a bundle or comparison is about to take.
 - `run_cli_limited(args, cwd)`, `run_limited(argv, cwd)`: the real CLI (or any command) in a child process
   under an address-space and a time limit, so a memory blow-up fails the test instead of taking the machine.
@@ -31,7 +32,7 @@ import sys
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -43,6 +44,9 @@ from yfinance.exceptions import YFPricesMissingError
 from lstm_forecast.errors import ForecastError
 from lstm_forecast.files import TEMP_PREFIX
 from lstm_forecast.prices import COLUMNS
+
+if TYPE_CHECKING:
+    import torch
 
 EXCHANGE_TZ = "America/New_York"
 LOCAL_HOSTS = {None, "", "localhost", "127.0.0.1", "::1"}
@@ -241,6 +245,21 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     runs_dir = tmp_path_factory.mktemp("tiny-runs")
     return train_run(load_config(None, TINY_OVERRIDES), TICKER, build_prices(260), runs_dir).run_dir
+
+
+def weights_of(source: Path | torch.nn.Module | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Tensors by name: a run dir's model.safetensors, a model's state, or such a dict as it is."""
+    if isinstance(source, Path):
+        import safetensors.torch  # here: a child process importing this module needs no torch
+
+        return safetensors.torch.load_file(source / "model.safetensors")
+    return source if isinstance(source, dict) else source.state_dict()
+
+
+def same_weights(first: Any, second: Any) -> bool:
+    """The same tensor names, each equal bit for bit; either side is anything `weights_of` takes."""
+    first, second = weights_of(first), weights_of(second)
+    return first.keys() == second.keys() and all(first[name].equal(second[name]) for name in first)
 
 
 # --- shared by the reliability suite (test_bad_inputs, test_faults) ------------------------------

@@ -17,8 +17,7 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from conftest import TICKER, TINY_OVERRIDES, build_prices
+from conftest import TICKER, TINY_OVERRIDES, build_prices, same_weights
 from typer.testing import CliRunner
 
 from lstm_forecast import backtest, evaluate, progress, scoring, train
@@ -166,12 +165,9 @@ def test_no_fold_sees_data_after_its_start(prices, config):
     original, _ = backtest.run_backtest(prices, config, plan)
     changed, _ = backtest.run_backtest(perturbed, config, plan)
 
-    def weights(result: evaluate.FoldResult) -> list[torch.Tensor]:
-        return list(result.model.state_dict().values())
-
     for before, after in zip(original[:2], changed[:2], strict=True):
         assert before.scaler == after.scaler
-        assert all(torch.equal(a, b) for a, b in zip(weights(before), weights(after), strict=True))
+        assert same_weights(before.model, after.model)
     assert original[0].summary == changed[0].summary
     np.testing.assert_array_equal(original[0].forecasts.model, changed[0].forecasts.model)
     assert original[1].summary["metrics"] != changed[1].summary["metrics"]

@@ -8,17 +8,15 @@ import multiprocessing
 import pickle
 import threading
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-import safetensors.torch
 import torch
 import yaml
-from conftest import TICKER, TINY_OVERRIDES
+from conftest import TICKER, TINY_OVERRIDES, same_weights, weights_of
 from scipy.signal import lfilter
 
 from lstm_forecast import train
@@ -66,14 +64,6 @@ def ar1_prices(n: int = 500, phi: float = 0.7, sigma: float = 0.01, seed: int = 
 
 def quick_config(*changes: str) -> Config:
     return load_config(None, [*QUICK, *changes])
-
-
-def weights_of(run_dir: Path) -> dict[str, torch.Tensor]:
-    return safetensors.torch.load_file(run_dir / "model.safetensors")
-
-
-def same_weights(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> bool:
-    return first.keys() == second.keys() and all(torch.equal(first[name], second[name]) for name in first)
 
 
 def without_timings(metrics: dict[str, Any]) -> dict[str, Any]:
