@@ -14,6 +14,8 @@
 - `clean_workdir`, `file_digests`, `temp_leftovers`, `error_line`: what the reliability tests share to run the
   CLI and check it left no trace.
 - `weights_of(run_dir | model | tensors)`, `same_weights(first, second)`: bit-for-bit weight comparisons.
+- `signal_self(signum)`, `handling(signum, handler)`: a signal sent to this process, as Ctrl-C or a closing
+  terminal sends it, and a handler installed for one block.
 - `name_taken_once`: another process publishes under the name a bundle or comparison is about to take.
 - `run_cli_limited(args, cwd)`, `run_limited(argv, cwd)`: the real CLI (or any command) in a child process
   under an address-space and a time limit, so a memory blow-up fails the test instead of taking the machine.
@@ -26,10 +28,12 @@ import hashlib
 import os
 import re
 import resource
+import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -260,6 +264,22 @@ def same_weights(first: Any, second: Any) -> bool:
     """The same tensor names, each equal bit for bit; either side is anything `weights_of` takes."""
     first, second = weights_of(first), weights_of(second)
     return first.keys() == second.keys() and all(first[name].equal(second[name]) for name in first)
+
+
+def signal_self(signum: int = signal.SIGINT) -> None:
+    """Send `signum` to this process, as Ctrl-C (SIGINT) or a closing terminal (SIGHUP) does; its handler
+    runs before this returns."""
+    os.kill(os.getpid(), signum)
+
+
+@contextmanager
+def handling(signum: int, handler: Any) -> Iterator[None]:
+    """`handler` receives `signum` inside the block; the previous handler is back after it, whatever happens."""
+    previous = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signum, previous)
 
 
 # --- shared by the reliability suite (test_bad_inputs, test_faults) ------------------------------

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import same_weights
+from conftest import handling, same_weights, signal_self
 
 from lstm_forecast import trainer
 from lstm_forecast.config import TrainConfig
@@ -259,15 +259,12 @@ def test_fit_leaves_signals_to_its_caller():
         raise CallersHandlerRan
 
     def press_ctrl_c(record: EpochRecord) -> None:
-        os.kill(os.getpid(), signal.SIGINT)
+        signal_self(signal.SIGINT)
 
-    previous = signal.signal(signal.SIGINT, callers_handler)
-    try:
+    with handling(signal.SIGINT, callers_handler):
         with pytest.raises(CallersHandlerRan):
             fit(build_model(), train, val, train_config(epochs=5), on_epoch=press_ctrl_c)
         assert signal.getsignal(signal.SIGINT) is callers_handler
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def test_fit_runs_with_the_configured_threads_and_restores_the_count():
