@@ -8,11 +8,18 @@
   the tests of prices, the Yahoo adapter and the cache share.
 - `fake_yahoo`: a stand-in for Yahoo behind `yfinance.Ticker.history` that serves `fake_yahoo.prices`
   (sliced like Yahoo does) or raises `fake_yahoo.error`, recording each call.
-- `clean_workdir`, `tiny_run` (a module-scoped tiny trained bundle), `TINY_CONFIG`, `file_digests`,
-  `temp_leftovers`, `error_line`: what the reliability tests share to run the CLI and check it left no trace.
+- `TICKER`, `TINY_CONFIG` and `TINY_OVERRIDES` (the same tiny model as a config document and as `--set`
+  items), `tiny_config` (it as ./tiny.yaml), `tiny_run` (a module-scoped tiny trained bundle): what the tests
+  that train share; a test that needs other values adds its few changes to `TINY_OVERRIDES`.
+- `clean_workdir`, `file_digests`, `temp_leftovers`, `error_line`: what the reliability tests share to run the
+  CLI and check it left no trace.
+- `weights_of(run_dir | model | tensors)`, `same_weights(first, second)`: bit-for-bit weight comparisons.
+- `signal_self(signum)`, `handling(signum, handler)`: a signal sent to this process, as Ctrl-C or a closing
+  terminal sends it, and a handler installed for one block.
 - `name_taken_once`: another process publishes under the name a bundle or comparison is about to take.
 - `run_cli_limited(args, cwd)`, `run_limited(argv, cwd)`: the real CLI (or any command) in a child process
   under an address-space and a time limit, so a memory blow-up fails the test instead of taking the machine.
+- `pytest_configure`: one torch thread for the whole run.
 """
 
 from __future__ import annotations
@@ -21,17 +28,20 @@ import hashlib
 import os
 import re
 import resource
+import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 import yfinance
 from yfinance.exceptions import YFPricesMissingError
 
@@ -39,8 +49,23 @@ from lstm_forecast.errors import ForecastError
 from lstm_forecast.files import TEMP_PREFIX
 from lstm_forecast.prices import COLUMNS
 
+if TYPE_CHECKING:
+    import torch
+
 EXCHANGE_TZ = "America/New_York"
 LOCAL_HOSTS = {None, "", "localhost", "127.0.0.1", "::1"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread for the whole run, set before any test module is imported: a bit-for-bit repeat
+    needs the same thread count each time, and the machines that run the suite share two cores.
+
+    torch is imported here, not at the top: child processes import this module for its helpers and
+    would pay seconds of import for nothing.
+    """
+    import torch
+
+    torch.set_num_threads(1)
 
 
 class UnmockedNetworkCall(BaseException):
@@ -195,15 +220,70 @@ def fake_yahoo(monkeypatch: pytest.MonkeyPatch) -> FakeYahoo:
     return fake
 
 
-# --- shared by the reliability suite (test_bad_inputs, test_faults) ------------------------------
+# --- shared by the tests that train -------------------------------------------------------------
 
-# A model that trains in well under a second: for tests that need a real bundle, not a good one.
+TICKER = "SYN"
+# A model that trains in well under a second: for tests that need a real bundle, not a good one. One fixed
+# thread: `auto` follows the machine's load, and runs are compared bit for bit.
 TINY_CONFIG = {
     "window": {"lookback": 8, "horizon": 2},
     "model": {"hidden_size": 4, "num_layers": 1, "dropout": 0.0},
     "train": {"epochs": 2, "batch_size": 32, "device": "cpu", "threads": 1},
 }
 TINY_OVERRIDES = [f"{section}.{key}={value}" for section, keys in TINY_CONFIG.items() for key, value in keys.items()]
+
+
+@pytest.fixture
+def tiny_config(clean_workdir: Path) -> Path:
+    """TINY_CONFIG as ./tiny.yaml in the clean working folder."""
+    path = clean_workdir / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY_CONFIG))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny trained SYN bundle per test module (260 rows, lookback 8, horizon 2): copy it before damaging it."""
+    from lstm_forecast.config import load_config
+    from lstm_forecast.train import train_run
+
+    runs_dir = tmp_path_factory.mktemp("tiny-runs")
+    return train_run(load_config(None, TINY_OVERRIDES), TICKER, build_prices(260), runs_dir).run_dir
+
+
+def weights_of(source: Path | torch.nn.Module | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Tensors by name: a run dir's model.safetensors, a model's state, or such a dict as it is."""
+    if isinstance(source, Path):
+        import safetensors.torch  # here: a child process importing this module needs no torch
+
+        return safetensors.torch.load_file(source / "model.safetensors")
+    return source if isinstance(source, dict) else source.state_dict()
+
+
+def same_weights(first: Any, second: Any) -> bool:
+    """The same tensor names, each equal bit for bit; either side is anything `weights_of` takes."""
+    first, second = weights_of(first), weights_of(second)
+    return first.keys() == second.keys() and all(first[name].equal(second[name]) for name in first)
+
+
+def signal_self(signum: int = signal.SIGINT) -> None:
+    """Send `signum` to this process, as Ctrl-C (SIGINT) or a closing terminal (SIGHUP) does; its handler
+    runs before this returns."""
+    os.kill(os.getpid(), signum)
+
+
+@contextmanager
+def handling(signum: int, handler: Any) -> Iterator[None]:
+    """`handler` receives `signum` inside the block; the previous handler is back after it, whatever happens."""
+    previous = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signum, previous)
+
+
+# --- shared by the reliability suite (test_bad_inputs, test_faults) ------------------------------
+
 LOCK_SUFFIX = ".lock"
 
 
@@ -240,16 +320,6 @@ def clean_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("LSTM_FORECAST_DATA_DIR", "LSTM_FORECAST_RUNS_DIR", "LSTM_FORECAST_DEBUG"):
         monkeypatch.delenv(name, raising=False)
     return tmp_path
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny trained SYN bundle per test module (260 rows, lookback 8, horizon 2): copy it before damaging it."""
-    from lstm_forecast.config import load_config
-    from lstm_forecast.train import train_run
-
-    runs_dir = tmp_path_factory.mktemp("tiny-runs")
-    return train_run(load_config(None, TINY_OVERRIDES), "SYN", build_prices(260), runs_dir).run_dir
 
 
 @pytest.fixture

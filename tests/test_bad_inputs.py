@@ -32,6 +32,7 @@ import safetensors.torch
 import torch
 import yaml
 from conftest import (
+    TICKER,
     TINY_CONFIG,
     FakeYahoo,
     build_prices,
@@ -49,9 +50,6 @@ from lstm_forecast.cli import app
 from lstm_forecast.model import Forecaster, ModelShape
 from lstm_forecast.prices import YAHOO_LAYOUT, prices_to_csv, read_prices_csv
 
-torch.set_num_threads(1)
-
-TICKER = "SYN"
 RUN_ID = "20240102-030405-006"
 RUN = f"runs/{TICKER}/{RUN_ID}"
 CSV = "in.csv"

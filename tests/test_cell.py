@@ -8,8 +8,6 @@ from torch import nn
 
 from lstm_forecast.cell import LSTMCell, LSTMLayer
 
-torch.set_num_threads(1)
-
 
 def _torch_lstm(
     input_size: int, hidden_size: int, seed: int = 0, dtype: torch.dtype = torch.float64

@@ -5,7 +5,6 @@ given twice, bounded numbers, one-line warnings, and the stop request that signa
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pytest
 import torch
 import typer
 import yaml
-from conftest import TINY_CONFIG
+from conftest import TINY_CONFIG, handling, signal_self
 from curl_cffi.requests.exceptions import DNSError
 from typer.core import TyperOption
 from typer.testing import CliRunner
@@ -28,21 +27,12 @@ from lstm_forecast.cli import app
 from lstm_forecast.errors import ForecastError, Interrupted
 from lstm_forecast.prices import prices_to_csv, read_prices_csv
 
-torch.set_num_threads(1)
-
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
-
-
-@pytest.fixture
-def tiny_config(clean_workdir: Path) -> Path:
-    path = clean_workdir / "tiny.yaml"
-    path.write_text(yaml.safe_dump(TINY_CONFIG))
-    return path
 
 
 @pytest.fixture
@@ -442,7 +432,7 @@ def test_the_first_stop_signal_sets_the_request_and_an_interruption_takes_its_co
     before = {name: signal.getsignal(name) for name in cli.STOP_SIGNALS}
     with pytest.raises(Interrupted) as failure, cli.stop_on_signals() as stop:
         assert not stop.is_set()
-        os.kill(os.getpid(), number)
+        signal_self(number)
         assert stop.is_set() and stop.exit_code == code
         raise Interrupted("saved")
     assert failure.value.exit_code == code
@@ -450,21 +440,18 @@ def test_the_first_stop_signal_sets_the_request_and_an_interruption_takes_its_co
 
 
 def test_an_ignored_signal_stays_ignored_as_under_nohup():
-    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    try:
+    with handling(signal.SIGHUP, signal.SIG_IGN):
         with cli.stop_on_signals() as stop:
-            os.kill(os.getpid(), signal.SIGHUP)  # the terminal closed: nohup keeps the training going
+            signal_self(signal.SIGHUP)  # the terminal closed: nohup keeps the training going
             assert not stop.is_set()
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
-    finally:
-        signal.signal(signal.SIGHUP, previous)
 
 
 def test_a_second_ctrl_c_raises_at_once():
     with pytest.raises(KeyboardInterrupt), cli.stop_on_signals() as stop:
-        os.kill(os.getpid(), signal.SIGINT)
+        signal_self(signal.SIGINT)
         assert stop.is_set()
-        os.kill(os.getpid(), signal.SIGINT)
+        signal_self(signal.SIGINT)
         pytest.fail("the second Ctrl-C did not stop the block")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
@@ -475,7 +462,7 @@ def test_the_train_command_passes_its_stop_request_to_training(runner, clean_wor
 
     def train_run_with_ctrl_c(*args, stop, **kwargs):
         outcome = real_train_run(*args, stop=stop, **kwargs)
-        os.kill(os.getpid(), signal.SIGINT)  # after the bundle is in place: nothing is lost
+        signal_self(signal.SIGINT)  # after the bundle is in place: nothing is lost
         return outcome
 
     monkeypatch.setattr(train, "train_run", train_run_with_ctrl_c)

@@ -9,7 +9,7 @@ from pathlib import Path
 import matplotlib.image
 import pandas as pd
 import pytest
-import torch
+from conftest import TICKER, TINY_OVERRIDES
 from typer.testing import CliRunner
 
 from lstm_forecast import compare, train
@@ -18,21 +18,6 @@ from lstm_forecast.cli import app
 from lstm_forecast.config import load_config
 from lstm_forecast.errors import Interrupted, UsageError
 from lstm_forecast.prices import prices_to_csv
-
-torch.set_num_threads(1)
-
-TICKER = "SYN"
-TINY = [
-    "train.threads=1",  # a fixed count: `auto` follows the machine's load, and runs are compared bit for bit
-    "window.lookback=10",
-    "window.horizon=2",
-    "model.hidden_size=4",
-    "model.num_layers=1",
-    "model.dropout=0",
-    "train.epochs=2",
-    "train.batch_size=64",
-    "train.device=cpu",
-]
 
 
 @pytest.fixture
@@ -56,7 +41,7 @@ def test_parse_models():
 
 
 def test_compare_trains_each_model_on_identical_data(tmp_path, data_dir):
-    config = load_config(None, TINY)
+    config = load_config(None, TINY_OVERRIDES)
     runs_dir = tmp_path / "runs"
     comparison = compare.compare_models(config, TICKER, data_dir, runs_dir, ["rnn", "gru", "lstm"])
     report = comparison.report
@@ -100,7 +85,7 @@ def test_ctrl_c_keeps_the_models_already_trained(tmp_path, data_dir, monkeypatch
         return real_train_run(config, *args, **kwargs)
 
     monkeypatch.setattr(train, "train_run", stop_on_second_model)
-    comparison = compare.compare_models(load_config(None, TINY), TICKER, data_dir, tmp_path, ["gru", "lstm"])
+    comparison = compare.compare_models(load_config(None, TINY_OVERRIDES), TICKER, data_dir, tmp_path, ["gru", "lstm"])
     assert comparison.interrupted is True
     assert comparison.report["completed"] == ["gru"]
     assert (comparison.compare_dir / compare.COMPARE_FILE).is_file()
@@ -109,7 +94,8 @@ def test_ctrl_c_keeps_the_models_already_trained(tmp_path, data_dir, monkeypatch
 def test_cli_compare_json(tmp_path, data_dir, monkeypatch):
     monkeypatch.delenv("LSTM_FORECAST_RUNS_DIR", raising=False)
     options = ["--data-dir", str(tmp_path / "data"), "--runs-dir", str(tmp_path / "runs")]
-    settings = [item for override in TINY if not override.startswith("train.epochs") for item in ("--set", override)]
+    settings = [item for override in TINY_OVERRIDES if not override.startswith("train.epochs")
+                for item in ("--set", override)]
     result = CliRunner().invoke(
         app, ["compare", "-t", TICKER, "--models", "rnn,lstm", "--epochs", "1", *settings, *options, "--json"]
     )

@@ -27,9 +27,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import torch
 import yaml
 from conftest import (
+    TICKER,
     TINY_CONFIG,
     TINY_OVERRIDES,
     build_prices,
@@ -45,9 +45,6 @@ from lstm_forecast.config import load_config
 from lstm_forecast.errors import ForecastError
 from lstm_forecast.prices import prices_sha256, prices_to_csv
 
-torch.set_num_threads(1)
-
-TICKER = "SYN"
 TESTS_DIR = Path(__file__).resolve().parent
 CHILD_TIMEOUT_S = 90
 
@@ -87,6 +84,11 @@ def wait_for(condition: Callable[[], bool], child: subprocess.Popen, what: str) 
         time.sleep(0.05)
 
 
+def tiny_config_training(epochs: int) -> dict[str, Any]:
+    """TINY_CONFIG training for `epochs` epochs, with no early stop before them."""
+    return TINY_CONFIG | {"train": TINY_CONFIG["train"] | {"epochs": epochs, "patience": epochs}}
+
+
 def write_cache(folder: Path, prices: pd.DataFrame) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{TICKER}.csv"
@@ -105,8 +107,7 @@ MANY_EPOCHS = 100_000
 @pytest.mark.slow
 def test_ctrl_c_in_the_middle_of_training_saves_the_best_epoch_and_exits_130(tmp_path, spawn):
     write_cache(tmp_path / "data", build_prices(260))
-    config = TINY_CONFIG | {"train": TINY_CONFIG["train"] | {"epochs": MANY_EPOCHS, "patience": MANY_EPOCHS}}
-    (tmp_path / "long.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "long.yaml").write_text(yaml.safe_dump(tiny_config_training(MANY_EPOCHS)))
     stderr = tmp_path / "stderr.txt"
     argv = ["train", "-t", TICKER, "-c", "long.yaml", "--data-dir", "data", "--runs-dir", "runs", "--json"]
     child = spawn("-m", "lstm_forecast", *argv, stderr=stderr.name, env=child_env() | LIVE_PROGRESS)
@@ -140,7 +141,7 @@ def test_ctrl_c_in_the_middle_of_training_saves_the_best_epoch_and_exits_130(tmp
 BLOCKED_BUNDLE_WRITE = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from conftest import TINY_OVERRIDES, build_prices
+    from conftest import TICKER, TINY_OVERRIDES, build_prices
     from lstm_forecast import plots, train
     from lstm_forecast.config import load_config
 
@@ -152,7 +153,7 @@ BLOCKED_BUNDLE_WRITE = textwrap.dedent("""
         time.sleep(600)
 
     plots.loss_curve = half_written_loss_curve
-    train.train_run(load_config(None, TINY_OVERRIDES), "SYN", build_prices(260), runs_dir)
+    train.train_run(load_config(None, TINY_OVERRIDES), TICKER, build_prices(260), runs_dir)
 """)
 
 
@@ -314,16 +315,14 @@ def test_disk_full_at_the_sidecar_keeps_the_new_prices_without_a_stale_sidecar(c
     assert temp_leftovers(cache_and_new_csv) == []
 
 
-def test_disk_full_while_saving_a_bundle_leaves_no_run(clean_workdir, monkeypatch):
+def test_disk_full_while_saving_a_bundle_leaves_no_run(clean_workdir, tiny_config, monkeypatch):
     write_cache(clean_workdir / "data", build_prices(260))
-    (clean_workdir / "tiny.yaml").write_text(yaml.safe_dump(TINY_CONFIG))
     monkeypatch.setattr(bundle.os, "fsync", no_space)
     result = CliRunner().invoke(app, ["train", "-t", TICKER, "-c", "tiny.yaml", "--data-dir", "data"])
     assert result.exit_code == 1
     line = error_line(result)
     assert line.startswith(f"Error: cannot write the run bundle runs/{TICKER}/") and "No space left" in line
     assert list((clean_workdir / "runs" / TICKER).iterdir()) == []
-
 
 
 # --- Ctrl-C, SIGTERM and SIGHUP at every phase of `train`, `evaluate` and `compare` ------------------
@@ -377,8 +376,7 @@ EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
 
 def train_with_signals(tmp_path: Path, spawn, phase: str, signals: str, epochs: int) -> subprocess.Popen:
     write_cache(tmp_path / "data", build_prices(260))
-    config = TINY_CONFIG | {"train": TINY_CONFIG["train"] | {"epochs": epochs, "patience": epochs}}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_config_training(epochs)))
     argv = ["train", "-t", TICKER, "-c", "config.yaml", "--data-dir", "data", "--runs-dir", "runs", "--json"]
     child = spawn("-c", SIGNALS_AT_A_PHASE, phase, signals, *argv, stderr="stderr.txt")
     child.communicate(timeout=CHILD_TIMEOUT_S)
@@ -444,8 +442,7 @@ def test_sigterm_in_the_backtest_saves_the_finished_folds(tmp_path, spawn, tiny_
 @pytest.mark.slow
 def test_sighup_in_a_comparison_saves_the_model_in_training(tmp_path, spawn):
     write_cache(tmp_path / "data", build_prices(260))
-    config = TINY_CONFIG | {"train": TINY_CONFIG["train"] | {"epochs": MANY_EPOCHS, "patience": MANY_EPOCHS}}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_config_training(MANY_EPOCHS)))
     argv = ["compare", "-t", TICKER, "--models", "gru,lstm", "-c", "config.yaml", "--data-dir", "data",
             "--runs-dir", "runs", "--json"]
     child = spawn("-c", SIGNALS_AT_A_PHASE, "comparing", "SIGHUP", *argv, stderr="stderr.txt")

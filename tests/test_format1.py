@@ -15,13 +15,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TICKER
 from typer.testing import CliRunner
 
 from lstm_forecast.bundle import load_bundle
 from lstm_forecast.cli import app
 
 FIXTURE = Path(__file__).parent / "fixtures" / "format1-488f38f"
-TICKER = "SYN"
 
 
 @pytest.fixture

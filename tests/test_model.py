@@ -16,9 +16,6 @@ from lstm_forecast.config import ModelConfig, load_config
 from lstm_forecast.errors import UsageError
 from lstm_forecast.model import Forecaster, ModelShape, check_trainable
 
-torch.set_num_threads(1)
-
-
 SMALL_SHAPE = {
     "kind": "lstm",
     "n_features": 3,

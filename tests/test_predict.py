@@ -28,8 +28,6 @@ from lstm_forecast.prices import prices_to_csv
 from lstm_forecast.train import fingerprint
 from lstm_forecast.windows import Scaler, WindowSpec
 
-torch.set_num_threads(1)
-
 HORIZON, LOOKBACK = 3, 8
 LAST_DAY = date(2025, 4, 17)  # a Thursday; Good Friday and a weekend follow
 NEXT_SESSIONS = ["2025-04-21", "2025-04-22", "2025-04-23"]

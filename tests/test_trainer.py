@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import handling, same_weights, signal_self
 
 from lstm_forecast import trainer
 from lstm_forecast.config import TrainConfig
@@ -26,8 +27,6 @@ from lstm_forecast.trainer import (
     seed_everything,
     training_threads,
 )
-
-torch.set_num_threads(1)
 
 LOOKBACK = 5
 
@@ -74,18 +73,6 @@ def mse(model: torch.nn.Module, inputs: np.ndarray, targets: np.ndarray) -> floa
     return float(np.mean((predict(model, inputs) - targets) ** 2))
 
 
-def assert_same_weights(first: torch.nn.Module, second: torch.nn.Module) -> None:
-    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
-
-
-def weights_differ(first: torch.nn.Module, second: torch.nn.Module) -> bool:
-    return any(
-        not torch.equal(a, b)
-        for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True)
-    )
-
-
 def test_loss_decreases_on_a_learnable_task():
     rng = np.random.default_rng(1)
     inputs = rng.standard_normal((400, LOOKBACK, 1)).astype(np.float32)
@@ -128,8 +115,8 @@ def test_same_seed_repeats_bit_for_bit_and_another_seed_differs():
         return model
 
     first = trained(seed=7)
-    assert_same_weights(first, trained(seed=7, draw_randoms_before_fit=True))
-    assert weights_differ(first, trained(seed=8))
+    assert same_weights(first, trained(seed=7, draw_randoms_before_fit=True))
+    assert not same_weights(first, trained(seed=8))
 
 
 def test_a_callback_returning_true_ends_training_after_that_epoch_keeping_the_best():
@@ -176,8 +163,8 @@ def test_samples_may_carry_several_inputs_in_one_batch():
 
 
 def test_seed_everything_makes_initial_weights_repeat():
-    assert_same_weights(build_model(seed=3), build_model(seed=3))
-    assert weights_differ(build_model(seed=3), build_model(seed=4))
+    assert same_weights(build_model(seed=3), build_model(seed=3))
+    assert not same_weights(build_model(seed=3), build_model(seed=4))
 
 
 def test_early_stopping_restores_the_best_epoch():
@@ -204,7 +191,7 @@ def test_tiny_gradient_clip_still_trains_and_changes_the_steps():
     losses = [loss for record in result.history for loss in (record.train_loss, record.val_loss)]
     assert np.isfinite(losses).all()
     assert result.history[-1].train_loss < result.history[0].train_loss
-    assert weights_differ(clipped, unclipped)
+    assert not same_weights(clipped, unclipped)
 
 
 def test_huber_loss_is_reported_and_plateau_lowers_the_learning_rate():
@@ -258,7 +245,7 @@ def test_a_stop_request_in_the_first_epoch_keeps_no_epoch():
     assert result.interrupted
     assert result.epochs_run == 0 and result.history == [] and result.best_epoch == 0
     assert forward_calls == 3  # stopped right after the batch in which the request came, no validation pass
-    assert any(not torch.equal(initial[name], tensor) for name, tensor in model.state_dict().items())
+    assert not same_weights(initial, model)
 
 
 def test_fit_leaves_signals_to_its_caller():
@@ -272,15 +259,12 @@ def test_fit_leaves_signals_to_its_caller():
         raise CallersHandlerRan
 
     def press_ctrl_c(record: EpochRecord) -> None:
-        os.kill(os.getpid(), signal.SIGINT)
+        signal_self(signal.SIGINT)
 
-    previous = signal.signal(signal.SIGINT, callers_handler)
-    try:
+    with handling(signal.SIGINT, callers_handler):
         with pytest.raises(CallersHandlerRan):
             fit(build_model(), train, val, train_config(epochs=5), on_epoch=press_ctrl_c)
         assert signal.getsignal(signal.SIGINT) is callers_handler
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def test_fit_runs_with_the_configured_threads_and_restores_the_count():

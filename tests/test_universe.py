@@ -14,9 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import safetensors.torch
-import torch
-from conftest import TINY_OVERRIDES, build_prices
+from conftest import TINY_OVERRIDES, build_prices, same_weights
 from scipy import stats
 from typer.testing import CliRunner
 
@@ -42,15 +40,6 @@ def data_dir(tmp_path: Path) -> Path:
 
 def tiny_config(*changes: str):
     return load_config(None, [*TINY_OVERRIDES, *changes])
-
-
-def weights(run_dir: str | Path) -> dict[str, torch.Tensor]:
-    return safetensors.torch.load_file(Path(run_dir) / "model.safetensors")
-
-
-def same_weights(first: str | Path, second: str | Path) -> bool:
-    a, b = weights(first), weights(second)
-    return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
 
 
 # --- choosing tickers ------------------------------------------------------------------------------
@@ -120,12 +109,12 @@ def test_here_in_a_pool_and_on_ray_give_the_same_weights(tmp_path, data_dir):
     here = universe.train_universe(config, TICKERS, data_dir, tmp_path / "here")
     pool = universe.train_universe(config, TICKERS, data_dir, tmp_path / "pool", jobs=2)
     for first, second in zip(here.rows, pool.rows, strict=True):
-        assert same_weights(first["run_dir"], second["run_dir"])
+        assert same_weights(Path(first["run_dir"]), Path(second["run_dir"]))
         assert first["rmse_ratio_all"] == second["rmse_ratio_all"]
     pytest.importorskip("ray")
     on_ray = universe.train_universe(config, TICKERS[:2], data_dir, tmp_path / "ray", executor="ray")
     for first, second in zip(here.rows, on_ray.rows, strict=False):
-        assert same_weights(first["run_dir"], second["run_dir"])
+        assert same_weights(Path(first["run_dir"]), Path(second["run_dir"]))
 
 
 def test_a_killed_worker_fails_its_ticker_only(tmp_path, data_dir, monkeypatch):
