@@ -592,16 +592,25 @@ def find_run(runs_dir: Path, run: Path | None = None, ticker: str | None = None)
     return runs[-1]
 
 
-def remove_stale_temp_dirs(runs_dir: Path, older_than_s: float = STALE_TEMP_AGE_S) -> None:
-    """Remove half-written bundles left by a killed process (they were never renamed into place).
+def remove_stale_temp_dirs(runs_dir: Path, ticker: str | None = None, older_than_s: float = STALE_TEMP_AGE_S) -> None:
+    """Remove half-written bundles left by a killed process (they were never renamed into place), in `ticker`'s
+    folder (training cleans its own ticker's: a universe would otherwise list every folder for every ticker),
+    else in every ticker's.
 
     Only this tool's (its temp prefix and marker file: a shared folder may hold other programs' temp
     dirs), and only old ones: a fresh temp dir may be another process's bundle being written right now.
     """
+    from lstm_forecast.data import cache_name
+
     if not runs_dir.is_dir():
         return
     cutoff = time.time() - older_than_s
-    for path in runs_dir.glob(f"*/{TEMP_PREFIX}*"):
+    pattern = f"{cache_name(ticker) if ticker else '*'}/{TEMP_PREFIX}*"
+    try:
+        candidates = list(runs_dir.glob(pattern))
+    except OSError:  # a folder another process removed while we looked (an empty one it had just made)
+        return
+    for path in candidates:
         with contextlib.suppress(OSError):
             if is_our_temp_dir(path) and path.stat().st_mtime < cutoff:
                 shutil.rmtree(path)

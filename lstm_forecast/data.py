@@ -164,6 +164,11 @@ def resolve_data_dir(cli_dir: str | Path | None, config_dir: str | None) -> Path
 # The cache
 
 
+def has_cache(data_dir: Path, ticker: str) -> bool:
+    """Whether `ticker` has a cache file (read_cache would not return None), without reading it."""
+    return _cache_file(data_dir, validate_ticker(ticker)).exists()
+
+
 def read_cache(data_dir: Path, ticker: str) -> pd.DataFrame | None:
     """The cached prices (validated), or None when there is no cache file for `ticker`."""
     return _read_cache_file(data_dir, validate_ticker(ticker))[0]

@@ -349,6 +349,21 @@ def test_only_our_stale_temp_dirs_are_removed(tmp_path):
     remove_stale_temp_dirs(tmp_path / "missing")  # nothing to clean is not an error
 
 
+def test_training_cleans_its_own_tickers_folder_and_a_folder_vanishing_meanwhile_is_no_error(tmp_path, monkeypatch):
+    two_hours_ago = time.time() - 7200
+    mine, theirs = (files.make_temp_dir(tmp_path / ticker, "a run bundle") for ticker in ("AAA", "BBB"))
+    for path in (mine, theirs):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    remove_stale_temp_dirs(tmp_path, "AAA")
+    assert not mine.exists() and theirs.exists()
+
+    def glob_racing_an_rmdir(self, pattern):  # another universe job removed the empty folder it had just made
+        raise FileNotFoundError(2, "No such file or directory", str(tmp_path / "CCC"))
+
+    monkeypatch.setattr(Path, "glob", glob_racing_an_rmdir)
+    remove_stale_temp_dirs(tmp_path)
+
+
 def test_resolve_runs_dir_precedence(tmp_path, monkeypatch):
     monkeypatch.delenv("LSTM_FORECAST_RUNS_DIR", raising=False)
     assert resolve_runs_dir(None, None) == Path("runs")
