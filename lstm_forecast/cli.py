@@ -458,6 +458,11 @@ def train_universe_command(
     from lstm_forecast.progress import TickerBar
     from lstm_forecast.universe import train_universe
 
+    cores = os.cpu_count() or 1
+    if executor == "local" and jobs > cores:  # more workers than cores only queue for them, each costing memory
+        warn([f"--jobs {jobs} is more than this machine's {cores} cores; training {cores} at once"])
+        jobs = cores
+
     with stop_on_signals() as stop:
         with TickerBar(stderr, len(plan.tickers)) as bar:
             universe = train_universe(settings, plan.tickers, plan.data_dir, plan.runs_dir, jobs, executor,

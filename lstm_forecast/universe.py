@@ -46,6 +46,7 @@ SUMMARY_CSV = "summary.csv"
 SUMMARY_JSON = "summary.json"
 UNIVERSE_PLOT = "universe.png"
 TICKERS_FILE_LIMIT = 1 << 20  # a list of a few thousand symbols is kilobytes
+RESULTS_LIMIT = 256 << 20  # a line per ticker, a few kilobytes each: thousands of tickers fit many times
 SHOWN_OFFENDERS = 5  # invalid names quoted in the one error line; the rest are counted
 Q_THRESHOLD = 0.05
 SUMMARY_COLUMNS = (
@@ -252,7 +253,7 @@ def _outcomes(
         return run_on_ray(jobs, ray_address, stop)
     if workers == 1:
         return run_here(jobs, stop, on_epoch)
-    return run_in_pool(jobs, workers, stop)
+    return run_in_pool(jobs, min(workers, len(jobs)), stop)
 
 
 def evaluate_universe(
@@ -384,14 +385,14 @@ def resumable_results(folder: Path, config: Config, data_dir: Path) -> dict[str,
                          "in the runs dir")
     expected_hash = config_hash(config)
     records: dict[str, dict[str, Any]] = {}
-    for line in read_bounded(path, BUNDLE_JSON_LIMIT * 8, "a universe's results").decode("utf-8").splitlines():
+    text = read_bounded(path, RESULTS_LIMIT, "a universe's results", UsageError).decode("utf-8", "replace")
+    for line in text.splitlines():
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue  # the last line of a run killed while writing it
-        row = record.get("row", {}) if isinstance(record, dict) else {}
-        if row.get("status") == "ok":
-            records[row["ticker"]] = record
+        if _usable(record):
+            records[record["row"]["ticker"]] = record
     done = {}
     for ticker, record in records.items():
         bundle_hash = _bundle_config_hash(Path(record["row"]["run_dir"]))
@@ -404,6 +405,22 @@ def resumable_results(folder: Path, config: Config, data_dir: Path) -> dict[str,
         if sha == record.get("fingerprint"):
             done[ticker] = record
     return done
+
+
+def _usable(record: Any) -> bool:
+    """A results.jsonl line as this code writes it for a ticker that trained (anything else is trained again)."""
+    if not isinstance(record, dict) or not isinstance(row := record.get("row"), dict):
+        return False
+    numbers = [row.get(key) for key in SUMMARY_COLUMNS if key not in ("ticker", "status", "run_dir", "lag_copy",
+                                                                         "error")]
+    return (
+        row.get("status") == "ok" and isinstance(row.get("ticker"), str) and isinstance(row.get("run_dir"), str)
+        and all(value is None or (isinstance(value, int | float) and not isinstance(value, bool)) for value in numbers)
+        and isinstance(record.get("anchors"), list) and all(isinstance(day, str) for day in record["anchors"])
+        and isinstance(record.get("differential"), list)
+        and all(isinstance(value, int | float) for value in record["differential"])
+        and len(record["anchors"]) == len(record["differential"]) and isinstance(record.get("horizon"), int)
+    )
 
 
 def _bundle_config_hash(run_dir: Path) -> str | None:

@@ -266,3 +266,15 @@ def test_a_stop_request_reaches_ray_tasks(tmp_path, data_dir):
     assert sorted(outcome.ticker for outcome in outcomes) == TICKERS[:2]
     assert all(outcome.interrupted and outcome.result is None for outcome in outcomes)
     assert not list(tmp_path.glob("*/*/bundle.json"))
+
+
+def test_a_damaged_results_file_only_costs_retraining(tmp_path, data_dir):
+    first = universe.train_universe(tiny_config(), TICKERS[:2], data_dir, tmp_path / "runs")
+    lines = (first.folder / "results.jsonl").read_text().splitlines()
+    damaged = json.loads(lines[0])
+    damaged["row"]["rmse_ratio_all"] = "0.5"  # a hand edit: a string where a number belongs
+    hostile = [json.dumps(damaged), "[" * 100_000, "\xff not json", '{"row": 1}', lines[1]]
+    (first.folder / "results.jsonl").write_text("\n".join(hostile) + "\n", encoding="utf-8")
+    again = universe.train_universe(tiny_config(), TICKERS[:2], data_dir, tmp_path / "runs", resume=first.folder)
+    assert again.rows[0]["run_dir"] != first.rows[0]["run_dir"]  # AAA trained again
+    assert again.rows[1]["run_dir"] == first.rows[1]["run_dir"]  # BBB's line was whole: kept
