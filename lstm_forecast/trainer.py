@@ -315,20 +315,22 @@ def fit(
 
 def predict(
     model: nn.Module,
-    inputs: np.ndarray,
+    inputs: np.ndarray | tuple[np.ndarray, ...],
     device: torch.device | None = None,
     batch_size: int = EVAL_BATCH_SIZE,
 ) -> np.ndarray:
-    """Forecasts (windows, horizon) in the scaled target space, in eval mode (no dropout).
+    """Forecasts (windows, horizon) in the scaled target space, in eval mode (no dropout). `inputs` is what
+    `Samples.inputs` is: one array, or a tuple the model takes positionally.
 
     The model runs where its weights are unless `device` says otherwise (then it is moved there).
     """
     if device is None:
         device = next(model.parameters()).device
     model.to(device).eval()
-    batches = _tensor(inputs, torch.device("cpu")).split(batch_size)
+    arrays = inputs if isinstance(inputs, tuple) else (inputs,)
+    tensors = tuple(_tensor(array, torch.device("cpu")) for array in arrays)
     with torch.inference_mode():
-        outputs = [model(batch.to(device)) for batch in batches]
+        outputs = [model(*(tensor.to(device) for tensor in batch)) for batch in _batches(tensors, batch_size)]
     return torch.cat(outputs).cpu().numpy()
 
 

@@ -157,6 +157,8 @@ def test_samples_may_carry_several_inputs_in_one_batch():
     result = fit(model, Samples((train.inputs, index["train"]), shifted["train"]),
                  Samples((val.inputs, index["val"]), shifted["val"]), train_config(epochs=30, lr=3e-2))
 
+    forecasts = predict(model, (val.inputs, index["val"]), batch_size=7)
+    assert forecasts.shape == shifted["val"].shape  # predict takes the same inputs as fit
     learned = model.offset.weight.detach().ravel()
     assert float(learned[1] - learned[0]) == pytest.approx(3.0, abs=0.3)
     assert result.best_val_loss < 1.3  # about the noise: the index explained the shift
