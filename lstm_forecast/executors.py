@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import platform
 import signal
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -32,12 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from lstm_forecast.config import Config
-from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError
+from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError, quote
 
 POLL_S = 0.2  # how often a waiting parent looks at its stop request
 POOL_ATTEMPTS = 2  # a job whose worker process died is tried once more in a fresh pool
 RAY_RETRIES = 1  # the same for a Ray task whose worker died
 RAY_STOP_POLL_S = 1.0  # how often a Ray task asks the driver's stop flag
+RAY_CONNECT_TIMEOUT_S = 5  # a cluster's head answers at once; a silent one is down or firewalled
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,22 @@ def run_in_pool(jobs: list[Job], workers: int, stop: StopRequest) -> Iterator[Jo
 # --- Ray -----------------------------------------------------------------------------------------
 
 
+def check_reachable(address: str) -> None:
+    """A `host:port` (or `ray://host:port`) cluster address must accept a connection within seconds; "auto"
+    and other forms are left to Ray."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except (OSError, ValueError, OverflowError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ForecastError(
+            f"cannot reach the Ray cluster at {quote(address)}: {reason}; check --ray-address (or RAY_ADDRESS), "
+            "or leave it out for a local Ray instance"
+        ) from None
+
+
 class StopFlag:
     """A Ray actor holding the driver's stop request, so tasks anywhere on the cluster can see it."""
 
@@ -228,6 +246,8 @@ def run_on_ray(jobs: list[Job], address: str | None, stop: StopRequest) -> Itera
         ) from None
     address = address or os.environ.get("RAY_ADDRESS") or None
     started_here = not ray.is_initialized()
+    if started_here and address is not None:
+        check_reachable(address)  # ray.init would retry an unreachable head for minutes, logging as it goes
     if started_here:
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
         if address is None:
@@ -235,7 +255,7 @@ def run_on_ray(jobs: list[Job], address: str | None, stop: StopRequest) -> Itera
         try:
             ray.init(address=address, **options)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ForecastError(f"cannot reach the Ray cluster at {address}: {_one_line(exc)}") from None
+            raise ForecastError(f"cannot reach the Ray cluster at {quote(address)}: {_one_line(exc)[:200]}") from None
     try:
         flag = ray.remote(num_cpus=0)(StopFlag).remote()
         task = ray.remote(num_cpus=jobs[0].threads if jobs else 1, max_retries=RAY_RETRIES)(_run_on_ray_worker)

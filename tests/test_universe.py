@@ -278,3 +278,15 @@ def test_a_damaged_results_file_only_costs_retraining(tmp_path, data_dir):
     again = universe.train_universe(tiny_config(), TICKERS[:2], data_dir, tmp_path / "runs", resume=first.folder)
     assert again.rows[0]["run_dir"] != first.rows[0]["run_dir"]  # AAA trained again
     assert again.rows[1]["run_dir"] == first.rows[1]["run_dir"]  # BBB's line was whole: kept
+
+
+def test_an_unreachable_ray_address_is_one_line_at_once(monkeypatch):
+    def refused(address, timeout):
+        assert address == ("10.0.0.9", 6379) and timeout == executors.RAY_CONNECT_TIMEOUT_S
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(executors.socket, "create_connection", refused)
+    with pytest.raises(executors.ForecastError, match=r"^cannot reach the Ray cluster at '10\.0\.0\.9:6379': "
+                                                      r"Connection refused; check --ray-address"):
+        executors.check_reachable("ray://10.0.0.9:6379")
+    executors.check_reachable("auto")  # Ray's own discovery: not probed
