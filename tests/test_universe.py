@@ -286,7 +286,7 @@ def test_an_unreachable_ray_address_is_one_line_at_once(monkeypatch):
         raise ConnectionRefusedError(111, "Connection refused")
 
     monkeypatch.setattr(executors.socket, "create_connection", refused)
-    with pytest.raises(executors.ForecastError, match=r"^cannot reach the Ray cluster at '10\.0\.0\.9:6379': "
+    with pytest.raises(executors.ForecastError, match=r"^cannot reach the Ray cluster at 'ray://10\.0\.0\.9:6379': "
                                                       r"Connection refused; check --ray-address"):
         executors.check_reachable("ray://10.0.0.9:6379")
     executors.check_reachable("auto")  # Ray's own discovery: not probed
