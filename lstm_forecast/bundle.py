@@ -50,7 +50,6 @@ from lstm_forecast.config import (
     RefusedYAML,
     WindowConfig,
     config_from_plain,
-    config_hash,
     load_yaml,
 )
 from lstm_forecast.errors import ForecastError, UsageError, quote
@@ -213,7 +212,7 @@ def bundle_document(bundle: RunBundle) -> dict[str, Any]:
             run_id=bundle.run_id,
             created_at=bundle.created_at or datetime.now(UTC).isoformat(timespec="seconds"),
             ticker=bundle.ticker,
-            config_hash=bundle.config_hash or config_hash(bundle.config),
+            config_hash=bundle.config_hash,
             model=asdict(bundle.shape),
             window=asdict(bundle.spec),
             scaler=asdict(bundle.scaler),

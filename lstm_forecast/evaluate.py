@@ -225,8 +225,7 @@ def recorded_prices(bundle: RunBundle, cache_rows: pd.DataFrame | None) -> tuple
 def rebuild_dataset(bundle: RunBundle, prices: pd.DataFrame) -> Dataset:
     """The run's windows from its recorded rows and config; they must give back the bundle's split and scaler."""
     dataset = build_dataset(prices, bundle.config)
-    split = {"val_start": dataset.val_start.date().isoformat(), "test_start": dataset.test_start.date().isoformat()}
-    if dataset.spec != bundle.spec or split != bundle.split or not same_scaler(dataset.scaler, bundle.scaler):
+    if dataset.spec != bundle.spec or dataset.split != bundle.split or not same_scaler(dataset.scaler, bundle.scaler):
         raise ForecastError(
             f"{bundle.run_dir}: rebuilding the run's windows from its recorded prices does not give back the "
             "split and scaler in bundle.json; the bundle is damaged or from another version, retrain the model"

@@ -188,7 +188,7 @@ def train_run(
         spec=dataset.spec,
         scaler=dataset.scaler,
         fingerprint=fingerprint(ticker, prices),
-        split={"val_start": dataset.val_start.date().isoformat(), "test_start": dataset.test_start.date().isoformat()},
+        split=dataset.split,
         baselines={
             "train_mean_log_return": dataset.train_mean_log_return,
             "train_naive_mae": dataset.train_naive_mae,

@@ -149,6 +149,11 @@ class Dataset:
     train_mean_log_return: float  # mean daily log return over training rows (drift baseline)
     train_naive_mae: float  # in-sample one-step naive MAE on training prices (recorded)
 
+    @property
+    def split(self) -> dict[str, str]:
+        """The first target days of the validation and test periods, as a bundle records them."""
+        return {"val_start": self.val_start.date().isoformat(), "test_start": self.test_start.date().isoformat()}
+
 
 def compute_features(prices: pd.DataFrame, spec: WindowSpec) -> pd.DataFrame:
     """One row per day (the first price row is dropped: it has no previous day), one column per feature."""
