@@ -284,14 +284,11 @@ def fetch(
     Several tickers: one at a time, data.fetch_rate a second, rate limits waited out, each failure its own."""
     from lstm_forecast import data
     from lstm_forecast.config import load_config
-    from lstm_forecast.universe import select_tickers
+    from lstm_forecast.universe import select_in_data_dir
 
     require_tickers(ctx, ticker, tickers_file, all_cached)
     settings = load_config(config)
-    # --all lists the data dir's tickers; otherwise the tickers are checked first, as a single fetch always did.
-    folder = data.resolve_data_dir(data_dir, settings.data.dir) if all_cached else None
-    selection = select_tickers(ticker or [], tickers_file, all_cached, folder)
-    folder = folder or data.resolve_data_dir(data_dir, settings.data.dir)
+    selection, folder = select_in_data_dir(settings, ticker or [], tickers_file, all_cached, data_dir)
     warn(selection.warnings)
     if from_csv is not None and len(selection.tickers) > 1:
         raise UsageError(f"--from-csv imports one ticker's prices; give one ticker, not {len(selection.tickers)}")

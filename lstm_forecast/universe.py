@@ -84,10 +84,18 @@ def plan_training(
     from lstm_forecast.model import check_trainable
 
     check_trainable(config)
+    selection, folder = select_in_data_dir(config, given, tickers_file, all_cached, data_dir)
+    return Plan(selection.tickers, selection.warnings, folder, resolve_runs_dir(runs_dir, config.runs.dir))
+
+
+def select_in_data_dir(
+    config: Config, given: list[str], tickers_file: Path | None, all_cached: bool, data_dir: Path | None
+) -> tuple[Selection, Path]:
+    """The tickers and the data dir they are cached in (resolved first only for --all, which lists it: a bad
+    ticker is reported before a bad data dir, as a single command always did)."""
     folder = data.resolve_data_dir(data_dir, config.data.dir) if all_cached else None
     selection = select_tickers(given, tickers_file, all_cached, folder)
-    folder = folder or data.resolve_data_dir(data_dir, config.data.dir)
-    return Plan(selection.tickers, selection.warnings, folder, resolve_runs_dir(runs_dir, config.runs.dir))
+    return selection, folder or data.resolve_data_dir(data_dir, config.data.dir)
 
 
 def plan_evaluation(
