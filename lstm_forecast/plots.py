@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from lstm_forecast.files import atomic_write_bytes
@@ -303,4 +304,41 @@ def universe_plot(
     for ax in (spread, volcano):
         ax.grid(alpha=0.3)
     fig.suptitle(title)
+    return save(fig, path)
+
+
+def ic_plot(daily_ic: pd.Series, window: int, title: str, path: Path) -> Path:
+    """The daily rank IC as thin pale bars, its rolling `window`-day mean bold on top (drawn from half a
+    window on), zero marked: a skill that comes and goes shows as a wandering bold line."""
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    ax.bar(daily_ic.index, daily_ic.to_numpy(dtype=float), width=1.0, color="tab:blue", alpha=0.35, linewidth=0,
+           label=f"daily rank IC (mean {daily_ic.mean():+.4f}, {daily_ic.size} days)")
+    rolling = daily_ic.rolling(window, min_periods=max(1, window // 2)).mean()
+    ax.plot(rolling.index, rolling.to_numpy(dtype=float), color="tab:blue", linewidth=2.2,
+            label=f"{window}-day rolling mean")
+    ax.axhline(0.0, color="black", linewidth=0.8, alpha=0.6)
+    ax.set_ylabel("Spearman rank IC")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=9)
+    _date_axis(ax)
+    return save(fig, path)
+
+
+def long_short_plot(equity: pd.DataFrame, title: str, path: Path) -> Path:
+    """Growth of 1 per strategy (one column each), the model's line bold, the baselines thin beside it."""
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    for number, name in enumerate(equity.columns):
+        model = name == "model"  # on top (zorder), so the baselines never hide it, and first in the legend
+        ax.plot(equity.index, equity[name].to_numpy(dtype=float), color="C0" if model else f"C{number + 1}",
+                linewidth=2.2 if model else 1.1, alpha=1.0 if model else 0.85, zorder=3 if model else 2,
+                label=name.replace("_", " "))
+    ax.axhline(1.0, color="black", linewidth=0.8, alpha=0.5)
+    ax.set_ylabel("growth of 1")
+    ax.set_xlabel("Diagnostic only, not investment advice: equal weights, cost on turnover only, no borrow costs.",
+                  fontsize=8, color="dimgray")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=9)
+    _date_axis(ax)
     return save(fig, path)

@@ -284,3 +284,58 @@ def fetch_table(report: dict[str, Any]) -> list[Table | str]:
         counts += f"; interrupted before {len(report['not_fetched'])}"
     return [table, f"Fetched {report['fetched']} of {report['tickers']} tickers into {escape(report['data_dir'])}: "
                    f"{counts}."]
+
+
+# --- the cross-section of a global model ------------------------------------------------------------
+
+IC_ROWS = (("model", "model"), ("beyond_train_mean", "beyond train mean (partial)"),
+           ("train_mean", "train mean"), ("reversal", "reversal"))
+LONG_SHORT_ROWS = (("model", "model"), ("reversal", "reversal"), ("train_mean", "train mean"),
+                   ("market", "market (equal weight, long only)"))
+
+
+def _ic_cells(summary: dict[str, Any]) -> list[str]:
+    return [
+        fmt(summary["mean"], "{:+.4f}"), fmt(summary["std"], "{:.4f}"), fmt(summary["icir"], "{:+.3f}"),
+        fmt(summary["positive_share"], "{:.1%}"), fmt(summary["t"], "{:+.2f}"), format_pvalue(summary["pvalue"]),
+        str(summary["days"]),
+    ]
+
+
+def cross_section_report(report: dict[str, Any]) -> list[Table | str]:
+    """What the cross-sectional evaluation prints (`CrossSection.to_dict()`): the daily rank IC of the model,
+    its partial IC beyond the train mean, the baselines and each member; the long–short diagnostic; the verdict."""
+    per_day = report["tickers_per_day"]
+    ic_table = Table(
+        title=f"Daily rank IC over {report['days']} test days, {fmt(per_day['min'], '{:.0f}')}–"
+              f"{fmt(per_day['max'], '{:.0f}')} tickers a day (t and p: Newey–West)",
+        title_justify="left", header_style="bold",
+    )
+    ic_table.add_column("score", no_wrap=True)
+    for column in ("mean IC", "std", "ICIR", "positive days", "HAC t", "p", "days"):
+        ic_table.add_column(column, justify="right", no_wrap=True)
+    for key, label in IC_ROWS:
+        ic_table.add_row(label, *_ic_cells(report["ic"][key]))
+    if report["members"]:
+        ic_table.add_section()
+    for member in report["members"]:
+        ic_table.add_row(escape(member["label"]), *_ic_cells(member))
+
+    long_short = report["long_short"]
+    strategies = long_short["strategies"]
+    ls_table = Table(
+        title=f"Long–short diagnostic, not advice: top/bottom {long_short['k']} equal weight, "
+              f"{long_short['cost_bps']:g} bps on turnover",
+        title_justify="left", header_style="bold",
+    )
+    ls_table.add_column("strategy", no_wrap=True)
+    for column in ("mean daily (net)", "Sharpe ± SE (ann.)", "max drawdown", "turnover", "days"):
+        ls_table.add_column(column, justify="right", no_wrap=True)
+    for key, label in LONG_SHORT_ROWS:
+        result = strategies[key]
+        sharpe = "—" if result["sharpe"] is None else f"{result['sharpe']:+.2f} ± {result['sharpe_se']:.2f}"
+        ls_table.add_row(label, fmt(result["mean_daily"], "{:+.3%}"), sharpe, fmt(result["max_drawdown"], "{:.1%}"),
+                         fmt(result["mean_turnover"], "{:.2f}"), str(result["days"]))
+    items: list[Table | str] = [ic_table, ls_table, f"[bold]{escape(report['verdict'])}[/]"]
+    items += [f"[dim]{escape(note)}[/]" for note in report["notes"]]
+    return items
