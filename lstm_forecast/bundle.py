@@ -81,6 +81,8 @@ STALE_TEMP_AGE_S = 3600
 BUNDLE_JSON_LIMIT = 32 << 20
 # model.safetensors: the tensors the declared shape implies plus a JSON header of a few hundred bytes.
 WEIGHTS_HEADER_LIMIT = 1 << 20
+# A global model's universe: the largest index has a few thousand members.
+MAX_TICKERS = 100_000
 
 
 @dataclass
@@ -271,6 +273,14 @@ class ShapeRecord(_Record):
     num_layers: _like(ModelConfig, "num_layers")
     dropout: _like(ModelConfig, "dropout")
     horizon: _like(WindowConfig, "horizon")
+    ticker_embedding: _like(ModelConfig, "ticker_embedding") = 0  # absent before global models
+    n_tickers: Annotated[int, Field(ge=0, le=MAX_TICKERS)] = 0
+
+    @model_validator(mode="after")
+    def _check_embedding(self) -> ShapeRecord:
+        if (self.ticker_embedding == 0) != (self.n_tickers == 0):
+            raise ValueError("model.n_tickers: expected a ticker count exactly when there is a ticker embedding")
+        return self
 
 
 class WindowRecord(_Record):
@@ -463,12 +473,14 @@ def _describe_damage(exc: ValidationError) -> str:
     return f"missing or invalid field {key}: {message[:1].lower()}{message[1:]}, got {quote(error.get('input'))}"
 
 
-def _check_config_matches(path: Path, config: Config, shape: ModelShape, spec: WindowSpec) -> None:
+def _check_config_matches(
+    path: Path, config: Config, shape: ModelShape, spec: WindowSpec, n_tickers: int = 0
+) -> None:
     """config.yaml and bundle.json describe one run: evaluate rebuilds the windows from the config, predict
     from bundle.json, so any difference between them (an edited file) is damage."""
     expected_spec = WindowSpec.from_config(config)
     expected_shape = ModelShape.from_config(config.model, n_features=len(expected_spec.features),
-                                            horizon=expected_spec.horizon)
+                                            horizon=expected_spec.horizon, n_tickers=n_tickers)
     if expected_spec != spec or expected_shape != shape:
         raise ForecastError(f"{path}: does not describe the model and windows of bundle.json; the bundle is damaged")
 
@@ -494,17 +506,29 @@ def _read_config(path: Path) -> Config:
 
 
 def _load_model(path: Path, shape: ModelShape) -> Forecaster:
-    """The weights, checked against the declared shape (names, shapes, float32, finite) before the
-    module is built; the file may be no larger than those tensors and their header."""
-    expected = shape.tensor_shapes()
-    size, limit = shape.weight_bytes(), memory_limit()
+    """The weights, checked against the declared shape (see `read_weights`), in a module in eval mode."""
+    return build_model(shape, read_weights(path, shape.tensor_shapes(), shape.parameter_count()))
+
+
+def build_model(shape: ModelShape, weights: dict[str, torch.Tensor]) -> Forecaster:
+    model = Forecaster(shape)
+    model.load_state_dict(weights, strict=True)
+    return model.eval()
+
+
+def read_weights(
+    path: Path, expected: dict[str, tuple[int, ...]], parameters: int, document: str = BUNDLE_FILE
+) -> dict[str, torch.Tensor]:
+    """model.safetensors, checked against the tensors bundle.json declares (names, shapes, float32, finite)
+    before any module is built; the file may be no larger than those tensors and their header."""
+    size, limit = parameters * 4, memory_limit()
     if size > limit:
         raise ForecastError(
-            f"{path.parent / BUNDLE_FILE}: describes a model of {shape.parameter_count():,} parameters "
+            f"{path.parent / document}: describes a model of {parameters:,} parameters "
             f"({gib(size)}), more than the {gib(limit)} allowed here; the bundle is damaged"
         )
     try:
-        raw = read_bounded(path, size + WEIGHTS_HEADER_LIMIT, "the weights of the model bundle.json describes")
+        raw = read_bounded(path, size + WEIGHTS_HEADER_LIMIT, f"the weights of the model {document} describes")
     except FileNotFoundError:
         raise ForecastError(f"{path}: missing from the bundle") from None
     except ForecastError as exc:
@@ -516,23 +540,20 @@ def _load_model(path: Path, shape: ModelShape) -> Forecaster:
     found = {name: tuple(tensor.shape) for name, tensor in weights.items()}
     if found != expected:
         raise ForecastError(
-            f"{path}: the weights do not fit the model described in bundle.json; the bundle is damaged"
+            f"{path}: the weights do not fit the model described in {document}; the bundle is damaged"
         )
     for name, tensor in weights.items():
         if tensor.dtype != torch.float32:
             raise ForecastError(f"{path}: tensor {name} is {tensor.dtype}, expected float32; the bundle is damaged")
         if not torch.isfinite(tensor).all():
             raise ForecastError(f"{path}: tensor {name} holds NaN or infinite values; the bundle is damaged")
-    model = Forecaster(shape)
-    model.load_state_dict(weights, strict=True)
-    model.eval()
-    return model
+    return weights
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path, limit: int = BUNDLE_JSON_LIMIT) -> dict[str, Any]:
     """A bundle's JSON document, read with a size limit; hostile nesting or numbers are damage, not a crash."""
     try:
-        text = read_bounded(path, BUNDLE_JSON_LIMIT, "a bundle description").decode("utf-8")
+        text = read_bounded(path, limit, "a bundle description").decode("utf-8")
         document = json.loads(text)
     except FileNotFoundError:
         raise ForecastError(f"{path}: missing; not a run bundle (see `lstm-forecast runs`)") from None

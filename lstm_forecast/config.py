@@ -104,6 +104,10 @@ class ModelConfig(Section):
     hidden_size: Annotated[Int, Field(ge=1, le=4096)] = 64
     num_layers: Annotated[Int, Field(ge=1, le=16)] = 2
     dropout: Annotated[Float, Field(ge=0, lt=1)] = 0.2
+    # local: one model per ticker; global: one model trained on the pooled windows of every ticker.
+    scope: Literal["local", "global"] = "local"
+    # A global model's learned ticker embedding size (0: none, so it can forecast tickers it never saw).
+    ticker_embedding: Annotated[Int, Field(ge=0, le=256)] = 0
 
 
 MAX_THREADS = 256
@@ -118,6 +122,8 @@ class TrainConfig(Section):
     patience: Annotated[Int, Field(ge=1, le=100_000)] = 10
     grad_clip: Annotated[Float, Field(ge=0, le=1e6)] = 1.0
     seed: Annotated[Int, Field(ge=0, le=MAX_SEED)] = 0
+    # A global model's seed ensemble: members trained with seeds seed … seed + seeds - 1, forecasts averaged.
+    seeds: Annotated[Int, Field(ge=1, le=20)] = 1
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     loss: Literal["mse", "huber"] = "mse"
     lr_schedule: Literal["none", "plateau"] = "none"
@@ -141,6 +147,8 @@ class RunsConfig(Section):
 class EvaluateConfig(Section):
     folds: Annotated[Int, Field(ge=1, le=50)] = 4
     cost_bps: Annotated[Float, Field(ge=0, le=10_000)] = 5.0  # 10,000 bps: the whole position
+    # A global run's long–short diagnostic: long the k highest forecasts, short the k lowest, each day.
+    long_short_k: Annotated[Int, Field(ge=1, le=1000)] = 10
 
 
 class PredictConfig(Section):
@@ -460,4 +468,4 @@ def _show(value: Any) -> str:
 
 def _short(key: str) -> str:
     """A key as the user wrote it, cut short: an unknown key may be a megabyte long."""
-    return shorten(key, 60)
+    return shorten(key, 40)

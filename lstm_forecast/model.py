@@ -48,6 +48,10 @@ class ModelShape:
     num_layers: int
     dropout: float
     horizon: int
+    # A global model's learned ticker embedding: `ticker_embedding` numbers per ticker, for `n_tickers`
+    # tickers, fed to the core beside the features at every step (0, 0: none, and every local model).
+    ticker_embedding: int = 0
+    n_tickers: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,7 +76,9 @@ class ModelShape:
         return self.weight_bytes() * TRAINING_COPIES + activations
 
     @classmethod
-    def from_config(cls, model_config: ModelConfig, n_features: int, horizon: int) -> ModelShape:
+    def from_config(cls, model_config: ModelConfig, n_features: int, horizon: int, n_tickers: int = 0) -> ModelShape:
+        """The shape a config describes; `n_tickers` sizes a global model's ticker embedding (local: 0)."""
+        embedding = model_config.ticker_embedding if model_config.scope == "global" else 0
         return cls(
             kind=model_config.type,
             n_features=n_features,
@@ -80,6 +86,8 @@ class ModelShape:
             num_layers=model_config.num_layers,
             dropout=model_config.dropout,
             horizon=horizon,
+            ticker_embedding=embedding,
+            n_tickers=n_tickers if embedding else 0,
         )
 
 
@@ -127,15 +135,21 @@ def gib(size: int) -> str:
 
 
 class Forecaster(nn.Module):
-    """(batch, lookback, n_features) -> (batch, horizon) forecasts in the scaled target's units."""
+    """(batch, lookback, n_features) -> (batch, horizon) forecasts in the scaled target's units.
+
+    A global model's batches also carry each window's ticker index (batch,): with a ticker embedding it is
+    looked up and appended to every step's features; without one it is ignored, so the model cannot tell
+    tickers apart and forecasts a ticker it never saw as well as one it did.
+    """
 
     def __init__(self, shape: ModelShape) -> None:
         super().__init__()
         self.shape = shape
+        self.embedding = nn.Embedding(shape.n_tickers, shape.ticker_embedding) if shape.ticker_embedding else None
         # PyTorch applies recurrent dropout only between stacked layers, never after the top one;
         # with a single layer there is nothing to apply it to and it warns, so pass it only when stacked.
         self.core = RECURRENT_CORES[shape.kind](
-            input_size=shape.n_features,
+            input_size=shape.n_features + shape.ticker_embedding,
             hidden_size=shape.hidden_size,
             num_layers=shape.num_layers,
             dropout=shape.dropout if shape.num_layers > 1 else 0.0,
@@ -143,13 +157,19 @@ class Forecaster(nn.Module):
         )
         self.head = nn.Linear(shape.hidden_size, shape.horizon)
 
-    def forward(self, inputs: Tensor) -> Tensor:
+    def forward(self, inputs: Tensor, ticker: Tensor | None = None) -> Tensor:
         # The core would also accept an unbatched 2-D input and return a differently shaped output.
         if inputs.ndim != 3 or inputs.shape[2] != self.shape.n_features:
             raise ValueError(
                 f"Forecaster: expected inputs (batch, lookback, {self.shape.n_features}), "
                 f"got {tuple(inputs.shape)}"
             )
+        if self.embedding is not None:
+            if ticker is None:
+                raise ValueError("Forecaster: a model with a ticker embedding needs each window's ticker index")
+            # The same vector at every step: the core reads the ticker beside the returns from the first day on.
+            embedded = self.embedding(ticker)[:, None, :].expand(-1, inputs.shape[1], -1)
+            inputs = torch.cat([inputs, embedded], dim=2)
         outputs, _ = self.core(inputs)  # (batch, lookback, hidden_size), the top layer at every step
         last_hidden = outputs[:, -1]  # equals the top layer's final hidden state h_n[-1]
         return self.head(last_hidden)

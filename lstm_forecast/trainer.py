@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from lstm_forecast.config import TrainConfig
 from lstm_forecast.errors import ForecastError, StopRequest, UsageError
+from lstm_forecast.windows import GatheredWindows
 
 # Targets are standardised, so Huber's switch from squared to absolute error sits at one standard
 # deviation: ordinary days count as in MSE, the rare huge moves count linearly and pull the fit less.
@@ -76,19 +77,24 @@ DEVICE_AVAILABLE: dict[str, Callable[[], bool]] = {
 }
 
 
+Input = np.ndarray | GatheredWindows
+Inputs = Input | tuple[Input, ...]
+
+
 @dataclass(frozen=True)
 class Samples:
     """One split for the trainer; row i of every array is one sample.
 
     `inputs` is one array, (samples, lookback, n_features) windows, or a tuple of arrays the model takes as
-    positional arguments in that order; `targets` is (samples, horizon).
+    positional arguments in that order; `targets` is (samples, horizon). Any of the arrays may be
+    `GatheredWindows`, cut batch by batch.
     """
 
-    inputs: np.ndarray | tuple[np.ndarray, ...]
+    inputs: Inputs
     targets: np.ndarray
 
     @property
-    def arrays(self) -> tuple[np.ndarray, ...]:
+    def arrays(self) -> tuple[Input, ...]:
         return self.inputs if isinstance(self.inputs, tuple) else (self.inputs,)
 
 
@@ -315,7 +321,7 @@ def fit(
 
 def predict(
     model: nn.Module,
-    inputs: np.ndarray | tuple[np.ndarray, ...],
+    inputs: Inputs,
     device: torch.device | None = None,
     batch_size: int = EVAL_BATCH_SIZE,
 ) -> np.ndarray:
@@ -403,7 +409,30 @@ def _to_device(samples: Samples, split: str, device: torch.device) -> tuple[tupl
     return tuple(_tensor(array, device) for array in arrays), _tensor(targets, device)
 
 
-def _tensor(array: np.ndarray, device: torch.device) -> Tensor:
+class _DeviceWindows:
+    """`GatheredWindows` on a device. Indexing by a permutation reorders the anchors only; `split` gathers each
+    batch's windows as it is reached, so an epoch never holds more than one batch of windows."""
+
+    def __init__(self, values: Tensor, ends: Tensor, lookback: int) -> None:
+        self.values, self.ends, self.lookback = values, ends, lookback
+        self.offsets = torch.arange(1 - lookback, 1, device=ends.device)
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, order: Tensor) -> _DeviceWindows:
+        return _DeviceWindows(self.values, self.ends[order], self.lookback)
+
+    def to(self, device: torch.device) -> _DeviceWindows:
+        return _DeviceWindows(self.values.to(device), self.ends.to(device), self.lookback)
+
+    def split(self, size: int) -> Iterator[Tensor]:
+        return (self.values[chunk[:, None] + self.offsets] for chunk in self.ends.split(size))
+
+
+def _tensor(array: Input, device: torch.device) -> Tensor | _DeviceWindows:
     """float32 for real values (the windows, targets), int64 for integers (an index into an embedding)."""
+    if isinstance(array, GatheredWindows):
+        return _DeviceWindows(_tensor(array.values, device), _tensor(array.ends, device), array.lookback)
     dtype = np.int64 if np.issubdtype(np.asarray(array).dtype, np.integer) else np.float32
     return torch.from_numpy(np.ascontiguousarray(array, dtype=dtype)).to(device)

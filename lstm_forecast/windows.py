@@ -120,6 +120,26 @@ def fit_scaler(train_features: np.ndarray, train_targets: np.ndarray) -> Scaler:
     )
 
 
+@dataclass(frozen=True)
+class GatheredWindows:
+    """Windows cut on the fly, by index, from one array of days: row i is `values[ends[i] - lookback + 1 :
+    ends[i] + 1]`. A global model's windows over hundreds of tickers are never materialised as a
+    (windows × lookback × features) copy: memory grows with days × tickers, not × lookback. The trainer and
+    `trainer.predict` take one wherever they take a windows array."""
+
+    values: np.ndarray  # float32 (days, n_features): every series' scaled days, one after another
+    ends: np.ndarray  # int64 (n,): the row of `values` each window is anchored on (its last input day)
+    lookback: int
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def materialise(self) -> np.ndarray:
+        """The windows as one (n, lookback, n_features) array: for small sets, and to check the gather."""
+        offsets = np.arange(1 - self.lookback, 1)
+        return self.values[self.ends[:, None] + offsets]
+
+
 @dataclass
 class Windows:
     """One split's samples; row i of every array describes the same window."""
@@ -336,7 +356,11 @@ def targets_to_prices(
 
     log_return: the anchor price compounded by the cumulative predicted returns; price: unscaled.
     """
-    values = scaler.inverse_targets(predicted_scaled)
+    return values_to_prices(scaler.inverse_targets(predicted_scaled), anchor_prices, target)
+
+
+def values_to_prices(values: np.ndarray, anchor_prices: np.ndarray, target: str) -> np.ndarray:
+    """Unscaled target values (..., n, horizon) -> prices on the target dates (see `targets_to_prices`)."""
     if target == "log_return":
         return np.asarray(anchor_prices, dtype=np.float64)[..., None] * np.exp(np.cumsum(values, axis=-1))
     if target == "price":

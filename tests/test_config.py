@@ -161,7 +161,7 @@ BILLION_LAUGHS = "\n".join(
         ("train: {weight_decay: 100}\n", "train.weight_decay: expected a number >= 0 and <= 10, got 100"),
         ("evaluate: {cost_bps: 1.0e+300}\n", "evaluate.cost_bps: expected a number >= 0 and <= 10000"),
         ("data: {calendar: " + "X" * 5000 + "}\n", "data.calendar: expected a string of at most 32 characters"),
-        ("train:\n  ? " + "e" * 100_000 + "\n  : 1\n", "train." + "e" * 53 + "…: unknown key"),
+        ("train:\n  ? " + "e" * 100_000 + "\n  : 1\n", "train." + "e" * 33 + "…: unknown key"),
         ("model: {type: " + "x" * 1_000_000 + "}\n", "model.type: expected one of lstm, gru, rnn, got 'xxxx"),
     ],
     ids=["duplicate-section", "duplicate-key", "alias", "billion-laughs", "nested-100000", "5000-digits",

@@ -1,0 +1,312 @@
+"""A global run's bundle: one model (or a seed ensemble) for a whole universe, in one folder.
+
+Layout (`<runs-dir>/_global/<run-id>/`; no ticker starts with "_", so it never collides with a ticker's
+runs): `global.json` (the model, the window, the common split and, per ticker, its scaler, fingerprint,
+training statistics and validation residuals for its conformal intervals), `model.safetensors` (every
+member's weights, named `member<i>.<tensor>`), `config.yaml`, `prices.zip` (each ticker's exact rows as a
+deflated CSV, so evaluation stays reproducible after a cache is revised), `history.csv`, `metrics.json`
+and `loss_curve.png`. Written atomically like a ticker's bundle; loaded as safely: bounded reads, the
+schema below, weights checked before a module is built, nothing unpickled, and every ticker's recorded rows
+checked against its fingerprint.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import zipfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pandas as pd
+import safetensors.torch
+import yaml
+from pydantic import ConfigDict, Field, ValidationError, model_validator
+
+from lstm_forecast.bundle import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    HISTORY_FILE,
+    MAX_TICKERS,
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    BaselinesRecord,
+    FingerprintRecord,
+    Residual,
+    ScalerRecord,
+    ShapeRecord,
+    SplitRecord,
+    TrainingRecord,
+    WindowRecord,
+    _check_config_matches,
+    _describe_damage,
+    _read_config,
+    _read_json,
+    _Record,
+    build_model,
+    library_versions,
+    read_weights,
+    record_fields,
+)
+from lstm_forecast.config import Config
+from lstm_forecast.errors import ForecastError, UsageError
+from lstm_forecast.files import json_text, make_temp_dir, publish_as_free_name, read_bounded
+from lstm_forecast.model import Forecaster, ModelShape
+from lstm_forecast.windows import Scaler, WindowSpec
+
+GLOBAL_DIR = "_global"
+GLOBAL_FILE = "global.json"
+PRICES_ARCHIVE = "prices.zip"
+# One ticker's daily CSV is tens of kilobytes a decade; the archive holds one per ticker.
+PRICES_ENTRY_LIMIT = 64 << 20
+GLOBAL_JSON_LIMIT = 256 << 20  # validation residuals per ticker: a few megabytes for 400 tickers
+
+
+@dataclass(frozen=True)
+class TickerRecordData:
+    """What a global run keeps of one ticker: enough to rebuild its inputs and convert its forecasts back."""
+
+    ticker: str
+    scaler: Scaler
+    fingerprint: dict[str, Any]
+    baselines: dict[str, float]  # train_mean_log_return, train_naive_mae
+    residuals: list[list[float]]  # validation residuals in log-price space, one list per horizon day
+
+
+@dataclass
+class GlobalBundle:
+    run_id: str
+    config: Config
+    shape: ModelShape
+    spec: WindowSpec
+    split: dict[str, str]
+    tickers: list[TickerRecordData]
+    seeds: list[int]
+    training: list[dict[str, Any]]  # one TrainResult summary (+ seed) per member
+    members: list[Forecaster]
+    skipped: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    created_at: str = ""
+    config_hash: str | None = None
+    run_dir: Path | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return [record.ticker for record in self.tickers]
+
+    def prices(self) -> dict[str, pd.DataFrame]:
+        """Every ticker's recorded rows, each checked against its fingerprint."""
+        if self.run_dir is None:
+            raise ForecastError("this bundle has not been saved yet")
+        return read_prices_archive(self.run_dir / PRICES_ARCHIVE, {r.ticker: r.fingerprint for r in self.tickers})
+
+
+def is_global_run(run_dir: Path) -> bool:
+    return (Path(run_dir) / GLOBAL_FILE).is_file()
+
+
+# --- global.json ---------------------------------------------------------------------------------
+
+
+class TickerRecord(_Record):
+    ticker: Annotated[str, Field(max_length=64)]
+    scaler: ScalerRecord
+    fingerprint: FingerprintRecord
+    baselines: BaselinesRecord
+    residuals: Annotated[list[Annotated[list[Residual], Field(min_length=1, max_length=1_000_000)]],
+                         Field(min_length=1)]
+
+
+class GlobalDocument(_Record):
+    model_config = ConfigDict(extra="allow")  # newer writers may add fields
+    format_version: Literal[1]
+    kind: Literal["global"]
+    run_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    created_at: Annotated[str, Field(max_length=64)] = ""
+    config_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    model: ShapeRecord
+    window: WindowRecord
+    split: SplitRecord
+    seeds: Annotated[list[int], Field(min_length=1, max_length=20)]
+    tickers: Annotated[list[TickerRecord], Field(min_length=1, max_length=MAX_TICKERS)]
+    training: Annotated[list[TrainingRecord], Field(min_length=1, max_length=20)]
+    skipped: Annotated[dict[str, Annotated[str, Field(max_length=2000)]], Field(max_length=MAX_TICKERS)]
+    versions: Annotated[dict[str, Annotated[str, Field(max_length=100)]], Field(max_length=20)]
+
+    @model_validator(mode="after")
+    def _check(self) -> GlobalDocument:
+        names = [record.ticker for record in self.tickers]
+        if len(set(names)) != len(names):
+            raise ValueError("tickers: expected each ticker once")
+        if len(self.training) != len(self.seeds):
+            raise ValueError("training: expected one record per seed")
+        if self.model.n_tickers not in (0, len(names)):
+            raise ValueError(f"model.n_tickers: expected 0 or the {len(names)} tickers of the run")
+        if self.model.horizon != self.window.horizon or self.model.n_features != len(self.window.features):
+            raise ValueError("model: expected the horizon and features of the window")
+        split = self.split
+        for record in self.tickers:
+            scaler, steps = record.scaler, record.residuals
+            if len(scaler.feature_mean) != self.model.n_features or len(scaler.feature_std) != self.model.n_features:
+                raise ValueError(f"tickers: {record.ticker}'s scaler does not describe the window's features")
+            if len(steps) != self.model.horizon or len({len(step) for step in steps}) != 1:
+                raise ValueError(f"tickers: {record.ticker}'s residuals: expected one list per forecast day")
+            if not record.fingerprint.first_date < split.val_start < split.test_start <= record.fingerprint.last_date:
+                raise ValueError(f"tickers: {record.ticker}'s prices do not span the split")
+        return self
+
+
+def global_document(bundle: GlobalBundle) -> dict[str, Any]:
+    """global.json through its schema: what the reader would refuse is never written."""
+    try:
+        document = GlobalDocument(
+            format_version=FORMAT_VERSION, kind="global", run_id=bundle.run_id,
+            created_at=bundle.created_at or datetime.now(UTC).isoformat(timespec="seconds"),
+            config_hash=bundle.config_hash, model=bundle.shape.to_dict(), window=bundle.spec.to_dict(),
+            split=bundle.split, seeds=bundle.seeds,
+            tickers=[{"ticker": r.ticker, "scaler": {k: list(v) if isinstance(v, tuple) else v
+                                                     for k, v in r.scaler.__dict__.items()},
+                      "fingerprint": r.fingerprint, "baselines": r.baselines, "residuals": r.residuals}
+                     for r in bundle.tickers],
+            training=bundle.training, skipped=bundle.skipped, versions=bundle.versions or library_versions(),
+        )
+    except ValidationError as exc:
+        raise ForecastError(f"cannot save the run: global.json would hold a {_describe_damage(exc)}; "
+                            "nothing was written (a model this far off has diverged: lower train.lr)") from None
+    return document.model_dump(mode="json") | {"training": bundle.training}
+
+
+def member_weights(members: list[Forecaster]) -> dict[str, Any]:
+    return {f"member{i}.{name}": tensor.detach().cpu().contiguous()
+            for i, member in enumerate(members) for name, tensor in member.state_dict().items()}
+
+
+# --- saving and loading --------------------------------------------------------------------------
+
+
+def save_global_bundle(
+    bundle: GlobalBundle, runs_dir: Path, prices: dict[str, pd.DataFrame], history: pd.DataFrame,
+    metrics: dict[str, Any], write_extras: Any = None,
+) -> Path:
+    """Write the bundle into `<runs_dir>/_global/<run_id>/` atomically; returns the run directory."""
+    parent = Path(runs_dir) / GLOBAL_DIR
+    tmp_dir = make_temp_dir(parent, "a global run bundle")
+
+    def write_files(final_dir: Path) -> None:
+        bundle.run_id = final_dir.name
+        (tmp_dir / WEIGHTS_FILE).write_bytes(safetensors.torch.save(member_weights(bundle.members)))
+        (tmp_dir / GLOBAL_FILE).write_text(json_text(global_document(bundle)))
+        (tmp_dir / CONFIG_FILE).write_text(yaml.safe_dump(bundle.config.to_plain(), sort_keys=False))
+        (tmp_dir / PRICES_ARCHIVE).write_bytes(prices_archive({name: prices[name] for name in bundle.names}))
+        history.to_csv(tmp_dir / HISTORY_FILE, index=False, lineterminator="\n")
+        (tmp_dir / METRICS_FILE).write_text(json_text(metrics))
+        if write_extras is not None:
+            write_extras(tmp_dir)
+
+    try:
+        bundle.run_dir = publish_as_free_name(tmp_dir, parent, bundle.run_id, write_files)
+    except BaseException as exc:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        cause = exc.__cause__ if isinstance(exc, ForecastError) else exc
+        if isinstance(cause, OSError):
+            raise ForecastError(f"cannot write the run bundle {parent / bundle.run_id}: "
+                                f"{cause.strerror or cause}") from None
+        raise
+    return bundle.run_dir
+
+
+def prices_archive(prices: dict[str, pd.DataFrame]) -> bytes:
+    """Each ticker's rows as its canonical CSV (the bytes its fingerprint hashes), deflated into one zip."""
+    from lstm_forecast.data import cache_name
+    from lstm_forecast.prices import prices_to_csv
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for ticker, frame in prices.items():
+            # A fixed timestamp: the same rows give the same archive bytes.
+            archive.writestr(zipfile.ZipInfo(f"{cache_name(ticker)}.csv", (1980, 1, 1, 0, 0, 0)),
+                             prices_to_csv(frame), compress_type=zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
+
+
+def read_prices_archive(path: Path, fingerprints: dict[str, dict[str, Any]]) -> dict[str, pd.DataFrame]:
+    """The recorded rows of every ticker in `fingerprints`, each entry bounded before it is inflated and its
+    rows checked against the ticker's fingerprint."""
+    from lstm_forecast.data import cache_name
+    from lstm_forecast.prices import parse_prices_csv, prices_sha256
+
+    limit = PRICES_ENTRY_LIMIT * max(1, len(fingerprints))
+    try:
+        raw = read_bounded(path, limit, "a global run's recorded prices")
+    except FileNotFoundError:
+        raise ForecastError(f"{path}: missing from the bundle; evaluate needs the recorded prices") from None
+    prices = {}
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            entries = {info.filename: info for info in archive.infolist()}
+            for ticker, fingerprint in fingerprints.items():
+                info = entries.get(f"{cache_name(ticker)}.csv")
+                if info is None or info.file_size > PRICES_ENTRY_LIMIT:
+                    raise ForecastError(f"{path}: {ticker}'s prices are missing or too large; the bundle is damaged")
+                with archive.open(info) as entry:
+                    text = entry.read(PRICES_ENTRY_LIMIT + 1)  # the header's size may lie: never inflate more
+                frame, _ = parse_prices_csv(text, f"{path}:{ticker}")
+                if prices_sha256(frame) != fingerprint["sha256"]:
+                    raise ForecastError(f"{path}: {ticker}'s recorded prices do not match its fingerprint; "
+                                        "the bundle is damaged, retrain the model")
+                prices[ticker] = frame
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
+        raise ForecastError(f"{path}: not a readable archive ({type(exc).__name__}); the bundle is damaged") from None
+    return prices
+
+
+def load_global_bundle(run_dir: Path | str) -> GlobalBundle:
+    """Load and check a global run; any missing, oversized or damaged file is a one-line error naming it."""
+    from lstm_forecast.data import validate_ticker
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: no such run directory (see `lstm-forecast runs`)")
+    path = run_dir / GLOBAL_FILE
+    document = _read_json(path, GLOBAL_JSON_LIMIT)
+    if document.get("format_version") != FORMAT_VERSION:
+        raise ForecastError(f"{path}: bundle format {document.get('format_version')!r:.20} is not supported "
+                            f"(this lstm-forecast reads format {FORMAT_VERSION})")
+    try:
+        record = GlobalDocument.model_validate(document)
+        for ticker in record.tickers:
+            validate_ticker(ticker.ticker)
+    except ValidationError as exc:
+        raise ForecastError(f"{path}: {_describe_damage(exc)}; the bundle is damaged") from None
+    except ForecastError as exc:
+        raise ForecastError(f"{path}: invalid ticker {exc}; the bundle is damaged") from None
+    shape = ModelShape(**record_fields(record.model))
+    spec = WindowSpec(**record_fields(record.window))
+    config = _read_config(run_dir / CONFIG_FILE)
+    _check_config_matches(run_dir / CONFIG_FILE, config, shape, spec, n_tickers=shape.n_tickers)
+    expected = {f"member{i}.{name}": size for i in range(len(record.seeds))
+                for name, size in shape.tensor_shapes().items()}
+    weights = read_weights(run_dir / WEIGHTS_FILE, expected, shape.parameter_count() * len(record.seeds),
+                           GLOBAL_FILE)
+    members = [build_model(shape, {name.split(".", 1)[1]: tensor for name, tensor in weights.items()
+                                   if name.startswith(f"member{i}.")}) for i in range(len(record.seeds))]
+    plain = record.model_dump(mode="json")
+    return GlobalBundle(
+        run_id=record.run_id, config=config, shape=shape, spec=spec, split=plain["split"],
+        tickers=[TickerRecordData(ticker=t.ticker, scaler=Scaler(**record_fields(t.scaler)),
+                                  fingerprint=plain["tickers"][i]["fingerprint"],
+                                  baselines=plain["tickers"][i]["baselines"], residuals=t.residuals)
+                 for i, t in enumerate(record.tickers)],
+        seeds=record.seeds, training=plain["training"], members=members, skipped=record.skipped,
+        versions=record.versions, created_at=record.created_at, config_hash=record.config_hash, run_dir=run_dir,
+    )
+
+
+def list_global_runs(runs_dir: Path) -> list[Path]:
+    """Complete global runs, oldest first."""
+    folder = Path(runs_dir) / GLOBAL_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(path.parent for path in folder.glob(f"*/{GLOBAL_FILE}") if not path.parent.name.startswith("."))
