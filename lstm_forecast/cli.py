@@ -393,6 +393,14 @@ ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="lstm, gr
 EpochsOption = Annotated[
     int | None, typer.Option("--epochs", help="Maximum epochs (train.epochs).")
 ]
+ScopeOption = Annotated[
+    str | None, typer.Option("--scope", metavar="SCOPE", help="local (a model per ticker) or global (one model "
+                             "across all the tickers given) (model.scope).")
+]
+SeedsOption = Annotated[
+    int | None, typer.Option("--seeds", metavar="N", help="Global: a seed ensemble of N members, seeds "
+                             "train.seed … +N-1 (train.seeds).")
+]
 
 
 @app.command(cls=ForecastCommand)
@@ -413,12 +421,16 @@ def train(
     executor: ExecutorOption = "local",
     ray_address: RayAddressOption = None,
     resume: ResumeOption = None,
+    scope: ScopeOption = None,
+    seeds: SeedsOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Train a model on the cached prices and write a run bundle with metrics and a loss curve.
 
     Over two or more tickers each is its own run (same config and seed), judged as a set: Benjamini–Hochberg
-    q-values, a pooled test, summary.csv and universe.png in the runs dir's _universe/ folder."""
+    q-values, a pooled test, summary.csv and universe.png in the runs dir's _universe/ folder. With --scope
+    global, one model is trained across all of them (per-ticker scalers, one calendar split) and judged per
+    ticker and across the cross-section (rank IC, long–short); its bundle goes to the runs dir's _global/."""
     from lstm_forecast.config import load_config
     from lstm_forecast.progress import EpochBars
     from lstm_forecast.train import train_ticker
@@ -426,8 +438,20 @@ def train(
 
     require_tickers(ctx, ticker, tickers_file, all_cached)
     shortcuts = {"model.type": ("--model", model), "train.epochs": ("--epochs", epochs),
-                 "train.seed": ("--seed", seed), "train.device": ("--device", device)}
+                 "train.seed": ("--seed", seed), "train.device": ("--device", device),
+                 "model.scope": ("--scope", scope), "train.seeds": ("--seeds", seeds)}
     settings = load_config(config, set_ or [], shortcuts)
+    if settings.model.scope == "global":
+        if jobs > 1 or executor != "local" or resume is not None:
+            raise UsageError("--jobs, --executor and --resume train local models; a global model trains in one "
+                             "process (its batches mix every ticker)")
+        plan = plan_training(settings, ticker or [], tickers_file, all_cached, data_dir, runs_dir)
+        warn(plan.warnings)
+        train_global_command(settings, plan, json_output)
+        return
+    if settings.train.seeds > 1:
+        raise UsageError(f"train.seeds {settings.train.seeds}: a seed ensemble is a global model's; add --scope "
+                         "global, or train with one seed")
     plan = plan_training(settings, ticker or [], tickers_file, all_cached, data_dir, runs_dir)
     warn(plan.warnings)
     if len(plan.tickers) > 1 or jobs > 1 or executor != "local" or resume is not None:
@@ -466,6 +490,35 @@ def train_universe_command(
                                       ray_address, resume, on_row=bar.update_row, on_epoch=bar.update_epoch,
                                       stop=stop)
         finish_universe(universe, len(plan.tickers), "trained", json_output)
+
+
+def train_global_command(settings: Any, plan: Any, json_output: bool) -> None:
+    """`train --scope global`: one bar per seed, then the per-ticker and cross-sectional report."""
+    from lstm_forecast.global_run import check_global, member_labels, train_global
+    from lstm_forecast.progress import EpochBars
+    from lstm_forecast.report import global_report
+
+    check_global(settings, plan.tickers)
+    with stop_on_signals() as stop:
+        with EpochBars(stderr, member_labels(settings), settings.train.epochs) as bars:
+            result = train_global(settings, plan.tickers, plan.data_dir, plan.runs_dir,
+                                  on_epoch=lambda label, record: bars.update(record, label), stop=stop, on_fetch=note)
+        if json_output:
+            print_json({"run_dir": str(result.run_dir), "tickers": result.tickers, "training": result.training,
+                        **result.report})
+        else:
+            for member in result.training:
+                stopped = " (stopped early)" if member["stopped_early"] else ""
+                stdout.print(f"Seed {member['seed']}: {member['epochs_run']} epochs{stopped}, best epoch "
+                             f"{member['best_epoch']} (validation loss {member['best_val_loss']:.4f}), "
+                             f"{member['seconds']:.1f} s on {member['device']}", markup=False)
+            for item in global_report({**result.report, "scope": "in universe", "run_dir": str(result.run_dir),
+                                       "model": {"kind": settings.model.type}, "skipped": result.skipped}):
+                stdout.print(item)
+            stdout.print(f"Run bundle: {result.run_dir} (lstm-forecast evaluate --run {result.run_dir} writes "
+                         "the report files and charts)", markup=False, soft_wrap=True)
+        if stop.is_set():
+            raise Interrupted(f"training interrupted; the members finished so far were saved to {result.run_dir}")
 
 
 def finish_universe(universe: Any, total: int, done: str, json_output: bool) -> None:
@@ -702,9 +755,13 @@ def evaluate(
 
     Over two or more tickers, each one's newest run, then the set: Benjamini–Hochberg q-values, a pooled test."""
     from lstm_forecast.evaluate import evaluate as evaluate_run
+    from lstm_forecast.global_bundle import is_global_run
     from lstm_forecast.progress import FoldBar
     from lstm_forecast.report import evaluation_report
 
+    if run is not None and is_global_run(run):
+        evaluate_global_command(run, ticker or [], tickers_file, all_cached, data_dir, json_output)
+        return
     if ticker or tickers_file or all_cached:
         from lstm_forecast.universe import plan_evaluation
 
@@ -728,6 +785,32 @@ def evaluate(
             raise Interrupted(f"backtest interrupted; the evaluation of the finished folds was saved to {run_dir}")
         if stop.is_set():
             raise Interrupted(f"evaluation interrupted after it was saved to {run_dir}")
+
+
+def evaluate_global_command(
+    run: Path, given: list[str], tickers_file: Path | None, all_cached: bool, data_dir: Path | None,
+    json_output: bool,
+) -> None:
+    """`evaluate --run GLOBAL_RUN`, on its own tickers or (with -t, --tickers-file or --all) on tickers it never
+    trained on."""
+    from lstm_forecast.data import resolve_data_dir
+    from lstm_forecast.global_evaluate import evaluate_global
+    from lstm_forecast.report import global_report
+    from lstm_forecast.universe import select_tickers
+
+    tickers = None
+    if given or tickers_file or all_cached:
+        selection = select_tickers(given, tickers_file, all_cached, resolve_data_dir(data_dir, None) if all_cached
+                                   else None)
+        warn(selection.warnings)
+        tickers = selection.tickers
+    evaluation = evaluate_global(run, tickers, data_dir)
+    warn(evaluation.warnings)
+    if json_output:
+        print_json(evaluation.report)
+    else:
+        for item in global_report(evaluation.report):
+            stdout.print(item)
 
 
 def evaluate_universe_command(plan: Any, folds: int | None, json_output: bool) -> None:

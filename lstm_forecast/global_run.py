@@ -250,8 +250,10 @@ def score_panel(
     frames = cross_section_frames(panel, test, [panel.to_prices(test, p) for p in predictions])
     members_ic = ({label: frame for label, frame in zip(member_labels(config), frames["members"], strict=True)}
                   if len(members) > 1 else None)
+    # A small universe cannot fill k longs and k shorts: the book shrinks to half the tickers, and says so.
+    k = max(1, min(config.evaluate.long_short_k, len(panel.tickers) // 2))
     section = cross_section(frames["predicted"], frames["realised"], frames["last_return"], frames["train_mean"],
-                            k=config.evaluate.long_short_k, cost_bps=config.evaluate.cost_bps, members=members_ic)
+                            k=k, cost_bps=config.evaluate.cost_bps, members=members_ic)
     report = {
         "split": panel.split,
         "test": {"first_target_day": panel.test_start.date().isoformat(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
@@ -338,4 +339,35 @@ def cross_section_report(report: dict[str, Any]) -> list[Table | str]:
                          fmt(result["mean_turnover"], "{:.2f}"), str(result["days"]))
     items: list[Table | str] = [ic_table, ls_table, f"[bold]{escape(report['verdict'])}[/]"]
     items += [f"[dim]{escape(note)}[/]" for note in report["notes"]]
+    return items
+
+
+# --- a global run -----------------------------------------------------------------------------------
+
+
+def global_report(report: dict[str, Any]) -> list[Table | str]:
+    """What `train --scope global` and `evaluate` on a global run print: the per-ticker table and the set's
+    verdict, the pooled ratio, then the cross-section (rank IC, long–short) and its verdict."""
+    test, pooled = report["test"], report["pooled_ratio"]
+    items: list[Table | str] = [
+        f"[bold]Global {report['model']['kind'].upper()}, {report['scope']}: {test['tickers']} tickers, "
+        f"test {test['first_target_day']} … {test['last_target_day']} ({test['windows']:,} windows)[/]"
+    ]
+    per_ticker = dict(report["per_ticker"])
+    if "folder" not in per_ticker:  # training prints before evaluate writes the files
+        per_ticker["folder"] = report.get("run_dir", "")
+    items += [item for item in universe_report(per_ticker) if not str(item).startswith("Wrote ")]
+    items.append(f"Pooled RMSE ratio to naive on log prices, every ticker's test windows: "
+                 f"{fmt(pooled['rmse_ratio_h1'])} (day 1), {fmt(pooled['rmse_ratio_all'])} (all days).")
+    skipped = report.get("skipped") or {}
+    if skipped:
+        items.append(f"[yellow]Left out: {len(skipped)} tickers[/]")
+        items += [f"  {escape(ticker)}: {escape(why)}" for ticker, why in list(skipped.items())[:SHOWN_FAILURES]]
+        if len(skipped) > SHOWN_FAILURES:
+            items.append(f"  … and {len(skipped) - SHOWN_FAILURES} more (evaluation.json lists every reason)")
+    items += cross_section_report(report["cross_section"])
+    files = report.get("files")
+    if files:
+        items.append(f"Wrote {', '.join(Path(path).name for path in files.values())} to "
+                     f"{escape(str(Path(files['evaluation']).parent))}")
     return items

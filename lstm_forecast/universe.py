@@ -529,6 +529,7 @@ def write_summary(folder: Path, rows: list[dict[str, Any]], report: dict[str, An
         [row["bh_qvalue"] for row in scored], Q_THRESHOLD, f"{len(scored)} tickers · test RMSE / naive",
         folder / UNIVERSE_PLOT,
     )
-    report["files"] = {name: str(folder / name) for name in (SUMMARY_CSV, SUMMARY_JSON, UNIVERSE_PLOT, RESULTS_FILE)}
+    names = (SUMMARY_CSV, SUMMARY_JSON, UNIVERSE_PLOT, RESULTS_FILE)  # a global run's folder has no results.jsonl
+    report["files"] = {name: str(folder / name) for name in names if name != RESULTS_FILE or (folder / name).exists()}
     report["folder"] = str(folder)
     atomic_write_text(folder / SUMMARY_JSON, json_text(report))
