@@ -1,0 +1,270 @@
+"""The global model: one network over a universe, a common calendar split, per-ticker scalers, gathered
+windows, the global bundle, and its per-ticker and cross-sectional evaluation."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import TINY_OVERRIDES, build_prices, error_line
+from typer.testing import CliRunner
+
+from lstm_forecast.cli import app
+from lstm_forecast.config import load_config
+from lstm_forecast.errors import ForecastError, UsageError
+from lstm_forecast.global_bundle import GLOBAL_FILE, PRICES_ARCHIVE, load_global_bundle
+from lstm_forecast.global_evaluate import evaluate_global
+from lstm_forecast.global_run import panel_forecasts, score_panel, train_global, train_members
+from lstm_forecast.panel import build_panel
+from lstm_forecast.prices import prices_to_csv
+from lstm_forecast.train import fingerprint
+from lstm_forecast.windows import WindowSpec, build_dataset_at, compute_features
+
+GLOBAL = [*TINY_OVERRIDES, "model.scope=global"]
+
+
+def frame_of(returns: np.ndarray, start: str = "2019-01-02", level: float = 50.0) -> pd.DataFrame:
+    """A price frame whose Adj Close has exactly these daily log returns."""
+    price = level * np.exp(np.cumsum(np.r_[0.0, returns]))
+    dates = pd.bdate_range(start, periods=len(price), name="Date").as_unit("ns")
+    return pd.DataFrame({"Open": price, "High": price * 1.01, "Low": price * 0.99, "Close": price,
+                         "Adj Close": price, "Volume": 1e6}, index=dates)
+
+
+def ar_universe(tickers: int, days: int, phi: float, seed: int) -> dict[str, pd.DataFrame]:
+    """Every ticker's return follows the same rule, r_t = phi * r_{t-1} + noise: a structure a pooled model can
+    learn and that ranks tomorrow's moves across tickers (phi = 0: pure noise)."""
+    rng = np.random.default_rng(seed)
+    universe = {}
+    for number in range(tickers):
+        noise = rng.normal(0, 0.01, days)
+        returns = np.zeros(days)
+        for t in range(1, days):
+            returns[t] = phi * returns[t - 1] + noise[t]
+        universe[f"T{number:02d}"] = frame_of(returns, level=5 + 10 * number)
+    return universe
+
+
+def write_cache(folder: Path, universe: dict[str, pd.DataFrame]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for ticker, frame in universe.items():
+        (folder / f"{ticker}.csv").write_bytes(prices_to_csv(frame))
+    return folder
+
+
+# --- the panel -------------------------------------------------------------------------------------
+
+
+def test_the_split_is_one_calendar_for_tickers_that_start_on_different_dates():
+    universe = {"EARLY": build_prices(400, "2020-01-02", seed=1), "LATE": build_prices(250, "2020-07-01", seed=2),
+                "MID": build_prices(320, "2020-04-01", seed=3)}
+    config = load_config(None, [*GLOBAL, "window.lookback=10", "window.horizon=3"])
+    panel = build_panel(universe, config)
+    val_start, test_start = panel.val_start.to_datetime64(), panel.test_start.to_datetime64()
+    assert panel.names == ["EARLY", "LATE", "MID"]
+    # No ticker's test day falls in any ticker's training period, nor its validation days.
+    assert panel.train.target_dates.max() < val_start
+    assert panel.val.target_dates.min() >= val_start and panel.val.target_dates.max() < test_start
+    assert panel.test.target_dates.min() >= test_start
+    for days in panel.tickers:  # the same two days split every ticker
+        assert days.dates[days.val_start] >= val_start > days.dates[days.val_start - 1]
+        assert days.dates[days.test_start] >= test_start > days.dates[days.test_start - 1]
+    # The fractions apply to the union of the tickers' days: 400 + the days only LATE/MID have (none here).
+    calendar = np.unique(np.concatenate([days.dates for days in panel.tickers]))
+    assert test_start == calendar[len(calendar) - round(len(calendar) * 0.2)]
+
+
+def test_configured_split_dates_hold_for_every_ticker_and_short_tickers_are_left_out_with_the_reason():
+    universe = {"AAA": build_prices(300, seed=1), "BBB": build_prices(300, seed=2),
+                "NEW": build_prices(40, "2021-01-04", seed=3)}
+    config = load_config(None, [*GLOBAL, "split.val_start=2020-09-01", "split.test_start=2020-11-02"])
+    panel = build_panel(universe, config)
+    assert panel.split == {"val_start": "2020-09-01", "test_start": "2020-11-02"}
+    assert panel.names == ["AAA", "BBB"]
+    assert "NEW" in panel.skipped and "before the validation period" in panel.skipped["NEW"]
+
+
+def test_gathered_windows_equal_the_materialised_windows_of_the_local_pipeline():
+    universe = {"AAA": build_prices(200, seed=1), "BBB": build_prices(170, "2020-02-03", seed=2)}
+    config = load_config(None, [*GLOBAL, "window.lookback=7", "window.horizon=2", "data.features=[log_return,range]"])
+    panel = build_panel(universe, config)
+    spec = WindowSpec.from_config(config)
+    for days in panel.tickers:
+        local = build_dataset_at(universe[days.ticker], spec, days.val_start, days.test_start)
+        assert local.scaler == days.scaler  # fitted on the ticker's own training days
+        for name in ("train", "val", "test"):
+            period, rows = getattr(panel, name), getattr(panel, name).of(days.index)
+            expected = getattr(local, name)
+            np.testing.assert_array_equal(period.inputs.materialise()[rows], expected.inputs)
+            np.testing.assert_array_equal(period.targets[rows], expected.targets)
+            np.testing.assert_array_equal(period.actual_prices[rows], expected.actual_prices)
+            np.testing.assert_array_equal(period.anchor_dates[rows], expected.anchor_dates)
+    # One array of days for all windows: memory grows with days x tickers, not x lookback.
+    assert panel.values.shape == (sum(len(compute_features(f, spec)) for f in universe.values()), 2)
+    assert panel.train.inputs.values is panel.values
+
+
+def test_each_ticker_is_scaled_by_its_own_training_days():
+    # BIG moves three times as much as SMALL, every day, and costs a hundred times more: scaled alike, the network
+    # sees the same inputs, so BIG's forecast returns are exactly three times SMALL's (means are zero).
+    rng = np.random.default_rng(4)
+    returns = rng.normal(0, 0.01, 300)
+    returns -= returns[:200].mean()
+    universe = {"SMALL": frame_of(returns, level=5.0), "BIG": frame_of(3 * returns, level=500.0)}
+    config = load_config(None, [*GLOBAL, "window.horizon=1", "split.val_start=2019-10-21",
+                                "split.test_start=2019-11-18"])
+    panel = build_panel(universe, config)
+    members, _ = train_members(panel, config)
+    forecasts = panel_forecasts(panel, panel.test, members)
+    small, big = (np.log(forecasts[t].model[:, 0] / forecasts[t].anchor_prices) for t in ("SMALL", "BIG"))
+    np.testing.assert_allclose(big, 3 * small, rtol=1e-4, atol=1e-9)
+    assert np.ptp(small) > 0
+
+
+# --- skill, or none ---------------------------------------------------------------------------------
+
+
+def scores_of(universe: dict[str, pd.DataFrame], *changes: str):
+    config = load_config(None, [*GLOBAL, "window.lookback=5", "window.horizon=1", "model.hidden_size=8",
+                                "train.epochs=6", "train.batch_size=64", *changes])
+    panel = build_panel(universe, config)
+    members, _ = train_members(panel, config)
+    return score_panel(panel, members, config, "lstm", [fingerprint(t, universe[t]) for t in panel.names]).report
+
+
+def test_a_shared_lagged_signal_gives_a_clearly_positive_ic_and_beats_naive():
+    report = scores_of(ar_universe(16, 420, phi=-0.5, seed=0))
+    ic = report["cross_section"]["ic"]["model"]
+    assert ic["mean"] > 0.2 and ic["t"] > 5
+    assert report["pooled_ratio"]["rmse_ratio_h1"] < 0.97
+    pooled = report["per_ticker"]["pooled_dm"]
+    assert pooled["pvalue"] < 0.01 and pooled["mean_differential"] < 0
+    assert "better than the random walk" in report["per_ticker"]["verdict"]
+    assert "ranks tomorrow's moves" in report["cross_section"]["verdict"]
+
+
+def test_pure_noise_gives_an_ic_near_zero_and_no_distinguishable_skill():
+    report = scores_of(ar_universe(16, 420, phi=0.0, seed=1))
+    ic = report["cross_section"]["ic"]["model"]
+    assert abs(ic["mean"]) < 0.05 and abs(ic["t"]) < 2.5
+    assert "not distinguishable from zero" in report["cross_section"]["verdict"]
+    assert 0.97 < report["pooled_ratio"]["rmse_ratio_all"] < 1.05
+
+
+# --- the bundle, end to end through the CLI ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def global_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    """A trained global run over five synthetic tickers, one of them broken and one too short."""
+    root = tmp_path_factory.mktemp("global")
+    universe = ar_universe(5, 260, phi=-0.3, seed=3)
+    data_dir = write_cache(root / "data", universe)
+    (data_dir / "SHORT.csv").write_bytes(prices_to_csv(build_prices(20, seed=9)))
+    (data_dir / "BROKEN.csv").write_text("Date,Close\n2020-01-02,abc\n")
+    overrides = [part for override in TINY_OVERRIDES for part in ("--set", override)]
+    result = CliRunner().invoke(app, ["train", "--all", "--data-dir", str(data_dir), "--runs-dir", str(root / "runs"),
+                                      "--scope", "global", "--seeds", "2", "--json", *overrides])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    return Path(report["run_dir"]), data_dir, report
+
+
+def test_a_global_run_writes_one_bundle_and_lists_the_tickers_left_out(global_run):
+    run_dir, _, report = global_run
+    assert run_dir.parent.name == "_global"
+    assert report["tickers"] == ["T00", "T01", "T02", "T03", "T04"]
+    assert set(report["per_ticker"]["rows"][0]) >= {"ticker", "rmse_ratio_all", "dm_pvalue", "bh_qvalue"}
+    assert [member["seed"] for member in report["training"]] == [0, 1]
+    bundle = load_global_bundle(run_dir)
+    assert bundle.names == report["tickers"] and bundle.seeds == [0, 1] and len(bundle.members) == 2
+    assert set(bundle.skipped) == {"SHORT", "BROKEN"}
+    assert "BROKEN" in bundle.skipped and "abc" in bundle.skipped["BROKEN"]
+    with zipfile.ZipFile(run_dir / PRICES_ARCHIVE) as archive:
+        assert sorted(archive.namelist()) == [f"{t}.csv" for t in report["tickers"]]
+
+
+def test_evaluate_rebuilds_the_run_from_its_recorded_prices_and_gives_trainings_numbers(global_run, tmp_path):
+    run_dir, data_dir, trained = global_run
+    for path in data_dir.glob("T0*.csv"):  # the caches are revised after training; the bundle's rows are not
+        path.write_bytes(prices_to_csv(build_prices(100, seed=7)))
+    evaluation = evaluate_global(run_dir)
+    report = evaluation.report
+    assert report["scope"] == "in universe"
+    assert report["cross_section"] == trained["cross_section"]
+    assert report["pooled_ratio"] == trained["pooled_ratio"]
+    assert [member["label"] for member in report["cross_section"]["members"]] == ["seed 0", "seed 1"]
+    for name in ("evaluation.json", "ic.png", "long_short.png", "summary.csv", "universe.png"):
+        assert (run_dir / name).stat().st_size > 0
+    result = CliRunner().invoke(app, ["evaluate", "--run", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert "Daily rank IC" in result.stdout and "Long–short diagnostic" in result.stdout
+    assert "survivor bias" in result.stdout
+
+
+def test_out_of_universe_tickers_are_scored_on_the_same_test_dates(global_run, tmp_path):
+    run_dir, _, trained = global_run
+    others = write_cache(tmp_path / "others", {f"N{i}": frame for i, frame in
+                                               enumerate(ar_universe(6, 260, phi=-0.3, seed=11).values())})
+    evaluation = evaluate_global(run_dir, ["T00", "N0", "N1", "N2", "N3", "N4", "N5"], others)
+    report = evaluation.report
+    assert report["scope"] == "out of universe"
+    assert [row["ticker"] for row in report["per_ticker"]["rows"]] == ["N0", "N1", "N2", "N3", "N4", "N5"]
+    assert report["test"]["first_target_day"] == trained["test"]["first_target_day"]
+    assert "T00" in evaluation.warnings[0]
+    assert (run_dir / "out_of_universe" / "evaluation.json").is_file()
+
+
+def test_a_damaged_global_bundle_is_one_error_naming_the_file(global_run, tmp_path):
+    import shutil
+
+    run_dir, _, _ = global_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    document = json.loads((copy / GLOBAL_FILE).read_text())
+    document["tickers"][1]["scaler"]["target_std"] = -1.0
+    (copy / GLOBAL_FILE).write_text(json.dumps(document))
+    with pytest.raises(ForecastError, match=r"global\.json.*damaged"):
+        load_global_bundle(copy)
+
+    shutil.rmtree(copy)
+    shutil.copytree(run_dir, copy)
+    with zipfile.ZipFile(copy / PRICES_ARCHIVE) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    entries["T01.csv"] = entries["T01.csv"].replace(b"\n2019-01-03,", b"\n2019-01-03,1", 1)
+    with zipfile.ZipFile(copy / PRICES_ARCHIVE, "w") as archive:
+        for name, content in entries.items():
+            archive.writestr(name, content)
+    with pytest.raises(ForecastError, match="T01's recorded prices do not match its fingerprint"):
+        evaluate_global(copy)
+
+
+def test_a_ticker_embedding_is_learned_but_refuses_tickers_it_never_saw(tmp_path):
+    universe = ar_universe(3, 200, phi=-0.3, seed=5)
+    data_dir = write_cache(tmp_path / "data", universe)
+    config = load_config(None, [*GLOBAL, "model.ticker_embedding=3"])
+    result = train_global(config, list(universe), data_dir, tmp_path / "runs")
+    bundle = load_global_bundle(result.run_dir)
+    assert (bundle.shape.ticker_embedding, bundle.shape.n_tickers) == (3, 3)
+    assert bundle.members[0].embedding.weight.shape == (3, 3)
+    with pytest.raises(UsageError, match="ticker embedding and knows only its 3 tickers"):
+        evaluate_global(result.run_dir, ["OTHER"], data_dir)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "fragment"),
+    [
+        (["-t", "AAA", "--scope", "global"], "give two or more"),
+        (["-t", "AAA", "--seeds", "3"], "a seed ensemble is a global model's"),
+        (["-t", "AAA,BBB", "--scope", "global", "--jobs", "2"], "a global model trains in one process"),
+        (["-t", "AAA,BBB", "--scope", "everywhere"], "model.scope"),
+    ],
+)
+def test_global_usage_errors_are_one_line(arguments, fragment, tmp_path):
+    result = CliRunner().invoke(app, ["train", *arguments, "--data-dir", str(tmp_path), "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert fragment in error_line(result)
