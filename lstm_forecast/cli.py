@@ -622,8 +622,12 @@ def predict(
     Over two or more tickers: one table of next-session forecasts ranked by the move, each beside its run's own
     test skill (RMSE ratio to naive, DM p, Benjamini–Hochberg q across the tickers). --format, --output and
     --level apply to it; --days and --run do not, and no fan charts are drawn. Exit 1 if a ticker failed."""
+    from lstm_forecast.global_bundle import is_global_run
     from lstm_forecast.predict import forecast_table, interval_note, run_predict
 
+    if run is not None and is_global_run(run):
+        predict_global(run, ticker or [], tickers_file, days, levels, output_format, output, refresh, data_dir)
+        return
     symbol = None
     if ticker or tickers_file or all_cached:
         if run is not None:
@@ -661,13 +665,52 @@ def predict(
         notes.print(f"Fan chart: {outcome.chart}", markup=False, soft_wrap=True)
 
 
+def predict_global(
+    run: Path, given: list[str], tickers_file: Path | None, days: int | None, levels: list[float] | None,
+    output_format: str | None, output: Path | None, refresh: bool, data_dir: Path | None,
+) -> None:
+    """`predict --run GLOBAL_RUN`: every ticker of the run (or those named), ranked, under the run's skill."""
+    from lstm_forecast.global_predict import run_global_screener
+    from lstm_forecast.universe import select_tickers
+
+    if days is not None:
+        raise UsageError("--days: a global run's screener shows the next session only")
+    tickers = select_tickers(given, tickers_file, False, None).tickers if given or tickers_file else []
+    with stop_on_signals() as stop:
+        screener, header = run_global_screener(run, tickers, levels or (), output_format, output, refresh, data_dir,
+                                               stop=stop)
+        show_screener(screener, header)
+        if screener.interrupted:
+            raise Interrupted("interrupted; the tickers not reached are listed as not run")
+        if screener.failed:
+            raise ForecastError(f"{len(screener.failed)} of {len(screener.rows)} tickers could not be forecast; "
+                                "the table gives each reason")
+
+
+def show_screener(screener: Any, header: str | None = None) -> None:
+    """The screener's table on stdout, or where it was written, or its JSON/CSV alone on stdout."""
+    from lstm_forecast.files import writes_in_place
+    from lstm_forecast.predict import screener_report
+
+    if screener.output is not None:
+        (stderr if writes_in_place(screener.output) else stdout).print(
+            f"Screener: {screener.output}", markup=False, soft_wrap=True)
+    elif screener.text is not None:  # JSON or CSV on stdout: nothing else may go there
+        sys.stdout.write(screener.text)
+    else:
+        wide = Console(highlight=False, width=10_000)  # the table's natural width, as `runs` prints it
+        if header:
+            wide.print(header, markup=False)
+        for item in screener_report(screener.rows):
+            wide.print(item, markup=False)
+
+
 def predict_screener(
     tickers: list[str], days: int | None, levels: list[float] | None, output_format: str | None,
     output: Path | None, refresh: bool, data_dir: Path | None, runs_dir: Path | None,
 ) -> None:
     """`predict` over two or more tickers: the ranked table; exit 1 when a ticker could not be forecast."""
-    from lstm_forecast.files import writes_in_place
-    from lstm_forecast.predict import run_screener, screener_report
+    from lstm_forecast.predict import run_screener
     from lstm_forecast.progress import TickerBar
 
     if days is not None:
@@ -677,15 +720,7 @@ def predict_screener(
         with TickerBar(stderr, len(tickers)) as bar:
             screener = run_screener(tickers, levels or (), output_format, output, refresh, data_dir, runs_dir,
                                     on_row=bar.update_row, stop=stop)
-        if screener.output is not None:
-            (stderr if writes_in_place(screener.output) else stdout).print(
-                f"Screener: {screener.output}", markup=False, soft_wrap=True)
-        elif screener.text is not None:  # JSON or CSV on stdout: nothing else may go there
-            sys.stdout.write(screener.text)
-        else:
-            wide = Console(highlight=False, width=10_000)  # the table's natural width, as `runs` prints it
-            for item in screener_report(screener.rows):
-                wide.print(item, markup=False)
+        show_screener(screener)
         if screener.interrupted:
             raise Interrupted("interrupted; the tickers not reached are listed as not run")
         if screener.failed:
