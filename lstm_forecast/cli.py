@@ -874,11 +874,16 @@ def compare(
     epochs: EpochsOption = None,
     data_dir: DataDirOption = None,
     runs_dir: RunsDirOption = None,
+    scopes: Annotated[
+        str | None, typer.Option("--scopes", metavar="LIST", help="local,global: a model per ticker against one "
+                                 "global model on the same dates, over two or more tickers.")
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Train each model type on identical data, windows and seed; one table, one loss-curve overlay.
 
-    Over two or more tickers, one comparison each, one after another; a ticker that fails stops no other."""
+    Over two or more tickers, one comparison each, one after another; a ticker that fails stops no other.
+    With --scopes local,global: local models and one global model side by side on the same test windows."""
     from lstm_forecast.compare import compare_models, parse_models
     from lstm_forecast.config import load_config
     from lstm_forecast.progress import EpochBars
@@ -887,6 +892,10 @@ def compare(
     kinds = parse_models(models)
     require_tickers(ctx, ticker, tickers_file, all_cached)
     settings = load_config(config, set_ or [], {"train.epochs": ("--epochs", epochs)})
+    if scopes is not None:
+        compare_scopes_command(settings, scopes, models, ticker or [], tickers_file, all_cached, data_dir, runs_dir,
+                               json_output)
+        return
     if tickers_file is not None or all_cached or len(ticker) != 1 or "," in ticker[0]:
         compare_universe_command(settings, kinds, ticker or [], tickers_file, all_cached, data_dir, runs_dir,
                                  json_output)
@@ -906,6 +915,45 @@ def compare(
             raise Interrupted(
                 f"comparison interrupted; the models finished so far were saved to {comparison.compare_dir}"
             )
+
+
+def compare_scopes_command(
+    settings: Any, scopes: str, models: str, given: list[str], tickers_file: Path | None, all_cached: bool,
+    data_dir: Path | None, runs_dir: Path | None, json_output: bool,
+) -> None:
+    """`compare --scopes local,global`: one bar over the local tickers after the global model's epochs."""
+    from lstm_forecast.compare import DEFAULT_MODELS, compare_scopes, parse_scopes
+    from lstm_forecast.report import scopes_report
+    from lstm_forecast.universe import plan_training
+
+    parse_scopes(scopes)
+    if models != DEFAULT_MODELS:
+        raise UsageError("--scopes compares local and global models of one type (model.type or --set "
+                         "model.type=…); give --models without --scopes")
+    plan = plan_training(settings, given, tickers_file, all_cached, data_dir, runs_dir)
+    warn(plan.warnings)
+    from lstm_forecast.global_run import member_labels
+    from lstm_forecast.progress import EpochBars, TickerBar
+
+    labels = member_labels(settings)
+
+    def on_epoch(label: str, record: Any) -> None:
+        if label in labels:
+            bars.update(record, label)
+        else:
+            tickers.update_epoch(label.removeprefix("local "), record)
+
+    with stop_on_signals() as stop:
+        with EpochBars(stderr, labels, settings.train.epochs) as bars, TickerBar(stderr, len(plan.tickers)) as tickers:
+            comparison = compare_scopes(settings, plan.tickers, plan.data_dir, plan.runs_dir, on_epoch,
+                                        tickers.update_row, stop)
+        if json_output:
+            print_json(comparison.report)
+        else:
+            for item in scopes_report(comparison.report):
+                stdout.print(item)
+        if comparison.interrupted or stop.is_set():
+            raise Interrupted(f"comparison interrupted; what finished was saved to {comparison.compare_dir}")
 
 
 def compare_universe_command(

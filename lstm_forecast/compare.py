@@ -1,4 +1,4 @@
-"""Compare recurrent cores on identical footing: simple RNN vs GRU vs LSTM.
+"""Compare on identical footing: simple RNN vs GRU vs LSTM on one ticker, or local vs global models on many.
 
 Each model type is trained by train.train_ticker with the same prices, windows, config and seed, only
 `model.type` differing, so each gets a full run bundle of its own. The comparison itself goes into
@@ -7,6 +7,11 @@ forecasts beside the naive and drift forecasts on the same windows, and its loss
 `compare_curves.png`: training and validation loss in panels of their own, all models overlaid, and each
 model's test RMSE ratio with its Diebold-Mariano p-value. Like a bundle, the folder is written into a
 hidden temp directory and renamed into place only when complete.
+
+`compare_scopes` (`compare --scopes local,global` over a universe) trains a model per ticker and one global
+model with the same config, seed and calendar split (the global panel's dates, set for every local run), so
+both are scored on the same test windows: pooled RMSE ratio, the set's verdict, the rank IC and the
+long–short diagnostic side by side, in `<runs-dir>/_compare/<id>/` (compare.json, compare_curves.png).
 """
 
 from __future__ import annotations
@@ -163,3 +168,142 @@ def write_comparison(
             raise ForecastError(f"cannot write the comparison {where}: {exc.strerror or exc}") from None
         raise
     return final_dir
+
+
+# --- local vs global over a universe ------------------------------------------------------------------
+
+SCOPES = ("local", "global")
+SCOPES_DIR = "_compare"
+
+
+def parse_scopes(text: str) -> list[str]:
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    if sorted(names) != sorted(SCOPES):
+        raise UsageError(f"--scopes {text!r}: expected local,global (both, each once)")
+    return names
+
+
+def compare_scopes(
+    config: Config,
+    tickers: list[str],
+    data_dir: Path,
+    runs_dir: Path,
+    on_epoch: Callable[[str, EpochRecord], None] | None = None,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+    stop: StopRequest | None = None,
+) -> Comparison:
+    """Train one global model and a local model per ticker on the same dates, config and seed; write the
+    side-by-side comparison. The tickers the global panel leaves out (too short) are left out of both.
+    `on_epoch(label, record)` hears the global members' epochs ("seed 0") and the local ones' ("local T")."""
+    from lstm_forecast.global_run import check_global, cross_section_of, pooled_ratio, train_global
+    from lstm_forecast.universe import train_universe
+
+    global_config = config.model_copy(update={"model": config.model.model_copy(update={"scope": "global"})})
+    check_global(global_config, tickers)
+    result = train_global(global_config, tickers, data_dir, runs_dir,
+                          on_epoch=on_epoch,
+                          stop=stop)
+    if stop is not None and stop.is_set():
+        raise Interrupted(f"interrupted; the global run was saved to {result.run_dir}, no local model was trained")
+    split = result.report["split"]
+    dated = config.model_copy(update={
+        "model": config.model.model_copy(update={"scope": "local", "ticker_embedding": 0}),
+        "split": config.split.model_copy(update={"val_start": _date(split["val_start"]),
+                                                 "test_start": _date(split["test_start"])}),
+    })
+    local = train_universe(dated, result.tickers, data_dir, runs_dir, stop=stop, on_row=on_row,
+                           on_epoch=(lambda ticker, record: on_epoch(f"local {ticker}", record)) if on_epoch else None)
+    forecasts, last_returns, train_means, curves = local_test_forecasts(local.rows)
+    local_section = cross_section_of(forecasts, last_returns, train_means, config)
+
+    scopes = {
+        "local": {"universe_dir": str(local.folder), "pooled_ratio": pooled_ratio(forecasts.values()),
+                  "per_ticker": _set_summary(local.report), "cross_section": local_section.to_dict()},
+        "global": {"run_dir": str(result.run_dir), "pooled_ratio": result.report["pooled_ratio"],
+                   "per_ticker": _set_summary(result.report["per_ticker"]),
+                   "cross_section": result.report["cross_section"]},
+    }
+    report = {"tickers": result.tickers, "left_out": result.skipped, "split": split, "seed": config.train.seed,
+              "model": config.model.type, "interrupted": local.interrupted, "scopes": scopes}
+    global_history = _global_curve(Path(result.run_dir))
+    plot_curves = {"LOCAL (mean)": curves, "GLOBAL": global_history}
+    folder = write_scopes(runs_dir, report, plot_curves)
+    return Comparison(compare_dir=folder, report=report, interrupted=local.interrupted)
+
+
+def _date(text: str) -> Any:
+    from datetime import date
+
+    return date.fromisoformat(text)
+
+
+def _set_summary(report: dict[str, Any]) -> dict[str, Any]:
+    keys = ("tickers", "trained", "better_at_q05", "worse_at_q05", "median_rmse_ratio", "pooled_dm", "verdict")
+    return {key: report[key] for key in keys}
+
+
+def local_test_forecasts(rows: list[dict[str, Any]]) -> tuple[dict, dict, dict, tuple[list, list, list]]:
+    """Each local run's test forecasts (rebuilt from its bundle, as evaluate does), the anchor days' returns,
+    the training means, and the tickers' mean loss curve (over the tickers still training at each epoch)."""
+    import numpy as np
+    import pandas as pd
+
+    from lstm_forecast.bundle import HISTORY_FILE, load_bundle
+    from lstm_forecast.evaluate import rebuild_dataset
+    from lstm_forecast.scoring import period_forecasts
+
+    forecasts, last_returns, train_means, histories = {}, {}, {}, []
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        bundle = load_bundle(row["run_dir"])
+        prices = bundle.prices()
+        dataset = rebuild_dataset(bundle, prices)
+        period = period_forecasts(bundle.model, dataset.test, dataset)
+        close = prices[dataset.spec.price_column_name]
+        returns = pd.Series(np.log(close).diff().to_numpy(), index=prices.index)
+        ticker = row["ticker"]
+        forecasts[ticker] = period
+        last_returns[ticker] = returns.reindex(pd.DatetimeIndex(period.anchor_dates)).to_numpy()
+        train_means[ticker] = bundle.baselines["train_mean_log_return"]
+        histories.append(pd.read_csv(Path(row["run_dir"]) / HISTORY_FILE).set_index("epoch"))
+    if not forecasts:
+        raise ForecastError("no local model could be trained; the universe folder gives each reason")
+    mean = pd.concat([history[["train_loss", "val_loss"]] for history in histories]).groupby(level=0).mean()
+    return forecasts, last_returns, train_means, (mean.index.tolist(), mean["train_loss"].tolist(),
+                                                  mean["val_loss"].tolist())
+
+
+def _global_curve(run_dir: Path) -> tuple[list, list, list]:
+    import pandas as pd
+
+    from lstm_forecast.bundle import HISTORY_FILE
+
+    history = pd.read_csv(run_dir / HISTORY_FILE)
+    first = history[history["seed"] == history["seed"].iloc[0]]
+    return first["epoch"].tolist(), first["train_loss"].tolist(), first["val_loss"].tolist()
+
+
+def write_scopes(runs_dir: Path, report: dict[str, Any], curves: dict[str, tuple[list, list, list]]) -> Path:
+    """compare.json and compare_curves.png into `<runs_dir>/_compare/<id>/`, atomically."""
+    parent = Path(runs_dir) / SCOPES_DIR
+    tmp_dir = make_temp_dir(parent, "a comparison")
+
+    def write_report(final_dir: Path) -> None:
+        report["compare_dir"] = str(final_dir)
+        report["files"] = {"compare": str(final_dir / COMPARE_FILE), "curves": str(final_dir / CURVES_FILE)}
+        (tmp_dir / COMPARE_FILE).write_text(json_text(report), encoding="utf-8")
+
+    try:
+        scopes = report["scopes"]
+        test_scores = {name.upper(): (scopes[name]["pooled_ratio"]["rmse_ratio_all"],
+                                      format_pvalue(scopes[name]["per_ticker"]["pooled_dm"]["pvalue"]))
+                       for name in SCOPES}
+        title = f"{len(report['tickers'])} tickers · local vs global {report['model'].upper()} · same dates and seed"
+        plots.compare_curves(curves, None, test_scores, title, tmp_dir / CURVES_FILE)
+        return publish_as_free_name(tmp_dir, parent, new_run_id(), write_report)
+    except BaseException as exc:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise ForecastError(f"cannot write the comparison in {parent}: {exc.strerror or exc}") from None
+        raise

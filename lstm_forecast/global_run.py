@@ -226,7 +226,6 @@ def score_panel(
 ) -> PanelScores:
     """The test period's report: per-ticker rows with BH q-values and the pooled DM test, the pooled RMSE
     ratio, and the cross-section (rank IC, long–short). The members' own ICs stand beside the ensemble's."""
-    from lstm_forecast.crosssection import cross_section
     from lstm_forecast.universe import scored_record, universe_report
 
     test = panel.test
@@ -247,13 +246,14 @@ def score_panel(
     for row in rows:
         row["run_dir"] = None  # one run for all: its folder is the report's
     per_ticker["rows"] = rows
-    frames = cross_section_frames(panel, test, [panel.to_prices(test, p) for p in predictions])
-    members_ic = ({label: frame for label, frame in zip(member_labels(config), frames["members"], strict=True)}
-                  if len(members) > 1 else None)
-    # A small universe cannot fill k longs and k shorts: the book shrinks to half the tickers, and says so.
-    k = max(1, min(config.evaluate.long_short_k, len(panel.tickers) // 2))
-    section = cross_section(frames["predicted"], frames["realised"], frames["last_return"], frames["train_mean"],
-                            k=k, cost_bps=config.evaluate.cost_bps, members=members_ic)
+    members_ic = None
+    if len(members) > 1:
+        member_prices = [panel.to_prices(test, scaled) for scaled in predictions]
+        members_ic = {label: {days.ticker: prices[test.of(days.index)] for days in panel.tickers}
+                      for label, prices in zip(member_labels(config), member_prices, strict=True)}
+    last_returns = {days.ticker: test.last_return[test.of(days.index)] for days in panel.tickers}
+    train_means = {days.ticker: days.train_mean_log_return for days in panel.tickers}
+    section = cross_section_of(forecasts, last_returns, train_means, config, members_ic)
     report = {
         "split": panel.split,
         "test": {"first_target_day": panel.test_start.date().isoformat(),
@@ -266,25 +266,30 @@ def score_panel(
     return PanelScores(report=report, section=section, forecasts=forecasts)
 
 
-def cross_section_frames(panel: Panel, period: PanelSplit, member_prices: list[np.ndarray]) -> dict[str, Any]:
-    """Days × tickers frames of the day-1 forecast and realised log returns, the anchor day's return and each
-    ticker's training mean: what the rank IC and the long–short diagnostic read."""
-    names = np.array(panel.names)[period.ticker]
-    anchors = pd.DatetimeIndex(period.anchor_dates)
+def cross_section_of(
+    forecasts: dict[str, PeriodForecasts], last_returns: dict[str, np.ndarray], train_means: dict[str, float],
+    config: Config, member_models: dict[str, dict[str, np.ndarray]] | None = None,
+) -> Any:
+    """The cross-section of per-ticker test forecasts (a global run's, or local runs' side by side): days ×
+    tickers frames of the day-1 forecast and realised log returns, the anchor day's return and each ticker's
+    training mean, judged by crosssection.cross_section. `member_models`: label -> ticker -> model prices."""
+    from lstm_forecast.crosssection import cross_section
 
-    def frame(values: np.ndarray) -> pd.DataFrame:
-        return pd.DataFrame({"day": anchors, "ticker": names, "value": values}).pivot(
-            index="day", columns="ticker", values="value")
+    def frame(values: dict[str, np.ndarray]) -> pd.DataFrame:
+        columns = {ticker: pd.Series(column, index=pd.DatetimeIndex(forecasts[ticker].anchor_dates))
+                   for ticker, column in values.items()}
+        return pd.DataFrame(columns).sort_index()
 
-    anchor_log = np.log(period.anchor_prices)
-    ensemble = np.mean(member_prices, axis=0)
-    return {
-        "predicted": frame(np.log(ensemble[:, 0]) - anchor_log),
-        "realised": frame(np.log(period.actual_prices[:, 0]) - anchor_log),
-        "last_return": frame(period.last_return),
-        "train_mean": pd.Series({days.ticker: days.train_mean_log_return for days in panel.tickers}),
-        "members": [frame(np.log(prices[:, 0]) - anchor_log) for prices in member_prices],
-    }
+    def day_one(prices: dict[str, np.ndarray]) -> pd.DataFrame:
+        return frame({t: np.log(prices[t][:, 0] / forecasts[t].anchor_prices) for t in forecasts})
+
+    members = {label: day_one(models) for label, models in (member_models or {}).items()} or None
+    # A small universe cannot fill k longs and k shorts: the book shrinks to half the tickers (the table says k).
+    k = max(1, min(config.evaluate.long_short_k, len(forecasts) // 2))
+    return cross_section(day_one({t: f.model for t, f in forecasts.items()}),
+                         day_one({t: f.actual for t, f in forecasts.items()}), frame(last_returns),
+                         pd.Series(train_means, dtype=np.float64), k=k, cost_bps=config.evaluate.cost_bps,
+                         members=members)
 
 
 def pooled_ratio(forecasts: Any) -> dict[str, Any]:

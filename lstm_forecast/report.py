@@ -371,3 +371,49 @@ def global_report(report: dict[str, Any]) -> list[Table | str]:
         items.append(f"Wrote {', '.join(Path(path).name for path in files.values())} to "
                      f"{escape(str(Path(files['evaluation']).parent))}")
     return items
+
+
+def scopes_report(report: dict[str, Any]) -> list[Table | str]:
+    """What `compare --scopes local,global` prints: both scopes side by side on the same test windows."""
+    scopes = report["scopes"]
+    table = Table(title=f"Local vs global {report['model'].upper()} on {len(report['tickers'])} tickers, same dates "
+                        f"(test from {report['split']['test_start']}) and seed {report['seed']}",
+                  title_justify="left", header_style="bold")
+    table.add_column("", no_wrap=True)
+    for name in scopes:
+        table.add_column(name, justify="right", no_wrap=True)
+
+    def ic(section: dict[str, Any], key: str) -> str:
+        summary = section["ic"][key]
+        return f"{fmt(summary['mean'], '{:+.4f}')} (t {fmt(summary['t'], '{:.2f}')})"
+
+    def strategy(scope: dict[str, Any], name: str) -> dict[str, Any]:
+        return scope["cross_section"]["long_short"]["strategies"][name]
+
+    rows = {
+        "pooled RMSE/naive, day 1": lambda scope: fmt(scope["pooled_ratio"]["rmse_ratio_h1"]),
+        "pooled RMSE/naive, all days": lambda scope: fmt(scope["pooled_ratio"]["rmse_ratio_all"]),
+        "pooled DM p": lambda scope: format_pvalue(scope["per_ticker"]["pooled_dm"]["pvalue"]),
+        "tickers better / worse (q < .05)": lambda scope: (f"{scope['per_ticker']['better_at_q05']} / "
+                                                           f"{scope['per_ticker']['worse_at_q05']}"),
+        "mean rank IC (HAC t)": lambda scope: ic(scope["cross_section"], "model"),
+        "beyond train mean (partial IC)": lambda scope: ic(scope["cross_section"], "beyond_train_mean"),
+        "long–short Sharpe ± SE (net)": lambda scope: _sharpe(strategy(scope, "model")),
+        "reversal baseline Sharpe": lambda scope: _sharpe(strategy(scope, "reversal")),
+    }
+    for label, cell in rows.items():
+        table.add_row(label, *(cell(scope) for scope in scopes.values()))
+    items: list[Table | str] = [table]
+    for name, scope in scopes.items():
+        items.append(f"{name}: {escape(scope['per_ticker']['verdict'])}.")
+        items.append(f"{name}: {escape(scope['cross_section']['verdict'])}")
+    if report["left_out"]:
+        items.append(f"[yellow]Left out of both: {escape(', '.join(report['left_out']))} (compare.json says why)[/]")
+    if report["interrupted"]:
+        items.append("[yellow]Interrupted: the local side covers the tickers finished before the stop.[/]")
+    items.append(f"Wrote {escape(report['files']['compare'])} and {escape(report['files']['curves'])}")
+    return items
+
+
+def _sharpe(result: dict[str, Any]) -> str:
+    return "—" if result["sharpe"] is None else f"{result['sharpe']:+.2f} ± {result['sharpe_se']:.2f}"

@@ -268,3 +268,61 @@ def test_global_usage_errors_are_one_line(arguments, fragment, tmp_path):
     result = CliRunner().invoke(app, ["train", *arguments, "--data-dir", str(tmp_path), "--runs-dir", str(tmp_path)])
     assert result.exit_code == 2, result.output
     assert fragment in error_line(result)
+
+
+# --- predict and compare ------------------------------------------------------------------------------
+
+
+def test_predict_ranks_every_ticker_of_the_run_under_its_skill_and_lists_one_that_ends_early(global_run, tmp_path):
+    run_dir, _, trained = global_run
+    cache = write_cache(tmp_path / "cache", ar_universe(5, 260, phi=-0.3, seed=3))
+    short = cache / "T02.csv"
+    frame = ar_universe(5, 260, phi=-0.3, seed=3)["T02"]
+    short.write_bytes(prices_to_csv(frame.iloc[:-3]))
+    result = CliRunner().invoke(app, ["predict", "--run", str(run_dir), "--data-dir", str(cache), "--format", "json"])
+    assert result.exit_code == 1  # one ticker could not be forecast with the others
+    document = json.loads(result.stdout)
+    assert "mean rank IC" in document["skill"]
+    ranked = [row for row in document["rows"] if row["rank"]]
+    assert [row["ticker"] for row in ranked] != [] and "T02" not in [row["ticker"] for row in ranked]
+    changes = [row["change_pct"] for row in ranked]
+    assert changes == sorted(changes, reverse=True)
+    assert {row["last_date"] for row in ranked} == {"2020-01-01"}  # business days: the holiday is a row here
+    assert {row["session"] for row in ranked} == {"2020-01-02"}  # the next NYSE session
+    behind = next(row for row in document["rows"] if row["ticker"] == "T02")
+    assert behind["status"] == "failed" and "before the others'" in behind["note"]
+    first = trained["per_ticker"]["rows"]
+    assert {row["ticker"]: row["rmse_ratio_all"] for row in first}[ranked[0]["ticker"]] == ranked[0]["rmse_ratio"]
+
+
+def test_predict_from_the_bundle_alone_is_deterministic(global_run, tmp_path):
+    run_dir, _, _ = global_run
+    arguments = ["predict", "--run", str(run_dir), "--data-dir", str(tmp_path / "empty"), "--format", "csv"]
+    first, second = (CliRunner().invoke(app, arguments) for _ in range(2))
+    assert first.exit_code == 0, first.output
+    assert first.stdout == second.stdout and first.stdout.count("\n") == 6  # header and the five tickers
+    assert "stale" in first.stdout  # nothing cached: forecast from the recorded rows, flagged
+
+
+def test_compare_scopes_trains_local_and_global_on_the_same_dates(tmp_path):
+    data_dir = write_cache(tmp_path / "data", ar_universe(4, 220, phi=-0.3, seed=8))
+    overrides = [part for override in TINY_OVERRIDES for part in ("--set", override)]
+    result = CliRunner().invoke(app, ["compare", "--scopes", "local,global", "--all", "--data-dir", str(data_dir),
+                                      "--runs-dir", str(tmp_path / "runs"), "--json", *overrides])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert list(report["scopes"]) == ["local", "global"]
+    local, global_ = report["scopes"]["local"], report["scopes"]["global"]
+    assert local["per_ticker"]["trained"] == global_["per_ticker"]["trained"] == 4
+    # Identical test windows: the same number of cross-sectional days and of pooled windows.
+    assert local["pooled_ratio"]["windows"] == global_["pooled_ratio"]["windows"]
+    assert local["cross_section"]["days"] == global_["cross_section"]["days"]
+    for bundle in (tmp_path / "runs").glob("T0*/*/bundle.json"):
+        assert json.loads(bundle.read_text())["split"] == report["split"]
+    assert Path(report["files"]["curves"]).stat().st_size > 0
+
+
+def test_compare_scopes_refuses_a_list_of_models(tmp_path):
+    result = CliRunner().invoke(app, ["compare", "--scopes", "local,global", "--models", "gru", "-t", "A,B",
+                                      "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "--scopes compares" in error_line(result)
