@@ -50,7 +50,7 @@ from lstm_forecast.bundle import (
     read_weights,
     record_fields,
 )
-from lstm_forecast.config import Config
+from lstm_forecast.config import MAX_SEED, Config
 from lstm_forecast.errors import ForecastError, UsageError
 from lstm_forecast.files import json_text, make_temp_dir, publish_as_free_name, read_bounded
 from lstm_forecast.model import Forecaster, ModelShape
@@ -129,7 +129,7 @@ class GlobalDocument(_Record):
     model: ShapeRecord
     window: WindowRecord
     split: SplitRecord
-    seeds: Annotated[list[int], Field(min_length=1, max_length=20)]
+    seeds: Annotated[list[Annotated[int, Field(ge=0, le=MAX_SEED)]], Field(min_length=1, max_length=20)]
     tickers: Annotated[list[TickerRecord], Field(min_length=1, max_length=MAX_TICKERS)]
     training: Annotated[list[TrainingRecord], Field(min_length=1, max_length=20)]
     skipped: Annotated[dict[str, Annotated[str, Field(max_length=2000)]], Field(max_length=MAX_TICKERS)]

@@ -712,7 +712,33 @@ def run_summaries(
                 "path": str(run_dir),
             }
         )
+    if symbol is None:
+        rows += global_run_summaries(folder)
     return folder, rows
+
+
+def global_run_summaries(folder: Path) -> list[dict[str, Any]]:
+    """The `runs` rows of the global runs in `folder`: the ticker column counts the tickers, the ratio is the
+    pooled test RMSE ratio on log prices."""
+    from lstm_forecast.bundle import CONFIG_FILE
+    from lstm_forecast.global_bundle import GLOBAL_FILE, list_global_runs
+
+    rows = []
+    for run_dir in list_global_runs(folder):
+        document = _read_json_or_empty(run_dir / GLOBAL_FILE)
+        tickers, training = document.get("tickers"), document.get("training")
+        first = training[0] if isinstance(training, list) and training and isinstance(training[0], dict) else {}
+        interrupted = any(isinstance(m, dict) and m.get("interrupted") is True for m in training or [])
+        ratio = _ratio(_dig(_read_json_or_empty(run_dir / "metrics.json"), "pooled_ratio", "rmse_ratio_all"))
+        count = len(tickers) if isinstance(tickers, list) else None
+        rows.append({
+            "run_id": run_dir.name, "ticker": f"global ({count} tickers)" if count else None,
+            "model": _text(_dig(document, "model", "kind")), "created": _text(document.get("created_at")),
+            "epochs": _count(first.get("epochs_run")), "test_rmse_ratio": ratio, "interrupted": interrupted,
+            "evaluated": (run_dir / "evaluation.json").is_file(), "config": config_differences(run_dir / CONFIG_FILE),
+            "damaged": not (count and _dig(document, "model", "kind")), "path": str(run_dir),
+        })
+    return rows
 
 
 def scores_on_test(run_dir: Path) -> tuple[float | None, float | None]:

@@ -326,3 +326,30 @@ def test_compare_scopes_refuses_a_list_of_models(tmp_path):
     result = CliRunner().invoke(app, ["compare", "--scopes", "local,global", "--models", "gru", "-t", "A,B",
                                       "--data-dir", str(tmp_path)])
     assert result.exit_code == 2 and "--scopes compares" in error_line(result)
+
+
+def test_runs_lists_a_global_run_with_its_pooled_ratio(global_run):
+    run_dir, _, trained = global_run
+    result = CliRunner().invoke(app, ["runs", "--runs-dir", str(run_dir.parent.parent), "--json"])
+    assert result.exit_code == 0, result.output
+    row = next(row for row in json.loads(result.stdout)["runs"] if row["path"] == str(run_dir))
+    assert row["ticker"] == "global (5 tickers)" and not row["damaged"]
+    assert row["test_rmse_ratio"] == trained["pooled_ratio"]["rmse_ratio_all"]
+
+
+def test_a_stop_during_the_first_member_keeps_it_and_trains_no_other(tmp_path):
+    import threading
+
+    universe = ar_universe(3, 200, phi=-0.3, seed=6)
+    data_dir = write_cache(tmp_path / "data", universe)
+    config = load_config(None, [*GLOBAL, "train.seeds=3", "train.epochs=5"])
+    stop = threading.Event()
+
+    def on_epoch(label, record):
+        if record.epoch == 2:
+            stop.set()  # as Ctrl-C would: the current batch ends, the best epoch so far is kept
+
+    result = train_global(config, list(universe), data_dir, tmp_path / "runs", on_epoch=on_epoch, stop=stop)
+    assert result.interrupted and [member["seed"] for member in result.training] == [0]
+    assert result.training[0]["epochs_run"] == 2
+    assert load_global_bundle(result.run_dir).seeds == [0]
