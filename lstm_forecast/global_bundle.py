@@ -217,6 +217,11 @@ def save_global_bundle(
     return bundle.run_dir
 
 
+def check_writable(runs_dir: Path) -> None:
+    """Fail before training rather than after it when the bundle could not be written there."""
+    shutil.rmtree(make_temp_dir(Path(runs_dir) / GLOBAL_DIR, "a global run bundle"), ignore_errors=True)
+
+
 def prices_archive(prices: dict[str, pd.DataFrame]) -> bytes:
     """Each ticker's rows as its canonical CSV (the bytes its fingerprint hashes), deflated into one zip."""
     from lstm_forecast.data import cache_name

@@ -24,7 +24,7 @@ from lstm_forecast.errors import ForecastError, UsageError
 from lstm_forecast.files import atomic_write_text, json_text
 from lstm_forecast.global_bundle import GlobalBundle, load_global_bundle
 from lstm_forecast.global_run import score_panel
-from lstm_forecast.panel import build_panel
+from lstm_forecast.panel import build_panel, reasons
 
 EVALUATION_FILE = "evaluation.json"
 IC_PLOT = "ic.png"
@@ -55,7 +55,7 @@ def evaluate_global(run_dir: Path, tickers: list[str] | None = None, data_dir: P
             except ForecastError as exc:
                 skipped[ticker] = str(exc)
         if not prices:
-            raise ForecastError("no ticker could be read: " + "; ".join(f"{t}: {why}" for t, why in skipped.items()))
+            raise ForecastError(f"no ticker could be read: {reasons(skipped)}")
         panel = build_panel(prices, config, split=bundle.split)
         skipped |= panel.skipped
         fingerprints = [fingerprint(name, prices[name]) for name in panel.names]

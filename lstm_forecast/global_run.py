@@ -28,10 +28,10 @@ from lstm_forecast import baselines, data, plots
 from lstm_forecast.bundle import LOSS_CURVE_FILE, new_run_id, resolve_runs_dir
 from lstm_forecast.config import Config, config_hash
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError
-from lstm_forecast.global_bundle import GlobalBundle, TickerRecordData, save_global_bundle
+from lstm_forecast.global_bundle import GlobalBundle, TickerRecordData, check_writable, save_global_bundle
 from lstm_forecast.metrics import lag_copy_diagnostic
 from lstm_forecast.model import Forecaster, ModelShape, check_trainable
-from lstm_forecast.panel import Panel, PanelSplit, build_panel
+from lstm_forecast.panel import Panel, PanelSplit, build_panel, reasons
 from lstm_forecast.scoring import PeriodForecasts, iso_day, log_loss_differential, score_forecasts
 from lstm_forecast.sessions import check_calendar
 from lstm_forecast.trainer import (
@@ -103,13 +103,13 @@ def train_global(
         if stop is not None and stop.is_set():
             raise Interrupted("interrupted while reading the prices; nothing was trained")
     if not prices:
-        raise ForecastError("no ticker could be read: " + "; ".join(f"{t}: {why}" for t, why in skipped.items()))
+        raise ForecastError(f"no ticker could be read: {reasons(skipped)}")
     resolve_device(config.train.device)
     panel = build_panel(prices, config)
     skipped |= panel.skipped
     if len(panel.tickers) < 2:
-        raise ForecastError(f"only {len(panel.tickers)} ticker has enough days for a global model: "
-                            + "; ".join(f"{t}: {why}" for t, why in skipped.items()))
+        raise ForecastError(f"only {len(panel.tickers)} ticker has enough days for a global model: {reasons(skipped)}")
+    check_writable(runs)  # before training: hours of it are lost otherwise
     members, results = train_members(panel, config, on_epoch, stop)
     shape = members[0].shape
     val = panel_forecasts(panel, panel.val, members)

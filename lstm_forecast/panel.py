@@ -131,7 +131,7 @@ def build_panel(prices: dict[str, pd.DataFrame], config: Config, split: dict[str
         except ForecastError as exc:
             skipped[ticker] = str(exc)
     if not features:
-        raise ForecastError("no ticker left to train on: " + "; ".join(f"{t}: {why}" for t, why in skipped.items()))
+        raise ForecastError(f"no ticker left to train on: {reasons(skipped)}")
     if split is None:
         val_day, test_day = common_split([frame.index.to_numpy() for frame in features.values()], config)
     else:
@@ -163,7 +163,7 @@ def build_panel(prices: dict[str, pd.DataFrame], config: Config, split: dict[str
         offset += len(dates)
     if not tickers:
         raise ForecastError(f"no ticker has enough days around the split ({val_day.date()}, {test_day.date()}) "
-                            f"for one window: {'; '.join(f'{t}: {why}' for t, why in skipped.items())}")
+                            f"for one window: {reasons(skipped)}")
 
     values = np.concatenate(blocks)
     scaled_targets = {days.ticker: _scaled_target(days, spec) for days in tickers}
@@ -177,6 +177,15 @@ def build_panel(prices: dict[str, pd.DataFrame], config: Config, split: dict[str
 
     return Panel(spec=spec, tickers=tickers, values=values, train=period("train"), val=period("val"),
                  test=period("test"), val_start=val_day, test_start=test_day, skipped=skipped)
+
+
+def reasons(skipped: dict[str, str], shown: int = 2) -> str:
+    """The first few tickers left out and why, and how many more: one error line, however many there are."""
+    from lstm_forecast.errors import shorten
+
+    listed = "; ".join(f"{ticker}: {shorten(why, 120)}" for ticker, why in list(skipped.items())[:shown])
+    more = len(skipped) - shown
+    return listed + (f"; and {more} more" if more > 0 else "")
 
 
 def _too_short(days: int, val_start: int, test_start: int, spec: WindowSpec, val_day: pd.Timestamp,

@@ -353,3 +353,17 @@ def test_a_stop_during_the_first_member_keeps_it_and_trains_no_other(tmp_path):
     assert result.interrupted and [member["seed"] for member in result.training] == [0]
     assert result.training[0]["epochs_run"] == 2
     assert load_global_bundle(result.run_dir).seeds == [0]
+
+
+def test_a_universe_of_broken_tickers_is_one_short_error_line(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for number in range(30):
+        (data_dir / f"B{number:02d}.csv").write_text("Date,Close\n2020-01-02,abc\n")
+    overrides = [part for override in TINY_OVERRIDES for part in ("--set", override)]
+    result = CliRunner().invoke(app, ["train", "--all", "--scope", "global", "--data-dir", str(data_dir),
+                                      "--runs-dir", str(tmp_path / "runs"), *overrides])
+    assert result.exit_code == 1
+    line = error_line(result)
+    assert line.startswith("Error: no ticker could be read: B00: ") and line.endswith("; and 28 more")
+    assert len(line) < 400
