@@ -408,18 +408,7 @@ def load_bundle(run_dir: Path | str) -> RunBundle:
     from lstm_forecast.data import validate_ticker
 
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UsageError(f"{run_dir}: no such run directory (see `lstm-forecast runs`)")
-    path = run_dir / BUNDLE_FILE
-    document = _read_json(path)
-    version = document.get("format_version")
-    if version != FORMAT_VERSION:
-        newer = isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
-        advice = "upgrade lstm-forecast to read it" if newer else "retrain to get a readable bundle"
-        raise ForecastError(
-            f"{path}: bundle format {quote(version)} is not supported "
-            f"(this lstm-forecast reads format {FORMAT_VERSION}); {advice}"
-        )
+    path, document = read_document(run_dir, BUNDLE_FILE)
     try:
         record = BundleDocument.model_validate(document)
         validate_ticker(record.ticker)
@@ -453,6 +442,24 @@ def load_bundle(run_dir: Path | str) -> RunBundle:
         config_hash=record.config_hash,
         fingerprints=plain["fingerprints"] or [],
     )
+
+
+def read_document(run_dir: Path, name: str, limit: int = BUNDLE_JSON_LIMIT) -> tuple[Path, dict[str, Any]]:
+    """A run's JSON description (bundle.json, or a global run's global.json), read bounded, in a format this
+    version reads."""
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: no such run directory (see `lstm-forecast runs`)")
+    path = run_dir / name
+    document = _read_json(path, limit)
+    version = document.get("format_version")
+    if version != FORMAT_VERSION:
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
+        advice = "upgrade lstm-forecast to read it" if newer else "retrain to get a readable bundle"
+        raise ForecastError(
+            f"{path}: bundle format {quote(version)} is not supported "
+            f"(this lstm-forecast reads format {FORMAT_VERSION}); {advice}"
+        )
+    return path, document
 
 
 def record_fields(record: BaseModel) -> dict[str, Any]:

@@ -43,15 +43,15 @@ from lstm_forecast.bundle import (
     _check_config_matches,
     _describe_damage,
     _read_config,
-    _read_json,
     _Record,
     build_model,
     library_versions,
+    read_document,
     read_weights,
     record_fields,
 )
 from lstm_forecast.config import MAX_SEED, Config
-from lstm_forecast.errors import ForecastError, UsageError
+from lstm_forecast.errors import ForecastError
 from lstm_forecast.files import json_text, make_temp_dir, publish_as_free_name, read_bounded
 from lstm_forecast.model import Forecaster, ModelShape
 from lstm_forecast.windows import Scaler, WindowSpec
@@ -272,13 +272,7 @@ def load_global_bundle(run_dir: Path | str) -> GlobalBundle:
     from lstm_forecast.data import validate_ticker
 
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UsageError(f"{run_dir}: no such run directory (see `lstm-forecast runs`)")
-    path = run_dir / GLOBAL_FILE
-    document = _read_json(path, GLOBAL_JSON_LIMIT)
-    if document.get("format_version") != FORMAT_VERSION:
-        raise ForecastError(f"{path}: bundle format {document.get('format_version')!r:.20} is not supported "
-                            f"(this lstm-forecast reads format {FORMAT_VERSION})")
+    path, document = read_document(run_dir, GLOBAL_FILE, GLOBAL_JSON_LIMIT)
     try:
         record = GlobalDocument.model_validate(document)
         for ticker in record.tickers:
