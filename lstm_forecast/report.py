@@ -292,7 +292,7 @@ def fetch_table(report: dict[str, Any]) -> list[Table | str]:
 IC_ROWS = (("model", "model"), ("beyond_train_mean", "beyond train mean (partial)"),
            ("train_mean", "train mean"), ("reversal", "reversal"))
 LONG_SHORT_ROWS = (("model", "model"), ("reversal", "reversal"), ("train_mean", "train mean"),
-                   ("market", "market (equal weight, long only)"))
+                   ("market", "market (long only)"))
 
 
 def _ic_cells(summary: dict[str, Any]) -> list[str]:
@@ -326,11 +326,11 @@ def cross_section_report(report: dict[str, Any]) -> list[Table | str]:
     strategies = long_short["strategies"]
     ls_table = Table(
         title=f"Long–short diagnostic, not advice: top/bottom {long_short['k']} equal weight, "
-              f"{long_short['cost_bps']:g} bps on turnover",
+              f"{long_short['cost_bps']:g} bps on turnover; Sharpe annualised",
         title_justify="left", header_style="bold",
     )
     ls_table.add_column("strategy", no_wrap=True)
-    for column in ("mean daily (net)", "Sharpe ± SE (ann.)", "max drawdown", "turnover", "days"):
+    for column in ("net/day", "Sharpe ± SE", "max DD", "turnover", "days"):
         ls_table.add_column(column, justify="right", no_wrap=True)
     for key, label in LONG_SHORT_ROWS:
         result = strategies[key]

@@ -290,7 +290,7 @@ def test_cross_section_report_renders_the_tables_the_verdict_and_the_notes(evalu
         console.print(item)
     text = console.export_text()
     for expected in ("Daily rank IC over 90 test days, 12–12 tickers", "beyond train mean (partial)", "train mean",
-                     "reversal", "seed 0", "[seed 1]", "Long–short diagnostic", "top/bottom 3", "market (equal weight",
+                     "reversal", "seed 0", "[seed 1]", "Long–short diagnostic", "top/bottom 3", "market (long only)",
                      "HAC t", "Sharpe ± SE", cs.DIAGNOSTIC_NOTE, cs.SURVIVOR_NOTE):
         assert expected in text
     assert " ".join(evaluated.verdict.split()) in " ".join(text.split())
