@@ -128,9 +128,9 @@ class StudyStore:
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
                                               grace_period=GRACE_S)
-        except ImportError as exc:
-            raise ForecastError(f"--storage {shown}: its database driver is not installed ({exc.name or exc}); "
-                                "install it, e.g. pip install psycopg2-binary for postgresql://") from None
+        except ImportError:
+            raise ForecastError(f"--storage {shown}: its database driver is not installed; install it, e.g. "
+                                "pip install psycopg2-binary for postgresql://") from None
         except sqlalchemy.exc.NoSuchModuleError:
             raise UsageError(f"--storage {shown}: unknown database {quote(dialect)}; expected e.g. "
                              "postgresql://… or sqlite:///…") from None
@@ -224,6 +224,10 @@ def plan_tune(
     from lstm_forecast.train import load_training_prices
     from lstm_forecast.universe import threads_per_job
 
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise UsageError("tune needs Optuna: pip install 'lstm-forecast[tune]' (or pip install 'optuna>=4')") from None
     if objective not in OBJECTIVES:
         raise UsageError(f"--objective {quote(objective)}: expected one of {', '.join(OBJECTIVES)}")
     if config.model.scope != "local":
@@ -296,10 +300,13 @@ def open_study(setup: TuneSetup, index: int = 0) -> Any:
         study.set_user_attr("identity", identity)
         study.set_user_attr("space", setup.space.to_plain())
     elif recorded != identity:
-        differs = [_DIFFERENCES[key] for key in identity if recorded.get(key) != identity[key]]
+        differs = [key for key in identity if recorded.get(key) != identity[key]]
+        if "space_digest" in differs:  # the base config is hashed with the space's keys fixed: compared alone
+            differs = [key for key in differs if key != "config_hash"]
         where = (f"delete {setup.folder} to start it afresh" if setup.store.local
                  else f"delete it with `optuna delete-study --study-name {setup.study} --storage URL`")
-        raise UsageError(f"study {setup.study!r} was created with a different {' and '.join(differs)}; start a new "
+        named = " and ".join(_DIFFERENCES[key] for key in differs)
+        raise UsageError(f"study {setup.study!r} was created with a different {named}; start a new "
                          f"study with --study NEW_NAME, or {where}")
     return study
 
