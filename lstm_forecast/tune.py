@@ -39,6 +39,7 @@ import os
 import re
 import signal
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -126,8 +127,10 @@ class StudyStore:
         if dialect in ("postgresql", "mysql"):
             engine["connect_args"] = {"connect_timeout": DB_CONNECT_TIMEOUT_S}
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
-                                              grace_period=GRACE_S)
+            with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna, and has been for years
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
+                                                  grace_period=GRACE_S)
         except ImportError:
             raise ForecastError(f"--storage {shown}: its database driver is not installed; install it, e.g. "
                                 "pip install psycopg2-binary for postgresql://") from None
@@ -434,7 +437,7 @@ def run_trial(trial: Any, setup: TuneSetup, prices: dict[str, pd.DataFrame], sto
         if not math.isfinite(record.val_loss):
             return False  # a diverging epoch: the trainer stops it, and reports it
         # Each training unit (ticker × fold) has its own slot of steps, so trials compare like with like.
-        trial.report(record.val_loss, unit * setup.config.train.epochs + record.epoch)
+        trial.report(record.val_loss, unit * setup.config.train.epochs + record.epoch - 1)  # steps count from 0
         return trial.should_prune()
 
     def finish(**attrs: Any) -> None:
