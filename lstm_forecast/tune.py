@@ -714,7 +714,9 @@ def tune(
     """The whole command: search, write the files, retrain the best and score it on the test period (see the
     top). Interrupted: the files of the finished trials are written and the retrain skipped."""
     with study_lock(setup):
+        started = time.perf_counter()
         result = search(setup, trials, timeout, jobs, stop, on_update)
+        search_seconds = round(time.perf_counter() - started, 3)
         best = best_trial(result.trials)
         files = write_results(setup, result.trials, best)
         states = [_state(trial) for trial in result.trials]
@@ -726,6 +728,7 @@ def tune(
             "space": setup.space.to_plain(), "seed": setup.seed, "threads_per_trial": setup.threads,
             "trials": {"total": len(result.trials), "counted": len(counted(result.trials)),
                        "this_run": result.run_here, **summary},
+            "search_seconds": search_seconds,  # this run's search, worker start-up included
             "trial_rows": trial_rows(setup.space.keys, result.trials), "files": files,
             "interrupted": result.interrupted,
             "best": None, "test": None, "optimism": None,
