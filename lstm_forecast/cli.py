@@ -997,6 +997,96 @@ def compare_universe_command(
             raise ForecastError(f"{len(failures)} of {len(plan.tickers)} tickers could not be compared")
 
 
+MAX_TRIALS = 100_000  # more than that is a typo, not a search
+
+
+@app.command(cls=ForecastCommand)
+def tune(
+    ctx: typer.Context,
+    ticker: TickersOption = None,
+    tickers_file: TickersFileOption = None,
+    all_cached: AllOption = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    space: Annotated[
+        Path | None, typer.Option("--space", exists=True, dir_okay=False, metavar="FILE",
+                                  help="Search space YAML (default: configs/search.yaml).")
+    ] = None,
+    trials: Annotated[
+        int | None, typer.Option("--trials", "-n", min=1, max=MAX_TRIALS, metavar="N",
+                                 help="Trials in the study in all; a resumed study runs the missing ones "
+                                      "(default: 20, or none with --timeout).")
+    ] = None,
+    timeout: Annotated[
+        int | None, typer.Option("--timeout", min=1, max=10**7, metavar="S",
+                                 help="Start no trial after S seconds (the one running finishes).")
+    ] = None,
+    study: Annotated[
+        str | None, typer.Option("--study", metavar="NAME", help="Study name; the same again resumes it "
+                                 "(default: the tickers).")
+    ] = None,
+    storage: Annotated[
+        str | None, typer.Option("--storage", metavar="URL", help="A database shared by many machines, e.g. "
+                                 "postgresql://user:pw@host/db (default: a file in <runs-dir>/tune/<study>/).")
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=1, max=MAX_JOBS, metavar="N",
+                          help="Trials at once in worker processes sharing the study (threads: cores / N).")
+    ] = 1,
+    seed: Annotated[
+        int | None, typer.Option("--seed", min=0, max=2**32 - 1, help="The sampler's seed (default: train.seed).")
+    ] = None,
+    objective: Annotated[
+        str, typer.Option("--objective", metavar="h1|all", callback=lambda value: _one_of(value, ("h1", "all")),
+                          help="Validation RMSE ratio to naive on day 1 (h1) or all horizon days.")
+    ] = "h1",
+    cv_folds: Annotated[
+        int, typer.Option("--cv-folds", min=0, max=MAX_FOLDS, metavar="K",
+                          help="Mean over K walk-forward folds before the test period (0: the validation period).")
+    ] = 0,
+    data_dir: DataDirOption = None,
+    runs_dir: RunsDirOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Search hyper-parameters with Optuna on the validation period, then score the best config once on the test.
+
+    Trials are pruned on their validation loss; the study resumes under the same --study; --jobs N shares it
+    between processes, --storage URL between machines. best.yaml, trials.csv and tune.png go to
+    <runs-dir>/tune/<study>/; the best config is retrained into a normal run bundle and its test score printed
+    beside naive, with the optimism of the validation figure stated."""
+    from lstm_forecast.config import load_config
+    from lstm_forecast.progress import TrialBoard
+    from lstm_forecast.report import tune_report
+    from lstm_forecast.tune import DEFAULT_TRIALS, plan_tune
+    from lstm_forecast.tune import tune as run_tune
+    from lstm_forecast.universe import plan_training
+
+    require_tickers(ctx, ticker, tickers_file, all_cached)
+    settings = load_config(config, set_ or [])
+    plan = plan_training(settings, ticker or [], tickers_file, all_cached, data_dir, runs_dir)
+    warn(plan.warnings)
+    cores = os.cpu_count() or 1
+    if jobs > cores:  # more workers than cores only queue for them, each costing memory
+        warn([f"--jobs {jobs} is more than this machine's {cores} cores; running {cores} trials at once"])
+        jobs = cores
+    if trials is None and timeout is None:
+        trials = DEFAULT_TRIALS
+    with stop_on_signals() as stop:
+        setup = plan_tune(settings, plan.tickers, plan.data_dir, plan.runs_dir, space, study, storage, jobs,
+                          objective, cv_folds, seed, on_fetch=note, stop=stop)
+        with TrialBoard(stderr, setup.space.keys, trials, timeout) as board:
+            outcome = run_tune(setup, plan.runs_dir, trials, timeout, jobs, stop, on_update=board.update,
+                               on_retrain=note)
+        if json_output:
+            print_json(outcome.report)
+        else:
+            for item in tune_report(outcome.report):
+                stdout.print(item)
+        if outcome.interrupted:
+            raise Interrupted(f"tune interrupted; every finished trial is kept in study {setup.study!r} (run the "
+                              "same command again to resume)")
+
+
 def print_json(document: dict[str, Any]) -> None:
     """Exactly one JSON object on stdout, nothing else there."""
     from lstm_forecast.files import json_text

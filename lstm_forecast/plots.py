@@ -342,3 +342,43 @@ def long_short_plot(equity: pd.DataFrame, title: str, path: Path) -> Path:
     ax.legend(loc="upper left", fontsize=9)
     _date_axis(ax)
     return save(fig, path)
+
+
+def tune_plot(
+    numbers: Sequence[int], values: Sequence[float | None], states: Sequence[str],
+    importances: dict[str, float] | None, title: str, path: Path,
+) -> Path:
+    """Left: each trial's objective (validation RMSE / naive) in trial order with the running best, pruned and
+    failed trials as ticks on the bottom edge, naive's 1.0 marked. Right: the parameter importances, when
+    there are enough complete trials to judge them."""
+    fig, (trials_ax, importance_ax) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1.6, 1]},
+                                                   layout="constrained")
+    complete = [(n, v) for n, v, s in zip(numbers, values, states, strict=True) if s == "complete" and v is not None]
+    if complete:
+        xs, ys = zip(*complete, strict=True)
+        trials_ax.scatter(xs, ys, s=18, color="tab:blue", zorder=3, label="complete trial")
+        trials_ax.step(xs, np.minimum.accumulate(ys), where="post", color="tab:orange", linewidth=1.8,
+                       label=f"best so far ({min(ys):.4f})")
+    trials_ax.axhline(1.0, color="tab:gray", linestyle="--", linewidth=1.1, label="naive (1.0)")
+    for state, colour in (("pruned", "tab:gray"), ("failed", "tab:red")):
+        marked = [n for n, s in zip(numbers, states, strict=True) if s == state]
+        if marked:  # no value to place them by: ticks on the bottom edge, counted in the legend
+            trials_ax.plot(marked, [0.0] * len(marked), "|", color=colour, markersize=12, clip_on=False,
+                           transform=trials_ax.get_xaxis_transform(), label=f"{state} ({len(marked)})")
+    trials_ax.set_xlabel("trial")
+    trials_ax.set_ylabel("validation RMSE / naive (below 1 beats naive)")
+    trials_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    trials_ax.grid(alpha=0.3)
+    trials_ax.legend(loc="upper right", fontsize=8)
+    if importances:
+        names = list(importances)[::-1]  # the most important on top
+        importance_ax.barh(names, [importances[name] for name in names], color="tab:blue")
+        importance_ax.set_xlabel("importance (PED-ANOVA, sums to 1)")
+        importance_ax.grid(alpha=0.3, axis="x")
+    else:
+        importance_ax.text(0.5, 0.5, "parameter importances need\nat least two complete trials", ha="center",
+                           va="center", transform=importance_ax.transAxes, color="dimgray")
+        importance_ax.set_axis_off()
+    importance_ax.set_title("which settings mattered", fontsize=10)
+    fig.suptitle(title)
+    return save(fig, path)

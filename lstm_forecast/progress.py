@@ -155,3 +155,61 @@ class TickerBar(_Bars):
     def update_epoch(self, ticker: str, record: Any) -> None:
         self._show()
         self.progress.update(self.task, detail=f"{ticker}: epoch {record.epoch}, val {record.val_loss:.4f}")
+
+
+TRIALS_SHOWN = 8  # the latest trials in tune's live table
+
+
+class TrialBoard:
+    """tune's live view on stderr: the latest trials (number, the values tried, value, state, seconds), the
+    best so far, and a bar over the trials to run (or the timeout). Off a terminal, one plain line per
+    finished trial instead (a log gets lines it can keep). `update` takes the study's trials each time."""
+
+    def __init__(self, console: Console, keys: list[str], trials: int | None, timeout: float | None) -> None:
+        from rich.live import Live
+
+        self.console, self.keys = console, keys
+        self.trials, self.timeout = trials, timeout
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[best]}"), TimeElapsedColumn(), console=console)
+        self.task = self.progress.add_task("trials" if trials else "seconds", total=trials or timeout, best="")
+        self.live = Live(console=console, refresh_per_second=4, redirect_stdout=False, redirect_stderr=False)
+        self.started = time.monotonic()
+        self.seen: set[int] = set()
+        self.before: int | None = None  # trials the study had counted before this run
+
+    def __enter__(self) -> TrialBoard:
+        if self.console.is_terminal:
+            self.live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live.is_started:
+            self.live.stop()
+
+    def update(self, trials: list[Any]) -> None:
+        from lstm_forecast.report import trials_table
+        from lstm_forecast.tune import best_trial, counted, trial_rows
+
+        done = len(counted(trials))
+        if self.before is None:
+            self.before = done
+            self.seen = {trial.number for trial in trials if trial.state.is_finished()}
+        best = best_trial(trials)
+        best_text = f"best #{best.number} {best.value:.4f}" if best is not None else ""
+        elapsed = time.monotonic() - self.started
+        completed = done - self.before if self.trials else min(elapsed, self.timeout or elapsed)
+        self.progress.update(self.task, completed=completed, best=best_text)
+        rows = trial_rows(self.keys, trials)
+        if not self.console.is_terminal:
+            for row in rows:
+                if row["number"] not in self.seen and row["state"] != "running":
+                    self.seen.add(row["number"])
+                    value = "—" if row["value"] is None else f"{row['value']:.4f}"
+                    tried = ", ".join(f"{key}={row[key]}" for key in self.keys)
+                    self.console.print(f"trial {row['number']} {row['state']}: {value} ({tried}); {best_text}",
+                                       markup=False, highlight=False, soft_wrap=True)
+            return
+        from rich.console import Group
+
+        self.live.update(Group(trials_table(rows[-TRIALS_SHOWN:], self.keys, "Latest trials"), self.progress))

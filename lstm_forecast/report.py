@@ -417,3 +417,69 @@ def scopes_report(report: dict[str, Any]) -> list[Table | str]:
 
 def _sharpe(result: dict[str, Any]) -> str:
     return "—" if result["sharpe"] is None else f"{result['sharpe']:+.2f} ± {result['sharpe_se']:.2f}"
+
+
+# --- tune ------------------------------------------------------------------------------------------
+
+TUNE_SHOWN = 10  # trials in tune's closing table (all of them are in trials.csv)
+
+
+def trials_table(rows: list[dict[str, Any]], keys: list[str], title: str) -> Table:
+    """Trials: number, the values tried, the objective, the state and the seconds it took."""
+    table = Table(title=title, title_justify="left", header_style="bold")
+    table.add_column("#", justify="right")
+    for key in keys:
+        table.add_column(key.partition(".")[2], justify="right")
+    table.add_column("value", justify="right")
+    table.add_column("state")
+    table.add_column("s", justify="right")
+    for row in rows:
+        cells = [_tune_cell(row[key]) for key in keys]
+        table.add_row(str(row["number"]), *cells, fmt(row["value"], "{:.4f}"), row["state"],
+                      fmt(row["seconds"], "{:.1f}"))
+    return table
+
+
+def _tune_cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return escape(str(value)) if value is not None else "—"
+
+
+def tune_report(report: dict[str, Any]) -> list[Any]:
+    """tune's closing report: the counts, the best trials, then the test figure of the retrained best config
+    beside naive (DM test), the optimism stated in words, and the files."""
+    keys = list(report["space"])
+    counts = report["trials"]
+    others = ", ".join(f"{counts[state]} {state}" for state in ("pruned", "failed", "abandoned", "interrupted")
+                       if counts[state])
+    objective = "day 1" if report["objective"] == "h1" else "all horizon days"
+    folds = f", mean of {report['cv_folds']} walk-forward folds" if report["cv_folds"] else ""
+    items: list[Any] = [
+        f"Study {escape(report['study'])}: {counts['total']} trials ({counts['complete']} complete"
+        f"{', ' + others if others else ''}; {counts['this_run']} run now) on {', '.join(report['tickers'])}; "
+        f"objective: validation RMSE / naive, {objective}{folds}. Storage: {escape(report['storage'])}"]
+    ranked = sorted((row for row in report["trial_rows"] if row["value"] is not None),
+                    key=lambda row: (row["value"], row["number"]))
+    if ranked:
+        items.append(trials_table(ranked[:TUNE_SHOWN], keys, f"Best {min(TUNE_SHOWN, len(ranked))} trials "
+                                  "(validation RMSE / naive; below 1 beats naive)"))
+    test = report["test"]
+    if test is not None:
+        best = report["best"]
+        for run in test["runs"]:
+            scores = run["test"]
+            period = f"{scores['first_anchor']} … {scores['last_anchor']}, {scores['windows']} windows"
+            items.append(scores_table(f"{run['ticker']}, best config (trial {best['number']}) retrained, test: "
+                                      f"{period}", scores["metrics"], test["horizon"], test["kind"]))
+            items.append(tests_line(scores["vs_naive"]))
+            items.append(f"Verdict: {scores['verdict']}. Run bundle: {escape(run['run_dir'])}")
+        if test["pooled"] is not None:
+            pooled = test["pooled"]
+            items.append(f"Pooled test RMSE / naive over {len(test['runs'])} tickers: {pooled['rmse_ratio_h1']:.4f} "
+                         f"(day 1), {pooled['rmse_ratio_all']:.4f} (all days), {pooled['windows']} windows")
+        items.append(f"[bold]Honesty:[/] {escape(report['optimism'])}.")
+    for name, label in (("trials_csv", "Trials"), ("best_yaml", "Best config"), ("tune_png", "Chart")):
+        if name in report["files"]:
+            items.append(f"{label}: {escape(report['files'][name])}")
+    return items

@@ -1,0 +1,755 @@
+"""Hyper-parameter search with Optuna that cannot overfit the test period.
+
+Reads top to bottom: plan (every check before any trial) → the study (created or resumed in its storage) →
+trials (each samples the space, trains and scores the VALIDATION windows) → the files (trials.csv, best.yaml,
+tune.png) → once, the honest number: the best config retrained and scored on the test period.
+
+The honesty rules:
+  * A trial's objective is the validation period's RMSE ratio to the naive forecast on prices (day 1 or all
+    days), never the scaled training loss (trials with different inputs are not comparable in scaled units)
+    and never the test period: a trial builds the dataset, trains on the training windows with early
+    stopping on the validation windows, and scores the validation windows; the test windows are never scored.
+    With several tickers it is the pooled ratio over every ticker's validation windows (scale-free).
+  * `cv_folds` K: the mean over K walk-forward blocks of the validation period's length that end where the test
+    period starts, each scored by a model trained on the days before it (backtest.plan_folds/fold_dataset on
+    prices cut off before the test period), so the choice is less tied to one validation year.
+  * The best of N trials on validation is optimistic by construction; the one unbiased figure is the test
+    score of the retrained best config, reported beside it.
+
+Pruning: Optuna's MedianPruner on the per-epoch validation loss, through the trainer's `on_epoch` callback,
+which ends a hopeless trial's training; the trial is then recorded as pruned.
+
+Storage: a study lives in a SQLite file in the study folder (`study.db`), or in a journal file there
+(`journal.log`) once several local processes share it (`--jobs N`: SQLite is not safe for that; a SQLite study
+is moved into a journal the first time), or in any database `--storage URL` names (many machines). A local
+study is locked by the process searching it, so at start any trial still RUNNING was left by a dead process:
+it is marked failed (`abandoned`) and not counted. A database study uses Optuna's heartbeat for the same end.
+A study records its space, tickers, objective and base config, and refuses to continue under other ones.
+
+Seeds: the sampler is Optuna's TPE seeded with `seed` (worker i of --jobs N: seed + i), and every trial trains
+with the config's train.seed and the same thread count, so a sequential study repeats exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing
+import os
+import re
+import signal
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from lstm_forecast import backtest, data, scoring, windows
+from lstm_forecast.config import Config, config_hash
+from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError, quote, shorten
+from lstm_forecast.files import atomic_write_text
+from lstm_forecast.search_space import SearchSpace, load_space, with_values
+
+DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "configs" / "search.yaml"
+TUNE_DIR = "tune"  # <runs-dir>/tune/<study>/
+SQLITE_FILE, JOURNAL_FILE, LOCK_FILE = "study.db", "journal.log", "study.lock"
+TRIALS_FILE, BEST_FILE, PLOT_FILE = "trials.csv", "best.yaml", "tune.png"
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+OBJECTIVES = {"h1": "day 1", "all": "all horizon days"}
+DEFAULT_TRIALS = 20
+
+# MedianPruner: a trial is pruned when its validation loss at an epoch is worse than the median of the finished
+# trials' at the same epoch, once PRUNE_AFTER_TRIALS trials have finished and after its first PRUNE_WARMUP_EPOCHS.
+PRUNE_AFTER_TRIALS = 5
+PRUNE_WARMUP_EPOCHS = 2
+# A database study (many machines): a trial whose process stopped beating for GRACE_S is failed by the next one.
+HEARTBEAT_S, GRACE_S = 60, 180
+DB_CONNECT_TIMEOUT_S = 10  # an unreachable database should fail in seconds, not libpq's minutes
+POLL_S = 0.5  # how often the parent of --jobs N looks at the study and its stop request
+
+
+class TrialFailed(Exception):
+    """A trial that failed in a way the search survives (diverged, too few rows for its lookback): recorded as
+    failed with its reason, and the search goes on."""
+
+
+class Pruned(Exception):
+    """The pruner ended a trial's training (raised inside a trial, turned into optuna.TrialPruned)."""
+
+
+# --- where a study lives --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudyStore:
+    """A study's storage: a file in the study folder (SQLite or journal), or a database URL (`--storage`)."""
+
+    url: str | None = None
+    journal: Path | None = None
+    sqlite: Path | None = None
+
+    @property
+    def local(self) -> bool:
+        """A file of this machine, searched by one `tune` process at a time (it holds the study's lock)."""
+        return self.url is None
+
+    def describe(self) -> str:
+        if self.url is not None:
+            return _hide_password(self.url)
+        return str(self.journal or self.sqlite)
+
+    def open(self) -> Any:
+        """The Optuna storage; a database that cannot be reached or a URL that is not one is a one-line error."""
+        import optuna
+        import sqlalchemy.exc
+
+        if self.journal is not None:
+            from optuna.storages.journal import JournalFileBackend
+
+            return optuna.storages.JournalStorage(JournalFileBackend(str(self.journal)))
+        if self.sqlite is not None:
+            return optuna.storages.RDBStorage(f"sqlite:///{self.sqlite}")
+        url = self.url or ""
+        shown = quote(_hide_password(url), 80)
+        try:
+            dialect = sqlalchemy.engine.make_url(url).get_backend_name()
+        except sqlalchemy.exc.ArgumentError:
+            raise UsageError(f"--storage {shown}: not a database URL; expected e.g. "
+                             "postgresql://user:password@host/db or sqlite:///path/study.db") from None
+        engine: dict[str, Any] = {}
+        if dialect in ("postgresql", "mysql"):
+            engine["connect_args"] = {"connect_timeout": DB_CONNECT_TIMEOUT_S}
+        try:
+            with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna, and has been for years
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
+                                                  grace_period=GRACE_S)
+        except ImportError:
+            raise ForecastError(f"--storage {shown}: its database driver is not installed; install it, e.g. "
+                                "pip install psycopg2-binary for postgresql://") from None
+        except sqlalchemy.exc.NoSuchModuleError:
+            raise UsageError(f"--storage {shown}: unknown database {quote(dialect)}; expected e.g. "
+                             "postgresql://… or sqlite:///…") from None
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError, OSError) as exc:
+            reason = shorten(" ".join(str(getattr(exc, "orig", None) or exc).split()), 200)
+            raise ForecastError(f"cannot open the study storage {shown}: {reason}") from None
+
+
+def _hide_password(url: str) -> str:
+    """A database URL as it may be printed: `postgresql://user:***@host/db`."""
+    import sqlalchemy.exc
+
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except (sqlalchemy.exc.ArgumentError, ValueError):
+        return url
+
+
+def local_store(folder: Path, jobs: int) -> StudyStore:
+    """The study folder's storage: the journal once it exists or several processes share it, else SQLite."""
+    journal, sqlite = folder / JOURNAL_FILE, folder / SQLITE_FILE
+    if journal.exists() or (jobs > 1 and not sqlite.exists()):
+        return StudyStore(journal=journal)
+    if jobs > 1:
+        return move_to_journal(folder)
+    return StudyStore(sqlite=sqlite)
+
+
+def move_to_journal(folder: Path) -> StudyStore:
+    """Copy a SQLite study into a journal (for --jobs N), published whole by a rename, then drop study.db."""
+    import optuna
+
+    sqlite, journal = folder / SQLITE_FILE, folder / JOURNAL_FILE
+    partial = folder / f".{JOURNAL_FILE}.partial"
+    partial.unlink(missing_ok=True)
+    source = StudyStore(sqlite=sqlite).open()
+    for summary in optuna.get_all_study_summaries(source):
+        optuna.copy_study(from_study_name=summary.study_name, from_storage=source,
+                          to_storage=StudyStore(journal=partial).open())
+    os.replace(partial, journal)
+    sqlite.unlink()
+    return StudyStore(journal=journal)
+
+
+# --- the plan: every check before any trial ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TuneSetup:
+    """What every trial needs, as plain data that pickles to a worker process."""
+
+    config: Config  # the base config (as given: best.yaml is it plus the best values)
+    space: SearchSpace
+    tickers: tuple[str, ...]
+    data_dir: Path
+    folder: Path  # <runs-dir>/tune/<study>/: the files, the lock, a local study's storage
+    study: str
+    store: StudyStore
+    objective: str  # h1 or all
+    cv_folds: int  # 0: the validation period; K: K walk-forward blocks before the test period
+    seed: int  # the sampler's
+    threads: int  # torch threads of every trial (and of the retrained best)
+
+    def trial_config(self, values: dict[str, Any], source: str) -> Config:
+        config = with_values(self.config, values, source)
+        return config.model_copy(update={"train": config.train.model_copy(update={"threads": self.threads})})
+
+    def identity(self) -> dict[str, Any]:
+        """What a study is made for; continuing it under anything else would mix incomparable trials. The
+        base config is hashed with the space's keys fixed, so only the keys the trials share count."""
+        fixed = {d.key: d.low if d.kind != "choice" else d.choices[0] for d in self.space.dimensions}
+        return {"space_digest": self.space.digest(), "tickers": list(self.tickers), "objective": self.objective,
+                "cv_folds": self.cv_folds, "config_hash": config_hash(with_values(self.config, fixed, "space"))}
+
+
+def default_study_name(tickers: list[str]) -> str:
+    name = "-".join(data.cache_name(ticker).lstrip("^") for ticker in tickers)
+    return name if len(name) <= 64 else f"{tickers[0].lstrip('^')}-and-{len(tickers) - 1}-more"
+
+
+def plan_tune(
+    config: Config, tickers: list[str], data_dir: Path, runs_dir: Path, space_path: Path | None = None,
+    study: str | None = None, storage: str | None = None, jobs: int = 1, objective: str = "h1",
+    cv_folds: int = 0, seed: int | None = None, threads: int | None = None,
+    on_fetch: Callable[[str], None] | None = None, stop: StopRequest | None = None,
+) -> TuneSetup:
+    """Check everything a search needs, before any trial: the space against the config schema, the model's
+    memory at the space's largest sizes, the prices of every ticker (fetched when not cached), the cv folds,
+    the study name and its storage. `threads` of None: train.threads, else the cores shared by the jobs."""
+    from lstm_forecast.model import check_trainable
+    from lstm_forecast.train import load_training_prices
+    from lstm_forecast.universe import threads_per_job
+
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise UsageError("tune needs Optuna: pip install 'lstm-forecast[tune]' (or pip install 'optuna>=4')") from None
+    if objective not in OBJECTIVES:
+        raise UsageError(f"--objective {quote(objective)}: expected one of {', '.join(OBJECTIVES)}")
+    if config.model.scope != "local":
+        raise UsageError("tune searches local models (one per ticker); set model.scope local")
+    space = load_space(space_path or DEFAULT_SPACE, config)
+    highs = {d.key: d.high for d in space.dimensions if d.kind != "choice"}
+    check_trainable(with_values(config, highs, space.source))
+    name = study or default_study_name(tickers)
+    if not STUDY_NAME.fullmatch(name):
+        raise UsageError(f"--study {quote(name)}: expected a name of letters, digits and . _ + - (at most 64, "
+                         "not starting with . _ + -)")
+    for ticker in tickers:
+        prices = load_training_prices(ticker, data_dir, config, on_fetch, stop)
+        if cv_folds:
+            cv_plan(prices, config, cv_folds, ticker)  # too many folds is a usage error, named here
+        else:
+            windows.build_dataset(prices, config)  # too few rows for the base config: an error now
+    folder = runs_dir / TUNE_DIR / name
+    store = StudyStore(url=storage) if storage is not None else None
+    if store is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        store = local_store(folder, jobs)
+    return TuneSetup(
+        config=config, space=space, tickers=tuple(tickers), data_dir=data_dir, folder=folder, study=name,
+        store=store, objective=objective, cv_folds=cv_folds,
+        seed=config.train.seed if seed is None else seed,
+        threads=threads or threads_per_job(config, jobs, "local"),
+    )
+
+
+@contextlib.contextmanager
+def study_lock(setup: TuneSetup) -> Iterator[None]:
+    """A local study is searched by one `tune` process at a time (--jobs N shares it within that one)."""
+    from filelock import FileLock, Timeout
+
+    if not setup.store.local:
+        yield
+        return
+    lock = FileLock(setup.folder / LOCK_FILE)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ForecastError(f"study {setup.study!r} is being searched by another tune process ({setup.folder}); "
+                            "wait for it to finish, or search faster in one process with --jobs N") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def quiet_optuna() -> Any:
+    """optuna, with its logging off: its per-trial lines (and a failed trial's traceback) are ours to show."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    return optuna
+
+
+def open_study(setup: TuneSetup, index: int = 0) -> Any:
+    """Create or resume the study; refuse one made for another space, tickers, objective or base config."""
+    optuna = quiet_optuna()
+    study = optuna.create_study(
+        study_name=setup.study, storage=setup.store.open(), direction="minimize", load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=(setup.seed + index) % 2**32, constant_liar=True),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNE_AFTER_TRIALS, n_warmup_steps=PRUNE_WARMUP_EPOCHS),
+    )
+    identity = setup.identity()
+    recorded = study.user_attrs.get("identity")
+    if recorded is None:
+        study.set_user_attr("identity", identity)
+        study.set_user_attr("space", setup.space.to_plain())
+    elif recorded != identity:
+        differs = [key for key in identity if recorded.get(key) != identity[key]]
+        if "space_digest" in differs:  # the base config is hashed with the space's keys fixed: compared alone
+            differs = [key for key in differs if key != "config_hash"]
+        where = (f"delete {setup.folder} to start it afresh" if setup.store.local
+                 else f"delete it with `optuna delete-study --study-name {setup.study} --storage URL`")
+        named = " and ".join(_DIFFERENCES[key] for key in differs)
+        raise UsageError(f"study {setup.study!r} was created with a different {named}; start a new "
+                         f"study with --study NEW_NAME, or {where}")
+    return study
+
+
+_DIFFERENCES = {"space_digest": "search space", "tickers": "set of tickers", "objective": "--objective",
+                "cv_folds": "--cv-folds", "config_hash": "base config (--config, --set)"}
+
+
+def fail_abandoned(study: Any) -> int:
+    """Mark the RUNNING trials of a local study failed (`abandoned`): under its lock, no process runs them."""
+    from optuna.trial import TrialState
+
+    abandoned = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in abandoned:
+        study._storage.set_trial_user_attr(trial._trial_id, "abandoned", True)
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    return len(abandoned)
+
+
+def counted(trials: list[Any]) -> list[Any]:
+    """The trials a search has run to an end: complete, pruned, or failed by their own training (diverged);
+    not those abandoned by a dead process nor the one in flight at Ctrl-C."""
+    return [trial for trial in trials if _state(trial) in ("complete", "pruned", "failed")]
+
+
+def _state(trial: Any) -> str:
+    state = trial.state.name.lower()
+    if state == "fail":
+        attrs = trial.user_attrs
+        return "failed" if "error" in attrs else "interrupted" if attrs.get("interrupted") else "abandoned"
+    return state
+
+
+# --- one trial --------------------------------------------------------------------------------------
+
+
+def validation_ratios(
+    config: Config, prices: dict[str, pd.DataFrame], cv_folds: int = 0,
+    on_epoch: Callable[[int, Any], bool] | None = None, stop: StopRequest | None = None,
+) -> dict[str, float]:
+    """The objective's figures for `config`: the RMSE ratio to naive on prices of the validation windows, day 1
+    (`h1`) and all days (`all`); over several tickers the pooled ratio; with `cv_folds`, the mean over the
+    folds. `on_epoch(unit, record)` hears every epoch of training unit `unit` (ticker × fold, in order); by
+    returning True it ends the trial (`Pruned`)."""
+    from lstm_forecast.global_run import pooled_ratio
+    from lstm_forecast.train import train_model
+
+    by_fold: dict[int, list[scoring.PeriodForecasts]] = {}
+    unit = 0
+    for ticker, frame in prices.items():
+        for fold, (dataset, scored) in enumerate(scored_periods(frame, config, cv_folds, ticker)):
+            ended: list[int] = []
+
+            def report(record: Any, unit: int = unit, ended: list[int] = ended) -> bool:
+                if on_epoch is not None and on_epoch(unit, record):
+                    ended.append(record.epoch)
+                    return True
+                return False
+
+            model, result = train_model(dataset, config, report, stop)
+            if result.interrupted or (stop is not None and stop.is_set()):
+                raise Interrupted("interrupted during a trial")
+            if ended:
+                raise Pruned(f"pruned at epoch {ended[0]}")
+            by_fold.setdefault(fold, []).append(scoring.period_forecasts(model, scored, dataset))
+            unit += 1
+    ratios: dict[str, list[float]] = {"h1": [], "all": []}
+    for forecasts in by_fold.values():
+        if len(forecasts) == 1:
+            scores = scoring.score_forecasts(forecasts[0], config.model.type)["metrics"]["model"]
+            for step in ratios:
+                ratios[step].append(scores[step]["rmse_ratio"])
+        else:
+            pooled = pooled_ratio(forecasts)
+            for step in ratios:
+                ratios[step].append(pooled[f"rmse_ratio_{step}"])
+    return {step: float(np.mean(values)) for step, values in ratios.items()}
+
+
+def scored_periods(
+    prices: pd.DataFrame, config: Config, cv_folds: int, ticker: str = "",
+) -> Iterator[tuple[windows.Dataset, windows.Windows]]:
+    """The datasets a trial trains on and the windows it scores: the validation windows, or each cv fold's
+    block. Built one at a time, as they are reached."""
+    if not cv_folds:
+        dataset = windows.build_dataset(prices, config)
+        yield dataset, dataset.val
+        return
+    for fold in cv_plan(prices, config, cv_folds, ticker):
+        dataset = backtest.fold_dataset(prices, config, fold)  # prices cut off at the fold's end
+        yield dataset, dataset.test  # the fold's block: days before the run's test period
+
+
+def cv_plan(prices: pd.DataFrame, config: Config, folds: int, ticker: str = "") -> list[backtest.Fold]:
+    """K consecutive blocks of the validation period's length that end where the test period starts; each fold
+    trains on the days before its block (its early-stopping tail the run's validation share of them)."""
+    dataset = windows.build_dataset(prices, config)
+    days = pd.DatetimeIndex(prices.index[1:])
+    val_start, test_start = days.get_loc(dataset.val_start), days.get_loc(dataset.test_start)
+    block = test_start - val_start
+    first = test_start - folds * block
+    share = block / test_start
+    needed = config.window.lookback + config.window.horizon
+    if first - round(first * share) < needed:
+        most = max(0, int((test_start - needed / (1 - share)) // block))
+        raise UsageError(f"--cv-folds {folds}: {ticker or 'the series'} has {test_start} days before its test "
+                         f"period, too few for {folds} blocks of {block} validation days after at least {needed} "
+                         f"training days; use at most --cv-folds {most}")
+    return backtest.plan_folds(first - round(first * share), first, test_start, folds, config.window.horizon)
+
+
+def run_trial(trial: Any, setup: TuneSetup, prices: dict[str, pd.DataFrame], stop: StopRequest) -> float:
+    """Optuna's objective: sample, train, score the validation windows (see the top)."""
+    import optuna
+
+    if stop.is_set():
+        trial.set_user_attr("interrupted", True)
+        raise Interrupted("interrupted before the trial started")
+    started = time.perf_counter()
+    values = setup.space.sample(trial)
+    epochs = [0]
+
+    def on_epoch(unit: int, record: Any) -> bool:
+        epochs[0] += 1
+        if not math.isfinite(record.val_loss):
+            return False  # a diverging epoch: the trainer stops it, and reports it
+        # Each training unit (ticker × fold) has its own slot of steps, so trials compare like with like.
+        trial.report(record.val_loss, unit * setup.config.train.epochs + record.epoch - 1)  # steps count from 0
+        return trial.should_prune()
+
+    def finish(**attrs: Any) -> None:
+        for key, value in {"seconds": round(time.perf_counter() - started, 3), "epochs": epochs[0], **attrs}.items():
+            trial.set_user_attr(key, value)
+
+    try:
+        config = setup.trial_config(values, f"trial {trial.number}")
+        ratios = validation_ratios(config, prices, setup.cv_folds, on_epoch, stop)
+    except Pruned as exc:
+        finish()
+        raise optuna.TrialPruned(str(exc)) from None
+    except Interrupted:
+        finish(interrupted=True)
+        raise
+    except ForecastError as exc:  # diverged, too few rows for this lookback, …: the search goes on
+        finish(error=" ".join(str(exc).split()))
+        raise TrialFailed(str(exc)) from None
+    if not all(math.isfinite(value) for value in ratios.values()):
+        finish(error="the validation ratio is not a finite number")
+        raise TrialFailed("not finite")
+    finish(val_ratio_h1=ratios["h1"], val_ratio_all=ratios["all"])
+    return ratios[setup.objective]
+
+
+def load_prices(setup: TuneSetup) -> dict[str, pd.DataFrame]:
+    from lstm_forecast.train import load_training_prices
+
+    return {ticker: load_training_prices(ticker, setup.data_dir, setup.config) for ticker in setup.tickers}
+
+
+def run_trials(
+    setup: TuneSetup, index: int, n_trials: int | None, timeout: float | None, target: int | None,
+    stop: StopRequest, on_trial: Callable[[Any], None] | None = None, study: Any = None,
+) -> bool:
+    """Worker `index` runs trials of the study until `n_trials` of its own, `timeout` seconds, the study's
+    `target` of counted trials (other workers', other machines' included) or `stop`; True if stopped.
+    `study`: the study already open in this process (else it is opened here, with worker `index`'s sampler)."""
+    study = study or open_study(setup, index)
+    prices = load_prices(setup)
+
+    def after_trial(study: Any, trial: Any) -> None:
+        if on_trial is not None:
+            on_trial(trial)
+        if stop.is_set() or (target is not None and len(counted(study.get_trials(deepcopy=False))) >= target):
+            study.stop()
+
+    try:
+        study.optimize(lambda trial: run_trial(trial, setup, prices, stop), n_trials=n_trials, timeout=timeout,
+                       catch=(TrialFailed,), callbacks=[after_trial])
+    except Interrupted:
+        return True
+    return stop.is_set()
+
+
+# --- the search: in this process, or in N worker processes sharing the study ---------------------------
+
+_worker_stop: Any = None  # in a worker: the parent's stop event
+
+
+def _start_worker(threads: int, stop_event: Any) -> None:
+    """Runs first in every worker, before torch is imported there: N workers × threads never exceed the cores."""
+    global _worker_stop
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = str(threads)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent decides, and tells us
+    _worker_stop = stop_event
+
+
+def _run_in_worker(setup: TuneSetup, index: int, n_trials: int | None, timeout: float | None,
+                   target: int | None) -> bool:
+    import torch
+
+    torch.set_num_threads(setup.threads)
+    return run_trials(setup, index, n_trials, timeout, target, _worker_stop)
+
+
+@dataclass
+class SearchResult:
+    trials: list[Any]  # every trial of the study (FrozenTrial), this run's and earlier ones
+    run_here: int  # trials counted in this run
+    abandoned: int  # RUNNING trials of a dead process, marked failed at start
+    interrupted: bool
+
+
+def search(
+    setup: TuneSetup, trials: int | None, timeout: float | None, jobs: int = 1, stop: StopRequest | None = None,
+    on_update: Callable[[list[Any]], None] | None = None,
+) -> SearchResult:
+    """Run the study up to `trials` counted trials in all (a resumed study runs what is missing) or for
+    `timeout` seconds, in this process (`jobs` 1) or in `jobs` worker processes sharing its storage.
+    `on_update` hears the study's trials after each trial (and, with workers, every POLL_S)."""
+    stop = stop or _NeverStop()
+    study = open_study(setup)
+    abandoned = fail_abandoned(study) if setup.store.local else 0
+    before = len(counted(study.get_trials(deepcopy=False)))
+    remaining = None if trials is None else max(0, trials - before)
+
+    def update() -> None:
+        if on_update is not None:
+            on_update(study.get_trials(deepcopy=False))
+
+    update()
+    interrupted = False
+    if remaining != 0 and not stop.is_set():
+        if jobs == 1:
+            interrupted = run_trials(setup, 0, remaining, timeout, trials, stop, lambda trial: update(), study)
+        else:
+            interrupted = _search_in_pool(setup, remaining, timeout, trials, jobs, stop, update)
+    if setup.store.local:
+        fail_abandoned(study)  # a worker killed mid-trial left it RUNNING
+    final = study.get_trials(deepcopy=False)
+    update()
+    return SearchResult(final, len(counted(final)) - before, abandoned, interrupted or stop.is_set())
+
+
+def _search_in_pool(setup: TuneSetup, remaining: int | None, timeout: float | None, target: int | None,
+                    jobs: int, stop: StopRequest, update: Callable[[], None]) -> bool:
+    workers = jobs if remaining is None else min(jobs, remaining)
+    shares = [None] * workers if remaining is None else [remaining // workers + (i < remaining % workers)
+                                                          for i in range(workers)]
+    context = multiprocessing.get_context("spawn")  # fork would copy this process's threads and locks
+    stop_event = context.Event()
+    interrupted = False
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                             initargs=(setup.threads, stop_event)) as pool:
+        running = {pool.submit(_run_in_worker, setup, index, share, timeout, target)
+                   for index, share in enumerate(shares)}
+        while running:
+            if stop.is_set():
+                stop_event.set()  # a trial in flight stops after its current batch and is not counted
+            finished, running = wait(running, timeout=POLL_S, return_when=FIRST_COMPLETED)
+            for future in finished:
+                try:
+                    interrupted = future.result() or interrupted
+                except BrokenProcessPool:
+                    raise ForecastError("a tune worker process died (killed, or out of memory); the finished "
+                                        "trials are kept: run the same command again to resume") from None
+            update()
+    return interrupted
+
+
+class _NeverStop:
+    def is_set(self) -> bool:
+        return False
+
+
+# --- the files ----------------------------------------------------------------------------------------
+
+
+def trial_rows(keys: list[str], trials: list[Any]) -> list[dict[str, Any]]:
+    """One plain row per trial: number, state, value, the values it tried (a list choice as its label `a+b`),
+    epochs, seconds, error."""
+    rows = []
+    for trial in trials:
+        attrs = trial.user_attrs
+        rows.append({
+            # A pruned trial's value is its last validation loss, in scaled units: not an objective value.
+            "number": trial.number, "state": _state(trial),
+            "value": _finite(trial.value) if _state(trial) == "complete" else None,
+            "val_ratio_h1": _finite(attrs.get("val_ratio_h1")), "val_ratio_all": _finite(attrs.get("val_ratio_all")),
+            **{key: trial.params.get(key) for key in keys},
+            "epochs": attrs.get("epochs"), "seconds": attrs.get("seconds"), "error": attrs.get("error"),
+        })
+    return rows
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def best_trial(trials: list[Any]) -> Any | None:
+    """The complete trial of lowest value (the earliest of equals), or None."""
+    complete = [trial for trial in trials if _state(trial) == "complete" and _finite(trial.value) is not None]
+    return min(complete, key=lambda trial: (trial.value, trial.number)) if complete else None
+
+
+def write_results(setup: TuneSetup, trials: list[Any], best: Any | None) -> dict[str, str]:
+    """trials.csv, best.yaml (when a trial completed) and tune.png in the study folder; their paths."""
+    from lstm_forecast import plots
+
+    setup.folder.mkdir(parents=True, exist_ok=True)
+    rows = trial_rows(setup.space.keys, trials)
+    columns = ["number", "state", "value", "val_ratio_h1", "val_ratio_all", *setup.space.keys, "epochs", "seconds",
+               "error"]
+    frame = pd.DataFrame(rows, columns=columns)
+    files = {"trials_csv": setup.folder / TRIALS_FILE}
+    atomic_write_text(files["trials_csv"], frame.to_csv(index=False, lineterminator="\n"))
+    if best is not None:
+        files["best_yaml"] = setup.folder / BEST_FILE
+        atomic_write_text(files["best_yaml"], best_yaml(setup, best, len(counted(trials))))
+    files["tune_png"] = plots.tune_plot(
+        [row["number"] for row in rows], [row["value"] for row in rows], [row["state"] for row in rows],
+        importances(setup, trials), f"study {setup.study} · {', '.join(setup.tickers)} · validation RMSE / naive, "
+        f"{OBJECTIVES[setup.objective]}", setup.folder / PLOT_FILE)
+    return {name: str(path) for name, path in files.items()}
+
+
+def best_config(setup: TuneSetup, best: Any) -> Config:
+    return with_values(setup.config, setup.space.values_of(best.params), f"trial {best.number}")
+
+
+def best_yaml(setup: TuneSetup, best: Any, trials: int) -> str:
+    """The base config plus the best trial's values, as a config file `train --config` reads."""
+    head = (f"# Best of {trials} trials of study {setup.study} (trial {best.number}): validation RMSE / naive "
+            f"{best.value:.4f}, {OBJECTIVES[setup.objective]}, on {', '.join(setup.tickers)}.\n"
+            f"# Chosen on validation: only a test score says how good it is (tune prints it).\n"
+            f"# Searched: {', '.join(setup.space.keys)}; everything else is the base config.\n"
+            f"# lstm-forecast train -t {setup.tickers[0]} --config {BEST_FILE}\n")
+    return head + yaml.safe_dump(best_config(setup, best).to_plain(), sort_keys=False)
+
+
+def importances(setup: TuneSetup, trials: list[Any]) -> dict[str, float] | None:
+    """Optuna's parameter importances (PED-ANOVA: deterministic, no scikit-learn) from the complete trials;
+    None for fewer than two or when every complete trial tried the same values."""
+    optuna = quiet_optuna()
+    complete = [trial for trial in trials if _state(trial) == "complete"]
+    if len(complete) < 2:
+        return None
+    study = optuna.create_study(direction="minimize")  # in memory: the evaluator takes a study
+    study.add_trials(complete)
+    try:
+        evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+        return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
+    except (ValueError, RuntimeError):  # e.g. no parameter varied
+        return None
+
+
+# --- once, the honest number ---------------------------------------------------------------------
+
+
+@dataclass
+class TuneOutcome:
+    report: dict[str, Any]
+    interrupted: bool
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def retrain_best(setup: TuneSetup, best: Any, runs_dir: Path, stop: StopRequest | None = None) -> dict[str, Any]:
+    """The best config trained again (same seed and threads) on each ticker, a normal run bundle each, and
+    scored on the test period beside naive; with several tickers also the pooled test ratio."""
+    from lstm_forecast.global_run import pooled_ratio
+    from lstm_forecast.train import load_training_prices, train_run
+
+    config = setup.trial_config(setup.space.values_of(best.params), f"trial {best.number}")
+    runs, tests = [], []
+    for ticker in setup.tickers:
+        prices = load_training_prices(ticker, setup.data_dir, config)
+        outcome = train_run(config, ticker, prices, runs_dir, stop=stop)
+        runs.append({"ticker": ticker, "run_dir": str(outcome.run_dir), "interrupted": outcome.result.interrupted,
+                     "val": outcome.metrics["val"], "test": outcome.metrics["test"]})
+        tests.append(outcome.test)
+        if stop is not None and stop.is_set():
+            break
+    if len(runs) == 1:
+        ratio = runs[0]["test"]["metrics"]["model"][setup.objective]["rmse_ratio"]
+        return {"runs": runs, "pooled": None, "test_ratio": ratio, "kind": config.model.type,
+                "horizon": config.window.horizon}
+    pooled = pooled_ratio(tests)
+    return {"runs": runs, "pooled": pooled, "test_ratio": pooled[f"rmse_ratio_{setup.objective}"],
+            "kind": config.model.type, "horizon": config.window.horizon}
+
+
+def optimism_line(best_value: float, tried: int, test_ratio: float) -> str:
+    return (f"best validation ratio {best_value:.4f} among {tried} trials; its test ratio {test_ratio:.4f}; "
+            "chosen on validation, the test figure is the only unbiased one")
+
+
+def tune(
+    setup: TuneSetup, runs_dir: Path, trials: int | None = DEFAULT_TRIALS, timeout: float | None = None,
+    jobs: int = 1, stop: StopRequest | None = None, on_update: Callable[[list[Any]], None] | None = None,
+    on_retrain: Callable[[str], None] | None = None,
+) -> TuneOutcome:
+    """The whole command: search, write the files, retrain the best and score it on the test period (see the
+    top). Interrupted: the files of the finished trials are written and the retrain skipped."""
+    with study_lock(setup):
+        started = time.perf_counter()
+        result = search(setup, trials, timeout, jobs, stop, on_update)
+        search_seconds = round(time.perf_counter() - started, 3)
+        best = best_trial(result.trials)
+        files = write_results(setup, result.trials, best)
+        states = [_state(trial) for trial in result.trials]
+        summary = {state: states.count(state) for state in ("complete", "pruned", "failed", "abandoned",
+                                                              "interrupted", "running")}
+        report: dict[str, Any] = {
+            "study": setup.study, "storage": setup.store.describe(), "folder": str(setup.folder),
+            "tickers": list(setup.tickers), "objective": setup.objective, "cv_folds": setup.cv_folds,
+            "space": setup.space.to_plain(), "seed": setup.seed, "threads_per_trial": setup.threads,
+            "trials": {"total": len(result.trials), "counted": len(counted(result.trials)),
+                       "this_run": result.run_here, **summary},
+            "search_seconds": search_seconds,  # this run's search, worker start-up included
+            "trial_rows": trial_rows(setup.space.keys, result.trials), "files": files,
+            "interrupted": result.interrupted,
+            "best": None, "test": None, "optimism": None,
+        }
+        if best is not None:
+            report["best"] = {"number": best.number, "value": best.value, "values": setup.space.values_of(best.params),
+                "val_ratio_h1": best.user_attrs.get("val_ratio_h1"),
+                "val_ratio_all": best.user_attrs.get("val_ratio_all")}
+        if result.interrupted:
+            return TuneOutcome(report, True, files)
+        if best is None:
+            errors = [trial.user_attrs["error"] for trial in result.trials if "error" in trial.user_attrs]
+            reason = f"; the first error: {errors[0]}" if errors else ""
+            raise ForecastError(f"no trial of study {setup.study!r} completed ({len(result.trials)} trials, see "
+                                f"{files['trials_csv']}){reason}")
+        if on_retrain is not None:
+            on_retrain(f"Retraining the best config (trial {best.number}) and scoring it on the test period…")
+        test = retrain_best(setup, best, runs_dir, stop)
+        tried = summary["complete"] + summary["pruned"]
+        report["test"] = test
+        report["optimism"] = optimism_line(best.value, tried, test["test_ratio"])
+        interrupted = any(run["interrupted"] for run in test["runs"]) or (stop is not None and stop.is_set())
+        report["interrupted"] = interrupted
+        return TuneOutcome(report, interrupted, files)
