@@ -235,6 +235,9 @@ def plan_tune(
         raise UsageError(f"--objective {quote(objective)}: expected one of {', '.join(OBJECTIVES)}")
     if config.model.scope != "local":
         raise UsageError("tune searches local models (one per ticker); set model.scope local")
+    if space_path is None and not DEFAULT_SPACE.is_file():  # configs/ is in the source tree, not in a wheel
+        raise UsageError(f"no default search space here ({DEFAULT_SPACE} is part of the source tree); give "
+                         "--space FILE (see configs/search.yaml in the repository for the format)")
     space = load_space(space_path or DEFAULT_SPACE, config)
     highs = {d.key: d.high for d in space.dimensions if d.kind != "choice"}
     check_trainable(with_values(config, highs, space.source))
