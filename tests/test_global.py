@@ -367,3 +367,20 @@ def test_a_universe_of_broken_tickers_is_one_short_error_line(tmp_path):
     line = error_line(result)
     assert line.startswith("Error: no ticker could be read: B00: ") and line.endswith("; and 28 more")
     assert len(line) < 400
+
+
+SP500 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sp500"
+
+
+@pytest.mark.skipif(not SP500.is_dir(), reason="the shared S&P 500 folder is not beside the repository")
+def test_the_real_universe_s_defects_are_left_out_or_handled_on_one_calendar():
+    from lstm_forecast import data
+
+    tickers = ["A", "AAPL", "BHF", "COH", "ESS", "FTV", "SYF"]  # an empty history, an early end, an empty row, late
+    prices = {ticker: data.load_prices(SP500, ticker) for ticker in tickers}
+    panel = build_panel(prices, load_config(None, ["model.scope=global"]))
+    assert panel.split == {"val_start": "2016-06-09", "test_start": "2016-12-07"}
+    assert set(panel.skipped) == {"BHF", "FTV"} and panel.names == ["A", "AAPL", "COH", "ESS", "SYF"]
+    test_days = {name: len(panel.test.of(days.index)) for name, days in zip(panel.names, panel.tickers, strict=True)}
+    assert test_days["COH"] < test_days["A"] == test_days["AAPL"] == test_days["SYF"]  # COH ends in October 2017
+    assert panel.test.target_dates.min() >= np.datetime64("2016-12-07")
