@@ -153,17 +153,22 @@ def save_bundle(
         bundle.run_id = final_dir.name  # written into the files
         _write_bundle_files(tmp_dir, bundle, prices, history, metrics, write_extras)
 
+    bundle.run_dir = publish_bundle(tmp_dir, ticker_dir, bundle.run_id, write_files)
+    return bundle.run_dir
+
+
+def publish_bundle(tmp_dir: Path, parent: Path, run_id: str, write_files: Any) -> Path:
+    """Fill `tmp_dir` (`write_files(final_dir)`) and publish it under the first free name from `run_id` in
+    `parent`; on any failure the temp dir is removed and a write error is one line naming the bundle."""
     try:
-        bundle.run_dir = publish_as_free_name(tmp_dir, ticker_dir, bundle.run_id, write_files)
+        return publish_as_free_name(tmp_dir, parent, run_id, write_files)
     except BaseException as exc:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         # An atomic write (the loss curve) wraps its OSError, naming the temp dir that is gone now.
         cause = exc.__cause__ if isinstance(exc, ForecastError) else exc
         if isinstance(cause, OSError):
-            raise ForecastError(f"cannot write the run bundle {ticker_dir / bundle.run_id}: "
-                                f"{cause.strerror or cause}") from None
+            raise ForecastError(f"cannot write the run bundle {parent / run_id}: {cause.strerror or cause}") from None
         raise
-    return bundle.run_dir
 
 
 def _write_bundle_files(

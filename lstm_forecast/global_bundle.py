@@ -46,13 +46,14 @@ from lstm_forecast.bundle import (
     _Record,
     build_model,
     library_versions,
+    publish_bundle,
     read_document,
     read_weights,
     record_fields,
 )
 from lstm_forecast.config import MAX_SEED, Config
 from lstm_forecast.errors import ForecastError
-from lstm_forecast.files import json_text, make_temp_dir, publish_as_free_name, read_bounded
+from lstm_forecast.files import json_text, make_temp_dir, read_bounded
 from lstm_forecast.model import Forecaster, ModelShape
 from lstm_forecast.windows import Scaler, WindowSpec
 
@@ -205,15 +206,7 @@ def save_global_bundle(
         if write_extras is not None:
             write_extras(tmp_dir)
 
-    try:
-        bundle.run_dir = publish_as_free_name(tmp_dir, parent, bundle.run_id, write_files)
-    except BaseException as exc:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        cause = exc.__cause__ if isinstance(exc, ForecastError) else exc
-        if isinstance(cause, OSError):
-            raise ForecastError(f"cannot write the run bundle {parent / bundle.run_id}: "
-                                f"{cause.strerror or cause}") from None
-        raise
+    bundle.run_dir = publish_bundle(tmp_dir, parent, bundle.run_id, write_files)
     return bundle.run_dir
 
 
