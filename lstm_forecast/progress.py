@@ -195,6 +195,8 @@ class TrialBoard:
         if self.before is None:
             self.before = done
             self.seen = {trial.number for trial in trials if trial.state.is_finished()}
+            if self.trials:  # --trials is the study's total: a resumed study runs only the missing ones
+                self.progress.update(self.task, total=max(0, self.trials - done))
         best = best_trial(trials)
         best_text = f"best #{best.number} {best.value:.4f}" if best is not None else ""
         elapsed = time.monotonic() - self.started

@@ -296,3 +296,25 @@ def test_the_default_space_is_valid_and_spans_what_it_documents():
                           "model.type", "data.features"]
     assert [d.log for d in space.dimensions[:5]] == [True, True, False, False, True]
     assert space.dimensions[-1].choices[1] == ("log_return", "volume_change")
+
+
+def test_the_board_counts_the_trials_left_of_a_resumed_study_and_logs_each_finished_one_once():
+    import io
+
+    from rich.console import Console
+
+    from lstm_forecast.progress import TrialBoard
+
+    distribution = optuna.distributions.IntDistribution(10, 60)
+    done = [optuna.trial.create_trial(value=1.0 - n / 100, params={"window.lookback": 10 + n},
+                                      distributions={"window.lookback": distribution}) for n in range(3)]
+    for number, trial in enumerate(done):
+        trial.number = number
+    console = Console(file=io.StringIO(), force_terminal=False, width=200)
+    with TrialBoard(console, ["window.lookback"], 10, None) as board:
+        board.update(done[:2])  # a study resumed with two trials done: eight to go
+        assert board.progress.tasks[0].total == 8
+        board.update(done)
+        board.update(done)
+    lines = console.file.getvalue().splitlines()
+    assert lines == ["trial 2 complete: 0.9800 (window.lookback=12); best #2 0.9800"]
