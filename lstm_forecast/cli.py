@@ -441,19 +441,18 @@ def train(
                  "train.seed": ("--seed", seed), "train.device": ("--device", device),
                  "model.scope": ("--scope", scope), "train.seeds": ("--seeds", seeds)}
     settings = load_config(config, set_ or [], shortcuts)
-    if settings.model.scope == "global":
-        if jobs > 1 or executor != "local" or resume is not None:
-            raise UsageError("--jobs, --executor and --resume train local models; a global model trains in one "
-                             "process (its batches mix every ticker)")
-        plan = plan_training(settings, ticker or [], tickers_file, all_cached, data_dir, runs_dir)
-        warn(plan.warnings)
-        train_global_command(settings, plan, json_output)
-        return
-    if settings.train.seeds > 1:
+    scope_global = settings.model.scope == "global"
+    if scope_global and (jobs > 1 or executor != "local" or resume is not None):
+        raise UsageError("--jobs, --executor and --resume train local models; a global model trains in one "
+                         "process (its batches mix every ticker)")
+    if not scope_global and settings.train.seeds > 1:
         raise UsageError(f"train.seeds {settings.train.seeds}: a seed ensemble is a global model's; add --scope "
                          "global, or train with one seed")
     plan = plan_training(settings, ticker or [], tickers_file, all_cached, data_dir, runs_dir)
     warn(plan.warnings)
+    if scope_global:
+        train_global_command(settings, plan, json_output)
+        return
     if len(plan.tickers) > 1 or jobs > 1 or executor != "local" or resume is not None:
         train_universe_command(settings, plan, jobs, executor, ray_address, resume, json_output)
         return
@@ -494,11 +493,10 @@ def train_universe_command(
 
 def train_global_command(settings: Any, plan: Any, json_output: bool) -> None:
     """`train --scope global`: one bar per seed, then the per-ticker and cross-sectional report."""
-    from lstm_forecast.global_run import check_global, member_labels, train_global
+    from lstm_forecast.global_run import member_labels, train_global
     from lstm_forecast.progress import EpochBars
     from lstm_forecast.report import global_report
 
-    check_global(settings, plan.tickers)
     with stop_on_signals() as stop:
         with EpochBars(stderr, member_labels(settings), settings.train.epochs) as bars:
             result = train_global(settings, plan.tickers, plan.data_dir, plan.runs_dir,
@@ -795,6 +793,9 @@ def evaluate(
     from lstm_forecast.report import evaluation_report
 
     if run is not None and is_global_run(run):
+        if folds is not None:
+            raise UsageError("--folds: a global run has no walk-forward backtest; its test period is judged per "
+                             "ticker and across the cross-section")
         evaluate_global_command(run, ticker or [], tickers_file, all_cached, data_dir, json_output)
         return
     if ticker or tickers_file or all_cached:

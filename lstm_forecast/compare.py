@@ -195,14 +195,12 @@ def compare_scopes(
     """Train one global model and a local model per ticker on the same dates, config and seed; write the
     side-by-side comparison. The tickers the global panel leaves out (too short) are left out of both.
     `on_epoch(label, record)` hears the global members' epochs ("seed 0") and the local ones' ("local T")."""
-    from lstm_forecast.global_run import check_global, cross_section_of, pooled_ratio, train_global
+    from lstm_forecast.global_run import cross_section_of, pooled_ratio, train_global
     from lstm_forecast.universe import train_universe
 
     global_config = config.model_copy(update={"model": config.model.model_copy(update={"scope": "global"})})
-    check_global(global_config, tickers)
-    result = train_global(global_config, tickers, data_dir, runs_dir,
-                          on_epoch=on_epoch,
-                          stop=stop)
+    # train_global checks the config and the tickers before it reads any data.
+    result = train_global(global_config, tickers, data_dir, runs_dir, on_epoch=on_epoch, stop=stop)
     if stop is not None and stop.is_set():
         raise Interrupted(f"interrupted; the global run was saved to {result.run_dir}, no local model was trained")
     split = result.report["split"]

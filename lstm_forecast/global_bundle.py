@@ -60,8 +60,10 @@ from lstm_forecast.windows import Scaler, WindowSpec
 GLOBAL_DIR = "_global"
 GLOBAL_FILE = "global.json"
 PRICES_ARCHIVE = "prices.zip"
-# One ticker's daily CSV is tens of kilobytes a decade; the archive holds one per ticker.
-PRICES_ENTRY_LIMIT = 64 << 20
+# A canonical price row (date, six numbers) is under a hundred bytes: an entry may hold this much per row its
+# ticker's fingerprint declares, plus the header, and the archive no more than all its entries.
+ROW_BYTES_LIMIT = 256
+HEADER_BYTES_LIMIT = 4096
 GLOBAL_JSON_LIMIT = 256 << 20  # validation residuals per ticker: a few megabytes for 400 tickers
 
 
@@ -235,9 +237,11 @@ def read_prices_archive(path: Path, fingerprints: dict[str, dict[str, Any]]) -> 
     from lstm_forecast.data import cache_name
     from lstm_forecast.prices import parse_prices_csv, prices_sha256
 
-    limit = PRICES_ENTRY_LIMIT * max(1, len(fingerprints))
+    limits = {ticker: fingerprint["rows"] * ROW_BYTES_LIMIT + HEADER_BYTES_LIMIT
+              for ticker, fingerprint in fingerprints.items()}
     try:
-        raw = read_bounded(path, limit, "a global run's recorded prices")
+        raw = read_bounded(path, sum(limits.values()) + HEADER_BYTES_LIMIT * len(limits),
+                           "a global run's recorded prices")
     except FileNotFoundError:
         raise ForecastError(f"{path}: missing from the bundle; evaluate needs the recorded prices") from None
     prices = {}
@@ -245,11 +249,11 @@ def read_prices_archive(path: Path, fingerprints: dict[str, dict[str, Any]]) -> 
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
             entries = {info.filename: info for info in archive.infolist()}
             for ticker, fingerprint in fingerprints.items():
-                info = entries.get(f"{cache_name(ticker)}.csv")
-                if info is None or info.file_size > PRICES_ENTRY_LIMIT:
+                info, limit = entries.get(f"{cache_name(ticker)}.csv"), limits[ticker]
+                if info is None or info.file_size > limit:
                     raise ForecastError(f"{path}: {ticker}'s prices are missing or too large; the bundle is damaged")
                 with archive.open(info) as entry:
-                    text = entry.read(PRICES_ENTRY_LIMIT + 1)  # the header's size may lie: never inflate more
+                    text = entry.read(limit + 1)  # the header's size may lie: never inflate more
                 frame, _ = parse_prices_csv(text, f"{path}:{ticker}")
                 if prices_sha256(frame) != fingerprint["sha256"]:
                     raise ForecastError(f"{path}: {ticker}'s recorded prices do not match its fingerprint; "

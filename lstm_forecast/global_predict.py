@@ -57,6 +57,7 @@ def run_global_screener(
     """The ranked screener over the run's tickers (or `tickers` among them) and the header line of its skill."""
     output_format = resolve_format(output_format, output)
     bundle = load_global_bundle(run_dir)
+    metrics = run_metrics(bundle)  # the run's own test scores: each ticker's and the cross-section's
     folder = data.resolve_data_dir(data_dir, bundle.config.data.dir)
     if output is not None:
         check_not_ours(output, Path(run_dir).resolve().parent.parent, folder)
@@ -84,10 +85,10 @@ def run_global_screener(
                             f"fetch it (lstm-forecast fetch -t {ticker}) to rank it with them", run_dir)
     current = [t for t in recent if t not in behind]
     if current:
-        rows |= forecast_rows(bundle, {t: recent[t] for t in current}, level, today or date.today())
+        rows |= forecast_rows(bundle, {t: recent[t] for t in current}, level, today or date.today(), metrics)
     ranked = rank_screener([rows[ticker] for ticker in names])
     text = None if output_format == "table" and output is None else render_screener(ranked, output_format)
-    header = skill_header(bundle)
+    header = skill_header(bundle, metrics)
     if output_format == "json" and text is not None:
         text = json.dumps({"run_dir": str(run_dir), "skill": header, **json.loads(text)}, indent=2) + "\n"
     if output is not None:
@@ -110,7 +111,8 @@ def latest_rows(
 
 
 def forecast_rows(
-    bundle: GlobalBundle, recent: dict[str, tuple[pd.DataFrame, str | None]], level: float, today: date
+    bundle: GlobalBundle, recent: dict[str, tuple[pd.DataFrame, str | None]], level: float, today: date,
+    metrics: dict[str, Any],
 ) -> dict[str, dict[str, Any]]:
     """One screener row per ticker: the next session's forecast with its split-conformal interval."""
     spec, index = bundle.spec, {name: i for i, name in enumerate(bundle.names)}
@@ -125,7 +127,7 @@ def forecast_rows(
     batch = (np.stack(inputs), np.array([index[t] for t in tickers], dtype=np.int64))
     with cpu_threads(1):  # a few hundred windows: far too little work to share between threads
         scaled = np.mean([predict_scaled(member, batch) for member in bundle.members], axis=0)
-    ratios = test_scores(bundle)
+    ratios = test_scores(metrics)
     first_day = anchors[0][0].date()
     calendar = calendar_for(bundle.config.data.calendar, first_day, spec.horizon, today)
     session = calendar.next_sessions(first_day, 1)[0]
@@ -146,17 +148,16 @@ def forecast_rows(
     return rows
 
 
-def test_scores(bundle: GlobalBundle) -> dict[str, tuple[float | None, float | None]]:
+def test_scores(metrics: dict[str, Any]) -> dict[str, tuple[float | None, float | None]]:
     """Each ticker's test RMSE ratio and DM p-value as training recorded them (metrics.json), if readable."""
-    metrics = run_metrics(bundle)
     rows = ((metrics.get("per_ticker") or {}).get("rows")) or []
     return {row["ticker"]: (row.get("rmse_ratio_all"), row.get("dm_pvalue")) for row in rows
             if isinstance(row, dict) and isinstance(row.get("ticker"), str)}
 
 
-def skill_header(bundle: GlobalBundle) -> str:
+def skill_header(bundle: GlobalBundle, metrics: dict[str, Any]) -> str:
     """The run's cross-sectional skill on its own test period, in one line."""
-    ic = ((run_metrics(bundle).get("cross_section") or {}).get("ic") or {}).get("model") or {}
+    ic = ((metrics.get("cross_section") or {}).get("ic") or {}).get("model") or {}
     if ic.get("mean") is None or ic.get("t") is None:
         return f"Global run {bundle.run_id}: its cross-sectional skill was not recorded."
     return (f"Global run {bundle.run_id}, {len(bundle.tickers)} tickers: on its test period the forecasts ranked "

@@ -69,8 +69,9 @@ class PanelSplit:
         return len(self.targets)
 
     def of(self, index: int) -> np.ndarray:
-        """The rows of one ticker."""
-        return np.flatnonzero(self.ticker == index)
+        """The rows of one ticker: contiguous, since the windows are concatenated ticker by ticker."""
+        start, stop = np.searchsorted(self.ticker, [index, index + 1])
+        return np.arange(start, stop)
 
 
 @dataclass

@@ -384,3 +384,25 @@ def test_the_real_universe_s_defects_are_left_out_or_handled_on_one_calendar():
     test_days = {name: len(panel.test.of(days.index)) for name, days in zip(panel.names, panel.tickers, strict=True)}
     assert test_days["COH"] < test_days["A"] == test_days["AAPL"] == test_days["SYF"]  # COH ends in October 2017
     assert panel.test.target_dates.min() >= np.datetime64("2016-12-07")
+
+
+def test_evaluate_refuses_folds_for_a_global_run(global_run):
+    run_dir, _, _ = global_run
+    result = CliRunner().invoke(app, ["evaluate", "--run", str(run_dir), "--folds", "2"])
+    assert result.exit_code == 2 and "--folds: a global run has no walk-forward backtest" in error_line(result)
+
+
+def test_a_recorded_price_entry_larger_than_its_rows_allow_is_never_inflated(global_run, tmp_path):
+    import shutil
+
+    run_dir, _, _ = global_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    with zipfile.ZipFile(copy / PRICES_ARCHIVE) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    entries["T03.csv"] += b"9" * 10_000_000  # compresses to kilobytes; its fingerprint declares 261 rows
+    with zipfile.ZipFile(copy / PRICES_ARCHIVE, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, content in entries.items():
+            archive.writestr(name, content)
+    with pytest.raises(ForecastError, match="T03's prices are missing or too large; the bundle is damaged"):
+        evaluate_global(copy)
