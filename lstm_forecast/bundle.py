@@ -13,8 +13,10 @@ window and scaler agreeing; then the ticker's format) and `ModelShape`, `WindowS
 from its records, and the weights' names, shapes and dtype (float32) are checked against the declared model
 before the module is built. A damaged bundle is always a run-time error (exit 1) naming the file and what is
 wrong. Format 1 grows only by optional fields, absent in older bundles: `config_hash` (`config.config_hash`:
-the run's settings that decide its weights; None when absent) and `fingerprints` (every series trained on,
-in order; `[fingerprint]` for one ticker, and when absent).
+the run's settings that decide its weights; None when absent), `fingerprints` (every series trained on,
+in order; `[fingerprint]` for one ticker, and when absent), the window's context inputs and calendar features
+(none when absent) and `context_fingerprints`, one per context series, whose recorded rows are
+`context/<TICKER>.csv`.
 """
 
 from __future__ import annotations
@@ -41,9 +43,12 @@ from pydantic_core import PydanticCustomError
 from lstm_forecast import __version__
 from lstm_forecast.config import (
     CONFIG_SIZE_LIMIT,
+    MAX_CONTEXT,
     MAX_SEED,
     MAX_THREADS,
+    CalendarFeature,
     Config,
+    ContextFeature,
     Date,
     Feature,
     ModelConfig,
@@ -62,6 +67,7 @@ from lstm_forecast.files import (
     read_bounded,
 )
 from lstm_forecast.model import Forecaster, ModelShape, gib, memory_limit
+from lstm_forecast.context import CALENDAR_COLUMNS, ContextSeries
 from lstm_forecast.windows import Scaler, WindowSpec
 
 FORMAT_VERSION = 1
@@ -69,6 +75,7 @@ BUNDLE_FILE = "bundle.json"
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
 PRICES_FILE = "prices.csv"
+CONTEXT_DIR = "context"  # context/<TICKER>.csv: the rows of each context series the run read
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 LOSS_CURVE_FILE = "loss_curve.png"
@@ -83,6 +90,8 @@ BUNDLE_JSON_LIMIT = 32 << 20
 WEIGHTS_HEADER_LIMIT = 1 << 20
 # A global model's universe: the largest index has a few thousand members.
 MAX_TICKERS = 100_000
+# Input columns per day at most: every own feature, every context input, every calendar column.
+MAX_INPUTS = len(Feature.__args__) + MAX_CONTEXT + sum(len(columns) for columns in CALENDAR_COLUMNS.values())
 
 
 @dataclass
@@ -106,6 +115,7 @@ class RunBundle:
     run_dir: Path | None = None
     config_hash: str | None = None  # `config.config_hash` of the run's config; None in bundles from before it
     fingerprints: list[dict[str, Any]] = field(default_factory=list)  # every series trained on, in order
+    context_fingerprints: list[dict[str, Any]] = field(default_factory=list)  # one per context series, in order
 
     def __post_init__(self) -> None:
         self.fingerprints = self.fingerprints or [self.fingerprint]  # one series (and bundles from before the list)
@@ -119,6 +129,26 @@ class RunBundle:
             raise ForecastError(f"{path}: missing from the bundle; evaluate needs the recorded prices")
         prices, _ = read_prices_csv(path)
         return prices
+
+    def context_prices(self) -> dict[str, pd.DataFrame]:
+        """The context series' rows the run read (context/), each checked against its recorded fingerprint."""
+        from lstm_forecast.data import cache_name
+        from lstm_forecast.prices import prices_sha256, read_prices_csv
+
+        frames = {}
+        for fingerprint in self.context_fingerprints:
+            ticker = fingerprint["ticker"]
+            path = self._path(CONTEXT_DIR) / f"{cache_name(ticker)}.csv"
+            if not path.is_file():
+                raise ForecastError(f"{path}: missing from the bundle; evaluate needs the recorded context prices")
+            prices, _ = read_prices_csv(path)
+            if prices_sha256(prices) != fingerprint["sha256"]:
+                raise ForecastError(
+                    f"{path}: the recorded {ticker} context prices do not match the run's fingerprint of them; "
+                    "the bundle is damaged, retrain the model"
+                )
+            frames[ticker] = prices
+        return frames
 
     def _path(self, name: str) -> Path:
         if self.run_dir is None:
@@ -139,10 +169,12 @@ def save_bundle(
     history: pd.DataFrame,
     metrics: dict[str, Any],
     write_extras: Any = None,
+    context: dict[str, pd.DataFrame] | None = None,
 ) -> Path:
     """Write the bundle into `<runs_dir>/<TICKER>/<run_id>/` atomically; returns the run directory.
 
-    `write_extras(tmp_dir)` may add files (the loss-curve PNG) before the rename.
+    `write_extras(tmp_dir)` may add files (the loss-curve PNG) before the rename; `context` holds the rows of
+    each context series the run read (`context.rows_used`), recorded in context/.
     """
     from lstm_forecast.data import cache_name
 
@@ -151,7 +183,7 @@ def save_bundle(
 
     def write_files(final_dir: Path) -> None:
         bundle.run_id = final_dir.name  # written into the files
-        _write_bundle_files(tmp_dir, bundle, prices, history, metrics, write_extras)
+        _write_bundle_files(tmp_dir, bundle, prices, history, metrics, write_extras, context or {})
 
     bundle.run_dir = publish_bundle(tmp_dir, ticker_dir, bundle.run_id, write_files)
     return bundle.run_dir
@@ -173,8 +205,9 @@ def publish_bundle(tmp_dir: Path, parent: Path, run_id: str, write_files: Any) -
 
 def _write_bundle_files(
     tmp_dir: Path, bundle: RunBundle, prices: pd.DataFrame, history: pd.DataFrame, metrics: dict[str, Any],
-    write_extras: Any,
+    write_extras: Any, context: dict[str, pd.DataFrame],
 ) -> None:
+    from lstm_forecast.data import cache_name
     from lstm_forecast.prices import prices_to_csv
 
     weights = {name: tensor.detach().cpu().contiguous() for name, tensor in bundle.model.state_dict().items()}
@@ -182,6 +215,10 @@ def _write_bundle_files(
     (tmp_dir / BUNDLE_FILE).write_text(json_text(bundle_document(bundle)))
     (tmp_dir / CONFIG_FILE).write_text(yaml.safe_dump(bundle.config.to_plain(), sort_keys=False))
     (tmp_dir / PRICES_FILE).write_bytes(prices_to_csv(prices))
+    if context:
+        (tmp_dir / CONTEXT_DIR).mkdir(exist_ok=True)  # written again when the name was taken
+        for ticker, rows in context.items():
+            (tmp_dir / CONTEXT_DIR / f"{cache_name(ticker)}.csv").write_bytes(prices_to_csv(rows))
     history.to_csv(tmp_dir / HISTORY_FILE, index=False, lineterminator="\n")
     (tmp_dir / METRICS_FILE).write_text(json_text(metrics))
     if write_extras is not None:
@@ -225,6 +262,7 @@ def bundle_document(bundle: RunBundle) -> dict[str, Any]:
             scaler=asdict(bundle.scaler),
             fingerprint=bundle.fingerprint,
             fingerprints=bundle.fingerprints,
+            context_fingerprints=bundle.context_fingerprints or None,
             split=bundle.split,
             baselines=bundle.baselines,
             calibration=bundle.calibration,
@@ -273,7 +311,7 @@ Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 class ShapeRecord(_Record):
     kind: _like(ModelConfig, "type")
-    n_features: Annotated[int, Field(ge=1, le=len(Feature.__args__))]
+    n_features: Annotated[int, Field(ge=1, le=MAX_INPUTS)]
     hidden_size: _like(ModelConfig, "hidden_size")
     num_layers: _like(ModelConfig, "num_layers")
     dropout: _like(ModelConfig, "dropout")
@@ -288,15 +326,40 @@ class ShapeRecord(_Record):
         return self
 
 
+class ContextRecord(_Record):
+    ticker: Annotated[str, Field(max_length=64)]
+    feature: ContextFeature
+    lag: Literal[0, 1]
+
+
 class WindowRecord(_Record):
     features: Annotated[list[Feature], Field(min_length=1, max_length=len(Feature.__args__)), AnyList]
     price_column: Literal["adj_close", "close"]
     target: Literal["log_return", "price"]
     lookback: _like(WindowConfig, "lookback")
     horizon: _like(WindowConfig, "horizon")
+    # Absent before context inputs: none.
+    context: Annotated[list[ContextRecord], Field(max_length=MAX_CONTEXT), AnyList] = []
+    calendar_features: Annotated[list[CalendarFeature], Field(max_length=len(CALENDAR_COLUMNS)), AnyList] = []
+    context_max_gap: Annotated[int, Field(ge=0, le=20)] = 3
+    calendar: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+
+    @model_validator(mode="after")
+    def _check_calendar(self) -> WindowRecord:
+        if (self.calendar is None) != (not self.calendar_features):
+            raise ValueError("window.calendar: expected an exchange exactly when there are calendar features")
+        return self
+
+    @property
+    def n_inputs(self) -> int:
+        return len(self.features) + len(self.context) + sum(len(CALENDAR_COLUMNS[n]) for n in self.calendar_features)
+
+    def spec(self) -> WindowSpec:
+        fields = record_fields(self)
+        return WindowSpec(**fields | {"context": tuple(ContextSeries(**dict(item)) for item in self.context)})
 
 
-Values = Annotated[list[float], Field(min_length=1, max_length=len(Feature.__args__)), AnyList]
+Values = Annotated[list[float], Field(min_length=1, max_length=MAX_INPUTS), AnyList]
 
 
 class ScalerRecord(_Record):
@@ -376,6 +439,7 @@ class BundleDocument(_Record):
     scaler: ScalerRecord
     fingerprint: FingerprintRecord
     fingerprints: Annotated[list[FingerprintRecord], Field(min_length=1, max_length=100_000)] | None = None
+    context_fingerprints: Annotated[list[FingerprintRecord], Field(min_length=1, max_length=MAX_CONTEXT)] | None = None
     split: SplitRecord
     baselines: BaselinesRecord
     calibration: CalibrationRecord
@@ -395,7 +459,7 @@ class BundleDocument(_Record):
             )
         # The model, the window and the scaler must describe the same inputs and horizon, or every
         # forecast made with the bundle would be silently misaligned.
-        n_features = len(self.window.features)
+        n_features = self.window.n_inputs
         sizes = {
             "model.n_features": (self.model.n_features, n_features),
             "model.horizon": (self.model.horizon, self.window.horizon),
@@ -405,6 +469,9 @@ class BundleDocument(_Record):
         for key, (found, expected) in sizes.items():
             if found != expected:
                 raise PydanticCustomError("mismatch", f"{key} is {found} but the window describes {expected}")
+        recorded = [item.ticker for item in self.context_fingerprints or []]
+        if recorded != list(dict.fromkeys(item.ticker for item in self.window.context)):
+            raise PydanticCustomError("mismatch", "context_fingerprints do not name the window's context series")
         return self
 
 
@@ -422,7 +489,7 @@ def load_bundle(run_dir: Path | str) -> RunBundle:
     except ForecastError as exc:  # the ticker
         raise ForecastError(f"{path}: missing or invalid field {exc}; the bundle is damaged") from None
     shape = ModelShape(**record_fields(record.model))
-    spec = WindowSpec(**record_fields(record.window))
+    spec = record.window.spec()
     scaler = Scaler(**record_fields(record.scaler))
     config = _read_config(run_dir / CONFIG_FILE)
     model = _load_model(run_dir / WEIGHTS_FILE, shape)
@@ -446,6 +513,7 @@ def load_bundle(run_dir: Path | str) -> RunBundle:
         run_dir=run_dir,
         config_hash=record.config_hash,
         fingerprints=plain["fingerprints"] or [],
+        context_fingerprints=plain["context_fingerprints"] or [],
     )
 
 
@@ -491,7 +559,7 @@ def _check_config_matches(
     """config.yaml and bundle.json describe one run: evaluate rebuilds the windows from the config, predict
     from bundle.json, so any difference between them (an edited file) is damage."""
     expected_spec = WindowSpec.from_config(config)
-    expected_shape = ModelShape.from_config(config.model, n_features=len(expected_spec.features),
+    expected_shape = ModelShape.from_config(config.model, n_features=expected_spec.n_inputs,
                                             horizon=expected_spec.horizon, n_tickers=n_tickers)
     if expected_spec != spec or expected_shape != shape:
         raise ForecastError(f"{path}: does not describe the model and windows of bundle.json; the bundle is damaged")

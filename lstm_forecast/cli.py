@@ -463,7 +463,7 @@ def train(
         with EpochBars(stderr, [f"{symbol} {settings.model.type.upper()}"], settings.train.epochs) as bars:
             result = train_ticker(settings, symbol, data_dir, runs_dir, bars.update, stop, on_fetch=note)
         if json_output:
-            print_json({"run_dir": str(result.run_dir), **result.metrics})
+            print_json({"run_dir": str(result.run_dir), **result.metrics, "notes": result.notes})
         else:
             print_training_summary(result)
         if stop.is_set():
@@ -553,6 +553,8 @@ def print_training_summary(result: Any) -> None:
         f"Trained {kind.upper()} on {result.ticker}: {training['epochs_run']} epochs{stopped}, "
         f"best epoch {training['best_epoch']}, {training['seconds']:.1f} s on {training['device']}"
     )
+    for line in result.notes:
+        stdout.print(f"Note: {line}", markup=False)
     for split, title in (("val", "Validation"), ("test", "Test (never seen in training)")):
         scores = result.metrics[split]
         period = f"{scores['first_anchor']} … {scores['last_anchor']}, {scores['windows']} windows"

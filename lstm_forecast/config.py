@@ -32,6 +32,12 @@ from lstm_forecast.errors import UsageError, quote, shorten
 from lstm_forecast.files import read_bounded
 
 Feature = Literal["log_return", "volume_change", "range"]
+# A context series' input: its own features, or its log price level (a volatility index is read as a level).
+ContextFeature = Literal["log_return", "log_level", "volume_change", "range"]
+# Known in advance from the exchange calendar: each describes the session a forecast is for (context.py).
+CalendarFeature = Literal["day_of_week", "month_of_year", "month_end", "session_gap"]
+# More context inputs than this is a search over tickers, not a covariate list.
+MAX_CONTEXT = 32
 
 
 def _refuse_bool(value: Any) -> Any:
@@ -55,6 +61,29 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
+def _ticker_symbol(value: Any) -> Any:
+    """A context ticker, validated and upper-cased as `--ticker` is (data.validate_ticker)."""
+    from lstm_forecast.data import validate_ticker
+
+    if not isinstance(value, str):
+        return value  # pydantic's own type error follows
+    try:
+        return validate_ticker(value)
+    except UsageError as exc:
+        raise ValueError("ticker: " + str(exc).split(": ", 1)[1]) from None
+
+
+class ContextInput(Section):
+    """One context input: a cached ticker's feature, read on the target ticker's sessions (see context.py)."""
+
+    ticker: Annotated[str, BeforeValidator(_ticker_symbol)]
+    feature: ContextFeature = "log_return"
+    # auto: the previous session when the context's exchange closes later in the day than data.calendar's.
+    align: Literal["auto", "same_day", "previous_session"] = "auto"
+    # The context's exchange, for `auto`; None: read from the ticker's Yahoo suffix (.L: XLON, none: XNYS).
+    calendar: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+
+
 class DataConfig(Section):
     dir: Annotated[str, Field(max_length=PATH_LENGTH)] | None = None
     price_column: Literal["adj_close", "close"] = "adj_close"
@@ -63,6 +92,11 @@ class DataConfig(Section):
     start: Date | None = None
     end: Date | None = None
     calendar: Annotated[str, Field(min_length=1, max_length=32)] = "XNYS"
+    # Other series as inputs (the index, a sector ETF, a volatility index), aligned on the ticker's sessions.
+    context: Annotated[list[ContextInput], Field(max_length=MAX_CONTEXT)] = []
+    calendar_features: Annotated[list[CalendarFeature], Field(max_length=len(CalendarFeature.__args__))] = []
+    # Sessions a missing context day is forward-filled for; windows that need a longer-missing one are dropped.
+    context_max_gap: Annotated[Int, Field(ge=0, le=20)] = 3
     # Downloads started per second at most by a fetch over several tickers: Yahoo answers a faster client
     # with "too many requests" for minutes.
     fetch_rate: Annotated[Float, Field(ge=0.01, le=20)] = 2.0
@@ -71,6 +105,11 @@ class DataConfig(Section):
     def _check(self) -> DataConfig:
         if len(set(self.features)) != len(self.features):
             raise ValueError("features: expected each feature at most once")
+        if len(set(self.calendar_features)) != len(self.calendar_features):
+            raise ValueError("calendar_features: expected each feature at most once")
+        inputs = [(entry.ticker, entry.feature) for entry in self.context]
+        if len(set(inputs)) != len(inputs):
+            raise ValueError("context: expected each ticker and feature at most once")
         if self.start and self.end and self.start >= self.end:
             raise ValueError("start: expected a date before data.end")
         return self
@@ -372,7 +411,7 @@ def _describe_error(
         # Cross-field checks raise "key: expected ..." about a key of their own section.
         text = message.removeprefix("Value error, ")
         field, _, expectation = text.partition(": ")
-        loc = [*loc, field]
+        loc = loc if loc[-1] == field else [*loc, field]  # a field's own validator is located at it already
         key = _short(".".join(loc))
         value = _lookup(values, loc)
         return f"{_source_of(loc, sources, default_source)}: {key}: {expectation}, got {_show(value)}"
@@ -395,8 +434,18 @@ def _source_of(loc: list[str], sources: dict[str, str], default_source: str) -> 
 
 
 def _known_keys(loc: list[str]) -> list[str]:
-    section = Config.model_fields.get(loc[0]) if len(loc) > 1 else None
-    model = section.annotation if section is not None else Config
+    """The keys of the mapping that holds the unknown key `loc[-1]` (a section, or an item of data.context)."""
+    model: type[BaseModel] = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(part)
+        if field is None:
+            continue  # a list index
+        annotation = field.annotation
+        if typing.get_origin(annotation) is list:
+            annotation = typing.get_args(annotation)[0]
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
     return list(model.model_fields)
 
 
@@ -411,6 +460,8 @@ def _expectation(loc: list[str]) -> str:
         if field is None:
             break
         annotation = field.annotation
+        if typing.get_origin(annotation) is list:  # data.context.0.ticker: a field of the listed model
+            annotation = typing.get_args(annotation)[0]
         model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
     if field is None:
         return "a valid value"
@@ -426,6 +477,9 @@ def _describe_annotation(annotation: Any, metadata: list[Any]) -> str:
     if origin is Literal:
         return "one of " + ", ".join(str(arg) for arg in args)
     longest = next((item.max_length for item in metadata if isinstance(item, annotated_types.MaxLen)), None)
+    if origin is list and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+        at_most = f"at most {longest} " if longest else ""
+        return f"a list of {at_most}mappings with keys {', '.join(args[0].model_fields)}"
     if origin is list:
         at_most = f" (at most {longest})" if longest else ""
         return f"a list of {_plural(_describe_annotation(args[0], []))}{at_most}"
@@ -456,9 +510,12 @@ def _plural(text: str) -> str:
 def _lookup(values: dict[str, Any], loc: list[str]) -> Any:
     current: Any = values
     for part in loc:
-        if not isinstance(current, dict) or part not in current:
+        if isinstance(current, list) and part.isdigit() and int(part) < len(current):
+            current = current[int(part)]
+        elif isinstance(current, dict) and part in current:
+            current = current[part]
+        else:
             return None
-        current = current[part]
     return current
 
 

@@ -211,7 +211,10 @@ def publish_dir(tmp_dir: Path, final_dir: Path) -> None:
     The rename is the reservation: it fails when `final_dir` is already a directory with files in it
     (another process's bundle), which raises `NameTaken` and leaves `tmp_dir` as it was.
     """
-    for path in tmp_dir.iterdir():
+    for path in tmp_dir.rglob("*"):  # a bundle's context/ folder holds files too
+        if path.is_dir():
+            fsync_dir(path)
+            continue
         with path.open("rb") as handle:
             os.fsync(handle.fileno())
     tmp_dir.chmod(DIR_MODE)

@@ -113,10 +113,14 @@ def memory_limit() -> int:
 def check_trainable(config: Config, kinds: Iterable[str] | None = None) -> None:
     """Refuse, before any data is read or memory allocated, a config whose model (of each of `kinds`,
     default `model.type`) could not be trained in this machine's memory; the message names the keys to lower."""
+    from lstm_forecast.context import width
+
     limit = memory_limit()
+    data = config.data
+    n_inputs = len(data.features) + len(data.context) + width(tuple(data.calendar_features))
     for kind in kinds or [config.model.type]:
         model_config = config.model.model_copy(update={"type": kind})
-        shape = ModelShape.from_config(model_config, n_features=len(config.data.features),
+        shape = ModelShape.from_config(model_config, n_features=n_inputs,
                                        horizon=config.window.horizon)
         needed = shape.training_bytes(config.train.batch_size, config.window.lookback)
         if needed > limit:

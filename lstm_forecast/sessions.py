@@ -57,6 +57,11 @@ class TradingCalendar:
         self.start, self.end = start, end
         self._sessions = np.asarray(calendar.sessions.values, dtype="datetime64[D]")
 
+    @property
+    def sessions(self) -> np.ndarray:
+        """Every session from `start` to `end`, as sorted datetime64[D]."""
+        return self._sessions
+
     def next_sessions(self, after: date, count: int) -> list[date]:
         """The first `count` sessions strictly after `after` (which need not be a session itself)."""
         first = int(np.searchsorted(self._sessions, np.datetime64(after, "D"), side="right"))

@@ -12,7 +12,8 @@ in-process core, for callers that already hold the prices and want the live mode
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lstm_forecast import baselines, data, plots
+from lstm_forecast import baselines, context, data, plots
 from lstm_forecast.bundle import (
     LOSS_CURVE_FILE,
     RunBundle,
@@ -56,7 +57,7 @@ from lstm_forecast.trainer import (
     resolve_device,
     seed_everything,
 )
-from lstm_forecast.windows import Dataset, build_dataset
+from lstm_forecast.windows import Dataset, WindowSpec, build_dataset
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class TickerResult:
     # Per test window: its anchor day and scoring.log_loss_differential, for a universe's pooled test.
     test_anchors: list[str]
     test_loss_differential: list[float]
+    notes: list[str] = field(default_factory=list)  # what the data cost: history cut, windows dropped
 
     @property
     def interrupted(self) -> bool:
@@ -102,8 +104,9 @@ def train_ticker(
     folder = data.resolve_data_dir(data_dir, config.data.dir)
     runs = resolve_runs_dir(runs_dir, config.runs.dir)
     prices = load_training_prices(symbol, folder, config, on_fetch, stop)
+    context_prices = context.load_context(folder, [entry.ticker for entry in config.data.context], on_fetch, stop)
     resolve_device(config.train.device)  # an unavailable device fails before the data is windowed
-    outcome = train_run(config, symbol, prices, runs, on_epoch=on_epoch, stop=stop)
+    outcome = train_run(config, symbol, prices, runs, on_epoch=on_epoch, stop=stop, context_prices=context_prices)
     test = outcome.test
     return TickerResult(
         ticker=symbol,
@@ -119,6 +122,7 @@ def train_ticker(
         lag_copy=lag_copy_diagnostic(test.anchor_prices, test.actual, test.model).to_dict(),
         test_anchors=[iso_day(day) for day in test.anchor_dates],
         test_loss_differential=[float(value) for value in log_loss_differential(test)],
+        notes=outcome.notes,
     )
 
 
@@ -131,6 +135,7 @@ class TrainOutcome:
     result: TrainResult
     metrics: dict[str, Any]
     test: PeriodForecasts  # the test period's forecasts, as scored
+    notes: list[str]  # the history cut to the context's range, windows dropped for a missing context day
 
 
 def load_training_prices(
@@ -152,14 +157,18 @@ def train_run(
     runs_dir: Path,
     on_epoch: EpochCallback | None = None,
     stop: StopRequest | None = None,
+    context_prices: Mapping[str, pd.DataFrame] | None = None,
 ) -> TrainOutcome:
-    """Train one model on `prices` and write its bundle.
+    """Train one model on `prices` (and the context series' prices, by ticker, when the config reads any) and
+    write its bundle. The history is first cut to the days every context series covers.
 
     Once `stop` is set (the CLI sets it on Ctrl-C), training ends after the current batch and the best
     epoch so far is scored and saved as usual; a request during scoring or saving changes nothing here.
     """
     check_calendar(config.data.calendar)  # predict needs it: a run for an unknown exchange could never forecast
-    dataset = build_dataset(prices, config)
+    prices, context_rows, notes = prepare_inputs(prices, config, context_prices)
+    dataset = build_dataset(prices, config, context_prices=context_rows)
+    notes = notes + dataset.notes()
     check_runs_dir_writable(runs_dir, ticker)  # before training: hours of it are lost otherwise
 
     model, result = train_model(dataset, config, on_epoch, stop)
@@ -188,6 +197,7 @@ def train_run(
         spec=dataset.spec,
         scaler=dataset.scaler,
         fingerprint=fingerprint(ticker, prices),
+        context_fingerprints=[fingerprint(name, rows) for name, rows in context_rows.items()],
         split=dataset.split,
         baselines={
             "train_mean_log_return": dataset.train_mean_log_return,
@@ -214,8 +224,22 @@ def train_run(
         )
 
     remove_stale_temp_dirs(runs_dir, ticker)
-    run_dir = save_bundle(bundle, runs_dir, prices, history, run_metrics, write_extras=write_loss_curve)
-    return TrainOutcome(run_dir=run_dir, bundle=bundle, result=result, metrics=run_metrics, test=forecasts["test"])
+    run_dir = save_bundle(bundle, runs_dir, prices, history, run_metrics, write_extras=write_loss_curve,
+                          context=context_rows)
+    return TrainOutcome(run_dir=run_dir, bundle=bundle, result=result, metrics=run_metrics, test=forecasts["test"],
+                        notes=notes)
+
+
+def prepare_inputs(
+    prices: pd.DataFrame, config: Config, context_prices: Mapping[str, pd.DataFrame] | None
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], list[str]]:
+    """The ticker's rows cut to the context's common range, the context rows they read (what the bundle
+    records) and the notes saying what was cut. Without context: the prices as given, nothing else."""
+    spec = WindowSpec.from_config(config)
+    if not spec.context:
+        return prices, {}, []
+    prices, notes = context.common_range(prices, spec, context_prices)
+    return prices, context.rows_used(prices, spec, context_prices), notes
 
 
 def train_model(
@@ -227,7 +251,7 @@ def train_model(
     """A fresh model trained on the dataset's training windows; returned on the CPU in eval mode."""
     # Seed before building the model: the initial weights are part of a reproducible run.
     seed_everything(config.train.seed)
-    shape = ModelShape.from_config(config.model, n_features=len(dataset.spec.features), horizon=dataset.spec.horizon)
+    shape = ModelShape.from_config(config.model, n_features=dataset.spec.n_inputs, horizon=dataset.spec.horizon)
     model = Forecaster(shape)
     result = fit(
         model,

@@ -9,11 +9,15 @@ periods: that is the past, known at forecast time. The scaler is fitted on train
 
 Each window keeps the date and price it is anchored on and the real prices on its target dates, so
 a prediction converts back to prices and dates exactly (`targets_to_prices`).
+
+Context inputs and calendar features (context.py) are more columns of the same days. A day whose context
+value is missing (a gap longer than `data.context_max_gap`) is NaN there: every window reading it is dropped,
+and the scaler is fitted on the training days that have every input.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,7 +25,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from lstm_forecast import baselines
+from lstm_forecast import baselines, context
 from lstm_forecast.config import Config
 from lstm_forecast.errors import ForecastError, UsageError
 
@@ -68,19 +72,45 @@ class WindowSpec:
     target: str
     lookback: int
     horizon: int
+    context: tuple[context.ContextSeries, ...] = ()  # other series' inputs, after the ticker's own
+    calendar_features: tuple[str, ...] = ()  # then these, of the session each day's window forecasts first
+    context_max_gap: int = 3
+    calendar: str | None = None  # the exchange the calendar features come from (None without them)
 
     @classmethod
     def from_config(cls, config: Config) -> WindowSpec:
+        data = config.data
         return cls(
-            features=tuple(config.data.features),
-            price_column=config.data.price_column,
-            target=config.data.target,
+            features=tuple(data.features),
+            price_column=data.price_column,
+            target=data.target,
             lookback=config.window.lookback,
             horizon=config.window.horizon,
+            context=context.resolve(data.context, data.calendar),
+            calendar_features=tuple(data.calendar_features),
+            context_max_gap=data.context_max_gap,
+            calendar=data.calendar if data.calendar_features else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "features": list(self.features)}
+        return {**asdict(self), "features": list(self.features), "context": [item.to_dict() for item in self.context],
+                "calendar_features": list(self.calendar_features)}
+
+    @property
+    def n_inputs(self) -> int:
+        """Input columns per day: the ticker's features, the context inputs, the calendar columns."""
+        return len(self.features) + len(self.context) + context.width(self.calendar_features)
+
+    @property
+    def context_tickers(self) -> list[str]:
+        """The context series read, each once, in order."""
+        return list(dict.fromkeys(item.ticker for item in self.context))
+
+    @property
+    def inference_rows(self) -> int:
+        """Price rows a forecast reads: the lookback, the row before it (for returns) and, with context, the
+        rows that decide whether a context day is too stale (context.align looks back context_max_gap rows)."""
+        return self.lookback + 1 + (self.context_max_gap + 1 if self.context else 0)
 
     @property
     def price_column_name(self) -> str:
@@ -168,15 +198,38 @@ class Dataset:
     test_start: pd.Timestamp  # first target day of the test period
     train_mean_log_return: float  # mean daily log return over training rows (drift baseline)
     train_naive_mae: float  # in-sample one-step naive MAE on training prices (recorded)
+    dropped: dict[str, int]  # windows dropped per period for a missing context input (training, validation, test)
 
     @property
     def split(self) -> dict[str, str]:
         """The first target days of the validation and test periods, as a bundle records them."""
         return {"val_start": self.val_start.date().isoformat(), "test_start": self.test_start.date().isoformat()}
 
+    def notes(self) -> list[str]:
+        """What the summary says about windows dropped for a missing context input."""
+        total = sum(self.dropped.values())
+        if total == 0:
+            return []
+        periods = ", ".join(f"{count} {name}" for name, count in self.dropped.items() if count)
+        return [f"{total} windows dropped ({periods}): a context series missed more than "
+                f"{self.spec.context_max_gap} sessions in a row (data.context_max_gap)"]
 
-def compute_features(prices: pd.DataFrame, spec: WindowSpec) -> pd.DataFrame:
-    """One row per day (the first price row is dropped: it has no previous day), one column per feature."""
+
+def compute_features(
+    prices: pd.DataFrame, spec: WindowSpec, context_prices: Mapping[str, pd.DataFrame] | None = None
+) -> pd.DataFrame:
+    """One row per day (the first price row is dropped: it has no previous day), one column per input: the
+    ticker's features, then its context inputs (NaN where unusable) and calendar columns (context.py)."""
+    features = _own_features(prices, spec)
+    parts = [features]
+    if spec.context:
+        parts.append(context.context_columns(prices, spec, context_prices))
+    if spec.calendar_features:
+        parts.append(context.calendar_columns(features.index, spec))
+    return pd.concat(parts, axis=1) if len(parts) > 1 else features
+
+
+def _own_features(prices: pd.DataFrame, spec: WindowSpec) -> pd.DataFrame:
     price = prices[spec.price_column_name].to_numpy(dtype=np.float64)
     if len(price) < 2:
         return pd.DataFrame(columns=list(spec.features), index=prices.index[1:], dtype=np.float64)
@@ -222,11 +275,15 @@ def min_rows_needed(spec: WindowSpec, val_fraction: float, test_fraction: float)
     return last_failing + 1 + 1  # +1: first passing day count; +1: the price row dropped by differencing
 
 
-def build_dataset(prices: pd.DataFrame, config: Config, test_end: int | None = None) -> Dataset:
+def build_dataset(
+    prices: pd.DataFrame, config: Config, test_end: int | None = None,
+    context_prices: Mapping[str, pd.DataFrame] | None = None,
+) -> Dataset:
     """Split by `split.val_start`/`test_start` dates when set, else by fractions, then window.
 
     `test_end` (a row of `compute_features`, i.e. of prices without its first row) ends the test
-    period early; the fractions then apply to the days before it.
+    period early; the fractions then apply to the days before it. `context_prices` holds each context
+    series' prices (by ticker) when the config reads any.
     """
     spec = WindowSpec.from_config(config)
     split = config.split
@@ -235,7 +292,7 @@ def build_dataset(prices: pd.DataFrame, config: Config, test_end: int | None = N
         dates = pd.DatetimeIndex(prices.index[1:])
         val_start = int(dates.searchsorted(pd.Timestamp(split.val_start)))
         test_start = int(dates.searchsorted(pd.Timestamp(split.test_start)))
-        return build_dataset_at(prices, spec, val_start, test_start, test_end)
+        return build_dataset_at(prices, spec, val_start, test_start, test_end, context_prices)
     needed = min_rows_needed(spec, split.val_fraction, split.test_fraction)
     if days + 1 < needed:
         raise ForecastError(
@@ -245,17 +302,18 @@ def build_dataset(prices: pd.DataFrame, config: Config, test_end: int | None = N
         )
     test_start = days - round(days * split.test_fraction)
     val_start = test_start - round(days * split.val_fraction)
-    return build_dataset_at(prices, spec, val_start, test_start, test_end)
+    return build_dataset_at(prices, spec, val_start, test_start, test_end, context_prices)
 
 
 def build_dataset_at(
-    prices: pd.DataFrame, spec: WindowSpec, val_start: int, test_start: int, test_end: int | None = None
+    prices: pd.DataFrame, spec: WindowSpec, val_start: int, test_start: int, test_end: int | None = None,
+    context_prices: Mapping[str, pd.DataFrame] | None = None,
 ) -> Dataset:
     """Window with explicit day boundaries: train [0, val_start), val [val_start, test_start),
     test [test_start, test_end). Days are rows of `compute_features(prices, spec)`. The walk-forward
     backtest calls this with an expanding training period and a moving test block.
     """
-    features = compute_features(prices, spec)
+    features = compute_features(prices, spec, context_prices)
     n_days = len(features)
     end = n_days if test_end is None else test_end
     if not 0 <= val_start <= test_start <= end <= n_days:
@@ -271,7 +329,13 @@ def build_dataset_at(
     log_return = np.diff(np.log(raw_price))
     target_series = log_return if spec.target == "log_return" else price
     feature_values = features.to_numpy(dtype=np.float64)
-    scaler = fit_scaler(feature_values[:val_start], target_series[:val_start])
+    complete = np.isfinite(feature_values).all(axis=1)  # False only where a context value is missing
+    if not complete[:val_start].any():
+        raise ForecastError("no training day has every context input; see data.context_max_gap")
+    scaler = fit_scaler(feature_values[:val_start][complete[:val_start]], target_series[:val_start])
+    # missing[k]: days before day k without every input; a window is whole when none of its days lacks one.
+    missing = np.concatenate([[0], np.cumsum(~complete)])
+    dropped = {}
 
     # Views, not copies: row i of input_windows is days i..i+lookback-1 (anchored on i+lookback-1);
     # row j of the target views is days j..j+horizon-1 (the targets of the window anchored on j-1).
@@ -284,9 +348,18 @@ def build_dataset_at(
         sliding_window_view(price, spec.horizon),
     )
 
-    def windows(first_target_day: int, stop: int) -> Windows:
+    def windows(name: str, first_target_day: int, stop: int) -> Windows:
         # Anchors whose inputs exist and whose targets all lie in [first_target_day, stop).
         anchors = np.arange(max(first_target_day - 1, spec.lookback - 1), stop - spec.horizon)
+        whole = missing[anchors + 1] - missing[anchors + 1 - spec.lookback] == 0
+        dropped[name] = int((~whole).sum())
+        anchors = anchors[whole]
+        if len(anchors) == 0:
+            raise ForecastError(
+                f"the {name} period has no window whose context inputs are all there: a context series misses "
+                f"more than data.context_max_gap ({spec.context_max_gap}) sessions too often; raise it or drop "
+                "that series"
+            )
         targets, target_dates, actual_prices = (view[anchors + 1] for view in ahead)
         return Windows(
             inputs=np.ascontiguousarray(input_windows[anchors - spec.lookback + 1].transpose(0, 2, 1)),
@@ -300,14 +373,15 @@ def build_dataset_at(
     return Dataset(
         spec=spec,
         scaler=scaler,
-        train=windows(0, val_start),
-        val=windows(val_start, test_start),
-        test=windows(test_start, end),
+        train=windows("training", 0, val_start),
+        val=windows("validation", val_start, test_start),
+        test=windows("test", test_start, end),
         val_start=pd.Timestamp(dates[val_start]),
         test_start=pd.Timestamp(dates[test_start]),
         # Training prices include the first price row: day 0's return and naive forecast need it.
         train_mean_log_return=baselines.mean_log_return(raw_price[: val_start + 1]),
         train_naive_mae=baselines.naive_mae_scale(raw_price[: val_start + 1]),
+        dropped=dropped,
     )
 
 
@@ -321,10 +395,10 @@ def _check_window_memory(n_days: int, spec: WindowSpec) -> None:
     (a 2000-day lookback over 19,000 days of three features is 1.1 GB a copy)."""
     from lstm_forecast.model import memory_limit
 
-    needed = n_days * spec.lookback * len(spec.features) * 4 * WINDOW_COPIES
+    needed = n_days * spec.lookback * spec.n_inputs * 4 * WINDOW_COPIES
     if needed > memory_limit():
         raise UsageError(
-            f"{n_days:,} days of {len(spec.features)} feature(s) in windows of window.lookback {spec.lookback} "
+            f"{n_days:,} days of {spec.n_inputs} input(s) in windows of window.lookback {spec.lookback} "
             f"need about {needed / 1024**3:.1f} GiB, more than the {memory_limit() / 1024**3:.1f} GiB allowed "
             "here (half the memory); lower window.lookback, use fewer data.features or a later data.start"
         )
@@ -369,16 +443,26 @@ def values_to_prices(values: np.ndarray, anchor_prices: np.ndarray, target: str)
 
 
 def inference_inputs(
-    prices: pd.DataFrame, spec: WindowSpec, scaler: Scaler
+    prices: pd.DataFrame, spec: WindowSpec, scaler: Scaler, context_prices: Mapping[str, pd.DataFrame] | None = None,
 ) -> tuple[np.ndarray, pd.Timestamp, float]:
-    """The latest `lookback` days as one scaled input (1, lookback, F) float32, its anchor date and price."""
-    features = compute_features(prices, spec)
+    """The latest `lookback` days as one scaled input (1, lookback, F) float32, its anchor date and price.
+
+    Give the last `spec.inference_rows` price rows (or more): with context, the rows before the lookback decide
+    whether a context day inside it is too stale."""
+    features = compute_features(prices, spec, context_prices)
     if len(features) < spec.lookback:
         raise ForecastError(
             f"{_rows(len(prices))}: too few for window.lookback {spec.lookback}: need at least "
             f"{spec.lookback + 1}; fetch a longer history"
         )
-    latest = scaler.transform_features(features.to_numpy(dtype=np.float64)[-spec.lookback :])
+    values = features.to_numpy(dtype=np.float64)[-spec.lookback :]
+    if not np.isfinite(values).all():
+        column = features.columns[int(np.argwhere(~np.isfinite(values))[0][1])]
+        raise ForecastError(
+            f"the context input {column} is missing for more than {spec.context_max_gap} sessions in a row within "
+            f"the last {spec.lookback} days; refresh the context series' cache (predict --refresh)"
+        )
+    latest = scaler.transform_features(values)
     anchor_price = float(prices[spec.price_column_name].iloc[-1])
     return latest.astype(np.float32)[None], pd.Timestamp(features.index[-1]), anchor_price
 
