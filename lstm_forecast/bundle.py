@@ -57,6 +57,7 @@ from lstm_forecast.config import (
     config_from_plain,
     load_yaml,
 )
+from lstm_forecast.context import CALENDAR_COLUMNS, ContextSeries
 from lstm_forecast.errors import ForecastError, UsageError, quote
 from lstm_forecast.files import (
     TEMP_PREFIX,
@@ -67,7 +68,6 @@ from lstm_forecast.files import (
     read_bounded,
 )
 from lstm_forecast.model import Forecaster, ModelShape, gib, memory_limit
-from lstm_forecast.context import CALENDAR_COLUMNS, ContextSeries
 from lstm_forecast.windows import Scaler, WindowSpec
 
 FORMAT_VERSION = 1

@@ -171,7 +171,9 @@ def context_columns(
 
 def _frame_of(ticker: str, context: Mapping[str, pd.DataFrame] | None) -> pd.DataFrame:
     if context is None or ticker not in context:
-        raise ForecastError(f"the context series {ticker} was not loaded; fetch it with `lstm-forecast fetch -t {ticker}`")
+        raise ForecastError(
+            f"the context series {ticker} was not loaded; fetch it with `lstm-forecast fetch -t {ticker}`"
+        )
     return context[ticker]
 
 
