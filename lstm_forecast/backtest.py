@@ -12,7 +12,7 @@ consecutive folds never overlap; the pooled metrics pool every block's windows.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,13 +77,17 @@ def plan_folds(val_start: int, test_start: int, test_end: int, folds: int, horiz
     ]
 
 
-def fold_dataset(prices: pd.DataFrame, config: Config, fold: Fold) -> Dataset:
-    """A fold's windows from prices cut off at the end of its test block: no later day exists for it.
+def fold_dataset(
+    prices: pd.DataFrame, config: Config, fold: Fold, context_prices: Mapping[str, pd.DataFrame] | None = None
+) -> Dataset:
+    """A fold's windows from prices cut off at the end of its test block: no later day exists for it (a context
+    series is read on the visible days only, so it cannot reach past them either).
 
     Day d is price row d + 1 (the first price row only serves the first day's return).
     """
     visible = prices.iloc[: fold.test_end + 1]
-    return build_dataset_at(visible, WindowSpec.from_config(config), fold.val_start, fold.test_start)
+    return build_dataset_at(visible, WindowSpec.from_config(config), fold.val_start, fold.test_start,
+                            context_prices=context_prices)
 
 
 @dataclass
@@ -104,6 +108,7 @@ def run_backtest(
     on_progress: ProgressCallback | None = None,
     seconds_per_training: float | None = None,
     stop: StopRequest | None = None,
+    context_prices: Mapping[str, pd.DataFrame] | None = None,
 ) -> tuple[list[FoldResult], bool]:
     """Train and forecast each fold in order; returns the finished folds and whether `stop` cut it short.
 
@@ -120,7 +125,7 @@ def run_backtest(
 
     report(None)
     for fold in folds:
-        dataset = fold_dataset(prices, config, fold)
+        dataset = fold_dataset(prices, config, fold, context_prices)
         reuse = fold.index == 0 and bundle_model is not None and same_scaler(dataset.scaler, bundle_scaler)
         if reuse:
             model, training = bundle_model, {"model_source": "bundle", "epochs_run": None, "best_epoch": None}

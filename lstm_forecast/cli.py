@@ -463,7 +463,7 @@ def train(
         with EpochBars(stderr, [f"{symbol} {settings.model.type.upper()}"], settings.train.epochs) as bars:
             result = train_ticker(settings, symbol, data_dir, runs_dir, bars.update, stop, on_fetch=note)
         if json_output:
-            print_json({"run_dir": str(result.run_dir), **result.metrics, "notes": result.notes})
+            print_json({"run_dir": str(result.run_dir), **result.metrics})
         else:
             print_training_summary(result)
         if stop.is_set():

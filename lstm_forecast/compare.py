@@ -256,7 +256,7 @@ def local_test_forecasts(rows: list[dict[str, Any]]) -> tuple[dict, dict, dict, 
             continue
         bundle = load_bundle(row["run_dir"])
         prices = bundle.prices()
-        dataset = rebuild_dataset(bundle, prices)
+        dataset = rebuild_dataset(bundle, prices, bundle.context_prices())
         period = period_forecasts(bundle.model, dataset.test, dataset)
         close = prices[dataset.spec.price_column_name]
         returns = pd.Series(np.log(close).diff().to_numpy(), index=prices.index)

@@ -114,13 +114,9 @@ def closes_later(context_calendar: str, target_calendar: str) -> bool:
 
 
 def _closes(name: str) -> pd.Series:
-    import exchange_calendars
+    from lstm_forecast.sessions import exchange_calendar
 
-    from lstm_forecast.sessions import check_calendar
-
-    check_calendar(name)
-    calendar = exchange_calendars.get_calendar(name, start=f"{REFERENCE_YEAR}-01-01", end=f"{REFERENCE_YEAR}-12-31")
-    return calendar.closes
+    return exchange_calendar(name, f"{REFERENCE_YEAR}-01-01", f"{REFERENCE_YEAR}-12-31").closes
 
 
 def width(calendar_features: tuple[str, ...]) -> int:
@@ -292,7 +288,7 @@ def calendar_columns(days: pd.DatetimeIndex, spec: Any) -> pd.DataFrame:
     columns: dict[str, np.ndarray] = {}
     for name in spec.calendar_features:
         if name == "day_of_week":
-            angle = 2 * np.pi * stamps.dayofweek.to_numpy() / 7
+            angle = 2 * np.pi * stamps.day_of_week.to_numpy() / 7
             columns |= {"day_of_week_sin": np.sin(angle), "day_of_week_cos": np.cos(angle)}
         elif name == "month_of_year":
             angle = 2 * np.pi * (stamps.month.to_numpy() - 1) / 12

@@ -114,7 +114,8 @@ def evaluate(
     folder = data.resolve_data_dir(data_dir, config.data.dir)
     cache = cache_state(folder, bundle)
     prices, source = recorded_prices(bundle, cache.pop("rows"))
-    dataset = rebuild_dataset(bundle, prices)
+    context_prices = bundle.context_prices()  # the rows recorded, checked against their fingerprints
+    dataset = rebuild_dataset(bundle, prices, context_prices)
 
     days = _day_index(prices)
     val_start, test_start = (int(days.searchsorted(day)) for day in (dataset.val_start, dataset.test_start))
@@ -134,7 +135,8 @@ def evaluate(
     if folds > 0:
         plan = plan_folds(val_start, test_start, len(days), folds, dataset.spec.horizon)
         results, interrupted = run_backtest(
-            prices, config, plan, bundle.model, bundle.scaler, on_progress, _training_seconds(bundle), stop
+            prices, config, plan, bundle.model, bundle.scaler, on_progress, _training_seconds(bundle), stop,
+            context_prices,
         )
         backtest = backtest_summary(results, folds, interrupted, kind)
 
@@ -152,6 +154,7 @@ def evaluate(
             "source": source,
             **cache,
         },
+        "inputs": input_section(bundle, dataset),
         # rebuild_dataset checked that this is the scaler in bundle.json, fitted on these days alone.
         "scaler": {"fit_on": "training days only", "days": val_start, "first_day": iso_day(days[0]),
                    "last_day": iso_day(days[val_start - 1])},
@@ -222,9 +225,26 @@ def recorded_prices(bundle: RunBundle, cache_rows: pd.DataFrame | None) -> tuple
     )
 
 
-def rebuild_dataset(bundle: RunBundle, prices: pd.DataFrame) -> Dataset:
+def input_section(bundle: RunBundle, dataset: Dataset) -> dict[str, Any]:
+    """What the model reads each day: the ticker's features, the context series (with their alignment and
+    recorded rows) and the calendar features, and how many windows a missing context day cost."""
+    spec = dataset.spec
+    return {
+        "features": list(spec.features),
+        "context": [{**item.to_dict(), "align": "previous_session" if item.lag else "same_day"}
+                    for item in spec.context],
+        "context_data": bundle.context_fingerprints,
+        "context_max_gap": spec.context_max_gap if spec.context else None,
+        "calendar_features": list(spec.calendar_features),
+        "dropped_windows": dataset.dropped,
+    }
+
+
+def rebuild_dataset(
+    bundle: RunBundle, prices: pd.DataFrame, context_prices: dict[str, pd.DataFrame] | None = None
+) -> Dataset:
     """The run's windows from its recorded rows and config; they must give back the bundle's split and scaler."""
-    dataset = build_dataset(prices, bundle.config)
+    dataset = build_dataset(prices, bundle.config, context_prices=context_prices)
     if dataset.spec != bundle.spec or dataset.split != bundle.split or not same_scaler(dataset.scaler, bundle.scaler):
         raise ForecastError(
             f"{bundle.run_dir}: rebuilding the run's windows from its recorded prices does not give back the "

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lstm_forecast import data
+from lstm_forecast import context, data
 from lstm_forecast.bundle import BUNDLE_JSON_LIMIT, RunBundle, find_run, list_runs, load_bundle, resolve_runs_dir
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError, shorten
 from lstm_forecast.files import atomic_write_text, json_text, read_bounded, writes_in_place
@@ -162,8 +162,8 @@ def run_predict(
     if output is not None:
         check_not_ours(output, run_dir.resolve().parent.parent, folder)
     today = today or date.today()
-    prices, calendar, warnings = latest_prices(bundle, folder, refresh, today, on_fetch)
-    forecast = make_forecast(bundle, prices, days, half_widths, calendar)
+    prices, context_prices, calendar, warnings = latest_prices(bundle, folder, refresh, today, on_fetch)
+    forecast = make_forecast(bundle, prices, days, half_widths, calendar, context_prices)
 
     text = None if output_format == "table" and output is None else render(forecast, output_format)
     chart = chart_path(output, run_dir)  # before writing: what the user named decides, not what was written
@@ -240,18 +240,21 @@ def interval_half_widths(bundle: RunBundle, levels: Sequence[float]) -> dict[flo
 def latest_prices(
     bundle: RunBundle, data_dir: Path, refresh: bool, today: date, on_fetch: Callable[[str], None] | None = None,
     stop: StopRequest | None = None,
-) -> tuple[pd.DataFrame, TradingCalendar, list[str]]:
-    """The prices to forecast from (see recent_prices), the run's trading calendar from their last day on, and
-    the warnings: nothing cached, or a cache more than STALE_AFTER_SESSIONS sessions old."""
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], TradingCalendar, list[str]]:
+    """The prices to forecast from (see recent_prices), the context series' (see recent_context), the run's
+    trading calendar from their last day on, and the warnings: nothing cached, or a cache more than
+    STALE_AFTER_SESSIONS sessions old."""
     prices, fallback_warning = recent_prices(bundle, data_dir, refresh, on_fetch, stop)
+    context_prices = recent_context(bundle, data_dir, refresh, fallback_warning is not None, on_fetch, stop)
+    context.check_fresh(bundle.ticker, prices, bundle.spec, context_prices)
     last_day = prices.index[-1].date()
     try:
         calendar = calendar_for(bundle.config.data.calendar, last_day, bundle.spec.horizon, today)
     except UsageError as exc:  # the bundle's own config names it: a damaged bundle, not a usage error
         raise ForecastError(f"{bundle.run_dir}: {exc}; the bundle is damaged") from None
     if fallback_warning is not None:
-        return prices, calendar, [fallback_warning]
-    return prices, calendar, stale_cache_warning(bundle.ticker, last_day, calendar, today)
+        return prices, context_prices, calendar, [fallback_warning]
+    return prices, context_prices, calendar, stale_cache_warning(bundle.ticker, last_day, calendar, today)
 
 
 def recent_prices(
@@ -276,6 +279,33 @@ def recent_prices(
     )
 
 
+def recent_context(
+    bundle: RunBundle, data_dir: Path, refresh: bool, from_bundle: bool,
+    on_fetch: Callable[[str], None] | None = None, stop: StopRequest | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Each context series' cached prices (updated first with `refresh`, like the ticker's), or the bundle's
+    recorded rows when the ticker's own prices come from the bundle too; a missing cache is an error."""
+    tickers = bundle.spec.context_tickers
+    if not tickers:
+        return {}
+    if from_bundle:
+        return bundle.context_prices()
+    frames = {}
+    for ticker in tickers:
+        if refresh:
+            if on_fetch is not None:
+                on_fetch(f"Updating the context series {ticker} in {data_dir} from Yahoo Finance…")
+            data.update_cache(data_dir, ticker, stop=stop)
+        cached = data.read_cache(data_dir, ticker)
+        if cached is None:
+            raise ForecastError(
+                f"no cached prices for the context series {ticker} in {data_dir}; fetch them with "
+                f"`lstm-forecast fetch -t {ticker}` or predict with --refresh"
+            )
+        frames[ticker] = cached
+    return frames
+
+
 def stale_cache_warning(ticker: str, last_day: date, calendar: TradingCalendar, today: date) -> list[str]:
     """A warning when more than STALE_AFTER_SESSIONS sessions have closed since the last cached day."""
     missed = calendar.sessions_between(last_day, today)
@@ -293,12 +323,13 @@ def make_forecast(
     days: int,
     half_widths: dict[float, np.ndarray],
     calendar: TradingCalendar,
+    context_prices: dict[str, pd.DataFrame] | None = None,
 ) -> Forecast:
     """Forecast the `days` sessions after the last row of `prices` with the bundle's model."""
     spec = bundle.spec
     # Only the last lookback days (plus the one before the first, for its return) enter the model.
-    recent = prices.iloc[-(spec.lookback + 1) :]
-    inputs, anchor_date, anchor_price = inference_inputs(recent, spec, bundle.scaler)
+    recent = prices.iloc[-spec.inference_rows :]
+    inputs, anchor_date, anchor_price = inference_inputs(recent, spec, bundle.scaler, context_prices)
     # One window is far too little work to share: handing it between OpenMP threads costs more than the whole
     # forward (over 100 ms per call measured on a busy 2-core machine, against 0.1-0.5 ms on one thread).
     with cpu_threads(1):
@@ -508,8 +539,8 @@ def screen_ticker(
     level = SCREENER_LEVEL if SCREENER_LEVEL in chosen else float(chosen[0])
     try:
         half_widths = interval_half_widths(bundle, [level])
-        prices, calendar, warnings = latest_prices(bundle, folder, refresh, today, on_fetch, stop)
-        forecast = make_forecast(bundle, prices, 1, half_widths, calendar)
+        prices, context_prices, calendar, warnings = latest_prices(bundle, folder, refresh, today, on_fetch, stop)
+        forecast = make_forecast(bundle, prices, 1, half_widths, calendar, context_prices)
     except Interrupted:
         raise
     except ForecastError as exc:

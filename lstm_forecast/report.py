@@ -136,6 +136,27 @@ def trading_table(trading: dict[str, Any]) -> Table:
     return table
 
 
+def inputs_lines(inputs: dict[str, Any] | None) -> list[str]:
+    """The context and calendar inputs of a run, when it has any (nothing for a run on its own prices)."""
+    if not inputs or not (inputs["context"] or inputs["calendar_features"]):
+        return []
+    parts = [", ".join(inputs["features"])]
+    if inputs["context"]:
+        align = {"same_day": "same day", "previous_session": "previous session"}
+        parts.append("context " + ", ".join(f"{item['ticker']} {item['feature']} ({align[item['align']]})"
+                                            for item in inputs["context"]))
+    if inputs["calendar_features"]:
+        parts.append("calendar " + ", ".join(inputs["calendar_features"]))
+    lines = [escape("Inputs: " + "; ".join(parts) + ".")]
+    if inputs["context_data"]:
+        recorded = ", ".join(f"{item['ticker']} {item['first_date']} … {item['last_date']} ({item['rows']} rows)"
+                             for item in inputs["context_data"])
+        dropped = sum(inputs["dropped_windows"].values())
+        lines.append(escape(f"Context rows recorded in the bundle: {recorded}; gaps filled for at most "
+                            f"{inputs['context_max_gap']} sessions, {dropped} windows dropped for longer ones."))
+    return lines
+
+
 def evaluation_report(report: dict[str, Any]) -> list[Table | str]:
     """Everything `evaluate` prints, in reading order (rich tables and markup strings)."""
     test, data, scaler = report["test"], report["data"], report["scaler"]
@@ -153,6 +174,7 @@ def evaluation_report(report: dict[str, Any]) -> list[Table | str]:
         + (f" ({escape(data['note'])})" if data["note"] else ""),  # a note may quote a file's text
         f"Scaler: fitted on the {scaler['days']} training days only ({scaler['first_day']} … {scaler['last_day']}); "
         f"the test period starts {test['first_target_day']}.",
+        *inputs_lines(report.get("inputs")),
         scores_table(
             f"Test period (never seen in training): anchors {test['first_anchor']} … {test['last_anchor']}, "
             f"{test['windows']} windows",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from datetime import date, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -35,24 +36,29 @@ def unknown_calendar(name: str) -> UsageError:
     )
 
 
+def exchange_calendar(name: str, start: date | str, end: date | str) -> Any:
+    """exchange-calendars' calendar of `name` from `start` to `end`; an unknown name is a usage error."""
+    import exchange_calendars  # lazily: it pulls in pandas and its own holiday rules
+
+    try:
+        with warnings.catch_warnings():
+            # exchange-calendars 4.13 reads Series.values of tz-aware times, which pandas 3.1 deprecates.
+            warnings.filterwarnings("ignore", "Series.values returning", DeprecationWarning)
+            return exchange_calendars.get_calendar(name, start=start, end=end)
+    except exchange_calendars.errors.InvalidCalendarName:
+        raise unknown_calendar(name) from None
+    except (exchange_calendars.errors.CalendarError, ValueError) as exc:
+        raise ForecastError(
+            f"the {name} calendar cannot describe {start} to {end}: {' '.join(str(exc).split())}"
+        ) from None
+
+
 class TradingCalendar:
     """One exchange's sessions from `start` to `end`; building a calendar costs about 0.1 s, so
     build one covering every question and ask it several."""
 
     def __init__(self, name: str, start: date, end: date) -> None:
-        import exchange_calendars  # lazily: it pulls in pandas and its own holiday rules
-
-        try:
-            with warnings.catch_warnings():
-                # exchange-calendars 4.13 reads Series.values of tz-aware times, which pandas 3.1 deprecates.
-                warnings.filterwarnings("ignore", "Series.values returning", DeprecationWarning)
-                calendar = exchange_calendars.get_calendar(name, start=start, end=end)
-        except exchange_calendars.errors.InvalidCalendarName:
-            raise unknown_calendar(name) from None
-        except (exchange_calendars.errors.CalendarError, ValueError) as exc:
-            raise ForecastError(
-                f"the {name} calendar cannot describe {start} to {end}: {' '.join(str(exc).split())}"
-            ) from None
+        calendar = exchange_calendar(name, start, end)
         self.name = name
         self.start, self.end = start, end
         self._sessions = np.asarray(calendar.sessions.values, dtype="datetime64[D]")

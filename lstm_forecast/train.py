@@ -186,6 +186,7 @@ def train_run(
         **result.summary(),
         "naive_val_loss": naive_loss,  # the loss curve's reference line
         **scores,
+        "notes": notes,  # what the context cost: the history cut, windows dropped
     }
 
     bundle = RunBundle(
