@@ -881,12 +881,18 @@ def compare(
         str | None, typer.Option("--scopes", metavar="LIST", help="local,global: a model per ticker against one "
                                  "global model on the same dates, over two or more tickers.")
     ] = None,
+    context_runs: Annotated[
+        str | None, typer.Option("--context", metavar="LIST", help="on,off: the model with its context inputs "
+                                 "(data.context, data.calendar_features) against the same model without them, on "
+                                 "identical rows and split, with the Diebold–Mariano test between the two.")
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Train each model type on identical data, windows and seed; one table, one loss-curve overlay.
 
     Over two or more tickers, one comparison each, one after another; a ticker that fails stops no other.
-    With --scopes local,global: local models and one global model side by side on the same test windows."""
+    With --scopes local,global: local models and one global model side by side on the same test windows.
+    With --context on,off: the model with and without its context inputs, on the same rows and test windows."""
     from lstm_forecast.compare import compare_models, parse_models
     from lstm_forecast.config import load_config
     from lstm_forecast.progress import EpochBars
@@ -895,6 +901,10 @@ def compare(
     kinds = parse_models(models)
     require_tickers(ctx, ticker, tickers_file, all_cached)
     settings = load_config(config, set_ or [], {"train.epochs": ("--epochs", epochs)})
+    if context_runs is not None:
+        compare_context_command(settings, context_runs, scopes, models, ticker or [], tickers_file, all_cached,
+                                data_dir, runs_dir, json_output)
+        return
     if scopes is not None:
         compare_scopes_command(settings, scopes, models, ticker or [], tickers_file, all_cached, data_dir, runs_dir,
                                json_output)
@@ -957,6 +967,76 @@ def compare_scopes_command(
                 stdout.print(item)
         if comparison.interrupted or stop.is_set():
             raise Interrupted(f"comparison interrupted; what finished was saved to {comparison.compare_dir}")
+
+
+def compare_context_command(
+    settings: Any, context_runs: str, scopes: str | None, models: str, given: list[str], tickers_file: Path | None,
+    all_cached: bool, data_dir: Path | None, runs_dir: Path | None, json_output: bool,
+) -> None:
+    """`compare --context on,off`: one comparison per ticker, in turn; over two or more, as `compare` over several
+    (exit 1 when one failed, 130 on Ctrl-C)."""
+    from lstm_forecast.compare import (
+        CONTEXT_LABELS,
+        DEFAULT_MODELS,
+        compare_context,
+        parse_context_runs,
+        require_context,
+    )
+    from lstm_forecast.progress import EpochBars
+    from lstm_forecast.report import context_report
+    from lstm_forecast.universe import plan_training
+
+    parse_context_runs(context_runs)
+    if scopes is not None:
+        raise UsageError("--context and --scopes are separate comparisons; give one of them")
+    if models != DEFAULT_MODELS:
+        raise UsageError("--context compares one model type (model.type or --set model.type=…) with and without "
+                         "its context inputs; give --models without --context")
+    require_context(settings)
+    several = tickers_file is not None or all_cached or len(given) != 1 or "," in given[0]
+    if several:
+        plan = plan_training(settings, given, tickers_file, all_cached, data_dir, runs_dir)
+        warn(plan.warnings)
+        tickers, data_dir, runs_dir = plan.tickers, plan.data_dir, plan.runs_dir
+    else:
+        tickers = given
+    reports, failures, interrupted = [], [], False
+    with stop_on_signals() as stop:
+        for symbol in tickers:
+            if stop.is_set():
+                break
+            prefix = f"{symbol} " if several else ""
+            labels = [f"{prefix}{label.upper()}" for label in CONTEXT_LABELS.values()]
+            try:
+                with EpochBars(stderr, labels, settings.train.epochs) as bars:
+                    comparison = compare_context(
+                        settings, symbol, data_dir, runs_dir, stop=stop, on_fetch=note,
+                        on_epoch=lambda label, record, prefix=prefix: bars.update(record, f"{prefix}{label.upper()}"),
+                    )
+            except ForecastError as exc:
+                if not several:
+                    raise
+                if isinstance(exc, Interrupted):  # the tickers compared so far are still reported
+                    interrupted = True
+                    break
+                failures.append({"ticker": symbol, "error": " ".join(str(exc).split())})
+                continue
+            reports.append(comparison.report)
+            if not json_output:
+                for item in context_report(comparison.report):
+                    stdout.print(item)
+            if comparison.interrupted:
+                interrupted = True
+                break
+        if json_output:
+            print_json({"comparisons": reports, "failed": failures} if several else reports[0])
+        warn([f"{failure['ticker']} was not compared: {failure['error']}" for failure in failures])
+        if several and (interrupted or stop.is_set()):
+            raise Interrupted(f"comparisons interrupted after {len(reports)} of {len(tickers)} tickers")
+        if interrupted or stop.is_set():
+            raise Interrupted(f"comparison interrupted; what finished was saved to {reports[0]['compare_dir']}")
+        if failures:
+            raise ForecastError(f"{len(failures)} of {len(tickers)} tickers could not be compared")
 
 
 def compare_universe_command(

@@ -12,6 +12,11 @@ hidden temp directory and renamed into place only when complete.
 model with the same config, seed and calendar split (the global panel's dates, set for every local run), so
 both are scored on the same test windows: pooled RMSE ratio, the set's verdict, the rank IC and the
 long–short diagnostic side by side, in `<runs-dir>/_compare/<id>/` (compare.json, compare_curves.png).
+
+`compare_context` (`compare --context on,off`) shows what the covariates bought: the model trained with its
+context inputs (data.context, data.calendar_features), then without them on the very price rows and split
+the first run recorded, both scored on the test windows they share (a context gap may have cost the first
+some), with the Diebold-Mariano test between the two. Its folder is a compare folder like the model types'.
 """
 
 from __future__ import annotations
@@ -22,15 +27,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from lstm_forecast import data, plots
-from lstm_forecast.bundle import new_run_id, resolve_runs_dir
+from lstm_forecast.bundle import RunBundle, load_bundle, new_run_id, resolve_runs_dir
 from lstm_forecast.config import Config
-from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError
+from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError, quote
 from lstm_forecast.files import json_text, make_temp_dir, publish_as_free_name
-from lstm_forecast.metrics import format_pvalue
+from lstm_forecast.metrics import FORECASTS, diebold_mariano, format_pvalue, p_phrase, rmse_ratio
 from lstm_forecast.model import RECURRENT_CORES, check_trainable
-from lstm_forecast.train import TickerResult, train_ticker
+from lstm_forecast.scoring import PeriodForecasts, iso_day, period_forecasts, score_forecasts
+from lstm_forecast.train import TickerResult, train_run, train_ticker
 from lstm_forecast.trainer import EpochRecord
+from lstm_forecast.windows import WindowSpec, build_dataset
 
 COMPARE_FILE = "compare.json"
 CURVES_FILE = "compare_curves.png"
@@ -141,8 +151,12 @@ def write_comparison(
     report: dict[str, Any],
     curves: dict[str, tuple[list[int], list[float], list[float]]],
     naive_val_loss: float,
+    test_scores: dict[str, tuple[float | None, str]] | None = None,
+    title: str | None = None,
 ) -> Path:
-    """Write compare.json and compare_curves.png into `<runs_dir>/<TICKER>/compare-<id>/` atomically."""
+    """Write compare.json and compare_curves.png into `<runs_dir>/<TICKER>/compare-<id>/` atomically.
+    `test_scores` (label -> test RMSE ratio, DM p-value text) and `title` default to those of the report's
+    model types."""
     ticker_dir = Path(runs_dir) / data.cache_name(ticker)
     tmp_dir = make_temp_dir(ticker_dir, "a comparison")
     final_dir = ticker_dir / f"compare-{new_run_id()}"
@@ -153,8 +167,8 @@ def write_comparison(
         (tmp_dir / COMPARE_FILE).write_text(json_text(report), encoding="utf-8")
 
     try:
-        title = f"{ticker} · {' vs '.join(curves)} · same data, windows and seed"
-        test_scores = {
+        title = title or f"{ticker} · {' vs '.join(curves)} · same data, windows and seed"
+        test_scores = test_scores or {
             run["model"].upper(): (run["test"]["metrics"]["model"]["all"]["rmse_ratio"],
                                    format_pvalue(run["test"]["vs_naive"]["dm_all"]["pvalue"]))
             for run in report["runs"]
@@ -305,3 +319,182 @@ def write_scopes(runs_dir: Path, report: dict[str, Any], curves: dict[str, tuple
         if isinstance(exc, OSError):
             raise ForecastError(f"cannot write the comparison in {parent}: {exc.strerror or exc}") from None
         raise
+
+
+# --- with vs without the context inputs ---------------------------------------------------------------
+
+CONTEXT_RUNS = ("on", "off")
+CONTEXT_LABELS = {"on": "with context", "off": "without context"}
+
+
+def parse_context_runs(text: str) -> list[str]:
+    """"on,off" or "off,on" (both runs, in either order); anything else is a usage error."""
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    if sorted(names) != sorted(CONTEXT_RUNS):
+        raise UsageError(f"--context {quote(text)}: expected on,off (both, each once)")
+    return names
+
+
+def require_context(config: Config) -> None:
+    """A with-vs-without comparison needs something to leave out."""
+    if not (config.data.context or config.data.calendar_features):
+        raise UsageError(
+            "compare --context needs context inputs: set data.context (e.g. --set "
+            "'data.context=[{ticker: ^GSPC, feature: log_return}]') or data.calendar_features"
+        )
+
+
+def compare_context(
+    config: Config,
+    ticker: str,
+    data_dir: Path | None,
+    runs_dir: Path | None,
+    on_epoch: Callable[[str, EpochRecord], None] | None = None,
+    stop: StopRequest | None = None,
+    on_fetch: Callable[[str], None] | None = None,
+) -> Comparison:
+    """Train the model with its context inputs, then the same model without them on the very rows and split
+    the first run recorded (one bundle each); score both on their common test windows and write the comparison
+    folder. `on_epoch(label, record)` hears each run's epochs under CONTEXT_LABELS."""
+    require_context(config)
+
+    def report_epoch(name: str) -> Callable[[EpochRecord], None]:
+        def report(record: EpochRecord) -> None:
+            if on_epoch is not None:
+                on_epoch(CONTEXT_LABELS[name], record)
+        return report
+
+    with_context = train_ticker(config, ticker, data_dir, runs_dir, report_epoch("on"), stop, on_fetch)
+    if stop is not None and stop.is_set():
+        raise Interrupted(f"interrupted; the run with context was saved to {with_context.run_dir}, "
+                          "the one without was not trained")
+    bundle = load_bundle(with_context.run_dir)
+    prices = bundle.prices()  # already cut to the days every context series covers
+    on_test = _recorded_test(bundle, prices)
+    # The same rows, split dates, model and seed: only the context inputs are left out.
+    split = bundle.split
+    plain = config.model_copy(update={
+        "data": config.data.model_copy(update={"context": [], "calendar_features": []}),
+        "split": config.split.model_copy(update={"val_start": _date(split["val_start"]),
+                                                 "test_start": _date(split["test_start"])}),
+    })
+    runs = resolve_runs_dir(runs_dir, config.runs.dir)  # as train_ticker resolved it
+    try:
+        without = train_run(plain, with_context.ticker, prices, runs, report_epoch("off"), stop)
+    except Interrupted:
+        raise Interrupted(f"interrupted; the run with context was saved to {with_context.run_dir}, "
+                          "the one without finished no epoch") from None
+    if without.bundle.split != split:
+        raise ForecastError(f"the run without context split {with_context.ticker}'s rows differently "
+                            f"({without.bundle.split} against {split}); report this as a bug")
+
+    # The run with context may have dropped windows for a context gap: both are scored on the windows both have.
+    common = np.intersect1d(on_test.anchor_dates, without.test.anchor_dates)
+    if len(common) == 0:
+        raise ForecastError("the runs with and without context share no test window; nothing to compare")
+    on_part, off_part = (_windows_at(period, common) for period in (on_test, without.test))
+    kind = with_context.kind
+    horizon = with_context.window["horizon"]
+    scores = {"on": score_forecasts(on_part, kind), "off": score_forecasts(off_part, kind)}
+    report = {
+        "ticker": with_context.ticker,
+        "model": kind,
+        "seed": config.train.seed,
+        "inputs": _context_inputs(bundle.spec),
+        "interrupted": with_context.interrupted or without.result.interrupted,
+        "data": with_context.fingerprint,
+        "split": split,
+        "window": with_context.window,
+        "train": config.train.model_dump(mode="json"),
+        "notes": with_context.notes,
+        "test": {
+            "windows": len(common),
+            "first_anchor": iso_day(common[0]),
+            "last_anchor": iso_day(common[-1]),
+            "horizon": horizon,
+            "windows_with_context": len(on_test),
+            "windows_without_context": len(without.test),
+        },
+        "runs": {
+            "on": _context_run(with_context.run_dir, with_context.run_id, with_context.training,
+                               with_context.history, scores["on"]),
+            "off": _context_run(without.run_dir, without.bundle.run_id, without.result.summary(),
+                                without.result.history, scores["off"]),
+        },
+        "with_vs_without": with_vs_without(on_part, off_part, horizon),
+    }
+    curves = {CONTEXT_LABELS[name].upper(): tuple(report["runs"][name]["history"][key]
+                                                  for key in ("epoch", "train_loss", "val_loss"))
+              for name in CONTEXT_RUNS}
+    test_scores = {CONTEXT_LABELS[name].upper(): (scores[name]["metrics"]["model"]["all"]["rmse_ratio"],
+                                                  format_pvalue(scores[name]["vs_naive"]["dm_all"]["pvalue"]))
+                   for name in CONTEXT_RUNS}
+    title = f"{with_context.ticker} · {kind.upper()} with vs without context · same rows, split and seed"
+    compare_dir = write_comparison(runs, with_context.ticker, report, curves, with_context.metrics["naive_val_loss"],
+                                   test_scores, title)
+    return Comparison(compare_dir=compare_dir, report=report, interrupted=report["interrupted"])
+
+
+def _recorded_test(bundle: RunBundle, prices: pd.DataFrame) -> PeriodForecasts:
+    """A bundle's test forecasts, rebuilt from its recorded rows and context rows (as evaluate would)."""
+    dataset = build_dataset(prices, bundle.config, context_prices=bundle.context_prices())
+    if dataset.split != bundle.split:
+        raise ForecastError(f"{bundle.run_dir}: rebuilding the run's windows does not give back its split; "
+                            "the bundle is damaged, retrain the model")
+    return period_forecasts(bundle.model, dataset.test, dataset)
+
+
+def _windows_at(period: PeriodForecasts, anchors: np.ndarray) -> PeriodForecasts:
+    keep = np.isin(period.anchor_dates, anchors)
+    names = ("anchor_dates", "target_dates", "anchor_prices", "actual", *FORECASTS)
+    return PeriodForecasts(**{name: getattr(period, name)[keep] for name in names})
+
+
+def _context_inputs(spec: WindowSpec) -> list[str]:
+    """The input columns the run without context leaves out: the context series', then the calendar's."""
+    from lstm_forecast.context import calendar_names
+
+    return [series.column for series in spec.context] + calendar_names(spec.calendar_features)
+
+
+def _context_run(run_dir: Path, run_id: str, training: dict[str, Any], history: list[EpochRecord],
+                 test: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "run_dir": str(run_dir),
+        "run_id": run_id,
+        **training,
+        "test": test,  # on the common test windows
+        "history": {
+            "epoch": [record.epoch for record in history],
+            "train_loss": [record.train_loss for record in history],
+            "val_loss": [record.val_loss for record in history],
+        },
+    }
+
+
+def with_vs_without(on: PeriodForecasts, off: PeriodForecasts, horizon: int, alpha: float = 0.05) -> dict[str, Any]:
+    """The run with context against the one without on the same windows: RMSE ratios (below 1: the context
+    helped) and the Diebold–Mariano tests on their squared price errors, as against naive (metrics.py)."""
+    squared_on, squared_off = (on.model - on.actual) ** 2, (off.model - off.actual) ** 2
+    dm_h1 = diebold_mariano(squared_on[:, 0], squared_off[:, 0], horizon=1)
+    dm_all = diebold_mariano(squared_on.mean(axis=1), squared_off.mean(axis=1), horizon=horizon)
+    ratio_all = rmse_ratio(on.actual, on.model, off.model)
+    return {
+        "rmse_ratio_all": ratio_all,
+        "rmse_ratio_h1": rmse_ratio(on.actual[:, 0], on.model[:, 0], off.model[:, 0]),
+        "dm_h1": {"statistic": dm_h1[0], "pvalue": dm_h1[1]},
+        "dm_all": {"statistic": dm_all[0], "pvalue": dm_all[1], "hac_lags": horizon - 1},
+        "verdict": context_verdict(dm_all[1], ratio_all, alpha),
+    }
+
+
+def context_verdict(dm_pvalue: float | None, ratio: float | None, alpha: float = 0.05) -> str:
+    """A plain sentence: helped or hurt only when the DM p-value is below `alpha`; the ratio gives the direction."""
+    if dm_pvalue is None or ratio is None:
+        return "the context's effect cannot be tested (the Diebold–Mariano test is undefined on these errors)"
+    evidence = f"RMSE with/without {ratio:.3f}, DM {p_phrase(dm_pvalue)}"
+    if dm_pvalue < alpha and ratio < 1:
+        return f"the context helped ({evidence})"
+    if dm_pvalue < alpha and ratio > 1:
+        return f"the context hurt ({evidence})"
+    return f"the context made no distinguishable difference ({evidence})"

@@ -245,6 +245,67 @@ def compare_report(report: dict[str, Any]) -> list[Table | str]:
     return items
 
 
+def context_report(report: dict[str, Any]) -> list[Table | str]:
+    """What `compare --context on,off` prints: the run with context, the one without and naive on the same test
+    windows, the Diebold–Mariano test between the two runs and the verdict."""
+    from lstm_forecast.compare import CONTEXT_LABELS, CONTEXT_RUNS
+
+    test, horizon, runs = report["test"], report["test"]["horizon"], report["runs"]
+    days = f"days 1–{horizon}" if horizon > 1 else "day 1"
+    table = Table(
+        title=f"{report['ticker']} {report['model'].upper()} with vs without context, test period {days}: anchors "
+              f"{test['first_anchor']} … {test['last_anchor']}, {test['windows']} windows (same rows, split and "
+              f"seed {report['seed']})",
+        title_justify="left", header_style="bold",
+    )
+    table.add_column("forecast", no_wrap=True)
+    # The scores the two runs differ in, to fit 100 columns; compare.json holds every metric.
+    shown = [row for row in METRIC_ROWS if row[0] in ("rmse", "mae", "directional_accuracy", "rmse_ratio")]
+    if horizon > 1:
+        shown.insert(1, ("rmse_h1", "RMSE day 1", "{:.3f}"))
+    for _, label, _ in shown:
+        table.add_column(label, justify="right")
+    for column in ("DM p vs naive", "epochs (best)"):
+        table.add_column(column, justify="right")
+
+    def cells(scores: dict[str, Any]) -> list[str]:
+        row = scores["all"] | {"rmse_h1": scores["h1"]["rmse"]}
+        return [fmt(row[key], pattern) for key, _, pattern in shown]
+
+    for name in CONTEXT_RUNS:
+        run = runs[name]
+        table.add_row(CONTEXT_LABELS[name], *cells(run["test"]["metrics"]["model"]),
+                      format_pvalue(run["test"]["vs_naive"]["dm_all"]["pvalue"]),
+                      f"{run['epochs_run']} ({run['best_epoch']})")
+    table.add_section()
+    table.add_row("naive", *cells(runs["on"]["test"]["metrics"]["naive"]), "", "")  # the same windows for both
+
+    versus = report["with_vs_without"]
+    ratios = f"{fmt(versus['rmse_ratio_all'])} ({days})"
+    tests = f"{p_phrase(versus['dm_all']['pvalue'])} ({days})"
+    if horizon > 1:
+        ratios += f", {fmt(versus['rmse_ratio_h1'])} (day 1)"
+        tests += f", {p_phrase(versus['dm_h1']['pvalue'])} (day 1)"
+    items: list[Table | str] = [
+        f"Context inputs the run without leaves out: {escape(', '.join(report['inputs']))}",
+        table,
+        f"With vs without context: RMSE ratio {ratios}; Diebold–Mariano {tests}",
+        f"[bold]Verdict: {versus['verdict']}.[/]",
+    ]
+    items += [f"{CONTEXT_LABELS[name]}: {runs[name]['test']['verdict']}." for name in CONTEXT_RUNS]
+    dropped = test["windows_without_context"] - test["windows_with_context"]
+    if dropped > 0:
+        items.append(f"Compared on the {test['windows']} test windows both runs have: the run with context dropped "
+                     f"{dropped} for a context gap (data.context_max_gap).")
+    items += [f"[dim]{escape(note)}[/]" for note in report["notes"]]
+    if report["interrupted"]:
+        items.append("[yellow]Interrupted: a run stopped early and was scored at its best epoch so far.[/]")
+    items.append("Wrote:")
+    items += [f"  run bundle {CONTEXT_LABELS[name]}: {escape(runs[name]['run_dir'])}" for name in CONTEXT_RUNS]
+    items += [f"  {escape(report['files']['compare'])}", f"  {escape(report['files']['curves'])}"]
+    return items
+
+
 # --- a universe -------------------------------------------------------------------------------------
 
 SHOWN_ROWS = 30  # a longer universe prints its best and worst tickers; the files hold every row
