@@ -40,7 +40,7 @@ from lstm_forecast.model import RECURRENT_CORES, check_trainable
 from lstm_forecast.scoring import PeriodForecasts, iso_day, period_forecasts, score_forecasts
 from lstm_forecast.train import TickerResult, train_run, train_ticker
 from lstm_forecast.trainer import EpochRecord
-from lstm_forecast.windows import WindowSpec, build_dataset
+from lstm_forecast.windows import WindowSpec
 
 COMPARE_FILE = "compare.json"
 CURVES_FILE = "compare_curves.png"
@@ -436,11 +436,10 @@ def compare_context(
 
 
 def _recorded_test(bundle: RunBundle, prices: pd.DataFrame) -> PeriodForecasts:
-    """A bundle's test forecasts, rebuilt from its recorded rows and context rows (as evaluate would)."""
-    dataset = build_dataset(prices, bundle.config, context_prices=bundle.context_prices())
-    if dataset.split != bundle.split:
-        raise ForecastError(f"{bundle.run_dir}: rebuilding the run's windows does not give back its split; "
-                            "the bundle is damaged, retrain the model")
+    """A bundle's test forecasts, rebuilt from its recorded rows and context rows and checked, as evaluate does."""
+    from lstm_forecast.evaluate import rebuild_dataset
+
+    dataset = rebuild_dataset(bundle, prices, bundle.context_prices())
     return period_forecasts(bundle.model, dataset.test, dataset)
 
 
