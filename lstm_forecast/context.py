@@ -11,7 +11,7 @@ level). The rules, so that no window ever reads the future:
 * **Gaps.** Features are computed on the context rows so aligned, so a day the context did not trade repeats
   its last row (a log return of zero: nothing new was known). A row may stand in for at most
   `data.context_max_gap` sessions; a day that needs an older one has no value, and every window reading it is
-  dropped (`windows.build_dataset_at` counts them).
+  dropped (`windows.build_dataset_at` counts them). Nothing is filled past a series' last row.
 * **Range.** History before a context series starts, or after it ends, is cut (`common_range`): the ticker's
   rows are the ones every context series covers, and the summary says so.
 * Calendar features describe the session a forecast is for, the exchange calendar's next session after each
@@ -148,7 +148,9 @@ def align(days: np.ndarray, context_days: np.ndarray, lag: int, max_gap: int) ->
     covered = np.searchsorted(days, context_days[np.maximum(source, 0)], side="right")  # ticker days <= source day
     position = np.arange(len(days))
     stale = position + (1 if lag == SAME_DAY else 0) - covered
-    return Alignment(source=source, usable=has_source & (stale <= max_gap))
+    # Past the series' last row nothing is filled: it has ended (or its cache has), not missed a day.
+    ended = (source == len(context_days) - 1) & (stale > 0)
+    return Alignment(source=source, usable=has_source & (stale <= max_gap) & ~ended)
 
 
 def context_columns(

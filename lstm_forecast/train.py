@@ -102,8 +102,7 @@ def train_ticker(
     symbol = data.validate_ticker(ticker)
     folder = data.resolve_data_dir(data_dir, config.data.dir)
     runs = resolve_runs_dir(runs_dir, config.runs.dir)
-    prices = load_training_prices(symbol, folder, config, on_fetch, stop)
-    context_prices = context.load_context(folder, [entry.ticker for entry in config.data.context], on_fetch, stop)
+    prices, context_prices = load_training_inputs(symbol, folder, config, on_fetch, stop)
     resolve_device(config.train.device)  # an unavailable device fails before the data is windowed
     outcome = train_run(config, symbol, prices, runs, on_epoch=on_epoch, stop=stop, context_prices=context_prices)
     test = outcome.test
@@ -147,6 +146,16 @@ def load_training_prices(
             on_fetch(f"No cached prices for {ticker} in {data_dir}; downloading from Yahoo Finance…")
         data.update_cache(data_dir, ticker, config.data.start, config.data.end, stop=stop)
     return data.load_prices(data_dir, ticker, config.data.start, config.data.end)
+
+
+def load_training_inputs(
+    ticker: str, data_dir: Path, config: Config, on_fetch: Callable[[str], None] | None = None,
+    stop: StopRequest | None = None,
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """The ticker's prices (`load_training_prices`) and its context series' by ticker (none without context)."""
+    prices = load_training_prices(ticker, data_dir, config, on_fetch, stop)
+    tickers = [entry.ticker for entry in config.data.context]
+    return prices, context.load_context(data_dir, tickers, on_fetch, stop)
 
 
 def train_run(

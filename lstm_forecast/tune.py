@@ -40,7 +40,7 @@ import re
 import signal
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lstm_forecast import backtest, data, scoring, windows
+from lstm_forecast import backtest, context, data, scoring, windows
 from lstm_forecast.config import Config, config_hash
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError, quote, shorten
 from lstm_forecast.files import atomic_write_text
@@ -224,7 +224,6 @@ def plan_tune(
     memory at the space's largest sizes, the prices of every ticker (fetched when not cached), the cv folds,
     the study name and its storage. `threads` of None: train.threads, else the cores shared by the jobs."""
     from lstm_forecast.model import check_trainable
-    from lstm_forecast.train import load_training_prices
     from lstm_forecast.universe import threads_per_job
 
     try:
@@ -245,12 +244,12 @@ def plan_tune(
     if not STUDY_NAME.fullmatch(name):
         raise UsageError(f"--study {quote(name)}: expected a name of letters, digits and . _ + - (at most 64, "
                          "not starting with . _ + -)")
-    for ticker in tickers:
-        prices = load_training_prices(ticker, data_dir, config, on_fetch, stop)
+    all_prices, context_prices = tuning_inputs(tickers, data_dir, config, on_fetch, stop)
+    for ticker, prices in all_prices.items():
         if cv_folds:
-            cv_plan(prices, config, cv_folds, ticker)  # too many folds is a usage error, named here
+            cv_plan(prices, config, cv_folds, ticker, context_prices)  # too many folds is a usage error, named here
         else:
-            windows.build_dataset(prices, config)  # too few rows for the base config: an error now
+            windows.build_dataset(prices, config, context_prices=context_prices)  # too few rows: an error now
     folder = runs_dir / TUNE_DIR / name
     store = StudyStore(url=storage) if storage is not None else None
     if store is None:
@@ -352,6 +351,7 @@ def _state(trial: Any) -> str:
 def validation_ratios(
     config: Config, prices: dict[str, pd.DataFrame], cv_folds: int = 0,
     on_epoch: Callable[[int, Any], bool] | None = None, stop: StopRequest | None = None,
+    context_prices: dict[str, pd.DataFrame] | None = None,
 ) -> dict[str, float]:
     """The objective's figures for `config`: the RMSE ratio to naive on prices of the validation windows, day 1
     (`h1`) and all days (`all`); over several tickers the pooled ratio; with `cv_folds`, the mean over the
@@ -363,7 +363,7 @@ def validation_ratios(
     by_fold: dict[int, list[scoring.PeriodForecasts]] = {}
     unit = 0
     for ticker, frame in prices.items():
-        for fold, (dataset, scored) in enumerate(scored_periods(frame, config, cv_folds, ticker)):
+        for fold, (dataset, scored) in enumerate(scored_periods(frame, config, cv_folds, ticker, context_prices)):
             ended: list[int] = []
 
             def report(record: Any, unit: int = unit, ended: list[int] = ended) -> bool:
@@ -394,22 +394,26 @@ def validation_ratios(
 
 def scored_periods(
     prices: pd.DataFrame, config: Config, cv_folds: int, ticker: str = "",
+    context_prices: dict[str, pd.DataFrame] | None = None,
 ) -> Iterator[tuple[windows.Dataset, windows.Windows]]:
     """The datasets a trial trains on and the windows it scores: the validation windows, or each cv fold's
     block. Built one at a time, as they are reached."""
     if not cv_folds:
-        dataset = windows.build_dataset(prices, config)
+        dataset = windows.build_dataset(prices, config, context_prices=context_prices)
         yield dataset, dataset.val
         return
-    for fold in cv_plan(prices, config, cv_folds, ticker):
-        dataset = backtest.fold_dataset(prices, config, fold)  # prices cut off at the fold's end
+    for fold in cv_plan(prices, config, cv_folds, ticker, context_prices):
+        dataset = backtest.fold_dataset(prices, config, fold, context_prices)  # prices cut off at the fold's end
         yield dataset, dataset.test  # the fold's block: days before the run's test period
 
 
-def cv_plan(prices: pd.DataFrame, config: Config, folds: int, ticker: str = "") -> list[backtest.Fold]:
+def cv_plan(
+    prices: pd.DataFrame, config: Config, folds: int, ticker: str = "",
+    context_prices: dict[str, pd.DataFrame] | None = None,
+) -> list[backtest.Fold]:
     """K consecutive blocks of the validation period's length that end where the test period starts; each fold
     trains on the days before its block (its early-stopping tail the run's validation share of them)."""
-    dataset = windows.build_dataset(prices, config)
+    dataset = windows.build_dataset(prices, config, context_prices=context_prices)
     days = pd.DatetimeIndex(prices.index[1:])
     val_start, test_start = days.get_loc(dataset.val_start), days.get_loc(dataset.test_start)
     block = test_start - val_start
@@ -424,7 +428,10 @@ def cv_plan(prices: pd.DataFrame, config: Config, folds: int, ticker: str = "") 
     return backtest.plan_folds(first - round(first * share), first, test_start, folds, config.window.horizon)
 
 
-def run_trial(trial: Any, setup: TuneSetup, prices: dict[str, pd.DataFrame], stop: StopRequest) -> float:
+def run_trial(
+    trial: Any, setup: TuneSetup, prices: dict[str, pd.DataFrame], context_prices: dict[str, pd.DataFrame],
+    stop: StopRequest,
+) -> float:
     """Optuna's objective: sample, train, score the validation windows (see the top)."""
     import optuna
 
@@ -449,7 +456,7 @@ def run_trial(trial: Any, setup: TuneSetup, prices: dict[str, pd.DataFrame], sto
 
     try:
         config = setup.trial_config(values, f"trial {trial.number}")
-        ratios = validation_ratios(config, prices, setup.cv_folds, on_epoch, stop)
+        ratios = validation_ratios(config, prices, setup.cv_folds, on_epoch, stop, context_prices)
     except Pruned as exc:
         finish()
         raise optuna.TrialPruned(str(exc)) from None
@@ -466,10 +473,19 @@ def run_trial(trial: Any, setup: TuneSetup, prices: dict[str, pd.DataFrame], sto
     return ratios[setup.objective]
 
 
-def load_prices(setup: TuneSetup) -> dict[str, pd.DataFrame]:
+def tuning_inputs(
+    tickers: Sequence[str], data_dir: Path, config: Config, on_fetch: Callable[[str], None] | None = None,
+    stop: StopRequest | None = None,
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """Each ticker's prices, cut to its context's common range as training cuts them, and the context series'
+    prices (shared by every ticker; none without data.context)."""
     from lstm_forecast.train import load_training_prices
 
-    return {ticker: load_training_prices(ticker, setup.data_dir, setup.config) for ticker in setup.tickers}
+    context_prices = context.load_context(data_dir, [entry.ticker for entry in config.data.context], on_fetch, stop)
+    spec = windows.WindowSpec.from_config(config)
+    prices = {ticker: context.common_range(load_training_prices(ticker, data_dir, config, on_fetch, stop), spec,
+                                           context_prices)[0] for ticker in tickers}
+    return prices, context_prices
 
 
 def run_trials(
@@ -480,7 +496,7 @@ def run_trials(
     `target` of counted trials (other workers', other machines' included) or `stop`; True if stopped.
     `study`: the study already open in this process (else it is opened here, with worker `index`'s sampler)."""
     study = study or open_study(setup, index)
-    prices = load_prices(setup)
+    prices, context_prices = tuning_inputs(setup.tickers, setup.data_dir, setup.config)
 
     def after_trial(study: Any, trial: Any) -> None:
         if on_trial is not None:
@@ -489,8 +505,8 @@ def run_trials(
             study.stop()
 
     try:
-        study.optimize(lambda trial: run_trial(trial, setup, prices, stop), n_trials=n_trials, timeout=timeout,
-                       catch=(TrialFailed,), callbacks=[after_trial])
+        study.optimize(lambda trial: run_trial(trial, setup, prices, context_prices, stop), n_trials=n_trials,
+                       timeout=timeout, catch=(TrialFailed,), callbacks=[after_trial])
     except Interrupted:
         return True
     return stop.is_set()
@@ -683,13 +699,13 @@ def retrain_best(setup: TuneSetup, best: Any, runs_dir: Path, stop: StopRequest 
     """The best config trained again (same seed and threads) on each ticker, a normal run bundle each, and
     scored on the test period beside naive; with several tickers also the pooled test ratio."""
     from lstm_forecast.global_run import pooled_ratio
-    from lstm_forecast.train import load_training_prices, train_run
+    from lstm_forecast.train import train_run
 
     config = setup.trial_config(setup.space.values_of(best.params), f"trial {best.number}")
     runs, tests = [], []
-    for ticker in setup.tickers:
-        prices = load_training_prices(ticker, setup.data_dir, config)
-        outcome = train_run(config, ticker, prices, runs_dir, stop=stop)
+    all_prices, context_prices = tuning_inputs(setup.tickers, setup.data_dir, config)
+    for ticker, prices in all_prices.items():
+        outcome = train_run(config, ticker, prices, runs_dir, stop=stop, context_prices=context_prices)
         runs.append({"ticker": ticker, "run_dir": str(outcome.run_dir), "interrupted": outcome.result.interrupted,
                      "val": outcome.metrics["val"], "test": outcome.metrics["test"]})
         tests.append(outcome.test)

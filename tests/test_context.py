@@ -293,3 +293,29 @@ def test_the_cli_trains_with_a_context_set_on_the_command_line(tmp_path):
                                    "data.context=[{ticker: 'not a ticker'}]"])
     assert bad.exit_code == 2
     assert bad.stderr.strip().startswith("Error: --set: data.context.0.ticker: expected a Yahoo Finance symbol")
+
+
+def test_tune_searches_with_the_context_and_its_best_run_records_it(tmp_path):
+    from lstm_forecast import tune
+
+    target, driver = driven_pair(400)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "SYN.csv").write_bytes(prices_to_csv(target))
+    (data_dir / "CTX.csv").write_bytes(prices_to_csv(driver.iloc[20:]))  # starts late: the history is cut
+    (tmp_path / "space.yaml").write_text("model.hidden_size: {int: [4, 8]}\n")
+    setup = tune.plan_tune(config(WITH_CTX, "train.epochs=5"), ["SYN"], data_dir, tmp_path / "runs",
+                           tmp_path / "space.yaml", "ctx")
+    outcome = tune.tune(setup, tmp_path / "runs", trials=2)
+    run = load_bundle(Path(outcome.report["test"]["runs"][0]["run_dir"]))
+    assert [item["ticker"] for item in run.context_fingerprints] == ["CTX"]
+    assert run.fingerprint["first_date"] == driver.index[20].date().isoformat()
+    assert all(row["state"] == "complete" for row in outcome.report["trial_rows"])
+
+
+def test_nothing_is_filled_past_the_end_of_a_context_series():
+    target = np.array([f"2024-01-{d:02d}" for d in range(1, 8)], dtype="datetime64[D]")
+    ended = context.align(target, target[:5], context.SAME_DAY, 3)
+    assert ended.usable.tolist() == [True] * 5 + [False, False]
+    lagged = context.align(target, target[:5], context.PREVIOUS_SESSION, 3)
+    assert lagged.usable.tolist() == [False] + [True] * 5 + [False]
