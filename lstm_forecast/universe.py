@@ -391,9 +391,11 @@ def append_result(folder: Path, record: dict[str, Any]) -> None:
 
 def resumable_results(folder: Path, config: Config, data_dir: Path) -> dict[str, dict[str, Any]]:
     """The tickers of an earlier run of `folder` that need no training again: finished without interruption,
-    their bundle still there, trained with this resolved config on exactly today's cached rows."""
+    their bundle still there, trained with this resolved config on exactly today's cached rows (cut to the
+    context's range, and the same context rows)."""
+    from lstm_forecast.context import load_context
     from lstm_forecast.prices import prices_sha256
-    from lstm_forecast.train import load_training_prices
+    from lstm_forecast.train import load_training_prices, prepare_inputs
 
     path = folder / RESULTS_FILE
     if not path.is_file():
@@ -409,16 +411,22 @@ def resumable_results(folder: Path, config: Config, data_dir: Path) -> dict[str,
             continue  # the last line of a run killed while writing it
         if _usable(record):
             records[record["row"]["ticker"]] = record
+    context_prices = load_context(data_dir, [entry.ticker for entry in config.data.context])
     done = {}
     for ticker, record in records.items():
-        bundle_hash = _bundle_config_hash(Path(record["row"]["run_dir"]))
-        if bundle_hash != expected_hash:
+        document = _bundle_document(Path(record["row"]["run_dir"]))
+        if document.get("config_hash") != expected_hash:
             continue
         try:
-            sha = prices_sha256(load_training_prices(ticker, data_dir, config))
+            prices, context_rows, _ = prepare_inputs(load_training_prices(ticker, data_dir, config), config,
+                                                     context_prices)
         except ForecastError:
             continue
-        if sha == record.get("fingerprint"):
+        recorded = [item.get("sha256") for item in document.get("context_fingerprints") or []
+                    if isinstance(item, dict)]
+        if prices_sha256(prices) == record.get("fingerprint") and recorded == [
+            prices_sha256(rows) for rows in context_rows.values()
+        ]:
             done[ticker] = record
     return done
 
@@ -439,12 +447,13 @@ def _usable(record: Any) -> bool:
     )
 
 
-def _bundle_config_hash(run_dir: Path) -> str | None:
+def _bundle_document(run_dir: Path) -> dict[str, Any]:
+    """A ticker bundle's bundle.json as plain data ({} when unreadable: the ticker is trained again)."""
     try:
         document = json.loads(read_bounded(run_dir / BUNDLE_FILE, BUNDLE_JSON_LIMIT, "a bundle description"))
     except (ForecastError, OSError, ValueError):
-        return None
-    return document.get("config_hash") if isinstance(document, dict) else None
+        return {}
+    return document if isinstance(document, dict) else {}
 
 
 # --- judging them as a set -------------------------------------------------------------------------

@@ -210,6 +210,20 @@ def test_a_universe_with_context_reads_the_series_once_and_notes_each_cut(tmp_pa
     assert list(universe.report["notes"]) == ["EARLY"] and "CTX starts" in universe.report["notes"]["EARLY"][0]
 
 
+def test_a_universe_with_context_resumes_without_training_a_cut_ticker_again_until_the_context_changes(tmp_path):
+    frames = market(seed=3)
+    data_dir = write_cache(tmp_path / "data", {name: frames[name] for name in ("CTX", "EARLY", "T01")})
+    config = load_config(None, [*TINY_OVERRIDES, *CONTEXT])
+    first = train_universe(config, ["EARLY", "T01"], data_dir, tmp_path / "runs")
+    again = train_universe(config, ["EARLY", "T01"], data_dir, tmp_path / "runs", resume=first.folder)
+    assert [row["run_dir"] for row in again.rows] == [row["run_dir"] for row in first.rows]  # nothing retrained
+    revised = frames["CTX"].copy()
+    revised.iloc[-1, revised.columns.get_loc("Adj Close")] *= 1.02
+    (data_dir / "CTX.csv").write_bytes(prices_to_csv(revised))
+    changed = train_universe(config, ["EARLY", "T01"], data_dir, tmp_path / "runs", resume=first.folder)
+    assert all(new["run_dir"] != old["run_dir"] for new, old in zip(changed.rows, first.rows, strict=True))
+
+
 def test_a_universe_whose_context_cannot_be_fetched_fails_once_before_any_job(tmp_path, monkeypatch):
     frames = market(seed=2)
     data_dir = write_cache(tmp_path / "data", {name: frames[name] for name in ("EARLY", "T01")})
