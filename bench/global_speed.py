@@ -159,7 +159,7 @@ def materialise(panel: Panel) -> tuple[tuple[torch.Tensor, ...], float]:
 
 
 def throughput(panel: Panel, config: Config, epochs: int, repeats: int) -> dict[str, Any]:
-    shape = ModelShape.from_config(config.model, n_features=len(panel.spec.features), horizon=panel.spec.horizon,
+    shape = ModelShape.from_config(config.model, n_features=panel.spec.n_inputs, horizon=panel.spec.horizon,
                                    n_tickers=len(panel.tickers))
     tensors, materialise_s = materialise(panel)
     train, val = pooled(panel)
@@ -197,7 +197,7 @@ def throughput(panel: Panel, config: Config, epochs: int, repeats: int) -> dict[
 
 def profile(panel: Panel, config: Config) -> dict[str, float]:
     """Milliseconds per batch of the gather, the plain loop's index copy, and forward + backward + step."""
-    shape = ModelShape.from_config(config.model, n_features=len(panel.spec.features), horizon=panel.spec.horizon)
+    shape = ModelShape.from_config(config.model, n_features=panel.spec.n_inputs, horizon=panel.spec.horizon)
     size = config.train.batch_size
     values = torch.from_numpy(panel.values)
     ends = torch.from_numpy(panel.train.inputs.ends)

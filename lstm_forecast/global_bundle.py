@@ -4,10 +4,11 @@ Layout (`<runs-dir>/_global/<run-id>/`; no ticker starts with "_", so it never c
 runs): `global.json` (the model, the window, the common split and, per ticker, its scaler, fingerprint,
 training statistics and validation residuals for its conformal intervals), `model.safetensors` (every
 member's weights, named `member<i>.<tensor>`), `config.yaml`, `prices.zip` (each ticker's exact rows as a
-deflated CSV, so evaluation stays reproducible after a cache is revised), `history.csv`, `metrics.json`
-and `loss_curve.png`. Written atomically like a ticker's bundle; loaded as safely: bounded reads, the
-schema below, weights checked before a module is built, nothing unpickled, and every ticker's recorded rows
-checked against its fingerprint.
+deflated CSV, so evaluation stays reproducible after a cache is revised; with context inputs, also each
+context series' rows read by any ticker, as `context/<TICKER>.csv`, fingerprinted in global.json's
+`context_fingerprints`), `history.csv`, `metrics.json` and `loss_curve.png`. Written atomically like a
+ticker's bundle; loaded as safely: bounded reads, the schema below, weights checked before a module is built,
+nothing unpickled, and every recorded series' rows checked against its fingerprint.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from lstm_forecast.bundle import (
     CONFIG_FILE,
+    CONTEXT_DIR,
     FORMAT_VERSION,
     HISTORY_FILE,
     MAX_TICKERS,
@@ -51,7 +53,7 @@ from lstm_forecast.bundle import (
     read_weights,
     record_fields,
 )
-from lstm_forecast.config import MAX_SEED, Config
+from lstm_forecast.config import MAX_CONTEXT, MAX_SEED, Config
 from lstm_forecast.errors import ForecastError
 from lstm_forecast.files import json_text, make_temp_dir, read_bounded
 from lstm_forecast.model import Forecaster, ModelShape
@@ -94,6 +96,7 @@ class GlobalBundle:
     created_at: str = ""
     config_hash: str | None = None
     run_dir: Path | None = None
+    context_fingerprints: list[dict[str, Any]] = field(default_factory=list)  # one per context series, in order
 
     @property
     def names(self) -> list[str]:
@@ -101,9 +104,15 @@ class GlobalBundle:
 
     def prices(self) -> dict[str, pd.DataFrame]:
         """Every ticker's recorded rows, each checked against its fingerprint."""
+        return self.recorded()[0]
+
+    def recorded(self) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+        """Every ticker's recorded rows and each context series' (those any ticker read), by ticker, all read in
+        one bounded pass over prices.zip and checked against their fingerprints."""
         if self.run_dir is None:
             raise ForecastError("this bundle has not been saved yet")
-        return read_prices_archive(self.run_dir / PRICES_ARCHIVE, {r.ticker: r.fingerprint for r in self.tickers})
+        return read_prices_archive(self.run_dir / PRICES_ARCHIVE, {r.ticker: r.fingerprint for r in self.tickers},
+                                   {f["ticker"]: f for f in self.context_fingerprints})
 
 
 def is_global_run(run_dir: Path) -> bool:
@@ -137,6 +146,8 @@ class GlobalDocument(_Record):
     training: Annotated[list[TrainingRecord], Field(min_length=1, max_length=20)]
     skipped: Annotated[dict[str, Annotated[str, Field(max_length=2000)]], Field(max_length=MAX_TICKERS)]
     versions: Annotated[dict[str, Annotated[str, Field(max_length=100)]], Field(max_length=20)]
+    # Absent (None) without context inputs.
+    context_fingerprints: Annotated[list[FingerprintRecord], Field(min_length=1, max_length=MAX_CONTEXT)] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> GlobalDocument:
@@ -147,8 +158,11 @@ class GlobalDocument(_Record):
             raise ValueError("training: expected one record per seed")
         if self.model.n_tickers not in (0, len(names)):
             raise ValueError(f"model.n_tickers: expected 0 or the {len(names)} tickers of the run")
-        if self.model.horizon != self.window.horizon or self.model.n_features != len(self.window.features):
-            raise ValueError("model: expected the horizon and features of the window")
+        if self.model.horizon != self.window.horizon or self.model.n_features != self.window.n_inputs:
+            raise ValueError("model: expected the horizon and inputs of the window")
+        recorded = [record.ticker for record in self.context_fingerprints or []]
+        if recorded != list(dict.fromkeys(item.ticker for item in self.window.context)):
+            raise ValueError("context_fingerprints: expected one per context series of the window")
         split = self.split
         for record in self.tickers:
             scaler, steps = record.scaler, record.residuals
@@ -174,6 +188,7 @@ def global_document(bundle: GlobalBundle) -> dict[str, Any]:
                       "fingerprint": r.fingerprint, "baselines": r.baselines, "residuals": r.residuals}
                      for r in bundle.tickers],
             training=bundle.training, skipped=bundle.skipped, versions=bundle.versions or library_versions(),
+            context_fingerprints=bundle.context_fingerprints or None,
         )
     except ValidationError as exc:
         raise ForecastError(f"cannot save the run: global.json would hold a {_describe_damage(exc)}; "
@@ -191,9 +206,10 @@ def member_weights(members: list[Forecaster]) -> dict[str, Any]:
 
 def save_global_bundle(
     bundle: GlobalBundle, runs_dir: Path, prices: dict[str, pd.DataFrame], history: pd.DataFrame,
-    metrics: dict[str, Any], write_extras: Any = None,
+    metrics: dict[str, Any], write_extras: Any = None, context: dict[str, pd.DataFrame] | None = None,
 ) -> Path:
-    """Write the bundle into `<runs_dir>/_global/<run_id>/` atomically; returns the run directory."""
+    """Write the bundle into `<runs_dir>/_global/<run_id>/` atomically; returns the run directory. `context`
+    holds the rows of each context series the run read (`panel.context_read`), recorded in prices.zip."""
     parent = Path(runs_dir) / GLOBAL_DIR
     tmp_dir = make_temp_dir(parent, "a global run bundle")
 
@@ -202,7 +218,8 @@ def save_global_bundle(
         (tmp_dir / WEIGHTS_FILE).write_bytes(safetensors.torch.save(member_weights(bundle.members)))
         (tmp_dir / GLOBAL_FILE).write_text(json_text(global_document(bundle)))
         (tmp_dir / CONFIG_FILE).write_text(yaml.safe_dump(bundle.config.to_plain(), sort_keys=False))
-        (tmp_dir / PRICES_ARCHIVE).write_bytes(prices_archive({name: prices[name] for name in bundle.names}))
+        (tmp_dir / PRICES_ARCHIVE).write_bytes(prices_archive({name: prices[name] for name in bundle.names},
+                                                              context or {}))
         history.to_csv(tmp_dir / HISTORY_FILE, index=False, lineterminator="\n")
         (tmp_dir / METRICS_FILE).write_text(json_text(metrics))
         if write_extras is not None:
@@ -217,51 +234,61 @@ def check_writable(runs_dir: Path) -> None:
     shutil.rmtree(make_temp_dir(Path(runs_dir) / GLOBAL_DIR, "a global run bundle"), ignore_errors=True)
 
 
-def prices_archive(prices: dict[str, pd.DataFrame]) -> bytes:
-    """Each ticker's rows as its canonical CSV (the bytes its fingerprint hashes), deflated into one zip."""
-    from lstm_forecast.data import cache_name
+def prices_archive(prices: dict[str, pd.DataFrame], context: dict[str, pd.DataFrame] | None = None) -> bytes:
+    """Each ticker's rows as its canonical CSV (the bytes its fingerprint hashes), and each context series'
+    under context/ (a context ticker may be in the universe too, with other rows), deflated into one zip."""
     from lstm_forecast.prices import prices_to_csv
 
     buffer = io.BytesIO()
+    entries = {**{_entry(ticker): frame for ticker, frame in prices.items()},
+               **{_entry(ticker, CONTEXT_DIR): frame for ticker, frame in (context or {}).items()}}
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for ticker, frame in prices.items():
+        for name, frame in entries.items():
             # A fixed timestamp: the same rows give the same archive bytes.
-            archive.writestr(zipfile.ZipInfo(f"{cache_name(ticker)}.csv", (1980, 1, 1, 0, 0, 0)),
-                             prices_to_csv(frame), compress_type=zipfile.ZIP_DEFLATED)
+            archive.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), prices_to_csv(frame),
+                             compress_type=zipfile.ZIP_DEFLATED)
     return buffer.getvalue()
 
 
-def read_prices_archive(path: Path, fingerprints: dict[str, dict[str, Any]]) -> dict[str, pd.DataFrame]:
-    """The recorded rows of every ticker in `fingerprints`, each entry bounded before it is inflated and its
-    rows checked against the ticker's fingerprint."""
+def _entry(ticker: str, folder: str | None = None) -> str:
     from lstm_forecast.data import cache_name
+
+    return f"{folder}/{cache_name(ticker)}.csv" if folder else f"{cache_name(ticker)}.csv"
+
+
+def read_prices_archive(
+    path: Path, fingerprints: dict[str, dict[str, Any]], context: dict[str, dict[str, Any]] | None = None,
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """The recorded rows of every ticker in `fingerprints` and of every context series in `context` (ticker ->
+    fingerprint, both), each entry bounded before it is inflated and its rows checked against its fingerprint."""
     from lstm_forecast.prices import parse_prices_csv, prices_sha256
 
-    limits = {ticker: fingerprint["rows"] * ROW_BYTES_LIMIT + HEADER_BYTES_LIMIT
-              for ticker, fingerprint in fingerprints.items()}
+    # (0: a ticker's, 1: a context series'; the ticker, its entry, its fingerprint)
+    wanted = [(0, ticker, _entry(ticker), fingerprint) for ticker, fingerprint in fingerprints.items()]
+    wanted += [(1, ticker, _entry(ticker, CONTEXT_DIR), fingerprint) for ticker, fingerprint in (context or {}).items()]
+    limits = [fingerprint["rows"] * ROW_BYTES_LIMIT + HEADER_BYTES_LIMIT for *_, fingerprint in wanted]
     try:
-        raw = read_bounded(path, sum(limits.values()) + HEADER_BYTES_LIMIT * len(limits),
-                           "a global run's recorded prices")
+        raw = read_bounded(path, sum(limits) + HEADER_BYTES_LIMIT * len(limits), "a global run's recorded prices")
     except FileNotFoundError:
         raise ForecastError(f"{path}: missing from the bundle; evaluate needs the recorded prices") from None
-    prices = {}
+    frames: tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]] = ({}, {})
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
             entries = {info.filename: info for info in archive.infolist()}
-            for ticker, fingerprint in fingerprints.items():
-                info, limit = entries.get(f"{cache_name(ticker)}.csv"), limits[ticker]
+            for (group, ticker, name, fingerprint), limit in zip(wanted, limits, strict=True):
+                info, what = entries.get(name), ("prices", "context prices")[group]
                 if info is None or info.file_size > limit:
-                    raise ForecastError(f"{path}: {ticker}'s prices are missing or too large; the bundle is damaged")
+                    raise ForecastError(f"{path}: {ticker}'s {what} are missing or too large; the bundle is damaged")
                 with archive.open(info) as entry:
                     text = entry.read(limit + 1)  # the header's size may lie: never inflate more
-                frame, _ = parse_prices_csv(text, f"{path}:{ticker}")
+                frame, _ = parse_prices_csv(text, f"{path}:{name}")
                 if prices_sha256(frame) != fingerprint["sha256"]:
-                    raise ForecastError(f"{path}: {ticker}'s recorded prices do not match its fingerprint; "
+                    raise ForecastError(f"{path}: {ticker}'s recorded {what} do not match its fingerprint; "
                                         "the bundle is damaged, retrain the model")
-                prices[ticker] = frame
+                frames[group][ticker] = frame
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
         raise ForecastError(f"{path}: not a readable archive ({type(exc).__name__}); the bundle is damaged") from None
-    return prices
+    return frames
 
 
 def load_global_bundle(run_dir: Path | str) -> GlobalBundle:
@@ -272,14 +299,14 @@ def load_global_bundle(run_dir: Path | str) -> GlobalBundle:
     path, document = read_document(run_dir, GLOBAL_FILE, GLOBAL_JSON_LIMIT)
     try:
         record = GlobalDocument.model_validate(document)
-        for ticker in record.tickers:
+        for ticker in [*record.tickers, *(record.context_fingerprints or [])]:
             validate_ticker(ticker.ticker)
     except ValidationError as exc:
         raise ForecastError(f"{path}: {_describe_damage(exc)}; the bundle is damaged") from None
     except ForecastError as exc:
         raise ForecastError(f"{path}: invalid ticker {exc}; the bundle is damaged") from None
     shape = ModelShape(**record_fields(record.model))
-    spec = WindowSpec(**record_fields(record.window))
+    spec = record.window.spec()
     config = _read_config(run_dir / CONFIG_FILE)
     _check_config_matches(run_dir / CONFIG_FILE, config, shape, spec, n_tickers=shape.n_tickers)
     expected = {f"member{i}.{name}": size for i in range(len(record.seeds))
@@ -297,6 +324,7 @@ def load_global_bundle(run_dir: Path | str) -> GlobalBundle:
                  for i, t in enumerate(record.tickers)],
         seeds=record.seeds, training=plain["training"], members=members, skipped=record.skipped,
         versions=record.versions, created_at=record.created_at, config_hash=record.config_hash, run_dir=run_dir,
+        context_fingerprints=plain["context_fingerprints"] or [],
     )
 
 

@@ -1,10 +1,11 @@
 """`evaluate` on a global run: per ticker, across the cross-section, and on tickers it never saw.
 
-In universe, the run's windows are rebuilt from the prices recorded in the bundle (each ticker's rows
-checked against its fingerprint) on the run's own split; every ticker's scaler must come back as recorded,
-or the bundle is damaged. Out of universe (`-t`/`--tickers-file` with `--run`), tickers the model never
-trained on are read from the data dir and windowed on the same split, each scaled by its own training-period
-days, and scored by the same function; their files go to the run's `out_of_universe/` folder. A model with
+In universe, the run's windows are rebuilt from the prices recorded in the bundle (each ticker's rows and
+each context series' rows, checked against their fingerprints) on the run's own split; every ticker's scaler
+must come back as recorded, or the bundle is damaged. Out of universe (`-t`/`--tickers-file` with `--run`),
+tickers the model never trained on are read from the data dir (their context series too, or the recorded rows
+where none is cached) and windowed on the same split, each scaled by its own training-period days, and scored
+by the same function; their files go to the run's `out_of_universe/` folder. A model with
 a ticker embedding knows only its own tickers and refuses.
 
 Files (written into the run, or its out_of_universe/ folder): evaluation.json (the whole report),
@@ -41,6 +42,7 @@ class GlobalEvaluation:
 
 def evaluate_global(run_dir: Path, tickers: list[str] | None = None, data_dir: Path | None = None) -> GlobalEvaluation:
     """Score the global run in `run_dir` on its own tickers, or on `tickers` it never trained on."""
+    from lstm_forecast.global_predict import context_series
     from lstm_forecast.train import fingerprint
 
     bundle = load_global_bundle(run_dir)
@@ -56,12 +58,13 @@ def evaluate_global(run_dir: Path, tickers: list[str] | None = None, data_dir: P
                 skipped[ticker] = str(exc)
         if not prices:
             raise ForecastError(f"no ticker could be read: {reasons(skipped)}")
-        panel = build_panel(prices, config, split=bundle.split)
+        panel = build_panel(prices, config, split=bundle.split, context_prices=context_series(bundle, folder))
         skipped |= panel.skipped
-        fingerprints = [fingerprint(name, prices[name]) for name in panel.names]
+        fingerprints = [fingerprint(name, panel.prices[name]) for name in panel.names]
         out, scope = bundle.run_dir / OUT_OF_UNIVERSE_DIR, "out of universe"
     else:
-        panel = build_panel(bundle.prices(), config, split=bundle.split)
+        prices, context_prices = bundle.recorded()
+        panel = build_panel(prices, config, split=bundle.split, context_prices=context_prices)
         check_rebuilt(bundle, panel)
         skipped, fingerprints = dict(bundle.skipped), [record.fingerprint for record in bundle.tickers]
         out, scope = bundle.run_dir, "in universe"

@@ -7,7 +7,9 @@ header states the run's own cross-sectional skill on its test period (mean rank 
 global model is judged by how it ranks, and a ranking with no skill behind it is only noise.
 
 Every ranked forecast starts from the same day: a ticker whose cache ends before the others' last day is
-listed with the reason instead of being ranked against forecasts made a day or more later.
+listed with the reason instead of being ranked against forecasts made a day or more later. A run with context
+inputs reads each context series' cache too (refreshed with the tickers), and refuses, in one line, a context
+series that ends before the tickers' last day: the forecast would read a day it does not have.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lstm_forecast import data
+from lstm_forecast import context, data
 from lstm_forecast.errors import ForecastError, StopRequest
 from lstm_forecast.files import atomic_write_text, read_bounded
 from lstm_forecast.global_bundle import GlobalBundle, load_global_bundle
@@ -85,7 +87,11 @@ def run_global_screener(
                             f"fetch it (lstm-forecast fetch -t {ticker}) to rank it with them", run_dir)
     current = [t for t in recent if t not in behind]
     if current:
-        rows |= forecast_rows(bundle, {t: recent[t] for t in current}, level, today or date.today(), metrics)
+        context_prices = context_series(bundle, folder, refresh, stop)
+        for ticker in current:
+            context.check_fresh(ticker, recent[ticker][0], bundle.spec, context_prices)
+        rows |= forecast_rows(bundle, {t: recent[t] for t in current}, level, today or date.today(), metrics,
+                              context_prices)
     ranked = rank_screener([rows[ticker] for ticker in names])
     text = None if output_format == "table" and output is None else render_screener(ranked, output_format)
     header = skill_header(bundle, metrics)
@@ -110,17 +116,37 @@ def latest_rows(
     return recorded, f"no cached prices in {folder}; forecast from the training data's last day"
 
 
+def context_series(
+    bundle: GlobalBundle, folder: Path, refresh: bool = False, stop: StopRequest | None = None
+) -> dict[str, pd.DataFrame]:
+    """Each context series of the run from the data dir's cache (updated first with `refresh`), or the rows
+    recorded in the bundle where none is cached, by ticker; empty without context inputs."""
+    tickers = bundle.spec.context_tickers
+    if not tickers:
+        return {}
+    frames, recorded = {}, None
+    for ticker in tickers:
+        if refresh:
+            data.update_cache(folder, ticker, stop=stop)
+        frames[ticker] = data.read_cache(folder, ticker)
+        if frames[ticker] is None:
+            recorded = recorded if recorded is not None else bundle.recorded()[1]
+            frames[ticker] = recorded[ticker]
+    return frames
+
+
 def forecast_rows(
     bundle: GlobalBundle, recent: dict[str, tuple[pd.DataFrame, str | None]], level: float, today: date,
-    metrics: dict[str, Any],
+    metrics: dict[str, Any], context_prices: dict[str, pd.DataFrame] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """One screener row per ticker: the next session's forecast with its split-conformal interval."""
+    """One screener row per ticker: the next session's forecast with its split-conformal interval (inputs with
+    `context_prices`, each context series by ticker, when the run reads any)."""
     spec, index = bundle.spec, {name: i for i, name in enumerate(bundle.names)}
     records = {record.ticker: record for record in bundle.tickers}
     rows, inputs, anchors = {}, [], []
     for ticker, (prices, _) in recent.items():
-        window, anchor_date, anchor_price = inference_inputs(prices.iloc[-(spec.lookback + 1):], spec,
-                                                             records[ticker].scaler)
+        window, anchor_date, anchor_price = inference_inputs(prices.iloc[-spec.inference_rows:], spec,
+                                                             records[ticker].scaler, context_prices)
         inputs.append(window[0])
         anchors.append((anchor_date, anchor_price))
     tickers = list(recent)

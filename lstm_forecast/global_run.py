@@ -16,7 +16,7 @@ the reversal and train-mean baselines (crosssection.py).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lstm_forecast import baselines, data, plots
+from lstm_forecast import baselines, context, data, plots
 from lstm_forecast.bundle import LOSS_CURVE_FILE, new_run_id, resolve_runs_dir
 from lstm_forecast.config import Config, config_hash
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError
@@ -58,6 +58,7 @@ class GlobalResult:
     skipped: dict[str, str]  # ticker -> why it was left out
     training: list[dict[str, Any]]  # per member: TrainResult.summary() and its seed
     report: dict[str, Any]  # score_panel's report on the test period
+    notes: dict[str, list[str]] = field(default_factory=dict)  # ticker -> history cut, windows dropped
 
     @property
     def interrupted(self) -> bool:
@@ -104,8 +105,10 @@ def train_global(
             raise Interrupted("interrupted while reading the prices; nothing was trained")
     if not prices:
         raise ForecastError(f"no ticker could be read: {reasons(skipped)}")
+    # Read once for every ticker (fetched when missing); each ticker aligns it on its own sessions.
+    context_prices = context.load_context(folder, [entry.ticker for entry in config.data.context], on_fetch, stop)
     resolve_device(config.train.device)
-    panel = build_panel(prices, config)
+    panel = build_panel(prices, config, context_prices=context_prices)
     skipped |= panel.skipped
     if len(panel.tickers) < 2:
         raise ForecastError(f"only {len(panel.tickers)} ticker has enough days for a global model: {reasons(skipped)}")
@@ -115,7 +118,7 @@ def train_global(
     val = panel_forecasts(panel, panel.val, members)
     records = [
         TickerRecordData(
-            ticker=days.ticker, scaler=days.scaler, fingerprint=fingerprint(days.ticker, prices[days.ticker]),
+            ticker=days.ticker, scaler=days.scaler, fingerprint=fingerprint(days.ticker, panel.prices[days.ticker]),
             baselines={"train_mean_log_return": days.train_mean_log_return, "train_naive_mae": days.train_naive_mae},
             residuals=val_residuals(val[days.ticker]),
         )
@@ -126,6 +129,7 @@ def train_global(
         run_id=new_run_id(), config=config, shape=shape, spec=panel.spec, split=panel.split, tickers=records,
         seeds=[config.train.seed + i for i in range(len(members))], training=training, members=members,
         skipped=skipped, created_at=datetime.now(UTC).isoformat(timespec="seconds"), config_hash=config_hash(config),
+        context_fingerprints=[fingerprint(name, rows) for name, rows in panel.context_rows.items()],
     )
     scores = score_panel(panel, members, config, shape.kind, [record.fingerprint for record in records])
     metrics = {"scope": "global", "model": shape.kind, "tickers": len(records), "skipped": skipped,
@@ -142,10 +146,10 @@ def train_global(
             run_dir / LOSS_CURVE_FILE,
         )
 
-    run_dir = save_global_bundle(bundle, runs, {r.ticker: prices[r.ticker] for r in records}, history, metrics,
-                                 write_extras=write_loss_curve)
+    run_dir = save_global_bundle(bundle, runs, panel.prices, history, metrics, write_extras=write_loss_curve,
+                                 context=panel.context_rows)
     return GlobalResult(run_dir=run_dir, run_id=bundle.run_id, tickers=bundle.names, skipped=skipped,
-                        training=training, report=scores.report)
+                        training=training, report=scores.report, notes=panel.notes)
 
 
 def train_members(
@@ -154,7 +158,7 @@ def train_members(
     """One model per seed, each on the pooled windows with its ticker index; a stop ends the current member
     (its best epoch is kept) and skips the rest."""
     n_tickers = len(panel.tickers)
-    shape = ModelShape.from_config(config.model, n_features=len(panel.spec.features), horizon=panel.spec.horizon,
+    shape = ModelShape.from_config(config.model, n_features=panel.spec.n_inputs, horizon=panel.spec.horizon,
                                    n_tickers=n_tickers)
     train = Samples((panel.train.inputs, panel.train.ticker), panel.train.targets)
     val = Samples((panel.val.inputs, panel.val.ticker), panel.val.targets)
@@ -240,7 +244,7 @@ def score_panel(
             test=score_forecasts(period, kind), echoes=lag_copy["echoes_yesterday"],
             anchors=[iso_day(day) for day in period.anchor_dates],
             differential=[float(value) for value in log_loss_differential(period)],
-            horizon=panel.spec.horizon, fingerprint=fingerprint_["sha256"],
+            horizon=panel.spec.horizon, fingerprint=fingerprint_["sha256"], notes=panel.notes.get(days.ticker),
         ))
     rows, per_ticker = universe_report(records, panel.names)
     for row in rows:

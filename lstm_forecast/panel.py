@@ -12,6 +12,10 @@ $5 stock and a $500 stock look alike to the network; forecasts go back to prices
 
 The windows are never copied out: every ticker's scaled days lie one after another in one (days, features)
 array and a window is its anchor row (`GatheredWindows`), cut batch by batch by the trainer.
+
+Context inputs (context.py) work as in a local run, ticker by ticker: each ticker's history is cut to the
+days every context series covers, its scaler is fitted on its complete training days, and a window that reads
+a day with a missing context value is dropped (`windows.whole_windows`); `Panel.notes` says what each cost.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from lstm_forecast import baselines
+from lstm_forecast import baselines, context
 from lstm_forecast.config import Config
 from lstm_forecast.errors import ForecastError
 from lstm_forecast.windows import (
@@ -30,9 +34,13 @@ from lstm_forecast.windows import (
     Scaler,
     WindowSpec,
     compute_features,
+    dropped_notes,
     fit_scaler,
     values_to_prices,
+    whole_windows,
 )
+
+PERIODS = {"train": "training", "val": "validation", "test": "test"}  # a panel's periods, as notes name them
 
 
 @dataclass
@@ -50,6 +58,7 @@ class TickerDays:
     scaler: Scaler
     train_mean_log_return: float
     train_naive_mae: float
+    anchors: dict[str, np.ndarray]  # per period (PERIODS), the rows of `dates` its windows are anchored on
 
 
 @dataclass
@@ -85,6 +94,9 @@ class Panel:
     val_start: pd.Timestamp  # the common first day of the validation period
     test_start: pd.Timestamp
     skipped: dict[str, str] = field(default_factory=dict)  # ticker -> why it was left out
+    prices: dict[str, pd.DataFrame] = field(default_factory=dict)  # each kept ticker's rows, as windowed
+    context_rows: dict[str, pd.DataFrame] = field(default_factory=dict)  # context series' rows read (all tickers)
+    notes: dict[str, list[str]] = field(default_factory=dict)  # ticker -> what the context cost it, if anything
 
     @property
     def split(self) -> dict[str, str]:
@@ -117,18 +129,26 @@ def common_split(dates: list[np.ndarray], config: Config) -> tuple[pd.Timestamp,
     return pd.Timestamp(calendar[val_start]), pd.Timestamp(calendar[test_start])
 
 
-def build_panel(prices: dict[str, pd.DataFrame], config: Config, split: dict[str, str] | None = None) -> Panel:
+def build_panel(
+    prices: dict[str, pd.DataFrame], config: Config, split: dict[str, str] | None = None,
+    context_prices: dict[str, pd.DataFrame] | None = None,
+) -> Panel:
     """Scale and window every ticker on the common split (`split` as a bundle records it, else `common_split`).
 
-    A ticker whose features cannot be computed (a zero price) or whose periods hold too few days for one
-    window is left out, with the reason in `Panel.skipped`; no ticker left is an error.
+    `context_prices` holds each context series' prices (by ticker) when the config reads any. A ticker whose
+    features cannot be computed (a zero price, no day shared with the context) or whose periods hold too few
+    days (or whole windows) for one window is left out, with the reason in `Panel.skipped`; no ticker left is
+    an error.
     """
     spec = WindowSpec.from_config(config)
     skipped: dict[str, str] = {}
+    notes: dict[str, list[str]] = {}
+    rows: dict[str, pd.DataFrame] = {}
     features: dict[str, pd.DataFrame] = {}
     for ticker, frame in prices.items():
         try:
-            features[ticker] = compute_features(frame, spec)
+            rows[ticker], notes[ticker] = context.common_range(frame, spec, context_prices)
+            features[ticker] = compute_features(rows[ticker], spec, context_prices)
         except ForecastError as exc:
             skipped[ticker] = str(exc)
     if not features:
@@ -144,22 +164,26 @@ def build_panel(prices: dict[str, pd.DataFrame], config: Config, split: dict[str
     for ticker, frame in features.items():
         dates = frame.index.to_numpy().astype("datetime64[ns]")
         val_start, test_start = (int(np.searchsorted(dates, day.to_datetime64())) for day in (val_day, test_day))
-        reason = _too_short(len(dates), val_start, test_start, spec, val_day, test_day)
+        feature_values = frame.to_numpy(dtype=np.float64)
+        complete = np.isfinite(feature_values).all(axis=1)  # False only where a context value is missing
+        anchors, dropped = _anchors(len(dates), val_start, test_start, complete, spec)
+        reason = _too_short(len(dates), val_start, test_start, spec, val_day, test_day) or _incomplete(anchors, spec)
         if reason:
             skipped[ticker] = reason
             continue
-        raw_price = prices[ticker][spec.price_column_name].to_numpy(dtype=np.float64)
+        raw_price = rows[ticker][spec.price_column_name].to_numpy(dtype=np.float64)
         log_return = np.diff(np.log(raw_price))
         target = log_return if spec.target == "log_return" else raw_price[1:]
-        feature_values = frame.to_numpy(dtype=np.float64)
-        scaler = fit_scaler(feature_values[:val_start], target[:val_start])
+        scaler = fit_scaler(feature_values[:val_start][complete[:val_start]], target[:val_start])
         tickers.append(TickerDays(
             ticker=ticker, index=len(tickers), offset=offset, dates=dates, price=raw_price[1:],
             last_return=log_return, val_start=val_start, test_start=test_start, scaler=scaler,
             # Training prices include the first price row: day 0's return and naive forecast need it.
             train_mean_log_return=baselines.mean_log_return(raw_price[: val_start + 1]),
             train_naive_mae=baselines.naive_mae_scale(raw_price[: val_start + 1]),
+            anchors=anchors,
         ))
+        notes[ticker] = notes[ticker] + dropped_notes(dropped, spec)
         blocks.append(scaler.transform_features(feature_values).astype(np.float32))
         offset += len(dates)
     if not tickers:
@@ -168,6 +192,7 @@ def build_panel(prices: dict[str, pd.DataFrame], config: Config, split: dict[str
 
     values = np.concatenate(blocks)
     scaled_targets = {days.ticker: _scaled_target(days, spec) for days in tickers}
+    kept = {days.ticker: rows[days.ticker] for days in tickers}
 
     def period(name: str) -> PanelSplit:
         parts = [_windows(days, scaled_targets[days.ticker], spec, name) for days in tickers]
@@ -177,7 +202,25 @@ def build_panel(prices: dict[str, pd.DataFrame], config: Config, split: dict[str
                           anchor_prices, target_dates, actual, last_return)
 
     return Panel(spec=spec, tickers=tickers, values=values, train=period("train"), val=period("val"),
-                 test=period("test"), val_start=val_day, test_start=test_day, skipped=skipped)
+                 test=period("test"), val_start=val_day, test_start=test_day, skipped=skipped, prices=kept,
+                 context_rows=context_read(kept, spec, context_prices),
+                 notes={name: notes[name] for name in kept if notes[name]})
+
+
+def context_read(
+    prices: dict[str, pd.DataFrame], spec: WindowSpec, context_prices: dict[str, pd.DataFrame] | None
+) -> dict[str, pd.DataFrame]:
+    """Each context series' rows that any ticker's rows read, from the first to the last (the union of
+    `context.rows_used` over the tickers): what a global bundle records to rebuild every ticker's inputs."""
+    if not spec.context:
+        return {}
+    first: dict[str, pd.Timestamp] = {}
+    last: dict[str, pd.Timestamp] = {}
+    for frame in prices.values():  # every kept ticker reads each series on a day it covers (common_range)
+        for name, used in context.rows_used(frame, spec, context_prices).items():
+            first[name] = min(first.get(name, used.index[0]), used.index[0])
+            last[name] = max(last.get(name, used.index[-1]), used.index[-1])
+    return {name: context_prices[name].loc[first[name] : last[name]] for name in first}
 
 
 def reasons(skipped: dict[str, str], shown: int = 2) -> str:
@@ -204,16 +247,37 @@ def _too_short(days: int, val_start: int, test_start: int, spec: WindowSpec, val
     return None
 
 
+def _incomplete(anchors: dict[str, np.ndarray], spec: WindowSpec) -> str | None:
+    """Why a ticker with days enough has no whole window in a period (its context missing too often), or None."""
+    empty = [PERIODS[name] for name, rows in anchors.items() if len(rows) == 0]
+    if not empty:
+        return None
+    return (f"the {empty[0]} period has no window whose context inputs are all there: a context series misses "
+            f"more than data.context_max_gap ({spec.context_max_gap}) sessions too often")
+
+
 def _scaled_target(days: TickerDays, spec: WindowSpec) -> np.ndarray:
     target = days.last_return if spec.target == "log_return" else days.price
     return days.scaler.transform_targets(target).astype(np.float32)
 
 
+def _anchors(
+    days: int, val_start: int, test_start: int, complete: np.ndarray, spec: WindowSpec
+) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Per period, the anchors of one ticker's windows as windows.build_dataset_at chooses them (every target
+    day inside the period, every input day complete), and how many were dropped for an incomplete day."""
+    bounds = {"train": (0, val_start), "val": (val_start, test_start), "test": (test_start, days)}
+    anchors, dropped = {}, {}
+    for name, (first, stop) in bounds.items():
+        rows = np.arange(max(first - 1, spec.lookback - 1), stop - spec.horizon)
+        whole = whole_windows(complete, rows, spec.lookback)
+        anchors[name], dropped[PERIODS[name]] = rows[whole], int((~whole).sum())
+    return anchors, dropped
+
+
 def _windows(days: TickerDays, scaled_target: np.ndarray, spec: WindowSpec, name: str) -> tuple[np.ndarray, ...]:
     """One ticker's windows of one period, as windows.build_dataset_at cuts them."""
-    first, stop = {"train": (0, days.val_start), "val": (days.val_start, days.test_start),
-                   "test": (days.test_start, len(days.dates))}[name]
-    anchors = np.arange(max(first - 1, spec.lookback - 1), stop - spec.horizon)
+    anchors = days.anchors[name]
     ahead = (sliding_window_view(scaled_target, spec.horizon), sliding_window_view(days.dates, spec.horizon),
              sliding_window_view(days.price, spec.horizon))
     targets, target_dates, actual = (view[anchors + 1] for view in ahead)

@@ -220,12 +220,19 @@ def train_universe(
     on_row: Callable[[dict[str, Any]], None] | None = None,
     on_epoch: Callable[[str, Any], Any] | None = None,
     stop: StopRequest | None = None,
+    on_fetch: Callable[[str], None] | None = None,
 ) -> Universe:
     """Train every ticker (skipping, with `resume`, those already done alike) and write the universe folder.
 
     `on_row` hears each ticker's summary row as it finishes (resumed ones first), `on_epoch(ticker, record)`
-    every epoch of a job run in this process; `stop` is the caller's stop request (see executors.py)."""
+    every epoch of a job run in this process; `stop` is the caller's stop request (see executors.py);
+    `on_fetch` hears about a context series' download before it starts."""
+    from lstm_forecast.context import load_context
+
     stop = stop or threading.Event()
+    # The context series once, before any job: a missing one is fetched here, not by parallel jobs racing to
+    # download it, and one that cannot be had fails the universe at once. Jobs read it from the cache.
+    load_context(data_dir, [entry.ticker for entry in config.data.context], on_fetch, stop)
     threads = threads_per_job(config, jobs, executor)
     job_config = config.model_copy(update={"train": config.train.model_copy(update={"threads": threads})})
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -348,7 +355,7 @@ def result_record(outcome: JobOutcome) -> dict[str, Any]:
         run_dir=result.run_dir, rows=result.fingerprint["rows"], test=result.metrics["test"],
         echoes=result.lag_copy["echoes_yesterday"], anchors=result.test_anchors,
         differential=result.test_loss_differential, horizon=result.window["horizon"],
-        fingerprint=result.fingerprint["sha256"],
+        fingerprint=result.fingerprint["sha256"], notes=result.notes,
     )
 
 
@@ -356,9 +363,10 @@ def scored_record(
     ticker: str, status: str, seconds: float, error: str | None, run_dir: Path | None = None,
     rows: int | None = None, test: dict[str, Any] | None = None, echoes: bool | None = None,
     anchors: list[str] | None = None, differential: list[float] | None = None, horizon: int | None = None,
-    fingerprint: str | None = None,
+    fingerprint: str | None = None, notes: list[str] | None = None,
 ) -> dict[str, Any]:
-    """A ticker's summary row (SUMMARY_COLUMNS) from its test scores block, with what the pooled test needs."""
+    """A ticker's summary row (SUMMARY_COLUMNS) from its test scores block, with what the pooled test needs
+    and the notes on what its data cost (history cut to the context's range, windows dropped)."""
     row: dict[str, Any] = dict.fromkeys(SUMMARY_COLUMNS)
     row.update(ticker=ticker, status=status, seconds=round(seconds, 2), error=error)
     if test is not None:
@@ -370,7 +378,7 @@ def scored_record(
             binomial_pvalue=vs_naive["direction_h1"]["binomial_pvalue"], lag_copy="yes" if echoes else "no",
         )
     return {"row": row, "anchors": anchors or [], "differential": differential or [], "horizon": horizon,
-            "fingerprint": fingerprint}
+            "fingerprint": fingerprint, "notes": notes or []}
 
 
 def append_result(folder: Path, record: dict[str, Any]) -> None:
@@ -383,9 +391,11 @@ def append_result(folder: Path, record: dict[str, Any]) -> None:
 
 def resumable_results(folder: Path, config: Config, data_dir: Path) -> dict[str, dict[str, Any]]:
     """The tickers of an earlier run of `folder` that need no training again: finished without interruption,
-    their bundle still there, trained with this resolved config on exactly today's cached rows."""
+    their bundle still there, trained with this resolved config on exactly today's cached rows (cut to the
+    context's range, and the same context rows)."""
+    from lstm_forecast.context import load_context
     from lstm_forecast.prices import prices_sha256
-    from lstm_forecast.train import load_training_prices
+    from lstm_forecast.train import load_training_prices, prepare_inputs
 
     path = folder / RESULTS_FILE
     if not path.is_file():
@@ -401,16 +411,22 @@ def resumable_results(folder: Path, config: Config, data_dir: Path) -> dict[str,
             continue  # the last line of a run killed while writing it
         if _usable(record):
             records[record["row"]["ticker"]] = record
+    context_prices = load_context(data_dir, [entry.ticker for entry in config.data.context])
     done = {}
     for ticker, record in records.items():
-        bundle_hash = _bundle_config_hash(Path(record["row"]["run_dir"]))
-        if bundle_hash != expected_hash:
+        document = _bundle_document(Path(record["row"]["run_dir"]))
+        if document.get("config_hash") != expected_hash:
             continue
         try:
-            sha = prices_sha256(load_training_prices(ticker, data_dir, config))
+            prices, context_rows, _ = prepare_inputs(load_training_prices(ticker, data_dir, config), config,
+                                                     context_prices)
         except ForecastError:
             continue
-        if sha == record.get("fingerprint"):
+        recorded = [item.get("sha256") for item in document.get("context_fingerprints") or []
+                    if isinstance(item, dict)]
+        if prices_sha256(prices) == record.get("fingerprint") and recorded == [
+            prices_sha256(rows) for rows in context_rows.values()
+        ]:
             done[ticker] = record
     return done
 
@@ -431,12 +447,13 @@ def _usable(record: Any) -> bool:
     )
 
 
-def _bundle_config_hash(run_dir: Path) -> str | None:
+def _bundle_document(run_dir: Path) -> dict[str, Any]:
+    """A ticker bundle's bundle.json as plain data ({} when unreadable: the ticker is trained again)."""
     try:
         document = json.loads(read_bounded(run_dir / BUNDLE_FILE, BUNDLE_JSON_LIMIT, "a bundle description"))
     except (ForecastError, OSError, ValueError):
-        return None
-    return document.get("config_hash") if isinstance(document, dict) else None
+        return {}
+    return document if isinstance(document, dict) else {}
 
 
 # --- judging them as a set -------------------------------------------------------------------------
@@ -466,6 +483,8 @@ def universe_report(records: list[dict[str, Any]], tickers: list[str]) -> tuple[
         "median_rmse_ratio": _median(ratios),
         "pooled_dm": pooled,
         "verdict": set_verdict(len(tested), len(better), len(worse), pooled),
+        # Per ticker, what its data cost (results.jsonl lines written before notes have none).
+        "notes": {record["row"]["ticker"]: record["notes"] for record in records if record.get("notes")},
         "method": "per-ticker DM p-values (test period, all horizon days) adjusted by Benjamini-Hochberg; pooled "
                   "DM on the daily cross-sectional mean of the tickers' squared log-price error differentials "
                   "(model minus naive), HAC over the horizon, since the tickers share their days",

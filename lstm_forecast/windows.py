@@ -207,12 +207,24 @@ class Dataset:
 
     def notes(self) -> list[str]:
         """What the summary says about windows dropped for a missing context input."""
-        total = sum(self.dropped.values())
-        if total == 0:
-            return []
-        periods = ", ".join(f"{count} {name}" for name, count in self.dropped.items() if count)
-        return [f"{total} windows dropped ({periods}): a context series missed more than "
-                f"{self.spec.context_max_gap} sessions in a row (data.context_max_gap)"]
+        return dropped_notes(self.dropped, self.spec)
+
+
+def dropped_notes(dropped: dict[str, int], spec: WindowSpec) -> list[str]:
+    """The note on windows dropped for a missing context input (per period: training, validation, test)."""
+    total = sum(dropped.values())
+    if total == 0:
+        return []
+    periods = ", ".join(f"{count} {name}" for name, count in dropped.items() if count)
+    return [f"{total} windows dropped ({periods}): a context series missed more than "
+            f"{spec.context_max_gap} sessions in a row (data.context_max_gap)"]
+
+
+def whole_windows(complete: np.ndarray, anchors: np.ndarray, lookback: int) -> np.ndarray:
+    """Which windows anchored on `anchors` (rows of the days) read only days with every input: a day is
+    incomplete (`complete` False) where a context value is missing, and a window reading one is dropped."""
+    missing = np.concatenate([[0], np.cumsum(~complete)])  # missing[k]: incomplete days before day k
+    return missing[anchors + 1] - missing[anchors + 1 - lookback] == 0
 
 
 def compute_features(
@@ -333,8 +345,6 @@ def build_dataset_at(
     if not complete[:val_start].any():
         raise ForecastError("no training day has every context input; see data.context_max_gap")
     scaler = fit_scaler(feature_values[:val_start][complete[:val_start]], target_series[:val_start])
-    # missing[k]: days before day k without every input; a window is whole when none of its days lacks one.
-    missing = np.concatenate([[0], np.cumsum(~complete)])
     dropped = {}
 
     # Views, not copies: row i of input_windows is days i..i+lookback-1 (anchored on i+lookback-1);
@@ -351,7 +361,7 @@ def build_dataset_at(
     def windows(name: str, first_target_day: int, stop: int) -> Windows:
         # Anchors whose inputs exist and whose targets all lie in [first_target_day, stop).
         anchors = np.arange(max(first_target_day - 1, spec.lookback - 1), stop - spec.horizon)
-        whole = missing[anchors + 1] - missing[anchors + 1 - spec.lookback] == 0
+        whole = whole_windows(complete, anchors, spec.lookback)
         dropped[name] = int((~whole).sum())
         anchors = anchors[whole]
         if len(anchors) == 0:
