@@ -487,7 +487,7 @@ def train_universe_command(
         with TickerBar(stderr, len(plan.tickers)) as bar:
             universe = train_universe(settings, plan.tickers, plan.data_dir, plan.runs_dir, jobs, executor,
                                       ray_address, resume, on_row=bar.update_row, on_epoch=bar.update_epoch,
-                                      stop=stop)
+                                      stop=stop, on_fetch=note)
         finish_universe(universe, len(plan.tickers), "trained", json_output)
 
 
@@ -510,6 +510,7 @@ def train_global_command(settings: Any, plan: Any, json_output: bool) -> None:
                 stdout.print(f"Seed {member['seed']}: {member['epochs_run']} epochs{stopped}, best epoch "
                              f"{member['best_epoch']} (validation loss {member['best_val_loss']:.4f}), "
                              f"{member['seconds']:.1f} s on {member['device']}", markup=False)
+            print_notes(result.notes, str(result.run_dir / "metrics.json"))
             for item in global_report({**result.report, "scope": "in universe", "run_dir": str(result.run_dir),
                                        "model": {"kind": settings.model.type}, "skipped": result.skipped}):
                 stdout.print(item)
@@ -528,6 +529,7 @@ def finish_universe(universe: Any, total: int, done: str, json_output: bool) -> 
     else:
         for item in universe_report(universe.report):
             stdout.print(item)
+        print_notes(universe.report.get("notes") or {}, str(universe.folder / "summary.json"))
     if universe.interrupted:
         resume = f" (continue with --resume {universe.folder})" if done == "trained" else ""
         raise Interrupted(f"interrupted; the tickers finished so far are in {universe.folder}{resume}")
@@ -535,6 +537,22 @@ def finish_universe(universe: Any, total: int, done: str, json_output: bool) -> 
     if failed:
         raise ForecastError(f"{failed} of {total} tickers could not be {done}; "
                             f"{universe.folder / 'summary.csv'} gives each reason")
+
+
+MAX_NOTE_TICKERS = 5  # more tickers' notes than this are counted, not listed
+
+
+def print_notes(notes: dict[str, list[str]], where: str) -> None:
+    """What the data cost each ticker (history cut to the context's range, windows dropped): listed for a few
+    tickers, counted for more (`where` holds them all)."""
+    noted = {ticker: lines for ticker, lines in notes.items() if lines}
+    if len(noted) > MAX_NOTE_TICKERS:
+        stdout.print(f"Note: {len(noted)} tickers had their history cut or windows dropped for the context "
+                     f"inputs; {where} lists them", markup=False)
+        return
+    for ticker, lines in noted.items():
+        for line in lines:
+            stdout.print(f"Note: {ticker}: {line}", markup=False)
 
 
 def require_tickers(ctx: typer.Context, given: list[str] | None, tickers_file: Path | None, all_cached: bool) -> None:
