@@ -35,7 +35,7 @@ from lstm_forecast.bundle import RunBundle, load_bundle, new_run_id, resolve_run
 from lstm_forecast.config import Config
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError, quote
 from lstm_forecast.files import json_text, make_temp_dir, publish_as_free_name
-from lstm_forecast.metrics import FORECASTS, diebold_mariano, format_pvalue, p_phrase, rmse_ratio
+from lstm_forecast.metrics import FORECASTS, diebold_mariano, format_pvalue, judgement, p_phrase, rmse_ratio
 from lstm_forecast.model import RECURRENT_CORES, check_trainable
 from lstm_forecast.scoring import PeriodForecasts, iso_day, period_forecasts, score_forecasts
 from lstm_forecast.train import TickerResult, train_run, train_ticker
@@ -488,12 +488,9 @@ def with_vs_without(on: PeriodForecasts, off: PeriodForecasts, horizon: int, alp
 
 
 def context_verdict(dm_pvalue: float | None, ratio: float | None, alpha: float = 0.05) -> str:
-    """A plain sentence: helped or hurt only when the DM p-value is below `alpha`; the ratio gives the direction."""
-    if dm_pvalue is None or ratio is None:
+    """A plain sentence: helped or hurt only when the DM p-value is below `alpha` (metrics.judgement)."""
+    found = judgement(dm_pvalue, ratio, alpha)
+    if found is None:
         return "the context's effect cannot be tested (the Diebold–Mariano test is undefined on these errors)"
-    evidence = f"RMSE with/without {ratio:.3f}, DM {p_phrase(dm_pvalue)}"
-    if dm_pvalue < alpha and ratio < 1:
-        return f"the context helped ({evidence})"
-    if dm_pvalue < alpha and ratio > 1:
-        return f"the context hurt ({evidence})"
-    return f"the context made no distinguishable difference ({evidence})"
+    phrase = {"better": "helped", "worse": "hurt", "same": "made no distinguishable difference"}[found]
+    return f"the context {phrase} (RMSE with/without {ratio:.3f}, DM {p_phrase(dm_pvalue)})"

@@ -410,16 +410,21 @@ def compare_to_naive(
     }
 
 
-def verdict(dm_pvalue: float | None, rmse_ratio: float | None, alpha: float = 0.05) -> str:
-    """A plain phrase to follow the model's name, e.g. "LSTM is " + verdict(...).
-
-    Better or worse only when the DM p-value is below `alpha`; the RMSE ratio gives the direction.
-    """
+def judgement(dm_pvalue: float | None, rmse_ratio: float | None, alpha: float = 0.05) -> str | None:
+    """"better" or "worse" only when the DM p-value is below `alpha` (the RMSE ratio gives the direction), else
+    "same"; None when the test is undefined."""
     if dm_pvalue is None or rmse_ratio is None:
+        return None
+    if dm_pvalue < alpha and rmse_ratio != 1:
+        return "better" if rmse_ratio < 1 else "worse"
+    return "same"
+
+
+def verdict(dm_pvalue: float | None, rmse_ratio: float | None, alpha: float = 0.05) -> str:
+    """A plain phrase to follow the model's name, e.g. "LSTM is " + verdict(...) (see `judgement`)."""
+    found = judgement(dm_pvalue, rmse_ratio, alpha)
+    if found is None:
         return "not comparable with the random walk (the Diebold–Mariano test is undefined on these errors)"
     evidence = f"RMSE ratio {rmse_ratio:.3f}, DM {p_phrase(dm_pvalue)}"
-    if dm_pvalue < alpha and rmse_ratio < 1:
-        return f"better than the random walk ({evidence})"
-    if dm_pvalue < alpha and rmse_ratio > 1:
-        return f"worse than the random walk ({evidence})"
-    return f"not distinguishable from the random walk ({evidence})"
+    phrase = {"better": "better than", "worse": "worse than", "same": "not distinguishable from"}[found]
+    return f"{phrase} the random walk ({evidence})"

@@ -121,6 +121,16 @@ def build_prices(n: int = 300, start: str = "2020-01-02", seed: int = 0) -> pd.D
     return pd.DataFrame(dict(zip(COLUMNS, columns, strict=True)), index=dates)
 
 
+def write_caches(folder: Path, frames: dict[str, pd.DataFrame]) -> Path:
+    """Each frame as `<folder>/<TICKER>.csv`, a price cache (the folder is made when missing)."""
+    from lstm_forecast.prices import prices_to_csv
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for ticker, frame in frames.items():
+        (folder / f"{ticker}.csv").write_bytes(prices_to_csv(frame))
+    return folder
+
+
 def build_yahoo_download_frame(prices: pd.DataFrame, ticker: str = "TSLA") -> pd.DataFrame:
     """yf.download's shape: (Price, Ticker) columns sorted by name, datetime64[s] tz-naive index named
     Date (unnamed when empty, as in its (0, 6) failure frame), int64 Volume."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_OVERRIDES
+from conftest import TINY_OVERRIDES, write_caches
 
 from lstm_forecast import data
 from lstm_forecast.config import load_config
@@ -54,17 +54,10 @@ def market(seed: int = 0) -> dict[str, pd.DataFrame]:
     return frames
 
 
-def write_cache(folder: Path, frames: dict[str, pd.DataFrame]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for ticker, frame in frames.items():
-        (folder / f"{ticker}.csv").write_bytes(prices_to_csv(frame))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def context_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("global-context")
-    data_dir = write_cache(root / "data", market())
+    data_dir = write_caches(root / "data", market())
     result = train_global(load_config(None, GLOBAL), ["EARLY", "T01", "T02", "T03"], data_dir, root / "runs")
     return {"result": result, "data_dir": data_dir, "run_dir": result.run_dir}
 
@@ -139,7 +132,7 @@ def test_evaluate_rebuilds_the_run_from_the_recorded_context(context_run, tmp_pa
 
 def test_out_of_universe_tickers_read_the_recorded_context_when_none_is_cached(context_run, tmp_path):
     frames = market(seed=5)
-    others = write_cache(tmp_path / "others", {"N1": frames["T01"], "N2": frames["T02"]})  # no CTX cached here
+    others = write_caches(tmp_path / "others", {"N1": frames["T01"], "N2": frames["T02"]})  # no CTX cached here
     run_dir = tmp_path / "run"
     shutil.copytree(context_run["run_dir"], run_dir)
     evaluation = evaluate_global(run_dir, ["N1", "N2"], others)
@@ -199,7 +192,7 @@ def test_predict_refresh_updates_the_context_cache_too(context_run, tmp_path, mo
 
 def test_a_universe_with_context_reads_the_series_once_and_notes_each_cut(tmp_path, monkeypatch):
     frames = market(seed=1)
-    data_dir = write_cache(tmp_path / "data", {name: frames[name] for name in ("CTX", "EARLY", "T01")})
+    data_dir = write_caches(tmp_path / "data", {name: frames[name] for name in ("CTX", "EARLY", "T01")})
     reads = []
     real = data.load_prices
     monkeypatch.setattr(data, "load_prices", lambda *args, **kwargs: reads.append(args[1]) or real(*args, **kwargs))
@@ -212,7 +205,7 @@ def test_a_universe_with_context_reads_the_series_once_and_notes_each_cut(tmp_pa
 
 def test_a_universe_with_context_resumes_without_training_a_cut_ticker_again_until_the_context_changes(tmp_path):
     frames = market(seed=3)
-    data_dir = write_cache(tmp_path / "data", {name: frames[name] for name in ("CTX", "EARLY", "T01")})
+    data_dir = write_caches(tmp_path / "data", {name: frames[name] for name in ("CTX", "EARLY", "T01")})
     config = load_config(None, [*TINY_OVERRIDES, *CONTEXT])
     first = train_universe(config, ["EARLY", "T01"], data_dir, tmp_path / "runs")
     again = train_universe(config, ["EARLY", "T01"], data_dir, tmp_path / "runs", resume=first.folder)
@@ -226,7 +219,7 @@ def test_a_universe_with_context_resumes_without_training_a_cut_ticker_again_unt
 
 def test_a_universe_whose_context_cannot_be_fetched_fails_once_before_any_job(tmp_path, monkeypatch):
     frames = market(seed=2)
-    data_dir = write_cache(tmp_path / "data", {name: frames[name] for name in ("EARLY", "T01")})
+    data_dir = write_caches(tmp_path / "data", {name: frames[name] for name in ("EARLY", "T01")})
     fetches = []
 
     def unreachable(folder: Path, ticker: str, *args: object, **kwargs: object) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_OVERRIDES, build_prices, error_line
+from conftest import TINY_OVERRIDES, build_prices, error_line, write_caches
 from typer.testing import CliRunner
 
 from lstm_forecast.cli import app
@@ -47,13 +47,6 @@ def ar_universe(tickers: int, days: int, phi: float, seed: int) -> dict[str, pd.
             returns[t] = phi * returns[t - 1] + noise[t]
         universe[f"T{number:02d}"] = frame_of(returns, level=5 + 10 * number)
     return universe
-
-
-def write_cache(folder: Path, universe: dict[str, pd.DataFrame]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for ticker, frame in universe.items():
-        (folder / f"{ticker}.csv").write_bytes(prices_to_csv(frame))
-    return folder
 
 
 # --- the panel -------------------------------------------------------------------------------------
@@ -163,7 +156,7 @@ def global_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, di
     """A trained global run over five synthetic tickers, one of them broken and one too short."""
     root = tmp_path_factory.mktemp("global")
     universe = ar_universe(5, 260, phi=-0.3, seed=3)
-    data_dir = write_cache(root / "data", universe)
+    data_dir = write_caches(root / "data", universe)
     (data_dir / "SHORT.csv").write_bytes(prices_to_csv(build_prices(20, seed=9)))
     (data_dir / "BROKEN.csv").write_text("Date,Close\n2020-01-02,abc\n")
     overrides = [part for override in TINY_OVERRIDES for part in ("--set", override)]
@@ -208,7 +201,7 @@ def test_evaluate_rebuilds_the_run_from_its_recorded_prices_and_gives_trainings_
 
 def test_out_of_universe_tickers_are_scored_on_the_same_test_dates(global_run, tmp_path):
     run_dir, _, trained = global_run
-    others = write_cache(tmp_path / "others", {f"N{i}": frame for i, frame in
+    others = write_caches(tmp_path / "others", {f"N{i}": frame for i, frame in
                                                enumerate(ar_universe(6, 260, phi=-0.3, seed=11).values())})
     evaluation = evaluate_global(run_dir, ["T00", "N0", "N1", "N2", "N3", "N4", "N5"], others)
     report = evaluation.report
@@ -245,7 +238,7 @@ def test_a_damaged_global_bundle_is_one_error_naming_the_file(global_run, tmp_pa
 
 def test_a_ticker_embedding_is_learned_but_refuses_tickers_it_never_saw(tmp_path):
     universe = ar_universe(3, 200, phi=-0.3, seed=5)
-    data_dir = write_cache(tmp_path / "data", universe)
+    data_dir = write_caches(tmp_path / "data", universe)
     config = load_config(None, [*GLOBAL, "model.ticker_embedding=3"])
     result = train_global(config, list(universe), data_dir, tmp_path / "runs")
     bundle = load_global_bundle(result.run_dir)
@@ -275,7 +268,7 @@ def test_global_usage_errors_are_one_line(arguments, fragment, tmp_path):
 
 def test_predict_ranks_every_ticker_of_the_run_under_its_skill_and_lists_one_that_ends_early(global_run, tmp_path):
     run_dir, _, trained = global_run
-    cache = write_cache(tmp_path / "cache", ar_universe(5, 260, phi=-0.3, seed=3))
+    cache = write_caches(tmp_path / "cache", ar_universe(5, 260, phi=-0.3, seed=3))
     short = cache / "T02.csv"
     frame = ar_universe(5, 260, phi=-0.3, seed=3)["T02"]
     short.write_bytes(prices_to_csv(frame.iloc[:-3]))
@@ -305,7 +298,7 @@ def test_predict_from_the_bundle_alone_is_deterministic(global_run, tmp_path):
 
 
 def test_compare_scopes_trains_local_and_global_on_the_same_dates(tmp_path):
-    data_dir = write_cache(tmp_path / "data", ar_universe(4, 220, phi=-0.3, seed=8))
+    data_dir = write_caches(tmp_path / "data", ar_universe(4, 220, phi=-0.3, seed=8))
     overrides = [part for override in TINY_OVERRIDES for part in ("--set", override)]
     result = CliRunner().invoke(app, ["compare", "--scopes", "local,global", "--all", "--data-dir", str(data_dir),
                                       "--runs-dir", str(tmp_path / "runs"), "--json", *overrides])
@@ -341,7 +334,7 @@ def test_a_stop_during_the_first_member_keeps_it_and_trains_no_other(tmp_path):
     import threading
 
     universe = ar_universe(3, 200, phi=-0.3, seed=6)
-    data_dir = write_cache(tmp_path / "data", universe)
+    data_dir = write_caches(tmp_path / "data", universe)
     config = load_config(None, [*GLOBAL, "train.seeds=3", "train.epochs=5"])
     stop = threading.Event()
 
