@@ -802,6 +802,9 @@ def evaluate(
     folds: FoldsOption = None,
     data_dir: DataDirOption = None,
     runs_dir: RunsDirOption = None,
+    without_context: Annotated[bool, typer.Option(
+        "--without-context", help="Also train the run's model again without its context inputs (same rows, split "
+        "and seed) and show what they bought, with the DM test between the two.")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Judge a run beside the naive and drift forecasts: tests, lag copy, intervals, backtest, plots.
@@ -812,7 +815,11 @@ def evaluate(
     from lstm_forecast.progress import FoldBar
     from lstm_forecast.report import evaluation_report
 
+    one_run_only = UsageError("--without-context judges one local run; for several tickers use `lstm-forecast "
+                              "compare --context on,off`")
     if run is not None and is_global_run(run):
+        if without_context:
+            raise one_run_only
         if folds is not None:
             raise UsageError("--folds: a global run has no walk-forward backtest; its test period is judged per "
                              "ticker and across the cross-section")
@@ -824,13 +831,16 @@ def evaluate(
         plan = plan_evaluation(run, ticker or [], tickers_file, all_cached, data_dir, runs_dir)
         warn(plan.warnings)
         if len(plan.tickers) > 1:
+            if without_context:
+                raise one_run_only
             evaluate_universe_command(plan, folds, json_output)
             return
         ticker = plan.tickers
     with stop_on_signals() as stop:
         with FoldBar(stderr) as progress:
             evaluation = evaluate_run(run, data_dir, folds, progress.update, stop,
-                                      ticker=ticker[0] if ticker else None, runs_dir=runs_dir)
+                                      ticker=ticker[0] if ticker else None, runs_dir=runs_dir,
+                                      without_context=without_context, on_note=note)
         if json_output:
             print_json(evaluation.report)
         else:

@@ -371,13 +371,8 @@ def compare_context(
     bundle = load_bundle(with_context.run_dir)
     prices = bundle.prices()  # already cut to the days every context series covers
     on_test = _recorded_test(bundle, prices)
-    # The same rows, split dates, model and seed: only the context inputs are left out.
     split = bundle.split
-    plain = config.model_copy(update={
-        "data": config.data.model_copy(update={"context": [], "calendar_features": []}),
-        "split": config.split.model_copy(update={"val_start": _date(split["val_start"]),
-                                                 "test_start": _date(split["test_start"])}),
-    })
+    plain = without_context(config, split)
     runs = resolve_runs_dir(runs_dir, config.runs.dir)  # as train_ticker resolved it
     try:
         without = train_run(plain, with_context.ticker, prices, runs, report_epoch("off"), stop)
@@ -388,11 +383,8 @@ def compare_context(
         raise ForecastError(f"the run without context split {with_context.ticker}'s rows differently "
                             f"({without.bundle.split} against {split}); report this as a bug")
 
-    # The run with context may have dropped windows for a context gap: both are scored on the windows both have.
-    common = np.intersect1d(on_test.anchor_dates, without.test.anchor_dates)
-    if len(common) == 0:
-        raise ForecastError("the runs with and without context share no test window; nothing to compare")
-    on_part, off_part = (_windows_at(period, common) for period in (on_test, without.test))
+    on_part, off_part = common_windows(on_test, without.test)
+    common = on_part.anchor_dates
     kind = with_context.kind
     horizon = with_context.window["horizon"]
     scores = {"on": score_forecasts(on_part, kind), "off": score_forecasts(off_part, kind)}
@@ -433,6 +425,24 @@ def compare_context(
     compare_dir = write_comparison(runs, with_context.ticker, report, curves, with_context.metrics["naive_val_loss"],
                                    test_scores, title)
     return Comparison(compare_dir=compare_dir, report=report, interrupted=report["interrupted"])
+
+
+def without_context(config: Config, split: dict[str, str]) -> Config:
+    """`config` without its context inputs and calendar features, split on the dates a run with them recorded:
+    the same rows, split, model and seed, so only the covariates differ."""
+    return config.model_copy(update={
+        "data": config.data.model_copy(update={"context": [], "calendar_features": []}),
+        "split": config.split.model_copy(update={"val_start": _date(split["val_start"]),
+                                                 "test_start": _date(split["test_start"])}),
+    })
+
+
+def common_windows(on: PeriodForecasts, off: PeriodForecasts) -> tuple[PeriodForecasts, PeriodForecasts]:
+    """Both periods cut to the test windows they share: the run with context may have dropped some for a gap."""
+    common = np.intersect1d(on.anchor_dates, off.anchor_dates)
+    if len(common) == 0:
+        raise ForecastError("the runs with and without context share no test window; nothing to compare")
+    return _windows_at(on, common), _windows_at(off, common)
 
 
 def _recorded_test(bundle: RunBundle, prices: pd.DataFrame) -> PeriodForecasts:

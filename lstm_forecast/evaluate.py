@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from lstm_forecast.backtest import (
 )
 from lstm_forecast.bundle import LOSS_CURVE_FILE, PRICES_FILE, RunBundle, find_run, load_bundle, resolve_runs_dir
 from lstm_forecast.config import Config
-from lstm_forecast.errors import ForecastError, StopRequest
+from lstm_forecast.errors import ForecastError, StopRequest, UsageError
 from lstm_forecast.files import atomic_write_text, fsync_dir, json_text, make_temp_dir, read_bounded
 from lstm_forecast.prices import prices_sha256
 from lstm_forecast.report import evaluation_report
@@ -105,11 +106,17 @@ def evaluate(
     stop: StopRequest | None = None,
     ticker: str | None = None,
     runs_dir: Path | None = None,
+    without_context: bool = False,
+    on_note: Callable[[str], None] | None = None,
 ) -> Evaluation:
     """Evaluate the bundle in `run_dir` (None: the newest run in `runs_dir`, of `ticker` when given) and write
     evaluation.json, predictions.csv/.png, equity.png, backtest.csv and report.html into it. `folds` None takes
-    evaluate.folds from the run's config; 0 skips the backtest."""
+    evaluate.folds from the run's config; 0 skips the backtest. `without_context` also trains the model again
+    without its context inputs and reports what they bought (`context_effect`), announced through `on_note`."""
     bundle = load_bundle(find_run(resolve_runs_dir(runs_dir, None), run_dir, ticker))
+    if without_context and not (bundle.spec.context or bundle.spec.calendar_features):
+        raise UsageError(f"--without-context: run {bundle.run_id} has no context inputs to leave out (its "
+                         "data.context and data.calendar_features are empty)")
     config = with_recorded_threads(bundle)
     folder = data.resolve_data_dir(data_dir, config.data.dir)
     cache = cache_state(folder, bundle)
@@ -139,6 +146,14 @@ def evaluate(
             context_prices,
         )
         backtest = backtest_summary(results, folds, interrupted, kind)
+    effect = None
+    if without_context and not interrupted:
+        if on_note is not None:
+            seconds = _training_seconds(bundle)
+            about = f" (about {seconds:.0f} s, the run's own training time)" if seconds is not None else ""
+            on_note(f"Training the model again without its context inputs{about}…")
+        effect = context_effect(bundle, config, prices, test, stop)
+        interrupted = effect is None
 
     report = {
         "run_dir": str(bundle.run_dir),
@@ -168,9 +183,33 @@ def evaluate(
         "coverage": sections["coverage"],
         "trading": sections["trading"],
         "backtest": backtest,
+        "with_vs_without": effect,
     }
     write_outputs(bundle, report, test, diagnostic, backtest)
     return Evaluation(report=report, interrupted=interrupted, test=test)
+
+
+def context_effect(
+    bundle: RunBundle, config: Config, prices: pd.DataFrame, test: PeriodForecasts, stop: StopRequest | None = None,
+) -> dict[str, Any] | None:
+    """The run beside the same model trained again without its context inputs, on the same rows, split, config
+    and seed (`compare.without_context`; no bundle is written for it), on the test windows both have: RMSE
+    ratios with/without, the Diebold–Mariano test between the two and a verdict. None when `stop` ended it."""
+    from lstm_forecast.compare import common_windows, with_vs_without, without_context
+    from lstm_forecast.train import train_model
+
+    plain = without_context(config, bundle.split)
+    dataset = build_dataset(prices, plain)
+    model, result = train_model(dataset, plain, stop=stop)
+    if result.interrupted or result.epochs_run == 0:
+        return None
+    with_part, without_part = common_windows(test, period_forecasts(model, dataset.test, dataset))
+    return {
+        "windows": len(with_part),
+        "training": {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch},
+        "without": score_forecasts(without_part, bundle.shape.kind),
+        **with_vs_without(with_part, without_part, dataset.spec.horizon),
+    }
 
 
 def with_recorded_threads(bundle: RunBundle) -> Config:

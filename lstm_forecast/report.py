@@ -157,6 +157,21 @@ def inputs_lines(inputs: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def with_vs_without_lines(effect: dict[str, Any] | None) -> list[str]:
+    """evaluate --without-context: the run against the same model trained without its context inputs."""
+    if not effect:
+        return []
+    without = effect["without"]
+    return [
+        f"With vs without context ({effect['windows']} common test windows; the same rows, split, config and seed "
+        f"retrained without the context inputs, {effect['training']['epochs_run']} epochs): RMSE ratio "
+        f"{effect['rmse_ratio_all']:.3f} (all days), {effect['rmse_ratio_h1']:.3f} (day 1); Diebold–Mariano "
+        f"{p_phrase(effect['dm_all']['pvalue'])} (all days), {p_phrase(effect['dm_h1']['pvalue'])} (day 1).",
+        f"Without context: {escape(without['verdict'])}.",
+        f"[bold]With vs without: {escape(effect['verdict'])}.[/]",
+    ]
+
+
 def evaluation_report(report: dict[str, Any]) -> list[Table | str]:
     """Everything `evaluate` prints, in reading order (rich tables and markup strings)."""
     test, data, scaler = report["test"], report["data"], report["scaler"]
@@ -183,6 +198,7 @@ def evaluation_report(report: dict[str, Any]) -> list[Table | str]:
         tests_line(test["vs_naive"]),
         f"[bold]Verdict: {test['verdict']}.[/]",
     ]
+    items += with_vs_without_lines(report.get("with_vs_without"))
     lag_copy = report["lag_copy"]
     style = "bold red" if lag_copy["echoes_yesterday"] else "bold"
     label = "YES" if lag_copy["echoes_yesterday"] else "no"

@@ -319,3 +319,24 @@ def test_nothing_is_filled_past_the_end_of_a_context_series():
     assert ended.usable.tolist() == [True] * 5 + [False, False]
     lagged = context.align(target, target[:5], context.PREVIOUS_SESSION, 3)
     assert lagged.usable.tolist() == [False] + [True] * 5 + [False]
+
+
+def test_evaluate_without_context_retrains_on_the_same_rows_and_writes_no_bundle(context_run, tmp_path):
+    run_dir = copy_run(context_run, tmp_path)
+    first = evaluate(run_dir, context_run["data_dir"], folds=0, without_context=True).report["with_vs_without"]
+    assert first["windows"] == json.loads((run_dir / "metrics.json").read_text())["test"]["windows"]
+    assert set(first) >= {"rmse_ratio_all", "rmse_ratio_h1", "dm_all", "dm_h1", "verdict", "without"}
+    assert first["verdict"].startswith("the context ")
+    assert sorted(path.name for path in (tmp_path / "SYN").iterdir()) == [run_dir.name]  # no run written
+    again = evaluate(run_dir, context_run["data_dir"], folds=0, without_context=True).report["with_vs_without"]
+    assert again == first  # same rows, split and seed: the same model again
+    saved = json.loads((run_dir / "evaluation.json").read_text())["with_vs_without"]
+    assert saved["rmse_ratio_all"] == first["rmse_ratio_all"]
+
+
+def test_evaluate_without_context_needs_a_run_with_context(tmp_path):
+    target, _ = driven_pair(300)
+    run_dir = train_run(config(), "SYN", target, tmp_path).run_dir
+    result = CliRunner().invoke(app, ["evaluate", "--run", str(run_dir), "--folds", "0", "--without-context"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: --without-context: run {run_dir.name} has no context inputs to leave")
