@@ -239,13 +239,14 @@ def interval_half_widths(bundle: RunBundle, levels: Sequence[float]) -> dict[flo
 
 def latest_prices(
     bundle: RunBundle, data_dir: Path, refresh: bool, today: date, on_fetch: Callable[[str], None] | None = None,
-    stop: StopRequest | None = None,
+    stop: StopRequest | None = None, refreshed: set[str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], TradingCalendar, list[str]]:
     """The prices to forecast from (see recent_prices), the context series' (see recent_context), the run's
     trading calendar from their last day on, and the warnings: nothing cached, or a cache more than
     STALE_AFTER_SESSIONS sessions old."""
     prices, fallback_warning = recent_prices(bundle, data_dir, refresh, on_fetch, stop)
-    context_prices = recent_context(bundle, data_dir, refresh, fallback_warning is not None, on_fetch, stop)
+    context_prices = recent_context(bundle, data_dir, refresh, fallback_warning is not None, on_fetch, stop,
+                                    refreshed)
     context.check_fresh(bundle.ticker, prices, bundle.spec, context_prices)
     last_day = prices.index[-1].date()
     try:
@@ -282,9 +283,11 @@ def recent_prices(
 def recent_context(
     bundle: RunBundle, data_dir: Path, refresh: bool, from_bundle: bool,
     on_fetch: Callable[[str], None] | None = None, stop: StopRequest | None = None,
+    refreshed: set[str] | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Each context series' cached prices (updated first with `refresh`, like the ticker's), or the bundle's
-    recorded rows when the ticker's own prices come from the bundle too; a missing cache is an error."""
+    """Each context series' cached prices (updated first with `refresh`, like the ticker's, unless it is in
+    `refreshed` already; it is added), or the bundle's recorded rows when the ticker's own prices come from the
+    bundle too; a missing cache is an error."""
     tickers = bundle.spec.context_tickers
     if not tickers:
         return {}
@@ -292,10 +295,12 @@ def recent_context(
         return bundle.context_prices()
     frames = {}
     for ticker in tickers:
-        if refresh:
+        if refresh and ticker not in (refreshed or ()):
             if on_fetch is not None:
                 on_fetch(f"Updating the context series {ticker} in {data_dir} from Yahoo Finance…")
             data.update_cache(data_dir, ticker, stop=stop)
+            if refreshed is not None:
+                refreshed.add(ticker)
         cached = data.read_cache(data_dir, ticker)
         if cached is None:
             raise ForecastError(
@@ -503,12 +508,14 @@ def run_screener(
     today = today or date.today()
     pace = _paced(REFRESH_PACE_S)
     rows = []
+    refreshed: set[str] = set()  # context series shared by the tickers' runs: refreshed once
     for ticker in tickers:
         if stop is not None and stop.is_set():
             row = _row(ticker, "not run", "interrupted before it was forecast")
         else:
             try:
-                row = screen_ticker(ticker, runs_folder, data_dir, levels, output, refresh, today, pace, stop)
+                row = screen_ticker(ticker, runs_folder, data_dir, levels, output, refresh, today, pace, stop,
+                                    refreshed)
             except Interrupted:  # a download abandoned on Ctrl-C: the cache is as it was
                 row = _row(ticker, "not run", "interrupted while its prices were downloaded")
         rows.append(row)
@@ -525,8 +532,10 @@ def run_screener(
 def screen_ticker(
     ticker: str, runs_dir: Path, data_dir: Path | None, levels: Sequence[float], output: Path | None,
     refresh: bool, today: date, on_fetch: Callable[[str], None], stop: StopRequest | None,
+    refreshed: set[str] | None = None,
 ) -> dict[str, Any]:
-    """One screener row: the next-session forecast of the ticker's newest run, or the reason there is none."""
+    """One screener row: the next-session forecast of the ticker's newest run, or the reason there is none.
+    `refreshed` holds the context series refreshed already (the screener's tickers share them)."""
     try:
         run_dir = find_run(runs_dir, None, ticker)
         bundle = load_bundle(run_dir)
@@ -539,7 +548,8 @@ def screen_ticker(
     level = SCREENER_LEVEL if SCREENER_LEVEL in chosen else float(chosen[0])
     try:
         half_widths = interval_half_widths(bundle, [level])
-        prices, context_prices, calendar, warnings = latest_prices(bundle, folder, refresh, today, on_fetch, stop)
+        prices, context_prices, calendar, warnings = latest_prices(bundle, folder, refresh, today, on_fetch, stop,
+                                                                   refreshed)
         forecast = make_forecast(bundle, prices, 1, half_widths, calendar, context_prices)
     except Interrupted:
         raise

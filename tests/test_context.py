@@ -340,3 +340,21 @@ def test_evaluate_without_context_needs_a_run_with_context(tmp_path):
     result = CliRunner().invoke(app, ["evaluate", "--run", str(run_dir), "--folds", "0", "--without-context"])
     assert result.exit_code == 2
     assert result.stderr.startswith(f"Error: --without-context: run {run_dir.name} has no context inputs to leave")
+
+
+def test_the_screener_refreshes_a_shared_context_series_once(tmp_path, monkeypatch):
+    target, driver = driven_pair(300)
+    data_dir, runs_dir = tmp_path / "data", tmp_path / "runs"
+    frames = {"AAA": target, "BBB": target.assign(**{"Adj Close": target["Adj Close"] * 2}), "CTX": driver}
+    data_dir.mkdir()
+    for name, frame in frames.items():
+        (data_dir / f"{name}.csv").write_bytes(prices_to_csv(frame))
+    for name in ("AAA", "BBB"):
+        train_run(config(WITH_CTX), name, frames[name], runs_dir, context_prices={"CTX": driver})
+    updated = []
+    monkeypatch.setattr(data, "update_cache", lambda folder, ticker, **kwargs: updated.append(ticker))
+    monkeypatch.setattr(predict, "REFRESH_PACE_S", 0)
+    screener = predict.run_screener(["AAA", "BBB"], refresh=True, data_dir=data_dir, runs_dir=runs_dir,
+                                    today=date(2016, 3, 1))
+    assert [row["status"] for row in screener.rows] == ["ok", "ok"]
+    assert updated == ["AAA", "CTX", "BBB"]
