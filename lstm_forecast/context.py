@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from lstm_forecast.config import ContextInput
-from lstm_forecast.errors import ForecastError, StopRequest
+from lstm_forecast.errors import ForecastError, StopRequest, UsageError, quote
 
 SAME_DAY, PREVIOUS_SESSION = 0, 1
 # The columns each calendar feature adds: cyclical ones as sine and cosine, so Friday sits beside Monday.
@@ -82,12 +82,22 @@ def resolve(entries: list[ContextInput], target_calendar: str) -> tuple[ContextS
 
 
 def _lag(entry: ContextInput, target_calendar: str) -> int:
+    from lstm_forecast.sessions import check_calendar
+
     if entry.align != "auto":
         return SAME_DAY if entry.align == "same_day" else PREVIOUS_SESSION
     calendar = entry.calendar or exchange_of(entry.ticker)
-    if calendar is None or closes_later(calendar, target_calendar):
+    if calendar is None:
         return PREVIOUS_SESSION
-    return SAME_DAY
+    check_calendar(target_calendar)  # data.calendar's own error first
+    try:
+        check_calendar(calendar)
+    except UsageError:
+        raise UsageError(
+            f"data.context: the calendar {quote(calendar)} of {entry.ticker} is not an exchange-calendars code; "
+            "expected one such as XNYS (New York), XLON (London) or XHKG (Hong Kong)"
+        ) from None
+    return PREVIOUS_SESSION if closes_later(calendar, target_calendar) else SAME_DAY
 
 
 def exchange_of(ticker: str) -> str | None:

@@ -358,3 +358,18 @@ def test_the_screener_refreshes_a_shared_context_series_once(tmp_path, monkeypat
                                     today=date(2016, 3, 1))
     assert [row["status"] for row in screener.rows] == ["ok", "ok"]
     assert updated == ["AAA", "CTX", "BBB"]
+
+
+def test_broken_context_input_is_one_clear_error():
+    target, driver = driven_pair(200)
+    zero = driver.assign(**{"Adj Close": driver["Adj Close"].where(driver.index != driver.index[50], 0.0)})
+    with pytest.raises(ForecastError, match=f"feature log_return is not finite on {driver.index[50].date()}"):
+        build_dataset(target, config(WITH_CTX), context_prices={"CTX": zero})
+    elsewhere = frame_of(np.zeros(50), days(50, "2030-01-01"))
+    with pytest.raises(ForecastError, match=r"the context series \(CTX\) share no day with the ticker's prices"):
+        context.common_range(target, WindowSpec.from_config(config(WITH_CTX)), {"CTX": elsewhere})
+    with pytest.raises(ForecastError, match="the context series CTX was not loaded"):
+        build_dataset(target, config(WITH_CTX))
+    unknown = load_config(None, ["data.context=[{ticker: CTX, calendar: NOPE}]"])
+    with pytest.raises(ForecastError, match=r"data\.context: the calendar 'NOPE' of CTX is not an exchange"):
+        WindowSpec.from_config(unknown)
