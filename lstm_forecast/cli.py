@@ -1007,6 +1007,7 @@ def compare_context_command(
         CONTEXT_LABELS,
         DEFAULT_MODELS,
         compare_context,
+        context_set,
         parse_context_runs,
         require_context,
     )
@@ -1028,7 +1029,7 @@ def compare_context_command(
         tickers, data_dir, runs_dir = plan.tickers, plan.data_dir, plan.runs_dir
     else:
         tickers = given
-    reports, failures, interrupted = [], [], False
+    reports, comparisons, failures, interrupted = [], [], [], False
     with stop_on_signals() as stop:
         for symbol in tickers:
             if stop.is_set():
@@ -1050,14 +1051,18 @@ def compare_context_command(
                 failures.append({"ticker": symbol, "error": " ".join(str(exc).split())})
                 continue
             reports.append(comparison.report)
+            comparisons.append(comparison)
             if not json_output:
                 for item in context_report(comparison.report):
                     stdout.print(item)
             if comparison.interrupted:
                 interrupted = True
                 break
+        summary = context_set(comparisons) if several and comparisons else None
         if json_output:
-            print_json({"comparisons": reports, "failed": failures} if several else reports[0])
+            print_json({"comparisons": reports, "failed": failures, "set": summary} if several else reports[0])
+        elif summary is not None:
+            stdout.print(f"[bold]Across the tickers: {escape(summary['verdict'])}.[/]")
         warn([f"{failure['ticker']} was not compared: {failure['error']}" for failure in failures])
         if several and (interrupted or stop.is_set()):
             raise Interrupted(f"comparisons interrupted after {len(reports)} of {len(tickers)} tickers")

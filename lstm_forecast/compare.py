@@ -52,6 +52,9 @@ class Comparison:
     compare_dir: Path
     report: dict[str, Any]  # compare.json's content
     interrupted: bool  # Ctrl-C stopped the comparison early; the models finished so far were written
+    # compare --context: per common test window, the log-price loss with context minus without, for a set's
+    # pooled test ({"anchors", "differential", "horizon"}, as universe.pooled_dm reads them).
+    differential: dict[str, Any] | None = None
 
 
 def parse_models(text: str) -> list[str]:
@@ -424,7 +427,38 @@ def compare_context(
     title = f"{with_context.ticker} · {kind.upper()} with vs without context · same rows, split and seed"
     compare_dir = write_comparison(runs, with_context.ticker, report, curves, with_context.metrics["naive_val_loss"],
                                    test_scores, title)
-    return Comparison(compare_dir=compare_dir, report=report, interrupted=report["interrupted"])
+    loss = (np.log(on_part.model / on_part.actual) ** 2 - np.log(off_part.model / off_part.actual) ** 2).mean(axis=1)
+    differential = {"anchors": [iso_day(day) for day in common], "differential": loss.tolist(), "horizon": horizon}
+    return Comparison(compare_dir=compare_dir, report=report, interrupted=report["interrupted"],
+                      differential=differential)
+
+
+def context_set(comparisons: list[Comparison], alpha: float = 0.05) -> dict[str, Any]:
+    """Several tickers' with-vs-without tests judged as a set, never one by one: Benjamini–Hochberg q-values of
+    the per-ticker DM p-values, and a pooled DM on the day-by-day mean across tickers of the log-price loss
+    with context minus without (scale-free, so every ticker weighs alike; below zero: the context helped)."""
+    from scipy.stats import false_discovery_control
+
+    from lstm_forecast.universe import pooled_dm
+
+    rows = [{"ticker": item.report["ticker"], "rmse_ratio": item.report["with_vs_without"]["rmse_ratio_all"],
+             "dm_pvalue": item.report["with_vs_without"]["dm_all"]["pvalue"], "qvalue": None} for item in comparisons]
+    tested = [row for row in rows if row["dm_pvalue"] is not None]
+    if tested:
+        for row, qvalue in zip(tested, false_discovery_control([row["dm_pvalue"] for row in tested], method="bh"),
+                               strict=True):
+            row["qvalue"] = float(qvalue)
+    found = [judgement(row["qvalue"], row["rmse_ratio"], alpha) for row in tested]
+    helped, hurt = found.count("better"), found.count("worse")
+    pooled = pooled_dm([item.differential for item in comparisons if item.differential is not None])
+    # judgement reads a ratio below 1 as better: a mean differential below 0 is that.
+    overall = judgement(pooled["pvalue"], None if pooled["mean_differential"] is None
+                        else 1 + pooled["mean_differential"], alpha)
+    words = {"better": "helped", "worse": "hurt", "same": "made no distinguishable difference", None: "is untested"}
+    verdict = (f"the context helped {helped} and hurt {hurt} of {len(tested)} tickers (Benjamini–Hochberg "
+               f"q < {alpha:g}); pooled over the tickers it {words[overall]} (DM {p_phrase(pooled['pvalue'])})")
+    return {"tickers": rows, "tested": len(tested), "helped": helped, "hurt": hurt, "pooled_dm": pooled,
+            "verdict": verdict}
 
 
 def without_context(config: Config, split: dict[str, str]) -> Config:

@@ -373,3 +373,24 @@ def test_broken_context_input_is_one_clear_error():
     unknown = load_config(None, ["data.context=[{ticker: CTX, calendar: NOPE}]"])
     with pytest.raises(ForecastError, match=r"data\.context: the calendar 'NOPE' of CTX is not an exchange"):
         WindowSpec.from_config(unknown)
+
+
+def test_several_with_vs_without_tests_are_judged_as_a_set():
+    from lstm_forecast.compare import Comparison, context_set
+
+    rng = np.random.default_rng(0)
+    anchors = [day.date().isoformat() for day in days(300)]
+
+    def comparison(ticker: str, pvalue: float, ratio: float, shift: float) -> Comparison:
+        report = {"ticker": ticker, "with_vs_without": {"rmse_ratio_all": ratio, "dm_all": {"pvalue": pvalue}}}
+        loss = (rng.normal(shift, 1e-4, len(anchors))).tolist()
+        return Comparison(Path("."), report, False, {"anchors": anchors, "differential": loss, "horizon": 1})
+
+    helped = context_set([comparison("A", 0.001, 0.9, -1e-4), comparison("B", 0.04, 0.95, -1e-4)])
+    assert [row["qvalue"] for row in helped["tickers"]] == pytest.approx([0.002, 0.04])
+    assert helped["helped"] == 2 and helped["pooled_dm"]["pvalue"] < 0.01
+    assert helped["verdict"].startswith("the context helped 2 and hurt 0 of 2 tickers")
+    assert "pooled over the tickers it helped" in helped["verdict"]
+    # One p-value of 0.04 among nine nulls is no discovery once corrected for the ten tests.
+    mixed = context_set([comparison("A", 0.04, 0.95, 0.0)] + [comparison(f"N{i}", 0.9, 1.0, 0.0) for i in range(9)])
+    assert mixed["helped"] == 0 and "made no distinguishable difference" in mixed["verdict"]
