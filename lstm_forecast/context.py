@@ -346,7 +346,7 @@ def load_context(
             if on_fetch is not None:
                 on_fetch(f"No cached prices for the context series {ticker} in {data_dir}; downloading…")
             data.update_cache(data_dir, ticker, stop=stop)
-        frames[ticker] = _read_once(data_dir, ticker, *_stamp(data.cache_path(data_dir, ticker)))
+        frames[ticker] = _read_once(data_dir, ticker, *_stamp(data.cache_file(data_dir, ticker)))
     return frames
 
 

@@ -164,9 +164,14 @@ def resolve_data_dir(cli_dir: str | Path | None, config_dir: str | None) -> Path
 # The cache
 
 
+def cache_file(data_dir: Path, ticker: str) -> Path:
+    """The file `read_cache` reads for `ticker` (a legacy name included, see `_cache_file`); it may not exist."""
+    return _cache_file(data_dir, validate_ticker(ticker))
+
+
 def has_cache(data_dir: Path, ticker: str) -> bool:
     """Whether `ticker` has a cache file (read_cache would not return None), without reading it."""
-    return _cache_file(data_dir, validate_ticker(ticker)).exists()
+    return cache_file(data_dir, ticker).exists()
 
 
 def read_cache(data_dir: Path, ticker: str) -> pd.DataFrame | None:
