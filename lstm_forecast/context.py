@@ -350,6 +350,26 @@ def load_context(
     return frames
 
 
+def cached_context(
+    data_dir: Path, tickers: list[str], refresh: bool = False, on_fetch: Callable[[str], None] | None = None,
+    stop: StopRequest | None = None, refreshed: set[str] | None = None,
+) -> dict[str, pd.DataFrame | None]:
+    """Each context series' cache as it is now, for a forecast (None where nothing is cached), updated from Yahoo
+    first with `refresh` unless `refreshed` holds it already (it is added: a screener's runs share series)."""
+    from lstm_forecast import data
+
+    frames: dict[str, pd.DataFrame | None] = {}
+    for ticker in dict.fromkeys(tickers):
+        if refresh and ticker not in (refreshed or ()):
+            if on_fetch is not None:
+                on_fetch(f"Updating the context series {ticker} in {data_dir} from Yahoo Finance…")
+            data.update_cache(data_dir, ticker, stop=stop)
+            if refreshed is not None:
+                refreshed.add(ticker)
+        frames[ticker] = data.read_cache(data_dir, ticker)
+    return frames
+
+
 def _stamp(path: Path) -> tuple[int, int]:
     try:
         status = path.stat()

@@ -54,7 +54,7 @@ from lstm_forecast.bundle import (
     record_fields,
 )
 from lstm_forecast.config import MAX_CONTEXT, MAX_SEED, Config
-from lstm_forecast.errors import ForecastError
+from lstm_forecast.errors import ForecastError, StopRequest
 from lstm_forecast.files import json_text, make_temp_dir, read_bounded
 from lstm_forecast.model import Forecaster, ModelShape
 from lstm_forecast.windows import Scaler, WindowSpec
@@ -113,6 +113,20 @@ class GlobalBundle:
             raise ForecastError("this bundle has not been saved yet")
         return read_prices_archive(self.run_dir / PRICES_ARCHIVE, {r.ticker: r.fingerprint for r in self.tickers},
                                    {f["ticker"]: f for f in self.context_fingerprints})
+
+
+    def cached_context(
+        self, folder: Path, refresh: bool = False, stop: StopRequest | None = None
+    ) -> dict[str, pd.DataFrame]:
+        """Each context series of the run from `folder`'s cache (updated first with `refresh`), or the rows the
+        bundle recorded where none is cached; empty without context inputs."""
+        from lstm_forecast.context import cached_context
+
+        frames = cached_context(folder, self.spec.context_tickers, refresh, stop=stop)
+        if any(frame is None for frame in frames.values()):
+            recorded = self.recorded()[1]
+            frames = {ticker: recorded[ticker] if frame is None else frame for ticker, frame in frames.items()}
+        return frames
 
 
 def is_global_run(run_dir: Path) -> bool:

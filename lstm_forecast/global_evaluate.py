@@ -42,7 +42,6 @@ class GlobalEvaluation:
 
 def evaluate_global(run_dir: Path, tickers: list[str] | None = None, data_dir: Path | None = None) -> GlobalEvaluation:
     """Score the global run in `run_dir` on its own tickers, or on `tickers` it never trained on."""
-    from lstm_forecast.global_predict import context_series
     from lstm_forecast.train import fingerprint
 
     bundle = load_global_bundle(run_dir)
@@ -58,7 +57,7 @@ def evaluate_global(run_dir: Path, tickers: list[str] | None = None, data_dir: P
                 skipped[ticker] = str(exc)
         if not prices:
             raise ForecastError(f"no ticker could be read: {reasons(skipped)}")
-        panel = build_panel(prices, config, split=bundle.split, context_prices=context_series(bundle, folder))
+        panel = build_panel(prices, config, split=bundle.split, context_prices=bundle.cached_context(folder))
         skipped |= panel.skipped
         fingerprints = [fingerprint(name, panel.prices[name]) for name in panel.names]
         out, scope = bundle.run_dir / OUT_OF_UNIVERSE_DIR, "out of universe"

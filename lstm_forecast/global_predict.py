@@ -87,7 +87,7 @@ def run_global_screener(
                             f"fetch it (lstm-forecast fetch -t {ticker}) to rank it with them", run_dir)
     current = [t for t in recent if t not in behind]
     if current:
-        context_prices = context_series(bundle, folder, refresh, stop)
+        context_prices = bundle.cached_context(folder, refresh, stop)
         for ticker in current:
             context.check_fresh(ticker, recent[ticker][0], bundle.spec, context_prices)
         rows |= forecast_rows(bundle, {t: recent[t] for t in current}, level, today or date.today(), metrics,
@@ -114,25 +114,6 @@ def latest_rows(
         return prices, None
     recorded = bundle.prices()[ticker]
     return recorded, f"no cached prices in {folder}; forecast from the training data's last day"
-
-
-def context_series(
-    bundle: GlobalBundle, folder: Path, refresh: bool = False, stop: StopRequest | None = None
-) -> dict[str, pd.DataFrame]:
-    """Each context series of the run from the data dir's cache (updated first with `refresh`), or the rows
-    recorded in the bundle where none is cached, by ticker; empty without context inputs."""
-    tickers = bundle.spec.context_tickers
-    if not tickers:
-        return {}
-    frames, recorded = {}, None
-    for ticker in tickers:
-        if refresh:
-            data.update_cache(folder, ticker, stop=stop)
-        frames[ticker] = data.read_cache(folder, ticker)
-        if frames[ticker] is None:
-            recorded = recorded if recorded is not None else bundle.recorded()[1]
-            frames[ticker] = recorded[ticker]
-    return frames
 
 
 def forecast_rows(

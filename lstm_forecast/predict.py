@@ -293,21 +293,13 @@ def recent_context(
         return {}
     if from_bundle:
         return bundle.context_prices()
-    frames = {}
-    for ticker in tickers:
-        if refresh and ticker not in (refreshed or ()):
-            if on_fetch is not None:
-                on_fetch(f"Updating the context series {ticker} in {data_dir} from Yahoo Finance…")
-            data.update_cache(data_dir, ticker, stop=stop)
-            if refreshed is not None:
-                refreshed.add(ticker)
-        cached = data.read_cache(data_dir, ticker)
+    frames = context.cached_context(data_dir, tickers, refresh, on_fetch, stop, refreshed)
+    for ticker, cached in frames.items():
         if cached is None:
             raise ForecastError(
                 f"no cached prices for the context series {ticker} in {data_dir}; fetch them with "
                 f"`lstm-forecast fetch -t {ticker}` or predict with --refresh"
             )
-        frames[ticker] = cached
     return frames
 
 
