@@ -157,19 +157,27 @@ def inputs_lines(inputs: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def with_vs_without_lines(effect: dict[str, Any] | None) -> list[str]:
+def with_vs_without_lines(effect: dict[str, Any] | None, horizon: int) -> list[str]:
     """evaluate --without-context: the run against the same model trained without its context inputs."""
     if not effect:
         return []
-    without = effect["without"]
     return [
-        f"With vs without context ({effect['windows']} common test windows; the same rows, split, config and seed "
-        f"retrained without the context inputs, {effect['training']['epochs_run']} epochs): RMSE ratio "
-        f"{effect['rmse_ratio_all']:.3f} (all days), {effect['rmse_ratio_h1']:.3f} (day 1); Diebold–Mariano "
-        f"{p_phrase(effect['dm_all']['pvalue'])} (all days), {p_phrase(effect['dm_h1']['pvalue'])} (day 1).",
-        f"Without context: {escape(without['verdict'])}.",
+        f"{with_vs_without_line(effect, horizon)} ({effect['windows']} common test windows; the same rows, split, "
+        f"config and seed retrained without the context inputs, {effect['training']['epochs_run']} epochs).",
+        f"Without context: {escape(effect['without']['verdict'])}.",
         f"[bold]With vs without: {escape(effect['verdict'])}.[/]",
     ]
+
+
+def with_vs_without_line(versus: dict[str, Any], horizon: int) -> str:
+    """The RMSE ratios with/without context and the Diebold–Mariano tests between the two runs."""
+    days = f"days 1–{horizon}" if horizon > 1 else "day 1"
+    ratios = f"{fmt(versus['rmse_ratio_all'])} ({days})"
+    tests = f"{p_phrase(versus['dm_all']['pvalue'])} ({days})"
+    if horizon > 1:
+        ratios += f", {fmt(versus['rmse_ratio_h1'])} (day 1)"
+        tests += f", {p_phrase(versus['dm_h1']['pvalue'])} (day 1)"
+    return f"With vs without context: RMSE ratio {ratios}; Diebold–Mariano {tests}"
 
 
 def evaluation_report(report: dict[str, Any]) -> list[Table | str]:
@@ -198,7 +206,7 @@ def evaluation_report(report: dict[str, Any]) -> list[Table | str]:
         tests_line(test["vs_naive"]),
         f"[bold]Verdict: {test['verdict']}.[/]",
     ]
-    items += with_vs_without_lines(report.get("with_vs_without"))
+    items += with_vs_without_lines(report.get("with_vs_without"), horizon)
     lag_copy = report["lag_copy"]
     style = "bold red" if lag_copy["echoes_yesterday"] else "bold"
     label = "YES" if lag_copy["echoes_yesterday"] else "no"
@@ -297,15 +305,10 @@ def context_report(report: dict[str, Any]) -> list[Table | str]:
     table.add_row("naive", *cells(runs["on"]["test"]["metrics"]["naive"]), "", "")  # the same windows for both
 
     versus = report["with_vs_without"]
-    ratios = f"{fmt(versus['rmse_ratio_all'])} ({days})"
-    tests = f"{p_phrase(versus['dm_all']['pvalue'])} ({days})"
-    if horizon > 1:
-        ratios += f", {fmt(versus['rmse_ratio_h1'])} (day 1)"
-        tests += f", {p_phrase(versus['dm_h1']['pvalue'])} (day 1)"
     items: list[Table | str] = [
         f"Context inputs the run without leaves out: {escape(', '.join(report['inputs']))}",
         table,
-        f"With vs without context: RMSE ratio {ratios}; Diebold–Mariano {tests}",
+        with_vs_without_line(versus, horizon),
         f"[bold]Verdict: {versus['verdict']}.[/]",
     ]
     items += [f"{CONTEXT_LABELS[name]}: {runs[name]['test']['verdict']}." for name in CONTEXT_RUNS]
