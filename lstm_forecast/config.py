@@ -70,7 +70,8 @@ def _ticker_symbol(value: Any) -> Any:
     try:
         return validate_ticker(value)
     except UsageError as exc:
-        raise ValueError("ticker: " + str(exc).split(": ", 1)[1]) from None
+        # "invalid ticker 'x': expected …": keep what is expected (the value is shown by the caller, shortened).
+        raise ValueError("ticker: " + str(exc).rsplit("': ", 1)[-1]) from None
 
 
 class ContextInput(Section):

@@ -394,3 +394,16 @@ def test_several_with_vs_without_tests_are_judged_as_a_set():
     # One p-value of 0.04 among nine nulls is no discovery once corrected for the ten tests.
     mixed = context_set([comparison("A", 0.04, 0.95, 0.0)] + [comparison(f"N{i}", 0.9, 1.0, 0.0) for i in range(9)])
     assert mixed["helped"] == 0 and "made no distinguishable difference" in mixed["verdict"]
+
+
+@pytest.mark.parametrize("value", ["'a: b'", "'x' ", "'" + "A" * 5000 + "'"])
+def test_a_bad_context_ticker_is_named_once_and_quoted_short(value):
+    from lstm_forecast.errors import UsageError
+
+    if value.strip() == "'x'":
+        assert load_config(None, [f"data.context=[{{ticker: {value}}}]"]).data.context[0].ticker == "X"
+        return
+    with pytest.raises(UsageError) as caught:
+        load_config(None, [f"data.context=[{{ticker: {value}}}]"])
+    message = str(caught.value)
+    assert message.startswith("--set: data.context.0.ticker: expected a Yahoo Finance symbol") and len(message) < 300
