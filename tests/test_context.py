@@ -396,13 +396,10 @@ def test_several_with_vs_without_tests_are_judged_as_a_set():
     assert mixed["helped"] == 0 and "made no distinguishable difference" in mixed["verdict"]
 
 
-@pytest.mark.parametrize("value", ["'a: b'", "'x' ", "'" + "A" * 5000 + "'"])
+@pytest.mark.parametrize("value", ["'a: b'", "'" + "A" * 5000 + "'"])
 def test_a_bad_context_ticker_is_named_once_and_quoted_short(value):
     from lstm_forecast.errors import UsageError
 
-    if value.strip() == "'x'":
-        assert load_config(None, [f"data.context=[{{ticker: {value}}}]"]).data.context[0].ticker == "X"
-        return
     with pytest.raises(UsageError) as caught:
         load_config(None, [f"data.context=[{{ticker: {value}}}]"])
     message = str(caught.value)
