@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lstm_forecast import data, universe
+from lstm_forecast import data, tickers
 from lstm_forecast.config import Config, load_config
 from lstm_forecast.errors import ForecastError
 from lstm_forecast.global_run import train_global, train_members
@@ -95,7 +95,7 @@ def config_of(threads: int, *overrides: str, path: Path | None = None, scope: st
 def read_universe(data_dir: Path, count: int | None) -> tuple[dict[str, Any], dict[str, str]]:
     """The prices of the first `count` cached tickers (all: None), and why any could not be read."""
     prices, unreadable = {}, {}
-    for ticker in universe.cached_tickers(data_dir)[:count]:
+    for ticker in tickers.cached_tickers(data_dir)[:count]:
         try:
             prices[ticker] = data.load_prices(data_dir, ticker)
         except ForecastError as exc:

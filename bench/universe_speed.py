@@ -99,7 +99,8 @@ def main() -> None:
 
         if args.all:
             from lstm_forecast.config import load_config
-            from lstm_forecast.universe import select_tickers, train_universe
+            from lstm_forecast.tickers import select_tickers
+            from lstm_forecast.universe import train_universe
 
             every = select_tickers([], None, True, SP500).tickers
             samples: list[tuple[int, float]] = []

@@ -284,7 +284,7 @@ def fetch(
     Several tickers: one at a time, data.fetch_rate a second, rate limits waited out, each failure its own."""
     from lstm_forecast import data
     from lstm_forecast.config import load_config
-    from lstm_forecast.universe import select_in_data_dir
+    from lstm_forecast.tickers import select_in_data_dir
 
     require_tickers(ctx, ticker, tickers_file, all_cached)
     settings = load_config(config)
@@ -323,7 +323,7 @@ def fetch_many_command(
     from lstm_forecast.data import fetch_many
     from lstm_forecast.progress import TickerBar
     from lstm_forecast.report import fetch_table
-    from lstm_forecast.universe import SHOWN_OFFENDERS
+    from lstm_forecast.tickers import SHOWN_OFFENDERS
 
     with stop_on_signals() as stop:
         with TickerBar(stderr, len(tickers)) as bar:
@@ -433,8 +433,8 @@ def train(
     ticker and across the cross-section (rank IC, long–short); its bundle goes to the runs dir's _global/."""
     from lstm_forecast.config import load_config
     from lstm_forecast.progress import EpochBars
+    from lstm_forecast.tickers import plan_training
     from lstm_forecast.train import train_ticker
-    from lstm_forecast.universe import plan_training
 
     require_tickers(ctx, ticker, tickers_file, all_cached)
     shortcuts = {"model.type": ("--model", model), "train.epochs": ("--epochs", epochs),
@@ -652,7 +652,7 @@ def predict(
             given = "--ticker" if not (tickers_file or all_cached) else "--tickers-file/--all"
             raise UsageError(f"give --run or {given}, not both (--run names one ticker's run already)")
         from lstm_forecast.data import resolve_data_dir
-        from lstm_forecast.universe import select_tickers
+        from lstm_forecast.tickers import select_tickers
 
         selection = select_tickers(ticker or [], tickers_file, all_cached,
                                    resolve_data_dir(data_dir, None) if all_cached else None)
@@ -689,7 +689,7 @@ def predict_global(
 ) -> None:
     """`predict --run GLOBAL_RUN`: every ticker of the run (or those named), ranked, under the run's skill."""
     from lstm_forecast.global_predict import run_global_screener
-    from lstm_forecast.universe import select_tickers
+    from lstm_forecast.tickers import select_tickers
 
     if days is not None:
         raise UsageError("--days: a global run's screener shows the next session only")
@@ -757,11 +757,11 @@ def list_runs(
     json_output: JsonOption = False,
 ) -> None:
     """List the run bundles, oldest first: id, ticker, model, epochs and test RMSE against naive."""
-    from lstm_forecast.predict import run_summaries, runs_table
+    from lstm_forecast.runs import run_summaries, runs_table
 
     tickers: list[str | None] = [None]
     if ticker or tickers_file:
-        from lstm_forecast.universe import select_tickers
+        from lstm_forecast.tickers import select_tickers
 
         selection = select_tickers(ticker or [], tickers_file, False, None)
         warn(selection.warnings)
@@ -826,7 +826,7 @@ def evaluate(
         evaluate_global_command(run, ticker or [], tickers_file, all_cached, data_dir, json_output)
         return
     if ticker or tickers_file or all_cached:
-        from lstm_forecast.universe import plan_evaluation
+        from lstm_forecast.tickers import plan_evaluation
 
         plan = plan_evaluation(run, ticker or [], tickers_file, all_cached, data_dir, runs_dir)
         warn(plan.warnings)
@@ -862,7 +862,7 @@ def evaluate_global_command(
     from lstm_forecast.data import resolve_data_dir
     from lstm_forecast.global_evaluate import evaluate_global
     from lstm_forecast.report import global_report
-    from lstm_forecast.universe import select_tickers
+    from lstm_forecast.tickers import select_tickers
 
     tickers = None
     if given or tickers_file or all_cached:
@@ -965,7 +965,7 @@ def compare_scopes_command(
     """`compare --scopes local,global`: one bar over the local tickers after the global model's epochs."""
     from lstm_forecast.compare import DEFAULT_MODELS, compare_scopes, parse_scopes
     from lstm_forecast.report import scopes_report
-    from lstm_forecast.universe import plan_training
+    from lstm_forecast.tickers import plan_training
 
     parse_scopes(scopes)
     if models != DEFAULT_MODELS:
@@ -1013,7 +1013,7 @@ def compare_context_command(
     )
     from lstm_forecast.progress import EpochBars
     from lstm_forecast.report import context_report
-    from lstm_forecast.universe import plan_training
+    from lstm_forecast.tickers import plan_training
 
     parse_context_runs(context_runs)
     if scopes is not None:
@@ -1080,7 +1080,7 @@ def compare_universe_command(
     from lstm_forecast.compare import compare_models
     from lstm_forecast.progress import EpochBars
     from lstm_forecast.report import compare_report
-    from lstm_forecast.universe import plan_training
+    from lstm_forecast.tickers import plan_training
 
     plan = plan_training(settings, given, tickers_file, all_cached, data_dir, runs_dir)
     warn(plan.warnings)
@@ -1173,9 +1173,9 @@ def tune(
     from lstm_forecast.config import load_config
     from lstm_forecast.progress import TrialBoard
     from lstm_forecast.report import tune_report
+    from lstm_forecast.tickers import plan_training
     from lstm_forecast.tune import DEFAULT_TRIALS, plan_tune
     from lstm_forecast.tune import tune as run_tune
-    from lstm_forecast.universe import plan_training
 
     require_tickers(ctx, ticker, tickers_file, all_cached)
     settings = load_config(config, set_ or [])

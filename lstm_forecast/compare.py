@@ -24,6 +24,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +32,27 @@ import numpy as np
 import pandas as pd
 
 from lstm_forecast import data, plots
-from lstm_forecast.bundle import RunBundle, load_bundle, new_run_id, resolve_runs_dir
+from lstm_forecast.bundle import HISTORY_FILE, RunBundle, load_bundle, new_run_id, resolve_runs_dir
 from lstm_forecast.config import Config
+from lstm_forecast.context import calendar_names
+from lstm_forecast.context_effect import (
+    CONTEXT_LABELS,
+    CONTEXT_RUNS,
+    common_windows,
+    with_vs_without,
+    without_context,
+)
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError, quote
+from lstm_forecast.evaluate import rebuild_dataset
 from lstm_forecast.files import json_text, make_temp_dir, publish_as_free_name
-from lstm_forecast.metrics import FORECASTS, diebold_mariano, format_pvalue, judgement, p_phrase, rmse_ratio
+from lstm_forecast.global_run import cross_section_of, pooled_ratio, train_global
+from lstm_forecast.metrics import format_pvalue, judgement, p_phrase
 from lstm_forecast.model import RECURRENT_CORES, check_trainable
 from lstm_forecast.scoring import PeriodForecasts, iso_day, period_forecasts, score_forecasts
+from lstm_forecast.sets import bh_qvalues, pooled_dm
 from lstm_forecast.train import TickerResult, train_run, train_ticker
 from lstm_forecast.trainer import EpochRecord
+from lstm_forecast.universe import train_universe
 from lstm_forecast.windows import WindowSpec
 
 COMPARE_FILE = "compare.json"
@@ -212,9 +225,6 @@ def compare_scopes(
     """Train one global model and a local model per ticker on the same dates, config and seed; write the
     side-by-side comparison. The tickers the global panel leaves out (too short) are left out of both.
     `on_epoch(label, record)` hears the global members' epochs ("seed 0") and the local ones' ("local T")."""
-    from lstm_forecast.global_run import cross_section_of, pooled_ratio, train_global
-    from lstm_forecast.universe import train_universe
-
     global_config = config.model_copy(update={"model": config.model.model_copy(update={"scope": "global"})})
     # train_global checks the config and the tickers before it reads any data.
     result = train_global(global_config, tickers, data_dir, runs_dir, on_epoch=on_epoch, stop=stop)
@@ -223,8 +233,8 @@ def compare_scopes(
     split = result.report["split"]
     dated = config.model_copy(update={
         "model": config.model.model_copy(update={"scope": "local", "ticker_embedding": 0}),
-        "split": config.split.model_copy(update={"val_start": _date(split["val_start"]),
-                                                 "test_start": _date(split["test_start"])}),
+        "split": config.split.model_copy(update={"val_start": date.fromisoformat(split["val_start"]),
+                                                 "test_start": date.fromisoformat(split["test_start"])}),
     })
     local = train_universe(dated, result.tickers, data_dir, runs_dir, stop=stop, on_row=on_row,
                            on_epoch=(lambda ticker, record: on_epoch(f"local {ticker}", record)) if on_epoch else None)
@@ -246,12 +256,6 @@ def compare_scopes(
     return Comparison(compare_dir=folder, report=report, interrupted=local.interrupted)
 
 
-def _date(text: str) -> Any:
-    from datetime import date
-
-    return date.fromisoformat(text)
-
-
 def _set_summary(report: dict[str, Any]) -> dict[str, Any]:
     keys = ("tickers", "trained", "better_at_q05", "worse_at_q05", "median_rmse_ratio", "pooled_dm", "verdict")
     return {key: report[key] for key in keys}
@@ -260,13 +264,6 @@ def _set_summary(report: dict[str, Any]) -> dict[str, Any]:
 def local_test_forecasts(rows: list[dict[str, Any]]) -> tuple[dict, dict, dict, tuple[list, list, list]]:
     """Each local run's test forecasts (rebuilt from its bundle, as evaluate does), the anchor days' returns,
     the training means, and the tickers' mean loss curve (over the tickers still training at each epoch)."""
-    import numpy as np
-    import pandas as pd
-
-    from lstm_forecast.bundle import HISTORY_FILE, load_bundle
-    from lstm_forecast.evaluate import rebuild_dataset
-    from lstm_forecast.scoring import period_forecasts
-
     forecasts, last_returns, train_means, histories = {}, {}, {}, []
     for row in rows:
         if row["status"] != "ok":
@@ -290,10 +287,6 @@ def local_test_forecasts(rows: list[dict[str, Any]]) -> tuple[dict, dict, dict, 
 
 
 def _global_curve(run_dir: Path) -> tuple[list, list, list]:
-    import pandas as pd
-
-    from lstm_forecast.bundle import HISTORY_FILE
-
     history = pd.read_csv(run_dir / HISTORY_FILE)
     first = history[history["seed"] == history["seed"].iloc[0]]
     return first["epoch"].tolist(), first["train_loss"].tolist(), first["val_loss"].tolist()
@@ -326,8 +319,6 @@ def write_scopes(runs_dir: Path, report: dict[str, Any], curves: dict[str, tuple
 
 # --- with vs without the context inputs ---------------------------------------------------------------
 
-CONTEXT_RUNS = ("on", "off")
-CONTEXT_LABELS = {"on": "with context", "off": "without context"}
 
 
 def parse_context_runs(text: str) -> list[str]:
@@ -437,17 +428,11 @@ def context_set(comparisons: list[Comparison], alpha: float = 0.05) -> dict[str,
     """Several tickers' with-vs-without tests judged as a set, never one by one: Benjamini–Hochberg q-values of
     the per-ticker DM p-values, and a pooled DM on the day-by-day mean across tickers of the log-price loss
     with context minus without (scale-free, so every ticker weighs alike; below zero: the context helped)."""
-    from scipy.stats import false_discovery_control
-
-    from lstm_forecast.universe import pooled_dm
-
     rows = [{"ticker": item.report["ticker"], "rmse_ratio": item.report["with_vs_without"]["rmse_ratio_all"],
              "dm_pvalue": item.report["with_vs_without"]["dm_all"]["pvalue"], "qvalue": None} for item in comparisons]
     tested = [row for row in rows if row["dm_pvalue"] is not None]
-    if tested:
-        for row, qvalue in zip(tested, false_discovery_control([row["dm_pvalue"] for row in tested], method="bh"),
-                               strict=True):
-            row["qvalue"] = float(qvalue)
+    for row, qvalue in zip(tested, bh_qvalues([row["dm_pvalue"] for row in tested]), strict=True):
+        row["qvalue"] = qvalue
     found = [judgement(row["qvalue"], row["rmse_ratio"], alpha) for row in tested]
     helped, hurt = found.count("better"), found.count("worse")
     pooled = pooled_dm([item.differential for item in comparisons if item.differential is not None])
@@ -461,42 +446,14 @@ def context_set(comparisons: list[Comparison], alpha: float = 0.05) -> dict[str,
             "verdict": verdict}
 
 
-def without_context(config: Config, split: dict[str, str]) -> Config:
-    """`config` without its context inputs and calendar features, split on the dates a run with them recorded:
-    the same rows, split, model and seed, so only the covariates differ."""
-    return config.model_copy(update={
-        "data": config.data.model_copy(update={"context": [], "calendar_features": []}),
-        "split": config.split.model_copy(update={"val_start": _date(split["val_start"]),
-                                                 "test_start": _date(split["test_start"])}),
-    })
-
-
-def common_windows(on: PeriodForecasts, off: PeriodForecasts) -> tuple[PeriodForecasts, PeriodForecasts]:
-    """Both periods cut to the test windows they share: the run with context may have dropped some for a gap."""
-    common = np.intersect1d(on.anchor_dates, off.anchor_dates)
-    if len(common) == 0:
-        raise ForecastError("the runs with and without context share no test window; nothing to compare")
-    return _windows_at(on, common), _windows_at(off, common)
-
-
 def _recorded_test(bundle: RunBundle, prices: pd.DataFrame) -> PeriodForecasts:
     """A bundle's test forecasts, rebuilt from its recorded rows and context rows and checked, as evaluate does."""
-    from lstm_forecast.evaluate import rebuild_dataset
-
     dataset = rebuild_dataset(bundle, prices, bundle.context_prices())
     return period_forecasts(bundle.model, dataset.test, dataset)
 
 
-def _windows_at(period: PeriodForecasts, anchors: np.ndarray) -> PeriodForecasts:
-    keep = np.isin(period.anchor_dates, anchors)
-    names = ("anchor_dates", "target_dates", "anchor_prices", "actual", *FORECASTS)
-    return PeriodForecasts(**{name: getattr(period, name)[keep] for name in names})
-
-
 def _context_inputs(spec: WindowSpec) -> list[str]:
     """The input columns the run without context leaves out: the context series', then the calendar's."""
-    from lstm_forecast.context import calendar_names
-
     return [series.column for series in spec.context] + calendar_names(spec.calendar_features)
 
 
@@ -513,28 +470,3 @@ def _context_run(run_dir: Path, run_id: str, training: dict[str, Any], history: 
             "val_loss": [record.val_loss for record in history],
         },
     }
-
-
-def with_vs_without(on: PeriodForecasts, off: PeriodForecasts, horizon: int, alpha: float = 0.05) -> dict[str, Any]:
-    """The run with context against the one without on the same windows: RMSE ratios (below 1: the context
-    helped) and the Diebold–Mariano tests on their squared price errors, as against naive (metrics.py)."""
-    squared_on, squared_off = (on.model - on.actual) ** 2, (off.model - off.actual) ** 2
-    dm_h1 = diebold_mariano(squared_on[:, 0], squared_off[:, 0], horizon=1)
-    dm_all = diebold_mariano(squared_on.mean(axis=1), squared_off.mean(axis=1), horizon=horizon)
-    ratio_all = rmse_ratio(on.actual, on.model, off.model)
-    return {
-        "rmse_ratio_all": ratio_all,
-        "rmse_ratio_h1": rmse_ratio(on.actual[:, 0], on.model[:, 0], off.model[:, 0]),
-        "dm_h1": {"statistic": dm_h1[0], "pvalue": dm_h1[1]},
-        "dm_all": {"statistic": dm_all[0], "pvalue": dm_all[1], "hac_lags": horizon - 1},
-        "verdict": context_verdict(dm_all[1], ratio_all, alpha),
-    }
-
-
-def context_verdict(dm_pvalue: float | None, ratio: float | None, alpha: float = 0.05) -> str:
-    """A plain sentence: helped or hurt only when the DM p-value is below `alpha` (metrics.judgement)."""
-    found = judgement(dm_pvalue, ratio, alpha)
-    if found is None:
-        return "the context's effect cannot be tested (the Diebold–Mariano test is undefined on these errors)"
-    phrase = {"better": "helped", "worse": "hurt", "same": "made no distinguishable difference"}[found]
-    return f"the context {phrase} (RMSE with/without {ratio:.3f}, DM {p_phrase(dm_pvalue)})"

@@ -33,6 +33,7 @@ from lstm_forecast import yahoo
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError, quote
 from lstm_forecast.files import FILE_MODE, atomic_write_bytes, atomic_write_text, json_text, read_bounded
 from lstm_forecast.prices import COLUMNS, PRICE_FIELDS, parse_prices_csv, prices_sha256, prices_to_csv, read_prices_csv
+from lstm_forecast.yahoo import DATA_DIR_ENV
 
 try:
     import fcntl
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 TICKER_PATTERN = re.compile(r"\^?[A-Za-z0-9][A-Za-z0-9.=_-]*")
 MAX_TICKER_LENGTH = 20
 
-DATA_DIR_ENV = "LSTM_FORECAST_DATA_DIR"
 DEFAULT_DATA_DIR = "data"
 
 # An update re-downloads the last few cached days: if Yahoo now reports different prices for them,

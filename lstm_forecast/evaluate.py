@@ -39,6 +39,7 @@ from lstm_forecast.backtest import (
 )
 from lstm_forecast.bundle import LOSS_CURVE_FILE, PRICES_FILE, RunBundle, find_run, load_bundle, resolve_runs_dir
 from lstm_forecast.config import Config
+from lstm_forecast.context_effect import retrained_without_context
 from lstm_forecast.errors import ForecastError, StopRequest, UsageError
 from lstm_forecast.files import atomic_write_text, fsync_dir, json_text, make_temp_dir, read_bounded
 from lstm_forecast.prices import prices_sha256
@@ -112,7 +113,7 @@ def evaluate(
     """Evaluate the bundle in `run_dir` (None: the newest run in `runs_dir`, of `ticker` when given) and write
     evaluation.json, predictions.csv/.png, equity.png, backtest.csv and report.html into it. `folds` None takes
     evaluate.folds from the run's config; 0 skips the backtest. `without_context` also trains the model again
-    without its context inputs and reports what they bought (`context_effect`), announced through `on_note`."""
+    without its context inputs and reports what they bought (context_effect.py), announced through `on_note`."""
     bundle = load_bundle(find_run(resolve_runs_dir(runs_dir, None), run_dir, ticker))
     if without_context and not (bundle.spec.context or bundle.spec.calendar_features):
         raise UsageError(f"--without-context: run {bundle.run_id} has no context inputs to leave out (its "
@@ -152,7 +153,7 @@ def evaluate(
             seconds = _training_seconds(bundle)
             about = f" (about {seconds:.0f} s, the run's own training time)" if seconds is not None else ""
             on_note(f"Training the model again without its context inputs{about}…")
-        effect = context_effect(bundle, config, prices, test, stop)
+        effect = retrained_without_context(bundle, config, prices, test, stop)
         interrupted = effect is None
 
     report = {
@@ -187,29 +188,6 @@ def evaluate(
     }
     write_outputs(bundle, report, test, diagnostic, backtest)
     return Evaluation(report=report, interrupted=interrupted, test=test)
-
-
-def context_effect(
-    bundle: RunBundle, config: Config, prices: pd.DataFrame, test: PeriodForecasts, stop: StopRequest | None = None,
-) -> dict[str, Any] | None:
-    """The run beside the same model trained again without its context inputs, on the same rows, split, config
-    and seed (`compare.without_context`; no bundle is written for it), on the test windows both have: RMSE
-    ratios with/without, the Diebold–Mariano test between the two and a verdict. None when `stop` ended it."""
-    from lstm_forecast.compare import common_windows, with_vs_without, without_context
-    from lstm_forecast.train import train_model
-
-    plain = without_context(config, bundle.split)
-    dataset = build_dataset(prices, plain)
-    model, result = train_model(dataset, plain, stop=stop)
-    if result.interrupted or result.epochs_run == 0:
-        return None
-    with_part, without_part = common_windows(test, period_forecasts(model, dataset.test, dataset))
-    return {
-        "windows": len(with_part),
-        "training": {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch},
-        "without": score_forecasts(without_part, bundle.shape.kind),
-        **with_vs_without(with_part, without_part, dataset.spec.horizon),
-    }
 
 
 def with_recorded_threads(bundle: RunBundle) -> Config:

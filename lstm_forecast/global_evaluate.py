@@ -26,6 +26,7 @@ from lstm_forecast.files import atomic_write_text, json_text
 from lstm_forecast.global_bundle import GlobalBundle, load_global_bundle
 from lstm_forecast.global_run import score_panel
 from lstm_forecast.panel import build_panel, reasons
+from lstm_forecast.sets import write_summary
 
 EVALUATION_FILE = "evaluation.json"
 IC_PLOT = "ic.png"
@@ -105,8 +106,6 @@ def check_rebuilt(bundle: GlobalBundle, panel: Any) -> None:
 
 def write_outputs(folder: Path, report: dict[str, Any], section: Any) -> None:
     """The per-ticker summary files, the two cross-section charts, then evaluation.json (last: it lists them)."""
-    from lstm_forecast.universe import write_summary
-
     folder.mkdir(exist_ok=True)
     per_ticker = report["per_ticker"]
     write_summary(folder, per_ticker["rows"], per_ticker)

@@ -31,13 +31,13 @@ from lstm_forecast.intervals import conformal_quantiles, interval_bounds
 from lstm_forecast.predict import (
     SCREENER_LEVEL,
     Screener,
-    _level_value,
-    _number,
-    _row,
     check_not_ours,
+    level_value,
     rank_screener,
     render_screener,
     resolve_format,
+    rounded,
+    screener_row,
 )
 from lstm_forecast.sessions import calendar_for
 from lstm_forecast.trainer import cpu_threads
@@ -69,22 +69,23 @@ def run_global_screener(
     rows, recent = {}, {}
     for ticker in names:
         if ticker not in bundle.names:
-            rows[ticker] = _row(ticker, "failed", "not in this global run's tickers (evaluate it out of universe "
-                                          "with evaluate --run RUN -t TICKER)", run_dir)
+            rows[ticker] = screener_row(ticker, "failed", "not in this global run's tickers (evaluate it out of "
+                                        "universe with evaluate --run RUN -t TICKER)", run_dir)
             continue
         if stop is not None and stop.is_set():
-            rows[ticker] = _row(ticker, "not run", "interrupted before it was forecast", run_dir)
+            rows[ticker] = screener_row(ticker, "not run", "interrupted before it was forecast", run_dir)
             continue
         try:
             recent[ticker] = latest_rows(bundle, ticker, folder, refresh, stop)
         except ForecastError as exc:
-            rows[ticker] = _row(ticker, "failed", str(exc), run_dir)
+            rows[ticker] = screener_row(ticker, "failed", str(exc), run_dir)
     last_day = max((frame.index[-1] for frame, _ in recent.values()), default=None)
     behind = {t for t, (frame, _) in recent.items() if frame.index[-1] < last_day}
     for ticker in behind:
         ends = recent[ticker][0].index[-1].date()
-        rows[ticker] = _row(ticker, "failed", f"its prices end on {ends}, before the others' {last_day.date()}; "
-                            f"fetch it (lstm-forecast fetch -t {ticker}) to rank it with them", run_dir)
+        rows[ticker] = screener_row(ticker, "failed", f"its prices end on {ends}, before the others' "
+                                    f"{last_day.date()}; fetch it (lstm-forecast fetch -t {ticker}) to rank it with "
+                                    "them", run_dir)
     current = [t for t in recent if t not in behind]
     if current:
         context_prices = bundle.cached_context(folder, refresh, stop)
@@ -145,12 +146,12 @@ def forecast_rows(
         path = values_to_prices(values, np.array([anchor_price]), spec.target)[0]
         low, high = interval_bounds(path, conformal_quantiles(records[ticker].residuals, level))
         note = recent[ticker][1]
-        row = _row(ticker, "stale" if note else "ok", note, bundle.run_dir)
+        row = screener_row(ticker, "stale" if note else "ok", note, bundle.run_dir)
         ratio, pvalue = ratios.get(ticker, (None, None))
-        row.update(last_date=anchor_date.date().isoformat(), last_price=_number(anchor_price),
-                   session=session.isoformat(), forecast=_number(path[0]),
-                   change_pct=_number((path[0] / anchor_price - 1) * 100), level=_level_value(level),
-                   lower=_number(low[0]), upper=_number(high[0]), rmse_ratio=ratio, dm_pvalue=pvalue)
+        row.update(last_date=anchor_date.date().isoformat(), last_price=rounded(anchor_price),
+                   session=session.isoformat(), forecast=rounded(path[0]),
+                   change_pct=rounded((path[0] / anchor_price - 1) * 100), level=level_value(level),
+                   lower=rounded(low[0]), upper=rounded(high[0]), rmse_ratio=ratio, dm_pvalue=pvalue)
         rows[ticker] = row
     return rows
 

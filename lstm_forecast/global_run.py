@@ -34,6 +34,7 @@ from lstm_forecast.model import Forecaster, ModelShape, check_trainable
 from lstm_forecast.panel import Panel, PanelSplit, build_panel, reasons
 from lstm_forecast.scoring import PeriodForecasts, iso_day, log_loss_differential, score_forecasts
 from lstm_forecast.sessions import check_calendar
+from lstm_forecast.sets import scored_record, set_report
 from lstm_forecast.trainer import (
     LOSSES,
     EpochRecord,
@@ -230,8 +231,6 @@ def score_panel(
 ) -> PanelScores:
     """The test period's report: per-ticker rows with BH q-values and the pooled DM test, the pooled RMSE
     ratio, and the cross-section (rank IC, long–short). The members' own ICs stand beside the ensemble's."""
-    from lstm_forecast.universe import scored_record, universe_report
-
     test = panel.test
     predictions = member_predictions(test, members)
     forecasts = panel_forecasts(panel, test, members, np.mean(predictions, axis=0))
@@ -246,7 +245,7 @@ def score_panel(
             differential=[float(value) for value in log_loss_differential(period)],
             horizon=panel.spec.horizon, fingerprint=fingerprint_["sha256"], notes=panel.notes.get(days.ticker),
         ))
-    rows, per_ticker = universe_report(records, panel.names)
+    rows, per_ticker = set_report(records, panel.names)
     for row in rows:
         row["run_dir"] = None  # one run for all: its folder is the report's
     per_ticker["rows"] = rows

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -27,11 +26,13 @@ import numpy as np
 import pandas as pd
 
 from lstm_forecast import context, data
-from lstm_forecast.bundle import BUNDLE_JSON_LIMIT, RunBundle, find_run, list_runs, load_bundle, resolve_runs_dir
-from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError, shorten
-from lstm_forecast.files import atomic_write_text, json_text, read_bounded, writes_in_place
+from lstm_forecast.bundle import RunBundle, find_run, load_bundle, resolve_runs_dir
+from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError
+from lstm_forecast.files import atomic_write_text, json_text, writes_in_place
 from lstm_forecast.intervals import conformal_quantiles, interval_bounds
+from lstm_forecast.runs import scores_on_test
 from lstm_forecast.sessions import TradingCalendar, calendar_for
+from lstm_forecast.sets import Q_THRESHOLD, bh_qvalues
 from lstm_forecast.trainer import cpu_threads
 from lstm_forecast.trainer import predict as predict_scaled
 from lstm_forecast.windows import inference_inputs, targets_to_prices
@@ -77,8 +78,8 @@ class Forecast:
         for step, day in enumerate(self.dates):
             intervals = {
                 level_name(level): {
-                    "lower": _number(self.lower[level][step]),
-                    "upper": _number(self.upper[level][step]),
+                    "lower": rounded(self.lower[level][step]),
+                    "upper": rounded(self.upper[level][step]),
                 }
                 for level in self.levels
             }
@@ -86,8 +87,8 @@ class Forecast:
                 {
                     "date": day.isoformat(),
                     "step": step + 1,
-                    "price": _number(self.prices[step]),
-                    "change_pct": _number(self.change_pct[step]),
+                    "price": rounded(self.prices[step]),
+                    "change_pct": rounded(self.change_pct[step]),
                     "intervals": intervals,
                 }
             )
@@ -97,8 +98,8 @@ class Forecast:
             "run_dir": str(self.run_dir) if self.run_dir is not None else None,
             "model": self.model,
             "last_date": self.last_date.isoformat(),
-            "last_price": _number(self.last_price),
-            "levels": [_level_value(level) for level in self.levels],
+            "last_price": rounded(self.last_price),
+            "levels": [level_value(level) for level in self.levels],
             "forecasts": steps,
             "price_column": self.price_column,
             "calendar": self.calendar,
@@ -118,7 +119,7 @@ class Forecast:
         for step, day in enumerate(self.dates):
             values = [self.prices[step], change[step]]
             values += [side[level][step] for level in self.levels for side in (self.lower, self.upper)]
-            writer.writerow([day.isoformat(), step + 1, *(_number(value) for value in values)])
+            writer.writerow([day.isoformat(), step + 1, *(rounded(value) for value in values)])
         return buffer.getvalue()
 
 
@@ -440,11 +441,11 @@ def level_name(level: float) -> str:
     return f"{level:g}"
 
 
-def _level_value(level: float) -> int | float:
+def level_value(level: float) -> int | float:
     return int(level) if float(level).is_integer() else float(level)
 
 
-def _number(value: float) -> float:
+def rounded(value: float) -> float:
     """Rounded for output; + 0.0 turns a rounded -0.0 into 0.0."""
     return round(float(value), DECIMALS) + 0.0
 
@@ -503,13 +504,13 @@ def run_screener(
     refreshed: set[str] = set()  # context series shared by the tickers' runs: refreshed once
     for ticker in tickers:
         if stop is not None and stop.is_set():
-            row = _row(ticker, "not run", "interrupted before it was forecast")
+            row = screener_row(ticker, "not run", "interrupted before it was forecast")
         else:
             try:
                 row = screen_ticker(ticker, runs_folder, data_dir, levels, output, refresh, today, pace, stop,
                                     refreshed)
             except Interrupted:  # a download abandoned on Ctrl-C: the cache is as it was
-                row = _row(ticker, "not run", "interrupted while its prices were downloaded")
+                row = screener_row(ticker, "not run", "interrupted while its prices were downloaded")
         rows.append(row)
         if on_row is not None:
             on_row(row)
@@ -532,7 +533,7 @@ def screen_ticker(
         run_dir = find_run(runs_dir, None, ticker)
         bundle = load_bundle(run_dir)
     except ForecastError as exc:
-        return _row(ticker, "failed", str(exc))
+        return screener_row(ticker, "failed", str(exc))
     folder = data.resolve_data_dir(data_dir, bundle.config.data.dir)
     if output is not None:  # a run's own data.dir may differ from the one run_screener checked
         check_not_ours(output, runs_dir, folder)
@@ -546,25 +547,25 @@ def screen_ticker(
     except Interrupted:
         raise
     except ForecastError as exc:
-        return _row(ticker, "failed", str(exc), run_dir)
+        return screener_row(ticker, "failed", str(exc), run_dir)
     ratio, pvalue = scores_on_test(run_dir)
-    row = _row(ticker, "stale" if warnings else "ok", " ".join(warnings) or None, run_dir)
+    row = screener_row(ticker, "stale" if warnings else "ok", " ".join(warnings) or None, run_dir)
     row.update(
         last_date=forecast.last_date.isoformat(),
-        last_price=_number(forecast.last_price),
+        last_price=rounded(forecast.last_price),
         session=forecast.dates[0].isoformat(),
-        forecast=_number(forecast.prices[0]),
-        change_pct=_number(forecast.change_pct[0]),
-        level=_level_value(level),
-        lower=_number(forecast.lower[level][0]),
-        upper=_number(forecast.upper[level][0]),
+        forecast=rounded(forecast.prices[0]),
+        change_pct=rounded(forecast.change_pct[0]),
+        level=level_value(level),
+        lower=rounded(forecast.lower[level][0]),
+        upper=rounded(forecast.upper[level][0]),
         rmse_ratio=ratio,
         dm_pvalue=pvalue,
     )
     return row
 
 
-def _row(ticker: str, status: str, note: str | None, run_dir: Path | None = None) -> dict[str, Any]:
+def screener_row(ticker: str, status: str, note: str | None, run_dir: Path | None = None) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(SCREENER_COLUMNS)
     row.update(ticker=ticker, status=status, note=note, run_dir=str(run_dir) if run_dir is not None else None)
     return row
@@ -584,13 +585,9 @@ def _paced(seconds: float) -> Callable[[str], None]:
 def rank_screener(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows with their q-values (BH over every forecast row with a DM p-value) and verdicts, the forecasts
     ranked by change_pct, biggest rise first (ties in the order given), then the tickers without one."""
-    from scipy.stats import false_discovery_control
-
     tested = [row for row in rows if row["dm_pvalue"] is not None]
-    if tested:
-        qvalues = false_discovery_control([row["dm_pvalue"] for row in tested], method="bh")
-        for row, qvalue in zip(tested, qvalues, strict=True):
-            row["bh_qvalue"] = float(qvalue)
+    for row, qvalue in zip(tested, bh_qvalues([row["dm_pvalue"] for row in tested]), strict=True):
+        row["bh_qvalue"] = qvalue
     forecast = sorted((row for row in rows if row["status"] not in NOT_FORECAST), key=lambda row: -row["change_pct"])
     for rank, row in enumerate(forecast, start=1):
         row.update(rank=rank, verdict=skill_verdict(row["rmse_ratio"], row["bh_qvalue"]))
@@ -599,8 +596,6 @@ def rank_screener(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def skill_verdict(rmse_ratio: float | None, qvalue: float | None) -> str:
     """The run's skill on its own test period in a few words: better or worse only when q < Q_THRESHOLD."""
-    from lstm_forecast.universe import Q_THRESHOLD
-
     if rmse_ratio is None or qvalue is None:
         return "not scored"
     if qvalue < Q_THRESHOLD and rmse_ratio < 1:
@@ -692,8 +687,6 @@ def screener_report(rows: list[dict[str, Any]]) -> list[Any]:
 
 def advice_line(rows: list[dict[str, Any]]) -> str:
     """What the ranking is and is not, and how many of its rows show skill."""
-    from lstm_forecast.universe import Q_THRESHOLD
-
     counts = screener_counts(rows)
     return (
         f"A ranking of forecast moves, not of skill, and not investment advice: {counts['beat_naive']} of "
@@ -705,178 +698,3 @@ def advice_line(rows: list[dict[str, Any]]) -> str:
 
 def _money(value: float | None) -> str | None:
     return f"{value:,.2f}" if value is not None else None
-
-
-# --- listing runs -------------------------------------------------------------------------------
-
-
-CONFIG_NOTE_LIMIT = 60  # characters of distinguishing config values in the listing
-
-
-def run_summaries(
-    runs_dir: Path | None = None, ticker: str | None = None
-) -> tuple[Path, list[dict[str, Any]]]:
-    """The runs dir and one row per run bundle in it, oldest first (the last is the one `predict` uses).
-
-    Rows come from the bundles' JSON and YAML files only, each read with a size limit, so a damaged bundle
-    (garbage, deep nesting, huge numbers, missing files) lists as damaged, with None where a value cannot
-    be read, and never stops the listing.
-    """
-    from lstm_forecast.bundle import CONFIG_FILE
-
-    folder = resolve_runs_dir(runs_dir, None)
-    symbol = data.validate_ticker(ticker) if ticker is not None else None
-    rows = []
-    for run_dir in list_runs(folder, symbol):
-        document = _read_json_or_empty(run_dir / "bundle.json")
-        interrupted = _dig(document, "training", "interrupted")
-        rows.append(
-            {
-                "run_id": run_dir.name,
-                "ticker": _text(document.get("ticker")),
-                "model": _text(_dig(document, "model", "kind")),
-                "created": _text(document.get("created_at")),
-                "epochs": _count(_dig(document, "training", "epochs_run")),
-                "test_rmse_ratio": scores_on_test(run_dir)[0],
-                "interrupted": interrupted if isinstance(interrupted, bool) else None,
-                "evaluated": (run_dir / "evaluation.json").is_file(),
-                "config": config_differences(run_dir / CONFIG_FILE),
-                "damaged": not (document.get("ticker") and _dig(document, "model", "kind")),
-                "path": str(run_dir),
-            }
-        )
-    if symbol is None:
-        rows += global_run_summaries(folder)
-    return folder, rows
-
-
-def global_run_summaries(folder: Path) -> list[dict[str, Any]]:
-    """The `runs` rows of the global runs in `folder`: the ticker column counts the tickers, the ratio is the
-    pooled test RMSE ratio on log prices."""
-    from lstm_forecast.bundle import CONFIG_FILE
-    from lstm_forecast.global_bundle import GLOBAL_FILE, list_global_runs
-
-    rows = []
-    for run_dir in list_global_runs(folder):
-        document = _read_json_or_empty(run_dir / GLOBAL_FILE)
-        tickers, training = document.get("tickers"), document.get("training")
-        first = training[0] if isinstance(training, list) and training and isinstance(training[0], dict) else {}
-        interrupted = any(isinstance(m, dict) and m.get("interrupted") is True for m in training or [])
-        ratio = _ratio(_dig(_read_json_or_empty(run_dir / "metrics.json"), "pooled_ratio", "rmse_ratio_all"))
-        count = len(tickers) if isinstance(tickers, list) else None
-        rows.append({
-            "run_id": run_dir.name, "ticker": f"global ({count} tickers)" if count else None,
-            "model": _text(_dig(document, "model", "kind")), "created": _text(document.get("created_at")),
-            "epochs": _count(first.get("epochs_run")), "test_rmse_ratio": ratio, "interrupted": interrupted,
-            "evaluated": (run_dir / "evaluation.json").is_file(), "config": config_differences(run_dir / CONFIG_FILE),
-            "damaged": not (count and _dig(document, "model", "kind")), "path": str(run_dir),
-        })
-    return rows
-
-
-def scores_on_test(run_dir: Path) -> tuple[float | None, float | None]:
-    """The run's test RMSE ratio to naive (all days) and its Diebold–Mariano p-value, from metrics.json; None
-    where a value cannot be read."""
-    scores = _read_json_or_empty(run_dir / "metrics.json")
-    # metrics.json before the one scores layout had the forecasts beside the period's keys.
-    ratio = _dig(scores, "test", "metrics", "model", "all", "rmse_ratio") or _dig(scores, "test", "model", "all",
-                                                                                 "rmse_ratio")
-    pvalue = _ratio(_dig(scores, "test", "vs_naive", "dm_all", "pvalue"))
-    return _ratio(ratio), pvalue if pvalue is not None and 0 <= pvalue <= 1 else None
-
-
-def _read_json_or_empty(path: Path) -> dict[str, Any]:
-    """A JSON object from a regular file of bundle size, else {} (absent or damaged: `runs` lists it anyway)."""
-    try:
-        document = json.loads(read_bounded(path, BUNDLE_JSON_LIMIT, "a bundle's JSON file"))
-    except (ForecastError, OSError, ValueError, RecursionError, MemoryError):  # ValueError: JSON, UTF-8, digits
-        return {}
-    return document if isinstance(document, dict) else {}
-
-
-def config_differences(path: Path) -> dict[str, str] | None:
-    """The run's config keys that differ from the defaults ({"model.hidden_size": "8"}), None if unreadable."""
-    from lstm_forecast.config import Config, read_yaml_mapping
-
-    try:
-        values = read_yaml_mapping(path)  # bounded: size, aliases, nesting
-    except (ForecastError, OSError, ValueError, RecursionError, MemoryError):
-        return None
-    defaults = Config().to_plain()
-    differences = {}
-    for section, keys in values.items():
-        if not isinstance(keys, dict) or not isinstance(defaults.get(section), dict):
-            continue
-        for key, value in keys.items():
-            if key in defaults[section] and value != defaults[section][key]:
-                differences[f"{section}.{key}"] = shorten(json.dumps(value, default=str), 24)
-    return differences
-
-
-def _text(value: Any) -> str | None:
-    return shorten(value, 80) if isinstance(value, str) else None
-
-
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**9 else None
-
-
-def _ratio(value: Any) -> float | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else None
-
-
-def _dig(document: dict[str, Any], *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(document, dict):
-            return None
-        document = document.get(key)
-    return document
-
-
-def config_note(differences: dict[str, str] | None) -> str | None:
-    """"hidden_size=8 epochs=3" from the differing keys, shortened to CONFIG_NOTE_LIMIT characters."""
-    if differences is None:
-        return None
-    if not differences:
-        return "defaults"
-    # The key's last part is enough to tell runs apart; data.dir and runs.dir are where, not what.
-    parts = [f"{key.rsplit('.', 1)[-1]}={value}" for key, value in differences.items()
-             if key not in ("data.dir", "runs.dir")]
-    return shorten(" ".join(parts), CONFIG_NOTE_LIMIT) if parts else "defaults"
-
-
-def runs_table(rows: list[dict[str, Any]]) -> Any:
-    """The `runs` listing as a rich table; a dash where a damaged bundle has no value."""
-    from rich import box
-    from rich.table import Table
-    from rich.text import Text
-
-    title = "Run bundles, oldest first (predict and evaluate use the newest); RMSE/naive on the test period"
-    # Light lines and no wrapping: an id or a path is copied from here, so a cell is never cut or folded.
-    table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD)
-    columns = ("run id", "ticker", "model", "created (UTC)", "epochs", "RMSE/naive", "state", "config", "path")
-    for name in columns:
-        table.add_column(name, justify="right" if name in ("epochs", "RMSE/naive") else "left", no_wrap=True)
-    for row in rows:
-        created, ratio = row["created"], row["test_rmse_ratio"]
-        if row["damaged"]:
-            state = "damaged"
-        else:
-            state = ", ".join(["interrupted"] * bool(row["interrupted"]) + ["evaluated" if row["evaluated"]
-                                                                             else "not evaluated"])
-        cells = (
-            row["run_id"],
-            row["ticker"],
-            row["model"],
-            created[:16].replace("T", " ") if isinstance(created, str) else None,
-            row["epochs"],
-            f"{ratio:.3f}" if ratio is not None else None,
-            state,
-            config_note(row["config"]),
-            row["path"],
-        )
-        # Text, not markup: a damaged bundle's "ticker" could hold brackets rich would try to read.
-        table.add_row(*(Text("—" if cell is None else str(cell)) for cell in cells),
-                      style="red" if row["damaged"] else None)
-    return table

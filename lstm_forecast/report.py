@@ -8,6 +8,7 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
+from lstm_forecast.context_effect import CONTEXT_LABELS, CONTEXT_RUNS
 from lstm_forecast.metrics import FORECASTS, format_pvalue, p_phrase
 
 METRIC_ROWS = (
@@ -272,8 +273,6 @@ def compare_report(report: dict[str, Any]) -> list[Table | str]:
 def context_report(report: dict[str, Any]) -> list[Table | str]:
     """What `compare --context on,off` prints: the run with context, the one without and naive on the same test
     windows, the Diebold–Mariano test between the two runs and the verdict."""
-    from lstm_forecast.compare import CONTEXT_LABELS, CONTEXT_RUNS
-
     test, horizon, runs = report["test"], report["test"]["horizon"], report["runs"]
     days = f"days 1–{horizon}" if horizon > 1 else "day 1"
     table = Table(

@@ -22,6 +22,9 @@ from lstm_forecast.prices import COLUMNS, validate_prices
 REQUEST_TIMEOUT_S = 10
 DEADLINE_S = 30
 STOP_POLL_S = 0.1  # how often a wait for Yahoo looks at the caller's stop request
+# The price cache's folder from the environment (data.resolve_data_dir reads it): the way out this module's
+# advice names when Yahoo cannot be reached.
+DATA_DIR_ENV = "LSTM_FORECAST_DATA_DIR"
 
 
 class RateLimited(ForecastError):
@@ -116,8 +119,6 @@ def _call_with_deadline(call: Callable[[], pd.DataFrame], seconds: float, stop: 
 def _explain_failure(exc: Exception, ticker: str, start: date | None, end: date | None) -> ForecastError:
     """Turn yfinance's and curl_cffi's exceptions into one user-facing error with advice."""
     from yfinance.exceptions import YFException, YFRateLimitError, YFTickerMissingError
-
-    from lstm_forecast.data import DATA_DIR_ENV  # here: the cache imports this module
 
     # curl_cffi's HTTPError is an OSError too: look at the HTTP status before treating it as "offline".
     # (Its connection errors carry a response too, with status 0.)

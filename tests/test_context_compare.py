@@ -13,7 +13,7 @@ import pytest
 from conftest import build_prices
 from typer.testing import CliRunner
 
-from lstm_forecast import compare
+from lstm_forecast import compare, context_effect
 from lstm_forecast.bundle import load_bundle
 from lstm_forecast.cli import app
 from lstm_forecast.config import load_config
@@ -121,10 +121,11 @@ def test_both_runs_see_the_rows_the_context_covers_and_the_windows_it_has(tmp_pa
 
 
 def test_context_verdict():
-    assert compare.context_verdict(0.001, 0.9) == "the context helped (RMSE with/without 0.900, DM p = 0.001)"
-    assert compare.context_verdict(0.0001, 1.2).startswith("the context hurt (RMSE with/without 1.200, DM p < 0.001")
-    assert compare.context_verdict(0.41, 0.98).startswith("the context made no distinguishable difference (")
-    assert "cannot be tested" in compare.context_verdict(None, 1.0)
+    assert context_effect.context_verdict(0.001, 0.9) == "the context helped (RMSE with/without 0.900, DM p = 0.001)"
+    hurt = context_effect.context_verdict(0.0001, 1.2)
+    assert hurt.startswith("the context hurt (RMSE with/without 1.200, DM p < 0.001")
+    assert context_effect.context_verdict(0.41, 0.98).startswith("the context made no distinguishable difference (")
+    assert "cannot be tested" in context_effect.context_verdict(None, 1.0)
 
 
 def cli_options(tmp_path: Path) -> list[str]:

@@ -17,14 +17,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lstm_forecast import data, predict
+from lstm_forecast import data, predict, runs
 from lstm_forecast.bundle import RunBundle, save_bundle
 from lstm_forecast.cli import app
 from lstm_forecast.config import load_config
 from lstm_forecast.errors import UsageError
 from lstm_forecast.model import Forecaster, ModelShape
-from lstm_forecast.predict import run_predict, run_summaries
+from lstm_forecast.predict import run_predict
 from lstm_forecast.prices import prices_to_csv
+from lstm_forecast.runs import run_summaries
 from lstm_forecast.train import fingerprint
 from lstm_forecast.windows import Scaler, WindowSpec
 
@@ -265,7 +266,7 @@ def test_runs_lists_every_bundle_oldest_first(workspace, prices_until):
     "garbage": lambda run: (run / "bundle.json").write_bytes(b"\x00\xff binary garbage"),
     "deep": lambda run: (run / "bundle.json").write_text("[" * 100_000 + "]" * 100_000),
     "huge integer": lambda run: (run / "bundle.json").write_text('{"ticker": "X", "created_at": ' + "9" * 5000 + "}"),
-    "too big": lambda run: os.truncate(run / "bundle.json", predict.BUNDLE_JSON_LIMIT + 1),  # sparse
+    "too big": lambda run: os.truncate(run / "bundle.json", runs.BUNDLE_JSON_LIMIT + 1),  # sparse
     "markup": lambda run: (run / "bundle.json").write_text('{"ticker": "[/]", "model": {"kind": "[bold]"}}'),
     "files missing": lambda run: [(run / name).unlink() for name in ("metrics.json", "config.yaml")],
 }.items(), ids=lambda item: item[0] if isinstance(item, tuple) else None)

@@ -18,7 +18,7 @@ from conftest import TINY_OVERRIDES, build_prices, same_weights
 from scipy import stats
 from typer.testing import CliRunner
 
-from lstm_forecast import executors, universe
+from lstm_forecast import executors, sets, tickers, universe
 from lstm_forecast.cli import app
 from lstm_forecast.config import load_config
 from lstm_forecast.errors import UsageError
@@ -48,7 +48,7 @@ def tiny_config(*changes: str):
 def test_tickers_come_from_options_files_and_the_cache_in_order_each_once(tmp_path, data_dir):
     listing = tmp_path / "list.txt"
     listing.write_text("# my watchlist\nccc\n\nBBB  # again\nDDD\n")
-    selection = universe.select_tickers(["aaa,BBB", " CCC "], listing, True, data_dir)
+    selection = tickers.select_tickers(["aaa,BBB", " CCC "], listing, True, data_dir)
     assert selection.tickers == ["AAA", "BBB", "CCC", "DDD", "SHORT"]
     assert selection.warnings == ["dropped repeated tickers: AAA, BBB, CCC"]
 
@@ -56,27 +56,27 @@ def test_tickers_come_from_options_files_and_the_cache_in_order_each_once(tmp_pa
 def test_a_csv_tickers_file_is_read_by_its_symbol_column(tmp_path):
     listing = tmp_path / "index.csv"
     listing.write_text("Symbol,Name\nMSFT,Microsoft\nBRK-B,Berkshire\n")
-    assert universe.select_tickers([], listing, False, None).tickers == ["MSFT", "BRK-B"]
+    assert tickers.select_tickers([], listing, False, None).tickers == ["MSFT", "BRK-B"]
     listing.write_text("Name,Sector\nMicrosoft,Tech\n")
     with pytest.raises(UsageError, match="a CSV needs a `ticker` or `symbol` column"):
-        universe.select_tickers([], listing, False, None)
+        tickers.select_tickers([], listing, False, None)
 
 
 def test_every_invalid_ticker_is_named_in_one_error_before_anything_runs():
     names = ["TSLA", "../x", "a b", "AAPL", "$$$", "%", "^^", "~", "?"]
     with pytest.raises(UsageError) as caught:
-        universe.select_tickers([",".join(names)], None, False, None)
+        tickers.select_tickers([",".join(names)], None, False, None)
     message = str(caught.value)
     assert message.startswith("7 invalid tickers: '../x', 'a b', '$$$', '%', '^^' and 2 more;")
     with pytest.raises(UsageError, match=r"^invalid ticker '\.\./x': expected a Yahoo Finance symbol"):
-        universe.select_tickers(["TSLA", "../x"], None, False, None)  # one bad name: the single-ticker message
+        tickers.select_tickers(["TSLA", "../x"], None, False, None)  # one bad name: the single-ticker message
 
 
 def test_no_ticker_at_all_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="no tickers"):
-        universe.select_tickers([" , "], None, False, None)
+        tickers.select_tickers([" , "], None, False, None)
     with pytest.raises(UsageError, match="--all: no cached prices"):
-        universe.select_tickers([], None, True, tmp_path)
+        tickers.select_tickers([], None, True, tmp_path)
 
 
 # --- running them ----------------------------------------------------------------------------------
@@ -171,10 +171,10 @@ def test_resume_skips_tickers_trained_alike_on_the_same_data(tmp_path, data_dir,
 
 def test_q_values_are_benjamini_hochberg():
     pvalues = [0.01, 0.04, 0.03, 0.5]
-    records = [{"row": dict.fromkeys(universe.SUMMARY_COLUMNS) | {"ticker": f"T{i}", "status": "ok",
+    records = [{"row": dict.fromkeys(sets.SUMMARY_COLUMNS) | {"ticker": f"T{i}", "status": "ok",
                                                                   "dm_pvalue": p, "rmse_ratio_all": 0.9},
                 "anchors": [], "differential": [], "horizon": 1} for i, p in enumerate(pvalues)]
-    rows, report = universe.universe_report(records, [f"T{i}" for i in range(4)])
+    rows, report = sets.set_report(records, [f"T{i}" for i in range(4)])
     # By hand: sorted p 0.01, 0.03, 0.04, 0.5 -> p * 4 / rank = 0.04, 0.06, 0.0533, 0.5 -> monotone 0.04, 0.0533...
     assert [row["bh_qvalue"] for row in rows] == pytest.approx([0.04, 0.05333333, 0.05333333, 0.5])
     assert report["better_at_q05"] == 1 and report["worse_at_q05"] == 0
@@ -189,12 +189,12 @@ def test_the_pooled_test_averages_the_tickers_day_by_day():
 
     # Each ticker alone is noise around a small gain; averaged over 20 tickers the gain is plain.
     better = [record(rng.normal(-0.3, 3.0, 200)) for _ in range(20)]
-    pooled = universe.pooled_dm(better)
+    pooled = sets.pooled_dm(better)
     assert pooled["days"] == 200 and pooled["mean_differential"] < 0 and pooled["pvalue"] < 0.01
     expected = stats.ttest_1samp(np.mean([r["differential"] for r in better], axis=0), 0.0).pvalue
     assert pooled["pvalue"] == pytest.approx(expected, rel=1e-6)  # horizon 1: DM is the t-test
     no_skill = [record(rng.normal(0.0, 3.0, 200)) for _ in range(20)]
-    assert universe.pooled_dm(no_skill)["pvalue"] > 0.05
+    assert sets.pooled_dm(no_skill)["pvalue"] > 0.05
 
 
 # --- the command -----------------------------------------------------------------------------------

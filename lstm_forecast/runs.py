@@ -1,0 +1,184 @@
+"""`runs`: the run bundles in a runs dir, oldest first, one row each: what was trained, how it scored.
+
+Rows come from the bundles' JSON and YAML files only, each read with a size limit, so a damaged bundle
+(garbage, deep nesting, huge numbers, missing files) lists as damaged, with None where a value cannot be read,
+and never stops the listing. Local runs and global runs list side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from lstm_forecast import data
+from lstm_forecast.bundle import BUNDLE_JSON_LIMIT, CONFIG_FILE, list_runs, resolve_runs_dir
+from lstm_forecast.config import Config, read_yaml_mapping
+from lstm_forecast.errors import ForecastError, shorten
+from lstm_forecast.files import read_bounded
+from lstm_forecast.global_bundle import GLOBAL_FILE, list_global_runs
+
+CONFIG_NOTE_LIMIT = 60  # characters of distinguishing config values in the listing
+
+
+def run_summaries(
+    runs_dir: Path | None = None, ticker: str | None = None
+) -> tuple[Path, list[dict[str, Any]]]:
+    """The runs dir and one row per run bundle in it, oldest first (the last is the one `predict` uses).
+
+    Rows come from the bundles' JSON and YAML files only, each read with a size limit, so a damaged bundle
+    (garbage, deep nesting, huge numbers, missing files) lists as damaged, with None where a value cannot
+    be read, and never stops the listing.
+    """
+    folder = resolve_runs_dir(runs_dir, None)
+    symbol = data.validate_ticker(ticker) if ticker is not None else None
+    rows = []
+    for run_dir in list_runs(folder, symbol):
+        document = _read_json_or_empty(run_dir / "bundle.json")
+        interrupted = _dig(document, "training", "interrupted")
+        rows.append(
+            {
+                "run_id": run_dir.name,
+                "ticker": _text(document.get("ticker")),
+                "model": _text(_dig(document, "model", "kind")),
+                "created": _text(document.get("created_at")),
+                "epochs": _count(_dig(document, "training", "epochs_run")),
+                "test_rmse_ratio": scores_on_test(run_dir)[0],
+                "interrupted": interrupted if isinstance(interrupted, bool) else None,
+                "evaluated": (run_dir / "evaluation.json").is_file(),
+                "config": config_differences(run_dir / CONFIG_FILE),
+                "damaged": not (document.get("ticker") and _dig(document, "model", "kind")),
+                "path": str(run_dir),
+            }
+        )
+    if symbol is None:
+        rows += global_run_summaries(folder)
+    return folder, rows
+
+
+def global_run_summaries(folder: Path) -> list[dict[str, Any]]:
+    """The `runs` rows of the global runs in `folder`: the ticker column counts the tickers, the ratio is the
+    pooled test RMSE ratio on log prices."""
+    rows = []
+    for run_dir in list_global_runs(folder):
+        document = _read_json_or_empty(run_dir / GLOBAL_FILE)
+        tickers, training = document.get("tickers"), document.get("training")
+        first = training[0] if isinstance(training, list) and training and isinstance(training[0], dict) else {}
+        interrupted = any(isinstance(m, dict) and m.get("interrupted") is True for m in training or [])
+        ratio = _ratio(_dig(_read_json_or_empty(run_dir / "metrics.json"), "pooled_ratio", "rmse_ratio_all"))
+        count = len(tickers) if isinstance(tickers, list) else None
+        rows.append({
+            "run_id": run_dir.name, "ticker": f"global ({count} tickers)" if count else None,
+            "model": _text(_dig(document, "model", "kind")), "created": _text(document.get("created_at")),
+            "epochs": _count(first.get("epochs_run")), "test_rmse_ratio": ratio, "interrupted": interrupted,
+            "evaluated": (run_dir / "evaluation.json").is_file(), "config": config_differences(run_dir / CONFIG_FILE),
+            "damaged": not (count and _dig(document, "model", "kind")), "path": str(run_dir),
+        })
+    return rows
+
+
+def scores_on_test(run_dir: Path) -> tuple[float | None, float | None]:
+    """The run's test RMSE ratio to naive (all days) and its Diebold–Mariano p-value, from metrics.json; None
+    where a value cannot be read."""
+    scores = _read_json_or_empty(run_dir / "metrics.json")
+    # metrics.json before the one scores layout had the forecasts beside the period's keys.
+    ratio = _dig(scores, "test", "metrics", "model", "all", "rmse_ratio") or _dig(scores, "test", "model", "all",
+                                                                                 "rmse_ratio")
+    pvalue = _ratio(_dig(scores, "test", "vs_naive", "dm_all", "pvalue"))
+    return _ratio(ratio), pvalue if pvalue is not None and 0 <= pvalue <= 1 else None
+
+
+def _read_json_or_empty(path: Path) -> dict[str, Any]:
+    """A JSON object from a regular file of bundle size, else {} (absent or damaged: `runs` lists it anyway)."""
+    try:
+        document = json.loads(read_bounded(path, BUNDLE_JSON_LIMIT, "a bundle's JSON file"))
+    except (ForecastError, OSError, ValueError, RecursionError, MemoryError):  # ValueError: JSON, UTF-8, digits
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def config_differences(path: Path) -> dict[str, str] | None:
+    """The run's config keys that differ from the defaults ({"model.hidden_size": "8"}), None if unreadable."""
+    try:
+        values = read_yaml_mapping(path)  # bounded: size, aliases, nesting
+    except (ForecastError, OSError, ValueError, RecursionError, MemoryError):
+        return None
+    defaults = Config().to_plain()
+    differences = {}
+    for section, keys in values.items():
+        if not isinstance(keys, dict) or not isinstance(defaults.get(section), dict):
+            continue
+        for key, value in keys.items():
+            if key in defaults[section] and value != defaults[section][key]:
+                differences[f"{section}.{key}"] = shorten(json.dumps(value, default=str), 24)
+    return differences
+
+
+def _text(value: Any) -> str | None:
+    return shorten(value, 80) if isinstance(value, str) else None
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**9 else None
+
+
+def _ratio(value: Any) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
+def _dig(document: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(document, dict):
+            return None
+        document = document.get(key)
+    return document
+
+
+def config_note(differences: dict[str, str] | None) -> str | None:
+    """"hidden_size=8 epochs=3" from the differing keys, shortened to CONFIG_NOTE_LIMIT characters."""
+    if differences is None:
+        return None
+    if not differences:
+        return "defaults"
+    # The key's last part is enough to tell runs apart; data.dir and runs.dir are where, not what.
+    parts = [f"{key.rsplit('.', 1)[-1]}={value}" for key, value in differences.items()
+             if key not in ("data.dir", "runs.dir")]
+    return shorten(" ".join(parts), CONFIG_NOTE_LIMIT) if parts else "defaults"
+
+
+def runs_table(rows: list[dict[str, Any]]) -> Any:
+    """The `runs` listing as a rich table; a dash where a damaged bundle has no value."""
+    title = "Run bundles, oldest first (predict and evaluate use the newest); RMSE/naive on the test period"
+    # Light lines and no wrapping: an id or a path is copied from here, so a cell is never cut or folded.
+    table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD)
+    columns = ("run id", "ticker", "model", "created (UTC)", "epochs", "RMSE/naive", "state", "config", "path")
+    for name in columns:
+        table.add_column(name, justify="right" if name in ("epochs", "RMSE/naive") else "left", no_wrap=True)
+    for row in rows:
+        created, ratio = row["created"], row["test_rmse_ratio"]
+        if row["damaged"]:
+            state = "damaged"
+        else:
+            state = ", ".join(["interrupted"] * bool(row["interrupted"]) + ["evaluated" if row["evaluated"]
+                                                                             else "not evaluated"])
+        cells = (
+            row["run_id"],
+            row["ticker"],
+            row["model"],
+            created[:16].replace("T", " ") if isinstance(created, str) else None,
+            row["epochs"],
+            f"{ratio:.3f}" if ratio is not None else None,
+            state,
+            config_note(row["config"]),
+            row["path"],
+        )
+        # Text, not markup: a damaged bundle's "ticker" could hold brackets rich would try to read.
+        table.add_row(*(Text("—" if cell is None else str(cell)) for cell in cells),
+                      style="red" if row["damaged"] else None)
+    return table

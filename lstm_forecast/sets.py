@@ -1,0 +1,148 @@
+"""The set statistics: many tickers' tests judged honestly as one family.
+
+Among 391 tickers about 20 beat the random walk at p < 0.05 by luck alone, so each ticker's Diebold–Mariano
+p-value gets a Benjamini–Hochberg q-value (`bh_qvalues`), and the set as a whole is tested by one pooled
+Diebold–Mariano test on the day-by-day cross-sectional mean of the tickers' loss differentials (`pooled_dm`):
+the tickers share their days, so they are never counted as independent trials. `set_report` gives the rows
+and the verdict, `write_summary` the files a set keeps (summary.csv, summary.json, universe.png). A universe
+of local runs, a global run's tickers, the screener and the with-vs-without comparisons all judge here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import false_discovery_control
+
+from lstm_forecast import plots
+from lstm_forecast.files import atomic_write_text, json_text
+from lstm_forecast.metrics import diebold_mariano, p_phrase
+
+SUMMARY_CSV = "summary.csv"
+SUMMARY_JSON = "summary.json"
+UNIVERSE_PLOT = "universe.png"
+Q_THRESHOLD = 0.05
+SUMMARY_COLUMNS = (
+    "ticker", "status", "run_dir", "rows", "rmse_ratio_h1", "rmse_ratio_all", "dm_pvalue", "bh_qvalue",
+    "direction_accuracy", "binomial_pvalue", "lag_copy", "seconds", "error",
+)
+
+
+def bh_qvalues(pvalues: Sequence[float]) -> list[float]:
+    """Benjamini–Hochberg q-values of `pvalues`, in their order (none for none)."""
+    if not pvalues:
+        return []
+    return [float(value) for value in false_discovery_control(list(pvalues), method="bh")]
+
+
+def scored_record(
+    ticker: str, status: str, seconds: float, error: str | None, run_dir: Path | None = None,
+    rows: int | None = None, test: dict[str, Any] | None = None, echoes: bool | None = None,
+    anchors: list[str] | None = None, differential: list[float] | None = None, horizon: int | None = None,
+    fingerprint: str | None = None, notes: list[str] | None = None,
+) -> dict[str, Any]:
+    """A ticker's summary row (SUMMARY_COLUMNS) from its test scores block, with what the pooled test needs
+    and the notes on what its data cost (history cut to the context's range, windows dropped)."""
+    row: dict[str, Any] = dict.fromkeys(SUMMARY_COLUMNS)
+    row.update(ticker=ticker, status=status, seconds=round(seconds, 2), error=error)
+    if test is not None:
+        scores, vs_naive = test["metrics"]["model"], test["vs_naive"]
+        row.update(
+            run_dir=str(run_dir), rows=rows,
+            rmse_ratio_h1=scores["h1"]["rmse_ratio"], rmse_ratio_all=scores["all"]["rmse_ratio"],
+            dm_pvalue=vs_naive["dm_all"]["pvalue"], direction_accuracy=vs_naive["direction_h1"]["accuracy"],
+            binomial_pvalue=vs_naive["direction_h1"]["binomial_pvalue"], lag_copy="yes" if echoes else "no",
+        )
+    return {"row": row, "anchors": anchors or [], "differential": differential or [], "horizon": horizon,
+            "fingerprint": fingerprint, "notes": notes or []}
+
+
+def set_report(records: list[dict[str, Any]], tickers: list[str]) -> tuple[list[dict[str, Any]], dict]:
+    """The summary rows (`scored_record`s) with their Benjamini–Hochberg q-values, and the set's verdict with the
+    pooled test; the family is every ticker of `records` that was tested."""
+    rows = [dict(record["row"]) for record in records]
+    tested = [row for row in rows if row["status"] == "ok" and row["dm_pvalue"] is not None]
+    for row, qvalue in zip(tested, bh_qvalues([row["dm_pvalue"] for row in tested]), strict=True):
+        row["bh_qvalue"] = qvalue
+    ratios = sorted(row["rmse_ratio_all"] for row in rows if row["status"] == "ok" and row["rmse_ratio_all"])
+    better = [row for row in tested if row["bh_qvalue"] < Q_THRESHOLD and row["rmse_ratio_all"] < 1]
+    worse = [row for row in tested if row["bh_qvalue"] < Q_THRESHOLD and row["rmse_ratio_all"] > 1]
+    pooled = pooled_dm([record for record in records if record["row"]["status"] == "ok"])
+    report = {
+        "tickers": len(tickers),
+        "trained": sum(row["status"] == "ok" for row in rows),
+        "failed": [{"ticker": row["ticker"], "error": row["error"]} for row in rows if row["status"] == "failed"],
+        "not_run": [ticker for ticker in tickers if ticker not in {row["ticker"] for row in rows}],
+        "better_at_q05": len(better),
+        "worse_at_q05": len(worse),
+        "median_rmse_ratio": _median(ratios),
+        "pooled_dm": pooled,
+        "verdict": set_verdict(len(tested), len(better), len(worse), pooled),
+        # Per ticker, what its data cost (results.jsonl lines written before notes have none).
+        "notes": {record["row"]["ticker"]: record["notes"] for record in records if record.get("notes")},
+        "method": "per-ticker DM p-values (test period, all horizon days) adjusted by Benjamini-Hochberg; pooled "
+                  "DM on the daily cross-sectional mean of the tickers' squared log-price error differentials "
+                  "(model minus naive), HAC over the horizon, since the tickers share their days",
+        "rows": rows,
+    }
+    return rows, report
+
+
+def pooled_dm(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """DM test of the day-by-day mean (across tickers) of model-minus-naive loss differentials against zero."""
+    series = [pd.Series(record["differential"], index=pd.to_datetime(record["anchors"]))
+              for record in records if record["differential"]]
+    if not series:
+        return {"days": 0, "mean_differential": None, "statistic": None, "pvalue": None}
+    daily = pd.concat(series, axis=1, sort=True).mean(axis=1, skipna=True).to_numpy()
+    horizon = max(record["horizon"] or 1 for record in records)
+    statistic, pvalue = diebold_mariano(daily, np.zeros_like(daily), horizon=horizon)
+    return {"days": int(daily.size), "mean_differential": float(daily.mean()), "statistic": statistic,
+            "pvalue": pvalue}
+
+
+def set_verdict(tested: int, better: int, worse: int, pooled: dict[str, Any]) -> str:
+    """The set in plain words."""
+    counts = (f"{better} of {tested} tickers beat the random walk at q < {Q_THRESHOLD:g} (Benjamini–Hochberg), "
+              f"{worse} did worse")
+    pvalue, mean = pooled["pvalue"], pooled["mean_differential"]
+    if pvalue is None:
+        return f"{counts}; the pooled test could not be computed"
+    if pvalue < Q_THRESHOLD:
+        side = "better" if mean < 0 else "worse"
+        return f"{counts}; pooled over the set the model is {side} than the random walk ({p_phrase(pvalue)})"
+    return f"{counts}; pooled over the set the model is not distinguishable from the random walk ({p_phrase(pvalue)})"
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def write_summary(folder: Path, rows: list[dict[str, Any]], report: dict[str, Any], kept: Sequence[str] = ()) -> None:
+    """summary.csv, summary.json and universe.png, each written atomically (JSON last: it says the set is whole);
+    summary.json lists them and the files named in `kept` that the folder holds (a universe's results.jsonl)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(folder / SUMMARY_CSV, buffer.getvalue())
+    scored = [row for row in rows if row["rmse_ratio_all"] is not None and math.isfinite(row["rmse_ratio_all"])]
+    plots.universe_plot(
+        [row["ticker"] for row in scored], [row["rmse_ratio_all"] for row in scored],
+        [row["bh_qvalue"] for row in scored], Q_THRESHOLD, f"{len(scored)} tickers · test RMSE / naive",
+        folder / UNIVERSE_PLOT,
+    )
+    names = (SUMMARY_CSV, SUMMARY_JSON, UNIVERSE_PLOT, *(name for name in kept if (folder / name).exists()))
+    report["files"] = {name: str(folder / name) for name in names}
+    report["folder"] = str(folder)
+    atomic_write_text(folder / SUMMARY_JSON, json_text(report))

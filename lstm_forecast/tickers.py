@@ -1,0 +1,144 @@
+"""Which tickers a command works on: `-t` (repeatable, comma lists), `--tickers-file` and `--all`.
+
+`-t` is repeatable and takes comma lists, `--tickers-file` one ticker per line (or a CSV with a `ticker` or
+`symbol` column), `--all` every ticker cached in the data dir; duplicates are dropped with a warning, the order
+kept, and every invalid name is reported in one error before anything runs. `plan_training` and
+`plan_evaluation` add the folders a command over tickers works in, checked before any work starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from lstm_forecast import data
+from lstm_forecast.bundle import resolve_runs_dir
+from lstm_forecast.config import Config
+from lstm_forecast.errors import UsageError, quote
+from lstm_forecast.files import read_bounded
+from lstm_forecast.model import check_trainable
+
+TICKERS_FILE_LIMIT = 1 << 20  # a list of a few thousand symbols is kilobytes
+SHOWN_OFFENDERS = 5  # invalid names quoted in the one error line; the rest are counted
+
+
+@dataclass(frozen=True)
+class Selection:
+    tickers: list[str]
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a command over tickers will work on, all checked before any work starts."""
+
+    tickers: list[str]
+    warnings: list[str]
+    data_dir: Path | None  # None: each run's own (evaluate resolves it against the run's config)
+    runs_dir: Path
+
+
+def plan_training(
+    config: Config, given: list[str], tickers_file: Path | None, all_cached: bool, data_dir: Path | None,
+    runs_dir: Path | None,
+) -> Plan:
+    """The config's model checked against this machine's memory, then every ticker, then the folders, in the
+    order a single `train` checks them (`--all` needs the data dir to list its tickers)."""
+    check_trainable(config)
+    selection, folder = select_in_data_dir(config, given, tickers_file, all_cached, data_dir)
+    return Plan(selection.tickers, selection.warnings, folder, resolve_runs_dir(runs_dir, config.runs.dir))
+
+
+def select_in_data_dir(
+    config: Config, given: list[str], tickers_file: Path | None, all_cached: bool, data_dir: Path | None
+) -> tuple[Selection, Path]:
+    """The tickers and the data dir they are cached in (resolved first only for --all, which lists it: a bad
+    ticker is reported before a bad data dir, as a single command always did)."""
+    folder = data.resolve_data_dir(data_dir, config.data.dir) if all_cached else None
+    selection = select_tickers(given, tickers_file, all_cached, folder)
+    return selection, folder or data.resolve_data_dir(data_dir, config.data.dir)
+
+
+def plan_evaluation(
+    run: Path | None, given: list[str], tickers_file: Path | None, all_cached: bool, data_dir: Path | None,
+    runs_dir: Path | None,
+) -> Plan:
+    """The tickers whose newest runs `evaluate` judges (a given --run names one run: never with tickers)."""
+    folder = data.resolve_data_dir(data_dir, None) if all_cached else None
+    selection = select_tickers(given, tickers_file, all_cached, folder)
+    if run is not None:
+        raise UsageError("give --run or --ticker, not both (--run names one ticker's run already)")
+    # The data dir stays as given: each run resolves it against its own config, as a single evaluate does.
+    return Plan(selection.tickers, selection.warnings, data_dir, resolve_runs_dir(runs_dir, None))
+
+
+def select_tickers(given: list[str], tickers_file: Path | None, all_cached: bool, data_dir: Path | None) -> Selection:
+    """The tickers named by `-t` (comma lists allowed), `--tickers-file` and `--all` (the tickers cached in
+    `data_dir`), in that order, each once."""
+    names = [name.strip() for value in given for name in value.split(",") if name.strip()]
+    if tickers_file is not None:
+        names += read_tickers_file(tickers_file)
+    if all_cached and data_dir is not None:
+        cached = cached_tickers(data_dir)
+        if not cached:
+            raise UsageError(f"--all: no cached prices in {data_dir}; fetch some first (lstm-forecast fetch -t …)")
+        names += cached
+    if not names:
+        raise UsageError("no tickers: give -t TICKER (repeatable, or a comma list), --tickers-file FILE or --all")
+    valid, invalid, errors = [], [], []
+    for name in names:
+        try:
+            valid.append(data.validate_ticker(name))
+        except UsageError as exc:
+            invalid.append(name)
+            errors.append(exc)
+    if len(invalid) == 1:
+        raise errors[0]  # one bad name: the message a single ticker gets, which says what a symbol looks like
+    if invalid:
+        shown = ", ".join(quote(name) for name in invalid[:SHOWN_OFFENDERS])
+        more = f" and {len(invalid) - SHOWN_OFFENDERS} more" if len(invalid) > SHOWN_OFFENDERS else ""
+        raise UsageError(
+            f"{len(invalid)} invalid ticker{'s' * (len(invalid) != 1)}: {shown}{more}; expected Yahoo Finance "
+            "symbols such as TSLA, ^GSPC, BRK-B"
+        )
+    unique = list(dict.fromkeys(valid))
+    repeated = sorted({name for name in valid if valid.count(name) > 1})
+    warnings = [f"dropped repeated tickers: {', '.join(repeated)}"] if repeated else []
+    return Selection(unique, warnings)
+
+
+def read_tickers_file(path: Path) -> list[str]:
+    """One ticker per line (blank lines and # comments ignored), or a CSV with a `ticker` or `symbol` column."""
+    try:
+        text = read_bounded(path, TICKERS_FILE_LIMIT, "a tickers file", UsageError).decode("utf-8-sig")
+    except FileNotFoundError:
+        raise UsageError(f"--tickers-file {path}: no such file") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"--tickers-file {path}: not UTF-8 text") from None
+    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    if lines and "," in lines[0]:
+        rows = list(csv.DictReader(io.StringIO("\n".join(lines))))
+        header = {name.strip().lower(): name for name in rows[0]} if rows else {}
+        column = header.get("ticker") or header.get("symbol")
+        if column is None:
+            raise UsageError(f"--tickers-file {path}: a CSV needs a `ticker` or `symbol` column")
+        return [(row[column] or "").strip() for row in rows if (row[column] or "").strip()]
+    return lines
+
+
+def cached_tickers(data_dir: Path) -> list[str]:
+    """Every ticker with a price cache in `data_dir`, sorted (a folder of Yahoo CSVs counts)."""
+    if not data_dir.is_dir():
+        return []
+    names = []
+    for path in sorted(data_dir.glob("*.csv")):
+        try:
+            names.append(data.validate_ticker(path.stem))
+        except UsageError:
+            continue  # not a cache file of ours (README.csv, notes.csv)
+    return names
+
+
