@@ -1,12 +1,18 @@
-"""Running many training jobs: in this process, in local worker processes, or as Ray tasks.
+"""Running jobs in this process, in local worker processes, or as Ray tasks.
 
-Every job is `train.train_ticker` on one ticker, with plain arguments (a `Job`) and a plain result (a
+The one place that starts worker processes: any plain job (a `PlainJob`: a module-level function, picklable
+arguments and its torch thread count) runs in spawned workers through `run_in_workers`: a ticker's training,
+a tune worker. Each worker sets its torch thread count before torch is imported there, so N jobs × threads
+never oversubscribe the cores; it ignores Ctrl-C and hears the parent's stop request through the pool's
+shared stop event, which every job is handed. A worker that dies (SIGKILL, out of memory) breaks the pool:
+the jobs running in it are reported, and the caller decides what becomes of them.
+
+Training jobs are `train.train_ticker` on one ticker, with plain arguments (a `Job`) and a plain result (a
 `JobOutcome`), so the three executors differ only in where the job runs:
 
   * `run_here`: one after another in this process (`--jobs 1`): no start-up cost, an epoch bar per job.
-  * `run_in_pool`: N spawned worker processes (`--jobs N`). Each worker sets its torch thread count before
-    torch is imported there, so N jobs × threads never oversubscribe the cores. A worker that dies (SIGKILL,
-    out of memory) breaks the pool: its jobs are tried once more in a fresh pool, then failed; the others go on.
+  * `run_in_pool`: N worker processes (`--jobs N`) through `run_in_workers`. A job whose worker died is tried
+    once more in a fresh pool, then failed; the others go on.
   * `run_on_ray`: Ray tasks (`--executor ray`) on a cluster (`--ray-address`) or on a local instance started
     for the command; Ray retries a task whose worker died.
 
@@ -117,11 +123,33 @@ def run_here(
 
 # --- local worker processes --------------------------------------------------------------------
 
+
+@dataclass(frozen=True, eq=False)
+class PlainJob:
+    """Any job a worker process can run: a module-level function (pickled by its name) and picklable
+    arguments. The worker calls `function(*args, stop=<the pool's stop event>)` with torch at `threads`
+    threads; the value it returns must pickle back."""
+
+    function: Callable[..., Any]
+    args: tuple[Any, ...]
+    threads: int  # torch's CPU threads; the jobs of one pool share it (a worker's OpenMP reads it once)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A job the pool is done with: the value its function returned, or `died` with no value."""
+
+    job: PlainJob
+    value: Any = None
+    died: bool = False  # its worker process died (killed, out of memory), or the pool broke under it
+
+
 _worker_stop: Any = None  # in a worker: the pool's shared stop event
 
 
 def _start_worker(threads: int, stop_event: Any) -> None:
-    """Runs first in every worker process, before torch is imported there."""
+    """Runs first in every worker process, before torch is imported there (a job's function, and the module
+    that holds it, are unpickled after this)."""
     global _worker_stop
     # OpenMP and MKL read these once, when torch loads them; set_num_threads covers torch's own pool.
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -131,49 +159,73 @@ def _start_worker(threads: int, stop_event: Any) -> None:
     _worker_stop = stop_event
 
 
-def _run_in_worker(job: Job) -> JobOutcome:
+def _run_in_worker(job: PlainJob) -> Any:
     import torch
 
     torch.set_num_threads(job.threads)
-    return run_job(job, stop=_worker_stop)
+    return job.function(*job.args, stop=_worker_stop)
+
+
+def run_in_workers(
+    waiting: deque[PlainJob], workers: int, stop: StopRequest, poll_s: float = POLL_S,
+    on_poll: Callable[[], None] | None = None,
+) -> Iterator[Finished]:
+    """The `waiting` jobs in `workers` spawned processes, taken from its left as workers free up and yielded
+    as they finish (not in order); `on_poll` is called every `poll_s` while they run. A stop request stops
+    handing out jobs and reaches the running ones through the pool's stop event. A worker that dies breaks
+    the pool: every job running in it is yielded `died` and this ends, the jobs not handed out left in
+    `waiting` (for a fresh pool, if the caller wants one)."""
+    if not waiting:
+        return
+    context = multiprocessing.get_context("spawn")  # fork would copy this process's threads and locks
+    stop_event = context.Event()
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                               initargs=(waiting[0].threads, stop_event))
+    running: dict[Future, PlainJob] = {}
+    try:
+        while (waiting and not stop.is_set()) or running:
+            while waiting and len(running) < workers and not stop.is_set():
+                job = waiting.popleft()
+                running[pool.submit(_run_in_worker, job)] = job
+            if stop.is_set():
+                stop_event.set()  # running jobs stop after their current batch
+            finished, _ = wait(running, timeout=poll_s, return_when=FIRST_COMPLETED)
+            broken = False
+            for future in finished:
+                job = running.pop(future)
+                try:
+                    value = future.result()
+                except BrokenProcessPool:
+                    broken = True
+                    yield Finished(job, died=True)
+                else:
+                    yield Finished(job, value)
+            if broken:  # the pool is gone: every job in it ends the same way
+                for job in running.values():
+                    yield Finished(job, died=True)
+                return
+            if on_poll is not None:
+                on_poll()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_in_pool(jobs: list[Job], workers: int, stop: StopRequest) -> Iterator[JobOutcome]:
-    """The jobs in `workers` spawned processes, yielded as they finish (not in order)."""
-    context = multiprocessing.get_context("spawn")  # fork would copy this process's threads and locks
-    stop_event = context.Event()
-    waiting = deque(jobs)
-    attempts: dict[str, int] = {}
+    """The training jobs in `workers` spawned processes, yielded as they finish (not in order)."""
+    waiting = deque(PlainJob(run_job, (job,), job.threads) for job in jobs)
+    deaths: dict[str, int] = {}
     while waiting:
-        threads = waiting[0].threads
-        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                   initargs=(threads, stop_event))
-        running: dict[Future, Job] = {}
-        died: list[Job] = []
-        try:
-            while (waiting and not stop.is_set()) or running:
-                while waiting and len(running) < workers and not stop.is_set():
-                    job = waiting.popleft()
-                    attempts[job.ticker] = attempts.get(job.ticker, 0) + 1
-                    running[pool.submit(_run_in_worker, job)] = job
-                if stop.is_set():
-                    stop_event.set()  # running jobs stop after their current batch
-                finished, _ = wait(running, timeout=POLL_S, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    job = running.pop(future)
-                    try:
-                        yield future.result()
-                    except BrokenProcessPool:
-                        died.append(job)
-                if died:
-                    died += running.values()  # the pool is gone: every job in it ends the same way
-                    running.clear()
-                    break
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-        for job in died:
-            if attempts[job.ticker] < POOL_ATTEMPTS and not stop.is_set():
-                waiting.appendleft(job)
+        died: list[PlainJob] = []
+        for finished in run_in_workers(waiting, workers, stop):
+            if finished.died:
+                died.append(finished.job)
+            else:
+                yield finished.value
+        for plain in died:
+            job: Job = plain.args[0]  # run_job's one argument
+            deaths[job.ticker] = deaths.get(job.ticker, 0) + 1
+            if deaths[job.ticker] < POOL_ATTEMPTS and not stop.is_set():
+                waiting.appendleft(plain)
             else:
                 yield JobOutcome(job.ticker, None, "its worker process died (killed, or out of memory)", 0.0)
         if stop.is_set():

@@ -34,15 +34,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import multiprocessing
 import os
 import re
-import signal
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +51,7 @@ import yaml
 from lstm_forecast import backtest, context, data, scoring, windows
 from lstm_forecast.config import Config, config_hash
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError, quote, shorten
+from lstm_forecast.executors import PlainJob, run_in_workers
 from lstm_forecast.files import atomic_write_text
 from lstm_forecast.search_space import SearchSpace, load_space, with_values
 
@@ -514,26 +512,6 @@ def run_trials(
 
 # --- the search: in this process, or in N worker processes sharing the study ---------------------------
 
-_worker_stop: Any = None  # in a worker: the parent's stop event
-
-
-def _start_worker(threads: int, stop_event: Any) -> None:
-    """Runs first in every worker, before torch is imported there: N workers × threads never exceed the cores."""
-    global _worker_stop
-    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[variable] = str(threads)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the parent decides, and tells us
-    _worker_stop = stop_event
-
-
-def _run_in_worker(setup: TuneSetup, index: int, n_trials: int | None, timeout: float | None,
-                   target: int | None) -> bool:
-    import torch
-
-    torch.set_num_threads(setup.threads)
-    return run_trials(setup, index, n_trials, timeout, target, _worker_stop)
-
-
 @dataclass
 class SearchResult:
     trials: list[Any]  # every trial of the study (FrozenTrial), this run's and earlier ones
@@ -575,27 +553,22 @@ def search(
 
 def _search_in_pool(setup: TuneSetup, remaining: int | None, timeout: float | None, target: int | None,
                     jobs: int, stop: StopRequest, update: Callable[[], None]) -> bool:
+    """`run_trials` in worker processes (executors.py starts them), one share of the remaining trials each;
+    `update` polled while they run. True if stopped."""
     workers = jobs if remaining is None else min(jobs, remaining)
     shares = [None] * workers if remaining is None else [remaining // workers + (i < remaining % workers)
                                                           for i in range(workers)]
-    context = multiprocessing.get_context("spawn")  # fork would copy this process's threads and locks
-    stop_event = context.Event()
+    waiting = deque(PlainJob(run_trials, (setup, index, share, timeout, target), setup.threads)
+                    for index, share in enumerate(shares))
     interrupted = False
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                             initargs=(setup.threads, stop_event)) as pool:
-        running = {pool.submit(_run_in_worker, setup, index, share, timeout, target)
-                   for index, share in enumerate(shares)}
-        while running:
-            if stop.is_set():
-                stop_event.set()  # a trial in flight stops after its current batch and is not counted
-            finished, running = wait(running, timeout=POLL_S, return_when=FIRST_COMPLETED)
-            for future in finished:
-                try:
-                    interrupted = future.result() or interrupted
-                except BrokenProcessPool:
-                    raise ForecastError("a tune worker process died (killed, or out of memory); the finished "
-                                        "trials are kept: run the same command again to resume") from None
-            update()
+    # A trial in flight at a stop request stops after its current batch and is not counted. Closed on the way
+    # out, so a dead worker's error leaves no pool behind.
+    with contextlib.closing(run_in_workers(waiting, workers, stop, POLL_S, update)) as finished_workers:
+        for finished in finished_workers:
+            if finished.died:
+                raise ForecastError("a tune worker process died (killed, or out of memory); the finished "
+                                    "trials are kept: run the same command again to resume")
+            interrupted = finished.value or interrupted
     return interrupted
 
 
