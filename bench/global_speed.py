@@ -55,10 +55,9 @@ from lstm_forecast.config import Config, load_config
 from lstm_forecast.errors import ForecastError
 from lstm_forecast.global_run import train_global, train_members
 from lstm_forecast.model import Forecaster, ModelShape
-from lstm_forecast.panel import Panel, build_panel
 from lstm_forecast.train import train_ticker
 from lstm_forecast.trainer import EVAL_BATCH_SIZE, Samples, fit, seed_everything
-from lstm_forecast.windows import GatheredWindows
+from lstm_forecast.windows import Dataset, GatheredWindows, build_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 SP500 = ROOT.parent / "shared" / "data" / "sp500"
@@ -106,7 +105,7 @@ def read_universe(data_dir: Path, count: int | None) -> tuple[dict[str, Any], di
 # --- 1. throughput --------------------------------------------------------------------------------
 
 
-def pooled(panel: Panel, count: int | None = None) -> tuple[Samples, Samples]:
+def pooled(panel: Dataset, count: int | None = None) -> tuple[Samples, Samples]:
     """The training and validation samples as train_members builds them (the first `count` of each: None, all)."""
     def samples(period: Any) -> Samples:
         inputs = period.inputs
@@ -150,7 +149,7 @@ def plain_seconds(shape: ModelShape, tensors: tuple[torch.Tensor, ...], config: 
     return time.perf_counter() - started
 
 
-def materialise(panel: Panel) -> tuple[tuple[torch.Tensor, ...], float]:
+def materialise(panel: Dataset) -> tuple[tuple[torch.Tensor, ...], float]:
     """The pooled training and validation windows and targets as tensors, and the seconds it took."""
     started = time.perf_counter()
     tensors = tuple(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)) for array in (
@@ -158,7 +157,7 @@ def materialise(panel: Panel) -> tuple[tuple[torch.Tensor, ...], float]:
     return tensors, time.perf_counter() - started
 
 
-def throughput(panel: Panel, config: Config, epochs: int, repeats: int) -> dict[str, Any]:
+def throughput(panel: Dataset, config: Config, epochs: int, repeats: int) -> dict[str, Any]:
     shape = ModelShape.from_config(config.model, n_features=panel.spec.n_inputs, horizon=panel.spec.horizon,
                                    n_tickers=len(panel.tickers))
     tensors, materialise_s = materialise(panel)
@@ -195,7 +194,7 @@ def throughput(panel: Panel, config: Config, epochs: int, repeats: int) -> dict[
             "materialise_s": materialise_s, "loads": loads}
 
 
-def profile(panel: Panel, config: Config) -> dict[str, float]:
+def profile(panel: Dataset, config: Config) -> dict[str, float]:
     """Milliseconds per batch of the gather, the plain loop's index copy, and forward + backward + step."""
     shape = ModelShape.from_config(config.model, n_features=panel.spec.n_inputs, horizon=panel.spec.horizon)
     size = config.train.batch_size
@@ -268,7 +267,7 @@ def peak_rss(data_dir: Path, tickers: list[str], every: bool, threads: int) -> d
 
 def quick_epoch(prices: dict[str, Any], threads: int) -> dict[str, Any]:
     config = config_of(threads, "train.epochs=1", path=QUICK)
-    panel = build_panel(prices, config)
+    panel = build_dataset(prices, config)
     load = load_average()
     started = time.perf_counter()
     _, results = train_members(panel, config)
@@ -350,7 +349,7 @@ def main() -> None:
     report: dict[str, Any] = {"tickers": len(tickers), "threads": args.threads, "unreadable": unreadable}
     report["peak_rss"] = peak_rss(args.data_dir, sorted(tickers), every, args.threads)
     config = config_of(args.threads)
-    panel = build_panel(prices, config)
+    panel = build_dataset(prices, config)
     report["throughput"] = throughput(panel, config, args.epochs, args.repeats)
     if args.profile or report["throughput"]["ratio"] < GOAL_RATIO:
         report["profile_ms_per_batch"] = profile(panel, config)

@@ -25,8 +25,8 @@ from lstm_forecast.errors import ForecastError, UsageError
 from lstm_forecast.files import atomic_write_text, json_text
 from lstm_forecast.global_bundle import GlobalBundle, load_global_bundle
 from lstm_forecast.global_run import score_panel
-from lstm_forecast.panel import build_panel, reasons
 from lstm_forecast.sets import write_summary
+from lstm_forecast.windows import build_dataset, reasons
 
 EVALUATION_FILE = "evaluation.json"
 IC_PLOT = "ic.png"
@@ -58,13 +58,13 @@ def evaluate_global(run_dir: Path, tickers: list[str] | None = None, data_dir: P
                 skipped[ticker] = str(exc)
         if not prices:
             raise ForecastError(f"no ticker could be read: {reasons(skipped)}")
-        panel = build_panel(prices, config, split=bundle.split, context_prices=bundle.cached_context(folder))
+        panel = build_dataset(prices, config, split=bundle.split, context_prices=bundle.cached_context(folder))
         skipped |= panel.skipped
         fingerprints = [fingerprint(name, panel.prices[name]) for name in panel.names]
         out, scope = bundle.run_dir / OUT_OF_UNIVERSE_DIR, "out of universe"
     else:
         prices, context_prices = bundle.recorded()
-        panel = build_panel(prices, config, split=bundle.split, context_prices=context_prices)
+        panel = build_dataset(prices, config, split=bundle.split, context_prices=context_prices)
         check_rebuilt(bundle, panel)
         skipped, fingerprints = dict(bundle.skipped), [record.fingerprint for record in bundle.tickers]
         out, scope = bundle.run_dir, "in universe"

@@ -24,27 +24,33 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lstm_forecast import baselines, context, data, plots
+from lstm_forecast import context, data, plots
 from lstm_forecast.bundle import LOSS_CURVE_FILE, new_run_id, resolve_runs_dir
 from lstm_forecast.config import Config, config_hash
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError
 from lstm_forecast.global_bundle import GlobalBundle, TickerRecordData, check_writable, save_global_bundle
 from lstm_forecast.metrics import lag_copy_diagnostic
 from lstm_forecast.model import Forecaster, ModelShape, check_trainable
-from lstm_forecast.panel import Panel, PanelSplit, build_panel, reasons
-from lstm_forecast.scoring import PeriodForecasts, iso_day, log_loss_differential, score_forecasts
+from lstm_forecast.scoring import (
+    PeriodForecasts,
+    iso_day,
+    log_loss_differential,
+    member_predictions,
+    score_forecasts,
+    ticker_forecasts,
+)
 from lstm_forecast.sessions import check_calendar
 from lstm_forecast.sets import scored_record, set_report
+from lstm_forecast.train import fingerprint, load_training_prices, naive_validation_loss
 from lstm_forecast.trainer import (
-    LOSSES,
     EpochRecord,
     Samples,
     TrainResult,
     fit,
-    predict,
     resolve_device,
     seed_everything,
 )
+from lstm_forecast.windows import Dataset, build_dataset, reasons
 
 MemberCallback = Callable[[str, EpochRecord], bool | None]  # (member label, record); true: stop this member
 
@@ -91,8 +97,6 @@ def train_global(
     on_fetch: Callable[[str], None] | None = None,
 ) -> GlobalResult:
     """Train one model (a member per seed) on the pooled windows of `tickers` and write its bundle."""
-    from lstm_forecast.train import fingerprint, load_training_prices
-
     check_global(config, tickers)
     folder = data.resolve_data_dir(data_dir, config.data.dir)
     runs = resolve_runs_dir(runs_dir, config.runs.dir)
@@ -109,14 +113,14 @@ def train_global(
     # Read once for every ticker (fetched when missing); each ticker aligns it on its own sessions.
     context_prices = context.load_context(folder, [entry.ticker for entry in config.data.context], on_fetch, stop)
     resolve_device(config.train.device)
-    panel = build_panel(prices, config, context_prices=context_prices)
+    panel = build_dataset(prices, config, context_prices=context_prices)
     skipped |= panel.skipped
     if len(panel.tickers) < 2:
         raise ForecastError(f"only {len(panel.tickers)} ticker has enough days for a global model: {reasons(skipped)}")
     check_writable(runs)  # before training: hours of it are lost otherwise
     members, results = train_members(panel, config, on_epoch, stop)
     shape = members[0].shape
-    val = panel_forecasts(panel, panel.val, members)
+    val = ticker_forecasts(panel, panel.val, np.mean(member_predictions(members, panel.val), axis=0))
     records = [
         TickerRecordData(
             ticker=days.ticker, scaler=days.scaler, fingerprint=fingerprint(days.ticker, panel.prices[days.ticker]),
@@ -154,15 +158,15 @@ def train_global(
 
 
 def train_members(
-    panel: Panel, config: Config, on_epoch: MemberCallback | None = None, stop: StopRequest | None = None
+    panel: Dataset, config: Config, on_epoch: MemberCallback | None = None, stop: StopRequest | None = None
 ) -> tuple[list[Forecaster], list[TrainResult]]:
     """One model per seed, each on the pooled windows with its ticker index; a stop ends the current member
     (its best epoch is kept) and skips the rest."""
     n_tickers = len(panel.tickers)
     shape = ModelShape.from_config(config.model, n_features=panel.spec.n_inputs, horizon=panel.spec.horizon,
                                    n_tickers=n_tickers)
-    train = Samples((panel.train.inputs, panel.train.ticker), panel.train.targets)
-    val = Samples((panel.val.inputs, panel.val.ticker), panel.val.targets)
+    train = Samples(panel.train.model_inputs, panel.train.targets)
+    val = Samples(panel.val.model_inputs, panel.val.targets)
     device = resolve_device(config.train.device)
     members, results = [], []
     for label, seed in zip(member_labels(config), range(config.train.seed, config.train.seed + config.train.seeds),
@@ -186,33 +190,6 @@ def train_members(
 # --- forecasts and scores ------------------------------------------------------------------------
 
 
-def member_predictions(period: PanelSplit, members: list[Forecaster]) -> list[np.ndarray]:
-    """Each member's scaled forecasts (n, horizon) for the period's windows."""
-    return [predict(member, (period.inputs, period.ticker)) for member in members]
-
-
-def panel_forecasts(
-    panel: Panel, period: PanelSplit, members: list[Forecaster], scaled: np.ndarray | None = None
-) -> dict[str, PeriodForecasts]:
-    """Per ticker, the ensemble's price forecasts (the members' mean in scaled units) beside naive and drift."""
-    if scaled is None:
-        scaled = np.mean(member_predictions(period, members), axis=0)
-    model_prices = panel.to_prices(period, scaled)
-    horizon = panel.spec.horizon
-    forecasts = {}
-    for days in panel.tickers:
-        rows = period.of(days.index)
-        anchors = period.anchor_prices[rows]
-        forecasts[days.ticker] = PeriodForecasts(
-            anchor_dates=period.anchor_dates[rows], target_dates=period.target_dates[rows], anchor_prices=anchors,
-            actual=period.actual_prices[rows], model=model_prices[rows],
-            naive=baselines.naive_forecast(anchors, horizon),
-            # The drift is the ticker's own training-period mean return.
-            drift=baselines.drift_forecast(anchors, horizon, days.train_mean_log_return),
-        )
-    return forecasts
-
-
 def val_residuals(forecasts: PeriodForecasts) -> list[list[float]]:
     """Validation residuals log(actual / forecast) per horizon day, for the ticker's conformal intervals."""
     residuals = np.log(forecasts.actual) - np.log(forecasts.model)
@@ -227,13 +204,13 @@ class PanelScores:
 
 
 def score_panel(
-    panel: Panel, members: list[Forecaster], config: Config, kind: str, fingerprints: list[dict[str, Any]],
+    panel: Dataset, members: list[Forecaster], config: Config, kind: str, fingerprints: list[dict[str, Any]],
 ) -> PanelScores:
     """The test period's report: per-ticker rows with BH q-values and the pooled DM test, the pooled RMSE
     ratio, and the cross-section (rank IC, long–short). The members' own ICs stand beside the ensemble's."""
     test = panel.test
-    predictions = member_predictions(test, members)
-    forecasts = panel_forecasts(panel, test, members, np.mean(predictions, axis=0))
+    predictions = member_predictions(members, test)
+    forecasts = ticker_forecasts(panel, test, np.mean(predictions, axis=0))
     records = []
     for days, fingerprint_ in zip(panel.tickers, fingerprints, strict=True):
         period = forecasts[days.ticker]
@@ -304,21 +281,6 @@ def pooled_ratio(forecasts: Any) -> dict[str, Any]:
     ratio = {step: float(np.sqrt(np.mean(model[:, sl] ** 2) / np.mean(naive[:, sl] ** 2)))
              for step, sl in (("all", slice(None)), ("h1", slice(0, 1)))}
     return {"windows": len(model), "rmse_ratio_all": ratio["all"], "rmse_ratio_h1": ratio["h1"]}
-
-
-def naive_validation_loss(panel: Panel, loss: str) -> float:
-    """The training loss of the no-change forecast on the pooled validation windows (the loss curve's line)."""
-    import torch
-
-    val = panel.val
-    if panel.spec.target == "log_return":
-        naive = np.zeros_like(val.targets, dtype=np.float64)
-    else:
-        naive = np.repeat(val.anchor_prices[:, None], panel.spec.horizon, axis=1)
-    means = np.array([days.scaler.target_mean for days in panel.tickers])[val.ticker][:, None]
-    stds = np.array([days.scaler.target_std for days in panel.tickers])[val.ticker][:, None]
-    scaled = torch.as_tensor((naive - means) / stds, dtype=torch.float32)
-    return float(LOSSES[loss](scaled, torch.as_tensor(val.targets)))
 
 
 def history_frame(results: list[TrainResult], seeds: list[int]) -> pd.DataFrame:

@@ -13,6 +13,7 @@ Interval calibration lives here as well: it is the validation period's residuals
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ import pandas as pd
 from lstm_forecast import baselines, metrics
 from lstm_forecast.metrics import FORECASTS
 from lstm_forecast.trainer import predict
-from lstm_forecast.windows import Dataset, Windows, targets_to_prices
+from lstm_forecast.windows import Dataset, Windows
 
 
 @dataclass
@@ -46,21 +47,33 @@ class PeriodForecasts:
         return cls(**{name: np.concatenate([getattr(part, name) for part in parts]) for name in names})
 
 
-def period_forecasts(model: Any, windows: Windows, dataset: Dataset) -> PeriodForecasts:
-    """The model's forecasts for a split beside the naive and drift forecasts from the same anchors."""
+def member_predictions(members: Sequence[Any], period: Windows) -> list[np.ndarray]:
+    """Each member's scaled forecasts (n, horizon) for the period's windows."""
+    return [predict(member, period.model_inputs) for member in members]
+
+
+def ticker_forecasts(dataset: Dataset, period: Windows, scaled: np.ndarray) -> dict[str, PeriodForecasts]:
+    """Per ticker, the forecasts `scaled` (a model's, or the mean of a seed ensemble's, in scaled units) as prices
+    beside the naive and drift forecasts from the same anchors."""
+    model_prices = dataset.to_prices(period, scaled)  # scored on prices converted back from the model's output
     horizon = dataset.spec.horizon
-    scaled = predict(model, windows.inputs)
-    return PeriodForecasts(
-        anchor_dates=windows.anchor_dates,
-        target_dates=windows.target_dates,
-        anchor_prices=windows.anchor_prices,
-        actual=windows.actual_prices,
-        # Scored on prices converted back from the model's scaled output.
-        model=targets_to_prices(scaled, windows.anchor_prices, dataset.scaler, dataset.spec.target),
-        naive=baselines.naive_forecast(windows.anchor_prices, horizon),
-        # The drift is the training period's mean return: the evaluation period's would peek.
-        drift=baselines.drift_forecast(windows.anchor_prices, horizon, dataset.train_mean_log_return),
-    )
+    forecasts = {}
+    for days in dataset.tickers:
+        rows = period.of(days.index)
+        anchors = period.anchor_prices[rows]
+        forecasts[days.ticker] = PeriodForecasts(
+            anchor_dates=period.anchor_dates[rows], target_dates=period.target_dates[rows], anchor_prices=anchors,
+            actual=period.actual_prices[rows], model=model_prices[rows],
+            naive=baselines.naive_forecast(anchors, horizon),
+            # The drift is the ticker's own training-period mean return: the evaluation period's would peek.
+            drift=baselines.drift_forecast(anchors, horizon, days.train_mean_log_return),
+        )
+    return forecasts
+
+
+def period_forecasts(model: Any, windows: Windows, dataset: Dataset) -> PeriodForecasts:
+    """A single-ticker dataset's forecasts for a period beside the naive and drift forecasts."""
+    return ticker_forecasts(dataset, windows, predict(model, windows.model_inputs))[dataset.only.ticker]
 
 
 def score_forecasts(forecasts: PeriodForecasts, kind: str) -> dict[str, Any]:

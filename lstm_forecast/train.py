@@ -175,8 +175,8 @@ def train_run(
     """
     check_calendar(config.data.calendar)  # predict needs it: a run for an unknown exchange could never forecast
     prices, context_rows, notes = prepare_inputs(prices, config, context_prices)
-    dataset = build_dataset(prices, config, context_prices=context_rows)
-    notes = notes + dataset.notes()
+    dataset = build_dataset({ticker: prices}, config, context_prices=context_rows)
+    notes = notes + dataset.notes.get(ticker, [])
     check_runs_dir_writable(runs_dir, ticker)  # before training: hours of it are lost otherwise
 
     model, result = train_model(dataset, config, on_epoch, stop)
@@ -264,8 +264,8 @@ def train_model(
     model = Forecaster(shape)
     result = fit(
         model,
-        Samples(dataset.train.inputs, dataset.train.targets),
-        Samples(dataset.val.inputs, dataset.val.targets),
+        Samples(dataset.train.model_inputs, dataset.train.targets),
+        Samples(dataset.val.model_inputs, dataset.val.targets),
         config.train,
         device=resolve_device(config.train.device),
         on_epoch=on_epoch,
@@ -297,11 +297,15 @@ def history_frame(result: TrainResult) -> pd.DataFrame:
 
 
 def naive_validation_loss(dataset: Dataset, loss: str) -> float:
-    """The training loss the naive forecast would score on the validation windows (same scaled space)."""
+    """The training loss the naive forecast would score on the validation windows, in each ticker's scaled space
+    (the loss curve's reference line)."""
     val = dataset.val
-    naive = baselines.naive_forecast(val.anchor_prices, dataset.spec.horizon)
     # "No change" is a log return of zero on every step, or the anchor price itself.
-    naive_targets = np.zeros_like(naive) if dataset.spec.target == "log_return" else naive
-    scaled = torch.as_tensor(dataset.scaler.transform_targets(naive_targets), dtype=torch.float32)
-    actual = torch.as_tensor(val.targets, dtype=torch.float32)
-    return float(LOSSES[loss](scaled, actual))
+    if dataset.spec.target == "log_return":
+        naive = np.zeros_like(val.targets, dtype=np.float64)
+    else:
+        naive = baselines.naive_forecast(val.anchor_prices, dataset.spec.horizon)
+    means = np.array([days.scaler.target_mean for days in dataset.tickers])[val.ticker][:, None]
+    stds = np.array([days.scaler.target_std for days in dataset.tickers])[val.ticker][:, None]
+    scaled = torch.as_tensor((naive - means) / stds, dtype=torch.float32)
+    return float(LOSSES[loss](scaled, torch.as_tensor(val.targets, dtype=torch.float32)))

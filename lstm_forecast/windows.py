@@ -18,7 +18,7 @@ and the scaler is fitted on the training days that have every input.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from lstm_forecast import baselines, context
 from lstm_forecast.config import Config
-from lstm_forecast.errors import ForecastError, UsageError
+from lstm_forecast.errors import ForecastError, UsageError, shorten
 
 PRICE_COLUMNS = {"adj_close": "Adj Close", "close": "Close"}
 TARGETS = ("log_return", "price")
@@ -170,44 +170,116 @@ class GatheredWindows:
         return self.values[self.ends[:, None] + offsets]
 
 
+PERIODS = {"train": "training", "val": "validation", "test": "test"}  # a dataset's periods, as notes name them
+
+
 @dataclass
 class Windows:
-    """One split's samples; row i of every array describes the same window."""
+    """One period's windows over every ticker of a dataset, ticker by ticker; row i of every array is one window.
 
-    inputs: np.ndarray  # float32 (n, lookback, n_features), scaled
-    targets: np.ndarray  # float32 (n, horizon), scaled
+    `inputs` is materialised, (n, lookback, n_features), for a dataset of one ticker: small, and the fastest to
+    train on. Over several tickers the windows are gathered batch by batch from the dataset's days
+    (`GatheredWindows`): memory grows with days × tickers, not × lookback. The trainer takes either."""
+
+    inputs: np.ndarray | GatheredWindows  # float32, scaled
+    ticker: np.ndarray  # int64 (n,): the window's ticker (TickerDays.index)
+    targets: np.ndarray  # float32 (n, horizon), in the ticker's own scaled units
     anchor_dates: np.ndarray  # datetime64[ns] (n,), the last input day
     anchor_prices: np.ndarray  # float64 (n,), the price on the anchor day
     target_dates: np.ndarray  # datetime64[ns] (n, horizon)
     actual_prices: np.ndarray  # float64 (n, horizon), the real prices on the target dates
+    last_return: np.ndarray  # float64 (n,): the log return on the anchor day, known when forecasting
 
     def __len__(self) -> int:
-        return len(self.anchor_dates)
+        return len(self.targets)
+
+    @property
+    def model_inputs(self) -> tuple[np.ndarray | GatheredWindows, np.ndarray]:
+        """What a model takes: the windows and each one's ticker index (ignored by a model without a ticker
+        embedding)."""
+        return self.inputs, self.ticker
+
+    def of(self, index: int) -> np.ndarray:
+        """The rows of one ticker: contiguous, since the windows are concatenated ticker by ticker."""
+        start, stop = np.searchsorted(self.ticker, [index, index + 1])
+        return np.arange(start, stop)
+
+
+@dataclass
+class TickerDays:
+    """One ticker's part of a dataset: its days, its scaler and its training statistics."""
+
+    ticker: str
+    index: int  # its position in the dataset (and in a ticker embedding)
+    offset: int  # its first day's row in the dataset's values
+    dates: np.ndarray  # datetime64[ns] (days,): the feature rows' days (the first price row has none)
+    price: np.ndarray  # float64 (days,): the price on each day
+    last_return: np.ndarray  # float64 (days,): the log return on each day
+    val_start: int  # first day (row of `dates`) of the validation period
+    test_start: int  # first day of the test period
+    scaler: Scaler
+    train_mean_log_return: float  # mean daily log return over training rows (drift baseline)
+    train_naive_mae: float  # in-sample one-step naive MAE on training prices (recorded)
+    anchors: dict[str, np.ndarray]  # per period (PERIODS), the rows of `dates` its windows are anchored on
+    dropped: dict[str, int]  # windows dropped per period for a missing context input (training, validation, test)
 
 
 @dataclass
 class Dataset:
-    """Train/validation/test windows with the scaler and training statistics the baselines need."""
+    """Train/validation/test windows of N ≥ 1 tickers on one calendar split, each ticker scaled by its own
+    training days. A single ticker's dataset is a dataset of one; `only` is that ticker."""
 
     spec: WindowSpec
-    scaler: Scaler
+    tickers: list[TickerDays]
+    values: np.ndarray  # float32 (all days, n_features): every ticker's scaled days, one after another
     train: Windows
     val: Windows
     test: Windows
-    val_start: pd.Timestamp  # first target day of the validation period
-    test_start: pd.Timestamp  # first target day of the test period
-    train_mean_log_return: float  # mean daily log return over training rows (drift baseline)
-    train_naive_mae: float  # in-sample one-step naive MAE on training prices (recorded)
-    dropped: dict[str, int]  # windows dropped per period for a missing context input (training, validation, test)
+    val_start: pd.Timestamp  # the first day of the validation period, the same for every ticker
+    test_start: pd.Timestamp  # the first day of the test period
+    skipped: dict[str, str] = field(default_factory=dict)  # ticker -> why it was left out (several tickers)
+    prices: dict[str, pd.DataFrame] = field(default_factory=dict)  # each kept ticker's rows, as windowed
+    context_rows: dict[str, pd.DataFrame] = field(default_factory=dict)  # context series' rows read (all tickers)
+    notes: dict[str, list[str]] = field(default_factory=dict)  # ticker -> what the data cost it, if anything
 
     @property
     def split(self) -> dict[str, str]:
-        """The first target days of the validation and test periods, as a bundle records them."""
+        """The first days of the validation and test periods, as a bundle records them."""
         return {"val_start": self.val_start.date().isoformat(), "test_start": self.test_start.date().isoformat()}
 
-    def notes(self) -> list[str]:
-        """What the summary says about windows dropped for a missing context input."""
-        return dropped_notes(self.dropped, self.spec)
+    @property
+    def names(self) -> list[str]:
+        return [days.ticker for days in self.tickers]
+
+    @property
+    def only(self) -> TickerDays:
+        """The ticker of a single-ticker dataset."""
+        if len(self.tickers) != 1:
+            raise ValueError(f"a dataset of {len(self.tickers)} tickers has no single scaler")
+        return self.tickers[0]
+
+    @property
+    def scaler(self) -> Scaler:
+        return self.only.scaler
+
+    @property
+    def train_mean_log_return(self) -> float:
+        return self.only.train_mean_log_return
+
+    @property
+    def train_naive_mae(self) -> float:
+        return self.only.train_naive_mae
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        return self.only.dropped
+
+    def to_prices(self, period: Windows, scaled: np.ndarray) -> np.ndarray:
+        """Scaled forecasts (n, horizon) of `period` back to prices, each row with its own ticker's scaler."""
+        means = np.array([days.scaler.target_mean for days in self.tickers])[period.ticker]
+        stds = np.array([days.scaler.target_std for days in self.tickers])[period.ticker]
+        values = np.asarray(scaled, dtype=np.float64) * stds[:, None] + means[:, None]
+        return values_to_prices(values, period.anchor_prices, self.spec.target)
 
 
 def dropped_notes(dropped: dict[str, int], spec: WindowSpec) -> list[str]:
@@ -288,111 +360,224 @@ def min_rows_needed(spec: WindowSpec, val_fraction: float, test_fraction: float)
 
 
 def build_dataset(
-    prices: pd.DataFrame, config: Config, test_end: int | None = None,
-    context_prices: Mapping[str, pd.DataFrame] | None = None,
+    prices: pd.DataFrame | Mapping[str, pd.DataFrame], config: Config, split: Mapping[str, str] | None = None,
+    context_prices: Mapping[str, pd.DataFrame] | None = None, test_end: int | None = None,
 ) -> Dataset:
-    """Split by `split.val_start`/`test_start` dates when set, else by fractions, then window.
+    """Every ticker's windows on one calendar split: `split` as a bundle records it, else `split.val_start`/
+    `test_start` from the config, else the fractions of the union of the tickers' days (each date moved to the
+    first of those days on or after it). `prices` is one frame (a dataset of one) or frames by ticker.
 
-    `test_end` (a row of `compute_features`, i.e. of prices without its first row) ends the test
-    period early; the fractions then apply to the days before it. `context_prices` holds each context
-    series' prices (by ticker) when the config reads any.
+    Each ticker's history is first cut to the days every context series covers (`context_prices`, by ticker,
+    when the config reads any). A single ticker that cannot be windowed is an error; among several, it is left
+    out with the reason in `Dataset.skipped`, and none left is an error. `test_end` (a row of `compute_features`,
+    i.e. of prices without its first row; one ticker only) ends the test period early; the fractions then apply
+    to the days before it.
     """
+    frames = {"": prices} if isinstance(prices, pd.DataFrame) else dict(prices)
     spec = WindowSpec.from_config(config)
-    split = config.split
-    days = len(prices) - 1 if test_end is None else test_end
-    if split.val_start is not None and split.test_start is not None:
-        dates = pd.DatetimeIndex(prices.index[1:])
-        val_start = int(dates.searchsorted(pd.Timestamp(split.val_start)))
-        test_start = int(dates.searchsorted(pd.Timestamp(split.test_start)))
-        return build_dataset_at(prices, spec, val_start, test_start, test_end, context_prices)
-    needed = min_rows_needed(spec, split.val_fraction, split.test_fraction)
-    if days + 1 < needed:
-        raise ForecastError(
-            f"{_rows(days + 1)}: too few for window.lookback {spec.lookback}, window.horizon "
-            f"{spec.horizon} and a {split.val_fraction:g}/{split.test_fraction:g} validation/test split: "
-            f"need at least {needed}; fetch a longer history or shorten window.lookback"
-        )
-    test_start = days - round(days * split.test_fraction)
-    val_start = test_start - round(days * split.val_fraction)
-    return build_dataset_at(prices, spec, val_start, test_start, test_end, context_prices)
+    one = len(frames) == 1
+    skipped: dict[str, str] = {}
+    notes: dict[str, list[str]] = {}
+    rows: dict[str, pd.DataFrame] = {}
+    features: dict[str, pd.DataFrame] = {}
+    for ticker, frame in frames.items():
+        try:
+            rows[ticker], notes[ticker] = context.common_range(frame, spec, context_prices)
+            features[ticker] = compute_features(rows[ticker], spec, context_prices)
+        except ForecastError as exc:
+            if one:
+                raise
+            skipped[ticker] = str(exc)
+    if not features:
+        raise ForecastError(f"no ticker left to train on: {reasons(skipped)}")
+    calendar = np.unique(np.concatenate([frame.index.to_numpy() for frame in features.values()]))
+    val_day, test_day = split_days(calendar, config, split, test_end, spec)
+    bounds = {}
+    for ticker, frame in features.items():
+        dates = frame.index.to_numpy().astype("datetime64[ns]")
+        bounds[ticker] = (*(int(np.searchsorted(dates, day.to_datetime64())) for day in (val_day, test_day)), test_end)
+    return window_days(spec, rows, features, bounds, val_day, test_day, skipped, notes, context_prices)
+
+
+def split_days(
+    calendar: np.ndarray, config: Config, split: Mapping[str, str] | None, test_end: int | None, spec: WindowSpec
+) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The first days of the validation and test periods on `calendar` (the union of the tickers' days)."""
+    if split is not None:
+        days = (pd.Timestamp(split["val_start"]), pd.Timestamp(split["test_start"]))
+    elif config.split.val_start is not None and config.split.test_start is not None:
+        days = (pd.Timestamp(config.split.val_start), pd.Timestamp(config.split.test_start))
+    else:
+        fractions = config.split
+        count = len(calendar) if test_end is None else test_end
+        needed = min_rows_needed(spec, fractions.val_fraction, fractions.test_fraction)
+        if count + 1 < needed:
+            raise ForecastError(
+                f"{_rows(count + 1)}: too few for window.lookback {spec.lookback}, window.horizon "
+                f"{spec.horizon} and a {fractions.val_fraction:g}/{fractions.test_fraction:g} validation/test "
+                f"split: need at least {needed}; fetch a longer history or shorten window.lookback"
+            )
+        test_start = count - round(count * fractions.test_fraction)
+        val_start = test_start - round(count * fractions.val_fraction)
+        return pd.Timestamp(calendar[val_start]), pd.Timestamp(calendar[test_start])
+    # A date that is no trading day stands for the first day after it.
+    places = np.searchsorted(calendar, [day.to_datetime64() for day in days])
+    first, second = (pd.Timestamp(calendar[place]) if place < len(calendar) else day
+                     for place, day in zip(places, days, strict=True))
+    return first, second
 
 
 def build_dataset_at(
     prices: pd.DataFrame, spec: WindowSpec, val_start: int, test_start: int, test_end: int | None = None,
     context_prices: Mapping[str, pd.DataFrame] | None = None,
 ) -> Dataset:
-    """Window with explicit day boundaries: train [0, val_start), val [val_start, test_start),
+    """One ticker's windows with explicit day boundaries: train [0, val_start), val [val_start, test_start),
     test [test_start, test_end). Days are rows of `compute_features(prices, spec)`. The walk-forward
     backtest calls this with an expanding training period and a moving test block.
     """
     features = compute_features(prices, spec, context_prices)
+    dates = features.index
+    days = tuple(pd.Timestamp(dates[place]) if place < len(dates) else pd.Timestamp(dates[-1]) + pd.Timedelta(days=1)
+                 for place in (val_start, test_start))
+    return window_days(spec, {"": prices}, {"": features}, {"": (val_start, test_start, test_end)}, *days, {},
+                       {"": []}, context_prices)
+
+
+def window_days(
+    spec: WindowSpec, rows: dict[str, pd.DataFrame], features: dict[str, pd.DataFrame],
+    bounds: dict[str, tuple[int, int, int | None]], val_day: pd.Timestamp, test_day: pd.Timestamp,
+    skipped: dict[str, str], notes: dict[str, list[str]], context_prices: Mapping[str, pd.DataFrame] | None,
+) -> Dataset:
+    """Scale and window every ticker within its bounds (val_start, test_start, test_end: rows of its days)."""
+    one = len(features) == 1
+    tickers: list[TickerDays] = []
+    blocks: list[np.ndarray] = []
+    offset = 0
+    for ticker, frame in features.items():
+        try:
+            days, scaled = ticker_days(ticker, len(tickers), offset, rows[ticker], frame, spec, *bounds[ticker])
+        except ForecastError as exc:
+            if one:
+                raise
+            skipped[ticker] = str(exc)
+            continue
+        tickers.append(days)
+        blocks.append(scaled)
+        notes[ticker] = notes[ticker] + dropped_notes(days.dropped, spec)
+        offset += len(days.dates)
+    if not tickers:
+        raise ForecastError(f"no ticker has enough days around the split ({val_day.date()}, {test_day.date()}) "
+                            f"for one window: {reasons(skipped)}")
+    if one:
+        _check_window_memory(len(tickers[0].dates), spec)
+    values = np.concatenate(blocks)
+    kept = {days.ticker: rows[days.ticker] for days in tickers}
+    periods = {name: period_windows(tickers, values, spec, name, materialise=one) for name in PERIODS}
+    return Dataset(spec=spec, tickers=tickers, values=values, train=periods["train"], val=periods["val"],
+                   test=periods["test"], val_start=val_day, test_start=test_day, skipped=skipped, prices=kept,
+                   context_rows=context_read(kept, spec, context_prices),
+                   notes={name: notes[name] for name in kept if notes[name]})
+
+
+def ticker_days(
+    ticker: str, index: int, offset: int, rows: pd.DataFrame, features: pd.DataFrame, spec: WindowSpec,
+    val_start: int, test_start: int, test_end: int | None = None,
+) -> tuple[TickerDays, np.ndarray]:
+    """One ticker's days, scaler (fitted on its complete training days) and window anchors, and its scaled
+    feature rows; a ForecastError naming the period that cannot hold one window."""
     n_days = len(features)
     end = n_days if test_end is None else test_end
     if not 0 <= val_start <= test_start <= end <= n_days:
         raise ValueError(f"expected 0 <= {val_start=} <= {test_start=} <= {test_end=} <= {n_days} days")
     dates = features.index.to_numpy().astype("datetime64[ns]")
-    _check_period("training", dates, 0, val_start, spec.lookback + spec.horizon, spec)
+    needed = spec.lookback + spec.horizon
+    if val_start < needed:
+        begins = pd.Timestamp(dates[val_start]).date() if val_start < n_days else "after the last day of data"
+        raise ForecastError(
+            f"{val_start} trading days before the validation period ({begins}); one training window of "
+            f"window.lookback {spec.lookback} + window.horizon {spec.horizon} needs {needed}; use a longer price "
+            "history, move the split dates or shorten the window"
+        )
     _check_period("validation", dates, val_start, test_start, spec.horizon, spec)
     _check_period("test", dates, test_start, end, spec.horizon, spec)
-    _check_window_memory(n_days, spec)
 
-    raw_price = prices[spec.price_column_name].to_numpy(dtype=np.float64)
-    price = raw_price[1:]  # aligned with the days
+    raw_price = rows[spec.price_column_name].to_numpy(dtype=np.float64)
     log_return = np.diff(np.log(raw_price))
-    target_series = log_return if spec.target == "log_return" else price
+    target = log_return if spec.target == "log_return" else raw_price[1:]
     feature_values = features.to_numpy(dtype=np.float64)
     complete = np.isfinite(feature_values).all(axis=1)  # False only where a context value is missing
     if not complete[:val_start].any():
         raise ForecastError("no training day has every context input; see data.context_max_gap")
-    scaler = fit_scaler(feature_values[:val_start][complete[:val_start]], target_series[:val_start])
-    dropped = {}
-
-    # Views, not copies: row i of input_windows is days i..i+lookback-1 (anchored on i+lookback-1);
-    # row j of the target views is days j..j+horizon-1 (the targets of the window anchored on j-1).
-    scaled_features = scaler.transform_features(feature_values).astype(np.float32)
-    input_windows = sliding_window_view(scaled_features, spec.lookback, axis=0)
-    scaled_targets = scaler.transform_targets(target_series).astype(np.float32)
-    ahead = (
-        sliding_window_view(scaled_targets, spec.horizon),
-        sliding_window_view(dates, spec.horizon),
-        sliding_window_view(price, spec.horizon),
-    )
-
-    def windows(name: str, first_target_day: int, stop: int) -> Windows:
-        # Anchors whose inputs exist and whose targets all lie in [first_target_day, stop).
-        anchors = np.arange(max(first_target_day - 1, spec.lookback - 1), stop - spec.horizon)
-        whole = whole_windows(complete, anchors, spec.lookback)
-        dropped[name] = int((~whole).sum())
-        anchors = anchors[whole]
-        if len(anchors) == 0:
+    scaler = fit_scaler(feature_values[:val_start][complete[:val_start]], target[:val_start])
+    anchors, dropped = {}, {}
+    periods = {"train": (0, val_start), "val": (val_start, test_start), "test": (test_start, end)}
+    for name, (first, stop) in periods.items():
+        # Anchors whose inputs exist and whose targets all lie in [first, stop), reading complete days only.
+        candidates = np.arange(max(first - 1, spec.lookback - 1), stop - spec.horizon)
+        whole = whole_windows(complete, candidates, spec.lookback)
+        anchors[name], dropped[PERIODS[name]] = candidates[whole], int((~whole).sum())
+        if not whole.any():
             raise ForecastError(
-                f"the {name} period has no window whose context inputs are all there: a context series misses "
-                f"more than data.context_max_gap ({spec.context_max_gap}) sessions too often; raise it or drop "
-                "that series"
+                f"the {PERIODS[name]} period has no window whose context inputs are all there: a context series "
+                f"misses more than data.context_max_gap ({spec.context_max_gap}) sessions too often; raise it or "
+                "drop that series"
             )
-        targets, target_dates, actual_prices = (view[anchors + 1] for view in ahead)
-        return Windows(
-            inputs=np.ascontiguousarray(input_windows[anchors - spec.lookback + 1].transpose(0, 2, 1)),
-            targets=np.ascontiguousarray(targets),
-            anchor_dates=dates[anchors],
-            anchor_prices=price[anchors],
-            target_dates=np.ascontiguousarray(target_dates),
-            actual_prices=np.ascontiguousarray(actual_prices),
-        )
-
-    return Dataset(
-        spec=spec,
-        scaler=scaler,
-        train=windows("training", 0, val_start),
-        val=windows("validation", val_start, test_start),
-        test=windows("test", test_start, end),
-        val_start=pd.Timestamp(dates[val_start]),
-        test_start=pd.Timestamp(dates[test_start]),
+    days = TickerDays(
+        ticker=ticker, index=index, offset=offset, dates=dates, price=raw_price[1:], last_return=log_return,
+        val_start=val_start, test_start=test_start, scaler=scaler,
         # Training prices include the first price row: day 0's return and naive forecast need it.
         train_mean_log_return=baselines.mean_log_return(raw_price[: val_start + 1]),
         train_naive_mae=baselines.naive_mae_scale(raw_price[: val_start + 1]),
-        dropped=dropped,
+        anchors=anchors, dropped=dropped,
     )
+    return days, scaler.transform_features(feature_values).astype(np.float32)
+
+
+def period_windows(
+    tickers: list[TickerDays], values: np.ndarray, spec: WindowSpec, name: str, materialise: bool
+) -> Windows:
+    """One period's windows over every ticker, concatenated ticker by ticker."""
+    parts = []
+    for days in tickers:
+        anchors = days.anchors[name]
+        target = days.last_return if spec.target == "log_return" else days.price
+        scaled_target = days.scaler.transform_targets(target).astype(np.float32)
+        # Views, not copies: row j is days j..j+horizon-1, the targets of the window anchored on day j-1.
+        ahead = (sliding_window_view(scaled_target, spec.horizon), sliding_window_view(days.dates, spec.horizon),
+                 sliding_window_view(days.price, spec.horizon))
+        targets, target_dates, actual = (view[anchors + 1] for view in ahead)
+        parts.append((anchors + days.offset, np.full(len(anchors), days.index, dtype=np.int64), targets,
+                      days.dates[anchors], days.price[anchors], target_dates, actual, days.last_return[anchors]))
+    ends, ticker, targets, anchor_dates, anchor_prices, target_dates, actual, last_return = (
+        np.concatenate(column) for column in zip(*parts, strict=True))
+    inputs = GatheredWindows(values, ends, spec.lookback)
+    return Windows(inputs.materialise() if materialise else inputs, ticker, targets, anchor_dates, anchor_prices,
+                   target_dates, actual, last_return)
+
+
+def context_read(
+    prices: dict[str, pd.DataFrame], spec: WindowSpec, context_prices: Mapping[str, pd.DataFrame] | None
+) -> dict[str, pd.DataFrame]:
+    """Each context series' rows that any ticker's rows read, from the first to the last (the union of
+    `context.rows_used` over the tickers): what a bundle records to rebuild every ticker's inputs."""
+    if not spec.context:
+        return {}
+    first: dict[str, pd.Timestamp] = {}
+    last: dict[str, pd.Timestamp] = {}
+    for frame in prices.values():  # every kept ticker reads each series on a day it covers (common_range)
+        for name, used in context.rows_used(frame, spec, context_prices).items():
+            if len(used) == 0:
+                continue
+            first[name] = min(first.get(name, used.index[0]), used.index[0])
+            last[name] = max(last.get(name, used.index[-1]), used.index[-1])
+    return {name: context_prices[name].loc[first[name] : last[name]] for name in first}
+
+
+def reasons(skipped: dict[str, str], shown: int = 2) -> str:
+    """The first few tickers left out and why, and how many more: one error line, however many there are."""
+    listed = "; ".join(f"{ticker}: {shorten(why, 120)}" for ticker, why in list(skipped.items())[:shown])
+    more = len(skipped) - shown
+    return listed + (f"; and {more} more" if more > 0 else "")
 
 
 # The windows exist about three times in float32 while training: cut from the days, on the device, and
@@ -424,11 +609,9 @@ def _check_period(name: str, dates: np.ndarray, start: int, stop: int, needed: i
         span = f"before {pd.Timestamp(dates[start]).date()}"
     else:
         span = "after the last day of data"
-    window = f"window.horizon {spec.horizon}"
-    if name == "training":
-        window = f"window.lookback {spec.lookback} + {window}"
     raise ForecastError(
-        f"the {name} period ({span}) has {stop - start} trading days but {window} need at least {needed}; "
+        f"the {name} period ({span}) has {stop - start} trading days but window.horizon {spec.horizon} needs "
+        f"at least {needed}; "
         "use a longer price history, move the split dates or shorten the window"
     )
 

@@ -115,7 +115,7 @@ def test_gaps_up_to_max_gap_are_filled_and_longer_ones_drop_the_windows_that_rea
     target, driver = driven_pair(300)
     short_gap = driver.drop(driver.index[[100, 101, 102]])
     dataset = build_dataset(target, config(WITH_CTX), context_prices={"CTX": short_gap})
-    assert sum(dataset.dropped.values()) == 0 and dataset.notes() == []
+    assert sum(dataset.dropped.values()) == 0 and dataset.notes == {}
     features = compute_features(target, dataset.spec, {"CTX": short_gap})
     # Filled days repeat the last row: no return; the day after carries the four days' move.
     assert (features["CTX:log_return"].iloc[99:102] == 0).all()
@@ -125,7 +125,7 @@ def test_gaps_up_to_max_gap_are_filled_and_longer_ones_drop_the_windows_that_rea
     # Rows 103 and 104 have no value, nor 105 (its return spans the gap): the windows of lookback 5 reading any of
     # them are those anchored on rows 103 … 109.
     assert dataset.dropped == {"training": 7, "validation": 0, "test": 0}
-    assert dataset.notes() and "7 windows dropped (7 training)" in dataset.notes()[0]
+    assert "7 windows dropped (7 training)" in dataset.notes[""][0]
     anchors = pd.DatetimeIndex(dataset.train.anchor_dates)
     assert not anchors.isin(target.index[103:110]).any() and target.index[[102, 110]].isin(anchors).all()
     # The scaler is fitted on the training days that have every input.

@@ -22,10 +22,9 @@ from lstm_forecast.global_bundle import GLOBAL_FILE, PRICES_ARCHIVE, load_global
 from lstm_forecast.global_evaluate import evaluate_global
 from lstm_forecast.global_predict import run_global_screener
 from lstm_forecast.global_run import train_global
-from lstm_forecast.panel import build_panel
 from lstm_forecast.prices import COLUMNS, parse_prices_csv, prices_sha256, prices_to_csv
 from lstm_forecast.universe import train_universe
-from lstm_forecast.windows import build_dataset_at
+from lstm_forecast.windows import build_dataset, build_dataset_at
 
 CONTEXT = ["data.context=[{ticker: CTX, feature: log_return}]", "data.calendar_features=[day_of_week]"]
 GLOBAL = [*TINY_OVERRIDES, "model.scope=global", *CONTEXT]
@@ -74,7 +73,7 @@ def test_a_missing_context_day_drops_the_windows_reading_it_and_scalers_use_comp
     frames = market()
     gappy = frames["CTX"].drop(frames["CTX"].index[100:105])  # five sessions: two beyond the three filled
     tickers = {name: frames[name] for name in ("T01", "T02")}
-    panel = build_panel(tickers, load_config(None, GLOBAL), context_prices={"CTX": gappy})
+    panel = build_dataset(tickers, load_config(None, GLOBAL), context_prices={"CTX": gappy})
     assert panel.names == ["T01", "T02"]
     # Three days without a value (two past the gap's fill, and the return across it): 3 + lookback 8 - 1 windows.
     for name in panel.names:

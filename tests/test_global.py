@@ -18,11 +18,11 @@ from lstm_forecast.config import load_config
 from lstm_forecast.errors import ForecastError, UsageError
 from lstm_forecast.global_bundle import GLOBAL_FILE, PRICES_ARCHIVE, load_global_bundle
 from lstm_forecast.global_evaluate import evaluate_global
-from lstm_forecast.global_run import panel_forecasts, score_panel, train_global, train_members
-from lstm_forecast.panel import build_panel
+from lstm_forecast.global_run import score_panel, train_global, train_members
 from lstm_forecast.prices import prices_to_csv
+from lstm_forecast.scoring import member_predictions, ticker_forecasts
 from lstm_forecast.train import fingerprint
-from lstm_forecast.windows import WindowSpec, build_dataset_at, compute_features
+from lstm_forecast.windows import WindowSpec, build_dataset, build_dataset_at, compute_features
 
 GLOBAL = [*TINY_OVERRIDES, "model.scope=global"]
 
@@ -56,7 +56,7 @@ def test_the_split_is_one_calendar_for_tickers_that_start_on_different_dates():
     universe = {"EARLY": build_prices(400, "2020-01-02", seed=1), "LATE": build_prices(250, "2020-07-01", seed=2),
                 "MID": build_prices(320, "2020-04-01", seed=3)}
     config = load_config(None, [*GLOBAL, "window.lookback=10", "window.horizon=3"])
-    panel = build_panel(universe, config)
+    panel = build_dataset(universe, config)
     val_start, test_start = panel.val_start.to_datetime64(), panel.test_start.to_datetime64()
     assert panel.names == ["EARLY", "LATE", "MID"]
     # No ticker's test day falls in any ticker's training period, nor its validation days.
@@ -75,7 +75,7 @@ def test_configured_split_dates_hold_for_every_ticker_and_short_tickers_are_left
     universe = {"AAA": build_prices(300, seed=1), "BBB": build_prices(300, seed=2),
                 "NEW": build_prices(40, "2021-01-04", seed=3)}
     config = load_config(None, [*GLOBAL, "split.val_start=2020-09-01", "split.test_start=2020-11-02"])
-    panel = build_panel(universe, config)
+    panel = build_dataset(universe, config)
     assert panel.split == {"val_start": "2020-09-01", "test_start": "2020-11-02"}
     assert panel.names == ["AAA", "BBB"]
     assert "NEW" in panel.skipped and "before the validation period" in panel.skipped["NEW"]
@@ -84,7 +84,7 @@ def test_configured_split_dates_hold_for_every_ticker_and_short_tickers_are_left
 def test_gathered_windows_equal_the_materialised_windows_of_the_local_pipeline():
     universe = {"AAA": build_prices(200, seed=1), "BBB": build_prices(170, "2020-02-03", seed=2)}
     config = load_config(None, [*GLOBAL, "window.lookback=7", "window.horizon=2", "data.features=[log_return,range]"])
-    panel = build_panel(universe, config)
+    panel = build_dataset(universe, config)
     spec = WindowSpec.from_config(config)
     for days in panel.tickers:
         local = build_dataset_at(universe[days.ticker], spec, days.val_start, days.test_start)
@@ -110,9 +110,9 @@ def test_each_ticker_is_scaled_by_its_own_training_days():
     universe = {"SMALL": frame_of(returns, level=5.0), "BIG": frame_of(3 * returns, level=500.0)}
     config = load_config(None, [*GLOBAL, "window.horizon=1", "split.val_start=2019-10-21",
                                 "split.test_start=2019-11-18"])
-    panel = build_panel(universe, config)
+    panel = build_dataset(universe, config)
     members, _ = train_members(panel, config)
-    forecasts = panel_forecasts(panel, panel.test, members)
+    forecasts = ticker_forecasts(panel, panel.test, np.mean(member_predictions(members, panel.test), axis=0))
     small, big = (np.log(forecasts[t].model[:, 0] / forecasts[t].anchor_prices) for t in ("SMALL", "BIG"))
     np.testing.assert_allclose(big, 3 * small, rtol=1e-4, atol=1e-9)
     assert np.ptp(small) > 0
@@ -124,7 +124,7 @@ def test_each_ticker_is_scaled_by_its_own_training_days():
 def scores_of(universe: dict[str, pd.DataFrame], *changes: str):
     config = load_config(None, [*GLOBAL, "window.lookback=5", "window.horizon=1", "model.hidden_size=8",
                                 "train.epochs=6", "train.batch_size=64", *changes])
-    panel = build_panel(universe, config)
+    panel = build_dataset(universe, config)
     members, _ = train_members(panel, config)
     return score_panel(panel, members, config, "lstm", [fingerprint(t, universe[t]) for t in panel.names]).report
 
@@ -371,7 +371,7 @@ def test_the_real_universe_s_defects_are_left_out_or_handled_on_one_calendar():
 
     tickers = ["A", "AAPL", "BHF", "COH", "ESS", "FTV", "SYF"]  # an empty history, an early end, an empty row, late
     prices = {ticker: data.load_prices(SP500, ticker) for ticker in tickers}
-    panel = build_panel(prices, load_config(None, ["model.scope=global"]))
+    panel = build_dataset(prices, load_config(None, ["model.scope=global"]))
     assert panel.split == {"val_start": "2016-06-09", "test_start": "2016-12-07"}
     assert set(panel.skipped) == {"BHF", "FTV"} and panel.names == ["A", "AAPL", "COH", "ESS", "SYF"]
     test_days = {name: len(panel.test.of(days.index)) for name, days in zip(panel.names, panel.tickers, strict=True)}
