@@ -53,9 +53,8 @@ from torch import nn
 from lstm_forecast import data, tickers
 from lstm_forecast.config import Config, load_config
 from lstm_forecast.errors import ForecastError
-from lstm_forecast.global_run import train_global, train_members
 from lstm_forecast.model import Forecaster, ModelShape
-from lstm_forecast.train import train_ticker
+from lstm_forecast.train import train_global, train_members, train_ticker
 from lstm_forecast.trainer import EVAL_BATCH_SIZE, Samples, fit, seed_everything
 from lstm_forecast.windows import Dataset, GatheredWindows, build_dataset
 
@@ -72,7 +71,7 @@ RSS_WRAPPER = ("import resource, subprocess, sys; done = subprocess.run(sys.argv
                "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
 # train_global in a child, for a checkout whose CLI has no --scope yet: tickers, data dir, runs dir, overrides.
 GLOBAL_CHILD = ("import sys; from pathlib import Path; from lstm_forecast.config import load_config; "
-                "from lstm_forecast.global_run import train_global; "
+                "from lstm_forecast.train import train_global; "
                 "train_global(load_config(None, sys.argv[4:]), sys.argv[1].split(','), Path(sys.argv[2]), "
                 "Path(sys.argv[3]))")
 

@@ -493,9 +493,9 @@ def train_universe_command(
 
 def train_global_command(settings: Any, plan: Any, json_output: bool) -> None:
     """`train --scope global`: one bar per seed, then the per-ticker and cross-sectional report."""
-    from lstm_forecast.global_run import member_labels, train_global
     from lstm_forecast.progress import EpochBars
     from lstm_forecast.report import global_report
+    from lstm_forecast.train import member_labels, train_global
 
     with stop_on_signals() as stop:
         with EpochBars(stderr, member_labels(settings), settings.train.epochs) as bars:
@@ -973,8 +973,8 @@ def compare_scopes_command(
                          "model.type=…); give --models without --scopes")
     plan = plan_training(settings, given, tickers_file, all_cached, data_dir, runs_dir)
     warn(plan.warnings)
-    from lstm_forecast.global_run import member_labels
     from lstm_forecast.progress import EpochBars, TickerBar
+    from lstm_forecast.train import member_labels
 
     labels = member_labels(settings)
 

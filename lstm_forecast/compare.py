@@ -45,12 +45,11 @@ from lstm_forecast.context_effect import (
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError, quote
 from lstm_forecast.evaluate import rebuild_dataset
 from lstm_forecast.files import json_text, make_temp_dir, publish_as_free_name
-from lstm_forecast.global_run import cross_section_of, pooled_ratio, train_global
 from lstm_forecast.metrics import format_pvalue, judgement, p_phrase
 from lstm_forecast.model import RECURRENT_CORES, check_trainable
 from lstm_forecast.scoring import PeriodForecasts, iso_day, period_forecasts, score_forecasts
 from lstm_forecast.sets import bh_qvalues, pooled_dm
-from lstm_forecast.train import TickerResult, train_run, train_ticker
+from lstm_forecast.train import TickerResult, cross_section_of, pooled_ratio, train_global, train_run, train_ticker
 from lstm_forecast.trainer import EpochRecord
 from lstm_forecast.universe import train_universe
 from lstm_forecast.windows import WindowSpec

@@ -24,8 +24,8 @@ from lstm_forecast.backtest import same_scaler
 from lstm_forecast.errors import ForecastError, UsageError
 from lstm_forecast.files import atomic_write_text, json_text
 from lstm_forecast.global_bundle import GlobalBundle, load_global_bundle
-from lstm_forecast.global_run import score_panel
 from lstm_forecast.sets import write_summary
+from lstm_forecast.train import score_tickers
 from lstm_forecast.windows import build_dataset, reasons
 
 EVALUATION_FILE = "evaluation.json"
@@ -68,7 +68,7 @@ def evaluate_global(run_dir: Path, tickers: list[str] | None = None, data_dir: P
         check_rebuilt(bundle, panel)
         skipped, fingerprints = dict(bundle.skipped), [record.fingerprint for record in bundle.tickers]
         out, scope = bundle.run_dir, "in universe"
-    scores = score_panel(panel, bundle.members, config, bundle.shape.kind, fingerprints)
+    scores = score_tickers(panel, bundle.members, config, bundle.shape.kind, fingerprints)
     report = {
         "run_dir": str(bundle.run_dir), "run_id": bundle.run_id, "scope": scope, "model": bundle.shape.to_dict(),
         "seeds": bundle.seeds, "training": bundle.training, "trained_on": len(bundle.tickers),

@@ -355,8 +355,7 @@ def validation_ratios(
     (`h1`) and all days (`all`); over several tickers the pooled ratio; with `cv_folds`, the mean over the
     folds. `on_epoch(unit, record)` hears every epoch of training unit `unit` (ticker × fold, in order); by
     returning True it ends the trial (`Pruned`)."""
-    from lstm_forecast.global_run import pooled_ratio
-    from lstm_forecast.train import train_model
+    from lstm_forecast.train import pooled_ratio, train_model
 
     by_fold: dict[int, list[scoring.PeriodForecasts]] = {}
     unit = 0
@@ -671,8 +670,7 @@ class TuneOutcome:
 def retrain_best(setup: TuneSetup, best: Any, runs_dir: Path, stop: StopRequest | None = None) -> dict[str, Any]:
     """The best config trained again (same seed and threads) on each ticker, a normal run bundle each, and
     scored on the test period beside naive; with several tickers also the pooled test ratio."""
-    from lstm_forecast.global_run import pooled_ratio
-    from lstm_forecast.train import train_run
+    from lstm_forecast.train import pooled_ratio, train_run
 
     config = setup.trial_config(setup.space.values_of(best.params), f"trial {best.number}")
     runs, tests = [], []

@@ -21,8 +21,8 @@ from lstm_forecast.errors import ForecastError
 from lstm_forecast.global_bundle import GLOBAL_FILE, PRICES_ARCHIVE, load_global_bundle
 from lstm_forecast.global_evaluate import evaluate_global
 from lstm_forecast.global_predict import run_global_screener
-from lstm_forecast.global_run import train_global
 from lstm_forecast.prices import COLUMNS, parse_prices_csv, prices_sha256, prices_to_csv
+from lstm_forecast.train import train_global
 from lstm_forecast.universe import train_universe
 from lstm_forecast.windows import build_dataset, build_dataset_at
 

@@ -18,10 +18,9 @@ from lstm_forecast.config import load_config
 from lstm_forecast.errors import ForecastError, UsageError
 from lstm_forecast.global_bundle import GLOBAL_FILE, PRICES_ARCHIVE, load_global_bundle
 from lstm_forecast.global_evaluate import evaluate_global
-from lstm_forecast.global_run import score_panel, train_global, train_members
 from lstm_forecast.prices import prices_to_csv
 from lstm_forecast.scoring import member_predictions, ticker_forecasts
-from lstm_forecast.train import fingerprint
+from lstm_forecast.train import fingerprint, score_tickers, train_global, train_members
 from lstm_forecast.windows import WindowSpec, build_dataset, build_dataset_at, compute_features
 
 GLOBAL = [*TINY_OVERRIDES, "model.scope=global"]
@@ -126,7 +125,7 @@ def scores_of(universe: dict[str, pd.DataFrame], *changes: str):
                                 "train.epochs=6", "train.batch_size=64", *changes])
     panel = build_dataset(universe, config)
     members, _ = train_members(panel, config)
-    return score_panel(panel, members, config, "lstm", [fingerprint(t, universe[t]) for t in panel.names]).report
+    return score_tickers(panel, members, config, "lstm", [fingerprint(t, universe[t]) for t in panel.names]).report
 
 
 def test_a_shared_lagged_signal_gives_a_clearly_positive_ic_and_beats_naive():
