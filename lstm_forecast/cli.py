@@ -247,7 +247,7 @@ def train(
     q-values, a pooled test, summary.csv and universe.png in the runs dir's _universe/ folder. With --scope
     global, one model is trained across all of them (per-ticker scalers, one calendar split) and judged per
     ticker and across the cross-section (rank IC, long–short); its bundle goes to the runs dir's _global/."""
-    from lstm_forecast.config import load_config
+    from lstm_forecast.config import check_training_options, load_config
     from lstm_forecast.progress import EpochBars
     from lstm_forecast.train import train_ticker
     from lstm_forecast.universe import plan_training
@@ -257,16 +257,10 @@ def train(
                  "train.seed": ("--seed", seed), "train.device": ("--device", device),
                  "model.scope": ("--scope", scope), "train.seeds": ("--seeds", seeds)}
     settings = load_config(config, set_ or [], shortcuts)
-    scope_global = settings.model.scope == "global"
-    if scope_global and (jobs > 1 or executor != "local" or resume is not None):
-        raise UsageError("--jobs, --executor and --resume train local models; a global model trains in one "
-                         "process (its batches mix every ticker)")
-    if not scope_global and settings.train.seeds > 1:
-        raise UsageError(f"train.seeds {settings.train.seeds}: a seed ensemble is a global model's; add --scope "
-                         "global, or train with one seed")
+    check_training_options(settings, jobs, executor, resume)
     plan = plan_training(settings, ticker or [], tickers_file, all_cached, data_dir, runs_dir)
     warn(plan.warnings)
-    if scope_global:
+    if settings.model.scope == "global":
         train_global_command(settings, plan, json_output)
         return
     if len(plan.tickers) > 1 or jobs > 1 or executor != "local" or resume is not None:
