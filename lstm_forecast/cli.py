@@ -8,13 +8,11 @@ warnings, the stop request signals set) is in console.py.
 from __future__ import annotations
 
 import os
-import sys
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from lstm_forecast import __version__
@@ -98,69 +96,13 @@ def fetch(
     """Download daily prices from Yahoo Finance into the local cache (or import a CSV).
 
     Several tickers: one at a time, data.fetch_rate a second, rate limits waited out, each failure its own."""
-    from lstm_forecast import data
+    from lstm_forecast.commands import fetch as command
     from lstm_forecast.config import load_config
-    from lstm_forecast.universe import select_in_data_dir
 
     require_tickers(ctx, ticker, tickers_file, all_cached)
-    settings = load_config(config)
-    selection, folder = select_in_data_dir(settings, ticker or [], tickers_file, all_cached, data_dir)
-    warn(selection.warnings)
-    if from_csv is not None and len(selection.tickers) > 1:
-        raise UsageError(f"--from-csv imports one ticker's prices; give one ticker, not {len(selection.tickers)}")
-    if len(selection.tickers) > 1:
-        fetch_many_command(folder, selection.tickers, _as_date(start), _as_date(end), refresh,
-                           settings.data.fetch_rate, json_output)
-        return
-    symbol = selection.tickers[0]
-    if from_csv is not None:
-        summary = data.import_csv(from_csv, folder, symbol, _as_date(start), _as_date(end))
-    else:
-        with stderr.status(f"Downloading {symbol} from Yahoo Finance…"):
-            summary = data.update_cache(folder, symbol, _as_date(start), _as_date(end), refresh=refresh)
-    warn(summary.warnings)
-    for message in summary.messages:
-        note(message)
-    if json_output:
-        print_json(data.fetch_report(folder, [symbol], [data.fetch_row(symbol, summary)]))
-        return
-    stdout.print(
-        f"{summary.ticker}: {summary.rows} rows, {summary.first} … {summary.last} "
-        f"({summary.new_rows} new, {summary.mode}) → {summary.path}",
-        markup=False,
-    )
-
-
-def fetch_many_command(
-    folder: Path, tickers: list[str], start: date | None, end: date | None, refresh: bool, rate: float,
-    json_output: bool,
-) -> None:
-    """`fetch` over two or more tickers: one bar over tickers, then the table; exit 1 when a ticker failed."""
-    from lstm_forecast.data import fetch_many
-    from lstm_forecast.progress import TickerBar
-    from lstm_forecast.report import fetch_table
-    from lstm_forecast.universe import SHOWN_OFFENDERS
-
-    with stop_on_signals() as stop:
-        with TickerBar(stderr, len(tickers)) as bar:
-            report = fetch_many(folder, tickers, rate, start, end, refresh, stop, on_row=bar.update_row)
-        for row in report["rows"]:
-            warn(row["warnings"])
-            for message in row["messages"]:
-                note(message)
-        if json_output:
-            print_json(report)
-        else:
-            for item in fetch_table(report):
-                stdout.print(item)
-        if report["interrupted"]:
-            raise Interrupted(f"fetch interrupted; {report['fetched']} of {len(tickers)} tickers fetched (their "
-                              "caches are whole), the rest left as they were")
-        failed = [item["ticker"] for item in report["failed"]]
-        if failed:
-            more = f" and {len(failed) - SHOWN_OFFENDERS} more" if len(failed) > SHOWN_OFFENDERS else ""
-            shown = ", ".join(failed[:SHOWN_OFFENDERS]) + more
-            raise ForecastError(f"{len(failed)} of {len(tickers)} tickers could not be fetched: {shown}")
+    command.run(load_config(config), given=ticker or [], tickers_file=tickers_file, all_cached=all_cached,
+                data_dir=data_dir, start=_as_date(start), end=_as_date(end), refresh=refresh, from_csv=from_csv,
+                json_output=json_output)
 
 
 TickersOption = Annotated[
@@ -450,110 +392,10 @@ def predict(
     Over two or more tickers: one table of next-session forecasts ranked by the move, each beside its run's own
     test skill (RMSE ratio to naive, DM p, Benjamini–Hochberg q across the tickers). --format, --output and
     --level apply to it; --days and --run do not, and no fan charts are drawn. Exit 1 if a ticker failed."""
-    from lstm_forecast.global_bundle import is_global_run
-    from lstm_forecast.predict import forecast_table, interval_note, run_predict
+    from lstm_forecast.commands import predict as command
 
-    if run is not None and is_global_run(run):
-        predict_global(run, ticker or [], tickers_file, days, levels, output_format, output, refresh, data_dir)
-        return
-    symbol = None
-    if ticker or tickers_file or all_cached:
-        if run is not None:
-            given = "--ticker" if not (tickers_file or all_cached) else "--tickers-file/--all"
-            raise UsageError(f"give --run or {given}, not both (--run names one ticker's run already)")
-        from lstm_forecast.data import resolve_data_dir
-        from lstm_forecast.universe import select_tickers
-
-        selection = select_tickers(ticker or [], tickers_file, all_cached,
-                                   resolve_data_dir(data_dir, None) if all_cached else None)
-        warn(selection.warnings)
-        if len(selection.tickers) > 1:
-            predict_screener(selection.tickers, days, levels, output_format, output, refresh, data_dir, runs_dir)
-            return
-        symbol = selection.tickers[0]
-    outcome = run_predict(
-        run=run, ticker=symbol, days=days, levels=levels or (), output_format=output_format, output=output,
-        refresh=refresh, data_dir=data_dir, runs_dir=runs_dir, on_fetch=note,
-    )
-    warn(outcome.warnings)
-    notes = stdout  # paths are printed unwrapped (soft_wrap), so they can be copied whole
-    if outcome.output is not None:
-        from lstm_forecast.files import writes_in_place
-
-        if writes_in_place(outcome.output):  # e.g. -o /dev/stdout: the forecast alone goes there
-            notes = stderr
-        notes.print(f"Forecast: {outcome.output}", markup=False, soft_wrap=True)
-    elif outcome.text is not None:  # JSON or CSV on stdout: nothing else may go there
-        sys.stdout.write(outcome.text)
-        notes = stderr
-    else:
-        stdout.print(forecast_table(outcome.forecast))
-        stdout.print(interval_note(outcome.forecast), markup=False)
-    if outcome.chart is not None:
-        notes.print(f"Fan chart: {outcome.chart}", markup=False, soft_wrap=True)
-
-
-def predict_global(
-    run: Path, given: list[str], tickers_file: Path | None, days: int | None, levels: list[float] | None,
-    output_format: str | None, output: Path | None, refresh: bool, data_dir: Path | None,
-) -> None:
-    """`predict --run GLOBAL_RUN`: every ticker of the run (or those named), ranked, under the run's skill."""
-    from lstm_forecast.global_predict import run_global_screener
-    from lstm_forecast.universe import select_tickers
-
-    if days is not None:
-        raise UsageError("--days: a global run's screener shows the next session only")
-    tickers = select_tickers(given, tickers_file, False, None).tickers if given or tickers_file else []
-    with stop_on_signals() as stop:
-        screener, header = run_global_screener(run, tickers, levels or (), output_format, output, refresh, data_dir,
-                                               stop=stop)
-        show_screener(screener, header)
-        if screener.interrupted:
-            raise Interrupted("interrupted; the tickers not reached are listed as not run")
-        if screener.failed:
-            raise ForecastError(f"{len(screener.failed)} of {len(screener.rows)} tickers could not be forecast; "
-                                "the table gives each reason")
-
-
-def show_screener(screener: Any, header: str | None = None) -> None:
-    """The screener's table on stdout, or where it was written, or its JSON/CSV alone on stdout."""
-    from lstm_forecast.files import writes_in_place
-    from lstm_forecast.predict import screener_report
-
-    if screener.output is not None:
-        (stderr if writes_in_place(screener.output) else stdout).print(
-            f"Screener: {screener.output}", markup=False, soft_wrap=True)
-    elif screener.text is not None:  # JSON or CSV on stdout: nothing else may go there
-        sys.stdout.write(screener.text)
-    else:
-        wide = Console(highlight=False, width=10_000)  # the table's natural width, as `runs` prints it
-        if header:
-            wide.print(header, markup=False)
-        for item in screener_report(screener.rows):
-            wide.print(item, markup=False)
-
-
-def predict_screener(
-    tickers: list[str], days: int | None, levels: list[float] | None, output_format: str | None,
-    output: Path | None, refresh: bool, data_dir: Path | None, runs_dir: Path | None,
-) -> None:
-    """`predict` over two or more tickers: the ranked table; exit 1 when a ticker could not be forecast."""
-    from lstm_forecast.predict import run_screener
-    from lstm_forecast.progress import TickerBar
-
-    if days is not None:
-        raise UsageError("--days: over two or more tickers predict shows the next session only; give one ticker "
-                         "to forecast more days")
-    with stop_on_signals() as stop:
-        with TickerBar(stderr, len(tickers)) as bar:
-            screener = run_screener(tickers, levels or (), output_format, output, refresh, data_dir, runs_dir,
-                                    on_row=bar.update_row, stop=stop)
-        show_screener(screener)
-        if screener.interrupted:
-            raise Interrupted("interrupted; the tickers not reached are listed as not run")
-        if screener.failed:
-            raise ForecastError(f"{len(screener.failed)} of {len(tickers)} tickers could not be forecast; "
-                                "the table gives each reason")
+    command.run(run, given=ticker or [], tickers_file=tickers_file, all_cached=all_cached, days=days, levels=levels,
+                output_format=output_format, output=output, refresh=refresh, data_dir=data_dir, runs_dir=runs_dir)
 
 
 @app.command("runs", cls=ForecastCommand)
@@ -567,26 +409,9 @@ def list_runs(
     json_output: JsonOption = False,
 ) -> None:
     """List the run bundles, oldest first: id, ticker, model, epochs and test RMSE against naive."""
-    from lstm_forecast.predict import run_summaries, runs_table
+    from lstm_forecast.commands import runs as command
 
-    tickers: list[str | None] = [None]
-    if ticker or tickers_file:
-        from lstm_forecast.universe import select_tickers
-
-        selection = select_tickers(ticker or [], tickers_file, False, None)
-        warn(selection.warnings)
-        tickers = list(selection.tickers)
-    listings = [run_summaries(runs_dir, symbol) for symbol in tickers]
-    folder = listings[0][0]
-    rows = sorted((row for _, some in listings for row in some), key=lambda row: (row["run_id"], row["path"]))
-    if json_output:
-        print_json({"runs_dir": str(folder), "runs": rows})
-    elif rows:
-        # The table's natural width, as `ls -l` never cuts a path: a narrow terminal wraps long lines instead.
-        Console(highlight=False, width=10_000).print(runs_table(rows))
-    else:
-        hint = f"lstm-forecast train -t {','.join(tickers) if tickers != [None] else 'TICKER'}"
-        stderr.print(f"No run bundles in {folder}; train one with `{hint}`.", markup=False)
+    command.run(given=ticker or [], tickers_file=tickers_file, runs_dir=runs_dir, json_output=json_output)
 
 
 FoldsOption = Annotated[
