@@ -7,7 +7,6 @@ warnings, the stop request signals set) is in console.py.
 
 from __future__ import annotations
 
-import os
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -189,149 +188,22 @@ def train(
     q-values, a pooled test, summary.csv and universe.png in the runs dir's _universe/ folder. With --scope
     global, one model is trained across all of them (per-ticker scalers, one calendar split) and judged per
     ticker and across the cross-section (rank IC, long–short); its bundle goes to the runs dir's _global/."""
-    from lstm_forecast.config import check_training_options, load_config
-    from lstm_forecast.progress import EpochBars
-    from lstm_forecast.train import train_ticker
-    from lstm_forecast.universe import plan_training
+    from lstm_forecast.commands import train as command
+    from lstm_forecast.config import load_config
 
     require_tickers(ctx, ticker, tickers_file, all_cached)
     shortcuts = {"model.type": ("--model", model), "train.epochs": ("--epochs", epochs),
                  "train.seed": ("--seed", seed), "train.device": ("--device", device),
                  "model.scope": ("--scope", scope), "train.seeds": ("--seeds", seeds)}
-    settings = load_config(config, set_ or [], shortcuts)
-    check_training_options(settings, jobs, executor, resume)
-    plan = plan_training(settings, ticker or [], tickers_file, all_cached, data_dir, runs_dir)
-    warn(plan.warnings)
-    if settings.model.scope == "global":
-        train_global_command(settings, plan, json_output)
-        return
-    if len(plan.tickers) > 1 or jobs > 1 or executor != "local" or resume is not None:
-        train_universe_command(settings, plan, jobs, executor, ray_address, resume, json_output)
-        return
-    symbol = plan.tickers[0]
-    # A stop signal from the first batch until the bundle is in place keeps the best epoch (see the top). The
-    # bar is drawn from the first epoch on, so the label of a ticker that is not valid is never shown.
-    with stop_on_signals() as stop:
-        with EpochBars(stderr, [f"{symbol} {settings.model.type.upper()}"], settings.train.epochs) as bars:
-            result = train_ticker(settings, symbol, data_dir, runs_dir, bars.update, stop, on_fetch=note)
-        if json_output:
-            print_json({"run_dir": str(result.run_dir), **result.metrics})
-        else:
-            print_training_summary(result)
-        if stop.is_set():
-            raise Interrupted(f"training interrupted; the best epoch so far was saved to {result.run_dir}")
-
-
-def train_universe_command(
-    settings: Any, plan: Any, jobs: int, executor: str, ray_address: str | None, resume: Path | None,
-    json_output: bool,
-) -> None:
-    """`train` over a universe: one bar over tickers, then the set's report; exit 1 when a ticker failed."""
-    from lstm_forecast.progress import TickerBar
-    from lstm_forecast.universe import train_universe
-
-    cores = os.cpu_count() or 1
-    if executor == "local" and jobs > cores:  # more workers than cores only queue for them, each costing memory
-        warn([f"--jobs {jobs} is more than this machine's {cores} cores; training {cores} at once"])
-        jobs = cores
-
-    with stop_on_signals() as stop:
-        with TickerBar(stderr, len(plan.tickers)) as bar:
-            universe = train_universe(settings, plan.tickers, plan.data_dir, plan.runs_dir, jobs, executor,
-                                      ray_address, resume, on_row=bar.update_row, on_epoch=bar.update_epoch,
-                                      stop=stop, on_fetch=note)
-        finish_universe(universe, len(plan.tickers), "trained", json_output)
-
-
-def train_global_command(settings: Any, plan: Any, json_output: bool) -> None:
-    """`train --scope global`: one bar per seed, then the per-ticker and cross-sectional report."""
-    from lstm_forecast.global_run import member_labels, train_global
-    from lstm_forecast.progress import EpochBars
-    from lstm_forecast.report import global_report
-
-    with stop_on_signals() as stop:
-        with EpochBars(stderr, member_labels(settings), settings.train.epochs) as bars:
-            result = train_global(settings, plan.tickers, plan.data_dir, plan.runs_dir,
-                                  on_epoch=lambda label, record: bars.update(record, label), stop=stop, on_fetch=note)
-        if json_output:
-            print_json({"run_dir": str(result.run_dir), "tickers": result.tickers, "training": result.training,
-                        **result.report})
-        else:
-            for member in result.training:
-                stopped = " (stopped early)" if member["stopped_early"] else ""
-                stdout.print(f"Seed {member['seed']}: {member['epochs_run']} epochs{stopped}, best epoch "
-                             f"{member['best_epoch']} (validation loss {member['best_val_loss']:.4f}), "
-                             f"{member['seconds']:.1f} s on {member['device']}", markup=False)
-            print_notes(result.notes, str(result.run_dir / "metrics.json"))
-            for item in global_report({**result.report, "scope": "in universe", "run_dir": str(result.run_dir),
-                                       "model": {"kind": settings.model.type}, "skipped": result.skipped}):
-                stdout.print(item)
-            stdout.print(f"Run bundle: {result.run_dir} (lstm-forecast evaluate --run {result.run_dir} writes "
-                         "the report files and charts)", markup=False, soft_wrap=True)
-        if stop.is_set():
-            raise Interrupted(f"training interrupted; the members finished so far were saved to {result.run_dir}")
-
-
-def finish_universe(universe: Any, total: int, done: str, json_output: bool) -> None:
-    """Print a universe's report (or its JSON); then exit 130 if it was interrupted, 1 if a ticker failed."""
-    from lstm_forecast.report import universe_report
-
-    if json_output:
-        print_json(universe.report)
-    else:
-        for item in universe_report(universe.report):
-            stdout.print(item)
-        print_notes(universe.report.get("notes") or {}, str(universe.folder / "summary.json"))
-    if universe.interrupted:
-        resume = f" (continue with --resume {universe.folder})" if done == "trained" else ""
-        raise Interrupted(f"interrupted; the tickers finished so far are in {universe.folder}{resume}")
-    failed = len(universe.report["failed"])
-    if failed:
-        raise ForecastError(f"{failed} of {total} tickers could not be {done}; "
-                            f"{universe.folder / 'summary.csv'} gives each reason")
-
-
-MAX_NOTE_TICKERS = 5  # more tickers' notes than this are counted, not listed
-
-
-def print_notes(notes: dict[str, list[str]], where: str) -> None:
-    """What the data cost each ticker (history cut to the context's range, windows dropped): listed for a few
-    tickers, counted for more (`where` holds them all)."""
-    noted = {ticker: lines for ticker, lines in notes.items() if lines}
-    if len(noted) > MAX_NOTE_TICKERS:
-        stdout.print(f"Note: {len(noted)} tickers had their history cut or windows dropped for the context "
-                     f"inputs; {where} lists them", markup=False)
-        return
-    for ticker, lines in noted.items():
-        for line in lines:
-            stdout.print(f"Note: {ticker}: {line}", markup=False)
+    command.run(load_config(config, set_ or [], shortcuts), given=ticker or [], tickers_file=tickers_file,
+                all_cached=all_cached, data_dir=data_dir, runs_dir=runs_dir, jobs=jobs, executor=executor,
+                ray_address=ray_address, resume=resume, json_output=json_output)
 
 
 def require_tickers(ctx: typer.Context, given: list[str] | None, tickers_file: Path | None, all_cached: bool) -> None:
     """No ticker at all: the usage error typer gives for a missing --ticker, as when the option was required."""
     if not (given or tickers_file or all_cached):
         raise UsageError(f"Missing option '--ticker' / '-t'. See '{ctx.command_path} --help'.")
-
-
-def print_training_summary(result: Any) -> None:
-    """The `train` report: how training went, then the validation and test scores beside naive's."""
-    from lstm_forecast.report import scores_table, tests_line
-
-    training, kind = result.training, result.kind
-    stopped = " (stopped early)" if training["stopped_early"] else ""
-    stdout.print(
-        f"Trained {kind.upper()} on {result.ticker}: {training['epochs_run']} epochs{stopped}, "
-        f"best epoch {training['best_epoch']}, {training['seconds']:.1f} s on {training['device']}"
-    )
-    for line in result.notes:
-        stdout.print(f"Note: {line}", markup=False)
-    for split, title in (("val", "Validation"), ("test", "Test (never seen in training)")):
-        scores = result.metrics[split]
-        period = f"{scores['first_anchor']} … {scores['last_anchor']}, {scores['windows']} windows"
-        stdout.print(scores_table(f"{title}: {period}", scores["metrics"], result.window["horizon"], kind))
-        stdout.print(tests_line(scores["vs_naive"]))
-        stdout.print(f"Verdict: {scores['verdict']}.")
-    stdout.print(f"Run bundle: {result.run_dir}", markup=False)
 
 
 def _one_of(value: str, choices: tuple[str, ...]) -> str:
@@ -445,85 +317,10 @@ def evaluate(
     """Judge a run beside the naive and drift forecasts: tests, lag copy, intervals, backtest, plots.
 
     Over two or more tickers, each one's newest run, then the set: Benjamini–Hochberg q-values, a pooled test."""
-    from lstm_forecast.evaluate import evaluate as evaluate_run
-    from lstm_forecast.global_bundle import is_global_run
-    from lstm_forecast.progress import FoldBar
-    from lstm_forecast.report import evaluation_report
+    from lstm_forecast.commands import evaluate as command
 
-    one_run_only = UsageError("--without-context judges one local run; for several tickers use `lstm-forecast "
-                              "compare --context on,off`")
-    if run is not None and is_global_run(run):
-        if without_context:
-            raise one_run_only
-        if folds is not None:
-            raise UsageError("--folds: a global run has no walk-forward backtest; its test period is judged per "
-                             "ticker and across the cross-section")
-        evaluate_global_command(run, ticker or [], tickers_file, all_cached, data_dir, json_output)
-        return
-    if ticker or tickers_file or all_cached:
-        from lstm_forecast.universe import plan_evaluation
-
-        plan = plan_evaluation(run, ticker or [], tickers_file, all_cached, data_dir, runs_dir)
-        warn(plan.warnings)
-        if len(plan.tickers) > 1:
-            if without_context:
-                raise one_run_only
-            evaluate_universe_command(plan, folds, json_output)
-            return
-        ticker = plan.tickers
-    with stop_on_signals() as stop:
-        with FoldBar(stderr) as progress:
-            evaluation = evaluate_run(run, data_dir, folds, progress.update, stop,
-                                      ticker=ticker[0] if ticker else None, runs_dir=runs_dir,
-                                      without_context=without_context, on_note=note)
-        if json_output:
-            print_json(evaluation.report)
-        else:
-            for item in evaluation_report(evaluation.report):
-                stdout.print(item)
-        run_dir = evaluation.report["run_dir"]
-        if evaluation.interrupted:
-            raise Interrupted(f"backtest interrupted; the evaluation of the finished folds was saved to {run_dir}")
-        if stop.is_set():
-            raise Interrupted(f"evaluation interrupted after it was saved to {run_dir}")
-
-
-def evaluate_global_command(
-    run: Path, given: list[str], tickers_file: Path | None, all_cached: bool, data_dir: Path | None,
-    json_output: bool,
-) -> None:
-    """`evaluate --run GLOBAL_RUN`, on its own tickers or (with -t, --tickers-file or --all) on tickers it never
-    trained on."""
-    from lstm_forecast.data import resolve_data_dir
-    from lstm_forecast.global_evaluate import evaluate_global
-    from lstm_forecast.report import global_report
-    from lstm_forecast.universe import select_tickers
-
-    tickers = None
-    if given or tickers_file or all_cached:
-        selection = select_tickers(given, tickers_file, all_cached, resolve_data_dir(data_dir, None) if all_cached
-                                   else None)
-        warn(selection.warnings)
-        tickers = selection.tickers
-    evaluation = evaluate_global(run, tickers, data_dir)
-    warn(evaluation.warnings)
-    if json_output:
-        print_json(evaluation.report)
-    else:
-        for item in global_report(evaluation.report):
-            stdout.print(item)
-
-
-def evaluate_universe_command(plan: Any, folds: int | None, json_output: bool) -> None:
-    """`evaluate` over a universe: one bar over tickers, then the set's report; exit 1 when a ticker failed."""
-    from lstm_forecast.progress import TickerBar
-    from lstm_forecast.universe import evaluate_universe
-
-    with stop_on_signals() as stop:
-        with TickerBar(stderr, len(plan.tickers)) as bar:
-            universe = evaluate_universe(plan.tickers, plan.runs_dir, plan.data_dir, folds, on_row=bar.update_row,
-                                         stop=stop)
-        finish_universe(universe, len(plan.tickers), "evaluated", json_output)
+    command.run(run, given=ticker or [], tickers_file=tickers_file, all_cached=all_cached, folds=folds,
+                data_dir=data_dir, runs_dir=runs_dir, without_context=without_context, json_output=json_output)
 
 
 @app.command(cls=ForecastCommand)
@@ -805,37 +602,14 @@ def tune(
     between processes, --storage URL between machines. best.yaml, trials.csv and tune.png go to
     <runs-dir>/tune/<study>/; the best config is retrained into a normal run bundle and its test score printed
     beside naive, with the optimism of the validation figure stated."""
+    from lstm_forecast.commands import tune as command
     from lstm_forecast.config import load_config
-    from lstm_forecast.progress import TrialBoard
-    from lstm_forecast.report import tune_report
-    from lstm_forecast.tune import DEFAULT_TRIALS, plan_tune
-    from lstm_forecast.tune import tune as run_tune
-    from lstm_forecast.universe import plan_training
 
     require_tickers(ctx, ticker, tickers_file, all_cached)
-    settings = load_config(config, set_ or [])
-    plan = plan_training(settings, ticker or [], tickers_file, all_cached, data_dir, runs_dir)
-    warn(plan.warnings)
-    cores = os.cpu_count() or 1
-    if jobs > cores:  # more workers than cores only queue for them, each costing memory
-        warn([f"--jobs {jobs} is more than this machine's {cores} cores; running {cores} trials at once"])
-        jobs = cores
-    if trials is None and timeout is None:
-        trials = DEFAULT_TRIALS
-    with stop_on_signals() as stop:
-        setup = plan_tune(settings, plan.tickers, plan.data_dir, plan.runs_dir, space, study, storage, jobs,
-                          objective, cv_folds, seed, on_fetch=note, stop=stop)
-        with TrialBoard(stderr, setup.space.keys, trials, timeout) as board:
-            outcome = run_tune(setup, plan.runs_dir, trials, timeout, jobs, stop, on_update=board.update,
-                               on_retrain=note)
-        if json_output:
-            print_json(outcome.report)
-        else:
-            for item in tune_report(outcome.report):
-                stdout.print(item)
-        if outcome.interrupted:
-            raise Interrupted(f"tune interrupted; every finished trial is kept in study {setup.study!r} (run the "
-                              "same command again to resume)")
+    command.run(load_config(config, set_ or []), given=ticker or [], tickers_file=tickers_file,
+                all_cached=all_cached, data_dir=data_dir, runs_dir=runs_dir, space=space, trials=trials,
+                timeout=timeout, study=study, storage=storage, jobs=jobs, seed=seed, objective=objective,
+                cv_folds=cv_folds, json_output=json_output)
 
 
 def _as_date(value: datetime | None) -> date | None:
