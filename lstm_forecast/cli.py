@@ -9,23 +9,16 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from lstm_forecast import __version__
 from lstm_forecast.console import (
     ForecastCommand,
     ForecastGroup,
-    note,
-    print_json,
-    stderr,
-    stdout,
-    stop_on_signals,
-    warn,
 )
-from lstm_forecast.errors import ForecastError, Interrupted, UsageError
+from lstm_forecast.errors import UsageError
 
 app = typer.Typer(
     cls=ForecastGroup,
@@ -353,196 +346,16 @@ def compare(
     Over two or more tickers, one comparison each, one after another; a ticker that fails stops no other.
     With --scopes local,global: local models and one global model side by side on the same test windows.
     With --context on,off: the model with and without its context inputs, on the same rows and test windows."""
-    from lstm_forecast.compare import compare_models, parse_models
+    from lstm_forecast.commands import compare as command
+    from lstm_forecast.compare import parse_models
     from lstm_forecast.config import load_config
-    from lstm_forecast.progress import EpochBars
-    from lstm_forecast.report import compare_report
 
     kinds = parse_models(models)
     require_tickers(ctx, ticker, tickers_file, all_cached)
     settings = load_config(config, set_ or [], {"train.epochs": ("--epochs", epochs)})
-    if context_runs is not None:
-        compare_context_command(settings, context_runs, scopes, models, ticker or [], tickers_file, all_cached,
-                                data_dir, runs_dir, json_output)
-        return
-    if scopes is not None:
-        compare_scopes_command(settings, scopes, models, ticker or [], tickers_file, all_cached, data_dir, runs_dir,
-                               json_output)
-        return
-    if tickers_file is not None or all_cached or len(ticker) != 1 or "," in ticker[0]:
-        compare_universe_command(settings, kinds, ticker or [], tickers_file, all_cached, data_dir, runs_dir,
-                                 json_output)
-        return
-    with stop_on_signals() as stop:
-        with EpochBars(stderr, [kind.upper() for kind in kinds], settings.train.epochs) as bars:
-            comparison = compare_models(
-                settings, ticker[0], data_dir, runs_dir, kinds,
-                on_epoch=lambda kind, record: bars.update(record, kind.upper()), stop=stop, on_fetch=note,
-            )
-        if json_output:
-            print_json(comparison.report)
-        else:
-            for item in compare_report(comparison.report):
-                stdout.print(item)
-        if comparison.interrupted or stop.is_set():
-            raise Interrupted(
-                f"comparison interrupted; the models finished so far were saved to {comparison.compare_dir}"
-            )
-
-
-def compare_scopes_command(
-    settings: Any, scopes: str, models: str, given: list[str], tickers_file: Path | None, all_cached: bool,
-    data_dir: Path | None, runs_dir: Path | None, json_output: bool,
-) -> None:
-    """`compare --scopes local,global`: one bar over the local tickers after the global model's epochs."""
-    from lstm_forecast.compare import DEFAULT_MODELS, compare_scopes, parse_scopes
-    from lstm_forecast.report import scopes_report
-    from lstm_forecast.universe import plan_training
-
-    parse_scopes(scopes)
-    if models != DEFAULT_MODELS:
-        raise UsageError("--scopes compares local and global models of one type (model.type or --set "
-                         "model.type=…); give --models without --scopes")
-    plan = plan_training(settings, given, tickers_file, all_cached, data_dir, runs_dir)
-    warn(plan.warnings)
-    from lstm_forecast.global_run import member_labels
-    from lstm_forecast.progress import EpochBars, TickerBar
-
-    labels = member_labels(settings)
-
-    def on_epoch(label: str, record: Any) -> None:
-        if label in labels:
-            bars.update(record, label)
-        else:
-            tickers.update_epoch(label.removeprefix("local "), record)
-
-    with stop_on_signals() as stop:
-        with EpochBars(stderr, labels, settings.train.epochs) as bars, TickerBar(stderr, len(plan.tickers)) as tickers:
-            comparison = compare_scopes(settings, plan.tickers, plan.data_dir, plan.runs_dir, on_epoch,
-                                        tickers.update_row, stop)
-        if json_output:
-            print_json(comparison.report)
-        else:
-            for item in scopes_report(comparison.report):
-                stdout.print(item)
-        if comparison.interrupted or stop.is_set():
-            raise Interrupted(f"comparison interrupted; what finished was saved to {comparison.compare_dir}")
-
-
-def compare_context_command(
-    settings: Any, context_runs: str, scopes: str | None, models: str, given: list[str], tickers_file: Path | None,
-    all_cached: bool, data_dir: Path | None, runs_dir: Path | None, json_output: bool,
-) -> None:
-    """`compare --context on,off`: one comparison per ticker, in turn; over two or more, as `compare` over several
-    (exit 1 when one failed, 130 on Ctrl-C)."""
-    from lstm_forecast.compare import (
-        CONTEXT_LABELS,
-        DEFAULT_MODELS,
-        compare_context,
-        context_set,
-        parse_context_runs,
-        require_context,
-    )
-    from lstm_forecast.progress import EpochBars
-    from lstm_forecast.report import context_report
-    from lstm_forecast.universe import plan_training
-
-    parse_context_runs(context_runs)
-    if scopes is not None:
-        raise UsageError("--context and --scopes are separate comparisons; give one of them")
-    if models != DEFAULT_MODELS:
-        raise UsageError("--context compares one model type (model.type or --set model.type=…) with and without "
-                         "its context inputs; give --models without --context")
-    require_context(settings)
-    several = tickers_file is not None or all_cached or len(given) != 1 or "," in given[0]
-    if several:
-        plan = plan_training(settings, given, tickers_file, all_cached, data_dir, runs_dir)
-        warn(plan.warnings)
-        tickers, data_dir, runs_dir = plan.tickers, plan.data_dir, plan.runs_dir
-    else:
-        tickers = given
-    reports, comparisons, failures, interrupted = [], [], [], False
-    with stop_on_signals() as stop:
-        for symbol in tickers:
-            if stop.is_set():
-                break
-            prefix = f"{symbol} " if several else ""
-            labels = [f"{prefix}{label.upper()}" for label in CONTEXT_LABELS.values()]
-            try:
-                with EpochBars(stderr, labels, settings.train.epochs) as bars:
-                    comparison = compare_context(
-                        settings, symbol, data_dir, runs_dir, stop=stop, on_fetch=note,
-                        on_epoch=lambda label, record, prefix=prefix: bars.update(record, f"{prefix}{label.upper()}"),
-                    )
-            except ForecastError as exc:
-                if not several:
-                    raise
-                if isinstance(exc, Interrupted):  # the tickers compared so far are still reported
-                    interrupted = True
-                    break
-                failures.append({"ticker": symbol, "error": " ".join(str(exc).split())})
-                continue
-            reports.append(comparison.report)
-            comparisons.append(comparison)
-            if not json_output:
-                for item in context_report(comparison.report):
-                    stdout.print(item)
-            if comparison.interrupted:
-                interrupted = True
-                break
-        summary = context_set(comparisons) if several and comparisons else None
-        if json_output:
-            print_json({"comparisons": reports, "failed": failures, "set": summary} if several else reports[0])
-        elif summary is not None:
-            stdout.print(f"[bold]Across the tickers: {escape(summary['verdict'])}.[/]")
-        warn([f"{failure['ticker']} was not compared: {failure['error']}" for failure in failures])
-        if several and (interrupted or stop.is_set()):
-            raise Interrupted(f"comparisons interrupted after {len(reports)} of {len(tickers)} tickers")
-        if interrupted or stop.is_set():
-            raise Interrupted(f"comparison interrupted; what finished was saved to {reports[0]['compare_dir']}")
-        if failures:
-            raise ForecastError(f"{len(failures)} of {len(tickers)} tickers could not be compared")
-
-
-def compare_universe_command(
-    settings: Any, kinds: list[str], given: list[str], tickers_file: Path | None, all_cached: bool,
-    data_dir: Path | None, runs_dir: Path | None, json_output: bool,
-) -> None:
-    """`compare` over several tickers: one comparison each, in turn; exit 1 when one failed, 130 on Ctrl-C."""
-    from lstm_forecast.compare import compare_models
-    from lstm_forecast.progress import EpochBars
-    from lstm_forecast.report import compare_report
-    from lstm_forecast.universe import plan_training
-
-    plan = plan_training(settings, given, tickers_file, all_cached, data_dir, runs_dir)
-    warn(plan.warnings)
-    reports, failures = [], []
-    with stop_on_signals() as stop:
-        for symbol in plan.tickers:
-            if stop.is_set():
-                break
-            try:
-                with EpochBars(stderr, [f"{symbol} {kind.upper()}" for kind in kinds], settings.train.epochs) as bars:
-                    comparison = compare_models(
-                        settings, symbol, plan.data_dir, plan.runs_dir, kinds, stop=stop, on_fetch=note,
-                        on_epoch=lambda kind, record, symbol=symbol: bars.update(record, f"{symbol} {kind.upper()}"),
-                    )
-            except Interrupted:
-                break
-            except ForecastError as exc:
-                failures.append({"ticker": symbol, "error": " ".join(str(exc).split())})
-                continue
-            reports.append(comparison.report)
-            if not json_output:
-                for item in compare_report(comparison.report):
-                    stdout.print(item)
-        if json_output:
-            print_json({"comparisons": reports, "failed": failures})
-        warn([f"{failure['ticker']} was not compared: {failure['error']}" for failure in failures])
-        if stop.is_set():
-            raise Interrupted(f"comparisons interrupted after {len(reports)} of {len(plan.tickers)} tickers")
-        if failures:
-            raise ForecastError(f"{len(failures)} of {len(plan.tickers)} tickers could not be compared")
+    command.run(settings, models=models, kinds=kinds, given=ticker or [], tickers_file=tickers_file,
+                all_cached=all_cached, data_dir=data_dir, runs_dir=runs_dir, scopes=scopes, context_runs=context_runs,
+                json_output=json_output)
 
 
 MAX_TRIALS = 100_000  # more than that is a typo, not a search
