@@ -1,8 +1,10 @@
-"""The command line: parse, call one function, print.
+"""The command line: each command parses its options and calls one function, its module's `run`.
 
-Heavy libraries (torch, pandas, yfinance) are imported inside the commands, so that
-`lstm-forecast --help` answers at once. What every command shares (the consoles, one-line errors and
-warnings, the stop request signals set) is in console.py.
+A command turns its options into values (the config they load, the model list, dates) and hands them to `run`
+in lstm_forecast/commands/, which chooses between the command's forms (one ticker, a universe, a global model),
+does the work and prints. Those modules import torch and pandas, so each command imports its own when it runs:
+`lstm-forecast --help` answers at once. What every command shares (the consoles, one-line errors and warnings,
+the stop request signals set, the group that turns a failure into its exit code) is in console.py.
 """
 
 from __future__ import annotations
@@ -14,10 +16,7 @@ from typing import Annotated
 import typer
 
 from lstm_forecast import __version__
-from lstm_forecast.console import (
-    ForecastCommand,
-    ForecastGroup,
-)
+from lstm_forecast.console import ForecastCommand, ForecastGroup
 from lstm_forecast.errors import UsageError
 
 app = typer.Typer(
@@ -51,13 +50,38 @@ MAX_DAYS = 250  # window.horizon's bound
 MAX_FOLDS = 50  # evaluate.folds's bound
 MAX_LEVELS = 10  # predict.levels's bound
 MAX_JOBS = 256  # train.threads's bound: more jobs than that is a typo
+MAX_TRIALS = 100_000  # more than that is a typo, not a search
 EXECUTORS = ("local", "ray")
+
+
+def _one_of(value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise typer.BadParameter(f"{value[:40]!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _percent_levels(levels: list[float] | None) -> list[float] | None:
+    """Each level strictly between 0 and 100, as predict.levels in the config (typer's ranges are closed)."""
+    if levels is not None and len(levels) > MAX_LEVELS:
+        raise typer.BadParameter(f"at most {MAX_LEVELS} levels, as predict.levels")
+    for level in levels or ():
+        if not 0 < level < 100:  # NaN fails this too
+            raise typer.BadParameter(f"{level:g} is not a percentage between 0 and 100 (exclusive), e.g. 80")
+    return levels
+
+
+def _as_date(value: datetime | None) -> date | None:
+    return value.date() if value is not None else None
+
+
+def require_tickers(ctx: typer.Context, given: list[str] | None, tickers_file: Path | None, all_cached: bool) -> None:
+    """No ticker at all: the usage error typer gives for a missing --ticker, as when the option was required."""
+    if not (given or tickers_file or all_cached):
+        raise UsageError(f"Missing option '--ticker' / '-t'. See '{ctx.command_path} --help'.")
+
 
 # Options shared by several commands.
 ISO_DAY = "%Y-%m-%d"
-TickerOption = Annotated[
-    str, typer.Option("--ticker", "-t", metavar="TICKER", help="Ticker symbol, e.g. TSLA or ^GSPC.")
-]
 DataDirOption = Annotated[
     Path | None,
     typer.Option("--data-dir", metavar="DIR", help="Price cache (default: $LSTM_FORECAST_DATA_DIR, data.dir, ./data)."),
@@ -65,38 +89,6 @@ DataDirOption = Annotated[
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", metavar="FILE", help="YAML config merged over the defaults.")
 ]
-
-
-@app.command(cls=ForecastCommand)
-def fetch(
-    ctx: typer.Context,
-    ticker: TickersOption = None,
-    tickers_file: TickersFileOption = None,
-    all_cached: AllOption = False,
-    start: Annotated[datetime | None, typer.Option(formats=[ISO_DAY], help="First day, YYYY-MM-DD.")] = None,
-    end: Annotated[datetime | None, typer.Option(formats=[ISO_DAY], help="Last day, YYYY-MM-DD.")] = None,
-    refresh: Annotated[bool, typer.Option("--refresh", help="Download the whole range again.")] = False,
-    from_csv: Annotated[
-        Path | None,
-        # A file named on the command line that is not there is a usage error (exit 2), as for --config.
-        typer.Option("--from-csv", exists=True, dir_okay=False, help="Import a local Yahoo-layout CSV, no download."),
-    ] = None,
-    data_dir: DataDirOption = None,
-    config: ConfigOption = None,
-    json_output: JsonOption = False,
-) -> None:
-    """Download daily prices from Yahoo Finance into the local cache (or import a CSV).
-
-    Several tickers: one at a time, data.fetch_rate a second, rate limits waited out, each failure its own."""
-    from lstm_forecast.commands import fetch as command
-    from lstm_forecast.config import load_config
-
-    require_tickers(ctx, ticker, tickers_file, all_cached)
-    command.run(load_config(config), given=ticker or [], tickers_file=tickers_file, all_cached=all_cached,
-                data_dir=data_dir, start=_as_date(start), end=_as_date(end), refresh=refresh, from_csv=from_csv,
-                json_output=json_output)
-
-
 TickersOption = Annotated[
     list[str] | None,
     typer.Option("--ticker", "-t", metavar="TICKER",
@@ -135,9 +127,6 @@ RunsDirOption = Annotated[
 RunOption = Annotated[
     Path | None, typer.Option("--run", metavar="RUN_DIR", help="Run bundle (default: the newest run).")
 ]
-RunTickerOption = Annotated[
-    str | None, typer.Option("--ticker", "-t", metavar="TICKER", help="Use this ticker's newest run.")
-]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (progress on stderr).")]
 ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="lstm, gru or rnn (model.type).")]
 EpochsOption = Annotated[
@@ -151,6 +140,36 @@ SeedsOption = Annotated[
     int | None, typer.Option("--seeds", metavar="N", help="Global: a seed ensemble of N members, seeds "
                              "train.seed … +N-1 (train.seeds).")
 ]
+
+
+@app.command(cls=ForecastCommand)
+def fetch(
+    ctx: typer.Context,
+    ticker: TickersOption = None,
+    tickers_file: TickersFileOption = None,
+    all_cached: AllOption = False,
+    start: Annotated[datetime | None, typer.Option(formats=[ISO_DAY], help="First day, YYYY-MM-DD.")] = None,
+    end: Annotated[datetime | None, typer.Option(formats=[ISO_DAY], help="Last day, YYYY-MM-DD.")] = None,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Download the whole range again.")] = False,
+    from_csv: Annotated[
+        Path | None,
+        # A file named on the command line that is not there is a usage error (exit 2), as for --config.
+        typer.Option("--from-csv", exists=True, dir_okay=False, help="Import a local Yahoo-layout CSV, no download."),
+    ] = None,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Download daily prices from Yahoo Finance into the local cache (or import a CSV).
+
+    Several tickers: one at a time, data.fetch_rate a second, rate limits waited out, each failure its own."""
+    from lstm_forecast.commands import fetch as command
+    from lstm_forecast.config import load_config
+
+    require_tickers(ctx, ticker, tickers_file, all_cached)
+    command.run(load_config(config), given=ticker or [], tickers_file=tickers_file, all_cached=all_cached,
+                data_dir=data_dir, start=_as_date(start), end=_as_date(end), refresh=refresh, from_csv=from_csv,
+                json_output=json_output)
 
 
 @app.command(cls=ForecastCommand)
@@ -193,34 +212,11 @@ def train(
                 ray_address=ray_address, resume=resume, json_output=json_output)
 
 
-def require_tickers(ctx: typer.Context, given: list[str] | None, tickers_file: Path | None, all_cached: bool) -> None:
-    """No ticker at all: the usage error typer gives for a missing --ticker, as when the option was required."""
-    if not (given or tickers_file or all_cached):
-        raise UsageError(f"Missing option '--ticker' / '-t'. See '{ctx.command_path} --help'.")
-
-
-def _one_of(value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise typer.BadParameter(f"{value[:40]!r} is not one of {', '.join(choices)}")
-    return value
-
-
-def _percent_levels(levels: list[float] | None) -> list[float] | None:
-    """Each level strictly between 0 and 100, as predict.levels in the config (typer's ranges are closed)."""
-    if levels is not None and len(levels) > MAX_LEVELS:
-        raise typer.BadParameter(f"at most {MAX_LEVELS} levels, as predict.levels")
-    for level in levels or ():
-        if not 0 < level < 100:  # NaN fails this too
-            raise typer.BadParameter(f"{level:g} is not a percentage between 0 and 100 (exclusive), e.g. 80")
-    return levels
-
-
 PredictTickersOption = Annotated[
     list[str] | None,
     typer.Option("--ticker", "-t", metavar="TICKER", help="Use this ticker's newest run; two or more (repeatable, "
                  "or a comma list) print one ranked table of next-session forecasts."),
 ]
-
 
 @app.command(cls=ForecastCommand)
 def predict(
@@ -292,7 +288,6 @@ RunTickersOption = Annotated[
                  help="Use this ticker's newest run; repeatable, or a comma list, to judge a universe."),
 ]
 
-
 @app.command(cls=ForecastCommand)
 def evaluate(
     run: RunOption = None,
@@ -358,9 +353,6 @@ def compare(
                 json_output=json_output)
 
 
-MAX_TRIALS = 100_000  # more than that is a typo, not a search
-
-
 @app.command(cls=ForecastCommand)
 def tune(
     ctx: typer.Context,
@@ -423,10 +415,6 @@ def tune(
                 all_cached=all_cached, data_dir=data_dir, runs_dir=runs_dir, space=space, trials=trials,
                 timeout=timeout, study=study, storage=storage, jobs=jobs, seed=seed, objective=objective,
                 cv_folds=cv_folds, json_output=json_output)
-
-
-def _as_date(value: datetime | None) -> date | None:
-    return value.date() if value is not None else None
 
 
 def main() -> None:
