@@ -34,6 +34,7 @@ from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from lstm_forecast.errors import ForecastError, Interrupted
+from lstm_forecast.files import json_text
 
 # soft_wrap: a summary line piped to a file stays one line (paths are never broken at 80 columns);
 # piped tables get 100 columns rather than rich's 80, terminals their own width.
@@ -153,8 +154,6 @@ def _show_warning(message: Warning | str, category: type[Warning], *args: Any, *
 
 def print_json(document: dict[str, Any]) -> None:
     """Exactly one JSON object on stdout, nothing else there."""
-    from lstm_forecast.files import json_text
-
     sys.stdout.write(json_text(document))
 
 
