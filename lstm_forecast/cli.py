@@ -1,218 +1,23 @@
-"""The command line: parse, call one function, print.
+"""The command line: each command parses its options and calls one function, its module's `run`.
 
-Heavy libraries (torch, pandas, yfinance) are imported inside the commands, so that
-`lstm-forecast --help` answers at once. Every user-facing failure is a `ForecastError`,
-caught once in `ForecastGroup.main`, printed as one `Error: ...` line on stderr; Python warnings
-print as one `Warning: ...` line each.
-
-Ctrl-C, SIGTERM and SIGHUP: while `train`, `compare` or `evaluate` works (waiting for a cache lock, downloading,
-training until the bundle is in place, a backtest), the first one asks the work to stop soon: a wait ends at
-once with nothing written, training after the current batch, keeping the best epoch; the command then exits
-128 + the signal's number (130, 143, 129). The second one gets the signal's usual effect at once.
+A command turns its options into values (the config they load, the model list, dates) and hands them to `run`
+in lstm_forecast/commands/, which chooses between the command's forms (one ticker, a universe, a global model),
+does the work and prints. Those modules import torch and pandas, so each command imports its own when it runs:
+`lstm-forecast --help` answers at once. What every command shares (the consoles, one-line errors and warnings,
+the stop request signals set, the group that turns a failure into its exit code) is in console.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import sys
-import threading
-import traceback
-import warnings
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from lstm_forecast import __version__
-from lstm_forecast.errors import ForecastError, Interrupted, UsageError
-
-# soft_wrap: a summary line piped to a file stays one line (paths are never broken at 80 columns);
-# piped tables get 100 columns rather than rich's 80, terminals their own width.
-stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 100)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-# Exceptions a parser can raise on hostile input (YAML nested 100,000 deep, a number too large for a
-# float, an input too large for memory) that nothing closer to the input turned into a ForecastError.
-HOSTILE_INPUT = {
-    RecursionError: "the input is nested too deeply to read",
-    MemoryError: "out of memory: the input (or the model it describes) is too large",
-    OverflowError: "a number in the input is too large",
-}
-
-
-class OneValueOptions:
-    """Command behaviour shared by the group and every command.
-
-    An option that takes one value, given twice, is an error (click would keep the last one silently,
-    so `train -t TSLA -t AAPL` would train AAPL alone); flags show no `<bool>` value in the help.
-    """
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if not ctx.resilient_parsing:
-            _, _, order = self.make_parser(ctx).parse_args(args=list(args))  # type: ignore[attr-defined]
-            counts = Counter(param for param in order if _takes_one_value(param))
-            for param, times in counts.items():
-                if times > 1:
-                    name = max(param.opts, key=len)
-                    given = "twice" if times == 2 else f"{times} times"
-                    ctx.fail(f"{name} given {given}; it takes one value")
-        return super().parse_args(ctx, args)  # type: ignore[misc]
-
-    def get_params(self, ctx: Any) -> list[Any]:
-        params = super().get_params(ctx)  # type: ignore[misc]
-        for param in params:
-            if getattr(param, "is_flag", False):
-                param.metavar = ""  # Typer would show `<bool>`, as if the flag took a value
-        return params
-
-
-def _takes_one_value(param: Any) -> bool:
-    return isinstance(param, TyperOption) and not (param.multiple or param.is_flag or param.count)
-
-
-class ForecastCommand(OneValueOptions, TyperCommand):
-    """Every command of the tool (see OneValueOptions)."""
-
-
-class ForecastGroup(OneValueOptions, TyperGroup):
-    """Runs a command and turns every failure into one `Error: ...` line and the guide's exit code."""
-
-    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
-        with warnings.catch_warnings():
-            warnings.showwarning = _show_warning
-            # numpy's floating-point RuntimeWarnings (overflow, invalid value) are about values the code
-            # checks itself and reports as errors when they matter; the source line they print is noise.
-            warnings.simplefilter("ignore", RuntimeWarning)
-            code = self._run(args, prog_name, complete_var, **extra)
-        sys.exit(code if isinstance(code, int) else 0)
-
-    def _run(self, args: Any, prog_name: Any, complete_var: Any, **extra: Any) -> Any:
-        try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-            if code == 130:  # Typer turned a Ctrl-C outside training into a bare exit code
-                code = fail("interrupted", 130)
-        except ForecastError as exc:
-            code = fail(str(exc), exc.exit_code)
-        except (typer.Abort, KeyboardInterrupt):
-            code = fail("interrupted", 130)
-        except OSError as exc:
-            code = fail(f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", 1)
-        except tuple(HOSTILE_INPUT) as exc:
-            code = fail(next(text for kind, text in HOSTILE_INPUT.items() if isinstance(exc, kind)), 1)
-        except Exception as exc:
-            if type(exc).__name__ == "NoArgsIsHelpError":  # the help was shown: not an error
-                code = 0
-            elif hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
-                # Typer's own usage errors (missing option, bad value): same one-line format.
-                context = getattr(exc, "ctx", None)
-                message = exc.format_message().rstrip()
-                if context is not None:
-                    end = "" if message.endswith((".", ")", "?")) else "."
-                    message += f"{end} See '{context.command_path} --help'."
-                code = fail(message, exc.exit_code)
-            else:  # a bug: still one line, the traceback on request
-                detail = f"unexpected {type(exc).__name__}: {exc}"
-                code = fail(f"{detail} (set LSTM_FORECAST_DEBUG=1 for the traceback)", 1)
-        return code
-
-
-def fail(message: str, exit_code: int) -> int:
-    """Print one error line (and the traceback when LSTM_FORECAST_DEBUG=1); return the exit code."""
-    if os.environ.get("LSTM_FORECAST_DEBUG") == "1" and sys.exc_info()[0] is not None:
-        traceback.print_exc()
-    first_line = " ".join(message.split())
-    print(f"Error: {first_line}", file=sys.stderr)
-    return exit_code
-
-
-def note(message: str) -> None:
-    """A line of our own on stderr, printed as it is (a path like `data [old]/x` is not rich markup)."""
-    stderr.print(message, markup=False)
-
-
-def warn(messages: list[str]) -> None:
-    for message in messages:
-        stderr.print(f"[yellow]Warning:[/] {escape(message)}")  # messages quote paths and file contents
-
-
-def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-    """A Python warning as one line, without the source line a library warning would print."""
-    warn([" ".join(str(message).split())[:300]])
-
-
-class SignalStop:
-    """A stop request (`is_set()`, as the trainer takes it) set by the first Ctrl-C, SIGTERM or SIGHUP."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-
-    def is_set(self) -> bool:
-        return self.signal is not None
-
-    @property
-    def exit_code(self) -> int:
-        """The shell's convention for a process ended by a signal: 128 + its number."""
-        return 128 + (self.signal or signal.SIGINT)
-
-
-STOP_SIGNALS = [signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
-
-
-@contextmanager
-def stop_on_signals() -> Iterator[SignalStop]:
-    """While active, the first stop signal sets the yielded request; the second gets its usual effect
-    (KeyboardInterrupt for Ctrl-C, the end of the process for SIGTERM and SIGHUP), at once.
-
-    An `Interrupted` error leaving the block takes the signal's exit code. Only the main thread may
-    install signal handlers; elsewhere the request is never set and signals keep their effect.
-    """
-    stop = SignalStop()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-    previous: dict[int, Any] = {}
-
-    def request_stop(signum: int, frame: object) -> None:
-        if stop.is_set():
-            _restore(previous)
-            signal.raise_signal(signum)
-            return
-        stop.signal = signum
-
-    # A signal the caller ignores stays ignored: under `nohup` (SIGHUP) or in a background job (SIGINT)
-    # closing the terminal must not stop the training.
-    watched = [number for number in STOP_SIGNALS if signal.getsignal(number) is not signal.SIG_IGN]
-    previous.update({number: signal.signal(number, request_stop) for number in watched})
-    try:
-        yield stop
-    except Interrupted as exc:
-        exc.exit_code = stop.exit_code
-        raise
-    finally:
-        # What was printed inside the block reaches its pipe or file before a signal can kill us: a
-        # block-buffered stdout would otherwise be lost, cutting a table or a --json document short.
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):
-                stream.flush()
-        _restore(previous)
-
-
-def _restore(handlers: dict[int, Any]) -> None:
-    for number, handler in handlers.items():
-        # None: a handler not installed from Python, which cannot be put back; the default is closest.
-        signal.signal(number, signal.SIG_DFL if handler is None else handler)
-
+from lstm_forecast.console import ForecastCommand, ForecastGroup
+from lstm_forecast.errors import UsageError
 
 app = typer.Typer(
     cls=ForecastGroup,
@@ -245,13 +50,38 @@ MAX_DAYS = 250  # window.horizon's bound
 MAX_FOLDS = 50  # evaluate.folds's bound
 MAX_LEVELS = 10  # predict.levels's bound
 MAX_JOBS = 256  # train.threads's bound: more jobs than that is a typo
+MAX_TRIALS = 100_000  # more than that is a typo, not a search
 EXECUTORS = ("local", "ray")
+
+
+def _one_of(value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise typer.BadParameter(f"{value[:40]!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _percent_levels(levels: list[float] | None) -> list[float] | None:
+    """Each level strictly between 0 and 100, as predict.levels in the config (typer's ranges are closed)."""
+    if levels is not None and len(levels) > MAX_LEVELS:
+        raise typer.BadParameter(f"at most {MAX_LEVELS} levels, as predict.levels")
+    for level in levels or ():
+        if not 0 < level < 100:  # NaN fails this too
+            raise typer.BadParameter(f"{level:g} is not a percentage between 0 and 100 (exclusive), e.g. 80")
+    return levels
+
+
+def _as_date(value: datetime | None) -> date | None:
+    return value.date() if value is not None else None
+
+
+def require_tickers(ctx: typer.Context, given: list[str] | None, tickers_file: Path | None, all_cached: bool) -> None:
+    """No ticker at all: the usage error typer gives for a missing --ticker, as when the option was required."""
+    if not (given or tickers_file or all_cached):
+        raise UsageError(f"Missing option '--ticker' / '-t'. See '{ctx.command_path} --help'.")
+
 
 # Options shared by several commands.
 ISO_DAY = "%Y-%m-%d"
-TickerOption = Annotated[
-    str, typer.Option("--ticker", "-t", metavar="TICKER", help="Ticker symbol, e.g. TSLA or ^GSPC.")
-]
 DataDirOption = Annotated[
     Path | None,
     typer.Option("--data-dir", metavar="DIR", help="Price cache (default: $LSTM_FORECAST_DATA_DIR, data.dir, ./data)."),
@@ -259,94 +89,6 @@ DataDirOption = Annotated[
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", metavar="FILE", help="YAML config merged over the defaults.")
 ]
-
-
-@app.command(cls=ForecastCommand)
-def fetch(
-    ctx: typer.Context,
-    ticker: TickersOption = None,
-    tickers_file: TickersFileOption = None,
-    all_cached: AllOption = False,
-    start: Annotated[datetime | None, typer.Option(formats=[ISO_DAY], help="First day, YYYY-MM-DD.")] = None,
-    end: Annotated[datetime | None, typer.Option(formats=[ISO_DAY], help="Last day, YYYY-MM-DD.")] = None,
-    refresh: Annotated[bool, typer.Option("--refresh", help="Download the whole range again.")] = False,
-    from_csv: Annotated[
-        Path | None,
-        # A file named on the command line that is not there is a usage error (exit 2), as for --config.
-        typer.Option("--from-csv", exists=True, dir_okay=False, help="Import a local Yahoo-layout CSV, no download."),
-    ] = None,
-    data_dir: DataDirOption = None,
-    config: ConfigOption = None,
-    json_output: JsonOption = False,
-) -> None:
-    """Download daily prices from Yahoo Finance into the local cache (or import a CSV).
-
-    Several tickers: one at a time, data.fetch_rate a second, rate limits waited out, each failure its own."""
-    from lstm_forecast import data
-    from lstm_forecast.config import load_config
-    from lstm_forecast.tickers import select_in_data_dir
-
-    require_tickers(ctx, ticker, tickers_file, all_cached)
-    settings = load_config(config)
-    selection, folder = select_in_data_dir(settings, ticker or [], tickers_file, all_cached, data_dir)
-    warn(selection.warnings)
-    if from_csv is not None and len(selection.tickers) > 1:
-        raise UsageError(f"--from-csv imports one ticker's prices; give one ticker, not {len(selection.tickers)}")
-    if len(selection.tickers) > 1:
-        fetch_many_command(folder, selection.tickers, _as_date(start), _as_date(end), refresh,
-                           settings.data.fetch_rate, json_output)
-        return
-    symbol = selection.tickers[0]
-    if from_csv is not None:
-        summary = data.import_csv(from_csv, folder, symbol, _as_date(start), _as_date(end))
-    else:
-        with stderr.status(f"Downloading {symbol} from Yahoo Finance…"):
-            summary = data.update_cache(folder, symbol, _as_date(start), _as_date(end), refresh=refresh)
-    warn(summary.warnings)
-    for message in summary.messages:
-        note(message)
-    if json_output:
-        print_json(data.fetch_report(folder, [symbol], [data.fetch_row(symbol, summary)]))
-        return
-    stdout.print(
-        f"{summary.ticker}: {summary.rows} rows, {summary.first} … {summary.last} "
-        f"({summary.new_rows} new, {summary.mode}) → {summary.path}",
-        markup=False,
-    )
-
-
-def fetch_many_command(
-    folder: Path, tickers: list[str], start: date | None, end: date | None, refresh: bool, rate: float,
-    json_output: bool,
-) -> None:
-    """`fetch` over two or more tickers: one bar over tickers, then the table; exit 1 when a ticker failed."""
-    from lstm_forecast.data import fetch_many
-    from lstm_forecast.progress import TickerBar
-    from lstm_forecast.report import fetch_table
-    from lstm_forecast.tickers import SHOWN_OFFENDERS
-
-    with stop_on_signals() as stop:
-        with TickerBar(stderr, len(tickers)) as bar:
-            report = fetch_many(folder, tickers, rate, start, end, refresh, stop, on_row=bar.update_row)
-        for row in report["rows"]:
-            warn(row["warnings"])
-            for message in row["messages"]:
-                note(message)
-        if json_output:
-            print_json(report)
-        else:
-            for item in fetch_table(report):
-                stdout.print(item)
-        if report["interrupted"]:
-            raise Interrupted(f"fetch interrupted; {report['fetched']} of {len(tickers)} tickers fetched (their "
-                              "caches are whole), the rest left as they were")
-        failed = [item["ticker"] for item in report["failed"]]
-        if failed:
-            more = f" and {len(failed) - SHOWN_OFFENDERS} more" if len(failed) > SHOWN_OFFENDERS else ""
-            shown = ", ".join(failed[:SHOWN_OFFENDERS]) + more
-            raise ForecastError(f"{len(failed)} of {len(tickers)} tickers could not be fetched: {shown}")
-
-
 TickersOption = Annotated[
     list[str] | None,
     typer.Option("--ticker", "-t", metavar="TICKER",
@@ -385,9 +127,6 @@ RunsDirOption = Annotated[
 RunOption = Annotated[
     Path | None, typer.Option("--run", metavar="RUN_DIR", help="Run bundle (default: the newest run).")
 ]
-RunTickerOption = Annotated[
-    str | None, typer.Option("--ticker", "-t", metavar="TICKER", help="Use this ticker's newest run.")
-]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (progress on stderr).")]
 ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="lstm, gru or rnn (model.type).")]
 EpochsOption = Annotated[
@@ -401,6 +140,36 @@ SeedsOption = Annotated[
     int | None, typer.Option("--seeds", metavar="N", help="Global: a seed ensemble of N members, seeds "
                              "train.seed … +N-1 (train.seeds).")
 ]
+
+
+@app.command(cls=ForecastCommand)
+def fetch(
+    ctx: typer.Context,
+    ticker: TickersOption = None,
+    tickers_file: TickersFileOption = None,
+    all_cached: AllOption = False,
+    start: Annotated[datetime | None, typer.Option(formats=[ISO_DAY], help="First day, YYYY-MM-DD.")] = None,
+    end: Annotated[datetime | None, typer.Option(formats=[ISO_DAY], help="Last day, YYYY-MM-DD.")] = None,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Download the whole range again.")] = False,
+    from_csv: Annotated[
+        Path | None,
+        # A file named on the command line that is not there is a usage error (exit 2), as for --config.
+        typer.Option("--from-csv", exists=True, dir_okay=False, help="Import a local Yahoo-layout CSV, no download."),
+    ] = None,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Download daily prices from Yahoo Finance into the local cache (or import a CSV).
+
+    Several tickers: one at a time, data.fetch_rate a second, rate limits waited out, each failure its own."""
+    from lstm_forecast.commands import fetch as command
+    from lstm_forecast.config import load_config
+
+    require_tickers(ctx, ticker, tickers_file, all_cached)
+    command.run(load_config(config), given=ticker or [], tickers_file=tickers_file, all_cached=all_cached,
+                data_dir=data_dir, start=_as_date(start), end=_as_date(end), refresh=refresh, from_csv=from_csv,
+                json_output=json_output)
 
 
 @app.command(cls=ForecastCommand)
@@ -431,171 +200,16 @@ def train(
     q-values, a pooled test, summary.csv and universe.png in the runs dir's _universe/ folder. With --scope
     global, one model is trained across all of them (per-ticker scalers, one calendar split) and judged per
     ticker and across the cross-section (rank IC, long–short); its bundle goes to the runs dir's _global/."""
+    from lstm_forecast.commands import train as command
     from lstm_forecast.config import load_config
-    from lstm_forecast.progress import EpochBars
-    from lstm_forecast.tickers import plan_training
-    from lstm_forecast.train import train_ticker
 
     require_tickers(ctx, ticker, tickers_file, all_cached)
     shortcuts = {"model.type": ("--model", model), "train.epochs": ("--epochs", epochs),
                  "train.seed": ("--seed", seed), "train.device": ("--device", device),
                  "model.scope": ("--scope", scope), "train.seeds": ("--seeds", seeds)}
-    settings = load_config(config, set_ or [], shortcuts)
-    scope_global = settings.model.scope == "global"
-    if scope_global and (jobs > 1 or executor != "local" or resume is not None):
-        raise UsageError("--jobs, --executor and --resume train local models; a global model trains in one "
-                         "process (its batches mix every ticker)")
-    if not scope_global and settings.train.seeds > 1:
-        raise UsageError(f"train.seeds {settings.train.seeds}: a seed ensemble is a global model's; add --scope "
-                         "global, or train with one seed")
-    plan = plan_training(settings, ticker or [], tickers_file, all_cached, data_dir, runs_dir)
-    warn(plan.warnings)
-    if scope_global:
-        train_global_command(settings, plan, json_output)
-        return
-    if len(plan.tickers) > 1 or jobs > 1 or executor != "local" or resume is not None:
-        train_universe_command(settings, plan, jobs, executor, ray_address, resume, json_output)
-        return
-    symbol = plan.tickers[0]
-    # A stop signal from the first batch until the bundle is in place keeps the best epoch (see the top). The
-    # bar is drawn from the first epoch on, so the label of a ticker that is not valid is never shown.
-    with stop_on_signals() as stop:
-        with EpochBars(stderr, [f"{symbol} {settings.model.type.upper()}"], settings.train.epochs) as bars:
-            result = train_ticker(settings, symbol, data_dir, runs_dir, bars.update, stop, on_fetch=note)
-        if json_output:
-            print_json({"run_dir": str(result.run_dir), **result.metrics})
-        else:
-            print_training_summary(result)
-        if stop.is_set():
-            raise Interrupted(f"training interrupted; the best epoch so far was saved to {result.run_dir}")
-
-
-def train_universe_command(
-    settings: Any, plan: Any, jobs: int, executor: str, ray_address: str | None, resume: Path | None,
-    json_output: bool,
-) -> None:
-    """`train` over a universe: one bar over tickers, then the set's report; exit 1 when a ticker failed."""
-    from lstm_forecast.progress import TickerBar
-    from lstm_forecast.universe import train_universe
-
-    cores = os.cpu_count() or 1
-    if executor == "local" and jobs > cores:  # more workers than cores only queue for them, each costing memory
-        warn([f"--jobs {jobs} is more than this machine's {cores} cores; training {cores} at once"])
-        jobs = cores
-
-    with stop_on_signals() as stop:
-        with TickerBar(stderr, len(plan.tickers)) as bar:
-            universe = train_universe(settings, plan.tickers, plan.data_dir, plan.runs_dir, jobs, executor,
-                                      ray_address, resume, on_row=bar.update_row, on_epoch=bar.update_epoch,
-                                      stop=stop, on_fetch=note)
-        finish_universe(universe, len(plan.tickers), "trained", json_output)
-
-
-def train_global_command(settings: Any, plan: Any, json_output: bool) -> None:
-    """`train --scope global`: one bar per seed, then the per-ticker and cross-sectional report."""
-    from lstm_forecast.progress import EpochBars
-    from lstm_forecast.report import global_report
-    from lstm_forecast.train import member_labels, train_global
-
-    with stop_on_signals() as stop:
-        with EpochBars(stderr, member_labels(settings), settings.train.epochs) as bars:
-            result = train_global(settings, plan.tickers, plan.data_dir, plan.runs_dir,
-                                  on_epoch=lambda label, record: bars.update(record, label), stop=stop, on_fetch=note)
-        if json_output:
-            print_json({"run_dir": str(result.run_dir), "tickers": result.tickers, "training": result.training,
-                        **result.report})
-        else:
-            for member in result.training:
-                stopped = " (stopped early)" if member["stopped_early"] else ""
-                stdout.print(f"Seed {member['seed']}: {member['epochs_run']} epochs{stopped}, best epoch "
-                             f"{member['best_epoch']} (validation loss {member['best_val_loss']:.4f}), "
-                             f"{member['seconds']:.1f} s on {member['device']}", markup=False)
-            print_notes(result.notes, str(result.run_dir / "metrics.json"))
-            for item in global_report({**result.report, "scope": "in universe", "run_dir": str(result.run_dir),
-                                       "model": {"kind": settings.model.type}, "skipped": result.skipped}):
-                stdout.print(item)
-            stdout.print(f"Run bundle: {result.run_dir} (lstm-forecast evaluate --run {result.run_dir} writes "
-                         "the report files and charts)", markup=False, soft_wrap=True)
-        if stop.is_set():
-            raise Interrupted(f"training interrupted; the members finished so far were saved to {result.run_dir}")
-
-
-def finish_universe(universe: Any, total: int, done: str, json_output: bool) -> None:
-    """Print a universe's report (or its JSON); then exit 130 if it was interrupted, 1 if a ticker failed."""
-    from lstm_forecast.report import universe_report
-
-    if json_output:
-        print_json(universe.report)
-    else:
-        for item in universe_report(universe.report):
-            stdout.print(item)
-        print_notes(universe.report.get("notes") or {}, str(universe.folder / "summary.json"))
-    if universe.interrupted:
-        resume = f" (continue with --resume {universe.folder})" if done == "trained" else ""
-        raise Interrupted(f"interrupted; the tickers finished so far are in {universe.folder}{resume}")
-    failed = len(universe.report["failed"])
-    if failed:
-        raise ForecastError(f"{failed} of {total} tickers could not be {done}; "
-                            f"{universe.folder / 'summary.csv'} gives each reason")
-
-
-MAX_NOTE_TICKERS = 5  # more tickers' notes than this are counted, not listed
-
-
-def print_notes(notes: dict[str, list[str]], where: str) -> None:
-    """What the data cost each ticker (history cut to the context's range, windows dropped): listed for a few
-    tickers, counted for more (`where` holds them all)."""
-    noted = {ticker: lines for ticker, lines in notes.items() if lines}
-    if len(noted) > MAX_NOTE_TICKERS:
-        stdout.print(f"Note: {len(noted)} tickers had their history cut or windows dropped for the context "
-                     f"inputs; {where} lists them", markup=False)
-        return
-    for ticker, lines in noted.items():
-        for line in lines:
-            stdout.print(f"Note: {ticker}: {line}", markup=False)
-
-
-def require_tickers(ctx: typer.Context, given: list[str] | None, tickers_file: Path | None, all_cached: bool) -> None:
-    """No ticker at all: the usage error typer gives for a missing --ticker, as when the option was required."""
-    if not (given or tickers_file or all_cached):
-        raise UsageError(f"Missing option '--ticker' / '-t'. See '{ctx.command_path} --help'.")
-
-
-def print_training_summary(result: Any) -> None:
-    """The `train` report: how training went, then the validation and test scores beside naive's."""
-    from lstm_forecast.report import scores_table, tests_line
-
-    training, kind = result.training, result.kind
-    stopped = " (stopped early)" if training["stopped_early"] else ""
-    stdout.print(
-        f"Trained {kind.upper()} on {result.ticker}: {training['epochs_run']} epochs{stopped}, "
-        f"best epoch {training['best_epoch']}, {training['seconds']:.1f} s on {training['device']}"
-    )
-    for line in result.notes:
-        stdout.print(f"Note: {line}", markup=False)
-    for split, title in (("val", "Validation"), ("test", "Test (never seen in training)")):
-        scores = result.metrics[split]
-        period = f"{scores['first_anchor']} … {scores['last_anchor']}, {scores['windows']} windows"
-        stdout.print(scores_table(f"{title}: {period}", scores["metrics"], result.window["horizon"], kind))
-        stdout.print(tests_line(scores["vs_naive"]))
-        stdout.print(f"Verdict: {scores['verdict']}.")
-    stdout.print(f"Run bundle: {result.run_dir}", markup=False)
-
-
-def _one_of(value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise typer.BadParameter(f"{value[:40]!r} is not one of {', '.join(choices)}")
-    return value
-
-
-def _percent_levels(levels: list[float] | None) -> list[float] | None:
-    """Each level strictly between 0 and 100, as predict.levels in the config (typer's ranges are closed)."""
-    if levels is not None and len(levels) > MAX_LEVELS:
-        raise typer.BadParameter(f"at most {MAX_LEVELS} levels, as predict.levels")
-    for level in levels or ():
-        if not 0 < level < 100:  # NaN fails this too
-            raise typer.BadParameter(f"{level:g} is not a percentage between 0 and 100 (exclusive), e.g. 80")
-    return levels
+    command.run(load_config(config, set_ or [], shortcuts), given=ticker or [], tickers_file=tickers_file,
+                all_cached=all_cached, data_dir=data_dir, runs_dir=runs_dir, jobs=jobs, executor=executor,
+                ray_address=ray_address, resume=resume, json_output=json_output)
 
 
 PredictTickersOption = Annotated[
@@ -603,7 +217,6 @@ PredictTickersOption = Annotated[
     typer.Option("--ticker", "-t", metavar="TICKER", help="Use this ticker's newest run; two or more (repeatable, "
                  "or a comma list) print one ranked table of next-session forecasts."),
 ]
-
 
 @app.command(cls=ForecastCommand)
 def predict(
@@ -640,110 +253,10 @@ def predict(
     Over two or more tickers: one table of next-session forecasts ranked by the move, each beside its run's own
     test skill (RMSE ratio to naive, DM p, Benjamini–Hochberg q across the tickers). --format, --output and
     --level apply to it; --days and --run do not, and no fan charts are drawn. Exit 1 if a ticker failed."""
-    from lstm_forecast.global_bundle import is_global_run
-    from lstm_forecast.predict import forecast_table, interval_note, run_predict
+    from lstm_forecast.commands import predict as command
 
-    if run is not None and is_global_run(run):
-        predict_global(run, ticker or [], tickers_file, days, levels, output_format, output, refresh, data_dir)
-        return
-    symbol = None
-    if ticker or tickers_file or all_cached:
-        if run is not None:
-            given = "--ticker" if not (tickers_file or all_cached) else "--tickers-file/--all"
-            raise UsageError(f"give --run or {given}, not both (--run names one ticker's run already)")
-        from lstm_forecast.data import resolve_data_dir
-        from lstm_forecast.tickers import select_tickers
-
-        selection = select_tickers(ticker or [], tickers_file, all_cached,
-                                   resolve_data_dir(data_dir, None) if all_cached else None)
-        warn(selection.warnings)
-        if len(selection.tickers) > 1:
-            predict_screener(selection.tickers, days, levels, output_format, output, refresh, data_dir, runs_dir)
-            return
-        symbol = selection.tickers[0]
-    outcome = run_predict(
-        run=run, ticker=symbol, days=days, levels=levels or (), output_format=output_format, output=output,
-        refresh=refresh, data_dir=data_dir, runs_dir=runs_dir, on_fetch=note,
-    )
-    warn(outcome.warnings)
-    notes = stdout  # paths are printed unwrapped (soft_wrap), so they can be copied whole
-    if outcome.output is not None:
-        from lstm_forecast.files import writes_in_place
-
-        if writes_in_place(outcome.output):  # e.g. -o /dev/stdout: the forecast alone goes there
-            notes = stderr
-        notes.print(f"Forecast: {outcome.output}", markup=False, soft_wrap=True)
-    elif outcome.text is not None:  # JSON or CSV on stdout: nothing else may go there
-        sys.stdout.write(outcome.text)
-        notes = stderr
-    else:
-        stdout.print(forecast_table(outcome.forecast))
-        stdout.print(interval_note(outcome.forecast), markup=False)
-    if outcome.chart is not None:
-        notes.print(f"Fan chart: {outcome.chart}", markup=False, soft_wrap=True)
-
-
-def predict_global(
-    run: Path, given: list[str], tickers_file: Path | None, days: int | None, levels: list[float] | None,
-    output_format: str | None, output: Path | None, refresh: bool, data_dir: Path | None,
-) -> None:
-    """`predict --run GLOBAL_RUN`: every ticker of the run (or those named), ranked, under the run's skill."""
-    from lstm_forecast.global_predict import run_global_screener
-    from lstm_forecast.tickers import select_tickers
-
-    if days is not None:
-        raise UsageError("--days: a global run's screener shows the next session only")
-    tickers = select_tickers(given, tickers_file, False, None).tickers if given or tickers_file else []
-    with stop_on_signals() as stop:
-        screener, header = run_global_screener(run, tickers, levels or (), output_format, output, refresh, data_dir,
-                                               stop=stop)
-        show_screener(screener, header)
-        if screener.interrupted:
-            raise Interrupted("interrupted; the tickers not reached are listed as not run")
-        if screener.failed:
-            raise ForecastError(f"{len(screener.failed)} of {len(screener.rows)} tickers could not be forecast; "
-                                "the table gives each reason")
-
-
-def show_screener(screener: Any, header: str | None = None) -> None:
-    """The screener's table on stdout, or where it was written, or its JSON/CSV alone on stdout."""
-    from lstm_forecast.files import writes_in_place
-    from lstm_forecast.predict import screener_report
-
-    if screener.output is not None:
-        (stderr if writes_in_place(screener.output) else stdout).print(
-            f"Screener: {screener.output}", markup=False, soft_wrap=True)
-    elif screener.text is not None:  # JSON or CSV on stdout: nothing else may go there
-        sys.stdout.write(screener.text)
-    else:
-        wide = Console(highlight=False, width=10_000)  # the table's natural width, as `runs` prints it
-        if header:
-            wide.print(header, markup=False)
-        for item in screener_report(screener.rows):
-            wide.print(item, markup=False)
-
-
-def predict_screener(
-    tickers: list[str], days: int | None, levels: list[float] | None, output_format: str | None,
-    output: Path | None, refresh: bool, data_dir: Path | None, runs_dir: Path | None,
-) -> None:
-    """`predict` over two or more tickers: the ranked table; exit 1 when a ticker could not be forecast."""
-    from lstm_forecast.predict import run_screener
-    from lstm_forecast.progress import TickerBar
-
-    if days is not None:
-        raise UsageError("--days: over two or more tickers predict shows the next session only; give one ticker "
-                         "to forecast more days")
-    with stop_on_signals() as stop:
-        with TickerBar(stderr, len(tickers)) as bar:
-            screener = run_screener(tickers, levels or (), output_format, output, refresh, data_dir, runs_dir,
-                                    on_row=bar.update_row, stop=stop)
-        show_screener(screener)
-        if screener.interrupted:
-            raise Interrupted("interrupted; the tickers not reached are listed as not run")
-        if screener.failed:
-            raise ForecastError(f"{len(screener.failed)} of {len(tickers)} tickers could not be forecast; "
-                                "the table gives each reason")
+    command.run(run, given=ticker or [], tickers_file=tickers_file, all_cached=all_cached, days=days, levels=levels,
+                output_format=output_format, output=output, refresh=refresh, data_dir=data_dir, runs_dir=runs_dir)
 
 
 @app.command("runs", cls=ForecastCommand)
@@ -757,26 +270,9 @@ def list_runs(
     json_output: JsonOption = False,
 ) -> None:
     """List the run bundles, oldest first: id, ticker, model, epochs and test RMSE against naive."""
-    from lstm_forecast.runs import run_summaries, runs_table
+    from lstm_forecast.commands import runs as command
 
-    tickers: list[str | None] = [None]
-    if ticker or tickers_file:
-        from lstm_forecast.tickers import select_tickers
-
-        selection = select_tickers(ticker or [], tickers_file, False, None)
-        warn(selection.warnings)
-        tickers = list(selection.tickers)
-    listings = [run_summaries(runs_dir, symbol) for symbol in tickers]
-    folder = listings[0][0]
-    rows = sorted((row for _, some in listings for row in some), key=lambda row: (row["run_id"], row["path"]))
-    if json_output:
-        print_json({"runs_dir": str(folder), "runs": rows})
-    elif rows:
-        # The table's natural width, as `ls -l` never cuts a path: a narrow terminal wraps long lines instead.
-        Console(highlight=False, width=10_000).print(runs_table(rows))
-    else:
-        hint = f"lstm-forecast train -t {','.join(tickers) if tickers != [None] else 'TICKER'}"
-        stderr.print(f"No run bundles in {folder}; train one with `{hint}`.", markup=False)
+    command.run(given=ticker or [], tickers_file=tickers_file, runs_dir=runs_dir, json_output=json_output)
 
 
 FoldsOption = Annotated[
@@ -791,7 +287,6 @@ RunTickersOption = Annotated[
     typer.Option("--ticker", "-t", metavar="TICKER",
                  help="Use this ticker's newest run; repeatable, or a comma list, to judge a universe."),
 ]
-
 
 @app.command(cls=ForecastCommand)
 def evaluate(
@@ -810,85 +305,10 @@ def evaluate(
     """Judge a run beside the naive and drift forecasts: tests, lag copy, intervals, backtest, plots.
 
     Over two or more tickers, each one's newest run, then the set: Benjamini–Hochberg q-values, a pooled test."""
-    from lstm_forecast.evaluate import evaluate as evaluate_run
-    from lstm_forecast.global_bundle import is_global_run
-    from lstm_forecast.progress import FoldBar
-    from lstm_forecast.report import evaluation_report
+    from lstm_forecast.commands import evaluate as command
 
-    one_run_only = UsageError("--without-context judges one local run; for several tickers use `lstm-forecast "
-                              "compare --context on,off`")
-    if run is not None and is_global_run(run):
-        if without_context:
-            raise one_run_only
-        if folds is not None:
-            raise UsageError("--folds: a global run has no walk-forward backtest; its test period is judged per "
-                             "ticker and across the cross-section")
-        evaluate_global_command(run, ticker or [], tickers_file, all_cached, data_dir, json_output)
-        return
-    if ticker or tickers_file or all_cached:
-        from lstm_forecast.tickers import plan_evaluation
-
-        plan = plan_evaluation(run, ticker or [], tickers_file, all_cached, data_dir, runs_dir)
-        warn(plan.warnings)
-        if len(plan.tickers) > 1:
-            if without_context:
-                raise one_run_only
-            evaluate_universe_command(plan, folds, json_output)
-            return
-        ticker = plan.tickers
-    with stop_on_signals() as stop:
-        with FoldBar(stderr) as progress:
-            evaluation = evaluate_run(run, data_dir, folds, progress.update, stop,
-                                      ticker=ticker[0] if ticker else None, runs_dir=runs_dir,
-                                      without_context=without_context, on_note=note)
-        if json_output:
-            print_json(evaluation.report)
-        else:
-            for item in evaluation_report(evaluation.report):
-                stdout.print(item)
-        run_dir = evaluation.report["run_dir"]
-        if evaluation.interrupted:
-            raise Interrupted(f"backtest interrupted; the evaluation of the finished folds was saved to {run_dir}")
-        if stop.is_set():
-            raise Interrupted(f"evaluation interrupted after it was saved to {run_dir}")
-
-
-def evaluate_global_command(
-    run: Path, given: list[str], tickers_file: Path | None, all_cached: bool, data_dir: Path | None,
-    json_output: bool,
-) -> None:
-    """`evaluate --run GLOBAL_RUN`, on its own tickers or (with -t, --tickers-file or --all) on tickers it never
-    trained on."""
-    from lstm_forecast.data import resolve_data_dir
-    from lstm_forecast.global_evaluate import evaluate_global
-    from lstm_forecast.report import global_report
-    from lstm_forecast.tickers import select_tickers
-
-    tickers = None
-    if given or tickers_file or all_cached:
-        selection = select_tickers(given, tickers_file, all_cached, resolve_data_dir(data_dir, None) if all_cached
-                                   else None)
-        warn(selection.warnings)
-        tickers = selection.tickers
-    evaluation = evaluate_global(run, tickers, data_dir)
-    warn(evaluation.warnings)
-    if json_output:
-        print_json(evaluation.report)
-    else:
-        for item in global_report(evaluation.report):
-            stdout.print(item)
-
-
-def evaluate_universe_command(plan: Any, folds: int | None, json_output: bool) -> None:
-    """`evaluate` over a universe: one bar over tickers, then the set's report; exit 1 when a ticker failed."""
-    from lstm_forecast.progress import TickerBar
-    from lstm_forecast.universe import evaluate_universe
-
-    with stop_on_signals() as stop:
-        with TickerBar(stderr, len(plan.tickers)) as bar:
-            universe = evaluate_universe(plan.tickers, plan.runs_dir, plan.data_dir, folds, on_row=bar.update_row,
-                                         stop=stop)
-        finish_universe(universe, len(plan.tickers), "evaluated", json_output)
+    command.run(run, given=ticker or [], tickers_file=tickers_file, all_cached=all_cached, folds=folds,
+                data_dir=data_dir, runs_dir=runs_dir, without_context=without_context, json_output=json_output)
 
 
 @app.command(cls=ForecastCommand)
@@ -921,199 +341,16 @@ def compare(
     Over two or more tickers, one comparison each, one after another; a ticker that fails stops no other.
     With --scopes local,global: local models and one global model side by side on the same test windows.
     With --context on,off: the model with and without its context inputs, on the same rows and test windows."""
-    from lstm_forecast.compare import compare_models, parse_models
+    from lstm_forecast.commands import compare as command
+    from lstm_forecast.compare import parse_models
     from lstm_forecast.config import load_config
-    from lstm_forecast.progress import EpochBars
-    from lstm_forecast.report import compare_report
 
     kinds = parse_models(models)
     require_tickers(ctx, ticker, tickers_file, all_cached)
     settings = load_config(config, set_ or [], {"train.epochs": ("--epochs", epochs)})
-    if context_runs is not None:
-        compare_context_command(settings, context_runs, scopes, models, ticker or [], tickers_file, all_cached,
-                                data_dir, runs_dir, json_output)
-        return
-    if scopes is not None:
-        compare_scopes_command(settings, scopes, models, ticker or [], tickers_file, all_cached, data_dir, runs_dir,
-                               json_output)
-        return
-    if tickers_file is not None or all_cached or len(ticker) != 1 or "," in ticker[0]:
-        compare_universe_command(settings, kinds, ticker or [], tickers_file, all_cached, data_dir, runs_dir,
-                                 json_output)
-        return
-    with stop_on_signals() as stop:
-        with EpochBars(stderr, [kind.upper() for kind in kinds], settings.train.epochs) as bars:
-            comparison = compare_models(
-                settings, ticker[0], data_dir, runs_dir, kinds,
-                on_epoch=lambda kind, record: bars.update(record, kind.upper()), stop=stop, on_fetch=note,
-            )
-        if json_output:
-            print_json(comparison.report)
-        else:
-            for item in compare_report(comparison.report):
-                stdout.print(item)
-        if comparison.interrupted or stop.is_set():
-            raise Interrupted(
-                f"comparison interrupted; the models finished so far were saved to {comparison.compare_dir}"
-            )
-
-
-def compare_scopes_command(
-    settings: Any, scopes: str, models: str, given: list[str], tickers_file: Path | None, all_cached: bool,
-    data_dir: Path | None, runs_dir: Path | None, json_output: bool,
-) -> None:
-    """`compare --scopes local,global`: one bar over the local tickers after the global model's epochs."""
-    from lstm_forecast.compare import DEFAULT_MODELS, compare_scopes, parse_scopes
-    from lstm_forecast.report import scopes_report
-    from lstm_forecast.tickers import plan_training
-
-    parse_scopes(scopes)
-    if models != DEFAULT_MODELS:
-        raise UsageError("--scopes compares local and global models of one type (model.type or --set "
-                         "model.type=…); give --models without --scopes")
-    plan = plan_training(settings, given, tickers_file, all_cached, data_dir, runs_dir)
-    warn(plan.warnings)
-    from lstm_forecast.progress import EpochBars, TickerBar
-    from lstm_forecast.train import member_labels
-
-    labels = member_labels(settings)
-
-    def on_epoch(label: str, record: Any) -> None:
-        if label in labels:
-            bars.update(record, label)
-        else:
-            tickers.update_epoch(label.removeprefix("local "), record)
-
-    with stop_on_signals() as stop:
-        with EpochBars(stderr, labels, settings.train.epochs) as bars, TickerBar(stderr, len(plan.tickers)) as tickers:
-            comparison = compare_scopes(settings, plan.tickers, plan.data_dir, plan.runs_dir, on_epoch,
-                                        tickers.update_row, stop)
-        if json_output:
-            print_json(comparison.report)
-        else:
-            for item in scopes_report(comparison.report):
-                stdout.print(item)
-        if comparison.interrupted or stop.is_set():
-            raise Interrupted(f"comparison interrupted; what finished was saved to {comparison.compare_dir}")
-
-
-def compare_context_command(
-    settings: Any, context_runs: str, scopes: str | None, models: str, given: list[str], tickers_file: Path | None,
-    all_cached: bool, data_dir: Path | None, runs_dir: Path | None, json_output: bool,
-) -> None:
-    """`compare --context on,off`: one comparison per ticker, in turn; over two or more, as `compare` over several
-    (exit 1 when one failed, 130 on Ctrl-C)."""
-    from lstm_forecast.compare import (
-        CONTEXT_LABELS,
-        DEFAULT_MODELS,
-        compare_context,
-        context_set,
-        parse_context_runs,
-        require_context,
-    )
-    from lstm_forecast.progress import EpochBars
-    from lstm_forecast.report import context_report
-    from lstm_forecast.tickers import plan_training
-
-    parse_context_runs(context_runs)
-    if scopes is not None:
-        raise UsageError("--context and --scopes are separate comparisons; give one of them")
-    if models != DEFAULT_MODELS:
-        raise UsageError("--context compares one model type (model.type or --set model.type=…) with and without "
-                         "its context inputs; give --models without --context")
-    require_context(settings)
-    several = tickers_file is not None or all_cached or len(given) != 1 or "," in given[0]
-    if several:
-        plan = plan_training(settings, given, tickers_file, all_cached, data_dir, runs_dir)
-        warn(plan.warnings)
-        tickers, data_dir, runs_dir = plan.tickers, plan.data_dir, plan.runs_dir
-    else:
-        tickers = given
-    reports, comparisons, failures, interrupted = [], [], [], False
-    with stop_on_signals() as stop:
-        for symbol in tickers:
-            if stop.is_set():
-                break
-            prefix = f"{symbol} " if several else ""
-            labels = [f"{prefix}{label.upper()}" for label in CONTEXT_LABELS.values()]
-            try:
-                with EpochBars(stderr, labels, settings.train.epochs) as bars:
-                    comparison = compare_context(
-                        settings, symbol, data_dir, runs_dir, stop=stop, on_fetch=note,
-                        on_epoch=lambda label, record, prefix=prefix: bars.update(record, f"{prefix}{label.upper()}"),
-                    )
-            except ForecastError as exc:
-                if not several:
-                    raise
-                if isinstance(exc, Interrupted):  # the tickers compared so far are still reported
-                    interrupted = True
-                    break
-                failures.append({"ticker": symbol, "error": " ".join(str(exc).split())})
-                continue
-            reports.append(comparison.report)
-            comparisons.append(comparison)
-            if not json_output:
-                for item in context_report(comparison.report):
-                    stdout.print(item)
-            if comparison.interrupted:
-                interrupted = True
-                break
-        summary = context_set(comparisons) if several and comparisons else None
-        if json_output:
-            print_json({"comparisons": reports, "failed": failures, "set": summary} if several else reports[0])
-        elif summary is not None:
-            stdout.print(f"[bold]Across the tickers: {escape(summary['verdict'])}.[/]")
-        warn([f"{failure['ticker']} was not compared: {failure['error']}" for failure in failures])
-        if several and (interrupted or stop.is_set()):
-            raise Interrupted(f"comparisons interrupted after {len(reports)} of {len(tickers)} tickers")
-        if interrupted or stop.is_set():
-            raise Interrupted(f"comparison interrupted; what finished was saved to {reports[0]['compare_dir']}")
-        if failures:
-            raise ForecastError(f"{len(failures)} of {len(tickers)} tickers could not be compared")
-
-
-def compare_universe_command(
-    settings: Any, kinds: list[str], given: list[str], tickers_file: Path | None, all_cached: bool,
-    data_dir: Path | None, runs_dir: Path | None, json_output: bool,
-) -> None:
-    """`compare` over several tickers: one comparison each, in turn; exit 1 when one failed, 130 on Ctrl-C."""
-    from lstm_forecast.compare import compare_models
-    from lstm_forecast.progress import EpochBars
-    from lstm_forecast.report import compare_report
-    from lstm_forecast.tickers import plan_training
-
-    plan = plan_training(settings, given, tickers_file, all_cached, data_dir, runs_dir)
-    warn(plan.warnings)
-    reports, failures = [], []
-    with stop_on_signals() as stop:
-        for symbol in plan.tickers:
-            if stop.is_set():
-                break
-            try:
-                with EpochBars(stderr, [f"{symbol} {kind.upper()}" for kind in kinds], settings.train.epochs) as bars:
-                    comparison = compare_models(
-                        settings, symbol, plan.data_dir, plan.runs_dir, kinds, stop=stop, on_fetch=note,
-                        on_epoch=lambda kind, record, symbol=symbol: bars.update(record, f"{symbol} {kind.upper()}"),
-                    )
-            except Interrupted:
-                break
-            except ForecastError as exc:
-                failures.append({"ticker": symbol, "error": " ".join(str(exc).split())})
-                continue
-            reports.append(comparison.report)
-            if not json_output:
-                for item in compare_report(comparison.report):
-                    stdout.print(item)
-        if json_output:
-            print_json({"comparisons": reports, "failed": failures})
-        warn([f"{failure['ticker']} was not compared: {failure['error']}" for failure in failures])
-        if stop.is_set():
-            raise Interrupted(f"comparisons interrupted after {len(reports)} of {len(plan.tickers)} tickers")
-        if failures:
-            raise ForecastError(f"{len(failures)} of {len(plan.tickers)} tickers could not be compared")
-
-
-MAX_TRIALS = 100_000  # more than that is a typo, not a search
+    command.run(settings, models=models, kinds=kinds, given=ticker or [], tickers_file=tickers_file,
+                all_cached=all_cached, data_dir=data_dir, runs_dir=runs_dir, scopes=scopes, context_runs=context_runs,
+                json_output=json_output)
 
 
 @app.command(cls=ForecastCommand)
@@ -1170,48 +407,14 @@ def tune(
     between processes, --storage URL between machines. best.yaml, trials.csv and tune.png go to
     <runs-dir>/tune/<study>/; the best config is retrained into a normal run bundle and its test score printed
     beside naive, with the optimism of the validation figure stated."""
+    from lstm_forecast.commands import tune as command
     from lstm_forecast.config import load_config
-    from lstm_forecast.progress import TrialBoard
-    from lstm_forecast.report import tune_report
-    from lstm_forecast.tickers import plan_training
-    from lstm_forecast.tune import DEFAULT_TRIALS, plan_tune
-    from lstm_forecast.tune import tune as run_tune
 
     require_tickers(ctx, ticker, tickers_file, all_cached)
-    settings = load_config(config, set_ or [])
-    plan = plan_training(settings, ticker or [], tickers_file, all_cached, data_dir, runs_dir)
-    warn(plan.warnings)
-    cores = os.cpu_count() or 1
-    if jobs > cores:  # more workers than cores only queue for them, each costing memory
-        warn([f"--jobs {jobs} is more than this machine's {cores} cores; running {cores} trials at once"])
-        jobs = cores
-    if trials is None and timeout is None:
-        trials = DEFAULT_TRIALS
-    with stop_on_signals() as stop:
-        setup = plan_tune(settings, plan.tickers, plan.data_dir, plan.runs_dir, space, study, storage, jobs,
-                          objective, cv_folds, seed, on_fetch=note, stop=stop)
-        with TrialBoard(stderr, setup.space.keys, trials, timeout) as board:
-            outcome = run_tune(setup, plan.runs_dir, trials, timeout, jobs, stop, on_update=board.update,
-                               on_retrain=note)
-        if json_output:
-            print_json(outcome.report)
-        else:
-            for item in tune_report(outcome.report):
-                stdout.print(item)
-        if outcome.interrupted:
-            raise Interrupted(f"tune interrupted; every finished trial is kept in study {setup.study!r} (run the "
-                              "same command again to resume)")
-
-
-def print_json(document: dict[str, Any]) -> None:
-    """Exactly one JSON object on stdout, nothing else there."""
-    from lstm_forecast.files import json_text
-
-    sys.stdout.write(json_text(document))
-
-
-def _as_date(value: datetime | None) -> date | None:
-    return value.date() if value is not None else None
+    command.run(load_config(config, set_ or []), given=ticker or [], tickers_file=tickers_file,
+                all_cached=all_cached, data_dir=data_dir, runs_dir=runs_dir, space=space, trials=trials,
+                timeout=timeout, study=study, storage=storage, jobs=jobs, seed=seed, objective=objective,
+                cv_folds=cv_folds, json_output=json_output)
 
 
 def main() -> None:

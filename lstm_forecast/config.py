@@ -258,6 +258,18 @@ def load_config(
     return validate_config(merged, sources)
 
 
+def check_training_options(config: Config, jobs: int, executor: str, resume: Path | None) -> None:
+    """The rules between model.scope, train.seeds and `train`'s options: worker processes (--jobs, --executor)
+    and --resume train local models, one per ticker; a seed ensemble (train.seeds > 1) is a global model's."""
+    scope_global = config.model.scope == "global"
+    if scope_global and (jobs > 1 or executor != "local" or resume is not None):
+        raise UsageError("--jobs, --executor and --resume train local models; a global model trains in one "
+                         "process (its batches mix every ticker)")
+    if not scope_global and config.train.seeds > 1:
+        raise UsageError(f"train.seeds {config.train.seeds}: a seed ensemble is a global model's; add --scope "
+                         "global, or train with one seed")
+
+
 def config_from_plain(values: dict[str, Any], source: str) -> Config:
     """Rebuild a Config from plain values (a bundle's config.yaml)."""
     return validate_config(values, {}, default_source=source)

@@ -22,7 +22,7 @@ from curl_cffi.requests.exceptions import DNSError
 from typer.core import TyperOption
 from typer.testing import CliRunner
 
-from lstm_forecast import __version__, cli, train
+from lstm_forecast import __version__, cli, console, train
 from lstm_forecast.cli import app
 from lstm_forecast.errors import ForecastError, Interrupted
 from lstm_forecast.prices import prices_to_csv, read_prices_csv
@@ -429,26 +429,26 @@ def test_library_warnings_never_print_a_source_line(clean_workdir, warning, expe
 
 @pytest.mark.parametrize(("number", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_the_first_stop_signal_sets_the_request_and_an_interruption_takes_its_code(number, code):
-    before = {name: signal.getsignal(name) for name in cli.STOP_SIGNALS}
-    with pytest.raises(Interrupted) as failure, cli.stop_on_signals() as stop:
+    before = {name: signal.getsignal(name) for name in console.STOP_SIGNALS}
+    with pytest.raises(Interrupted) as failure, console.stop_on_signals() as stop:
         assert not stop.is_set()
         signal_self(number)
         assert stop.is_set() and stop.exit_code == code
         raise Interrupted("saved")
     assert failure.value.exit_code == code
-    assert {name: signal.getsignal(name) for name in cli.STOP_SIGNALS} == before
+    assert {name: signal.getsignal(name) for name in console.STOP_SIGNALS} == before
 
 
 def test_an_ignored_signal_stays_ignored_as_under_nohup():
     with handling(signal.SIGHUP, signal.SIG_IGN):
-        with cli.stop_on_signals() as stop:
+        with console.stop_on_signals() as stop:
             signal_self(signal.SIGHUP)  # the terminal closed: nohup keeps the training going
             assert not stop.is_set()
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
 
 
 def test_a_second_ctrl_c_raises_at_once():
-    with pytest.raises(KeyboardInterrupt), cli.stop_on_signals() as stop:
+    with pytest.raises(KeyboardInterrupt), console.stop_on_signals() as stop:
         signal_self(signal.SIGINT)
         assert stop.is_set()
         signal_self(signal.SIGINT)

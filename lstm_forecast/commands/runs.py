@@ -1,0 +1,31 @@
+"""`runs`: the run bundles in the runs dir (or the tickers' given), oldest first, as a table or JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from lstm_forecast.console import print_json, stderr, warn
+from lstm_forecast.predict import run_summaries, runs_table
+from lstm_forecast.universe import select_tickers
+
+
+def run(*, given: list[str], tickers_file: Path | None, runs_dir: Path | None, json_output: bool) -> None:
+    """List the runs (of the tickers given, or all), or say how to train one when there is none."""
+    tickers: list[str | None] = [None]
+    if given or tickers_file:
+        selection = select_tickers(given, tickers_file, False, None)
+        warn(selection.warnings)
+        tickers = list(selection.tickers)
+    listings = [run_summaries(runs_dir, symbol) for symbol in tickers]
+    folder = listings[0][0]
+    rows = sorted((row for _, some in listings for row in some), key=lambda row: (row["run_id"], row["path"]))
+    if json_output:
+        print_json({"runs_dir": str(folder), "runs": rows})
+    elif rows:
+        # The table's natural width, as `ls -l` never cuts a path: a narrow terminal wraps long lines instead.
+        Console(highlight=False, width=10_000).print(runs_table(rows))
+    else:
+        hint = f"lstm-forecast train -t {','.join(tickers) if tickers != [None] else 'TICKER'}"
+        stderr.print(f"No run bundles in {folder}; train one with `{hint}`.", markup=False)
