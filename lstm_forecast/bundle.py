@@ -79,6 +79,9 @@ CONTEXT_DIR = "context"  # context/<TICKER>.csv: the rows of each context series
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 LOSS_CURVE_FILE = "loss_curve.png"
+# A run over several tickers: `<runs-dir>/_global/<run-id>/global.json` (global_bundle.py; no ticker starts with "_").
+GLOBAL_DIR = "_global"
+GLOBAL_FILE = "global.json"
 
 RUNS_DIR_ENV = "LSTM_FORECAST_RUNS_DIR"
 DEFAULT_RUNS_DIR = "runs"
@@ -674,8 +677,17 @@ def list_runs(runs_dir: Path, ticker: str | None = None) -> list[Path]:
     return sorted(runs, key=lambda run: (run.name, run.parent.name))
 
 
+def list_global_runs(runs_dir: Path) -> list[Path]:
+    """Complete runs over several tickers (global runs), oldest first."""
+    folder = Path(runs_dir) / GLOBAL_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(path.parent for path in folder.glob(f"*/{GLOBAL_FILE}") if not path.parent.name.startswith("."))
+
+
 def find_run(runs_dir: Path, run: Path | None = None, ticker: str | None = None) -> Path:
-    """`--run` as given, else the most recent run (of `ticker`, when given); never both."""
+    """`--run` as given, else the most recent run: `ticker`'s, when given, else of either kind (a single
+    ticker's or a global run); never both."""
     from lstm_forecast.data import validate_ticker
 
     if run is not None and ticker is not None:
@@ -684,6 +696,8 @@ def find_run(runs_dir: Path, run: Path | None = None, ticker: str | None = None)
         return Path(run)
     ticker = validate_ticker(ticker) if ticker is not None else None
     runs = list_runs(runs_dir, ticker)
+    if ticker is None:  # run ids sort by the time they were made, whatever folder holds them
+        runs = sorted([*runs, *list_global_runs(runs_dir)], key=lambda found: found.name)
     if not runs:
         which = f" for {ticker}" if ticker else ""
         raise ForecastError(

@@ -20,7 +20,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,22 +37,28 @@ from lstm_forecast.backtest import (
     run_backtest,
     same_scaler,
 )
-from lstm_forecast.bundle import LOSS_CURVE_FILE, PRICES_FILE, RunBundle, find_run, load_bundle, resolve_runs_dir
+from lstm_forecast.bundle import LOSS_CURVE_FILE, PRICES_FILE, RunBundle, find_run, resolve_runs_dir
 from lstm_forecast.config import Config
 from lstm_forecast.context_effect import retrained_without_context
 from lstm_forecast.errors import ForecastError, StopRequest, UsageError
 from lstm_forecast.files import atomic_write_text, fsync_dir, json_text, make_temp_dir, read_bounded
+from lstm_forecast.global_bundle import GlobalBundle, load_run
 from lstm_forecast.prices import prices_sha256
-from lstm_forecast.report import evaluation_report
+from lstm_forecast.report import evaluation_report, global_report
 from lstm_forecast.scoring import FORECASTS, PeriodForecasts, iso_day, period_forecasts, score_forecasts
-from lstm_forecast.windows import Dataset, build_dataset
+from lstm_forecast.sets import REPORT_FILE, SUMMARY_CSV, SUMMARY_JSON, UNIVERSE_PLOT, write_summary
+from lstm_forecast.train import fingerprint, score_tickers
+from lstm_forecast.windows import Dataset, build_dataset, reasons
 
 EVALUATION_FILE = "evaluation.json"
+IC_PLOT = "ic.png"
+LONG_SHORT_PLOT = "long_short.png"
+OUT_OF_UNIVERSE_DIR = "out_of_universe"
+ROLLING_IC_DAYS = 60
 PREDICTIONS_FILE = "predictions.csv"
 PREDICTIONS_PLOT = "predictions.png"
 EQUITY_PLOT = "equity.png"
 BACKTEST_FILE = "backtest.csv"
-REPORT_FILE = "report.html"
 
 ZOOM_DAYS = 60
 
@@ -95,8 +101,10 @@ def interval_coverage(
 @dataclass
 class Evaluation:
     report: dict[str, Any]  # evaluation.json's content
-    interrupted: bool  # Ctrl-C cut the backtest short; everything else was written
-    test: PeriodForecasts  # the run's test period, as scored (a universe pools these)
+    interrupted: bool = False  # Ctrl-C cut the backtest short; everything else was written
+    test: PeriodForecasts | None = None  # a single ticker's test period, as scored (a universe pools these)
+    warnings: list[str] = field(default_factory=list)
+    over_tickers: bool = False  # a run over several tickers: judged per ticker and across the cross-section
 
 
 def evaluate(
@@ -109,12 +117,25 @@ def evaluate(
     runs_dir: Path | None = None,
     without_context: bool = False,
     on_note: Callable[[str], None] | None = None,
+    tickers: list[str] | None = None,
 ) -> Evaluation:
-    """Evaluate the bundle in `run_dir` (None: the newest run in `runs_dir`, of `ticker` when given) and write
+    """Evaluate the bundle in `run_dir` (None: the newest run in `runs_dir`, of either kind, or `ticker`'s newest)
+    and write
     evaluation.json, predictions.csv/.png, equity.png, backtest.csv and report.html into it. `folds` None takes
     evaluate.folds from the run's config; 0 skips the backtest. `without_context` also trains the model again
     without its context inputs and reports what they bought (context_effect.py), announced through `on_note`."""
-    bundle = load_bundle(find_run(resolve_runs_dir(runs_dir, None), run_dir, ticker))
+    loaded = load_run(find_run(resolve_runs_dir(runs_dir, None), run_dir, ticker))
+    if isinstance(loaded, GlobalBundle):  # one model over several tickers: the sections a set has
+        if without_context:
+            raise UsageError("--without-context judges one local run; for several tickers use `lstm-forecast "
+                             "compare --context on,off`")
+        if folds is not None:
+            raise UsageError("--folds: a global run has no walk-forward backtest; its test period is judged per "
+                             "ticker and across the cross-section")
+        return evaluate_tickers(loaded, tickers, data_dir)
+    if tickers:
+        raise UsageError("give --run or --ticker, not both (--run names one ticker's run already)")
+    bundle = loaded
     if without_context and not (bundle.spec.context or bundle.spec.calendar_features):
         raise UsageError(f"--without-context: run {bundle.run_id} has no context inputs to leave out (its "
                          "data.context and data.calendar_features are empty)")
@@ -188,6 +209,112 @@ def evaluate(
     }
     write_outputs(bundle, report, test, diagnostic, backtest)
     return Evaluation(report=report, interrupted=interrupted, test=test)
+
+
+def evaluate_tickers(
+    bundle: GlobalBundle, tickers: list[str] | None = None, data_dir: Path | None = None
+) -> Evaluation:
+    """A run over several tickers scored on its own tickers, or on `tickers` it never trained on (out of universe).
+
+    In universe, the run's windows are rebuilt from the prices recorded in the bundle (each ticker's rows and each
+    context series' rows, checked against their fingerprints) on the run's own split; every ticker's scaler must
+    come back as recorded, or the bundle is damaged. Out of universe, tickers the model never trained on are read
+    from the data dir (their context series too, or the recorded rows where none is cached) and windowed on the
+    same split, each scaled by its own training-period days, and scored by the same function; their files go to
+    the run's out_of_universe/ folder. A model with a ticker embedding knows only its own tickers and refuses.
+    """
+    config, warnings = bundle.config, []
+    if tickers:
+        unseen, warnings = unseen_tickers(bundle, tickers)
+        folder = data.resolve_data_dir(data_dir, config.data.dir)
+        prices, skipped = {}, {}
+        for ticker in unseen:
+            try:
+                prices[ticker] = data.load_prices(folder, ticker, config.data.start, config.data.end)
+            except ForecastError as exc:
+                skipped[ticker] = str(exc)
+        if not prices:
+            raise ForecastError(f"no ticker could be read: {reasons(skipped)}")
+        dataset = build_dataset(prices, config, split=bundle.split, context_prices=bundle.cached_context(folder))
+        skipped |= dataset.skipped
+        fingerprints = [fingerprint(name, dataset.prices[name]) for name in dataset.names]
+        out, scope = bundle.run_dir / OUT_OF_UNIVERSE_DIR, "out of universe"
+    else:
+        prices, context_prices = bundle.recorded()
+        dataset = build_dataset(prices, config, split=bundle.split, context_prices=context_prices)
+        check_rebuilt(bundle, dataset)
+        skipped, fingerprints = dict(bundle.skipped), [record.fingerprint for record in bundle.tickers]
+        out, scope = bundle.run_dir, "in universe"
+    scores = score_tickers(dataset, bundle.members, config, bundle.shape.kind, fingerprints)
+    report = {
+        "run_dir": str(bundle.run_dir), "run_id": bundle.run_id, "scope": scope, "model": bundle.shape.to_dict(),
+        "seeds": bundle.seeds, "training": bundle.training, "trained_on": len(bundle.tickers),
+        "skipped": skipped, **scores.report,
+    }
+    write_set_outputs(out, report, scores.section, bundle)
+    return Evaluation(report=report, warnings=warnings, over_tickers=True)
+
+
+def unseen_tickers(bundle: GlobalBundle, tickers: list[str]) -> tuple[list[str], list[str]]:
+    """The tickers the run did not train on, and a warning naming those it did (they are left out)."""
+    if bundle.shape.ticker_embedding:
+        raise UsageError(
+            f"{bundle.run_dir}: this global model has a ticker embedding and knows only its "
+            f"{len(bundle.tickers)} tickers; train one with model.ticker_embedding 0 to forecast others"
+        )
+    known = set(bundle.names)
+    unseen = [ticker for ticker in tickers if ticker not in known]
+    if not unseen:
+        raise UsageError("every ticker given was in the run's training universe; evaluate --run alone scores them")
+    seen = [ticker for ticker in tickers if ticker in known]
+    return unseen, ([f"left out, trained on by this run: {', '.join(seen)}"] if seen else [])
+
+
+def check_rebuilt(bundle: GlobalBundle, dataset: Dataset) -> None:
+    """The rebuilt dataset must give back the run's tickers and every one of their scalers."""
+    if dataset.names != bundle.names or not all(
+        same_scaler(days.scaler, record.scaler) for days, record in zip(dataset.tickers, bundle.tickers, strict=True)
+    ):
+        raise ForecastError(
+            f"{bundle.run_dir}: rebuilding the run's windows from its recorded prices does not give back its tickers "
+            "and scalers; the bundle is damaged or from another version, retrain the model"
+        )
+
+
+# A set's charts for report.html, in reading order: (file, caption).
+SET_CHARTS = (
+    (IC_PLOT, "Daily rank IC across the tickers, with its rolling mean"),
+    (LONG_SHORT_PLOT, "Long–short diagnostic (not advice)"),
+    (UNIVERSE_PLOT, "Each ticker's test RMSE against naive"),
+    (LOSS_CURVE_FILE, "Training and validation loss"),
+)
+
+
+def write_set_outputs(folder: Path, report: dict[str, Any], section: Any, bundle: GlobalBundle) -> None:
+    """A set's evaluation files as one set, like a single run's (`write_outputs`): the per-ticker summary files,
+    the two cross-section charts, report.html and evaluation.json are made in a staging folder first, then
+    replace the old ones, evaluation.json last, so a failure at any point leaves the folder as it was."""
+    folder.mkdir(exist_ok=True)
+    per_ticker = report["per_ticker"]
+    title = f"{report['scope']} · {report['test']['tickers']} tickers · run {report['run_id']}"
+    staging = make_temp_dir(folder.parent, "the evaluation files")
+    try:
+        write_summary(staging, per_ticker["rows"], per_ticker, shown_in=folder)
+        plots.ic_plot(section.daily_ic, ROLLING_IC_DAYS, f"Daily rank IC · {title}", staging / IC_PLOT)
+        plots.long_short_plot(section.equity, f"Long–short diagnostic · {title}", staging / LONG_SHORT_PLOT)
+        report["files"] = {**per_ticker.pop("files"), "evaluation": str(folder / EVALUATION_FILE),
+                           "ic_plot": str(folder / IC_PLOT), "long_short_plot": str(folder / LONG_SHORT_PLOT),
+                           "report": str(folder / REPORT_FILE)}
+        evaluation_text = evaluation_json(report)
+        page = html_page(f"Global {bundle.shape.kind.upper()} · {title}", global_report(report),
+                         chart_paths(SET_CHARTS, staging, bundle.run_dir), bundle.config,
+                         {"tickers": len(bundle.tickers), "split": bundle.split, "seeds": bundle.seeds})
+        atomic_write_text(staging / REPORT_FILE, page)
+        atomic_write_text(staging / EVALUATION_FILE, evaluation_text)
+        names = [SUMMARY_CSV, SUMMARY_JSON, UNIVERSE_PLOT, IC_PLOT, LONG_SHORT_PLOT, REPORT_FILE]
+        replace_as_set(staging, folder, names, EVALUATION_FILE, [])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def with_recorded_threads(bundle: RunBundle) -> Config:
@@ -303,7 +430,11 @@ def write_outputs(
         if backtest is not None:
             atomic_write_text(staging / BACKTEST_FILE, _csv(backtest_frame(backtest)))
         draw_charts(bundle, report, test, diagnostic, staging)
-        atomic_write_text(staging / REPORT_FILE, html_page(bundle, report, staging))
+        # The title becomes the heading; the last line ("Wrote ...") is for the terminal.
+        title = f"{bundle.ticker} · {bundle.shape.kind.upper()} · run {bundle.run_id}"
+        page = html_page(title, evaluation_report(report)[1:-1], chart_paths(REPORT_CHARTS, staging, run_dir),
+                         bundle.config, bundle.fingerprint)
+        atomic_write_text(staging / REPORT_FILE, page)
         atomic_write_text(staging / EVALUATION_FILE, evaluation_text)
         # A backtest.csv from an earlier evaluation would contradict the new evaluation.json.
         stale = [] if backtest is not None else [run_dir / BACKTEST_FILE]
@@ -372,18 +503,19 @@ REPORT_CHARTS = (
 CHART_BYTES_LIMIT = 20 * 1024 * 1024  # a chart of ours is well under 1 MB; a bigger file is not one
 
 
-def html_page(bundle: RunBundle, report: dict[str, Any], staging: Path) -> str:
-    """report.html: evaluate's terminal report, the run's charts inline, its config and data fingerprint."""
-    charts = {}
-    for name, caption in REPORT_CHARTS:
-        path = staging / name if (staging / name).exists() else bundle.run_dir / name
-        png = _read_png(path)
-        if png is not None:
-            charts[caption] = png
-    items = evaluation_report(report)[1:-1]  # the title becomes the heading; "Wrote ..." is for the terminal
-    title = f"{bundle.ticker} · {bundle.shape.kind.upper()} · run {bundle.run_id}"
-    config_yaml = yaml.safe_dump(bundle.config.to_plain(), sort_keys=False)
-    return html_report.render(title, items, charts, config_yaml, bundle.fingerprint)
+def html_page(
+    title: str, items: list[Any], charts: list[tuple[Path, str]], config: Config | None,
+    fingerprint: dict[str, Any],
+) -> str:
+    """report.html: what evaluate prints, the charts inline (those that are there), the config and the data."""
+    pictures = {caption: png for path, caption in charts if (png := _read_png(path)) is not None}
+    config_yaml = yaml.safe_dump(config.to_plain(), sort_keys=False) if config is not None else "(not recorded)"
+    return html_report.render(title, items, pictures, config_yaml, fingerprint)
+
+
+def chart_paths(charts: tuple[tuple[str, str], ...], staging: Path, folder: Path) -> list[tuple[Path, str]]:
+    """Each chart from the staging folder when made there now, else from `folder`."""
+    return [(staging / name if (staging / name).exists() else folder / name, caption) for name, caption in charts]
 
 
 def _read_png(path: Path) -> bytes | None:

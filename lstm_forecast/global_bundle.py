@@ -30,6 +30,8 @@ from lstm_forecast.bundle import (
     CONFIG_FILE,
     CONTEXT_DIR,
     FORMAT_VERSION,
+    GLOBAL_DIR,
+    GLOBAL_FILE,
     HISTORY_FILE,
     MAX_TICKERS,
     METRICS_FILE,
@@ -37,6 +39,7 @@ from lstm_forecast.bundle import (
     BaselinesRecord,
     FingerprintRecord,
     Residual,
+    RunBundle,
     ScalerRecord,
     ShapeRecord,
     SplitRecord,
@@ -48,6 +51,7 @@ from lstm_forecast.bundle import (
     _Record,
     build_model,
     library_versions,
+    load_bundle,
     publish_bundle,
     read_document,
     read_weights,
@@ -59,8 +63,6 @@ from lstm_forecast.files import json_text, make_temp_dir, read_bounded
 from lstm_forecast.model import Forecaster, ModelShape
 from lstm_forecast.windows import Scaler, WindowSpec
 
-GLOBAL_DIR = "_global"
-GLOBAL_FILE = "global.json"
 PRICES_ARCHIVE = "prices.zip"
 # A canonical price row (date, six numbers) is under a hundred bytes: an entry may hold this much per row its
 # ticker's fingerprint declares, plus the header, and the archive no more than all its entries.
@@ -131,6 +133,12 @@ class GlobalBundle:
 
 def is_global_run(run_dir: Path) -> bool:
     return (Path(run_dir) / GLOBAL_FILE).is_file()
+
+
+def load_run(run_dir: Path | str) -> RunBundle | GlobalBundle:
+    """The one loader of a run, whichever format it was written in: a single ticker's bundle (bundle.json, format
+    1 and its later optional fields) or a run over several tickers (global.json). The only place that looks."""
+    return load_global_bundle(run_dir) if is_global_run(Path(run_dir)) else load_bundle(run_dir)
 
 
 # --- global.json ---------------------------------------------------------------------------------
@@ -340,11 +348,3 @@ def load_global_bundle(run_dir: Path | str) -> GlobalBundle:
         versions=record.versions, created_at=record.created_at, config_hash=record.config_hash, run_dir=run_dir,
         context_fingerprints=plain["context_fingerprints"] or [],
     )
-
-
-def list_global_runs(runs_dir: Path) -> list[Path]:
-    """Complete global runs, oldest first."""
-    folder = Path(runs_dir) / GLOBAL_DIR
-    if not folder.is_dir():
-        return []
-    return sorted(path.parent for path in folder.glob(f"*/{GLOBAL_FILE}") if not path.parent.name.startswith("."))

@@ -17,11 +17,17 @@ from rich.table import Table
 from rich.text import Text
 
 from lstm_forecast import data
-from lstm_forecast.bundle import BUNDLE_JSON_LIMIT, CONFIG_FILE, list_runs, resolve_runs_dir
+from lstm_forecast.bundle import (
+    BUNDLE_JSON_LIMIT,
+    CONFIG_FILE,
+    GLOBAL_FILE,
+    list_global_runs,
+    list_runs,
+    resolve_runs_dir,
+)
 from lstm_forecast.config import Config, read_yaml_mapping
 from lstm_forecast.errors import ForecastError, shorten
 from lstm_forecast.files import read_bounded
-from lstm_forecast.global_bundle import GLOBAL_FILE, list_global_runs
 
 CONFIG_NOTE_LIMIT = 60  # characters of distinguishing config values in the listing
 

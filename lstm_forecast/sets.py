@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from lstm_forecast.metrics import diebold_mariano, p_phrase
 SUMMARY_CSV = "summary.csv"
 SUMMARY_JSON = "summary.json"
 UNIVERSE_PLOT = "universe.png"
+REPORT_FILE = "report.html"
 Q_THRESHOLD = 0.05
 SUMMARY_COLUMNS = (
     "ticker", "status", "run_dir", "rows", "rmse_ratio_h1", "rmse_ratio_all", "dm_pvalue", "bh_qvalue",
@@ -128,9 +129,14 @@ def _median(values: list[float]) -> float | None:
     return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
 
 
-def write_summary(folder: Path, rows: list[dict[str, Any]], report: dict[str, Any], kept: Sequence[str] = ()) -> None:
-    """summary.csv, summary.json and universe.png, each written atomically (JSON last: it says the set is whole);
-    summary.json lists them and the files named in `kept` that the folder holds (a universe's results.jsonl)."""
+def write_summary(
+    folder: Path, rows: list[dict[str, Any]], report: dict[str, Any], kept: Sequence[str] = (),
+    shown_in: Path | None = None, page: Callable[[dict[str, Any]], str] | None = None,
+) -> None:
+    """summary.csv, universe.png, report.html (`page(report)`, when given) and summary.json, each written
+    atomically (JSON last: it says the set is whole); summary.json lists them and the files named in `kept` that
+    the folder holds (a universe's results.jsonl), under `shown_in` when the files are staged for it."""
+    listed = shown_in or folder
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -142,7 +148,10 @@ def write_summary(folder: Path, rows: list[dict[str, Any]], report: dict[str, An
         [row["bh_qvalue"] for row in scored], Q_THRESHOLD, f"{len(scored)} tickers · test RMSE / naive",
         folder / UNIVERSE_PLOT,
     )
-    names = (SUMMARY_CSV, SUMMARY_JSON, UNIVERSE_PLOT, *(name for name in kept if (folder / name).exists()))
-    report["files"] = {name: str(folder / name) for name in names}
-    report["folder"] = str(folder)
+    names = (SUMMARY_CSV, SUMMARY_JSON, UNIVERSE_PLOT, *([REPORT_FILE] if page is not None else []),
+             *(name for name in kept if (folder / name).exists()))
+    report["files"] = {name: str(listed / name) for name in names}
+    report["folder"] = str(listed)
+    if page is not None:
+        atomic_write_text(folder / REPORT_FILE, page(report))
     atomic_write_text(folder / SUMMARY_JSON, json_text(report))

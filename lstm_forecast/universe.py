@@ -28,12 +28,13 @@ from lstm_forecast.bundle import BUNDLE_FILE, BUNDLE_JSON_LIMIT, find_run, new_r
 from lstm_forecast.config import Config, config_hash
 from lstm_forecast.context import load_context
 from lstm_forecast.errors import ForecastError, StopRequest, UsageError
-from lstm_forecast.evaluate import evaluate
+from lstm_forecast.evaluate import evaluate, html_page
 from lstm_forecast.executors import Job, JobOutcome, run_here, run_in_pool, run_on_ray
 from lstm_forecast.files import atomic_write_text, fsync_dir, json_text, read_bounded
 from lstm_forecast.prices import prices_sha256
+from lstm_forecast.report import universe_report
 from lstm_forecast.scoring import iso_day, log_loss_differential
-from lstm_forecast.sets import SUMMARY_COLUMNS, scored_record, set_report, write_summary
+from lstm_forecast.sets import SUMMARY_COLUMNS, UNIVERSE_PLOT, scored_record, set_report, write_summary
 from lstm_forecast.train import load_training_prices, prepare_inputs
 from lstm_forecast.trainer import training_threads
 
@@ -112,7 +113,8 @@ def train_universe(
     interrupted = interrupted or stop.is_set()
     rows, report = set_report([results[ticker] for ticker in tickers if ticker in results], tickers)
     report["interrupted"] = interrupted
-    write_summary(folder, rows, report, kept=(RESULTS_FILE,))
+    write_summary(folder, rows, report, kept=(RESULTS_FILE,),
+                  page=set_page("Universe", job_config, folder))
     return Universe(folder, rows, report, interrupted)
 
 
@@ -167,8 +169,22 @@ def evaluate_universe(
     interrupted = stop.is_set()
     rows, report = set_report([results[ticker] for ticker in tickers if ticker in results], tickers)
     report["interrupted"] = interrupted
-    write_summary(folder, rows, report, kept=(RESULTS_FILE,))
+    write_summary(folder, rows, report, kept=(RESULTS_FILE,),
+                  page=set_page("Evaluated universe", None, folder))
     return Universe(folder, rows, report, interrupted)
+
+
+def set_page(title: str, config: Config | None, folder: Path) -> Callable[[dict[str, Any]], str]:
+    """What renders a universe's report.html from its summary: the table and verdict `train` prints, the
+    per-ticker chart and the config the tickers were trained with."""
+
+    def page(report: dict[str, Any]) -> str:
+        heading = f"{title} · {report['tickers']} tickers · {folder.name}"
+        return html_page(heading, universe_report(report)[:-1], [(folder / UNIVERSE_PLOT, "Each ticker's test RMSE "
+                         "against naive, q-values beside")], config, {"tickers": report["tickers"],
+                                                                      "trained": report["trained"]})
+
+    return page
 
 
 def create_universe_dir(runs_dir: Path, config: Config | None, tickers: list[str]) -> Path:

@@ -18,8 +18,8 @@ from conftest import TINY_OVERRIDES, write_caches
 from lstm_forecast import data
 from lstm_forecast.config import load_config
 from lstm_forecast.errors import ForecastError
+from lstm_forecast.evaluate import evaluate
 from lstm_forecast.global_bundle import GLOBAL_FILE, PRICES_ARCHIVE, load_global_bundle
-from lstm_forecast.global_evaluate import evaluate_global
 from lstm_forecast.global_predict import run_global_screener
 from lstm_forecast.prices import COLUMNS, parse_prices_csv, prices_sha256, prices_to_csv
 from lstm_forecast.train import train_global
@@ -123,7 +123,7 @@ def test_a_global_run_reads_the_context_and_records_it(context_run):
 def test_evaluate_rebuilds_the_run_from_the_recorded_context(context_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(context_run["run_dir"], run_dir)
-    evaluation = evaluate_global(run_dir)  # the data dir is never read: everything comes from the bundle
+    evaluation = evaluate(run_dir)  # the data dir is never read: everything comes from the bundle
     trained = context_run["result"].report
     assert evaluation.report["pooled_ratio"] == trained["pooled_ratio"]
     assert evaluation.report["cross_section"] == trained["cross_section"]
@@ -134,7 +134,7 @@ def test_out_of_universe_tickers_read_the_recorded_context_when_none_is_cached(c
     others = write_caches(tmp_path / "others", {"N1": frames["T01"], "N2": frames["T02"]})  # no CTX cached here
     run_dir = tmp_path / "run"
     shutil.copytree(context_run["run_dir"], run_dir)
-    evaluation = evaluate_global(run_dir, ["N1", "N2"], others)
+    evaluation = evaluate(run_dir, others, tickers=["N1", "N2"])
     assert [row["ticker"] for row in evaluation.report["per_ticker"]["rows"]] == ["N1", "N2"]
     assert evaluation.report["test"]["first_target_day"] == context_run["result"].report["test"]["first_target_day"]
 
@@ -153,7 +153,7 @@ def test_an_edited_recorded_context_is_refused_as_damage(context_run, tmp_path):
             archive.writestr(name, content)
     (run_dir / PRICES_ARCHIVE).write_bytes(buffer.getvalue())
     with pytest.raises(ForecastError, match="CTX's recorded context prices do not match its fingerprint") as caught:
-        evaluate_global(run_dir)
+        evaluate(run_dir)
     assert "damaged" in str(caught.value) and "\n" not in str(caught.value)
 
 

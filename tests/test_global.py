@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from lstm_forecast.cli import app
 from lstm_forecast.config import load_config
 from lstm_forecast.errors import ForecastError, UsageError
+from lstm_forecast.evaluate import evaluate
 from lstm_forecast.global_bundle import GLOBAL_FILE, PRICES_ARCHIVE, load_global_bundle
-from lstm_forecast.global_evaluate import evaluate_global
 from lstm_forecast.prices import prices_to_csv
 from lstm_forecast.scoring import member_predictions, ticker_forecasts
 from lstm_forecast.train import fingerprint, score_tickers, train_global, train_members
@@ -184,7 +184,7 @@ def test_evaluate_rebuilds_the_run_from_its_recorded_prices_and_gives_trainings_
     run_dir, data_dir, trained = global_run
     for path in data_dir.glob("T0*.csv"):  # the caches are revised after training; the bundle's rows are not
         path.write_bytes(prices_to_csv(build_prices(100, seed=7)))
-    evaluation = evaluate_global(run_dir)
+    evaluation = evaluate(run_dir)
     report = evaluation.report
     assert report["scope"] == "in universe"
     assert report["cross_section"] == trained["cross_section"]
@@ -202,7 +202,7 @@ def test_out_of_universe_tickers_are_scored_on_the_same_test_dates(global_run, t
     run_dir, _, trained = global_run
     others = write_caches(tmp_path / "others", {f"N{i}": frame for i, frame in
                                                enumerate(ar_universe(6, 260, phi=-0.3, seed=11).values())})
-    evaluation = evaluate_global(run_dir, ["T00", "N0", "N1", "N2", "N3", "N4", "N5"], others)
+    evaluation = evaluate(run_dir, others, tickers=["T00", "N0", "N1", "N2", "N3", "N4", "N5"])
     report = evaluation.report
     assert report["scope"] == "out of universe"
     assert [row["ticker"] for row in report["per_ticker"]["rows"]] == ["N0", "N1", "N2", "N3", "N4", "N5"]
@@ -232,7 +232,7 @@ def test_a_damaged_global_bundle_is_one_error_naming_the_file(global_run, tmp_pa
         for name, content in entries.items():
             archive.writestr(name, content)
     with pytest.raises(ForecastError, match="T01's recorded prices do not match its fingerprint"):
-        evaluate_global(copy)
+        evaluate(copy)
 
 
 def test_a_ticker_embedding_is_learned_but_refuses_tickers_it_never_saw(tmp_path):
@@ -244,7 +244,7 @@ def test_a_ticker_embedding_is_learned_but_refuses_tickers_it_never_saw(tmp_path
     assert (bundle.shape.ticker_embedding, bundle.shape.n_tickers) == (3, 3)
     assert bundle.members[0].embedding.weight.shape == (3, 3)
     with pytest.raises(UsageError, match="ticker embedding and knows only its 3 tickers"):
-        evaluate_global(result.run_dir, ["OTHER"], data_dir)
+        evaluate(result.run_dir, data_dir, tickers=["OTHER"])
 
 
 @pytest.mark.parametrize(
@@ -397,4 +397,4 @@ def test_a_recorded_price_entry_larger_than_its_rows_allow_is_never_inflated(glo
         for name, content in entries.items():
             archive.writestr(name, content)
     with pytest.raises(ForecastError, match="T03's prices are missing or too large; the bundle is damaged"):
-        evaluate_global(copy)
+        evaluate(copy)

@@ -22,10 +22,10 @@ from lstm_forecast.compare import (
 from lstm_forecast.config import Config
 from lstm_forecast.console import note, print_json, stderr, stdout, stop_on_signals, warn
 from lstm_forecast.errors import ForecastError, Interrupted, UsageError
-from lstm_forecast.global_run import member_labels
 from lstm_forecast.progress import EpochBars, TickerBar
 from lstm_forecast.report import compare_report, context_report, scopes_report
-from lstm_forecast.universe import plan_training
+from lstm_forecast.tickers import plan_training
+from lstm_forecast.train import member_labels
 
 
 def run(

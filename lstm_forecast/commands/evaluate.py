@@ -10,73 +10,50 @@ from lstm_forecast.console import note, print_json, stderr, stdout, stop_on_sign
 from lstm_forecast.data import resolve_data_dir
 from lstm_forecast.errors import Interrupted, UsageError
 from lstm_forecast.evaluate import evaluate
-from lstm_forecast.global_bundle import is_global_run
-from lstm_forecast.global_evaluate import evaluate_global
 from lstm_forecast.progress import FoldBar, TickerBar
 from lstm_forecast.report import evaluation_report, global_report
-from lstm_forecast.universe import Plan, evaluate_universe, plan_evaluation, select_tickers
+from lstm_forecast.tickers import Plan, plan_evaluation, select_tickers
+from lstm_forecast.universe import evaluate_universe
 
 
 def run(
     run_dir: Path | None, *, given: list[str], tickers_file: Path | None, all_cached: bool, folds: int | None,
     data_dir: Path | None, runs_dir: Path | None, without_context: bool, json_output: bool,
 ) -> None:
-    """Evaluate the run given (or the tickers' newest runs) and print the report (or the JSON)."""
-    one_run_only = UsageError("--without-context judges one local run; for several tickers use `lstm-forecast "
-                              "compare --context on,off`")
-    if run_dir is not None and is_global_run(run_dir):
-        if without_context:
-            raise one_run_only
-        if folds is not None:
-            raise UsageError("--folds: a global run has no walk-forward backtest; its test period is judged per "
-                             "ticker and across the cross-section")
-        _evaluate_global(run_dir, given, tickers_file, all_cached, data_dir, json_output)
-        return
-    if given or tickers_file or all_cached:
+    """Evaluate the run given, or the newest (of either kind), or the tickers' newest runs, and print the report
+    (or the JSON). Tickers with --run are tickers a global run never trained on."""
+    out_of_universe = None
+    if run_dir is not None and (given or tickers_file or all_cached):
+        selection = select_tickers(given, tickers_file, all_cached, resolve_data_dir(data_dir, None) if all_cached
+                                   else None)
+        warn(selection.warnings)
+        out_of_universe = selection.tickers
+    elif given or tickers_file or all_cached:
         plan = plan_evaluation(run_dir, given, tickers_file, all_cached, data_dir, runs_dir)
         warn(plan.warnings)
         if len(plan.tickers) > 1:
             if without_context:
-                raise one_run_only
+                raise UsageError("--without-context judges one local run; for several tickers use `lstm-forecast "
+                                 "compare --context on,off`")
             _evaluate_universe(plan, folds, json_output)
             return
         given = plan.tickers
     with stop_on_signals() as stop:
         with FoldBar(stderr) as progress:
             evaluation = evaluate(run_dir, data_dir, folds, progress.update, stop,
-                                  ticker=given[0] if given else None, runs_dir=runs_dir,
-                                  without_context=without_context, on_note=note)
+                                  ticker=given[0] if given and out_of_universe is None else None, runs_dir=runs_dir,
+                                  without_context=without_context, on_note=note, tickers=out_of_universe)
+        warn(evaluation.warnings)
         if json_output:
             print_json(evaluation.report)
         else:
-            for item in evaluation_report(evaluation.report):
+            for item in (global_report if evaluation.over_tickers else evaluation_report)(evaluation.report):
                 stdout.print(item)
         saved_to = evaluation.report["run_dir"]
         if evaluation.interrupted:
             raise Interrupted(f"backtest interrupted; the evaluation of the finished folds was saved to {saved_to}")
         if stop.is_set():
             raise Interrupted(f"evaluation interrupted after it was saved to {saved_to}")
-
-
-def _evaluate_global(
-    run_dir: Path, given: list[str], tickers_file: Path | None, all_cached: bool, data_dir: Path | None,
-    json_output: bool,
-) -> None:
-    """`evaluate --run GLOBAL_RUN`, on its own tickers or (with -t, --tickers-file or --all) on tickers it never
-    trained on."""
-    tickers = None
-    if given or tickers_file or all_cached:
-        selection = select_tickers(given, tickers_file, all_cached, resolve_data_dir(data_dir, None) if all_cached
-                                   else None)
-        warn(selection.warnings)
-        tickers = selection.tickers
-    evaluation = evaluate_global(run_dir, tickers, data_dir)
-    warn(evaluation.warnings)
-    if json_output:
-        print_json(evaluation.report)
-    else:
-        for item in global_report(evaluation.report):
-            stdout.print(item)
 
 
 def _evaluate_universe(plan: Plan, folds: int | None, json_output: bool) -> None:

@@ -11,7 +11,7 @@ from lstm_forecast.console import note, print_json, stderr, stdout, stop_on_sign
 from lstm_forecast.errors import ForecastError, Interrupted, UsageError
 from lstm_forecast.progress import TickerBar
 from lstm_forecast.report import fetch_table
-from lstm_forecast.universe import SHOWN_OFFENDERS, select_in_data_dir
+from lstm_forecast.tickers import SHOWN_OFFENDERS, select_in_data_dir
 
 
 def run(

@@ -16,7 +16,7 @@ from lstm_forecast.global_bundle import is_global_run
 from lstm_forecast.global_predict import run_global_screener
 from lstm_forecast.predict import Screener, forecast_table, interval_note, run_predict, run_screener, screener_report
 from lstm_forecast.progress import TickerBar
-from lstm_forecast.universe import select_tickers
+from lstm_forecast.tickers import select_tickers
 
 
 def run(

@@ -7,8 +7,8 @@ from pathlib import Path
 from rich.console import Console
 
 from lstm_forecast.console import print_json, stderr, warn
-from lstm_forecast.predict import run_summaries, runs_table
-from lstm_forecast.universe import select_tickers
+from lstm_forecast.runs import run_summaries, runs_table
+from lstm_forecast.tickers import select_tickers
 
 
 def run(*, given: list[str], tickers_file: Path | None, runs_dir: Path | None, json_output: bool) -> None:

@@ -9,11 +9,11 @@ from lstm_forecast.commands.shared import clamp_jobs, finish_universe, print_not
 from lstm_forecast.config import Config, check_training_options
 from lstm_forecast.console import note, print_json, stderr, stdout, stop_on_signals, warn
 from lstm_forecast.errors import Interrupted
-from lstm_forecast.global_run import member_labels, train_global
 from lstm_forecast.progress import EpochBars, TickerBar
 from lstm_forecast.report import global_report, scores_table, tests_line
-from lstm_forecast.train import TickerResult, train_ticker
-from lstm_forecast.universe import Plan, plan_training, train_universe
+from lstm_forecast.tickers import Plan, plan_training
+from lstm_forecast.train import TickerResult, member_labels, train_global, train_ticker
+from lstm_forecast.universe import train_universe
 
 
 def run(

@@ -11,8 +11,8 @@ from lstm_forecast.console import note, print_json, stderr, stdout, stop_on_sign
 from lstm_forecast.errors import Interrupted
 from lstm_forecast.progress import TrialBoard
 from lstm_forecast.report import tune_report
+from lstm_forecast.tickers import plan_training
 from lstm_forecast.tune import DEFAULT_TRIALS, plan_tune, tune
-from lstm_forecast.universe import plan_training
 
 
 def run(
