@@ -82,6 +82,7 @@ LOSS_CURVE_FILE = "loss_curve.png"
 # A run over several tickers: `<runs-dir>/_global/<run-id>/global.json` (global_bundle.py; no ticker starts with "_").
 GLOBAL_DIR = "_global"
 GLOBAL_FILE = "global.json"
+OUT_OF_UNIVERSE_DIR = "out_of_universe"  # a global run's evaluation on tickers it never trained on
 
 RUNS_DIR_ENV = "LSTM_FORECAST_RUNS_DIR"
 DEFAULT_RUNS_DIR = "runs"

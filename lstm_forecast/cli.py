@@ -247,14 +247,21 @@ def predict(
     ] = False,
     data_dir: DataDirOption = None,
     runs_dir: RunsDirOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Forecast the next trading sessions with prediction intervals, from cached prices (offline).
 
     Over two or more tickers: one table of next-session forecasts ranked by the move, each beside its run's own
     test skill (RMSE ratio to naive, DM p, Benjamini–Hochberg q across the tickers). --format, --output and
-    --level apply to it; --days and --run do not, and no fan charts are drawn. Exit 1 if a ticker failed."""
+    --level apply to it; --days and --run do not, and no fan charts are drawn. Exit 1 if a ticker failed.
+    A global run (--run, or the newest run) gives that table over its tickers; with --run, -t may name tickers it
+    never trained on (a model without a ticker embedding forecasts them, flagged unseen)."""
     from lstm_forecast.commands import predict as command
 
+    if json_output:  # --json is --format json, as every other command's --json prints one JSON object
+        if output_format not in (None, "json"):
+            raise UsageError(f"--json prints JSON; it cannot go with --format {output_format[:20]}")
+        output_format = "json"
     command.run(run, given=ticker or [], tickers_file=tickers_file, all_cached=all_cached, days=days, levels=levels,
                 output_format=output_format, output=output, refresh=refresh, data_dir=data_dir, runs_dir=runs_dir)
 

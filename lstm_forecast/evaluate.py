@@ -37,7 +37,14 @@ from lstm_forecast.backtest import (
     run_backtest,
     same_scaler,
 )
-from lstm_forecast.bundle import LOSS_CURVE_FILE, PRICES_FILE, RunBundle, find_run, resolve_runs_dir
+from lstm_forecast.bundle import (
+    LOSS_CURVE_FILE,
+    OUT_OF_UNIVERSE_DIR,
+    PRICES_FILE,
+    RunBundle,
+    find_run,
+    resolve_runs_dir,
+)
 from lstm_forecast.config import Config
 from lstm_forecast.context_effect import retrained_without_context
 from lstm_forecast.errors import ForecastError, StopRequest, UsageError
@@ -53,7 +60,6 @@ from lstm_forecast.windows import Dataset, build_dataset, reasons
 EVALUATION_FILE = "evaluation.json"
 IC_PLOT = "ic.png"
 LONG_SHORT_PLOT = "long_short.png"
-OUT_OF_UNIVERSE_DIR = "out_of_universe"
 ROLLING_IC_DAYS = 60
 PREDICTIONS_FILE = "predictions.csv"
 PREDICTIONS_PLOT = "predictions.png"

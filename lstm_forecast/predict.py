@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -26,16 +27,19 @@ import numpy as np
 import pandas as pd
 
 from lstm_forecast import context, data
-from lstm_forecast.bundle import RunBundle, find_run, load_bundle, resolve_runs_dir
+from lstm_forecast.bundle import METRICS_FILE, OUT_OF_UNIVERSE_DIR, RunBundle, find_run, load_bundle, resolve_runs_dir
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError
 from lstm_forecast.files import atomic_write_text, json_text, writes_in_place
+from lstm_forecast.global_bundle import GlobalBundle, TickerRecordData, load_run
 from lstm_forecast.intervals import conformal_quantiles, interval_bounds
-from lstm_forecast.runs import scores_on_test
+from lstm_forecast.runs import read_json_or_empty, scores_on_test
+from lstm_forecast.scoring import member_predictions, ticker_forecasts
 from lstm_forecast.sessions import TradingCalendar, calendar_for
-from lstm_forecast.sets import Q_THRESHOLD, bh_qvalues
+from lstm_forecast.sets import Q_THRESHOLD, SUMMARY_JSON, bh_qvalues
+from lstm_forecast.train import val_residuals
 from lstm_forecast.trainer import cpu_threads
 from lstm_forecast.trainer import predict as predict_scaled
-from lstm_forecast.windows import inference_inputs, targets_to_prices
+from lstm_forecast.windows import build_dataset, inference_inputs, targets_to_prices, values_to_prices
 
 FORMATS = ("table", "json", "csv")
 CHART_FILE = "forecast.png"
@@ -147,14 +151,24 @@ def run_predict(
     runs_dir: Path | None = None,
     today: date | None = None,
     on_fetch: Callable[[str], None] | None = None,
-) -> PredictOutcome:
-    """The `predict` command: choose the run, forecast from the latest prices, write `output` and the chart.
+    tickers: Sequence[str] = (),
+    stop: StopRequest | None = None,
+) -> PredictOutcome | Screener:
+    """The `predict` command: choose the run (the newest of either kind when none is given), forecast from the
+    latest prices, write `output` and the chart. A global run gives the screener over its tickers, or over
+    `tickers` (those it never saw too, when it has no ticker embedding).
 
     `today` (default: the real date) only decides the stale-cache warning.
     """
     output_format = resolve_format(output_format, output)
     run_dir = find_run(resolve_runs_dir(runs_dir, None), run, ticker)
-    bundle = load_bundle(run_dir)
+    bundle = load_run(run_dir)
+    if isinstance(bundle, GlobalBundle):  # one model over several tickers: the next session of each, ranked
+        if days is not None:
+            raise UsageError("--days: a global run's screener shows the next session only")
+        return screen_run(bundle, tickers, levels, output_format, output, refresh, data_dir, today, stop)
+    if tickers:
+        raise UsageError("give --run or --ticker, not both (--run names one ticker's run already)")
     days = check_days(days, bundle.spec.horizon)
     # Intervals first: a bad --level fails before any download.
     half_widths = interval_half_widths(bundle, levels or bundle.config.predict.levels)
@@ -472,6 +486,7 @@ class Screener:
     text: str | None  # the JSON/CSV/plain table written to `output`, or JSON/CSV for stdout
     output: Path | None
     interrupted: bool
+    header: str | None = None  # a global run's skill across the cross-section, printed above the table
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -698,3 +713,176 @@ def advice_line(rows: list[dict[str, Any]]) -> str:
 
 def _money(value: float | None) -> str | None:
     return f"{value:,.2f}" if value is not None else None
+
+
+# --- a global run: the next session of every ticker, under the run's skill ---------------------------
+
+
+def screen_run(
+    bundle: GlobalBundle,
+    tickers: Sequence[str] = (),
+    levels: Sequence[float] = (),
+    output_format: str = "table",
+    output: Path | None = None,
+    refresh: bool = False,
+    data_dir: Path | None = None,
+    today: date | None = None,
+    stop: StopRequest | None = None,
+) -> Screener:
+    """The ranked screener over the run's tickers (or `tickers`), under the header line of its skill. A ticker the
+    run never trained on is forecast too when the model has no ticker embedding, flagged "unseen", scaled by its own
+    training days on the run's split, its intervals calibrated on its own validation windows, and shown with its
+    out-of-universe test score where `evaluate --run RUN -t TICKER` made one."""
+    run_dir = bundle.run_dir
+    metrics = run_metrics(bundle)  # the run's own test scores: each ticker's and the cross-section's
+    folder = data.resolve_data_dir(data_dir, bundle.config.data.dir)
+    if output is not None:
+        check_not_ours(output, Path(run_dir).resolve().parent.parent, folder)
+    names = list(tickers) or bundle.names
+    chosen = list(levels or bundle.config.predict.levels)
+    level = SCREENER_LEVEL if SCREENER_LEVEL in chosen else float(chosen[0])
+    rows, recent = {}, {}
+    for ticker in names:
+        if ticker not in bundle.names and bundle.shape.ticker_embedding:
+            rows[ticker] = screener_row(ticker, "failed", "not in this global run's tickers, and its model has a "
+                                        "ticker embedding that knows only those", run_dir)
+            continue
+        if stop is not None and stop.is_set():
+            rows[ticker] = screener_row(ticker, "not run", "interrupted before it was forecast", run_dir)
+            continue
+        try:
+            recent[ticker] = latest_rows(bundle, ticker, folder, refresh, stop)
+        except ForecastError as exc:
+            rows[ticker] = screener_row(ticker, "failed", str(exc), run_dir)
+    last_day = max((frame.index[-1] for frame, _ in recent.values()), default=None)
+    behind = {t for t, (frame, _) in recent.items() if frame.index[-1] < last_day}
+    for ticker in behind:
+        ends = recent[ticker][0].index[-1].date()
+        rows[ticker] = screener_row(ticker, "failed", f"its prices end on {ends}, before the others' "
+                                    f"{last_day.date()}; fetch it (lstm-forecast fetch -t {ticker}) to rank it with "
+                                    "them", run_dir)
+    current = [t for t in recent if t not in behind]
+    if current:
+        context_prices = bundle.cached_context(folder, refresh, stop)
+        for ticker in current:
+            context.check_fresh(ticker, recent[ticker][0], bundle.spec, context_prices)
+        records = {record.ticker: record for record in bundle.tickers}
+        for ticker in [t for t in current if t not in records]:
+            try:
+                records[ticker] = unseen_record(bundle, ticker, recent[ticker][0], context_prices)
+            except ForecastError as exc:
+                rows[ticker] = screener_row(ticker, "failed", f"not in this global run's tickers, and {exc}", run_dir)
+        current = [t for t in current if t in records]
+        rows |= forecast_rows(bundle, records, {t: recent[t] for t in current}, level, today or date.today(),
+                              metrics, context_prices)
+    ranked = rank_screener([rows[ticker] for ticker in names])
+    text = None if output_format == "table" and output is None else render_screener(ranked, output_format)
+    header = skill_header(bundle, metrics)
+    if output_format == "json" and text is not None:
+        text = json.dumps({"run_dir": str(run_dir), "skill": header, **json.loads(text)}, indent=2) + "\n"
+    if output is not None:
+        atomic_write_text(output, text)
+    interrupted = any(row["status"] == "not run" for row in ranked)
+    return Screener(ranked, output_format, text, output, interrupted, header)
+
+
+def unseen_record(
+    bundle: GlobalBundle, ticker: str, prices: pd.DataFrame, context_prices: dict[str, pd.DataFrame]
+) -> TickerRecordData:
+    """What forecasting a ticker the run never trained on needs, made as the run made its own tickers': its
+    scaler, fitted on its training days of the run's split, and its validation residuals for the intervals."""
+    dataset = build_dataset({ticker: prices}, bundle.config, split=bundle.split, context_prices=context_prices)
+    days = dataset.only
+    val = ticker_forecasts(dataset, dataset.val, np.mean(member_predictions(bundle.members, dataset.val), axis=0))
+    return TickerRecordData(ticker=ticker, scaler=days.scaler, fingerprint={}, baselines={},
+                            residuals=val_residuals(val[ticker]))
+
+
+def latest_rows(
+    bundle: GlobalBundle, ticker: str, folder: Path, refresh: bool, stop: StopRequest | None
+) -> tuple[pd.DataFrame, str | None]:
+    """The ticker's cached prices (updated first with `refresh`), or its recorded rows and a note saying so (a
+    ticker the run never saw has none: an error)."""
+    if refresh:
+        data.update_cache(folder, ticker, stop=stop)
+    prices = data.read_cache(folder, ticker)
+    if prices is not None:
+        return prices, None
+    if ticker not in bundle.names:
+        raise ForecastError(f"no cached prices for {ticker} in {folder}; fetch them with `lstm-forecast fetch -t "
+                            f"{ticker}`")
+    recorded = bundle.prices()[ticker]
+    return recorded, f"no cached prices in {folder}; forecast from the training data's last day"
+
+
+def forecast_rows(
+    bundle: GlobalBundle, records: dict[str, TickerRecordData], recent: dict[str, tuple[pd.DataFrame, str | None]],
+    level: float, today: date, metrics: dict[str, Any], context_prices: dict[str, pd.DataFrame] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """One screener row per ticker: the next session's forecast with its split-conformal interval (inputs with
+    `context_prices`, each context series by ticker, when the run reads any). A ticker the run never saw reads
+    with index 0, which a model without a ticker embedding ignores."""
+    spec, index = bundle.spec, {name: i for i, name in enumerate(bundle.names)}
+    unseen = out_of_universe_scores(bundle)
+    rows, inputs, anchors = {}, [], []
+    for ticker, (prices, _) in recent.items():
+        window, anchor_date, anchor_price = inference_inputs(prices.iloc[-spec.inference_rows:], spec,
+                                                             records[ticker].scaler, context_prices)
+        inputs.append(window[0])
+        anchors.append((anchor_date, anchor_price))
+    tickers = list(recent)
+    batch = (np.stack(inputs), np.array([index.get(t, 0) for t in tickers], dtype=np.int64))
+    with cpu_threads(1):  # a few hundred windows: far too little work to share between threads
+        scaled = np.mean([predict_scaled(member, batch) for member in bundle.members], axis=0)
+    ratios = test_scores(metrics)
+    first_day = anchors[0][0].date()
+    calendar = calendar_for(bundle.config.data.calendar, first_day, spec.horizon, today)
+    session = calendar.next_sessions(first_day, 1)[0]
+    for row_number, ticker in enumerate(tickers):
+        scaler = records[ticker].scaler
+        values = scaled[row_number:row_number + 1] * scaler.target_std + scaler.target_mean
+        anchor_date, anchor_price = anchors[row_number]
+        path = values_to_prices(values, np.array([anchor_price]), spec.target)[0]
+        low, high = interval_bounds(path, conformal_quantiles(records[ticker].residuals, level))
+        note = recent[ticker][1]
+        if ticker in index:
+            row = screener_row(ticker, "stale" if note else "ok", note, bundle.run_dir)
+            ratio, pvalue = ratios.get(ticker, (None, None))
+        else:
+            scored = "its out-of-universe test score beside" if ticker in unseen else (
+                "no test score yet: evaluate --run RUN -t TICKER scores it out of universe")
+            row = screener_row(ticker, "unseen", f"not trained on by this run; {scored}", bundle.run_dir)
+            ratio, pvalue = unseen.get(ticker, (None, None))
+        row.update(last_date=anchor_date.date().isoformat(), last_price=rounded(anchor_price),
+                   session=session.isoformat(), forecast=rounded(path[0]),
+                   change_pct=rounded((path[0] / anchor_price - 1) * 100), level=level_value(level),
+                   lower=rounded(low[0]), upper=rounded(high[0]), rmse_ratio=ratio, dm_pvalue=pvalue)
+        rows[ticker] = row
+    return rows
+
+
+def test_scores(metrics: dict[str, Any]) -> dict[str, tuple[float | None, float | None]]:
+    """Each ticker's test RMSE ratio and DM p-value as training recorded them (metrics.json), if readable."""
+    rows = ((metrics.get("per_ticker") or {}).get("rows")) or []
+    return {row["ticker"]: (row.get("rmse_ratio_all"), row.get("dm_pvalue")) for row in rows
+            if isinstance(row, dict) and isinstance(row.get("ticker"), str)}
+
+
+def out_of_universe_scores(bundle: GlobalBundle) -> dict[str, tuple[float | None, float | None]]:
+    """Each ticker's test RMSE ratio and DM p-value from the run's out-of-universe evaluation, if there is one."""
+    document = read_json_or_empty(bundle.run_dir / OUT_OF_UNIVERSE_DIR / SUMMARY_JSON)
+    return test_scores({"per_ticker": document})
+
+
+def skill_header(bundle: GlobalBundle, metrics: dict[str, Any]) -> str:
+    """The run's cross-sectional skill on its own test period, in one line."""
+    ic = ((metrics.get("cross_section") or {}).get("ic") or {}).get("model") or {}
+    if ic.get("mean") is None or ic.get("t") is None:
+        return f"Global run {bundle.run_id}: its cross-sectional skill was not recorded."
+    return (f"Global run {bundle.run_id}, {len(bundle.tickers)} tickers: on its test period the forecasts ranked "
+            f"the next day's moves with mean rank IC {ic['mean']:+.4f} (HAC t {ic['t']:.2f}, {ic['days']} days).")
+
+
+def run_metrics(bundle: GlobalBundle) -> dict[str, Any]:
+    """The run's metrics.json as training wrote it ({} when unreadable: the skill is then "not recorded")."""
+    return read_json_or_empty(bundle.run_dir / METRICS_FILE)

@@ -45,7 +45,7 @@ def run_summaries(
     symbol = data.validate_ticker(ticker) if ticker is not None else None
     rows = []
     for run_dir in list_runs(folder, symbol):
-        document = _read_json_or_empty(run_dir / "bundle.json")
+        document = read_json_or_empty(run_dir / "bundle.json")
         interrupted = _dig(document, "training", "interrupted")
         rows.append(
             {
@@ -72,11 +72,11 @@ def global_run_summaries(folder: Path) -> list[dict[str, Any]]:
     pooled test RMSE ratio on log prices."""
     rows = []
     for run_dir in list_global_runs(folder):
-        document = _read_json_or_empty(run_dir / GLOBAL_FILE)
+        document = read_json_or_empty(run_dir / GLOBAL_FILE)
         tickers, training = document.get("tickers"), document.get("training")
         first = training[0] if isinstance(training, list) and training and isinstance(training[0], dict) else {}
         interrupted = any(isinstance(m, dict) and m.get("interrupted") is True for m in training or [])
-        ratio = _ratio(_dig(_read_json_or_empty(run_dir / "metrics.json"), "pooled_ratio", "rmse_ratio_all"))
+        ratio = _ratio(_dig(read_json_or_empty(run_dir / "metrics.json"), "pooled_ratio", "rmse_ratio_all"))
         count = len(tickers) if isinstance(tickers, list) else None
         rows.append({
             "run_id": run_dir.name, "ticker": f"global ({count} tickers)" if count else None,
@@ -91,7 +91,7 @@ def global_run_summaries(folder: Path) -> list[dict[str, Any]]:
 def scores_on_test(run_dir: Path) -> tuple[float | None, float | None]:
     """The run's test RMSE ratio to naive (all days) and its Diebold–Mariano p-value, from metrics.json; None
     where a value cannot be read."""
-    scores = _read_json_or_empty(run_dir / "metrics.json")
+    scores = read_json_or_empty(run_dir / "metrics.json")
     # metrics.json before the one scores layout had the forecasts beside the period's keys.
     ratio = _dig(scores, "test", "metrics", "model", "all", "rmse_ratio") or _dig(scores, "test", "model", "all",
                                                                                  "rmse_ratio")
@@ -99,7 +99,7 @@ def scores_on_test(run_dir: Path) -> tuple[float | None, float | None]:
     return _ratio(ratio), pvalue if pvalue is not None and 0 <= pvalue <= 1 else None
 
 
-def _read_json_or_empty(path: Path) -> dict[str, Any]:
+def read_json_or_empty(path: Path) -> dict[str, Any]:
     """A JSON object from a regular file of bundle size, else {} (absent or damaged: `runs` lists it anyway)."""
     try:
         document = json.loads(read_bounded(path, BUNDLE_JSON_LIMIT, "a bundle's JSON file"))

@@ -20,7 +20,7 @@ from lstm_forecast.config import load_config
 from lstm_forecast.errors import ForecastError
 from lstm_forecast.evaluate import evaluate
 from lstm_forecast.global_bundle import GLOBAL_FILE, PRICES_ARCHIVE, load_global_bundle
-from lstm_forecast.global_predict import run_global_screener
+from lstm_forecast.predict import run_predict
 from lstm_forecast.prices import COLUMNS, parse_prices_csv, prices_sha256, prices_to_csv
 from lstm_forecast.train import train_global
 from lstm_forecast.universe import train_universe
@@ -158,8 +158,8 @@ def test_an_edited_recorded_context_is_refused_as_damage(context_run, tmp_path):
 
 
 def test_predict_ranks_every_ticker_with_the_cached_context(context_run, tmp_path):
-    screener, _ = run_global_screener(context_run["run_dir"], data_dir=context_run["data_dir"],
-                                      output_format="json", today=TODAY)
+    screener = run_predict(context_run["run_dir"], data_dir=context_run["data_dir"], output_format="json",
+                           today=TODAY)
     rows = {row["ticker"]: row for row in screener.rows}
     assert set(rows) == {"EARLY", "T01", "T02", "T03"}
     assert all(row["status"] == "ok" and row["forecast"] is not None for row in rows.values())
@@ -172,7 +172,7 @@ def test_predict_with_a_stale_context_cache_is_one_line_naming_the_series(contex
     stale = data.load_prices(cache, "CTX").iloc[:-3]
     (cache / "CTX.csv").write_bytes(prices_to_csv(stale))
     with pytest.raises(ForecastError) as caught:
-        run_global_screener(context_run["run_dir"], data_dir=cache, output_format="json", today=TODAY)
+        run_predict(context_run["run_dir"], data_dir=cache, output_format="json", today=TODAY)
     message = str(caught.value)
     assert "\n" not in message and "the context series CTX ends" in message
     assert "lstm-forecast fetch -t CTX" in message
@@ -182,7 +182,7 @@ def test_predict_refresh_updates_the_context_cache_too(context_run, tmp_path, mo
     cache = copy_cache(context_run["data_dir"], tmp_path / "data")
     updated = []
     monkeypatch.setattr(data, "update_cache", lambda folder, ticker, **kwargs: updated.append(ticker))
-    run_global_screener(context_run["run_dir"], data_dir=cache, output_format="json", refresh=True, today=TODAY)
+    run_predict(context_run["run_dir"], data_dir=cache, output_format="json", refresh=True, today=TODAY)
     assert sorted(updated) == ["CTX", "EARLY", "T01", "T02", "T03"]
 
 

@@ -83,3 +83,39 @@ def test_a_universe_writes_a_report_page_beside_its_summary(workspace, tmp_path)
     assert page.parent == Path(report["folder"]) and page.is_file()
     text = page.read_text()
     assert "Verdict on the set" in text and "AAA" in text and "data:image/png;base64," in text
+
+
+def test_predict_without_a_run_takes_the_newest_run_of_either_kind(workspace):
+    result = CliRunner().invoke(app, ["predict", "--runs-dir", str(workspace["runs"]), "--data-dir",
+                                      str(workspace["data"]), "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["run_dir"] == str(workspace["global"]) and document["skill"].startswith("Global run")
+    assert sorted(row["ticker"] for row in document["rows"]) == ["AAA", "BBB", "CCC"]
+
+
+def test_predict_json_is_format_json_and_refuses_another_format(workspace):
+    arguments = ["predict", "--run", str(workspace["local"]), "--data-dir", str(workspace["data"])]
+    as_json, as_format = (CliRunner().invoke(app, [*arguments, *extra]) for extra in (["--json"],
+                                                                                    ["--format", "json"]))
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout) == json.loads(as_format.stdout)
+    assert json.loads(as_json.stdout)["ticker"] == "AAA"
+    clash = CliRunner().invoke(app, [*arguments, "--json", "--format", "csv"])
+    assert clash.exit_code == 2 and "--json prints JSON" in clash.stderr
+
+
+def test_a_global_model_forecasts_a_ticker_it_never_saw_flagged_unseen(workspace, tmp_path):
+    data_dir = write_caches(tmp_path / "data", {"AAA": build_prices(260, seed=0), "NEW": build_prices(260, seed=7)})
+    arguments = ["predict", "--run", str(workspace["global"]), "-t", "AAA,NEW", "--data-dir", str(data_dir), "--json"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    rows = {row["ticker"]: row for row in json.loads(result.stdout)["rows"]}
+    assert rows["AAA"]["status"] == "ok" and rows["NEW"]["status"] == "unseen"
+    assert rows["NEW"]["lower"] < rows["NEW"]["forecast"] < rows["NEW"]["upper"]
+    assert rows["NEW"]["rmse_ratio"] is None and "evaluate --run RUN -t TICKER" in rows["NEW"]["note"]
+    # Once scored out of universe, the row carries that score.
+    evaluate(workspace["global"], data_dir, tickers=["NEW"])
+    again = {row["ticker"]: row for row in json.loads(CliRunner().invoke(app, arguments).stdout)["rows"]}
+    assert again["NEW"]["rmse_ratio"] is not None and "out-of-universe test score" in again["NEW"]["note"]
+    assert again["NEW"]["forecast"] == rows["NEW"]["forecast"]  # the same forecast: only the score was added

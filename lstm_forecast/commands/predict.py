@@ -13,7 +13,6 @@ from lstm_forecast.data import resolve_data_dir
 from lstm_forecast.errors import ForecastError, Interrupted, UsageError
 from lstm_forecast.files import writes_in_place
 from lstm_forecast.global_bundle import is_global_run
-from lstm_forecast.global_predict import run_global_screener
 from lstm_forecast.predict import Screener, forecast_table, interval_note, run_predict, run_screener, screener_report
 from lstm_forecast.progress import TickerBar
 from lstm_forecast.tickers import select_tickers
@@ -24,26 +23,30 @@ def run(
     levels: list[float] | None, output_format: str | None, output: Path | None, refresh: bool,
     data_dir: Path | None, runs_dir: Path | None,
 ) -> None:
-    """Forecast from the run given (or each ticker's newest run) and print or write the forecast."""
-    if run_dir is not None and is_global_run(run_dir):
-        _predict_global(run_dir, given, tickers_file, days, levels, output_format, output, refresh, data_dir)
-        return
-    symbol = None
+    """Forecast from the run given (or the newest run of either kind, or each ticker's newest run) and print or
+    write the forecast; a global run prints the screener over its tickers (or those named with --run)."""
+    symbol, tickers = None, []
     if given or tickers_file or all_cached:
-        if run_dir is not None:
-            named = "--ticker" if not (tickers_file or all_cached) else "--tickers-file/--all"
-            raise UsageError(f"give --run or {named}, not both (--run names one ticker's run already)")
         selection = select_tickers(given, tickers_file, all_cached,
                                    resolve_data_dir(data_dir, None) if all_cached else None)
+        if run_dir is not None and is_global_run(run_dir):
+            tickers = selection.tickers  # the run's tickers to show, or ones it never trained on
+        elif run_dir is not None:
+            named = "--ticker" if not (tickers_file or all_cached) else "--tickers-file/--all"
+            raise UsageError(f"give --run or {named}, not both (--run names one ticker's run already)")
         warn(selection.warnings)
-        if len(selection.tickers) > 1:
+        if not tickers and len(selection.tickers) > 1:
             _predict_screener(selection.tickers, days, levels, output_format, output, refresh, data_dir, runs_dir)
             return
-        symbol = selection.tickers[0]
-    outcome = run_predict(
-        run=run_dir, ticker=symbol, days=days, levels=levels or (), output_format=output_format, output=output,
-        refresh=refresh, data_dir=data_dir, runs_dir=runs_dir, on_fetch=note,
-    )
+        symbol = None if tickers else selection.tickers[0]
+    with stop_on_signals() as stop:
+        outcome = run_predict(
+            run=run_dir, ticker=symbol, days=days, levels=levels or (), output_format=output_format, output=output,
+            refresh=refresh, data_dir=data_dir, runs_dir=runs_dir, on_fetch=note, tickers=tickers, stop=stop,
+        )
+        if isinstance(outcome, Screener):
+            _finish_screener(outcome)
+            return
     warn(outcome.warnings)
     notes = stdout  # paths are printed unwrapped (soft_wrap), so they can be copied whole
     if outcome.output is not None:
@@ -60,23 +63,14 @@ def run(
         notes.print(f"Fan chart: {outcome.chart}", markup=False, soft_wrap=True)
 
 
-def _predict_global(
-    run_dir: Path, given: list[str], tickers_file: Path | None, days: int | None, levels: list[float] | None,
-    output_format: str | None, output: Path | None, refresh: bool, data_dir: Path | None,
-) -> None:
-    """`predict --run GLOBAL_RUN`: every ticker of the run (or those named), ranked, under the run's skill."""
-    if days is not None:
-        raise UsageError("--days: a global run's screener shows the next session only")
-    tickers = select_tickers(given, tickers_file, False, None).tickers if given or tickers_file else []
-    with stop_on_signals() as stop:
-        screener, header = run_global_screener(run_dir, tickers, levels or (), output_format, output, refresh,
-                                               data_dir, stop=stop)
-        _show_screener(screener, header)
-        if screener.interrupted:
-            raise Interrupted("interrupted; the tickers not reached are listed as not run")
-        if screener.failed:
-            raise ForecastError(f"{len(screener.failed)} of {len(screener.rows)} tickers could not be forecast; "
-                                "the table gives each reason")
+def _finish_screener(screener: Screener) -> None:
+    """Show the screener; then exit 130 if it was interrupted, 1 if a ticker could not be forecast."""
+    _show_screener(screener)
+    if screener.interrupted:
+        raise Interrupted("interrupted; the tickers not reached are listed as not run")
+    if screener.failed:
+        raise ForecastError(f"{len(screener.failed)} of {len(screener.rows)} tickers could not be forecast; "
+                            "the table gives each reason")
 
 
 def _predict_screener(
@@ -91,15 +85,10 @@ def _predict_screener(
         with TickerBar(stderr, len(tickers)) as bar:
             screener = run_screener(tickers, levels or (), output_format, output, refresh, data_dir, runs_dir,
                                     on_row=bar.update_row, stop=stop)
-        _show_screener(screener)
-        if screener.interrupted:
-            raise Interrupted("interrupted; the tickers not reached are listed as not run")
-        if screener.failed:
-            raise ForecastError(f"{len(screener.failed)} of {len(tickers)} tickers could not be forecast; "
-                                "the table gives each reason")
+        _finish_screener(screener)
 
 
-def _show_screener(screener: Screener, header: str | None = None) -> None:
+def _show_screener(screener: Screener) -> None:
     """The screener's table on stdout, or where it was written, or its JSON/CSV alone on stdout."""
     if screener.output is not None:
         (stderr if writes_in_place(screener.output) else stdout).print(
@@ -108,7 +97,7 @@ def _show_screener(screener: Screener, header: str | None = None) -> None:
         sys.stdout.write(screener.text)
     else:
         wide = Console(highlight=False, width=10_000)  # the table's natural width, as `runs` prints it
-        if header:
-            wide.print(header, markup=False)
+        if screener.header:
+            wide.print(screener.header, markup=False)
         for item in screener_report(screener.rows):
             wide.print(item, markup=False)
