@@ -21,9 +21,9 @@ import pandas as pd
 
 from lstm_forecast.config import Config
 from lstm_forecast.errors import StopRequest, UsageError
-from lstm_forecast.model import Forecaster
+from lstm_forecast.model import Ensemble, Forecaster
 from lstm_forecast.scoring import FORECASTS, PeriodForecasts, iso_day, period_forecasts, score_forecasts
-from lstm_forecast.train import train_model
+from lstm_forecast.train import train_as_run
 from lstm_forecast.trainer import EpochRecord
 from lstm_forecast.windows import Dataset, Scaler, WindowSpec, build_dataset_at
 
@@ -93,7 +93,7 @@ def fold_dataset(
 @dataclass
 class FoldResult:
     fold: Fold
-    model: Forecaster
+    model: Forecaster | Ensemble
     scaler: Scaler
     forecasts: PeriodForecasts
     summary: dict[str, Any]  # periods, training and scores block (scoring.py) of the fold: JSON-ready
@@ -103,7 +103,7 @@ def run_backtest(
     prices: pd.DataFrame,
     config: Config,
     folds: list[Fold],
-    bundle_model: Forecaster | None = None,
+    bundle_model: Forecaster | Ensemble | None = None,
     bundle_scaler: Scaler | None = None,
     on_progress: ProgressCallback | None = None,
     seconds_per_training: float | None = None,
@@ -130,9 +130,10 @@ def run_backtest(
         if reuse:
             model, training = bundle_model, {"model_source": "bundle", "epochs_run": None, "best_epoch": None}
         else:
-            model, result = train_model(dataset, config, report, stop)
-            if result.interrupted or result.epochs_run == 0:
+            trained = train_as_run(dataset, config, report, stop)
+            if trained is None:
                 return results, True
+            model, result = trained
             training = {"model_source": "retrained", "epochs_run": result.epochs_run, "best_epoch": result.best_epoch}
         forecasts = period_forecasts(model, dataset.test, dataset)
         summary = {

@@ -67,7 +67,7 @@ from lstm_forecast.files import (
     publish_as_free_name,
     read_bounded,
 )
-from lstm_forecast.model import Forecaster, ModelShape, gib, memory_limit
+from lstm_forecast.model import Ensemble, Forecaster, ModelShape, ensemble_of, gib, members_of, memory_limit
 from lstm_forecast.windows import Scaler, WindowSpec
 
 FORMAT_VERSION = 1
@@ -112,14 +112,16 @@ class RunBundle:
     split: dict[str, str]  # first target day of the validation and test periods
     baselines: dict[str, float]  # train_mean_log_return (drift), train_naive_mae (recorded)
     calibration: dict[str, Any]  # conformal residuals per horizon step, from the validation split
-    training: dict[str, Any]  # epochs run, best epoch, seconds, device, interrupted
-    model: Forecaster
+    training: dict[str, Any]  # epochs run, best epoch, seconds, device, interrupted (the first member's)
+    model: Forecaster | Ensemble  # a seed ensemble's members average their forecasts
     versions: dict[str, str] = field(default_factory=dict)
     created_at: str = ""
     run_dir: Path | None = None
     config_hash: str | None = None  # `config.config_hash` of the run's config; None in bundles from before it
     fingerprints: list[dict[str, Any]] = field(default_factory=list)  # every series trained on, in order
     context_fingerprints: list[dict[str, Any]] = field(default_factory=list)  # one per context series, in order
+    seeds: list[int] = field(default_factory=list)  # a seed ensemble's members' seeds (empty: one model)
+    member_training: list[dict[str, Any]] = field(default_factory=list)  # each member's `training`, likewise
 
     def __post_init__(self) -> None:
         self.fingerprints = self.fingerprints or [self.fingerprint]  # one series (and bundles from before the list)
@@ -214,7 +216,9 @@ def _write_bundle_files(
     from lstm_forecast.data import cache_name
     from lstm_forecast.prices import prices_to_csv
 
-    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in bundle.model.state_dict().items()}
+    members = members_of(bundle.model)
+    weights = member_weights(members) if len(members) > 1 else {
+        name: tensor.detach().cpu().contiguous() for name, tensor in bundle.model.state_dict().items()}
     (tmp_dir / WEIGHTS_FILE).write_bytes(safetensors.torch.save(weights))
     (tmp_dir / BUNDLE_FILE).write_text(json_text(bundle_document(bundle)))
     (tmp_dir / CONFIG_FILE).write_text(yaml.safe_dump(bundle.config.to_plain(), sort_keys=False))
@@ -271,13 +275,15 @@ def bundle_document(bundle: RunBundle) -> dict[str, Any]:
             baselines=bundle.baselines,
             calibration=bundle.calibration,
             training=bundle.training,
+            seeds=bundle.seeds or None,
+            member_training=bundle.member_training or None,
             versions=bundle.versions or library_versions(),
         )
     except ValidationError as exc:
         diverged = exc.errors()[0]["loc"][0] == "calibration"  # residuals beyond e^±10: absurd forecasts
         advice = " (a model this far off has diverged: lower train.lr)" if diverged else ""
         raise ForecastError(
-            f"cannot save the run: bundle.json would hold a {_describe_damage(exc)}; nothing was written{advice}"
+            f"cannot save the run: bundle.json would hold a {describe_damage(exc)}; nothing was written{advice}"
         ) from None
     # training as the trainer wrote it: its record lists `seed` before `threads`, which came later.
     return document.model_dump(mode="json") | {"training": bundle.training}
@@ -302,7 +308,7 @@ def _like(section: type[BaseModel], name: str) -> Any:
     return Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
 
 
-class _Record(BaseModel):
+class Record(BaseModel):
     # strict: a bundle is written by this code, so a string where a number belongs means damage, not a typo.
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
@@ -313,7 +319,7 @@ AnyList = Field(strict=False)
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
-class ShapeRecord(_Record):
+class ShapeRecord(Record):
     kind: _like(ModelConfig, "type")
     n_features: Annotated[int, Field(ge=1, le=MAX_INPUTS)]
     hidden_size: _like(ModelConfig, "hidden_size")
@@ -330,13 +336,13 @@ class ShapeRecord(_Record):
         return self
 
 
-class ContextRecord(_Record):
+class ContextRecord(Record):
     ticker: Annotated[str, Field(max_length=64)]
     feature: ContextFeature
     lag: Literal[0, 1]
 
 
-class WindowRecord(_Record):
+class WindowRecord(Record):
     features: Annotated[list[Feature], Field(min_length=1, max_length=len(Feature.__args__)), AnyList]
     price_column: Literal["adj_close", "close"]
     target: Literal["log_return", "price"]
@@ -366,7 +372,7 @@ class WindowRecord(_Record):
 Values = Annotated[list[float], Field(min_length=1, max_length=MAX_INPUTS), AnyList]
 
 
-class ScalerRecord(_Record):
+class ScalerRecord(Record):
     feature_mean: Values
     feature_std: Values
     target_mean: float
@@ -384,7 +390,7 @@ class ScalerRecord(_Record):
         return self
 
 
-class FingerprintRecord(_Record):
+class FingerprintRecord(Record):
     ticker: Annotated[str, Field(max_length=64)]
     first_date: LooseDate
     last_date: LooseDate
@@ -392,12 +398,12 @@ class FingerprintRecord(_Record):
     sha256: Sha256
 
 
-class SplitRecord(_Record):
+class SplitRecord(Record):
     val_start: LooseDate
     test_start: LooseDate
 
 
-class BaselinesRecord(_Record):
+class BaselinesRecord(Record):
     train_mean_log_return: float
     train_naive_mae: Annotated[float, Field(ge=0)]
 
@@ -405,7 +411,7 @@ class BaselinesRecord(_Record):
 Residual = Annotated[float, Field(ge=-10, le=10)]
 
 
-class CalibrationRecord(_Record):
+class CalibrationRecord(Record):
     method: Literal["split-conformal"]
     space: Literal["log_price"]
     source: Literal["validation"]
@@ -415,7 +421,7 @@ class CalibrationRecord(_Record):
                          Field(min_length=1)]
 
 
-class TrainingRecord(_Record):
+class TrainingRecord(Record):
     model_config = ConfigDict(extra="allow")  # newer versions may record more
     epochs_run: Annotated[int, Field(ge=0, le=100_000)]
     best_epoch: Annotated[int, Field(ge=0, le=100_000)]
@@ -428,7 +434,7 @@ class TrainingRecord(_Record):
     threads: Annotated[int, Field(ge=1, le=MAX_THREADS)] | None = None  # absent in bundles before train.threads
 
 
-class BundleDocument(_Record):
+class BundleDocument(Record):
     """bundle.json as this version writes it; unknown top-level fields are allowed for newer writers
     (format_version guards incompatible changes)."""
 
@@ -448,10 +454,15 @@ class BundleDocument(_Record):
     baselines: BaselinesRecord
     calibration: CalibrationRecord
     training: TrainingRecord
+    # A seed ensemble's (absent for one model): its members' seeds and training records, weights member<i>.*.
+    seeds: Annotated[list[Annotated[int, Field(ge=0, le=MAX_SEED)]], Field(min_length=2, max_length=20)] | None = None
+    member_training: Annotated[list[TrainingRecord], Field(min_length=2, max_length=20)] | None = None
     versions: Annotated[dict[str, Annotated[str, Field(max_length=100)]], Field(max_length=20)] = {}
 
     @model_validator(mode="after")
     def _check(self) -> BundleDocument:
+        if len(self.seeds or []) != len(self.member_training or []):
+            raise ValueError("member_training: expected one record per seed")
         fingerprint, split = self.fingerprint, self.split
         if not fingerprint.first_date <= split.val_start < split.test_start <= fingerprint.last_date:
             raise ValueError("split: expected first_date <= val_start < test_start <= last_date")
@@ -489,15 +500,15 @@ def load_bundle(run_dir: Path | str) -> RunBundle:
         record = BundleDocument.model_validate(document)
         validate_ticker(record.ticker)
     except ValidationError as exc:
-        raise ForecastError(f"{path}: {_describe_damage(exc)}; the bundle is damaged") from None
+        raise ForecastError(f"{path}: {describe_damage(exc)}; the bundle is damaged") from None
     except ForecastError as exc:  # the ticker
         raise ForecastError(f"{path}: missing or invalid field {exc}; the bundle is damaged") from None
     shape = ModelShape(**record_fields(record.model))
     spec = record.window.spec()
     scaler = Scaler(**record_fields(record.scaler))
-    config = _read_config(run_dir / CONFIG_FILE)
-    model = _load_model(run_dir / WEIGHTS_FILE, shape)
-    _check_config_matches(run_dir / CONFIG_FILE, config, shape, spec)
+    config = read_config(run_dir / CONFIG_FILE)
+    model = load_members(run_dir / WEIGHTS_FILE, shape, len(record.seeds or [None]), BUNDLE_FILE)
+    check_config_matches(run_dir / CONFIG_FILE, config, shape, spec)
     plain = record.model_dump(mode="json")  # dates back to ISO strings, as saved
     return RunBundle(
         run_id=record.run_id,
@@ -518,6 +529,8 @@ def load_bundle(run_dir: Path | str) -> RunBundle:
         config_hash=record.config_hash,
         fingerprints=plain["fingerprints"] or [],
         context_fingerprints=plain["context_fingerprints"] or [],
+        seeds=record.seeds or [],
+        member_training=plain["member_training"] or [],
     )
 
 
@@ -544,7 +557,7 @@ def record_fields(record: BaseModel) -> dict[str, Any]:
     return {name: tuple(value) if isinstance(value, list) else value for name, value in record}
 
 
-def _describe_damage(exc: ValidationError) -> str:
+def describe_damage(exc: ValidationError) -> str:
     error = exc.errors()[0]
     key = ".".join(str(part) for part in error["loc"])
     if error["type"] == "missing":
@@ -557,7 +570,7 @@ def _describe_damage(exc: ValidationError) -> str:
     return f"missing or invalid field {key}: {message[:1].lower()}{message[1:]}, got {quote(error.get('input'))}"
 
 
-def _check_config_matches(
+def check_config_matches(
     path: Path, config: Config, shape: ModelShape, spec: WindowSpec, n_tickers: int = 0
 ) -> None:
     """config.yaml and bundle.json describe one run: evaluate rebuilds the windows from the config, predict
@@ -569,7 +582,7 @@ def _check_config_matches(
         raise ForecastError(f"{path}: does not describe the model and windows of bundle.json; the bundle is damaged")
 
 
-def _read_config(path: Path) -> Config:
+def read_config(path: Path) -> Config:
     """The bundle's resolved config.yaml, through the same bounded, strict YAML reading as --config."""
     try:
         text = read_bounded(path, CONFIG_SIZE_LIMIT, "a config file").decode("utf-8")
@@ -589,9 +602,23 @@ def _read_config(path: Path) -> Config:
         raise ForecastError(f"{exc}; the bundle is damaged") from None
 
 
-def _load_model(path: Path, shape: ModelShape) -> Forecaster:
-    """The weights, checked against the declared shape (see `read_weights`), in a module in eval mode."""
-    return build_model(shape, read_weights(path, shape.tensor_shapes(), shape.parameter_count()))
+def load_members(
+    path: Path, shape: ModelShape, count: int, document: str, prefixed: bool = False
+) -> Forecaster | Ensemble:
+    """The weights of `count` members, checked against the declared shape (see `read_weights`), in modules in eval
+    mode: one model's tensors under their own names, an ensemble's (and every global run's) under `member<i>.`."""
+    if count == 1 and not prefixed:
+        return build_model(shape, read_weights(path, shape.tensor_shapes(), shape.parameter_count(), document))
+    expected = {f"member{i}.{name}": size for i in range(count) for name, size in shape.tensor_shapes().items()}
+    weights = read_weights(path, expected, shape.parameter_count() * count, document)
+    return ensemble_of([build_model(shape, {name.split(".", 1)[1]: tensor for name, tensor in weights.items()
+                                            if name.startswith(f"member{i}.")}) for i in range(count)])
+
+
+def member_weights(members: list[Forecaster]) -> dict[str, Any]:
+    """Several members' tensors in one file, each under `member<i>.`."""
+    return {f"member{i}.{name}": tensor.detach().cpu().contiguous()
+            for i, member in enumerate(members) for name, tensor in member.state_dict().items()}
 
 
 def build_model(shape: ModelShape, weights: dict[str, torch.Tensor]) -> Forecaster:

@@ -137,8 +137,8 @@ ScopeOption = Annotated[
                              "across all the tickers given) (model.scope).")
 ]
 SeedsOption = Annotated[
-    int | None, typer.Option("--seeds", metavar="N", help="Global: a seed ensemble of N members, seeds "
-                             "train.seed … +N-1 (train.seeds).")
+    int | None, typer.Option("--seeds", metavar="N", help="A seed ensemble of N members, seeds train.seed … +N-1, "
+                             "forecasts averaged (train.seeds).")
 ]
 
 

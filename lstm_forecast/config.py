@@ -162,7 +162,7 @@ class TrainConfig(Section):
     patience: Annotated[Int, Field(ge=1, le=100_000)] = 10
     grad_clip: Annotated[Float, Field(ge=0, le=1e6)] = 1.0
     seed: Annotated[Int, Field(ge=0, le=MAX_SEED)] = 0
-    # A global model's seed ensemble: members trained with seeds seed … seed + seeds - 1, forecasts averaged.
+    # A seed ensemble: members trained with seeds seed … seed + seeds - 1, forecasts averaged.
     seeds: Annotated[Int, Field(ge=1, le=20)] = 1
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     loss: Literal["mse", "huber"] = "mse"
@@ -259,15 +259,11 @@ def load_config(
 
 
 def check_training_options(config: Config, jobs: int, executor: str, resume: Path | None) -> None:
-    """The rules between model.scope, train.seeds and `train`'s options: worker processes (--jobs, --executor)
-    and --resume train local models, one per ticker; a seed ensemble (train.seeds > 1) is a global model's."""
-    scope_global = config.model.scope == "global"
-    if scope_global and (jobs > 1 or executor != "local" or resume is not None):
+    """The rules between model.scope and `train`'s options: worker processes (--jobs, --executor) and --resume
+    train local models, one per ticker (each a seed ensemble with train.seeds > 1, as a global model is)."""
+    if config.model.scope == "global" and (jobs > 1 or executor != "local" or resume is not None):
         raise UsageError("--jobs, --executor and --resume train local models; a global model trains in one "
                          "process (its batches mix every ticker)")
-    if not scope_global and config.train.seeds > 1:
-        raise UsageError(f"train.seeds {config.train.seeds}: a seed ensemble is a global model's; add --scope "
-                         "global, or train with one seed")
 
 
 def config_from_plain(values: dict[str, Any], source: str) -> Config:

@@ -20,7 +20,7 @@ from lstm_forecast.config import Config
 from lstm_forecast.errors import ForecastError, StopRequest
 from lstm_forecast.metrics import FORECASTS, diebold_mariano, judgement, p_phrase, rmse_ratio
 from lstm_forecast.scoring import PeriodForecasts, period_forecasts, score_forecasts
-from lstm_forecast.train import train_model
+from lstm_forecast.train import train_as_run
 from lstm_forecast.windows import build_dataset
 
 CONTEXT_RUNS = ("on", "off")
@@ -85,9 +85,10 @@ def retrained_without_context(
     ratios with/without, the Diebold–Mariano test between the two and a verdict. None when `stop` ended it."""
     plain = without_context(config, bundle.split)
     dataset = build_dataset(prices, plain)
-    model, result = train_model(dataset, plain, stop=stop)
-    if result.interrupted or result.epochs_run == 0:
+    trained = train_as_run(dataset, plain, stop=stop)
+    if trained is None:
         return None
+    model, result = trained
     with_part, without_part = common_windows(test, period_forecasts(model, dataset.test, dataset))
     return {
         "windows": len(with_part),

@@ -38,6 +38,7 @@ from lstm_forecast.bundle import (
     WEIGHTS_FILE,
     BaselinesRecord,
     FingerprintRecord,
+    Record,
     Residual,
     RunBundle,
     ScalerRecord,
@@ -45,22 +46,21 @@ from lstm_forecast.bundle import (
     SplitRecord,
     TrainingRecord,
     WindowRecord,
-    _check_config_matches,
-    _describe_damage,
-    _read_config,
-    _Record,
-    build_model,
+    check_config_matches,
+    describe_damage,
     library_versions,
     load_bundle,
+    load_members,
+    member_weights,
     publish_bundle,
+    read_config,
     read_document,
-    read_weights,
     record_fields,
 )
 from lstm_forecast.config import MAX_CONTEXT, MAX_SEED, Config
 from lstm_forecast.errors import ForecastError, StopRequest
 from lstm_forecast.files import json_text, make_temp_dir, read_bounded
-from lstm_forecast.model import Forecaster, ModelShape
+from lstm_forecast.model import Forecaster, ModelShape, members_of
 from lstm_forecast.windows import Scaler, WindowSpec
 
 PRICES_ARCHIVE = "prices.zip"
@@ -144,7 +144,7 @@ def load_run(run_dir: Path | str) -> RunBundle | GlobalBundle:
 # --- global.json ---------------------------------------------------------------------------------
 
 
-class TickerRecord(_Record):
+class TickerRecord(Record):
     ticker: Annotated[str, Field(max_length=64)]
     scaler: ScalerRecord
     fingerprint: FingerprintRecord
@@ -153,7 +153,7 @@ class TickerRecord(_Record):
                          Field(min_length=1)]
 
 
-class GlobalDocument(_Record):
+class GlobalDocument(Record):
     model_config = ConfigDict(extra="allow")  # newer writers may add fields
     format_version: Literal[1]
     kind: Literal["global"]
@@ -213,14 +213,9 @@ def global_document(bundle: GlobalBundle) -> dict[str, Any]:
             context_fingerprints=bundle.context_fingerprints or None,
         )
     except ValidationError as exc:
-        raise ForecastError(f"cannot save the run: global.json would hold a {_describe_damage(exc)}; "
+        raise ForecastError(f"cannot save the run: global.json would hold a {describe_damage(exc)}; "
                             "nothing was written (a model this far off has diverged: lower train.lr)") from None
     return document.model_dump(mode="json") | {"training": bundle.training}
-
-
-def member_weights(members: list[Forecaster]) -> dict[str, Any]:
-    return {f"member{i}.{name}": tensor.detach().cpu().contiguous()
-            for i, member in enumerate(members) for name, tensor in member.state_dict().items()}
 
 
 # --- saving and loading --------------------------------------------------------------------------
@@ -324,19 +319,14 @@ def load_global_bundle(run_dir: Path | str) -> GlobalBundle:
         for ticker in [*record.tickers, *(record.context_fingerprints or [])]:
             validate_ticker(ticker.ticker)
     except ValidationError as exc:
-        raise ForecastError(f"{path}: {_describe_damage(exc)}; the bundle is damaged") from None
+        raise ForecastError(f"{path}: {describe_damage(exc)}; the bundle is damaged") from None
     except ForecastError as exc:
         raise ForecastError(f"{path}: invalid ticker {exc}; the bundle is damaged") from None
     shape = ModelShape(**record_fields(record.model))
     spec = record.window.spec()
-    config = _read_config(run_dir / CONFIG_FILE)
-    _check_config_matches(run_dir / CONFIG_FILE, config, shape, spec, n_tickers=shape.n_tickers)
-    expected = {f"member{i}.{name}": size for i in range(len(record.seeds))
-                for name, size in shape.tensor_shapes().items()}
-    weights = read_weights(run_dir / WEIGHTS_FILE, expected, shape.parameter_count() * len(record.seeds),
-                           GLOBAL_FILE)
-    members = [build_model(shape, {name.split(".", 1)[1]: tensor for name, tensor in weights.items()
-                                   if name.startswith(f"member{i}.")}) for i in range(len(record.seeds))]
+    config = read_config(run_dir / CONFIG_FILE)
+    check_config_matches(run_dir / CONFIG_FILE, config, shape, spec, n_tickers=shape.n_tickers)
+    members = members_of(load_members(run_dir / WEIGHTS_FILE, shape, len(record.seeds), GLOBAL_FILE, prefixed=True))
     plain = record.model_dump(mode="json")
     return GlobalBundle(
         run_id=record.run_id, config=config, shape=shape, spec=spec, split=plain["split"],

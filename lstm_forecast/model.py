@@ -177,3 +177,27 @@ class Forecaster(nn.Module):
         outputs, _ = self.core(inputs)  # (batch, lookback, hidden_size), the top layer at every step
         last_hidden = outputs[:, -1]  # equals the top layer's final hidden state h_n[-1]
         return self.head(last_hidden)
+
+
+class Ensemble(nn.Module):
+    """A seed ensemble: members of one shape, trained alike but for their seeds; its forecast is their mean (in
+    the scaled target's units), so it stands wherever one model does: scoring, the backtest's first fold, predict."""
+
+    def __init__(self, members: list[Forecaster]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.shape = members[0].shape
+
+    def forward(self, inputs: Tensor, ticker: Tensor | None = None) -> Tensor:
+        return torch.stack([member(inputs, ticker) for member in self.members]).mean(dim=0)
+
+
+def members_of(model: Forecaster | Ensemble) -> list[Forecaster]:
+    """An ensemble's members, or the one model."""
+    return list(model.members) if isinstance(model, Ensemble) else [model]
+
+
+def ensemble_of(members: list[Forecaster]) -> Forecaster | Ensemble:
+    """One member as itself (a single model's bundle is as it always was), several as their mean."""
+    return members[0] if len(members) == 1 else Ensemble(members)
+

@@ -46,7 +46,7 @@ from lstm_forecast.crosssection import CrossSection, cross_section
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError
 from lstm_forecast.global_bundle import GlobalBundle, TickerRecordData, check_writable, save_global_bundle
 from lstm_forecast.metrics import lag_copy_diagnostic
-from lstm_forecast.model import Forecaster, ModelShape, check_trainable
+from lstm_forecast.model import Ensemble, Forecaster, ModelShape, check_trainable, ensemble_of
 from lstm_forecast.prices import prices_sha256
 from lstm_forecast.scoring import (
     PeriodForecasts,
@@ -193,9 +193,12 @@ def train_run(
     notes = notes + dataset.notes.get(ticker, [])
     check_runs_dir_writable(runs_dir, ticker)  # before training: hours of it are lost otherwise
 
-    model, result = train_model(dataset, config, on_epoch, stop)
-    if result.epochs_run == 0:
-        raise Interrupted("interrupted before the first epoch finished; no bundle written")
+    # One model, or a seed ensemble (train.seeds members, their forecasts averaged): the first member's training
+    # is the run's own record, each member's beside it.
+    callback = (lambda label, record: on_epoch(record)) if on_epoch is not None else None
+    members, results = train_members(dataset, config, callback, stop)
+    model, result, seeds = ensemble_of(members), results[0], member_seeds(config)[:len(members)]
+    member_training = [{**one.summary(), "seed": seed} for one, seed in zip(results, seeds, strict=True)]
     shape = model.shape
 
     # Scored on prices converted back from the model's output; the test split is touched only here.
@@ -210,6 +213,7 @@ def train_run(
         "naive_val_loss": naive_loss,  # the loss curve's reference line
         **scores,
         "notes": notes,  # what the context cost: the history cut, windows dropped
+        **({"members": member_scores(members, member_training, dataset)} if len(members) > 1 else {}),
     }
 
     bundle = RunBundle(
@@ -232,8 +236,12 @@ def train_run(
         versions=library_versions(),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         config_hash=config_hash(config),
+        seeds=seeds if len(members) > 1 else [],
+        member_training=member_training if len(members) > 1 else [],
     )
-    history = history_frame([result], [config.train.seed]).drop(columns="seed")  # one member: as format 1 has it
+    history = history_frame(results, seeds)
+    if len(members) == 1:
+        history = history.drop(columns="seed")  # one model's history.csv, as format 1 has it
     # save_bundle may add a suffix to the run id in the title
     write_loss_curve = loss_curve_writer(history, result, naive_loss, f"{ticker} · {shape.kind.upper()} · run "
                                          f"{bundle.run_id}")
@@ -242,6 +250,17 @@ def train_run(
                           context=context_rows)
     return TrainOutcome(run_dir=run_dir, bundle=bundle, result=result, metrics=run_metrics, test=forecasts["test"],
                         notes=notes)
+
+
+def member_scores(
+    members: list[Forecaster], training: list[dict[str, Any]], dataset: Dataset
+) -> list[dict[str, Any]]:
+    """Each member of a seed ensemble on its own: its training and its test RMSE ratio to naive (all days)."""
+    scored = []
+    for member, record in zip(members, training, strict=True):
+        test = score_forecasts(period_forecasts(member, dataset.test, dataset), member.shape.kind)
+        scored.append({**record, "test_rmse_ratio": test["metrics"]["model"]["all"]["rmse_ratio"]})
+    return scored
 
 
 def prepare_inputs(
@@ -287,8 +306,7 @@ def train_members(
     """One model per seed (`train.seeds` of them from `train.seed` on: a seed ensemble); a stop ends the current
     member (its best epoch is kept) and skips the rest. `on_epoch(label, record)` hears each member's epochs."""
     members, results = [], []
-    for label, seed in zip(member_labels(config), range(config.train.seed, config.train.seed + config.train.seeds),
-                           strict=True):
+    for label, seed in zip(member_labels(config), member_seeds(config), strict=True):
         if stop is not None and stop.is_set():
             break
         callback = (lambda record, label=label: on_epoch(label, record)) if on_epoch is not None else None
@@ -301,6 +319,21 @@ def train_members(
     if not members:
         raise Interrupted("interrupted before the first epoch finished; no bundle written")
     return members, results
+
+
+def train_as_run(
+    dataset: Dataset, config: Config, on_epoch: EpochCallback | None = None, stop: StopRequest | None = None
+) -> tuple[Forecaster | Ensemble, TrainResult] | None:
+    """The model a run of `config` trains on `dataset`, as `train_run` trains it (one model, or a seed ensemble),
+    and its first member's record; None when `stop` ended it before every member finished."""
+    callback = (lambda label, record: on_epoch(record)) if on_epoch is not None else None
+    try:
+        members, results = train_members(dataset, config, callback, stop)
+    except Interrupted:
+        return None
+    if len(members) < config.train.seeds or any(result.interrupted for result in results):
+        return None
+    return ensemble_of(members), results[0]
 
 
 def fingerprint(ticker: str, prices: pd.DataFrame) -> dict[str, Any]:
@@ -373,8 +406,13 @@ class GlobalResult:
         return any(member["interrupted"] for member in self.training)
 
 
+def member_seeds(config: Config) -> list[int]:
+    """A seed ensemble's seeds: train.seed … train.seed + train.seeds - 1 (one model: train.seed)."""
+    return list(range(config.train.seed, config.train.seed + config.train.seeds))
+
+
 def member_labels(config: Config) -> list[str]:
-    return [f"seed {config.train.seed + i}" for i in range(config.train.seeds)]
+    return [f"seed {seed}" for seed in member_seeds(config)]
 
 
 def check_global(config: Config, tickers: list[str]) -> None:

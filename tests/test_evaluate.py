@@ -11,7 +11,6 @@ import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
-from types import SimpleNamespace
 
 import matplotlib.image
 import numpy as np
@@ -280,9 +279,9 @@ def test_backtest_folds_pool_and_reuse_the_bundle_for_fold_one(workdir):
 
 def test_an_interrupted_backtest_keeps_the_finished_folds(workdir, monkeypatch):
     def interrupted_training(dataset, config, on_epoch=None, stop=None):
-        return None, SimpleNamespace(interrupted=True, epochs_run=1, best_epoch=1)
+        return None  # what train_as_run says when a stop ended the training
 
-    monkeypatch.setattr(backtest, "train_model", interrupted_training)
+    monkeypatch.setattr(backtest, "train_as_run", interrupted_training)
     result = evaluate.evaluate(run_dir_of(workdir), workdir / "data", folds=3)
     assert result.interrupted is True
     assert result.report["backtest"]["completed"] == 1 and result.report["backtest"]["interrupted"] is True
@@ -300,9 +299,8 @@ def test_backtest_refits_use_the_thread_count_the_run_trained_with(workdir, monk
 
     def recording_training(dataset, config, on_epoch=None, stop=None):
         seen.append(config.train.threads)
-        return None, SimpleNamespace(interrupted=True, epochs_run=1, best_epoch=1)
 
-    monkeypatch.setattr(backtest, "train_model", recording_training)
+    monkeypatch.setattr(backtest, "train_as_run", recording_training)
     evaluate.evaluate(run_dir, workdir / "data", folds=3)
     assert seen == [3]  # pinned: `auto` would follow the machine's load, and the backtest would not repeat
 

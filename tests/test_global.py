@@ -251,7 +251,6 @@ def test_a_ticker_embedding_is_learned_but_refuses_tickers_it_never_saw(tmp_path
     ("arguments", "fragment"),
     [
         (["-t", "AAA", "--scope", "global"], "give two or more"),
-        (["-t", "AAA", "--seeds", "3"], "a seed ensemble is a global model's"),
         (["-t", "AAA,BBB", "--scope", "global", "--jobs", "2"], "a global model trains in one process"),
         (["-t", "AAA,BBB", "--scope", "everywhere"], "model.scope"),
     ],

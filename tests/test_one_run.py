@@ -1,19 +1,26 @@
 """One run concept across the commands: the newest run of either kind, report.html for every kind of run and set,
-and a global evaluation replaced as one set."""
+a global evaluation replaced as one set, predict --json, unseen tickers and a single ticker's seed ensemble."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import TINY_OVERRIDES, build_prices, write_caches
 from typer.testing import CliRunner
 
 from lstm_forecast import plots
+from lstm_forecast.bundle import load_bundle
 from lstm_forecast.cli import app
+from lstm_forecast.config import load_config
 from lstm_forecast.errors import ForecastError
 from lstm_forecast.evaluate import evaluate
+from lstm_forecast.model import Ensemble, members_of
+from lstm_forecast.train import train_run
+from lstm_forecast.trainer import predict
+from lstm_forecast.windows import build_dataset
 
 SETS = [part for override in TINY_OVERRIDES for part in ("--set", override)]
 
@@ -119,3 +126,42 @@ def test_a_global_model_forecasts_a_ticker_it_never_saw_flagged_unseen(workspace
     again = {row["ticker"]: row for row in json.loads(CliRunner().invoke(app, arguments).stdout)["rows"]}
     assert again["NEW"]["rmse_ratio"] is not None and "out-of-universe test score" in again["NEW"]["note"]
     assert again["NEW"]["forecast"] == rows["NEW"]["forecast"]  # the same forecast: only the score was added
+
+
+def test_a_single_ticker_trains_a_seed_ensemble_that_predicts_and_evaluates(workspace, tmp_path):
+    runs_dir = tmp_path / "runs"
+    arguments = ["train", "-t", "AAA", "--seeds", "2", "--data-dir", str(workspace["data"]), "--runs-dir",
+                 str(runs_dir), *SETS]
+    printed = CliRunner().invoke(app, arguments)
+    assert printed.exit_code == 0, printed.output
+    assert "seed ensemble of 2 LSTM models" in printed.stdout
+    assert "Seed 0:" in printed.stdout and "Seed 1:" in printed.stdout and "test RMSE / naive" in printed.stdout
+    result = CliRunner().invoke(app, [*arguments, "--json"])
+    metrics = json.loads(result.stdout)
+    assert [member["seed"] for member in metrics["members"]] == [0, 1]
+    assert all(member["test_rmse_ratio"] > 0 for member in metrics["members"])
+    run_dir = Path(metrics["run_dir"])
+    bundle = load_bundle(run_dir)
+    assert isinstance(bundle.model, Ensemble) and bundle.seeds == [0, 1] and len(bundle.member_training) == 2
+    # The ensemble's forecast is its members' mean, in scaled units: not either member's alone.
+    forecasts = [CliRunner().invoke(app, ["predict", "--run", str(run_dir), "--data-dir", str(workspace["data"]),
+                                          "--json"]) for _ in range(2)]
+    assert forecasts[0].exit_code == 0, forecasts[0].output
+    assert forecasts[0].stdout == forecasts[1].stdout
+    evaluated = CliRunner().invoke(app, ["evaluate", "--run", str(run_dir), "--data-dir", str(workspace["data"]),
+                                         "--folds", "2", "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads(evaluated.stdout)
+    assert {key: report["test"][key] for key in metrics["test"]} == metrics["test"]  # the same numbers again
+    assert report["backtest"]["fold_results"][0]["model_source"] == "bundle"
+
+
+def test_an_ensemble_forecasts_the_mean_of_its_members(workspace, tmp_path):
+    config = load_config(None, [*TINY_OVERRIDES, "train.seeds=2"])
+    outcome = train_run(config, "AAA", build_prices(260, seed=0), tmp_path / "runs")
+    ensemble = outcome.bundle.model
+    dataset = build_dataset({"AAA": build_prices(260, seed=0)}, config)
+    inputs = dataset.test.model_inputs
+    each = [predict(member, inputs) for member in members_of(ensemble)]
+    np.testing.assert_allclose(predict(ensemble, inputs), (each[0] + each[1]) / 2, rtol=1e-6)
+    assert not np.allclose(each[0], each[1])

@@ -3,7 +3,9 @@ the tickers; the progress bars on stderr, the report on stdout."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from lstm_forecast.commands.shared import clamp_jobs, finish_universe, print_notes
 from lstm_forecast.config import Config, check_training_options
@@ -13,6 +15,7 @@ from lstm_forecast.progress import EpochBars, TickerBar
 from lstm_forecast.report import global_report, scores_table, tests_line
 from lstm_forecast.tickers import Plan, plan_training
 from lstm_forecast.train import TickerResult, member_labels, train_global, train_ticker
+from lstm_forecast.trainer import EpochRecord
 from lstm_forecast.universe import train_universe
 
 
@@ -38,9 +41,13 @@ def _one_ticker(settings: Config, symbol: str, data_dir: Path | None, runs_dir: 
     """`train -t TICKER`: one bar over epochs, then the summary beside naive."""
     # A stop signal from the first batch until the bundle is in place keeps the best epoch (see console.py). The
     # bar is drawn from the first epoch on, so the label of a ticker that is not valid is never shown.
+    labels = [f"{symbol} {settings.model.type.upper()}"]
+    if settings.train.seeds > 1:  # a seed ensemble: a bar per member, trained one after another
+        labels = [f"{symbol} {label}" for label in member_labels(settings)]
     with stop_on_signals() as stop:
-        with EpochBars(stderr, [f"{symbol} {settings.model.type.upper()}"], settings.train.epochs) as bars:
-            result = train_ticker(settings, symbol, data_dir, runs_dir, bars.update, stop, on_fetch=note)
+        with EpochBars(stderr, labels, settings.train.epochs) as bars:
+            result = train_ticker(settings, symbol, data_dir, runs_dir, member_bars(bars, labels), stop,
+                                  on_fetch=note)
         if json_output:
             print_json({"run_dir": str(result.run_dir), **result.metrics})
         else:
@@ -75,10 +82,7 @@ def _global_model(settings: Config, plan: Plan, json_output: bool) -> None:
                         **result.report})
         else:
             for member in result.training:
-                stopped = " (stopped early)" if member["stopped_early"] else ""
-                stdout.print(f"Seed {member['seed']}: {member['epochs_run']} epochs{stopped}, best epoch "
-                             f"{member['best_epoch']} (validation loss {member['best_val_loss']:.4f}), "
-                             f"{member['seconds']:.1f} s on {member['device']}", markup=False)
+                _print_member(member)
             print_notes(result.notes, str(result.run_dir / "metrics.json"))
             for item in global_report({**result.report, "scope": "in universe", "run_dir": str(result.run_dir),
                                        "model": {"kind": settings.model.type}, "skipped": result.skipped}):
@@ -89,14 +93,32 @@ def _global_model(settings: Config, plan: Plan, json_output: bool) -> None:
             raise Interrupted(f"training interrupted; the members finished so far were saved to {result.run_dir}")
 
 
+def member_bars(bars: EpochBars, labels: list[str]) -> Callable[[EpochRecord], None]:
+    """Each epoch to its member's bar: the members train one after another, each from epoch 1."""
+    member = [-1]
+
+    def update(record: EpochRecord) -> None:
+        if record.epoch == 1:
+            member[0] += 1
+        bars.update(record, labels[min(member[0], len(labels) - 1)])
+
+    return update
+
+
 def _print_training_summary(result: TickerResult) -> None:
-    """The `train` report: how training went, then the validation and test scores beside naive's."""
+    """The `train` report: how training went (each member's, for a seed ensemble), then the validation and test
+    scores beside naive's."""
     training, kind = result.training, result.kind
     stopped = " (stopped early)" if training["stopped_early"] else ""
+    members = result.metrics.get("members") or []
     stdout.print(
         f"Trained {kind.upper()} on {result.ticker}: {training['epochs_run']} epochs{stopped}, "
         f"best epoch {training['best_epoch']}, {training['seconds']:.1f} s on {training['device']}"
+        if not members else f"Trained a seed ensemble of {len(members)} {kind.upper()} models on {result.ticker}, "
+        "forecasts averaged:"
     )
+    for member in members:
+        _print_member(member)
     for line in result.notes:
         stdout.print(f"Note: {line}", markup=False)
     for split, title in (("val", "Validation"), ("test", "Test (never seen in training)")):
@@ -106,3 +128,13 @@ def _print_training_summary(result: TickerResult) -> None:
         stdout.print(tests_line(scores["vs_naive"]))
         stdout.print(f"Verdict: {scores['verdict']}.")
     stdout.print(f"Run bundle: {result.run_dir}", markup=False)
+
+
+def _print_member(member: dict[str, Any]) -> None:
+    """One member of a seed ensemble: its seed and how its training went."""
+    stopped = " (stopped early)" if member["stopped_early"] else ""
+    stdout.print(f"Seed {member['seed']}: {member['epochs_run']} epochs{stopped}, best epoch "
+                 f"{member['best_epoch']} (validation loss {member['best_val_loss']:.4f}), "
+                 f"{member['seconds']:.1f} s on {member['device']}"
+                 + (f"; test RMSE / naive {member['test_rmse_ratio']:.3f}" if "test_rmse_ratio" in member else ""),
+                 markup=False)
