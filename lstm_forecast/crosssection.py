@@ -39,8 +39,6 @@ COLLINEAR = 1e-9
 DIAGNOSTIC_NOTE = "A diagnostic, not advice: equal weights, cost on turnover only, no borrow costs or capacity."
 SURVIVOR_NOTE = "If the tickers are today's index members, past returns are flattered by survivor bias."
 
-LONG_SHORT_STRATEGIES = ("model", "reversal", "train_mean")
-
 
 def _finite(value: Any) -> float | None:
     """A plain float, or None for NaN, infinity or None (JSON has neither)."""

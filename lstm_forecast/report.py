@@ -513,7 +513,10 @@ def scopes_report(report: dict[str, Any]) -> list[Table | str]:
         items.append(f"[yellow]Left out of both: {escape(', '.join(report['left_out']))} (compare.json says why)[/]")
     if report["interrupted"]:
         items.append("[yellow]Interrupted: the local side covers the tickers finished before the stop.[/]")
-    items.append(f"Wrote {escape(report['files']['compare'])} and {escape(report['files']['curves'])}")
+    items.append("Wrote:")
+    items.append(f"  global run bundle: {escape(scopes['global']['run_dir'])}")
+    items.append(f"  local run bundles: their tickers' folders, listed in {escape(scopes['local']['universe_dir'])}")
+    items += [f"  {escape(report['files']['compare'])}", f"  {escape(report['files']['curves'])}"]
     return items
 
 

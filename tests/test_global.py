@@ -19,6 +19,7 @@ from lstm_forecast.errors import ForecastError, UsageError
 from lstm_forecast.evaluate import evaluate
 from lstm_forecast.global_bundle import GLOBAL_FILE, PRICES_ARCHIVE, load_global_bundle
 from lstm_forecast.prices import prices_to_csv
+from lstm_forecast.report import scopes_report
 from lstm_forecast.scoring import member_predictions, ticker_forecasts
 from lstm_forecast.train import fingerprint, score_tickers, train_global, train_members
 from lstm_forecast.windows import WindowSpec, build_dataset, build_dataset_at, compute_features
@@ -311,6 +312,8 @@ def test_compare_scopes_trains_local_and_global_on_the_same_dates(tmp_path):
     for bundle in (tmp_path / "runs").glob("T0*/*/bundle.json"):
         assert json.loads(bundle.read_text())["split"] == report["split"]
     assert Path(report["files"]["curves"]).stat().st_size > 0
+    printed = "\n".join(str(item) for item in scopes_report(report))  # the table prints where the bundles went
+    assert f"global run bundle: {global_['run_dir']}" in printed and local["universe_dir"] in printed
 
 
 def test_compare_scopes_refuses_a_list_of_models(tmp_path):
