@@ -17,16 +17,27 @@ the run's settings that decide its weights; None when absent), `fingerprints` (e
 in order; `[fingerprint]` for one ticker, and when absent), the window's context inputs and calendar features
 (none when absent) and `context_fingerprints`, one per context series, whose recorded rows are
 `context/<TICKER>.csv`.
+
+A run over several tickers (a global run) has its own layout, `<runs-dir>/_global/<run-id>/` (no ticker starts with
+"_", so it never collides with a ticker's runs): `global.json` (the model, the window, the common split and, per
+ticker, its scaler, fingerprint, training statistics and validation residuals for its conformal intervals),
+`model.safetensors` (every member's weights, named `member<i>.<tensor>`), `config.yaml`, `prices.zip` (each
+ticker's exact rows as a deflated CSV; with context inputs, also each context series' rows read by any ticker, as
+`context/<TICKER>.csv`, fingerprinted in global.json's `context_fingerprints`), `history.csv`, `metrics.json` and
+`loss_curve.png`, written and loaded as safely. `load_run` reads either layout, and is the one place that looks
+which it is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import platform
 import shutil
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,8 +68,9 @@ from lstm_forecast.config import (
     config_from_plain,
     load_yaml,
 )
-from lstm_forecast.context import CALENDAR_COLUMNS, ContextSeries
-from lstm_forecast.errors import ForecastError, UsageError, quote
+from lstm_forecast.context import CALENDAR_COLUMNS, ContextSeries, cached_context
+from lstm_forecast.data import cache_name, validate_ticker
+from lstm_forecast.errors import ForecastError, StopRequest, UsageError, quote
 from lstm_forecast.files import (
     TEMP_PREFIX,
     is_our_temp_dir,
@@ -68,6 +80,7 @@ from lstm_forecast.files import (
     read_bounded,
 )
 from lstm_forecast.model import Ensemble, Forecaster, ModelShape, ensemble_of, gib, members_of, memory_limit
+from lstm_forecast.prices import parse_prices_csv, prices_sha256, prices_to_csv, read_prices_csv
 from lstm_forecast.windows import Scaler, WindowSpec
 
 FORMAT_VERSION = 1
@@ -79,7 +92,7 @@ CONTEXT_DIR = "context"  # context/<TICKER>.csv: the rows of each context series
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 LOSS_CURVE_FILE = "loss_curve.png"
-# A run over several tickers: `<runs-dir>/_global/<run-id>/global.json` (global_bundle.py; no ticker starts with "_").
+# A run over several tickers: `<runs-dir>/_global/<run-id>/global.json` (below; no ticker starts with "_").
 GLOBAL_DIR = "_global"
 GLOBAL_FILE = "global.json"
 OUT_OF_UNIVERSE_DIR = "out_of_universe"  # a global run's evaluation on tickers it never trained on
@@ -128,8 +141,6 @@ class RunBundle:
 
     def prices(self) -> pd.DataFrame:
         """The exact price rows the run was trained on (recorded in the bundle)."""
-        from lstm_forecast.prices import read_prices_csv
-
         path = self._path(PRICES_FILE)
         if not path.is_file():
             raise ForecastError(f"{path}: missing from the bundle; evaluate needs the recorded prices")
@@ -138,9 +149,6 @@ class RunBundle:
 
     def context_prices(self) -> dict[str, pd.DataFrame]:
         """The context series' rows the run read (context/), each checked against its recorded fingerprint."""
-        from lstm_forecast.data import cache_name
-        from lstm_forecast.prices import prices_sha256, read_prices_csv
-
         frames = {}
         for fingerprint in self.context_fingerprints:
             ticker = fingerprint["ticker"]
@@ -182,8 +190,6 @@ def save_bundle(
     `write_extras(tmp_dir)` may add files (the loss-curve PNG) before the rename; `context` holds the rows of
     each context series the run read (`context.rows_used`), recorded in context/.
     """
-    from lstm_forecast.data import cache_name
-
     ticker_dir = Path(runs_dir) / cache_name(bundle.ticker)
     tmp_dir = make_temp_dir(ticker_dir, "a run bundle")
 
@@ -213,9 +219,6 @@ def _write_bundle_files(
     tmp_dir: Path, bundle: RunBundle, prices: pd.DataFrame, history: pd.DataFrame, metrics: dict[str, Any],
     write_extras: Any, context: dict[str, pd.DataFrame],
 ) -> None:
-    from lstm_forecast.data import cache_name
-    from lstm_forecast.prices import prices_to_csv
-
     members = members_of(bundle.model)
     weights = member_weights(members) if len(members) > 1 else {
         name: tensor.detach().cpu().contiguous() for name, tensor in bundle.model.state_dict().items()}
@@ -239,8 +242,6 @@ def check_runs_dir_writable(runs_dir: Path, ticker: str) -> None:
     Only folders that were missing are removed, and only while empty (rmdir): another process may be
     saving into them already. One that removes a folder we are about to use is handled in `make_temp_dir`.
     """
-    from lstm_forecast.data import cache_name
-
     ticker_dir = Path(runs_dir) / cache_name(ticker)
     missing = [path for path in (ticker_dir, *ticker_dir.parents) if not path.exists()]  # deepest first
     try:
@@ -492,8 +493,6 @@ class BundleDocument(Record):
 
 def load_bundle(run_dir: Path | str) -> RunBundle:
     """Load and check a bundle; any missing, oversized or damaged file is a one-line error naming it."""
-    from lstm_forecast.data import validate_ticker
-
     run_dir = Path(run_dir)
     path, document = read_document(run_dir, BUNDLE_FILE)
     try:
@@ -692,8 +691,6 @@ def resolve_runs_dir(cli_dir: Path | str | None, config_dir: str | None) -> Path
 
 def list_runs(runs_dir: Path, ticker: str | None = None) -> list[Path]:
     """Complete run bundles, oldest first (run ids sort by time); temp and compare dirs are skipped."""
-    from lstm_forecast.data import cache_name
-
     if not runs_dir.is_dir():
         return []
     pattern = f"{cache_name(ticker)}/*/{BUNDLE_FILE}" if ticker else f"*/*/{BUNDLE_FILE}"
@@ -716,8 +713,6 @@ def list_global_runs(runs_dir: Path) -> list[Path]:
 def find_run(runs_dir: Path, run: Path | None = None, ticker: str | None = None) -> Path:
     """`--run` as given, else the most recent run: `ticker`'s, when given, else of either kind (a single
     ticker's or a global run); never both."""
-    from lstm_forecast.data import validate_ticker
-
     if run is not None and ticker is not None:
         raise UsageError("give --run or --ticker, not both (--run names one ticker's run already)")
     if run is not None:
@@ -742,8 +737,6 @@ def remove_stale_temp_dirs(runs_dir: Path, ticker: str | None = None, older_than
     Only this tool's (its temp prefix and marker file: a shared folder may hold other programs' temp
     dirs), and only old ones: a fresh temp dir may be another process's bundle being written right now.
     """
-    from lstm_forecast.data import cache_name
-
     if not runs_dir.is_dir():
         return
     cutoff = time.time() - older_than_s
@@ -756,3 +749,274 @@ def remove_stale_temp_dirs(runs_dir: Path, ticker: str | None = None, older_than
         with contextlib.suppress(OSError):
             if is_our_temp_dir(path) and path.stat().st_mtime < cutoff:
                 shutil.rmtree(path)
+
+
+# --- a run over several tickers: global.json and prices.zip ------------------------------------------
+
+
+PRICES_ARCHIVE = "prices.zip"
+# A canonical price row (date, six numbers) is under a hundred bytes: an entry may hold this much per row its
+# ticker's fingerprint declares, plus the header, and the archive no more than all its entries.
+ROW_BYTES_LIMIT = 256
+HEADER_BYTES_LIMIT = 4096
+GLOBAL_JSON_LIMIT = 256 << 20  # validation residuals per ticker: a few megabytes for 400 tickers
+
+
+@dataclass(frozen=True)
+class TickerRecordData:
+    """What a global run keeps of one ticker: enough to rebuild its inputs and convert its forecasts back."""
+
+    ticker: str
+    scaler: Scaler
+    fingerprint: dict[str, Any]
+    baselines: dict[str, float]  # train_mean_log_return, train_naive_mae
+    residuals: list[list[float]]  # validation residuals in log-price space, one list per horizon day
+
+
+@dataclass
+class GlobalBundle:
+    run_id: str
+    config: Config
+    shape: ModelShape
+    spec: WindowSpec
+    split: dict[str, str]
+    tickers: list[TickerRecordData]
+    seeds: list[int]
+    training: list[dict[str, Any]]  # one TrainResult summary (+ seed) per member
+    members: list[Forecaster]
+    skipped: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    created_at: str = ""
+    config_hash: str | None = None
+    run_dir: Path | None = None
+    context_fingerprints: list[dict[str, Any]] = field(default_factory=list)  # one per context series, in order
+
+    @property
+    def names(self) -> list[str]:
+        return [record.ticker for record in self.tickers]
+
+    def prices(self) -> dict[str, pd.DataFrame]:
+        """Every ticker's recorded rows, each checked against its fingerprint."""
+        return self.recorded()[0]
+
+    def recorded(self) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+        """Every ticker's recorded rows and each context series' (those any ticker read), by ticker, all read in
+        one bounded pass over prices.zip and checked against their fingerprints."""
+        if self.run_dir is None:
+            raise ForecastError("this bundle has not been saved yet")
+        return read_prices_archive(self.run_dir / PRICES_ARCHIVE, {r.ticker: r.fingerprint for r in self.tickers},
+                                   {f["ticker"]: f for f in self.context_fingerprints})
+
+
+    def cached_context(
+        self, folder: Path, refresh: bool = False, stop: StopRequest | None = None
+    ) -> dict[str, pd.DataFrame]:
+        """Each context series of the run from `folder`'s cache (updated first with `refresh`), or the rows the
+        bundle recorded where none is cached; empty without context inputs."""
+        frames = cached_context(folder, self.spec.context_tickers, refresh, stop=stop)
+        if any(frame is None for frame in frames.values()):
+            recorded = self.recorded()[1]
+            frames = {ticker: recorded[ticker] if frame is None else frame for ticker, frame in frames.items()}
+        return frames
+
+
+def is_global_run(run_dir: Path) -> bool:
+    return (Path(run_dir) / GLOBAL_FILE).is_file()
+
+
+def load_run(run_dir: Path | str) -> RunBundle | GlobalBundle:
+    """The one loader of a run, whichever format it was written in: a single ticker's bundle (bundle.json, format
+    1 and its later optional fields) or a run over several tickers (global.json). The only place that looks."""
+    return load_global_bundle(run_dir) if is_global_run(Path(run_dir)) else load_bundle(run_dir)
+
+
+# --- global.json ---------------------------------------------------------------------------------
+
+
+class TickerRecord(Record):
+    ticker: Annotated[str, Field(max_length=64)]
+    scaler: ScalerRecord
+    fingerprint: FingerprintRecord
+    baselines: BaselinesRecord
+    residuals: Annotated[list[Annotated[list[Residual], Field(min_length=1, max_length=1_000_000)]],
+                         Field(min_length=1)]
+
+
+class GlobalDocument(Record):
+    model_config = ConfigDict(extra="allow")  # newer writers may add fields
+    format_version: Literal[1]
+    kind: Literal["global"]
+    run_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    created_at: Annotated[str, Field(max_length=64)] = ""
+    config_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    model: ShapeRecord
+    window: WindowRecord
+    split: SplitRecord
+    seeds: Annotated[list[Annotated[int, Field(ge=0, le=MAX_SEED)]], Field(min_length=1, max_length=20)]
+    tickers: Annotated[list[TickerRecord], Field(min_length=1, max_length=MAX_TICKERS)]
+    training: Annotated[list[TrainingRecord], Field(min_length=1, max_length=20)]
+    skipped: Annotated[dict[str, Annotated[str, Field(max_length=2000)]], Field(max_length=MAX_TICKERS)]
+    versions: Annotated[dict[str, Annotated[str, Field(max_length=100)]], Field(max_length=20)]
+    # Absent (None) without context inputs.
+    context_fingerprints: Annotated[list[FingerprintRecord], Field(min_length=1, max_length=MAX_CONTEXT)] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> GlobalDocument:
+        names = [record.ticker for record in self.tickers]
+        if len(set(names)) != len(names):
+            raise ValueError("tickers: expected each ticker once")
+        if len(self.training) != len(self.seeds):
+            raise ValueError("training: expected one record per seed")
+        if self.model.n_tickers not in (0, len(names)):
+            raise ValueError(f"model.n_tickers: expected 0 or the {len(names)} tickers of the run")
+        if self.model.horizon != self.window.horizon or self.model.n_features != self.window.n_inputs:
+            raise ValueError("model: expected the horizon and inputs of the window")
+        recorded = [record.ticker for record in self.context_fingerprints or []]
+        if recorded != list(dict.fromkeys(item.ticker for item in self.window.context)):
+            raise ValueError("context_fingerprints: expected one per context series of the window")
+        split = self.split
+        for record in self.tickers:
+            scaler, steps = record.scaler, record.residuals
+            if len(scaler.feature_mean) != self.model.n_features or len(scaler.feature_std) != self.model.n_features:
+                raise ValueError(f"tickers: {record.ticker}'s scaler does not describe the window's features")
+            if len(steps) != self.model.horizon or len({len(step) for step in steps}) != 1:
+                raise ValueError(f"tickers: {record.ticker}'s residuals: expected one list per forecast day")
+            if not record.fingerprint.first_date < split.val_start < split.test_start <= record.fingerprint.last_date:
+                raise ValueError(f"tickers: {record.ticker}'s prices do not span the split")
+        return self
+
+
+def global_document(bundle: GlobalBundle) -> dict[str, Any]:
+    """global.json through its schema: what the reader would refuse is never written."""
+    try:
+        document = GlobalDocument(
+            format_version=FORMAT_VERSION, kind="global", run_id=bundle.run_id,
+            created_at=bundle.created_at or datetime.now(UTC).isoformat(timespec="seconds"),
+            config_hash=bundle.config_hash, model=bundle.shape.to_dict(), window=bundle.spec.to_dict(),
+            split=bundle.split, seeds=bundle.seeds,
+            tickers=[{"ticker": r.ticker, "scaler": {k: list(v) if isinstance(v, tuple) else v
+                                                     for k, v in r.scaler.__dict__.items()},
+                      "fingerprint": r.fingerprint, "baselines": r.baselines, "residuals": r.residuals}
+                     for r in bundle.tickers],
+            training=bundle.training, skipped=bundle.skipped, versions=bundle.versions or library_versions(),
+            context_fingerprints=bundle.context_fingerprints or None,
+        )
+    except ValidationError as exc:
+        raise ForecastError(f"cannot save the run: global.json would hold a {describe_damage(exc)}; "
+                            "nothing was written (a model this far off has diverged: lower train.lr)") from None
+    return document.model_dump(mode="json") | {"training": bundle.training}
+
+
+# --- saving and loading --------------------------------------------------------------------------
+
+
+def save_global_bundle(
+    bundle: GlobalBundle, runs_dir: Path, prices: dict[str, pd.DataFrame], history: pd.DataFrame,
+    metrics: dict[str, Any], write_extras: Any = None, context: dict[str, pd.DataFrame] | None = None,
+) -> Path:
+    """Write the bundle into `<runs_dir>/_global/<run_id>/` atomically; returns the run directory. `context`
+    holds the rows of each context series the run read (`panel.context_read`), recorded in prices.zip."""
+    parent = Path(runs_dir) / GLOBAL_DIR
+    tmp_dir = make_temp_dir(parent, "a global run bundle")
+
+    def write_files(final_dir: Path) -> None:
+        bundle.run_id = final_dir.name
+        (tmp_dir / WEIGHTS_FILE).write_bytes(safetensors.torch.save(member_weights(bundle.members)))
+        (tmp_dir / GLOBAL_FILE).write_text(json_text(global_document(bundle)))
+        (tmp_dir / CONFIG_FILE).write_text(yaml.safe_dump(bundle.config.to_plain(), sort_keys=False))
+        (tmp_dir / PRICES_ARCHIVE).write_bytes(prices_archive({name: prices[name] for name in bundle.names},
+                                                              context or {}))
+        history.to_csv(tmp_dir / HISTORY_FILE, index=False, lineterminator="\n")
+        (tmp_dir / METRICS_FILE).write_text(json_text(metrics))
+        if write_extras is not None:
+            write_extras(tmp_dir)
+
+    bundle.run_dir = publish_bundle(tmp_dir, parent, bundle.run_id, write_files)
+    return bundle.run_dir
+
+
+def check_writable(runs_dir: Path) -> None:
+    """Fail before training rather than after it when the bundle could not be written there."""
+    shutil.rmtree(make_temp_dir(Path(runs_dir) / GLOBAL_DIR, "a global run bundle"), ignore_errors=True)
+
+
+def prices_archive(prices: dict[str, pd.DataFrame], context: dict[str, pd.DataFrame] | None = None) -> bytes:
+    """Each ticker's rows as its canonical CSV (the bytes its fingerprint hashes), and each context series'
+    under context/ (a context ticker may be in the universe too, with other rows), deflated into one zip."""
+    buffer = io.BytesIO()
+    entries = {**{_entry(ticker): frame for ticker, frame in prices.items()},
+               **{_entry(ticker, CONTEXT_DIR): frame for ticker, frame in (context or {}).items()}}
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, frame in entries.items():
+            # A fixed timestamp: the same rows give the same archive bytes.
+            archive.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), prices_to_csv(frame),
+                             compress_type=zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
+
+
+def _entry(ticker: str, folder: str | None = None) -> str:
+    return f"{folder}/{cache_name(ticker)}.csv" if folder else f"{cache_name(ticker)}.csv"
+
+
+def read_prices_archive(
+    path: Path, fingerprints: dict[str, dict[str, Any]], context: dict[str, dict[str, Any]] | None = None,
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """The recorded rows of every ticker in `fingerprints` and of every context series in `context` (ticker ->
+    fingerprint, both), each entry bounded before it is inflated and its rows checked against its fingerprint."""
+
+    # (0: a ticker's, 1: a context series'; the ticker, its entry, its fingerprint)
+    wanted = [(0, ticker, _entry(ticker), fingerprint) for ticker, fingerprint in fingerprints.items()]
+    wanted += [(1, ticker, _entry(ticker, CONTEXT_DIR), fingerprint) for ticker, fingerprint in (context or {}).items()]
+    limits = [fingerprint["rows"] * ROW_BYTES_LIMIT + HEADER_BYTES_LIMIT for *_, fingerprint in wanted]
+    try:
+        raw = read_bounded(path, sum(limits) + HEADER_BYTES_LIMIT * len(limits), "a global run's recorded prices")
+    except FileNotFoundError:
+        raise ForecastError(f"{path}: missing from the bundle; evaluate needs the recorded prices") from None
+    frames: tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]] = ({}, {})
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            entries = {info.filename: info for info in archive.infolist()}
+            for (group, ticker, name, fingerprint), limit in zip(wanted, limits, strict=True):
+                info, what = entries.get(name), ("prices", "context prices")[group]
+                if info is None or info.file_size > limit:
+                    raise ForecastError(f"{path}: {ticker}'s {what} are missing or too large; the bundle is damaged")
+                with archive.open(info) as entry:
+                    text = entry.read(limit + 1)  # the header's size may lie: never inflate more
+                frame, _ = parse_prices_csv(text, f"{path}:{name}")
+                if prices_sha256(frame) != fingerprint["sha256"]:
+                    raise ForecastError(f"{path}: {ticker}'s recorded {what} do not match its fingerprint; "
+                                        "the bundle is damaged, retrain the model")
+                frames[group][ticker] = frame
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
+        raise ForecastError(f"{path}: not a readable archive ({type(exc).__name__}); the bundle is damaged") from None
+    return frames
+
+
+def load_global_bundle(run_dir: Path | str) -> GlobalBundle:
+    """Load and check a global run; any missing, oversized or damaged file is a one-line error naming it."""
+    run_dir = Path(run_dir)
+    path, document = read_document(run_dir, GLOBAL_FILE, GLOBAL_JSON_LIMIT)
+    try:
+        record = GlobalDocument.model_validate(document)
+        for ticker in [*record.tickers, *(record.context_fingerprints or [])]:
+            validate_ticker(ticker.ticker)
+    except ValidationError as exc:
+        raise ForecastError(f"{path}: {describe_damage(exc)}; the bundle is damaged") from None
+    except ForecastError as exc:
+        raise ForecastError(f"{path}: invalid ticker {exc}; the bundle is damaged") from None
+    shape = ModelShape(**record_fields(record.model))
+    spec = record.window.spec()
+    config = read_config(run_dir / CONFIG_FILE)
+    check_config_matches(run_dir / CONFIG_FILE, config, shape, spec, n_tickers=shape.n_tickers)
+    members = members_of(load_members(run_dir / WEIGHTS_FILE, shape, len(record.seeds), GLOBAL_FILE, prefixed=True))
+    plain = record.model_dump(mode="json")
+    return GlobalBundle(
+        run_id=record.run_id, config=config, shape=shape, spec=spec, split=plain["split"],
+        tickers=[TickerRecordData(ticker=t.ticker, scaler=Scaler(**record_fields(t.scaler)),
+                                  fingerprint=plain["tickers"][i]["fingerprint"],
+                                  baselines=plain["tickers"][i]["baselines"], residuals=t.residuals)
+                 for i, t in enumerate(record.tickers)],
+        seeds=record.seeds, training=plain["training"], members=members, skipped=record.skipped,
+        versions=record.versions, created_at=record.created_at, config_hash=record.config_hash, run_dir=run_dir,
+        context_fingerprints=plain["context_fingerprints"] or [],
+    )

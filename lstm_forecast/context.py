@@ -32,8 +32,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lstm_forecast import data
 from lstm_forecast.config import ContextInput
 from lstm_forecast.errors import ForecastError, StopRequest, UsageError, quote
+from lstm_forecast.sessions import TradingCalendar, check_calendar, exchange_calendar
 
 SAME_DAY, PREVIOUS_SESSION = 0, 1
 # The columns each calendar feature adds: cyclical ones as sine and cosine, so Friday sits beside Monday.
@@ -82,8 +84,6 @@ def resolve(entries: list[ContextInput], target_calendar: str) -> tuple[ContextS
 
 
 def _lag(entry: ContextInput, target_calendar: str) -> int:
-    from lstm_forecast.sessions import check_calendar
-
     if entry.align != "auto":
         return SAME_DAY if entry.align == "same_day" else PREVIOUS_SESSION
     calendar = entry.calendar or exchange_of(entry.ticker)
@@ -124,8 +124,6 @@ def closes_later(context_calendar: str, target_calendar: str) -> bool:
 
 
 def _closes(name: str) -> pd.Series:
-    from lstm_forecast.sessions import exchange_calendar
-
     return exchange_calendar(name, f"{REFERENCE_YEAR}-01-01", f"{REFERENCE_YEAR}-12-31").closes
 
 
@@ -325,8 +323,6 @@ def _day(stamp: Any) -> date:
 @functools.lru_cache(maxsize=16)
 def _sessions(name: str, start: date, end: date) -> np.ndarray:
     """The sessions of `name` from `start` to `end`, as datetime64[D] (a universe asks for the same range often)."""
-    from lstm_forecast.sessions import TradingCalendar
-
     return TradingCalendar(name, start - timedelta(days=7), end).sessions
 
 
@@ -338,8 +334,6 @@ def load_context(
 ) -> dict[str, pd.DataFrame]:
     """Each context ticker's whole cache (fetched first when there is none), read once per process: the jobs
     of a universe share the series, and the alignment reads only what each ticker's days need."""
-    from lstm_forecast import data
-
     frames = {}
     for ticker in dict.fromkeys(tickers):
         if not data.has_cache(data_dir, ticker):
@@ -356,8 +350,6 @@ def cached_context(
 ) -> dict[str, pd.DataFrame | None]:
     """Each context series' cache as it is now, for a forecast (None where nothing is cached), updated from Yahoo
     first with `refresh` unless `refreshed` holds it already (it is added: a screener's runs share series)."""
-    from lstm_forecast import data
-
     frames: dict[str, pd.DataFrame | None] = {}
     for ticker in dict.fromkeys(tickers):
         if refresh and ticker not in (refreshed or ()):
@@ -381,6 +373,4 @@ def _stamp(path: Path) -> tuple[int, int]:
 @functools.lru_cache(maxsize=64)
 def _read_once(data_dir: Path, ticker: str, mtime_ns: int, size: int) -> pd.DataFrame:
     """The cache as of (mtime, size): a refreshed cache is read again."""
-    from lstm_forecast import data
-
     return data.load_prices(data_dir, ticker)

@@ -41,15 +41,16 @@ from lstm_forecast.bundle import (
     LOSS_CURVE_FILE,
     OUT_OF_UNIVERSE_DIR,
     PRICES_FILE,
+    GlobalBundle,
     RunBundle,
     find_run,
+    load_run,
     resolve_runs_dir,
 )
 from lstm_forecast.config import Config
 from lstm_forecast.context_effect import retrained_without_context
 from lstm_forecast.errors import ForecastError, StopRequest, UsageError
 from lstm_forecast.files import atomic_write_text, fsync_dir, json_text, make_temp_dir, read_bounded
-from lstm_forecast.global_bundle import GlobalBundle, load_run
 from lstm_forecast.prices import prices_sha256
 from lstm_forecast.report import evaluation_report, global_report
 from lstm_forecast.scoring import FORECASTS, PeriodForecasts, iso_day, period_forecasts, score_forecasts

@@ -27,11 +27,21 @@ import numpy as np
 import pandas as pd
 
 from lstm_forecast import context, data
-from lstm_forecast.bundle import METRICS_FILE, OUT_OF_UNIVERSE_DIR, RunBundle, find_run, load_bundle, resolve_runs_dir
+from lstm_forecast.bundle import (
+    METRICS_FILE,
+    OUT_OF_UNIVERSE_DIR,
+    GlobalBundle,
+    RunBundle,
+    TickerRecordData,
+    find_run,
+    load_bundle,
+    load_run,
+    resolve_runs_dir,
+)
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError
 from lstm_forecast.files import atomic_write_text, json_text, writes_in_place
-from lstm_forecast.global_bundle import GlobalBundle, TickerRecordData, load_run
 from lstm_forecast.intervals import conformal_quantiles, interval_bounds
+from lstm_forecast.metrics import format_pvalue
 from lstm_forecast.runs import read_json_or_empty, scores_on_test
 from lstm_forecast.scoring import member_predictions, ticker_forecasts
 from lstm_forecast.sessions import TradingCalendar, calendar_for
@@ -656,9 +666,6 @@ def screener_report(rows: list[dict[str, Any]]) -> list[Any]:
     """The table, a line per flagged or failed ticker with its reason, and the line saying what the ranking is."""
     from rich.table import Table
     from rich.text import Text
-
-    from lstm_forecast.metrics import format_pvalue
-
     levels = {row["level"] for row in rows if row["level"] is not None}
     one_level = len(levels) == 1
     table = Table(title="Next-session forecasts, biggest forecast rise first; skill: each run's own test period",

@@ -18,9 +18,11 @@ from rich.text import Text
 
 from lstm_forecast import data
 from lstm_forecast.bundle import (
+    BUNDLE_FILE,
     BUNDLE_JSON_LIMIT,
     CONFIG_FILE,
     GLOBAL_FILE,
+    METRICS_FILE,
     list_global_runs,
     list_runs,
     resolve_runs_dir,
@@ -43,49 +45,35 @@ def run_summaries(
     """
     folder = resolve_runs_dir(runs_dir, None)
     symbol = data.validate_ticker(ticker) if ticker is not None else None
-    rows = []
-    for run_dir in list_runs(folder, symbol):
-        document = read_json_or_empty(run_dir / "bundle.json")
-        interrupted = _dig(document, "training", "interrupted")
-        rows.append(
-            {
-                "run_id": run_dir.name,
-                "ticker": _text(document.get("ticker")),
-                "model": _text(_dig(document, "model", "kind")),
-                "created": _text(document.get("created_at")),
-                "epochs": _count(_dig(document, "training", "epochs_run")),
-                "test_rmse_ratio": scores_on_test(run_dir)[0],
-                "interrupted": interrupted if isinstance(interrupted, bool) else None,
-                "evaluated": (run_dir / "evaluation.json").is_file(),
-                "config": config_differences(run_dir / CONFIG_FILE),
-                "damaged": not (document.get("ticker") and _dig(document, "model", "kind")),
-                "path": str(run_dir),
-            }
-        )
-    if symbol is None:
-        rows += global_run_summaries(folder)
-    return folder, rows
+    runs = list_runs(folder, symbol) + (list_global_runs(folder) if symbol is None else [])
+    return folder, [run_row(run_dir) for run_dir in runs]
 
 
-def global_run_summaries(folder: Path) -> list[dict[str, Any]]:
-    """The `runs` rows of the global runs in `folder`: the ticker column counts the tickers, the ratio is the
-    pooled test RMSE ratio on log prices."""
-    rows = []
-    for run_dir in list_global_runs(folder):
-        document = read_json_or_empty(run_dir / GLOBAL_FILE)
-        tickers, training = document.get("tickers"), document.get("training")
-        first = training[0] if isinstance(training, list) and training and isinstance(training[0], dict) else {}
-        interrupted = any(isinstance(m, dict) and m.get("interrupted") is True for m in training or [])
-        ratio = _ratio(_dig(read_json_or_empty(run_dir / "metrics.json"), "pooled_ratio", "rmse_ratio_all"))
-        count = len(tickers) if isinstance(tickers, list) else None
-        rows.append({
-            "run_id": run_dir.name, "ticker": f"global ({count} tickers)" if count else None,
-            "model": _text(_dig(document, "model", "kind")), "created": _text(document.get("created_at")),
-            "epochs": _count(first.get("epochs_run")), "test_rmse_ratio": ratio, "interrupted": interrupted,
-            "evaluated": (run_dir / "evaluation.json").is_file(), "config": config_differences(run_dir / CONFIG_FILE),
-            "damaged": not (count and _dig(document, "model", "kind")), "path": str(run_dir),
-        })
-    return rows
+def run_row(run_dir: Path) -> dict[str, Any]:
+    """One `runs` row, from a run's JSON and YAML files: a global run's ticker column counts its tickers and its
+    ratio is the pooled test RMSE ratio on log prices; a seed ensemble's epochs are its first member's."""
+    one = (run_dir / BUNDLE_FILE).is_file()
+    document = read_json_or_empty(run_dir / (BUNDLE_FILE if one else GLOBAL_FILE))
+    training = document.get("training")
+    members = [training] if one else training if isinstance(training, list) else []
+    first = members[0] if members and isinstance(members[0], dict) else {}
+    interrupted = [member.get("interrupted") for member in members if isinstance(member, dict)]
+    tickers = document.get("tickers")
+    count = len(tickers) if isinstance(tickers, list) else None
+    if one:
+        ticker, ratio = _text(document.get("ticker")), scores_on_test(run_dir)[0]
+    else:
+        ticker = f"global ({count} tickers)" if count else None
+        ratio = _ratio(_dig(read_json_or_empty(run_dir / METRICS_FILE), "pooled_ratio", "rmse_ratio_all"))
+    return {
+        "run_id": run_dir.name, "ticker": ticker, "model": _text(_dig(document, "model", "kind")),
+        "created": _text(document.get("created_at")), "epochs": _count(first.get("epochs_run")),
+        "test_rmse_ratio": ratio,
+        "interrupted": any(value is True for value in interrupted) if all(isinstance(value, bool) for value in
+                                                                           interrupted) and interrupted else None,
+        "evaluated": (run_dir / "evaluation.json").is_file(), "config": config_differences(run_dir / CONFIG_FILE),
+        "damaged": not (ticker and _dig(document, "model", "kind")), "path": str(run_dir),
+    }
 
 
 def scores_on_test(run_dir: Path) -> tuple[float | None, float | None]:

@@ -33,18 +33,21 @@ import torch
 from lstm_forecast import baselines, context, data, plots
 from lstm_forecast.bundle import (
     LOSS_CURVE_FILE,
+    GlobalBundle,
     RunBundle,
+    TickerRecordData,
     check_runs_dir_writable,
+    check_writable,
     library_versions,
     new_run_id,
     remove_stale_temp_dirs,
     resolve_runs_dir,
     save_bundle,
+    save_global_bundle,
 )
 from lstm_forecast.config import Config, config_hash
 from lstm_forecast.crosssection import CrossSection, cross_section
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError
-from lstm_forecast.global_bundle import GlobalBundle, TickerRecordData, check_writable, save_global_bundle
 from lstm_forecast.metrics import lag_copy_diagnostic
 from lstm_forecast.model import Ensemble, Forecaster, ModelShape, check_trainable, ensemble_of
 from lstm_forecast.prices import prices_sha256

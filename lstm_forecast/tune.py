@@ -48,12 +48,15 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lstm_forecast import backtest, context, data, scoring, windows
+from lstm_forecast import backtest, context, data, plots, scoring, windows
 from lstm_forecast.config import Config, config_hash
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError, quote, shorten
 from lstm_forecast.executors import PlainJob, run_in_workers
 from lstm_forecast.files import atomic_write_text
+from lstm_forecast.model import check_trainable
 from lstm_forecast.search_space import SearchSpace, load_space, with_values
+from lstm_forecast.train import load_training_prices, pooled_ratio, train_model, train_run
+from lstm_forecast.universe import threads_per_job
 
 DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "configs" / "search.yaml"
 TUNE_DIR = "tune"  # <runs-dir>/tune/<study>/
@@ -221,9 +224,6 @@ def plan_tune(
     """Check everything a search needs, before any trial: the space against the config schema, the model's
     memory at the space's largest sizes, the prices of every ticker (fetched when not cached), the cv folds,
     the study name and its storage. `threads` of None: train.threads, else the cores shared by the jobs."""
-    from lstm_forecast.model import check_trainable
-    from lstm_forecast.universe import threads_per_job
-
     try:
         import optuna  # noqa: F401
     except ImportError:
@@ -355,8 +355,6 @@ def validation_ratios(
     (`h1`) and all days (`all`); over several tickers the pooled ratio; with `cv_folds`, the mean over the
     folds. `on_epoch(unit, record)` hears every epoch of training unit `unit` (ticker × fold, in order); by
     returning True it ends the trial (`Pruned`)."""
-    from lstm_forecast.train import pooled_ratio, train_model
-
     by_fold: dict[int, list[scoring.PeriodForecasts]] = {}
     unit = 0
     for ticker, frame in prices.items():
@@ -476,8 +474,6 @@ def tuning_inputs(
 ) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
     """Each ticker's prices, cut to its context's common range as training cuts them, and the context series'
     prices (shared by every ticker; none without data.context)."""
-    from lstm_forecast.train import load_training_prices
-
     context_prices = context.load_context(data_dir, [entry.ticker for entry in config.data.context], on_fetch, stop)
     spec = windows.WindowSpec.from_config(config)
     prices = {ticker: context.common_range(load_training_prices(ticker, data_dir, config, on_fetch, stop), spec,
@@ -608,8 +604,6 @@ def best_trial(trials: list[Any]) -> Any | None:
 
 def write_results(setup: TuneSetup, trials: list[Any], best: Any | None) -> dict[str, str]:
     """trials.csv, best.yaml (when a trial completed) and tune.png in the study folder; their paths."""
-    from lstm_forecast import plots
-
     setup.folder.mkdir(parents=True, exist_ok=True)
     rows = trial_rows(setup.space.keys, trials)
     columns = ["number", "state", "value", "val_ratio_h1", "val_ratio_all", *setup.space.keys, "epochs", "seconds",
@@ -670,8 +664,6 @@ class TuneOutcome:
 def retrain_best(setup: TuneSetup, best: Any, runs_dir: Path, stop: StopRequest | None = None) -> dict[str, Any]:
     """The best config trained again (same seed and threads) on each ticker, a normal run bundle each, and
     scored on the test period beside naive; with several tickers also the pooled test ratio."""
-    from lstm_forecast.train import pooled_ratio, train_run
-
     config = setup.trial_config(setup.space.values_of(best.params), f"trial {best.number}")
     runs, tests = [], []
     all_prices, context_prices = tuning_inputs(setup.tickers, setup.data_dir, config)

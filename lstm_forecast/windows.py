@@ -28,6 +28,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from lstm_forecast import baselines, context
 from lstm_forecast.config import Config
 from lstm_forecast.errors import ForecastError, UsageError, shorten
+from lstm_forecast.model import memory_limit
 
 PRICE_COLUMNS = {"adj_close": "Adj Close", "close": "Close"}
 TARGETS = ("log_return", "price")
@@ -588,8 +589,6 @@ WINDOW_COPIES = 3
 def _check_window_memory(n_days: int, spec: WindowSpec) -> None:
     """Refuse, before building them, windows that would not fit: days × lookback × features grow fast
     (a 2000-day lookback over 19,000 days of three features is 1.1 GB a copy)."""
-    from lstm_forecast.model import memory_limit
-
     needed = n_days * spec.lookback * spec.n_inputs * 4 * WINDOW_COPIES
     if needed > memory_limit():
         raise UsageError(

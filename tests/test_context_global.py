@@ -16,10 +16,10 @@ import pytest
 from conftest import TINY_OVERRIDES, write_caches
 
 from lstm_forecast import data
+from lstm_forecast.bundle import GLOBAL_FILE, PRICES_ARCHIVE, load_global_bundle
 from lstm_forecast.config import load_config
 from lstm_forecast.errors import ForecastError
 from lstm_forecast.evaluate import evaluate
-from lstm_forecast.global_bundle import GLOBAL_FILE, PRICES_ARCHIVE, load_global_bundle
 from lstm_forecast.predict import run_predict
 from lstm_forecast.prices import COLUMNS, parse_prices_csv, prices_sha256, prices_to_csv
 from lstm_forecast.train import train_global

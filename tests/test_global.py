@@ -13,11 +13,11 @@ import pytest
 from conftest import TINY_OVERRIDES, build_prices, error_line, write_caches
 from typer.testing import CliRunner
 
+from lstm_forecast.bundle import GLOBAL_FILE, PRICES_ARCHIVE, load_global_bundle
 from lstm_forecast.cli import app
 from lstm_forecast.config import load_config
 from lstm_forecast.errors import ForecastError, UsageError
 from lstm_forecast.evaluate import evaluate
-from lstm_forecast.global_bundle import GLOBAL_FILE, PRICES_ARCHIVE, load_global_bundle
 from lstm_forecast.prices import prices_to_csv
 from lstm_forecast.report import scopes_report
 from lstm_forecast.scoring import member_predictions, ticker_forecasts

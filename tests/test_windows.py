@@ -328,9 +328,9 @@ def test_spec_and_scaler_round_trip_through_json():
 def test_windows_too_large_for_memory_are_refused_before_they_are_built(monkeypatch):
     from conftest import build_prices
 
-    from lstm_forecast import model
+    from lstm_forecast import windows
 
-    monkeypatch.setattr(model, "memory_limit", lambda: 100 * 1024)  # 300 days × 60 × 3 × 4 B × 3 is 648 KB
+    monkeypatch.setattr(windows, "memory_limit", lambda: 100 * 1024)  # 300 days × 60 × 3 × 4 B × 3 is 648 KB
     config = load_config(None, ["data.features=[log_return,volume_change,range]"])
     with pytest.raises(UsageError, match=r"windows of window\.lookback 60 need about .* lower window\.lookback"):
         build_dataset(build_prices(300), config)

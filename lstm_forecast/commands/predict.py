@@ -8,11 +8,11 @@ from pathlib import Path
 
 from rich.console import Console
 
+from lstm_forecast.bundle import is_global_run
 from lstm_forecast.console import note, stderr, stdout, stop_on_signals, warn
 from lstm_forecast.data import resolve_data_dir
 from lstm_forecast.errors import ForecastError, Interrupted, UsageError
 from lstm_forecast.files import writes_in_place
-from lstm_forecast.global_bundle import is_global_run
 from lstm_forecast.predict import Screener, forecast_table, interval_note, run_predict, run_screener, screener_report
 from lstm_forecast.progress import TickerBar
 from lstm_forecast.tickers import select_tickers
