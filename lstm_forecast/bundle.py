@@ -190,15 +190,59 @@ def save_bundle(
     `write_extras(tmp_dir)` may add files (the loss-curve PNG) before the rename; `context` holds the rows of
     each context series the run read (`context.rows_used`), recorded in context/.
     """
-    ticker_dir = Path(runs_dir) / cache_name(bundle.ticker)
-    tmp_dir = make_temp_dir(ticker_dir, "a run bundle")
+    recorded = {PRICES_FILE: prices_to_csv(prices)}
+    recorded |= {f"{CONTEXT_DIR}/{cache_name(ticker)}.csv": prices_to_csv(rows)
+                 for ticker, rows in (context or {}).items()}
+    return save_run(bundle, Path(runs_dir) / cache_name(bundle.ticker), BUNDLE_FILE, bundle_document, recorded,
+                    history, metrics, write_extras)
+
+
+def save_run(
+    bundle: RunBundle | GlobalBundle, parent: Path, document_name: str, document: Any, recorded: dict[str, bytes],
+    history: pd.DataFrame, metrics: dict[str, Any], write_extras: Any = None,
+) -> Path:
+    """Write a run of either layout into `<parent>/<run_id>/` atomically (see `publish_bundle`): its weights (an
+    ensemble's, and every global run's, as `member<i>.*`), `document(bundle)` as `document_name`, config.yaml,
+    the `recorded` price files, history.csv, metrics.json and what `write_extras(tmp_dir)` adds."""
+    tmp_dir = make_temp_dir(parent, "a run bundle")
+    members = members_of(bundle.model) if isinstance(bundle, RunBundle) else bundle.members
 
     def write_files(final_dir: Path) -> None:
         bundle.run_id = final_dir.name  # written into the files
-        _write_bundle_files(tmp_dir, bundle, prices, history, metrics, write_extras, context or {})
+        weights = member_weights(members) if len(members) > 1 or isinstance(bundle, GlobalBundle) else {
+            name: tensor.detach().cpu().contiguous() for name, tensor in members[0].state_dict().items()}
+        (tmp_dir / WEIGHTS_FILE).write_bytes(safetensors.torch.save(weights))
+        (tmp_dir / document_name).write_text(json_text(document(bundle)))
+        (tmp_dir / CONFIG_FILE).write_text(yaml.safe_dump(bundle.config.to_plain(), sort_keys=False))
+        for name, raw in recorded.items():
+            (tmp_dir / name).parent.mkdir(exist_ok=True)  # context/: written again when the name was taken
+            (tmp_dir / name).write_bytes(raw)
+        history.to_csv(tmp_dir / HISTORY_FILE, index=False, lineterminator="\n")
+        (tmp_dir / METRICS_FILE).write_text(json_text(metrics))
+        if write_extras is not None:
+            write_extras(tmp_dir)
 
-    bundle.run_dir = publish_bundle(tmp_dir, ticker_dir, bundle.run_id, write_files)
+    bundle.run_dir = publish_bundle(tmp_dir, parent, bundle.run_id, write_files)
     return bundle.run_dir
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before training rather than after it when a bundle could not be written into `folder` (a ticker's
+    runs, or the global runs'); leave no trace.
+
+    Only folders that were missing are removed, and only while empty (rmdir): another process may be
+    saving into them already. One that removes a folder we are about to use is handled in `make_temp_dir`.
+    """
+    missing = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
+    try:
+        # make_temp_dir creates the folders and, should another process remove one meanwhile, tries again.
+        shutil.rmtree(make_temp_dir(folder, "a run bundle"))
+    except OSError as exc:
+        raise ForecastError(f"cannot create a run bundle in {folder}: {exc.strerror or exc}") from None
+    finally:
+        for path in missing:
+            with contextlib.suppress(OSError):  # not empty: another run is being saved there
+                path.rmdir()
 
 
 def publish_bundle(tmp_dir: Path, parent: Path, run_id: str, write_files: Any) -> Path:
@@ -213,46 +257,6 @@ def publish_bundle(tmp_dir: Path, parent: Path, run_id: str, write_files: Any) -
         if isinstance(cause, OSError):
             raise ForecastError(f"cannot write the run bundle {parent / run_id}: {cause.strerror or cause}") from None
         raise
-
-
-def _write_bundle_files(
-    tmp_dir: Path, bundle: RunBundle, prices: pd.DataFrame, history: pd.DataFrame, metrics: dict[str, Any],
-    write_extras: Any, context: dict[str, pd.DataFrame],
-) -> None:
-    members = members_of(bundle.model)
-    weights = member_weights(members) if len(members) > 1 else {
-        name: tensor.detach().cpu().contiguous() for name, tensor in bundle.model.state_dict().items()}
-    (tmp_dir / WEIGHTS_FILE).write_bytes(safetensors.torch.save(weights))
-    (tmp_dir / BUNDLE_FILE).write_text(json_text(bundle_document(bundle)))
-    (tmp_dir / CONFIG_FILE).write_text(yaml.safe_dump(bundle.config.to_plain(), sort_keys=False))
-    (tmp_dir / PRICES_FILE).write_bytes(prices_to_csv(prices))
-    if context:
-        (tmp_dir / CONTEXT_DIR).mkdir(exist_ok=True)  # written again when the name was taken
-        for ticker, rows in context.items():
-            (tmp_dir / CONTEXT_DIR / f"{cache_name(ticker)}.csv").write_bytes(prices_to_csv(rows))
-    history.to_csv(tmp_dir / HISTORY_FILE, index=False, lineterminator="\n")
-    (tmp_dir / METRICS_FILE).write_text(json_text(metrics))
-    if write_extras is not None:
-        write_extras(tmp_dir)
-
-
-def check_runs_dir_writable(runs_dir: Path, ticker: str) -> None:
-    """Fail before training rather than after it when the bundle could not be written; leave no trace.
-
-    Only folders that were missing are removed, and only while empty (rmdir): another process may be
-    saving into them already. One that removes a folder we are about to use is handled in `make_temp_dir`.
-    """
-    ticker_dir = Path(runs_dir) / cache_name(ticker)
-    missing = [path for path in (ticker_dir, *ticker_dir.parents) if not path.exists()]  # deepest first
-    try:
-        # make_temp_dir creates the folders and, should another process remove one meanwhile, tries again.
-        shutil.rmtree(make_temp_dir(ticker_dir, "a run bundle"))
-    except OSError as exc:
-        raise ForecastError(f"cannot create a run bundle in {ticker_dir}: {exc.strerror or exc}") from None
-    finally:
-        for path in missing:
-            with contextlib.suppress(OSError):  # not empty: another run is being saved there
-                path.rmdir()
 
 
 def bundle_document(bundle: RunBundle) -> dict[str, Any]:
@@ -915,29 +919,10 @@ def save_global_bundle(
     metrics: dict[str, Any], write_extras: Any = None, context: dict[str, pd.DataFrame] | None = None,
 ) -> Path:
     """Write the bundle into `<runs_dir>/_global/<run_id>/` atomically; returns the run directory. `context`
-    holds the rows of each context series the run read (`panel.context_read`), recorded in prices.zip."""
-    parent = Path(runs_dir) / GLOBAL_DIR
-    tmp_dir = make_temp_dir(parent, "a global run bundle")
-
-    def write_files(final_dir: Path) -> None:
-        bundle.run_id = final_dir.name
-        (tmp_dir / WEIGHTS_FILE).write_bytes(safetensors.torch.save(member_weights(bundle.members)))
-        (tmp_dir / GLOBAL_FILE).write_text(json_text(global_document(bundle)))
-        (tmp_dir / CONFIG_FILE).write_text(yaml.safe_dump(bundle.config.to_plain(), sort_keys=False))
-        (tmp_dir / PRICES_ARCHIVE).write_bytes(prices_archive({name: prices[name] for name in bundle.names},
-                                                              context or {}))
-        history.to_csv(tmp_dir / HISTORY_FILE, index=False, lineterminator="\n")
-        (tmp_dir / METRICS_FILE).write_text(json_text(metrics))
-        if write_extras is not None:
-            write_extras(tmp_dir)
-
-    bundle.run_dir = publish_bundle(tmp_dir, parent, bundle.run_id, write_files)
-    return bundle.run_dir
-
-
-def check_writable(runs_dir: Path) -> None:
-    """Fail before training rather than after it when the bundle could not be written there."""
-    shutil.rmtree(make_temp_dir(Path(runs_dir) / GLOBAL_DIR, "a global run bundle"), ignore_errors=True)
+    holds the rows of each context series the run read (`windows.context_read`), recorded in prices.zip."""
+    archive = prices_archive({name: prices[name] for name in bundle.names}, context or {})
+    return save_run(bundle, Path(runs_dir) / GLOBAL_DIR, GLOBAL_FILE, global_document, {PRICES_ARCHIVE: archive},
+                    history, metrics, write_extras)
 
 
 def prices_archive(prices: dict[str, pd.DataFrame], context: dict[str, pd.DataFrame] | None = None) -> bytes:

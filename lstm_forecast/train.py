@@ -32,11 +32,11 @@ import torch
 
 from lstm_forecast import baselines, context, data, plots
 from lstm_forecast.bundle import (
+    GLOBAL_DIR,
     LOSS_CURVE_FILE,
     GlobalBundle,
     RunBundle,
     TickerRecordData,
-    check_runs_dir_writable,
     check_writable,
     library_versions,
     new_run_id,
@@ -194,7 +194,7 @@ def train_run(
     prices, context_rows, notes = prepare_inputs(prices, config, context_prices)
     dataset = build_dataset({ticker: prices}, config, context_prices=context_rows)
     notes = notes + dataset.notes.get(ticker, [])
-    check_runs_dir_writable(runs_dir, ticker)  # before training: hours of it are lost otherwise
+    check_writable(runs_dir / data.cache_name(ticker))  # before training: hours of it are lost otherwise
 
     # One model, or a seed ensemble (train.seeds members, their forecasts averaged): the first member's training
     # is the run's own record, each member's beside it.
@@ -459,7 +459,7 @@ def train_global(
     skipped |= panel.skipped
     if len(panel.tickers) < 2:
         raise ForecastError(f"only {len(panel.tickers)} ticker has enough days for a global model: {reasons(skipped)}")
-    check_writable(runs)  # before training: hours of it are lost otherwise
+    check_writable(runs / GLOBAL_DIR)  # before training: hours of it are lost otherwise
     members, results = train_members(panel, config, on_epoch, stop)
     shape = members[0].shape
     val = ticker_forecasts(panel, panel.val, np.mean(member_predictions(members, panel.val), axis=0))

@@ -504,7 +504,7 @@ def test_many_writers_into_one_fresh_runs_dir_all_succeed(trained, tmp_path):
     runs_dir = tmp_path / "fresh" / "runs"
 
     def save(_: int) -> Path:
-        bundles.check_runs_dir_writable(runs_dir, TICKER)
+        bundles.check_writable(runs_dir / TICKER)
         return save_copy(trained, runs_dir, "20240102-030405-006")
 
     with ThreadPoolExecutor(max_workers=8) as pool:
