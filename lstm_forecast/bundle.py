@@ -139,6 +139,20 @@ class RunBundle:
     def __post_init__(self) -> None:
         self.fingerprints = self.fingerprints or [self.fingerprint]  # one series (and bundles from before the list)
 
+    # The run as a run over N tickers × M members, as a global run is seen: here N is one.
+    @property
+    def names(self) -> list[str]:
+        return [self.ticker]
+
+    @property
+    def members(self) -> list[Forecaster]:
+        return members_of(self.model)
+
+    @property
+    def tickers(self) -> list[TickerRecordData]:
+        return [TickerRecordData(self.ticker, self.scaler, self.fingerprint, self.baselines,
+                                 self.calibration["residuals"])]
+
     def prices(self) -> pd.DataFrame:
         """The exact price rows the run was trained on (recorded in the bundle)."""
         path = self._path(PRICES_FILE)

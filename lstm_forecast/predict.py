@@ -562,32 +562,24 @@ def screen_ticker(
     folder = data.resolve_data_dir(data_dir, bundle.config.data.dir)
     if output is not None:  # a run's own data.dir may differ from the one run_screener checked
         check_not_ours(output, runs_dir, folder)
-    chosen = list(levels or bundle.config.predict.levels)
-    level = SCREENER_LEVEL if SCREENER_LEVEL in chosen else float(chosen[0])
+    level = screener_level(levels, bundle)
     try:
-        half_widths = interval_half_widths(bundle, [level])
-        prices, context_prices, calendar, warnings = latest_prices(bundle, folder, refresh, today, on_fetch, stop,
-                                                                   refreshed)
-        forecast = make_forecast(bundle, prices, 1, half_widths, calendar, context_prices)
+        interval_half_widths(bundle, [level])  # a bundle without calibration residuals fails here, by name
+        prices, context_prices, _, warnings = latest_prices(bundle, folder, refresh, today, on_fetch, stop, refreshed)
+        recent = {ticker: (prices, " ".join(warnings) or None)}
+        return forecast_rows(bundle, {ticker: bundle.tickers[0]}, recent, level, today,
+                             {ticker: scores_on_test(run_dir)}, context_prices)[ticker]
     except Interrupted:
         raise
     except ForecastError as exc:
         return screener_row(ticker, "failed", str(exc), run_dir)
-    ratio, pvalue = scores_on_test(run_dir)
-    row = screener_row(ticker, "stale" if warnings else "ok", " ".join(warnings) or None, run_dir)
-    row.update(
-        last_date=forecast.last_date.isoformat(),
-        last_price=rounded(forecast.last_price),
-        session=forecast.dates[0].isoformat(),
-        forecast=rounded(forecast.prices[0]),
-        change_pct=rounded(forecast.change_pct[0]),
-        level=level_value(level),
-        lower=rounded(forecast.lower[level][0]),
-        upper=rounded(forecast.upper[level][0]),
-        rmse_ratio=ratio,
-        dm_pvalue=pvalue,
-    )
-    return row
+
+
+def screener_level(levels: Sequence[float], bundle: RunBundle | GlobalBundle) -> float:
+    """The interval a screener row shows: SCREENER_LEVEL when among the levels asked for (else the run's), or the
+    first of them."""
+    chosen = list(levels or bundle.config.predict.levels)
+    return SCREENER_LEVEL if SCREENER_LEVEL in chosen else float(chosen[0])
 
 
 def screener_row(ticker: str, status: str, note: str | None, run_dir: Path | None = None) -> dict[str, Any]:
@@ -746,8 +738,7 @@ def screen_run(
     if output is not None:
         check_not_ours(output, Path(run_dir).resolve().parent.parent, folder)
     names = list(tickers) or bundle.names
-    chosen = list(levels or bundle.config.predict.levels)
-    level = SCREENER_LEVEL if SCREENER_LEVEL in chosen else float(chosen[0])
+    level = screener_level(levels, bundle)
     rows, recent = {}, {}
     for ticker in names:
         if ticker not in bundle.names and bundle.shape.ticker_embedding:
@@ -781,7 +772,7 @@ def screen_run(
                 rows[ticker] = screener_row(ticker, "failed", f"not in this global run's tickers, and {exc}", run_dir)
         current = [t for t in current if t in records]
         rows |= forecast_rows(bundle, records, {t: recent[t] for t in current}, level, today or date.today(),
-                              metrics, context_prices)
+                              test_scores(metrics), context_prices)
     ranked = rank_screener([rows[ticker] for ticker in names])
     text = None if output_format == "table" and output is None else render_screener(ranked, output_format)
     header = skill_header(bundle, metrics)
@@ -823,14 +814,16 @@ def latest_rows(
 
 
 def forecast_rows(
-    bundle: GlobalBundle, records: dict[str, TickerRecordData], recent: dict[str, tuple[pd.DataFrame, str | None]],
-    level: float, today: date, metrics: dict[str, Any], context_prices: dict[str, pd.DataFrame] | None = None,
+    bundle: RunBundle | GlobalBundle, records: dict[str, TickerRecordData],
+    recent: dict[str, tuple[pd.DataFrame, str | None]], level: float, today: date,
+    scores: dict[str, tuple[float | None, float | None]], context_prices: dict[str, pd.DataFrame] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """One screener row per ticker: the next session's forecast with its split-conformal interval (inputs with
-    `context_prices`, each context series by ticker, when the run reads any). A ticker the run never saw reads
-    with index 0, which a model without a ticker embedding ignores."""
+    """One screener row per ticker of a run of either kind: the next session's forecast with its split-conformal
+    interval (inputs with `context_prices`, each context series by ticker, when the run reads any) beside its test
+    RMSE ratio and DM p (`scores`). A ticker the run never saw reads with index 0, which a model without a ticker
+    embedding ignores."""
     spec, index = bundle.spec, {name: i for i, name in enumerate(bundle.names)}
-    unseen = out_of_universe_scores(bundle)
+    unseen = out_of_universe_scores(bundle) if isinstance(bundle, GlobalBundle) else {}
     rows, inputs, anchors = {}, [], []
     for ticker, (prices, _) in recent.items():
         window, anchor_date, anchor_price = inference_inputs(prices.iloc[-spec.inference_rows:], spec,
@@ -841,7 +834,6 @@ def forecast_rows(
     batch = (np.stack(inputs), np.array([index.get(t, 0) for t in tickers], dtype=np.int64))
     with cpu_threads(1):  # a few hundred windows: far too little work to share between threads
         scaled = np.mean([predict_scaled(member, batch) for member in bundle.members], axis=0)
-    ratios = test_scores(metrics)
     first_day = anchors[0][0].date()
     calendar = calendar_for(bundle.config.data.calendar, first_day, spec.horizon, today)
     session = calendar.next_sessions(first_day, 1)[0]
@@ -850,11 +842,14 @@ def forecast_rows(
         values = scaled[row_number:row_number + 1] * scaler.target_std + scaler.target_mean
         anchor_date, anchor_price = anchors[row_number]
         path = values_to_prices(values, np.array([anchor_price]), spec.target)[0]
+        if not np.all(np.isfinite(path)) or np.any(path <= 0):
+            raise ForecastError(f"the model's forecast for {ticker} from {anchor_date.date()} is not a positive "
+                                "price; the run may be damaged, retrain it")
         low, high = interval_bounds(path, conformal_quantiles(records[ticker].residuals, level))
         note = recent[ticker][1]
         if ticker in index:
             row = screener_row(ticker, "stale" if note else "ok", note, bundle.run_dir)
-            ratio, pvalue = ratios.get(ticker, (None, None))
+            ratio, pvalue = scores.get(ticker, (None, None))
         else:
             scored = "its out-of-universe test score beside" if ticker in unseen else (
                 "no test score yet: evaluate --run RUN -t TICKER scores it out of universe")
