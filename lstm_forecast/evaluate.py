@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ from lstm_forecast.files import atomic_write_text, fsync_dir, json_text, make_te
 from lstm_forecast.prices import prices_sha256
 from lstm_forecast.report import evaluation_report, global_report
 from lstm_forecast.scoring import FORECASTS, PeriodForecasts, iso_day, period_forecasts, score_forecasts
-from lstm_forecast.sets import REPORT_FILE, SUMMARY_CSV, SUMMARY_JSON, UNIVERSE_PLOT, write_summary
+from lstm_forecast.sets import REPORT_FILE, UNIVERSE_PLOT, write_summary
 from lstm_forecast.train import fingerprint, score_tickers
 from lstm_forecast.windows import Dataset, build_dataset, reasons
 
@@ -304,24 +305,17 @@ def write_set_outputs(folder: Path, report: dict[str, Any], section: Any, bundle
     folder.mkdir(exist_ok=True)
     per_ticker = report["per_ticker"]
     title = f"{report['scope']} · {report['test']['tickers']} tickers · run {report['run_id']}"
-    staging = make_temp_dir(folder.parent, "the evaluation files")
-    try:
+    with staging_folder(folder.parent) as staging:
         write_summary(staging, per_ticker["rows"], per_ticker, shown_in=folder)
         plots.ic_plot(section.daily_ic, ROLLING_IC_DAYS, f"Daily rank IC · {title}", staging / IC_PLOT)
         plots.long_short_plot(section.equity, f"Long–short diagnostic · {title}", staging / LONG_SHORT_PLOT)
         report["files"] = {**per_ticker.pop("files"), "evaluation": str(folder / EVALUATION_FILE),
                            "ic_plot": str(folder / IC_PLOT), "long_short_plot": str(folder / LONG_SHORT_PLOT),
                            "report": str(folder / REPORT_FILE)}
-        evaluation_text = evaluation_json(report)
         page = html_page(f"Global {bundle.shape.kind.upper()} · {title}", global_report(report),
                          chart_paths(SET_CHARTS, staging, bundle.run_dir), bundle.config,
                          {"tickers": len(bundle.tickers), "split": bundle.split, "seeds": bundle.seeds})
-        atomic_write_text(staging / REPORT_FILE, page)
-        atomic_write_text(staging / EVALUATION_FILE, evaluation_text)
-        names = [SUMMARY_CSV, SUMMARY_JSON, UNIVERSE_PLOT, IC_PLOT, LONG_SHORT_PLOT, REPORT_FILE]
-        replace_as_set(staging, folder, names, EVALUATION_FILE, [])
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        publish_evaluation(staging, folder, report, page, [])
 
 
 def with_recorded_threads(bundle: RunBundle) -> Config:
@@ -427,12 +421,11 @@ def write_outputs(
         "report": REPORT_FILE,
     }
     report["files"] = {key: str(run_dir / name) for key, name in names.items()}
-    evaluation_text = evaluation_json(report)
+    evaluation_json(report)  # a figure that is not finite is an error now, before anything is drawn
 
     # Staged beside the run, in its ticker folder: the files move in by rename (one file system), and a
     # staging folder a killed evaluate leaves is where train's clean-up of stale temp folders looks.
-    staging = make_temp_dir(run_dir.parent, "the evaluation files")
-    try:
+    with staging_folder(run_dir.parent) as staging:
         atomic_write_text(staging / PREDICTIONS_FILE, _csv(predictions_frame(test)))
         if backtest is not None:
             atomic_write_text(staging / BACKTEST_FILE, _csv(backtest_frame(backtest)))
@@ -441,14 +434,28 @@ def write_outputs(
         title = f"{bundle.ticker} · {bundle.shape.kind.upper()} · run {bundle.run_id}"
         page = html_page(title, evaluation_report(report)[1:-1], chart_paths(REPORT_CHARTS, staging, run_dir),
                          bundle.config, bundle.fingerprint)
-        atomic_write_text(staging / REPORT_FILE, page)
-        atomic_write_text(staging / EVALUATION_FILE, evaluation_text)
         # A backtest.csv from an earlier evaluation would contradict the new evaluation.json.
-        stale = [] if backtest is not None else [run_dir / BACKTEST_FILE]
-        replace_as_set(staging, run_dir, [name for key, name in names.items() if key != "evaluation"],
-                       EVALUATION_FILE, stale)
+        publish_evaluation(staging, run_dir, report, page, [] if backtest is not None else [run_dir / BACKTEST_FILE])
+
+
+@contextmanager
+def staging_folder(parent: Path) -> Iterator[Path]:
+    """A temp folder in `parent` for an evaluation's files (one file system with their folder, so they move in by
+    rename), removed when the block ends, whatever happened."""
+    staging = make_temp_dir(parent, "the evaluation files")
+    try:
+        yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_evaluation(staging: Path, folder: Path, report: dict[str, Any], page: str, stale: list[Path]) -> None:
+    """report.html and evaluation.json into `staging` beside the files made there; then every one of them replaces
+    `folder`'s, evaluation.json last, after removing `stale`."""
+    atomic_write_text(staging / REPORT_FILE, page)
+    atomic_write_text(staging / EVALUATION_FILE, evaluation_json(report))
+    names = sorted(path.name for path in staging.iterdir() if path.name != EVALUATION_FILE)
+    replace_as_set(staging, folder, names, EVALUATION_FILE, stale)
 
 
 def evaluation_json(report: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@ models against one global model (`--scopes`), or a model with and without its co
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from rich.markup import escape
 from lstm_forecast.compare import (
     CONTEXT_LABELS,
     DEFAULT_MODELS,
+    Comparison,
     compare_context,
     compare_models,
     compare_scopes,
@@ -21,7 +23,7 @@ from lstm_forecast.compare import (
 )
 from lstm_forecast.config import Config
 from lstm_forecast.console import note, print_json, stderr, stdout, stop_on_signals, warn
-from lstm_forecast.errors import ForecastError, Interrupted, UsageError
+from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError
 from lstm_forecast.progress import EpochBars, TickerBar
 from lstm_forecast.report import compare_report, context_report, scopes_report
 from lstm_forecast.tickers import plan_training
@@ -117,47 +119,27 @@ def _context(
         tickers, data_dir, runs_dir = plan.tickers, plan.data_dir, plan.runs_dir
     else:
         tickers = given
-    reports, comparisons, failures, interrupted = [], [], [], False
     with stop_on_signals() as stop:
-        for symbol in tickers:
-            if stop.is_set():
-                break
+
+        def one(symbol: str) -> Comparison:
             prefix = f"{symbol} " if several else ""
-            labels = [f"{prefix}{label.upper()}" for label in CONTEXT_LABELS.values()]
-            try:
-                with EpochBars(stderr, labels, settings.train.epochs) as bars:
-                    comparison = compare_context(
-                        settings, symbol, data_dir, runs_dir, stop=stop, on_fetch=note,
-                        on_epoch=lambda label, record, prefix=prefix: bars.update(record, f"{prefix}{label.upper()}"),
-                    )
-            except ForecastError as exc:
-                if not several:
-                    raise
-                if isinstance(exc, Interrupted):  # the tickers compared so far are still reported
-                    interrupted = True
-                    break
-                failures.append({"ticker": symbol, "error": " ".join(str(exc).split())})
-                continue
-            reports.append(comparison.report)
-            comparisons.append(comparison)
-            if not json_output:
-                for item in context_report(comparison.report):
-                    stdout.print(item)
-            if comparison.interrupted:
-                interrupted = True
-                break
+            with EpochBars(stderr, [f"{prefix}{label.upper()}" for label in CONTEXT_LABELS.values()],
+                           settings.train.epochs) as bars:
+                return compare_context(
+                    settings, symbol, data_dir, runs_dir, stop=stop, on_fetch=note,
+                    on_epoch=lambda label, record: bars.update(record, f"{prefix}{label.upper()}"),
+                )
+
+        comparisons, failures, interrupted = _in_turn(tickers, stop, one, context_report, json_output, several)
+        reports = [comparison.report for comparison in comparisons]
         summary = context_set(comparisons) if several and comparisons else None
         if json_output:
             print_json({"comparisons": reports, "failed": failures, "set": summary} if several else reports[0])
         elif summary is not None:
             stdout.print(f"[bold]Across the tickers: {escape(summary['verdict'])}.[/]")
-        warn([f"{failure['ticker']} was not compared: {failure['error']}" for failure in failures])
-        if several and (interrupted or stop.is_set()):
-            raise Interrupted(f"comparisons interrupted after {len(reports)} of {len(tickers)} tickers")
-        if interrupted or stop.is_set():
+        if not several and (interrupted or stop.is_set()):
             raise Interrupted(f"comparison interrupted; what finished was saved to {reports[0]['compare_dir']}")
-        if failures:
-            raise ForecastError(f"{len(failures)} of {len(tickers)} tickers could not be compared")
+        _finish(len(reports), len(tickers), failures, interrupted or stop.is_set())
 
 
 def _universe(
@@ -167,30 +149,55 @@ def _universe(
     """`compare` over several tickers: one comparison each, in turn; exit 1 when one failed, 130 on Ctrl-C."""
     plan = plan_training(settings, given, tickers_file, all_cached, data_dir, runs_dir)
     warn(plan.warnings)
-    reports, failures = [], []
     with stop_on_signals() as stop:
-        for symbol in plan.tickers:
-            if stop.is_set():
-                break
-            try:
-                with EpochBars(stderr, [f"{symbol} {kind.upper()}" for kind in kinds], settings.train.epochs) as bars:
-                    comparison = compare_models(
-                        settings, symbol, plan.data_dir, plan.runs_dir, kinds, stop=stop, on_fetch=note,
-                        on_epoch=lambda kind, record, symbol=symbol: bars.update(record, f"{symbol} {kind.upper()}"),
-                    )
-            except Interrupted:
-                break
-            except ForecastError as exc:
-                failures.append({"ticker": symbol, "error": " ".join(str(exc).split())})
-                continue
-            reports.append(comparison.report)
-            if not json_output:
-                for item in compare_report(comparison.report):
-                    stdout.print(item)
+
+        def one(symbol: str) -> Comparison:
+            with EpochBars(stderr, [f"{symbol} {kind.upper()}" for kind in kinds], settings.train.epochs) as bars:
+                return compare_models(
+                    settings, symbol, plan.data_dir, plan.runs_dir, kinds, stop=stop, on_fetch=note,
+                    on_epoch=lambda kind, record: bars.update(record, f"{symbol} {kind.upper()}"),
+                )
+
+        comparisons, failures, interrupted = _in_turn(plan.tickers, stop, one, compare_report, json_output)
+        reports = [comparison.report for comparison in comparisons]
         if json_output:
             print_json({"comparisons": reports, "failed": failures})
-        warn([f"{failure['ticker']} was not compared: {failure['error']}" for failure in failures])
+        _finish(len(reports), len(plan.tickers), failures, interrupted or stop.is_set())
+
+
+def _in_turn(
+    tickers: list[str], stop: StopRequest, one: Callable[[str], Comparison],
+    render: Callable[[dict[str, Any]], list[Any]], json_output: bool, several: bool = True,
+) -> tuple[list[Comparison], list[dict[str, str]], bool]:
+    """One comparison per ticker, in turn, each printed as it ends (unless JSON); over several, a ticker that fails
+    is recorded with its reason and stops no other (a lone ticker's failure is the command's). Ctrl-C ends the
+    turn: the comparisons finished, the failures and whether it was interrupted."""
+    comparisons, failures = [], []
+    for symbol in tickers:
         if stop.is_set():
-            raise Interrupted(f"comparisons interrupted after {len(reports)} of {len(plan.tickers)} tickers")
-        if failures:
-            raise ForecastError(f"{len(failures)} of {len(plan.tickers)} tickers could not be compared")
+            break
+        try:
+            comparison = one(symbol)
+        except ForecastError as exc:
+            if not several:
+                raise
+            if isinstance(exc, Interrupted):  # the tickers compared so far are still reported
+                return comparisons, failures, True
+            failures.append({"ticker": symbol, "error": " ".join(str(exc).split())})
+            continue
+        comparisons.append(comparison)
+        if not json_output:
+            for item in render(comparison.report):
+                stdout.print(item)
+        if comparison.interrupted:
+            return comparisons, failures, True
+    return comparisons, failures, False
+
+
+def _finish(compared: int, total: int, failures: list[dict[str, str]], interrupted: bool) -> None:
+    """Warn of the tickers not compared; exit 130 when interrupted, 1 when one failed."""
+    warn([f"{failure['ticker']} was not compared: {failure['error']}" for failure in failures])
+    if interrupted:
+        raise Interrupted(f"comparisons interrupted after {compared} of {total} tickers")
+    if failures:
+        raise ForecastError(f"{len(failures)} of {total} tickers could not be compared")
