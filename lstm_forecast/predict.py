@@ -43,10 +43,9 @@ from lstm_forecast.files import atomic_write_text, json_text, writes_in_place
 from lstm_forecast.intervals import conformal_quantiles, interval_bounds
 from lstm_forecast.metrics import format_pvalue
 from lstm_forecast.runs import read_json_or_empty, scores_on_test
-from lstm_forecast.scoring import member_predictions, ticker_forecasts
+from lstm_forecast.scoring import member_predictions, ticker_forecasts, val_residuals
 from lstm_forecast.sessions import TradingCalendar, calendar_for
 from lstm_forecast.sets import Q_THRESHOLD, SUMMARY_JSON, bh_qvalues
-from lstm_forecast.train import val_residuals
 from lstm_forecast.trainer import cpu_threads
 from lstm_forecast.trainer import predict as predict_scaled
 from lstm_forecast.windows import build_dataset, inference_inputs, targets_to_prices, values_to_prices

@@ -60,6 +60,7 @@ from lstm_forecast.scoring import (
     period_forecasts,
     score_forecasts,
     ticker_forecasts,
+    val_residuals,
 )
 from lstm_forecast.sessions import check_calendar
 from lstm_forecast.sets import scored_record, set_report
@@ -213,7 +214,7 @@ def train_run(
             "train_mean_log_return": dataset.train_mean_log_return,
             "train_naive_mae": dataset.train_naive_mae,
         },
-        calibration=calibration(dataset.val, forecasts["val"].model),
+        calibration=calibration(forecasts["val"]),
         training={**result.summary(), "seed": config.train.seed},
         model=model,
         versions=library_versions(),
@@ -499,12 +500,6 @@ def train_global(
 
 
 # --- forecasts and scores ------------------------------------------------------------------------
-
-
-def val_residuals(forecasts: PeriodForecasts) -> list[list[float]]:
-    """Validation residuals log(actual / forecast) per horizon day, for the ticker's conformal intervals."""
-    residuals = np.log(forecasts.actual) - np.log(forecasts.model)
-    return [[float(value) for value in residuals[:, step]] for step in range(residuals.shape[1])]
 
 
 @dataclass
