@@ -172,9 +172,24 @@ def write_comparison(
     """Write compare.json and compare_curves.png into `<runs_dir>/<TICKER>/compare-<id>/` atomically.
     `test_scores` (label -> test RMSE ratio, DM p-value text) and `title` default to those of the report's
     model types."""
-    ticker_dir = Path(runs_dir) / data.cache_name(ticker)
-    tmp_dir = make_temp_dir(ticker_dir, "a comparison")
-    final_dir = ticker_dir / f"compare-{new_run_id()}"
+    title = title or f"{ticker} · {' vs '.join(curves)} · same data, windows and seed"
+    test_scores = test_scores or {
+        run["model"].upper(): (run["test"]["metrics"]["model"]["all"]["rmse_ratio"],
+                               format_pvalue(run["test"]["vs_naive"]["dm_all"]["pvalue"]))
+        for run in report["runs"]
+    }
+    return publish_comparison(Path(runs_dir) / data.cache_name(ticker), f"compare-{new_run_id()}", report, curves,
+                              naive_val_loss, test_scores, title)
+
+
+def publish_comparison(
+    parent: Path, name: str, report: dict[str, Any], curves: dict[str, tuple[list, list, list]],
+    naive_val_loss: float | None, test_scores: dict[str, tuple[float | None, str]], title: str,
+    place: str | None = None,
+) -> Path:
+    """compare.json and compare_curves.png, published atomically as `<parent>/<name>` (or the first free name
+    after it); a write error is one line naming the folder tried last, or `place`."""
+    tmp_dir = make_temp_dir(parent, "a comparison")
 
     def write_report(final_dir: Path) -> None:  # compare.json names its folder, so it is written per name tried
         report["compare_dir"] = str(final_dir)
@@ -182,21 +197,14 @@ def write_comparison(
         (tmp_dir / COMPARE_FILE).write_text(json_text(report), encoding="utf-8")
 
     try:
-        title = title or f"{ticker} · {' vs '.join(curves)} · same data, windows and seed"
-        test_scores = test_scores or {
-            run["model"].upper(): (run["test"]["metrics"]["model"]["all"]["rmse_ratio"],
-                                   format_pvalue(run["test"]["vs_naive"]["dm_all"]["pvalue"]))
-            for run in report["runs"]
-        }
         plots.compare_curves(curves, naive_val_loss, test_scores, title, tmp_dir / CURVES_FILE)
-        final_dir = publish_as_free_name(tmp_dir, ticker_dir, final_dir.name, write_report)
+        return publish_as_free_name(tmp_dir, parent, name, write_report)
     except BaseException as exc:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         if isinstance(exc, OSError):
-            where = report.get("compare_dir", final_dir)  # the name chosen last
+            where = place or report.get("compare_dir", parent / name)  # the name chosen last
             raise ForecastError(f"cannot write the comparison {where}: {exc.strerror or exc}") from None
         raise
-    return final_dir
 
 
 # --- local vs global over a universe ------------------------------------------------------------------
@@ -294,26 +302,12 @@ def _global_curve(run_dir: Path) -> tuple[list, list, list]:
 def write_scopes(runs_dir: Path, report: dict[str, Any], curves: dict[str, tuple[list, list, list]]) -> Path:
     """compare.json and compare_curves.png into `<runs_dir>/_compare/<id>/`, atomically."""
     parent = Path(runs_dir) / SCOPES_DIR
-    tmp_dir = make_temp_dir(parent, "a comparison")
-
-    def write_report(final_dir: Path) -> None:
-        report["compare_dir"] = str(final_dir)
-        report["files"] = {"compare": str(final_dir / COMPARE_FILE), "curves": str(final_dir / CURVES_FILE)}
-        (tmp_dir / COMPARE_FILE).write_text(json_text(report), encoding="utf-8")
-
-    try:
-        scopes = report["scopes"]
-        test_scores = {name.upper(): (scopes[name]["pooled_ratio"]["rmse_ratio_all"],
-                                      format_pvalue(scopes[name]["per_ticker"]["pooled_dm"]["pvalue"]))
-                       for name in SCOPES}
-        title = f"{len(report['tickers'])} tickers · local vs global {report['model'].upper()} · same dates and seed"
-        plots.compare_curves(curves, None, test_scores, title, tmp_dir / CURVES_FILE)
-        return publish_as_free_name(tmp_dir, parent, new_run_id(), write_report)
-    except BaseException as exc:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise ForecastError(f"cannot write the comparison in {parent}: {exc.strerror or exc}") from None
-        raise
+    scopes = report["scopes"]
+    test_scores = {name.upper(): (scopes[name]["pooled_ratio"]["rmse_ratio_all"],
+                                  format_pvalue(scopes[name]["per_ticker"]["pooled_dm"]["pvalue"]))
+                   for name in SCOPES}
+    title = f"{len(report['tickers'])} tickers · local vs global {report['model'].upper()} · same dates and seed"
+    return publish_comparison(parent, new_run_id(), report, curves, None, test_scores, title, f"in {parent}")
 
 
 # --- with vs without the context inputs ---------------------------------------------------------------

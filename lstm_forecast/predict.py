@@ -43,10 +43,9 @@ from lstm_forecast.files import atomic_write_text, json_text, writes_in_place
 from lstm_forecast.intervals import conformal_quantiles, interval_bounds
 from lstm_forecast.metrics import format_pvalue
 from lstm_forecast.runs import read_json_or_empty, scores_on_test
-from lstm_forecast.scoring import member_predictions, ticker_forecasts
+from lstm_forecast.scoring import member_predictions, ticker_forecasts, val_residuals
 from lstm_forecast.sessions import TradingCalendar, calendar_for
 from lstm_forecast.sets import Q_THRESHOLD, SUMMARY_JSON, bh_qvalues
-from lstm_forecast.train import val_residuals
 from lstm_forecast.trainer import cpu_threads
 from lstm_forecast.trainer import predict as predict_scaled
 from lstm_forecast.windows import build_dataset, inference_inputs, targets_to_prices, values_to_prices
@@ -266,10 +265,10 @@ def latest_prices(
     bundle: RunBundle, data_dir: Path, refresh: bool, today: date, on_fetch: Callable[[str], None] | None = None,
     stop: StopRequest | None = None, refreshed: set[str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], TradingCalendar, list[str]]:
-    """The prices to forecast from (see recent_prices), the context series' (see recent_context), the run's
+    """The prices to forecast from (see latest_rows), the context series' (see recent_context), the run's
     trading calendar from their last day on, and the warnings: nothing cached, or a cache more than
     STALE_AFTER_SESSIONS sessions old."""
-    prices, fallback_warning = recent_prices(bundle, data_dir, refresh, on_fetch, stop)
+    prices, fallback_warning = latest_rows(bundle, bundle.ticker, data_dir, refresh, stop, on_fetch)
     context_prices = recent_context(bundle, data_dir, refresh, fallback_warning is not None, on_fetch, stop,
                                     refreshed)
     context.check_fresh(bundle.ticker, prices, bundle.spec, context_prices)
@@ -281,28 +280,6 @@ def latest_prices(
     if fallback_warning is not None:
         return prices, context_prices, calendar, [fallback_warning]
     return prices, context_prices, calendar, stale_cache_warning(bundle.ticker, last_day, calendar, today)
-
-
-def recent_prices(
-    bundle: RunBundle, data_dir: Path, refresh: bool, on_fetch: Callable[[str], None] | None = None,
-    stop: StopRequest | None = None,
-) -> tuple[pd.DataFrame, str | None]:
-    """The cached prices of the run's ticker (updated from Yahoo first with `refresh`), or the bundle's own
-    rows and a warning saying so when nothing is cached."""
-    ticker = bundle.ticker
-    if refresh:
-        if on_fetch is not None:
-            on_fetch(f"Updating the {ticker} price cache in {data_dir} from Yahoo Finance…")
-        data.update_cache(data_dir, ticker, stop=stop)
-    prices = data.read_cache(data_dir, ticker)
-    if prices is not None:
-        return prices, None
-    recorded = bundle.prices()
-    return recorded, (
-        f"no cached prices for {ticker} in {data_dir}; forecasting from the last day of the training data, "
-        f"{recorded.index[-1].date()} (run `lstm-forecast predict --refresh` or "
-        f"`lstm-forecast fetch -t {ticker}` for newer prices)"
-    )
 
 
 def recent_context(
@@ -539,12 +516,23 @@ def run_screener(
         rows.append(row)
         if on_row is not None:
             on_row(row)
-    rows = rank_screener(rows)
-    text = None if output_format == "table" and output is None else render_screener(rows, output_format)
+    return finish_screener(rows, output_format, output)
+
+
+def finish_screener(
+    rows: list[dict[str, Any]], output_format: str, output: Path | None, header: str | None = None,
+    run_dir: Path | None = None,
+) -> Screener:
+    """Either screener's end: the rows ranked, rendered and written to `output`. A global run's (`run_dir`) JSON
+    leads with the run and its skill (`header`)."""
+    ranked = rank_screener(rows)
+    text = None if output_format == "table" and output is None else render_screener(ranked, output_format)
+    if run_dir is not None and output_format == "json" and text is not None:
+        text = json.dumps({"run_dir": str(run_dir), "skill": header, **json.loads(text)}, indent=2) + "\n"
     if output is not None:
         atomic_write_text(output, text)
-    interrupted = any(row["status"] == "not run" for row in rows)
-    return Screener(rows, output_format, text, output, interrupted)
+    interrupted = any(row["status"] == "not run" for row in ranked)
+    return Screener(ranked, output_format, text, output, interrupted, header)
 
 
 def screen_ticker(
@@ -772,16 +760,9 @@ def screen_run(
                 rows[ticker] = screener_row(ticker, "failed", f"not in this global run's tickers, and {exc}", run_dir)
         current = [t for t in current if t in records]
         rows |= forecast_rows(bundle, records, {t: recent[t] for t in current}, level, today or date.today(),
-                              test_scores(metrics), context_prices)
-    ranked = rank_screener([rows[ticker] for ticker in names])
-    text = None if output_format == "table" and output is None else render_screener(ranked, output_format)
-    header = skill_header(bundle, metrics)
-    if output_format == "json" and text is not None:
-        text = json.dumps({"run_dir": str(run_dir), "skill": header, **json.loads(text)}, indent=2) + "\n"
-    if output is not None:
-        atomic_write_text(output, text)
-    interrupted = any(row["status"] == "not run" for row in ranked)
-    return Screener(ranked, output_format, text, output, interrupted, header)
+                              test_scores(metrics.get("per_ticker")), context_prices)
+    return finish_screener([rows[ticker] for ticker in names], output_format, output, skill_header(bundle, metrics),
+                           run_dir)
 
 
 def unseen_record(
@@ -797,15 +778,25 @@ def unseen_record(
 
 
 def latest_rows(
-    bundle: GlobalBundle, ticker: str, folder: Path, refresh: bool, stop: StopRequest | None
+    bundle: RunBundle | GlobalBundle, ticker: str, folder: Path, refresh: bool, stop: StopRequest | None = None,
+    on_fetch: Callable[[str], None] | None = None,
 ) -> tuple[pd.DataFrame, str | None]:
-    """The ticker's cached prices (updated first with `refresh`), or its recorded rows and a note saying so (a
-    ticker the run never saw has none: an error)."""
+    """The ticker's cached prices (updated from Yahoo first with `refresh`), or the rows the run recorded and a
+    warning saying so when nothing is cached (a ticker the run never saw has none: an error)."""
     if refresh:
+        if on_fetch is not None:
+            on_fetch(f"Updating the {ticker} price cache in {folder} from Yahoo Finance…")
         data.update_cache(folder, ticker, stop=stop)
     prices = data.read_cache(folder, ticker)
     if prices is not None:
         return prices, None
+    if isinstance(bundle, RunBundle):
+        recorded = bundle.prices()
+        return recorded, (
+            f"no cached prices for {ticker} in {folder}; forecasting from the last day of the training data, "
+            f"{recorded.index[-1].date()} (run `lstm-forecast predict --refresh` or "
+            f"`lstm-forecast fetch -t {ticker}` for newer prices)"
+        )
     if ticker not in bundle.names:
         raise ForecastError(f"no cached prices for {ticker} in {folder}; fetch them with `lstm-forecast fetch -t "
                             f"{ticker}`")
@@ -823,7 +814,8 @@ def forecast_rows(
     RMSE ratio and DM p (`scores`). A ticker the run never saw reads with index 0, which a model without a ticker
     embedding ignores."""
     spec, index = bundle.spec, {name: i for i, name in enumerate(bundle.names)}
-    unseen = out_of_universe_scores(bundle) if isinstance(bundle, GlobalBundle) else {}
+    unseen = (test_scores(read_json_or_empty(bundle.run_dir / OUT_OF_UNIVERSE_DIR / SUMMARY_JSON))
+              if isinstance(bundle, GlobalBundle) else {})  # the scores of its out-of-universe evaluation
     rows, inputs, anchors = {}, [], []
     for ticker, (prices, _) in recent.items():
         window, anchor_date, anchor_price = inference_inputs(prices.iloc[-spec.inference_rows:], spec,
@@ -863,17 +855,12 @@ def forecast_rows(
     return rows
 
 
-def test_scores(metrics: dict[str, Any]) -> dict[str, tuple[float | None, float | None]]:
-    """Each ticker's test RMSE ratio and DM p-value as training recorded them (metrics.json), if readable."""
-    rows = ((metrics.get("per_ticker") or {}).get("rows")) or []
+def test_scores(per_ticker: Any) -> dict[str, tuple[float | None, float | None]]:
+    """Each ticker's test RMSE ratio and DM p-value from a set report's per-ticker rows, if readable: metrics.json's
+    per_ticker as training recorded it, or the summary.json of the run's out-of-universe evaluation."""
+    rows = ((per_ticker or {}).get("rows")) or []
     return {row["ticker"]: (row.get("rmse_ratio_all"), row.get("dm_pvalue")) for row in rows
             if isinstance(row, dict) and isinstance(row.get("ticker"), str)}
-
-
-def out_of_universe_scores(bundle: GlobalBundle) -> dict[str, tuple[float | None, float | None]]:
-    """Each ticker's test RMSE ratio and DM p-value from the run's out-of-universe evaluation, if there is one."""
-    document = read_json_or_empty(bundle.run_dir / OUT_OF_UNIVERSE_DIR / SUMMARY_JSON)
-    return test_scores({"per_ticker": document})
 
 
 def skill_header(bundle: GlobalBundle, metrics: dict[str, Any]) -> str:

@@ -101,19 +101,19 @@ def log_loss_differential(forecasts: PeriodForecasts) -> np.ndarray:
     return (model_error - naive_error).mean(axis=1)
 
 
-def calibration(val: Windows, predicted: np.ndarray) -> dict[str, Any]:
+def calibration(val: PeriodForecasts) -> dict[str, Any]:
     """Validation residuals in log-price space per horizon step, for split-conformal intervals.
 
     A residual log(actual / forecast) does not depend on the price level, so intervals calibrated
     on last year's prices transfer to today's. The test split is never used here.
     """
-    residuals = np.log(val.actual_prices) - np.log(predicted)
-    return {
-        "method": "split-conformal",
-        "space": "log_price",
-        "source": "validation",
-        "residuals": [[float(value) for value in residuals[:, step]] for step in range(residuals.shape[1])],
-    }
+    return {"method": "split-conformal", "space": "log_price", "source": "validation", "residuals": val_residuals(val)}
+
+
+def val_residuals(forecasts: PeriodForecasts) -> list[list[float]]:
+    """Validation residuals log(actual / forecast) per horizon day, for the ticker's conformal intervals."""
+    residuals = np.log(forecasts.actual) - np.log(forecasts.model)
+    return [[float(value) for value in residuals[:, step]] for step in range(residuals.shape[1])]
 
 
 def iso_day(value: Any) -> str:

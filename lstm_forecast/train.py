@@ -21,7 +21,7 @@ diagnostic against the reversal and train-mean baselines (crosssection.py).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,7 @@ from lstm_forecast.scoring import (
     period_forecasts,
     score_forecasts,
     ticker_forecasts,
+    val_residuals,
 )
 from lstm_forecast.sessions import check_calendar
 from lstm_forecast.sets import scored_record, set_report
@@ -122,35 +123,16 @@ def train_ticker(
     prices, context_prices = load_training_inputs(symbol, folder, config, on_fetch, stop)
     resolve_device(config.train.device)  # an unavailable device fails before the data is windowed
     outcome = train_run(config, symbol, prices, runs, on_epoch=on_epoch, stop=stop, context_prices=context_prices)
-    test = outcome.test
-    return TickerResult(
-        ticker=symbol,
-        kind=outcome.bundle.shape.kind,
-        run_dir=outcome.run_dir,
-        run_id=outcome.bundle.run_id,
-        training=outcome.result.summary(),
-        metrics=outcome.metrics,
-        history=outcome.result.history,
-        fingerprint=outcome.bundle.fingerprint,
-        split=outcome.bundle.split,
-        window=outcome.bundle.spec.to_dict(),
-        lag_copy=lag_copy_diagnostic(test.anchor_prices, test.actual, test.model).to_dict(),
-        test_anchors=[iso_day(day) for day in test.anchor_dates],
-        test_loss_differential=[float(value) for value in log_loss_differential(test)],
-        notes=outcome.notes,
-    )
+    return TickerResult(**{plain.name: getattr(outcome, plain.name) for plain in fields(TickerResult)})
 
 
-@dataclass
-class TrainOutcome:
-    """What `train_run` made, the live model included (in `bundle`)."""
+@dataclass(frozen=True, kw_only=True)
+class TrainOutcome(TickerResult):
+    """What `train_run` made: its TickerResult and, for callers in this process, the live model (in `bundle`)."""
 
-    run_dir: Path
     bundle: RunBundle
-    result: TrainResult
-    metrics: dict[str, Any]
+    result: TrainResult  # the first member's training
     test: PeriodForecasts  # the test period's forecasts, as scored
-    notes: list[str]  # the history cut to the context's range, windows dropped for a missing context day
 
 
 def load_training_prices(
@@ -194,14 +176,13 @@ def train_run(
     prices, context_rows, notes = prepare_inputs(prices, config, context_prices)
     dataset = build_dataset({ticker: prices}, config, context_prices=context_rows)
     notes = notes + dataset.notes.get(ticker, [])
-    check_writable(runs_dir / data.cache_name(ticker))  # before training: hours of it are lost otherwise
 
     # One model, or a seed ensemble (train.seeds members, their forecasts averaged): the first member's training
     # is the run's own record, each member's beside it.
     callback = (lambda label, record: on_epoch(record)) if on_epoch is not None else None
-    members, results = train_members(dataset, config, callback, stop)
-    model, result, seeds = ensemble_of(members), results[0], member_seeds(config)[:len(members)]
-    member_training = [{**one.summary(), "seed": seed} for one, seed in zip(results, seeds, strict=True)]
+    members, results, seeds, member_training = train_dataset(dataset, config, runs_dir / data.cache_name(ticker),
+                                                             callback, stop)
+    model, result = ensemble_of(members), results[0]
     shape = model.shape
 
     # Scored on prices converted back from the model's output; the test split is touched only here.
@@ -233,7 +214,7 @@ def train_run(
             "train_mean_log_return": dataset.train_mean_log_return,
             "train_naive_mae": dataset.train_naive_mae,
         },
-        calibration=calibration(dataset.val, forecasts["val"].model),
+        calibration=calibration(forecasts["val"]),
         training={**result.summary(), "seed": config.train.seed},
         model=model,
         versions=library_versions(),
@@ -251,8 +232,37 @@ def train_run(
     remove_stale_temp_dirs(runs_dir, ticker)
     run_dir = save_bundle(bundle, runs_dir, prices, history, run_metrics, write_extras=write_loss_curve,
                           context=context_rows)
-    return TrainOutcome(run_dir=run_dir, bundle=bundle, result=result, metrics=run_metrics, test=forecasts["test"],
-                        notes=notes)
+    test = forecasts["test"]
+    return TrainOutcome(
+        ticker=ticker,
+        kind=shape.kind,
+        run_dir=run_dir,
+        run_id=bundle.run_id,
+        training=result.summary(),
+        metrics=run_metrics,
+        history=result.history,
+        fingerprint=bundle.fingerprint,
+        split=bundle.split,
+        window=bundle.spec.to_dict(),
+        lag_copy=lag_copy_diagnostic(test.anchor_prices, test.actual, test.model).to_dict(),
+        test_anchors=[iso_day(day) for day in test.anchor_dates],
+        test_loss_differential=[float(value) for value in log_loss_differential(test)],
+        notes=notes,  # the history cut to the context's range, windows dropped for a missing context day
+        bundle=bundle, result=result, test=test,
+    )
+
+
+def train_dataset(
+    dataset: Dataset, config: Config, folder: Path, on_epoch: MemberCallback | None = None,
+    stop: StopRequest | None = None,
+) -> tuple[list[Forecaster], list[TrainResult], list[int], list[dict[str, Any]]]:
+    """What a run of either layout does once its dataset is built: check that its bundle can be written into
+    `folder`, then train its members (`train_members`). Returns the members, their records, their seeds and
+    each one's training (its TrainResult.summary() and seed)."""
+    check_writable(folder)  # before training: hours of it are lost otherwise
+    members, results = train_members(dataset, config, on_epoch, stop)
+    seeds = member_seeds(config)[:len(members)]
+    return members, results, seeds, [{**one.summary(), "seed": seed} for one, seed in zip(results, seeds, strict=True)]
 
 
 def member_scores(
@@ -459,8 +469,7 @@ def train_global(
     skipped |= panel.skipped
     if len(panel.tickers) < 2:
         raise ForecastError(f"only {len(panel.tickers)} ticker has enough days for a global model: {reasons(skipped)}")
-    check_writable(runs / GLOBAL_DIR)  # before training: hours of it are lost otherwise
-    members, results = train_members(panel, config, on_epoch, stop)
+    members, results, seeds, training = train_dataset(panel, config, runs / GLOBAL_DIR, on_epoch, stop)
     shape = members[0].shape
     val = ticker_forecasts(panel, panel.val, np.mean(member_predictions(members, panel.val), axis=0))
     records = [
@@ -471,10 +480,9 @@ def train_global(
         )
         for days in panel.tickers
     ]
-    training = [{**result.summary(), "seed": config.train.seed + i} for i, result in enumerate(results)]
     bundle = GlobalBundle(
         run_id=new_run_id(), config=config, shape=shape, spec=panel.spec, split=panel.split, tickers=records,
-        seeds=[config.train.seed + i for i in range(len(members))], training=training, members=members,
+        seeds=seeds, training=training, members=members,
         skipped=skipped, created_at=datetime.now(UTC).isoformat(timespec="seconds"), config_hash=config_hash(config),
         context_fingerprints=[fingerprint(name, rows) for name, rows in panel.context_rows.items()],
     )
@@ -482,7 +490,7 @@ def train_global(
     metrics = {"scope": "global", "model": shape.kind, "tickers": len(records), "skipped": skipped,
                "training": training, "naive_val_loss": naive_validation_loss(panel, config.train.loss),
                **scores.report}
-    history = history_frame(results, bundle.seeds)
+    history = history_frame(results, seeds)
     title = f"global {shape.kind.upper()} · {len(records)} tickers · seed {bundle.seeds[0]} · run {bundle.run_id}"
     write_loss_curve = loss_curve_writer(history, results[0], metrics["naive_val_loss"], title)
     run_dir = save_global_bundle(bundle, runs, panel.prices, history, metrics, write_extras=write_loss_curve,
@@ -492,12 +500,6 @@ def train_global(
 
 
 # --- forecasts and scores ------------------------------------------------------------------------
-
-
-def val_residuals(forecasts: PeriodForecasts) -> list[list[float]]:
-    """Validation residuals log(actual / forecast) per horizon day, for the ticker's conformal intervals."""
-    residuals = np.log(forecasts.actual) - np.log(forecasts.model)
-    return [[float(value) for value in residuals[:, step]] for step in range(residuals.shape[1])]
 
 
 @dataclass

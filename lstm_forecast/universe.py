@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lstm_forecast.bundle import BUNDLE_FILE, BUNDLE_JSON_LIMIT, find_run, new_run_id
+from lstm_forecast.bundle import BUNDLE_FILE, find_run, new_run_id
 from lstm_forecast.config import Config, config_hash
 from lstm_forecast.context import load_context
 from lstm_forecast.errors import ForecastError, StopRequest, UsageError
@@ -33,6 +33,7 @@ from lstm_forecast.executors import Job, JobOutcome, run_here, run_in_pool, run_
 from lstm_forecast.files import atomic_write_text, fsync_dir, json_text, read_bounded
 from lstm_forecast.prices import prices_sha256
 from lstm_forecast.report import universe_report
+from lstm_forecast.runs import read_json_or_empty
 from lstm_forecast.scoring import iso_day, log_loss_differential
 from lstm_forecast.sets import SUMMARY_COLUMNS, UNIVERSE_PLOT, scored_record, set_report, write_summary
 from lstm_forecast.train import load_training_prices, prepare_inputs
@@ -258,7 +259,7 @@ def resumable_results(folder: Path, config: Config, data_dir: Path) -> dict[str,
     context_prices = load_context(data_dir, [entry.ticker for entry in config.data.context])
     done = {}
     for ticker, record in records.items():
-        document = _bundle_document(Path(record["row"]["run_dir"]))
+        document = read_json_or_empty(Path(record["row"]["run_dir"]) / BUNDLE_FILE)  # {}: trained again
         if document.get("config_hash") != expected_hash:
             continue
         try:
@@ -289,15 +290,6 @@ def _usable(record: Any) -> bool:
         and all(isinstance(value, int | float) for value in record["differential"])
         and len(record["anchors"]) == len(record["differential"]) and isinstance(record.get("horizon"), int)
     )
-
-
-def _bundle_document(run_dir: Path) -> dict[str, Any]:
-    """A ticker bundle's bundle.json as plain data ({} when unreadable: the ticker is trained again)."""
-    try:
-        document = json.loads(read_bounded(run_dir / BUNDLE_FILE, BUNDLE_JSON_LIMIT, "a bundle description"))
-    except (ForecastError, OSError, ValueError):
-        return {}
-    return document if isinstance(document, dict) else {}
 
 
 # --- judging them as a set -------------------------------------------------------------------------
