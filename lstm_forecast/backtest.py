@@ -25,7 +25,7 @@ from lstm_forecast.model import Ensemble, Forecaster
 from lstm_forecast.scoring import FORECASTS, PeriodForecasts, iso_day, period_forecasts, score_forecasts
 from lstm_forecast.train import train_as_run
 from lstm_forecast.trainer import EpochRecord
-from lstm_forecast.windows import Dataset, Scaler, WindowSpec, build_dataset_at
+from lstm_forecast.windows import Dataset, Scaler, build_dataset
 
 
 @dataclass(frozen=True)
@@ -86,8 +86,9 @@ def fold_dataset(
     Day d is price row d + 1 (the first price row only serves the first day's return).
     """
     visible = prices.iloc[: fold.test_end + 1]
-    return build_dataset_at(visible, WindowSpec.from_config(config), fold.val_start, fold.test_start,
-                            context_prices=context_prices)
+    days = visible.index[1:]
+    split = {"val_start": iso_day(days[fold.val_start]), "test_start": iso_day(days[fold.test_start])}
+    return build_dataset(visible, config, split=split, context_prices=context_prices)
 
 
 @dataclass

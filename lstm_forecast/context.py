@@ -11,7 +11,7 @@ level). The rules, so that no window ever reads the future:
 * **Gaps.** Features are computed on the context rows so aligned, so a day the context did not trade repeats
   its last row (a log return of zero: nothing new was known). A row may stand in for at most
   `data.context_max_gap` sessions; a day that needs an older one has no value, and every window reading it is
-  dropped (`windows.build_dataset_at` counts them). Nothing is filled past a series' last row.
+  dropped (`windows.build_dataset` counts them). Nothing is filled past a series' last row.
 * **Range.** History before a context series starts, or after it ends, is cut (`common_range`): the ticker's
   rows are the ones every context series covers, and the summary says so.
 * Calendar features describe the session a forecast is for, the exchange calendar's next session after each

@@ -362,7 +362,7 @@ def min_rows_needed(spec: WindowSpec, val_fraction: float, test_fraction: float)
 
 def build_dataset(
     prices: pd.DataFrame | Mapping[str, pd.DataFrame], config: Config, split: Mapping[str, str] | None = None,
-    context_prices: Mapping[str, pd.DataFrame] | None = None, test_end: int | None = None,
+    context_prices: Mapping[str, pd.DataFrame] | None = None,
 ) -> Dataset:
     """Every ticker's windows on one calendar split: `split` as a bundle records it, else `split.val_start`/
     `test_start` from the config, else the fractions of the union of the tickers' days (each date moved to the
@@ -370,9 +370,8 @@ def build_dataset(
 
     Each ticker's history is first cut to the days every context series covers (`context_prices`, by ticker,
     when the config reads any). A single ticker that cannot be windowed is an error; among several, it is left
-    out with the reason in `Dataset.skipped`, and none left is an error. `test_end` (a row of `compute_features`,
-    i.e. of prices without its first row; one ticker only) ends the test period early; the fractions then apply
-    to the days before it.
+    out with the reason in `Dataset.skipped`, and none left is an error. The walk-forward backtest's folds are
+    datasets of prices cut off at the end of their test block, split on the fold's dates.
     """
     frames = {"": prices} if isinstance(prices, pd.DataFrame) else dict(prices)
     spec = WindowSpec.from_config(config)
@@ -392,16 +391,14 @@ def build_dataset(
     if not features:
         raise ForecastError(f"no ticker left to train on: {reasons(skipped)}")
     calendar = np.unique(np.concatenate([frame.index.to_numpy() for frame in features.values()]))
-    val_day, test_day = split_days(calendar, config, split, test_end, spec)
-    bounds = {}
-    for ticker, frame in features.items():
-        dates = frame.index.to_numpy().astype("datetime64[ns]")
-        bounds[ticker] = (*(int(np.searchsorted(dates, day.to_datetime64())) for day in (val_day, test_day)), test_end)
+    val_day, test_day = split_days(calendar, config, split, spec)
+    bounds = {ticker: tuple(int(np.searchsorted(frame.index.to_numpy(), day.to_datetime64()))
+                            for day in (val_day, test_day)) for ticker, frame in features.items()}
     return window_days(spec, rows, features, bounds, val_day, test_day, skipped, notes, context_prices)
 
 
 def split_days(
-    calendar: np.ndarray, config: Config, split: Mapping[str, str] | None, test_end: int | None, spec: WindowSpec
+    calendar: np.ndarray, config: Config, split: Mapping[str, str] | None, spec: WindowSpec
 ) -> tuple[pd.Timestamp, pd.Timestamp]:
     """The first days of the validation and test periods on `calendar` (the union of the tickers' days)."""
     if split is not None:
@@ -410,7 +407,7 @@ def split_days(
         days = (pd.Timestamp(config.split.val_start), pd.Timestamp(config.split.test_start))
     else:
         fractions = config.split
-        count = len(calendar) if test_end is None else test_end
+        count = len(calendar)
         needed = min_rows_needed(spec, fractions.val_fraction, fractions.test_fraction)
         if count + 1 < needed:
             raise ForecastError(
@@ -428,28 +425,12 @@ def split_days(
     return first, second
 
 
-def build_dataset_at(
-    prices: pd.DataFrame, spec: WindowSpec, val_start: int, test_start: int, test_end: int | None = None,
-    context_prices: Mapping[str, pd.DataFrame] | None = None,
-) -> Dataset:
-    """One ticker's windows with explicit day boundaries: train [0, val_start), val [val_start, test_start),
-    test [test_start, test_end). Days are rows of `compute_features(prices, spec)`. The walk-forward
-    backtest calls this with an expanding training period and a moving test block.
-    """
-    features = compute_features(prices, spec, context_prices)
-    dates = features.index
-    days = tuple(pd.Timestamp(dates[place]) if place < len(dates) else pd.Timestamp(dates[-1]) + pd.Timedelta(days=1)
-                 for place in (val_start, test_start))
-    return window_days(spec, {"": prices}, {"": features}, {"": (val_start, test_start, test_end)}, *days, {},
-                       {"": []}, context_prices)
-
-
 def window_days(
     spec: WindowSpec, rows: dict[str, pd.DataFrame], features: dict[str, pd.DataFrame],
-    bounds: dict[str, tuple[int, int, int | None]], val_day: pd.Timestamp, test_day: pd.Timestamp,
+    bounds: dict[str, tuple[int, int]], val_day: pd.Timestamp, test_day: pd.Timestamp,
     skipped: dict[str, str], notes: dict[str, list[str]], context_prices: Mapping[str, pd.DataFrame] | None,
 ) -> Dataset:
-    """Scale and window every ticker within its bounds (val_start, test_start, test_end: rows of its days)."""
+    """Scale and window every ticker within its bounds (val_start, test_start: rows of its days)."""
     one = len(features) == 1
     tickers: list[TickerDays] = []
     blocks: list[np.ndarray] = []
@@ -482,14 +463,13 @@ def window_days(
 
 def ticker_days(
     ticker: str, index: int, offset: int, rows: pd.DataFrame, features: pd.DataFrame, spec: WindowSpec,
-    val_start: int, test_start: int, test_end: int | None = None,
+    val_start: int, test_start: int,
 ) -> tuple[TickerDays, np.ndarray]:
     """One ticker's days, scaler (fitted on its complete training days) and window anchors, and its scaled
     feature rows; a ForecastError naming the period that cannot hold one window."""
-    n_days = len(features)
-    end = n_days if test_end is None else test_end
-    if not 0 <= val_start <= test_start <= end <= n_days:
-        raise ValueError(f"expected 0 <= {val_start=} <= {test_start=} <= {test_end=} <= {n_days} days")
+    end = n_days = len(features)
+    if not 0 <= val_start <= test_start <= n_days:
+        raise ValueError(f"expected 0 <= {val_start=} <= {test_start=} <= {n_days} days")
     dates = features.index.to_numpy().astype("datetime64[ns]")
     needed = spec.lookback + spec.horizon
     if val_start < needed:

@@ -24,7 +24,7 @@ from lstm_forecast.predict import run_predict
 from lstm_forecast.prices import COLUMNS, parse_prices_csv, prices_sha256, prices_to_csv
 from lstm_forecast.train import train_global
 from lstm_forecast.universe import train_universe
-from lstm_forecast.windows import build_dataset, build_dataset_at
+from lstm_forecast.windows import build_dataset
 
 CONTEXT = ["data.context=[{ticker: CTX, feature: log_return}]", "data.calendar_features=[day_of_week]"]
 GLOBAL = [*TINY_OVERRIDES, "model.scope=global", *CONTEXT]
@@ -80,8 +80,7 @@ def test_a_missing_context_day_drops_the_windows_reading_it_and_scalers_use_comp
         assert "10 windows dropped (10 training)" in panel.notes[name][0]
     # The same windows a local run drops on the same split.
     days = panel.tickers[0]
-    local = build_dataset_at(tickers["T01"], panel.spec, days.val_start, days.test_start,
-                             context_prices={"CTX": gappy})
+    local = build_dataset(tickers["T01"], load_config(None, GLOBAL), split=panel.split, context_prices={"CTX": gappy})
     assert local.dropped == {"training": 10, "validation": 0, "test": 0}
     rows = panel.train.of(days.index)
     np.testing.assert_array_equal(panel.train.anchor_dates[rows], local.train.anchor_dates)

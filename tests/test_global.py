@@ -22,7 +22,7 @@ from lstm_forecast.prices import prices_to_csv
 from lstm_forecast.report import scopes_report
 from lstm_forecast.scoring import member_predictions, ticker_forecasts
 from lstm_forecast.train import fingerprint, score_tickers, train_global, train_members
-from lstm_forecast.windows import WindowSpec, build_dataset, build_dataset_at, compute_features
+from lstm_forecast.windows import WindowSpec, build_dataset, compute_features
 
 GLOBAL = [*TINY_OVERRIDES, "model.scope=global"]
 
@@ -87,7 +87,7 @@ def test_gathered_windows_equal_the_materialised_windows_of_the_local_pipeline()
     panel = build_dataset(universe, config)
     spec = WindowSpec.from_config(config)
     for days in panel.tickers:
-        local = build_dataset_at(universe[days.ticker], spec, days.val_start, days.test_start)
+        local = build_dataset(universe[days.ticker], config, split=panel.split)  # the local pipeline, one ticker
         assert local.scaler == days.scaler  # fitted on the ticker's own training days
         for name in ("train", "val", "test"):
             period, rows = getattr(panel, name), getattr(panel, name).of(days.index)

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lstm_forecast import baselines, metrics
+from lstm_forecast.backtest import Fold, fold_dataset
 from lstm_forecast.config import load_config
 from lstm_forecast.errors import ForecastError
 from lstm_forecast.windows import (
@@ -23,7 +24,6 @@ from lstm_forecast.windows import (
     Windows,
     WindowSpec,
     build_dataset,
-    build_dataset_at,
     compute_features,
     min_rows_needed,
     targets_to_prices,
@@ -70,7 +70,11 @@ def check_windows(windows: Windows, start: int, stop: int, spec: WindowSpec, ser
 def test_every_window_is_the_slice_of_the_series_it_claims(layout):
     spec, val_start, test_start, test_end, rows, seed = layout
     prices = build_prices(rows, seed=seed)
-    dataset = build_dataset_at(prices, spec, val_start, test_start, test_end)
+    config = load_config(None, [f"data.features=[{','.join(spec.features)}]", f"data.price_column={spec.price_column}",
+                                f"data.target={spec.target}", f"window.lookback={spec.lookback}",
+                                f"window.horizon={spec.horizon}"])
+    # A walk-forward fold's dataset: the days after test_end exist but belong to no split.
+    dataset = fold_dataset(prices, config, Fold(0, val_start, test_start, test_end))
 
     features = compute_features(prices, spec).to_numpy()
     price = prices[spec.price_column_name].to_numpy()

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lstm_forecast.backtest import Fold, fold_dataset
 from lstm_forecast.bundle import ScalerRecord, WindowRecord, record_fields
 from lstm_forecast.config import Config, load_config
 from lstm_forecast.errors import ForecastError, UsageError
@@ -17,7 +18,6 @@ from lstm_forecast.windows import (
     Scaler,
     WindowSpec,
     build_dataset,
-    build_dataset_at,
     compute_features,
     inference_inputs,
     min_rows_needed,
@@ -162,15 +162,16 @@ def test_changing_test_prices_leaks_into_nothing_before(target):
     assert not np.array_equal(after.test.targets, before.test.targets)
 
 
-def test_test_end_hides_later_days():
+def test_a_fold_hides_later_days():
     prices = random_walk(150)
-    spec = WindowSpec(("log_return", "range"), "adj_close", "log_return", lookback=6, horizon=2)
-    dataset = build_dataset_at(prices, spec, val_start=80, test_start=100, test_end=120)
+    cfg = config(window={"lookback": 6, "horizon": 2}, data={"features": ["log_return", "range"]})
+    fold = Fold(index=0, val_start=80, test_start=100, test_end=120)
+    dataset = fold_dataset(prices, cfg, fold)
     days = prices.index[1:]
     assert dataset.test.target_dates.max() == days[119]
     changed = prices.copy()
     changed.iloc[121:] *= 3.0  # price rows after day 119
-    again = build_dataset_at(changed, spec, val_start=80, test_start=100, test_end=120)
+    again = fold_dataset(changed, cfg, fold)
     assert again.scaler == dataset.scaler
     np.testing.assert_array_equal(again.test.inputs, dataset.test.inputs)
     np.testing.assert_array_equal(again.test.targets, dataset.test.targets)
@@ -195,7 +196,9 @@ def test_splits_are_chronological_and_disjoint():
 def test_anchor_is_the_last_input_day():
     prices = random_walk(120)
     spec = WindowSpec(("log_return",), "adj_close", "log_return", lookback=5, horizon=3)
-    dataset = build_dataset_at(prices, spec, val_start=70, test_start=90)
+    days = prices.index[1:]
+    dataset = build_dataset(prices, config(window={"lookback": 5, "horizon": 3}, data={"features": ["log_return"]}),
+                            split={"val_start": str(days[70].date()), "test_start": str(days[90].date())})
     features = compute_features(prices, spec)
     scaled = dataset.scaler.transform_features(features.to_numpy())
     for windows in all_windows(dataset).values():
