@@ -38,6 +38,7 @@ import platform
 import shutil
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,29 +112,42 @@ MAX_TICKERS = 100_000
 MAX_INPUTS = len(Feature.__args__) + MAX_CONTEXT + sum(len(columns) for columns in CALENDAR_COLUMNS.values())
 
 
-@dataclass
-class RunBundle:
-    """A loaded (or about to be saved) run: the model plus everything needed to use it honestly."""
+@dataclass(kw_only=True)
+class Run:
+    """What every run records, of one ticker (`RunBundle`) or of many (`GlobalBundle`): its model, inputs, split
+    and where it came from."""
 
     run_id: str
-    ticker: str
     config: Config
     shape: ModelShape
     spec: WindowSpec
-    scaler: Scaler
-    fingerprint: dict[str, Any]  # ticker, first/last date, rows, sha256 of the rows trained on
     split: dict[str, str]  # first target day of the validation and test periods
-    baselines: dict[str, float]  # train_mean_log_return (drift), train_naive_mae (recorded)
-    calibration: dict[str, Any]  # conformal residuals per horizon step, from the validation split
-    training: dict[str, Any]  # epochs run, best epoch, seconds, device, interrupted (the first member's)
-    model: Forecaster | Ensemble  # a seed ensemble's members average their forecasts
     versions: dict[str, str] = field(default_factory=dict)
     created_at: str = ""
     run_dir: Path | None = None
     config_hash: str | None = None  # `config.config_hash` of the run's config; None in bundles from before it
-    fingerprints: list[dict[str, Any]] = field(default_factory=list)  # every series trained on, in order
     context_fingerprints: list[dict[str, Any]] = field(default_factory=list)  # one per context series, in order
     seeds: list[int] = field(default_factory=list)  # a seed ensemble's members' seeds (empty: one model)
+
+    def path(self, name: str) -> Path:
+        """A file of the saved run."""
+        if self.run_dir is None:
+            raise ForecastError("this bundle has not been saved yet")
+        return self.run_dir / name
+
+
+@dataclass(kw_only=True)
+class RunBundle(Run):
+    """A loaded (or about to be saved) run of one ticker: the model plus everything needed to use it honestly."""
+
+    ticker: str
+    scaler: Scaler
+    fingerprint: dict[str, Any]  # ticker, first/last date, rows, sha256 of the rows trained on
+    baselines: dict[str, float]  # train_mean_log_return (drift), train_naive_mae (recorded)
+    calibration: dict[str, Any]  # conformal residuals per horizon step, from the validation split
+    training: dict[str, Any]  # epochs run, best epoch, seconds, device, interrupted (the first member's)
+    model: Forecaster | Ensemble  # a seed ensemble's members average their forecasts
+    fingerprints: list[dict[str, Any]] = field(default_factory=list)  # every series trained on, in order
     member_training: list[dict[str, Any]] = field(default_factory=list)  # each member's `training`, likewise
 
     def __post_init__(self) -> None:
@@ -155,7 +169,7 @@ class RunBundle:
 
     def prices(self) -> pd.DataFrame:
         """The exact price rows the run was trained on (recorded in the bundle)."""
-        path = self._path(PRICES_FILE)
+        path = self.path(PRICES_FILE)
         if not path.is_file():
             raise ForecastError(f"{path}: missing from the bundle; evaluate needs the recorded prices")
         prices, _ = read_prices_csv(path)
@@ -166,7 +180,7 @@ class RunBundle:
         frames = {}
         for fingerprint in self.context_fingerprints:
             ticker = fingerprint["ticker"]
-            path = self._path(CONTEXT_DIR) / f"{cache_name(ticker)}.csv"
+            path = self.path(CONTEXT_DIR) / f"{cache_name(ticker)}.csv"
             if not path.is_file():
                 raise ForecastError(f"{path}: missing from the bundle; evaluate needs the recorded context prices")
             prices, _ = read_prices_csv(path)
@@ -178,10 +192,6 @@ class RunBundle:
             frames[ticker] = prices
         return frames
 
-    def _path(self, name: str) -> Path:
-        if self.run_dir is None:
-            raise ForecastError("this bundle has not been saved yet")
-        return self.run_dir / name
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -453,30 +463,36 @@ class TrainingRecord(Record):
     threads: Annotated[int, Field(ge=1, le=MAX_THREADS)] | None = None  # absent in bundles before train.threads
 
 
-class BundleDocument(Record):
-    """bundle.json as this version writes it; unknown top-level fields are allowed for newer writers
+class RunDocument(Record):
+    """What bundle.json and global.json both hold; unknown top-level fields are allowed for newer writers
     (format_version guards incompatible changes)."""
 
     model_config = ConfigDict(extra="allow")
     format_version: Literal[1]
     run_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     created_at: Annotated[str, Field(max_length=64)] = ""
-    ticker: Annotated[str, Field(max_length=64)]
     config_hash: Sha256 | None = None  # absent in bundles from before it
     model: ShapeRecord
     window: WindowRecord
+    split: SplitRecord
+    # Absent (None) without context inputs.
+    context_fingerprints: Annotated[list[FingerprintRecord], Field(min_length=1, max_length=MAX_CONTEXT)] | None = None
+    versions: Annotated[dict[str, Annotated[str, Field(max_length=100)]], Field(max_length=20)] = {}
+
+
+class BundleDocument(RunDocument):
+    """bundle.json as this version writes it: a run of one ticker."""
+
+    ticker: Annotated[str, Field(max_length=64)]
     scaler: ScalerRecord
     fingerprint: FingerprintRecord
     fingerprints: Annotated[list[FingerprintRecord], Field(min_length=1, max_length=100_000)] | None = None
-    context_fingerprints: Annotated[list[FingerprintRecord], Field(min_length=1, max_length=MAX_CONTEXT)] | None = None
-    split: SplitRecord
     baselines: BaselinesRecord
     calibration: CalibrationRecord
     training: TrainingRecord
     # A seed ensemble's (absent for one model): its members' seeds and training records, weights member<i>.*.
     seeds: Annotated[list[Annotated[int, Field(ge=0, le=MAX_SEED)]], Field(min_length=2, max_length=20)] | None = None
     member_training: Annotated[list[TrainingRecord], Field(min_length=2, max_length=20)] | None = None
-    versions: Annotated[dict[str, Annotated[str, Field(max_length=100)]], Field(max_length=20)] = {}
 
     @model_validator(mode="after")
     def _check(self) -> BundleDocument:
@@ -512,28 +528,15 @@ class BundleDocument(Record):
 def load_bundle(run_dir: Path | str) -> RunBundle:
     """Load and check a bundle; any missing, oversized or damaged file is a one-line error naming it."""
     run_dir = Path(run_dir)
-    path, document = read_document(run_dir, BUNDLE_FILE)
-    try:
-        record = BundleDocument.model_validate(document)
-        validate_ticker(record.ticker)
-    except ValidationError as exc:
-        raise ForecastError(f"{path}: {describe_damage(exc)}; the bundle is damaged") from None
-    except ForecastError as exc:  # the ticker
-        raise ForecastError(f"{path}: missing or invalid field {exc}; the bundle is damaged") from None
-    shape = ModelShape(**record_fields(record.model))
-    spec = record.window.spec()
-    scaler = Scaler(**record_fields(record.scaler))
-    config = read_config(run_dir / CONFIG_FILE)
-    model = load_members(run_dir / WEIGHTS_FILE, shape, len(record.seeds or [None]), BUNDLE_FILE)
-    check_config_matches(run_dir / CONFIG_FILE, config, shape, spec)
-    plain = record.model_dump(mode="json")  # dates back to ISO strings, as saved
+    record, plain, config, model = read_run(run_dir, BUNDLE_FILE, BundleDocument, "missing or invalid field",
+                                            lambda record: [record.ticker])
     return RunBundle(
         run_id=record.run_id,
         ticker=record.ticker,
         config=config,
-        shape=shape,
-        spec=spec,
-        scaler=scaler,
+        shape=model.shape,
+        spec=record.window.spec(),
+        scaler=Scaler(**record_fields(record.scaler)),
         fingerprint=plain["fingerprint"],
         split=plain["split"],
         baselines=plain["baselines"],
@@ -549,6 +552,30 @@ def load_bundle(run_dir: Path | str) -> RunBundle:
         seeds=record.seeds or [],
         member_training=plain["member_training"] or [],
     )
+
+
+def read_run(
+    run_dir: Path, name: str, schema: type[RunDocument], invalid: str, tickers: Callable[[Any], list[str]],
+    limit: int = BUNDLE_JSON_LIMIT,
+) -> tuple[Any, dict[str, Any], Config, Forecaster | Ensemble]:
+    """A run's JSON description validated against `schema` (the symbols `tickers(record)` names too: else
+    "`invalid` <why>"), its config.yaml matching it and its members' weights; and the record as plain data, its
+    dates back to ISO strings, as saved."""
+    path, document = read_document(run_dir, name, limit)
+    try:
+        record = schema.model_validate(document)
+        for ticker in tickers(record):
+            validate_ticker(ticker)
+    except ValidationError as exc:
+        raise ForecastError(f"{path}: {describe_damage(exc)}; the bundle is damaged") from None
+    except ForecastError as exc:
+        raise ForecastError(f"{path}: {invalid} {exc}; the bundle is damaged") from None
+    shape, spec = ModelShape(**record_fields(record.model)), record.window.spec()
+    config = read_config(run_dir / CONFIG_FILE)
+    # A global run names every member's weights member<i>.*, a single ticker's only an ensemble's.
+    model = load_members(run_dir / WEIGHTS_FILE, shape, len(record.seeds or [None]), name, prefixed=name == GLOBAL_FILE)
+    check_config_matches(run_dir / CONFIG_FILE, config, shape, spec, n_tickers=shape.n_tickers)
+    return record, record.model_dump(mode="json"), config, model
 
 
 def read_document(run_dir: Path, name: str, limit: int = BUNDLE_JSON_LIMIT) -> tuple[Path, dict[str, Any]]:
@@ -791,23 +818,14 @@ class TickerRecordData:
     residuals: list[list[float]]  # validation residuals in log-price space, one list per horizon day
 
 
-@dataclass
-class GlobalBundle:
-    run_id: str
-    config: Config
-    shape: ModelShape
-    spec: WindowSpec
-    split: dict[str, str]
+@dataclass(kw_only=True)
+class GlobalBundle(Run):
+    """A loaded (or about to be saved) run of one model over many tickers (every member's seed in `seeds`)."""
+
     tickers: list[TickerRecordData]
-    seeds: list[int]
     training: list[dict[str, Any]]  # one TrainResult summary (+ seed) per member
     members: list[Forecaster]
     skipped: dict[str, str] = field(default_factory=dict)
-    versions: dict[str, str] = field(default_factory=dict)
-    created_at: str = ""
-    config_hash: str | None = None
-    run_dir: Path | None = None
-    context_fingerprints: list[dict[str, Any]] = field(default_factory=list)  # one per context series, in order
 
     @property
     def names(self) -> list[str]:
@@ -820,9 +838,7 @@ class GlobalBundle:
     def recorded(self) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
         """Every ticker's recorded rows and each context series' (those any ticker read), by ticker, all read in
         one bounded pass over prices.zip and checked against their fingerprints."""
-        if self.run_dir is None:
-            raise ForecastError("this bundle has not been saved yet")
-        return read_prices_archive(self.run_dir / PRICES_ARCHIVE, {r.ticker: r.fingerprint for r in self.tickers},
+        return read_prices_archive(self.path(PRICES_ARCHIVE), {r.ticker: r.fingerprint for r in self.tickers},
                                    {f["ticker"]: f for f in self.context_fingerprints})
 
 
@@ -860,23 +876,14 @@ class TickerRecord(Record):
                          Field(min_length=1)]
 
 
-class GlobalDocument(Record):
-    model_config = ConfigDict(extra="allow")  # newer writers may add fields
-    format_version: Literal[1]
+class GlobalDocument(RunDocument):
+    """global.json as this version writes it: a run of one model over many tickers."""
+
     kind: Literal["global"]
-    run_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
-    created_at: Annotated[str, Field(max_length=64)] = ""
-    config_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
-    model: ShapeRecord
-    window: WindowRecord
-    split: SplitRecord
     seeds: Annotated[list[Annotated[int, Field(ge=0, le=MAX_SEED)]], Field(min_length=1, max_length=20)]
     tickers: Annotated[list[TickerRecord], Field(min_length=1, max_length=MAX_TICKERS)]
     training: Annotated[list[TrainingRecord], Field(min_length=1, max_length=20)]
     skipped: Annotated[dict[str, Annotated[str, Field(max_length=2000)]], Field(max_length=MAX_TICKERS)]
-    versions: Annotated[dict[str, Annotated[str, Field(max_length=100)]], Field(max_length=20)]
-    # Absent (None) without context inputs.
-    context_fingerprints: Annotated[list[FingerprintRecord], Field(min_length=1, max_length=MAX_CONTEXT)] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> GlobalDocument:
@@ -994,21 +1001,11 @@ def read_prices_archive(
 def load_global_bundle(run_dir: Path | str) -> GlobalBundle:
     """Load and check a global run; any missing, oversized or damaged file is a one-line error naming it."""
     run_dir = Path(run_dir)
-    path, document = read_document(run_dir, GLOBAL_FILE, GLOBAL_JSON_LIMIT)
-    try:
-        record = GlobalDocument.model_validate(document)
-        for ticker in [*record.tickers, *(record.context_fingerprints or [])]:
-            validate_ticker(ticker.ticker)
-    except ValidationError as exc:
-        raise ForecastError(f"{path}: {describe_damage(exc)}; the bundle is damaged") from None
-    except ForecastError as exc:
-        raise ForecastError(f"{path}: invalid ticker {exc}; the bundle is damaged") from None
-    shape = ModelShape(**record_fields(record.model))
-    spec = record.window.spec()
-    config = read_config(run_dir / CONFIG_FILE)
-    check_config_matches(run_dir / CONFIG_FILE, config, shape, spec, n_tickers=shape.n_tickers)
-    members = members_of(load_members(run_dir / WEIGHTS_FILE, shape, len(record.seeds), GLOBAL_FILE, prefixed=True))
-    plain = record.model_dump(mode="json")
+    record, plain, config, model = read_run(
+        run_dir, GLOBAL_FILE, GlobalDocument, "invalid ticker",
+        lambda record: [item.ticker for item in [*record.tickers, *(record.context_fingerprints or [])]],
+        GLOBAL_JSON_LIMIT)
+    shape, spec, members = model.shape, record.window.spec(), members_of(model)
     return GlobalBundle(
         run_id=record.run_id, config=config, shape=shape, spec=spec, split=plain["split"],
         tickers=[TickerRecordData(ticker=t.ticker, scaler=Scaler(**record_fields(t.scaler)),

@@ -56,9 +56,8 @@ def select_in_data_dir(
 ) -> tuple[Selection, Path]:
     """The tickers and the data dir they are cached in (resolved first only for --all, which lists it: a bad
     ticker is reported before a bad data dir, as a single command always did)."""
-    folder = data.resolve_data_dir(data_dir, config.data.dir) if all_cached else None
-    selection = select_tickers(given, tickers_file, all_cached, folder)
-    return selection, folder or data.resolve_data_dir(data_dir, config.data.dir)
+    selection = select_tickers(given, tickers_file, all_cached, data_dir, config.data.dir)
+    return selection, data.resolve_data_dir(data_dir, config.data.dir)
 
 
 def plan_evaluation(
@@ -66,24 +65,27 @@ def plan_evaluation(
     runs_dir: Path | None,
 ) -> Plan:
     """The tickers whose newest runs `evaluate` judges (a given --run names one run: never with tickers)."""
-    folder = data.resolve_data_dir(data_dir, None) if all_cached else None
-    selection = select_tickers(given, tickers_file, all_cached, folder)
+    selection = select_tickers(given, tickers_file, all_cached, data_dir)
     if run is not None:
         raise UsageError("give --run or --ticker, not both (--run names one ticker's run already)")
     # The data dir stays as given: each run resolves it against its own config, as a single evaluate does.
     return Plan(selection.tickers, selection.warnings, data_dir, resolve_runs_dir(runs_dir, None))
 
 
-def select_tickers(given: list[str], tickers_file: Path | None, all_cached: bool, data_dir: Path | None) -> Selection:
-    """The tickers named by `-t` (comma lists allowed), `--tickers-file` and `--all` (the tickers cached in
-    `data_dir`), in that order, each once."""
+def select_tickers(
+    given: list[str], tickers_file: Path | None, all_cached: bool, data_dir: Path | None = None,
+    config_dir: str | None = None,
+) -> Selection:
+    """The tickers named by `-t` (comma lists allowed), `--tickers-file` and `--all` (the tickers cached in the
+    data dir: `data_dir`, else the environment's, `config_dir` or ./data), in that order, each once."""
     names = [name.strip() for value in given for name in value.split(",") if name.strip()]
     if tickers_file is not None:
         names += read_tickers_file(tickers_file)
-    if all_cached and data_dir is not None:
-        cached = cached_tickers(data_dir)
+    if all_cached:
+        folder = data.resolve_data_dir(data_dir, config_dir)
+        cached = cached_tickers(folder)
         if not cached:
-            raise UsageError(f"--all: no cached prices in {data_dir}; fetch some first (lstm-forecast fetch -t …)")
+            raise UsageError(f"--all: no cached prices in {folder}; fetch some first (lstm-forecast fetch -t …)")
         names += cached
     if not names:
         raise UsageError("no tickers: give -t TICKER (repeatable, or a comma list), --tickers-file FILE or --all")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from lstm_forecast.commands.shared import finish_universe
 from lstm_forecast.console import note, print_json, stderr, stdout, stop_on_signals, warn
-from lstm_forecast.data import resolve_data_dir
 from lstm_forecast.errors import Interrupted, UsageError
 from lstm_forecast.evaluate import evaluate
 from lstm_forecast.progress import FoldBar, TickerBar
@@ -24,8 +23,7 @@ def run(
     (or the JSON). Tickers with --run are tickers a global run never trained on."""
     out_of_universe = None
     if run_dir is not None and (given or tickers_file or all_cached):
-        selection = select_tickers(given, tickers_file, all_cached, resolve_data_dir(data_dir, None) if all_cached
-                                   else None)
+        selection = select_tickers(given, tickers_file, all_cached, data_dir)
         warn(selection.warnings)
         out_of_universe = selection.tickers
     elif given or tickers_file or all_cached:

@@ -10,7 +10,6 @@ from rich.console import Console
 
 from lstm_forecast.bundle import is_global_run
 from lstm_forecast.console import note, stderr, stdout, stop_on_signals, warn
-from lstm_forecast.data import resolve_data_dir
 from lstm_forecast.errors import ForecastError, Interrupted, UsageError
 from lstm_forecast.files import writes_in_place
 from lstm_forecast.predict import Screener, forecast_table, interval_note, run_predict, run_screener, screener_report
@@ -27,8 +26,7 @@ def run(
     write the forecast; a global run prints the screener over its tickers (or those named with --run)."""
     symbol, tickers = None, []
     if given or tickers_file or all_cached:
-        selection = select_tickers(given, tickers_file, all_cached,
-                                   resolve_data_dir(data_dir, None) if all_cached else None)
+        selection = select_tickers(given, tickers_file, all_cached, data_dir)
         if run_dir is not None and is_global_run(run_dir):
             tickers = selection.tickers  # the run's tickers to show, or ones it never trained on
         elif run_dir is not None:

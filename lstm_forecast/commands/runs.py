@@ -15,7 +15,7 @@ def run(*, given: list[str], tickers_file: Path | None, runs_dir: Path | None, j
     """List the runs (of the tickers given, or all), or say how to train one when there is none."""
     tickers: list[str | None] = [None]
     if given or tickers_file:
-        selection = select_tickers(given, tickers_file, False, None)
+        selection = select_tickers(given, tickers_file, False)
         warn(selection.warnings)
         tickers = list(selection.tickers)
     listings = [run_summaries(runs_dir, symbol) for symbol in tickers]
