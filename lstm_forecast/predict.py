@@ -34,7 +34,7 @@ from lstm_forecast.bundle import (
     RunBundle,
     TickerRecordData,
     find_run,
-    load_bundle,
+    list_runs,
     load_run,
     resolve_runs_dir,
 )
@@ -42,7 +42,7 @@ from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageE
 from lstm_forecast.files import atomic_write_text, json_text, writes_in_place
 from lstm_forecast.intervals import conformal_quantiles, interval_bounds
 from lstm_forecast.metrics import format_pvalue
-from lstm_forecast.runs import read_json_or_empty, scores_on_test
+from lstm_forecast.runs import global_runs_by_ticker, read_json_or_empty, scores_on_test
 from lstm_forecast.scoring import member_predictions, ticker_forecasts, val_residuals
 from lstm_forecast.sessions import TradingCalendar, calendar_for
 from lstm_forecast.sets import Q_THRESHOLD, SUMMARY_JSON, bh_qvalues
@@ -492,10 +492,11 @@ def run_screener(
     on_row: Callable[[dict[str, Any]], None] | None = None,
     stop: StopRequest | None = None,
 ) -> Screener:
-    """`predict` over two or more tickers: each ticker's newest run forecasts the next session (one model forward
-    each, in this process), ranked by the forecast move beside the run's own test RMSE ratio to naive, its DM
-    p-value and a Benjamini–Hochberg q-value across the tickers. A ticker that cannot be forecast is a row with
-    the reason; one whose cache is stale is forecast and flagged. No fan charts are drawn."""
+    """`predict` over two or more tickers: each ticker's newest run, its own or a global run trained on it,
+    forecasts the next session (one model forward each, in this process), ranked by the forecast move beside the
+    run's own test RMSE ratio to naive, its DM p-value and a Benjamini–Hochberg q-value across the tickers. A
+    ticker that cannot be forecast is a row with the reason; one whose cache is stale is forecast and flagged. No
+    fan charts are drawn."""
     output_format = resolve_format(output_format, output)
     runs_folder = resolve_runs_dir(runs_dir, None)
     if output is not None:  # a usage error, before any work, as for one ticker
@@ -504,13 +505,14 @@ def run_screener(
     pace = _paced(REFRESH_PACE_S)
     rows = []
     refreshed: set[str] = set()  # context series shared by the tickers' runs: refreshed once
+    held, loaded = global_runs_by_ticker(runs_folder), {}  # a global run is read once, whatever its tickers
     for ticker in tickers:
         if stop is not None and stop.is_set():
             row = screener_row(ticker, "not run", "interrupted before it was forecast")
         else:
             try:
                 row = screen_ticker(ticker, runs_folder, data_dir, levels, output, refresh, today, pace, stop,
-                                    refreshed)
+                                    refreshed, held.get(ticker, []), loaded)
             except Interrupted:  # a download abandoned on Ctrl-C: the cache is as it was
                 row = screener_row(ticker, "not run", "interrupted while its prices were downloaded")
         rows.append(row)
@@ -538,13 +540,17 @@ def finish_screener(
 def screen_ticker(
     ticker: str, runs_dir: Path, data_dir: Path | None, levels: Sequence[float], output: Path | None,
     refresh: bool, today: date, on_fetch: Callable[[str], None], stop: StopRequest | None,
-    refreshed: set[str] | None = None,
+    refreshed: set[str] | None = None, held: Sequence[Path] = (), loaded: dict[Path, Any] | None = None,
 ) -> dict[str, Any]:
-    """One screener row: the next-session forecast of the ticker's newest run, or the reason there is none.
-    `refreshed` holds the context series refreshed already (the screener's tickers share them)."""
+    """One screener row: the next-session forecast of the ticker's newest run, its own or one of the global runs
+    trained on it (`held`; `loaded` keeps those read already), or the reason there is none. `refreshed` holds
+    the context series refreshed already (the screener's tickers share them)."""
+    loaded = {} if loaded is None else loaded
     try:
-        run_dir = find_run(runs_dir, None, ticker)
-        bundle = load_bundle(run_dir)
+        # Run ids sort by the time they were made: the newest of the ticker's own and the global ones.
+        run_dir = max([*list_runs(runs_dir, ticker)[-1:], *held], key=lambda found: found.name, default=None)
+        run_dir = run_dir or find_run(runs_dir, None, ticker)  # none: the error a ticker without runs gets
+        bundle = loaded[run_dir] if run_dir in loaded else loaded.setdefault(run_dir, load_run(run_dir))
     except ForecastError as exc:
         return screener_row(ticker, "failed", str(exc))
     folder = data.resolve_data_dir(data_dir, bundle.config.data.dir)
@@ -552,11 +558,18 @@ def screen_ticker(
         check_not_ours(output, runs_dir, folder)
     level = screener_level(levels, bundle)
     try:
-        interval_half_widths(bundle, [level])  # a bundle without calibration residuals fails here, by name
-        prices, context_prices, _, warnings = latest_prices(bundle, folder, refresh, today, on_fetch, stop, refreshed)
-        recent = {ticker: (prices, " ".join(warnings) or None)}
-        return forecast_rows(bundle, {ticker: bundle.tickers[0]}, recent, level, today,
-                             {ticker: scores_on_test(run_dir)}, context_prices)[ticker]
+        if isinstance(bundle, GlobalBundle):
+            recent = {ticker: latest_rows(bundle, ticker, folder, refresh, stop, on_fetch)}
+            context_prices = bundle.cached_context(folder, refresh, stop)
+            context.check_fresh(ticker, recent[ticker][0], bundle.spec, context_prices)
+            scores = test_scores(run_metrics(bundle).get("per_ticker"))
+        else:
+            interval_half_widths(bundle, [level])  # a bundle without calibration residuals fails here, by name
+            prices, context_prices, _, warnings = latest_prices(bundle, folder, refresh, today, on_fetch, stop,
+                                                                refreshed)
+            recent, scores = {ticker: (prices, " ".join(warnings) or None)}, {ticker: scores_on_test(run_dir)}
+        records = {record.ticker: record for record in bundle.tickers}
+        return forecast_rows(bundle, records, recent, level, today, scores, context_prices)[ticker]
     except Interrupted:
         raise
     except ForecastError as exc:

@@ -76,6 +76,17 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def global_runs_by_ticker(runs_dir: Path) -> dict[str, list[Path]]:
+    """Each ticker's global runs, oldest first, by the tickers their global.json lists (an unreadable one lists
+    none)."""
+    held: dict[str, list[Path]] = {}
+    for run_dir in list_global_runs(runs_dir):
+        for record in read_json_or_empty(run_dir / GLOBAL_FILE).get("tickers") or []:
+            if isinstance(record, dict) and isinstance(record.get("ticker"), str):
+                held.setdefault(record["ticker"], []).append(run_dir)
+    return held
+
+
 def scores_on_test(run_dir: Path) -> tuple[float | None, float | None]:
     """The run's test RMSE ratio to naive (all days) and its Diebold–Mariano p-value, from metrics.json; None
     where a value cannot be read."""

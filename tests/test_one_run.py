@@ -4,6 +4,7 @@ a global evaluation replaced as one set, predict --json, unseen tickers and a si
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +166,26 @@ def test_an_ensemble_forecasts_the_mean_of_its_members(workspace, tmp_path):
     each = [predict(member, inputs) for member in members_of(ensemble)]
     np.testing.assert_allclose(predict(ensemble, inputs), (each[0] + each[1]) / 2, rtol=1e-6)
     assert not np.allclose(each[0], each[1])
+
+
+def test_the_screener_takes_each_tickers_newest_run_of_either_kind(workspace, tmp_path):
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(workspace["runs"], runs_dir)
+    newer = CliRunner().invoke(app, ["train", "-t", "CCC", "--data-dir", str(workspace["data"]), "--runs-dir",
+                                     str(runs_dir), "--json", *SETS])
+    assert newer.exit_code == 0, newer.output
+    result = CliRunner().invoke(app, ["predict", "-t", "AAA,BBB,CCC", "--runs-dir", str(runs_dir), "--data-dir",
+                                      str(workspace["data"]), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["ticker"]: row for row in json.loads(result.stdout)["rows"]}
+    global_run = str(runs_dir / "_global" / workspace["global"].name)
+    # AAA's own run is older than the global run trained on it; CCC's own run is the newest.
+    assert rows["AAA"]["run_dir"] == rows["BBB"]["run_dir"] == global_run
+    assert rows["CCC"]["run_dir"] == json.loads(newer.stdout)["run_dir"]
+    assert all(row["status"] in ("ok", "stale") and row["forecast"] > 0 for row in rows.values())
+    # The global rows are the ones the global run's own screener gives.
+    own = CliRunner().invoke(app, ["predict", "--run", global_run, "--data-dir", str(workspace["data"]), "--json"])
+    global_rows = {row["ticker"]: row for row in json.loads(own.stdout)["rows"]}
+    for ticker in ("AAA", "BBB"):
+        assert rows[ticker]["forecast"] == global_rows[ticker]["forecast"]
+        assert rows[ticker]["dm_pvalue"] == global_rows[ticker]["dm_pvalue"]
