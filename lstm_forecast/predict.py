@@ -687,6 +687,8 @@ def screener_report(rows: list[dict[str, Any]]) -> list[Any]:
     items += [f"{row['ticker']} ({row['status']}): {row['note']}" for row in failed[:SHOWN_REASONS]]
     if len(failed) > SHOWN_REASONS:
         items.append(f"… and {len(failed) - SHOWN_REASONS} more not forecast (--format csv gives every reason)")
+    unseen = [row for row in rows if row["status"] == "unseen"]  # forecast by a global run that never saw them
+    items += [f"{row['ticker']} (unseen): {row['note']}" for row in unseen[:SHOWN_REASONS]]
     stale = [row["ticker"] for row in rows if row["status"] == "stale"]
     if stale:
         more = f" and {len(stale) - SHOWN_REASONS} more" if len(stale) > SHOWN_REASONS else ""

@@ -122,6 +122,8 @@ def test_a_global_model_forecasts_a_ticker_it_never_saw_flagged_unseen(workspace
     assert rows["AAA"]["status"] == "ok" and rows["NEW"]["status"] == "unseen"
     assert rows["NEW"]["lower"] < rows["NEW"]["forecast"] < rows["NEW"]["upper"]
     assert rows["NEW"]["rmse_ratio"] is None and "evaluate --run RUN -t TICKER" in rows["NEW"]["note"]
+    table = CliRunner().invoke(app, arguments[:-1]).stdout  # the table says why the row has no score
+    assert "NEW (unseen): not trained on by this run; no test score yet" in table
     # Once scored out of universe, the row carries that score.
     evaluate(workspace["global"], data_dir, tickers=["NEW"])
     again = {row["ticker"]: row for row in json.loads(CliRunner().invoke(app, arguments).stdout)["rows"]}
