@@ -63,6 +63,8 @@ EVALUATION_FILE = "evaluation.json"
 IC_PLOT = "ic.png"
 LONG_SHORT_PLOT = "long_short.png"
 ROLLING_IC_DAYS = 60
+ONE_RUN_ONLY = ("--without-context judges one local run; for several tickers use `lstm-forecast compare --context "
+                "on,off`")
 PREDICTIONS_FILE = "predictions.csv"
 PREDICTIONS_PLOT = "predictions.png"
 EQUITY_PLOT = "equity.png"
@@ -135,8 +137,7 @@ def evaluate(
     loaded = load_run(find_run(resolve_runs_dir(runs_dir, None), run_dir, ticker))
     if isinstance(loaded, GlobalBundle):  # one model over several tickers: the sections a set has
         if without_context:
-            raise UsageError("--without-context judges one local run; for several tickers use `lstm-forecast "
-                             "compare --context on,off`")
+            raise UsageError(ONE_RUN_ONLY)
         if folds is not None:
             raise UsageError("--folds: a global run has no walk-forward backtest; its test period is judged per "
                              "ticker and across the cross-section")

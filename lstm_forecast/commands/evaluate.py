@@ -8,7 +8,7 @@ from pathlib import Path
 from lstm_forecast.commands.shared import finish_universe
 from lstm_forecast.console import note, print_json, stderr, stdout, stop_on_signals, warn
 from lstm_forecast.errors import Interrupted, UsageError
-from lstm_forecast.evaluate import evaluate
+from lstm_forecast.evaluate import ONE_RUN_ONLY, evaluate
 from lstm_forecast.progress import FoldBar, TickerBar
 from lstm_forecast.report import evaluation_report, global_report
 from lstm_forecast.tickers import Plan, plan_evaluation, select_tickers
@@ -31,8 +31,7 @@ def run(
         warn(plan.warnings)
         if len(plan.tickers) > 1:
             if without_context:
-                raise UsageError("--without-context judges one local run; for several tickers use `lstm-forecast "
-                                 "compare --context on,off`")
+                raise UsageError(ONE_RUN_ONLY)
             _evaluate_universe(plan, folds, json_output)
             return
         given = plan.tickers
