@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +27,23 @@ def fmt(value: Any, pattern: str = "{:.3f}") -> str:
     return "—" if value is None else pattern.format(value)
 
 
+def report_table(title: str, first: str, numbers: Iterable[str], first_no_wrap: bool = False,
+                 no_wrap: bool = False) -> Table:
+    """A table as the reports print one: its title on the left, bold headers, a first column of labels and then
+    columns of numbers, right-aligned."""
+    table = Table(title=title, title_justify="left", header_style="bold")
+    table.add_column(first, no_wrap=first_no_wrap)
+    for column in numbers:
+        table.add_column(column, justify="right", no_wrap=no_wrap)
+    return table
+
+
 # --- evaluate and compare -----------------------------------------------------------------------
 
 def scores_table(title: str, scores: dict[str, Any], horizon: int, kind: str) -> Table:
     """The model beside naive and drift × RMSE, MAE, MAPE, MASE, direction and RMSE ratio,
     over all `horizon` days and on day 1."""
-    table = Table(title=title, title_justify="left", header_style="bold")
-    table.add_column("forecast", no_wrap=True)
-    for _, label, _ in METRIC_ROWS:
-        table.add_column(label, justify="right")
+    table = report_table(title, "forecast", [label for _, label, _ in METRIC_ROWS], first_no_wrap=True)
     days = f"days 1–{horizon}" if horizon > 1 else "day 1"
     steps = [("all", days), ("h1", "day 1")] if horizon > 1 else [("all", days)]
     for step, step_label in steps:
@@ -63,12 +72,9 @@ def tests_line(vs_naive: dict[str, Any]) -> str:
 
 def coverage_table(coverage: list[dict[str, Any]], horizon: int) -> Table:
     """Share of test prices inside the bundle's conformal intervals, per level and per day."""
-    table = Table(title="Prediction intervals on the test period (calibrated on validation)",
-                  title_justify="left", header_style="bold")
-    table.add_column("interval")
-    table.add_column(f"covered, days 1–{horizon}" if horizon > 1 else "covered", justify="right")
-    for day in range(1, horizon + 1):
-        table.add_column(f"day {day}", justify="right")
+    table = report_table("Prediction intervals on the test period (calibrated on validation)", "interval",
+                         [f"covered, days 1–{horizon}" if horizon > 1 else "covered",
+                          *(f"day {day}" for day in range(1, horizon + 1))])
     for row in coverage:
         per_step = row["per_step"] or [None] * horizon
         table.add_row(f"{row['level']:g}%", fmt(row["all"], "{:.1%}"), *(fmt(value, "{:.1%}") for value in per_step))
@@ -116,14 +122,10 @@ def backtest_table(backtest: dict[str, Any]) -> Table:
 
 def trading_table(trading: dict[str, Any]) -> Table:
     """The long/flat diagnostic beside buy-and-hold."""
-    table = Table(
-        title=f"Trading diagnostic, not advice: long/flat on day-1 calls, {trading['cost_bps']:g} bps per change, "
-              f"{trading['days']} days",
-        title_justify="left", header_style="bold",
+    table = report_table(
+        f"Trading diagnostic, not advice: long/flat on day-1 calls, {trading['cost_bps']:g} bps per change, "
+        f"{trading['days']} days", "strategy", ("return", "Sharpe (ann.)", "max drawdown", "trades", "days in market"),
     )
-    table.add_column("strategy")
-    for column in ("return", "Sharpe (ann.)", "max drawdown", "trades", "days in market"):
-        table.add_column(column, justify="right")
     for label, key in (("long/flat on the model", "strategy"), ("buy and hold", "buy_and_hold")):
         result = trading[key]
         table.add_row(
@@ -238,16 +240,11 @@ def compare_report(report: dict[str, Any]) -> list[Table | str]:
     """Everything `compare` prints: one table of each model's test metrics beside naive and drift."""
     test, horizon = report["test"], report["test"]["horizon"]
     days = f"days 1–{horizon}" if horizon > 1 else "day 1"
-    table = Table(
-        title=f"{report['ticker']} test period, {days}: anchors {test['first_anchor']} … {test['last_anchor']}, "
-              f"{test['windows']} windows (same data, windows and seed {report['seed']})",
-        title_justify="left", header_style="bold",
+    table = report_table(
+        f"{report['ticker']} test period, {days}: anchors {test['first_anchor']} … {test['last_anchor']}, "
+        f"{test['windows']} windows (same data, windows and seed {report['seed']})", "model",
+        [*(label for _, label, _ in METRIC_ROWS), "DM p", "epochs (best)"],
     )
-    table.add_column("model")
-    for _, label, _ in METRIC_ROWS:
-        table.add_column(label, justify="right")
-    for column in ("DM p", "epochs (best)"):
-        table.add_column(column, justify="right")
     for run in report["runs"]:
         scores = run["test"]["metrics"]["model"]["all"]
         table.add_row(
@@ -275,21 +272,16 @@ def context_report(report: dict[str, Any]) -> list[Table | str]:
     windows, the Diebold–Mariano test between the two runs and the verdict."""
     test, horizon, runs = report["test"], report["test"]["horizon"], report["runs"]
     days = f"days 1–{horizon}" if horizon > 1 else "day 1"
-    table = Table(
-        title=f"{report['ticker']} {report['model'].upper()} with vs without context, test period {days}: anchors "
-              f"{test['first_anchor']} … {test['last_anchor']}, {test['windows']} windows (same rows, split and "
-              f"seed {report['seed']})",
-        title_justify="left", header_style="bold",
-    )
-    table.add_column("forecast", no_wrap=True)
     # The scores the two runs differ in, to fit 100 columns; compare.json holds every metric.
     shown = [row for row in METRIC_ROWS if row[0] in ("rmse", "mae", "directional_accuracy", "rmse_ratio")]
     if horizon > 1:
         shown.insert(1, ("rmse_h1", "RMSE day 1", "{:.3f}"))
-    for _, label, _ in shown:
-        table.add_column(label, justify="right")
-    for column in ("DM p vs naive", "epochs (best)"):
-        table.add_column(column, justify="right")
+    table = report_table(
+        f"{report['ticker']} {report['model'].upper()} with vs without context, test period {days}: anchors "
+        f"{test['first_anchor']} … {test['last_anchor']}, {test['windows']} windows (same rows, split and "
+        f"seed {report['seed']})", "forecast", [*(label for _, label, _ in shown), "DM p vs naive", "epochs (best)"],
+        first_no_wrap=True,
+    )
 
     def cells(scores: dict[str, Any]) -> list[str]:
         row = scores["all"] | {"rmse_h1": scores["h1"]["rmse"]}
@@ -409,14 +401,11 @@ def cross_section_report(report: dict[str, Any]) -> list[Table | str]:
     """What the cross-sectional evaluation prints (`CrossSection.to_dict()`): the daily rank IC of the model,
     its partial IC beyond the train mean, the baselines and each member; the long–short diagnostic; the verdict."""
     per_day = report["tickers_per_day"]
-    ic_table = Table(
-        title=f"Daily rank IC over {report['days']} test days, {fmt(per_day['min'], '{:.0f}')}–"
-              f"{fmt(per_day['max'], '{:.0f}')} tickers a day (t and p: Newey–West)",
-        title_justify="left", header_style="bold",
+    ic_table = report_table(
+        f"Daily rank IC over {report['days']} test days, {fmt(per_day['min'], '{:.0f}')}–"
+        f"{fmt(per_day['max'], '{:.0f}')} tickers a day (t and p: Newey–West)", "score",
+        ("mean IC", "std", "ICIR", "positive days", "HAC t", "p", "days"), first_no_wrap=True, no_wrap=True,
     )
-    ic_table.add_column("score", no_wrap=True)
-    for column in ("mean IC", "std", "ICIR", "positive days", "HAC t", "p", "days"):
-        ic_table.add_column(column, justify="right", no_wrap=True)
     for key, label in IC_ROWS:
         ic_table.add_row(label, *_ic_cells(report["ic"][key]))
     if report["members"]:
@@ -426,14 +415,11 @@ def cross_section_report(report: dict[str, Any]) -> list[Table | str]:
 
     long_short = report["long_short"]
     strategies = long_short["strategies"]
-    ls_table = Table(
-        title=f"Long–short diagnostic, not advice: top/bottom {long_short['k']} equal weight, "
-              f"{long_short['cost_bps']:g} bps on turnover; Sharpe annualised",
-        title_justify="left", header_style="bold",
+    ls_table = report_table(
+        f"Long–short diagnostic, not advice: top/bottom {long_short['k']} equal weight, "
+        f"{long_short['cost_bps']:g} bps on turnover; Sharpe annualised", "strategy",
+        ("net/day", "Sharpe ± SE", "max DD", "turnover", "days"), first_no_wrap=True, no_wrap=True,
     )
-    ls_table.add_column("strategy", no_wrap=True)
-    for column in ("net/day", "Sharpe ± SE", "max DD", "turnover", "days"):
-        ls_table.add_column(column, justify="right", no_wrap=True)
     for key, label in LONG_SHORT_ROWS:
         result = strategies[key]
         sharpe = "—" if result["sharpe"] is None else f"{result['sharpe']:+.2f} ± {result['sharpe_se']:.2f}"
@@ -478,12 +464,9 @@ def global_report(report: dict[str, Any]) -> list[Table | str]:
 def scopes_report(report: dict[str, Any]) -> list[Table | str]:
     """What `compare --scopes local,global` prints: both scopes side by side on the same test windows."""
     scopes = report["scopes"]
-    table = Table(title=f"Local vs global {report['model'].upper()} on {len(report['tickers'])} tickers, same dates "
-                        f"(test from {report['split']['test_start']}) and seed {report['seed']}",
-                  title_justify="left", header_style="bold")
-    table.add_column("", no_wrap=True)
-    for name in scopes:
-        table.add_column(name, justify="right", no_wrap=True)
+    table = report_table(f"Local vs global {report['model'].upper()} on {len(report['tickers'])} tickers, same dates "
+                         f"(test from {report['split']['test_start']}) and seed {report['seed']}", "", scopes,
+                         first_no_wrap=True, no_wrap=True)
 
     def ic(section: dict[str, Any], key: str) -> str:
         summary = section["ic"][key]
