@@ -411,7 +411,7 @@ class GlobalResult:
     tickers: list[str]
     skipped: dict[str, str]  # ticker -> why it was left out
     training: list[dict[str, Any]]  # per member: TrainResult.summary() and its seed
-    report: dict[str, Any]  # score_panel's report on the test period
+    report: dict[str, Any]  # score_tickers' report on the test period
     notes: dict[str, list[str]] = field(default_factory=dict)  # ticker -> history cut, windows dropped
 
     @property
@@ -465,38 +465,39 @@ def train_global(
     # Read once for every ticker (fetched when missing); each ticker aligns it on its own sessions.
     context_prices = context.load_context(folder, [entry.ticker for entry in config.data.context], on_fetch, stop)
     resolve_device(config.train.device)
-    panel = build_dataset(prices, config, context_prices=context_prices)
-    skipped |= panel.skipped
-    if len(panel.tickers) < 2:
-        raise ForecastError(f"only {len(panel.tickers)} ticker has enough days for a global model: {reasons(skipped)}")
-    members, results, seeds, training = train_dataset(panel, config, runs / GLOBAL_DIR, on_epoch, stop)
+    dataset = build_dataset(prices, config, context_prices=context_prices)
+    skipped |= dataset.skipped
+    if len(dataset.tickers) < 2:
+        raise ForecastError(f"only {len(dataset.tickers)} ticker has enough days for a global model: "
+                            f"{reasons(skipped)}")
+    members, results, seeds, training = train_dataset(dataset, config, runs / GLOBAL_DIR, on_epoch, stop)
     shape = members[0].shape
-    val = ticker_forecasts(panel, panel.val, np.mean(member_predictions(members, panel.val), axis=0))
+    val = ticker_forecasts(dataset, dataset.val, np.mean(member_predictions(members, dataset.val), axis=0))
     records = [
         TickerRecordData(
-            ticker=days.ticker, scaler=days.scaler, fingerprint=fingerprint(days.ticker, panel.prices[days.ticker]),
+            ticker=days.ticker, scaler=days.scaler, fingerprint=fingerprint(days.ticker, dataset.prices[days.ticker]),
             baselines={"train_mean_log_return": days.train_mean_log_return, "train_naive_mae": days.train_naive_mae},
             residuals=val_residuals(val[days.ticker]),
         )
-        for days in panel.tickers
+        for days in dataset.tickers
     ]
     bundle = GlobalBundle(
-        run_id=new_run_id(), config=config, shape=shape, spec=panel.spec, split=panel.split, tickers=records,
+        run_id=new_run_id(), config=config, shape=shape, spec=dataset.spec, split=dataset.split, tickers=records,
         seeds=seeds, training=training, members=members,
         skipped=skipped, created_at=datetime.now(UTC).isoformat(timespec="seconds"), config_hash=config_hash(config),
-        context_fingerprints=[fingerprint(name, rows) for name, rows in panel.context_rows.items()],
+        context_fingerprints=[fingerprint(name, rows) for name, rows in dataset.context_rows.items()],
     )
-    scores = score_tickers(panel, members, config, shape.kind, [record.fingerprint for record in records])
+    scores = score_tickers(dataset, members, config, shape.kind, [record.fingerprint for record in records])
     metrics = {"scope": "global", "model": shape.kind, "tickers": len(records), "skipped": skipped,
-               "training": training, "naive_val_loss": naive_validation_loss(panel, config.train.loss),
+               "training": training, "naive_val_loss": naive_validation_loss(dataset, config.train.loss),
                **scores.report}
     history = history_frame(results, seeds)
     title = f"global {shape.kind.upper()} · {len(records)} tickers · seed {bundle.seeds[0]} · run {bundle.run_id}"
     write_loss_curve = loss_curve_writer(history, results[0], metrics["naive_val_loss"], title)
-    run_dir = save_global_bundle(bundle, runs, panel.prices, history, metrics, write_extras=write_loss_curve,
-                                 context=panel.context_rows)
+    run_dir = save_global_bundle(bundle, runs, dataset.prices, history, metrics, write_extras=write_loss_curve,
+                                 context=dataset.context_rows)
     return GlobalResult(run_dir=run_dir, run_id=bundle.run_id, tickers=bundle.names, skipped=skipped,
-                        training=training, report=scores.report, notes=panel.notes)
+                        training=training, report=scores.report, notes=dataset.notes)
 
 
 # --- forecasts and scores ------------------------------------------------------------------------
@@ -510,15 +511,15 @@ class TickerScores:
 
 
 def score_tickers(
-    panel: Dataset, members: list[Forecaster], config: Config, kind: str, fingerprints: list[dict[str, Any]],
+    dataset: Dataset, members: list[Forecaster], config: Config, kind: str, fingerprints: list[dict[str, Any]],
 ) -> TickerScores:
     """The test period's report: per-ticker rows with BH q-values and the pooled DM test, the pooled RMSE
     ratio, and the cross-section (rank IC, long–short). The members' own ICs stand beside the ensemble's."""
-    test = panel.test
+    test = dataset.test
     predictions = member_predictions(members, test)
-    forecasts = ticker_forecasts(panel, test, np.mean(predictions, axis=0))
+    forecasts = ticker_forecasts(dataset, test, np.mean(predictions, axis=0))
     records = []
-    for days, fingerprint_ in zip(panel.tickers, fingerprints, strict=True):
+    for days, fingerprint_ in zip(dataset.tickers, fingerprints, strict=True):
         period = forecasts[days.ticker]
         lag_copy = lag_copy_diagnostic(period.anchor_prices, period.actual, period.model).to_dict()
         records.append(scored_record(
@@ -526,25 +527,25 @@ def score_tickers(
             test=score_forecasts(period, kind), echoes=lag_copy["echoes_yesterday"],
             anchors=[iso_day(day) for day in period.anchor_dates],
             differential=[float(value) for value in log_loss_differential(period)],
-            horizon=panel.spec.horizon, fingerprint=fingerprint_["sha256"], notes=panel.notes.get(days.ticker),
+            horizon=dataset.spec.horizon, fingerprint=fingerprint_["sha256"], notes=dataset.notes.get(days.ticker),
         ))
-    rows, per_ticker = set_report(records, panel.names)
+    rows, per_ticker = set_report(records, dataset.names)
     for row in rows:
         row["run_dir"] = None  # one run for all: its folder is the report's
     per_ticker["rows"] = rows
     members_ic = None
     if len(members) > 1:
-        member_prices = [panel.to_prices(test, scaled) for scaled in predictions]
-        members_ic = {label: {days.ticker: prices[test.of(days.index)] for days in panel.tickers}
+        member_prices = [dataset.to_prices(test, scaled) for scaled in predictions]
+        members_ic = {label: {days.ticker: prices[test.of(days.index)] for days in dataset.tickers}
                       for label, prices in zip(member_labels(config), member_prices, strict=True)}
-    last_returns = {days.ticker: test.last_return[test.of(days.index)] for days in panel.tickers}
-    train_means = {days.ticker: days.train_mean_log_return for days in panel.tickers}
+    last_returns = {days.ticker: test.last_return[test.of(days.index)] for days in dataset.tickers}
+    train_means = {days.ticker: days.train_mean_log_return for days in dataset.tickers}
     section = cross_section_of(forecasts, last_returns, train_means, config, members_ic)
     report = {
-        "split": panel.split,
-        "test": {"first_target_day": panel.test_start.date().isoformat(),
+        "split": dataset.split,
+        "test": {"first_target_day": dataset.test_start.date().isoformat(),
                  "last_target_day": iso_day(test.target_dates.max()), "windows": len(test),
-                 "tickers": len(panel.tickers), "horizon": panel.spec.horizon},
+                 "tickers": len(dataset.tickers), "horizon": dataset.spec.horizon},
         "pooled_ratio": pooled_ratio(forecasts.values()),
         "per_ticker": per_ticker,
         "cross_section": section.to_dict(),
