@@ -843,11 +843,11 @@ class GlobalBundle(Run):
 
 
     def cached_context(
-        self, folder: Path, refresh: bool = False, stop: StopRequest | None = None
+        self, folder: Path, refresh: bool = False, stop: StopRequest | None = None, refreshed: set[str] | None = None,
     ) -> dict[str, pd.DataFrame]:
-        """Each context series of the run from `folder`'s cache (updated first with `refresh`), or the rows the
-        bundle recorded where none is cached; empty without context inputs."""
-        frames = cached_context(folder, self.spec.context_tickers, refresh, stop=stop)
+        """Each context series of the run from `folder`'s cache (updated first with `refresh`, unless `refreshed`
+        holds it already), or the rows the bundle recorded where none is cached; empty without context inputs."""
+        frames = cached_context(folder, self.spec.context_tickers, refresh, stop=stop, refreshed=refreshed)
         if any(frame is None for frame in frames.values()):
             recorded = self.recorded()[1]
             frames = {ticker: recorded[ticker] if frame is None else frame for ticker, frame in frames.items()}

@@ -35,6 +35,8 @@ from lstm_forecast.bundle import (
     TickerRecordData,
     find_run,
     list_runs,
+    load_bundle,
+    load_global_bundle,
     load_run,
     resolve_runs_dir,
 )
@@ -42,7 +44,7 @@ from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageE
 from lstm_forecast.files import atomic_write_text, json_text, writes_in_place
 from lstm_forecast.intervals import conformal_quantiles, interval_bounds
 from lstm_forecast.metrics import format_pvalue
-from lstm_forecast.runs import global_runs_by_ticker, read_json_or_empty, scores_on_test
+from lstm_forecast.runs import global_runs_by_ticker, read_json_or_empty, scores_on_test, ticker_scores
 from lstm_forecast.scoring import member_predictions, ticker_forecasts, val_residuals
 from lstm_forecast.sessions import TradingCalendar, calendar_for
 from lstm_forecast.sets import Q_THRESHOLD, SUMMARY_JSON, bh_qvalues
@@ -540,17 +542,21 @@ def finish_screener(
 def screen_ticker(
     ticker: str, runs_dir: Path, data_dir: Path | None, levels: Sequence[float], output: Path | None,
     refresh: bool, today: date, on_fetch: Callable[[str], None], stop: StopRequest | None,
-    refreshed: set[str] | None = None, held: Sequence[Path] = (), loaded: dict[Path, Any] | None = None,
+    refreshed: set[str] | None = None, held: Sequence[Path] = (),
+    loaded: dict[Path, tuple[GlobalBundle, dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """One screener row: the next-session forecast of the ticker's newest run, its own or one of the global runs
-    trained on it (`held`; `loaded` keeps those read already), or the reason there is none. `refreshed` holds
-    the context series refreshed already (the screener's tickers share them)."""
+    trained on it (`held`; `loaded` keeps those read already, with their tickers' test scores), or the reason
+    there is none. `refreshed` holds the context series refreshed already (the screener's tickers share them)."""
     loaded = {} if loaded is None else loaded
     try:
         # Run ids sort by the time they were made: the newest of the ticker's own and the global ones.
         run_dir = max([*list_runs(runs_dir, ticker)[-1:], *held], key=lambda found: found.name, default=None)
         run_dir = run_dir or find_run(runs_dir, None, ticker)  # none: the error a ticker without runs gets
-        bundle = loaded[run_dir] if run_dir in loaded else loaded.setdefault(run_dir, load_run(run_dir))
+        if run_dir in held and run_dir not in loaded:
+            run = load_global_bundle(run_dir)
+            loaded[run_dir] = run, ticker_scores(run_metrics(run).get("per_ticker"))
+        bundle = loaded[run_dir][0] if run_dir in loaded else load_bundle(run_dir)
     except ForecastError as exc:
         return screener_row(ticker, "failed", str(exc))
     folder = data.resolve_data_dir(data_dir, bundle.config.data.dir)
@@ -560,9 +566,9 @@ def screen_ticker(
     try:
         if isinstance(bundle, GlobalBundle):
             recent = {ticker: latest_rows(bundle, ticker, folder, refresh, stop, on_fetch)}
-            context_prices = bundle.cached_context(folder, refresh, stop)
+            context_prices = bundle.cached_context(folder, refresh, stop, refreshed)
             context.check_fresh(ticker, recent[ticker][0], bundle.spec, context_prices)
-            scores = test_scores(run_metrics(bundle).get("per_ticker"))
+            scores = loaded[run_dir][1]
         else:
             interval_half_widths(bundle, [level])  # a bundle without calibration residuals fails here, by name
             prices, context_prices, _, warnings = latest_prices(bundle, folder, refresh, today, on_fetch, stop,
@@ -659,6 +665,7 @@ def screener_report(rows: list[dict[str, Any]]) -> list[Any]:
     """The table, a line per flagged or failed ticker with its reason, and the line saying what the ranking is."""
     from rich.table import Table
     from rich.text import Text
+
     levels = {row["level"] for row in rows if row["level"] is not None}
     one_level = len(levels) == 1
     table = Table(title="Next-session forecasts, biggest forecast rise first; skill: each run's own test period",
@@ -775,7 +782,7 @@ def screen_run(
                 rows[ticker] = screener_row(ticker, "failed", f"not in this global run's tickers, and {exc}", run_dir)
         current = [t for t in current if t in records]
         rows |= forecast_rows(bundle, records, {t: recent[t] for t in current}, level, today or date.today(),
-                              test_scores(metrics.get("per_ticker")), context_prices)
+                              ticker_scores(metrics.get("per_ticker")), context_prices)
     return finish_screener([rows[ticker] for ticker in names], output_format, output, skill_header(bundle, metrics),
                            run_dir)
 
@@ -829,8 +836,9 @@ def forecast_rows(
     RMSE ratio and DM p (`scores`). A ticker the run never saw reads with index 0, which a model without a ticker
     embedding ignores."""
     spec, index = bundle.spec, {name: i for i, name in enumerate(bundle.names)}
-    unseen = (test_scores(read_json_or_empty(bundle.run_dir / OUT_OF_UNIVERSE_DIR / SUMMARY_JSON))
-              if isinstance(bundle, GlobalBundle) else {})  # the scores of its out-of-universe evaluation
+    # The scores of a global run's out-of-universe evaluation, read only when a ticker needs them.
+    unseen = (ticker_scores(read_json_or_empty(bundle.run_dir / OUT_OF_UNIVERSE_DIR / SUMMARY_JSON))
+              if any(ticker not in index for ticker in recent) else {})
     rows, inputs, anchors = {}, [], []
     for ticker, (prices, _) in recent.items():
         window, anchor_date, anchor_price = inference_inputs(prices.iloc[-spec.inference_rows:], spec,
@@ -850,8 +858,9 @@ def forecast_rows(
         anchor_date, anchor_price = anchors[row_number]
         path = values_to_prices(values, np.array([anchor_price]), spec.target)[0]
         if not np.all(np.isfinite(path)) or np.any(path <= 0):
-            raise ForecastError(f"the model's forecast for {ticker} from {anchor_date.date()} is not a positive "
-                                "price; the run may be damaged, retrain it")
+            rows[ticker] = screener_row(ticker, "failed", f"the model's forecast from {anchor_date.date()} is not a "
+                                        "positive price; the run may be damaged, retrain it", bundle.run_dir)
+            continue
         low, high = interval_bounds(path, conformal_quantiles(records[ticker].residuals, level))
         note = recent[ticker][1]
         if ticker in index:
@@ -868,14 +877,6 @@ def forecast_rows(
                    lower=rounded(low[0]), upper=rounded(high[0]), rmse_ratio=ratio, dm_pvalue=pvalue)
         rows[ticker] = row
     return rows
-
-
-def test_scores(per_ticker: Any) -> dict[str, tuple[float | None, float | None]]:
-    """Each ticker's test RMSE ratio and DM p-value from a set report's per-ticker rows, if readable: metrics.json's
-    per_ticker as training recorded it, or the summary.json of the run's out-of-universe evaluation."""
-    rows = ((per_ticker or {}).get("rows")) or []
-    return {row["ticker"]: (row.get("rmse_ratio_all"), row.get("dm_pvalue")) for row in rows
-            if isinstance(row, dict) and isinstance(row.get("ticker"), str)}
 
 
 def skill_header(bundle: GlobalBundle, metrics: dict[str, Any]) -> str:

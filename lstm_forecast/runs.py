@@ -94,7 +94,20 @@ def scores_on_test(run_dir: Path) -> tuple[float | None, float | None]:
     # metrics.json before the one scores layout had the forecasts beside the period's keys.
     ratio = _dig(scores, "test", "metrics", "model", "all", "rmse_ratio") or _dig(scores, "test", "model", "all",
                                                                                  "rmse_ratio")
-    pvalue = _ratio(_dig(scores, "test", "vs_naive", "dm_all", "pvalue"))
+    return score_pair(ratio, _dig(scores, "test", "vs_naive", "dm_all", "pvalue"))
+
+
+def ticker_scores(per_ticker: Any) -> dict[str, tuple[float | None, float | None]]:
+    """Each ticker's test RMSE ratio and DM p-value from a set report's per-ticker rows (a global run's
+    metrics.json `per_ticker`, or its out-of-universe summary.json); None where a value cannot be read."""
+    rows = per_ticker.get("rows") if isinstance(per_ticker, dict) else None
+    return {row["ticker"]: score_pair(row.get("rmse_ratio_all"), row.get("dm_pvalue")) for row in rows or []
+            if isinstance(row, dict) and isinstance(row.get("ticker"), str)}
+
+
+def score_pair(ratio: Any, pvalue: Any) -> tuple[float | None, float | None]:
+    """An RMSE ratio and a p-value as read from a file: a finite number, and one between 0 and 1, or None."""
+    pvalue = _ratio(pvalue)
     return _ratio(ratio), pvalue if pvalue is not None and 0 <= pvalue <= 1 else None
 
 

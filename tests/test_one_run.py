@@ -191,3 +191,19 @@ def test_the_screener_takes_each_tickers_newest_run_of_either_kind(workspace, tm
     for ticker in ("AAA", "BBB"):
         assert rows[ticker]["forecast"] == global_rows[ticker]["forecast"]
         assert rows[ticker]["dm_pvalue"] == global_rows[ticker]["dm_pvalue"]
+
+
+def test_damaged_scores_in_a_global_runs_metrics_read_as_unknown_not_as_a_crash(workspace, tmp_path):
+    run_dir = tmp_path / "_global" / workspace["global"].name
+    shutil.copytree(workspace["global"], run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics["per_ticker"]["rows"][0]["rmse_ratio_all"] = "abc"  # not a number
+    metrics["per_ticker"]["rows"][1]["dm_pvalue"] = 2.0  # not a probability
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    result = CliRunner().invoke(app, ["predict", "--run", str(run_dir), "--data-dir", str(workspace["data"]),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["ticker"]: row for row in json.loads(result.stdout)["rows"]}
+    first, second = (metrics["per_ticker"]["rows"][i]["ticker"] for i in (0, 1))
+    assert rows[first]["rmse_ratio"] is None and rows[second]["dm_pvalue"] is None
+    assert rows[second]["bh_qvalue"] is None and rows[second]["verdict"] == "not scored"
