@@ -184,6 +184,9 @@ def train_run(
                                                              callback, stop)
     model, result = ensemble_of(members), results[0]
     shape = model.shape
+    # A stop during any member (or before the last began) interrupted the run, whichever member it hit.
+    summary = {**result.summary(), "interrupted": len(members) < config.train.seeds
+               or any(one.interrupted for one in results)}
 
     # Scored on prices converted back from the model's output; the test split is touched only here.
     evaluated = {"val": dataset.val, "test": dataset.test}
@@ -193,7 +196,7 @@ def train_run(
     run_metrics = {
         "ticker": ticker,
         "model": shape.kind,
-        **result.summary(),
+        **summary,
         "naive_val_loss": naive_loss,  # the loss curve's reference line
         **scores,
         "notes": notes,  # what the context cost: the history cut, windows dropped
@@ -215,7 +218,7 @@ def train_run(
             "train_naive_mae": dataset.train_naive_mae,
         },
         calibration=calibration(forecasts["val"]),
-        training={**result.summary(), "seed": config.train.seed},
+        training={**summary, "seed": config.train.seed},
         model=model,
         versions=library_versions(),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -238,7 +241,7 @@ def train_run(
         kind=shape.kind,
         run_dir=run_dir,
         run_id=bundle.run_id,
-        training=result.summary(),
+        training=summary,
         metrics=run_metrics,
         history=result.history,
         fingerprint=bundle.fingerprint,

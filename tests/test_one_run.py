@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -207,3 +208,18 @@ def test_damaged_scores_in_a_global_runs_metrics_read_as_unknown_not_as_a_crash(
     first, second = (metrics["per_ticker"]["rows"][i]["ticker"] for i in (0, 1))
     assert rows[first]["rmse_ratio"] is None and rows[second]["dm_pvalue"] is None
     assert rows[second]["bh_qvalue"] is None and rows[second]["verdict"] == "not scored"
+
+
+def test_a_stop_during_a_later_member_keeps_the_finished_members_and_marks_the_run_interrupted(tmp_path):
+    config = load_config(None, [*TINY_OVERRIDES, "train.seeds=3", "train.epochs=4", "train.patience=4"])
+    stop, starts = threading.Event(), []
+
+    def on_epoch(record):
+        starts.extend([record.epoch] if record.epoch == 1 else [])
+        if len(starts) == 2 and record.epoch == 2:  # the second member's second epoch, as Ctrl-C would
+            stop.set()
+
+    outcome = train_run(config, "AAA", build_prices(260, seed=0), tmp_path / "runs", on_epoch=on_epoch, stop=stop)
+    assert outcome.bundle.seeds == [0, 1] and outcome.interrupted
+    assert outcome.metrics["interrupted"] and not outcome.metrics["members"][0]["interrupted"]
+    assert load_bundle(outcome.run_dir).training["interrupted"]
