@@ -228,14 +228,16 @@ def save_run(
     """Write a run of either layout into `<parent>/<run_id>/` atomically (see `publish_bundle`): its weights (an
     ensemble's, and every global run's, as `member<i>.*`), `document(bundle)` as `document_name`, config.yaml,
     the `recorded` price files, history.csv, metrics.json and what `write_extras(tmp_dir)` adds."""
+    members = bundle.members
+    # As `read_run` reads them: an ensemble's (and every global run's) weights as member<i>.*, one model's as is.
+    prefixed = len(members) > 1 or document_name == GLOBAL_FILE
+    weights = safetensors.torch.save(member_weights(members) if prefixed else {
+        name: tensor.detach().cpu().contiguous() for name, tensor in members[0].state_dict().items()})
     tmp_dir = make_temp_dir(parent, "a run bundle")
-    members = members_of(bundle.model) if isinstance(bundle, RunBundle) else bundle.members
 
     def write_files(final_dir: Path) -> None:
         bundle.run_id = final_dir.name  # written into the files
-        weights = member_weights(members) if len(members) > 1 or isinstance(bundle, GlobalBundle) else {
-            name: tensor.detach().cpu().contiguous() for name, tensor in members[0].state_dict().items()}
-        (tmp_dir / WEIGHTS_FILE).write_bytes(safetensors.torch.save(weights))
+        (tmp_dir / WEIGHTS_FILE).write_bytes(weights)
         (tmp_dir / document_name).write_text(json_text(document(bundle)))
         (tmp_dir / CONFIG_FILE).write_text(yaml.safe_dump(bundle.config.to_plain(), sort_keys=False))
         for name, raw in recorded.items():
