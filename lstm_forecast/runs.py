@@ -57,7 +57,8 @@ def run_row(run_dir: Path) -> dict[str, Any]:
     training = document.get("training")
     members = [training] if one else training if isinstance(training, list) else []
     first = members[0] if members and isinstance(members[0], dict) else {}
-    interrupted = [member.get("interrupted") for member in members if isinstance(member, dict)]
+    flags = [member.get("interrupted") for member in members if isinstance(member, dict)]
+    interrupted = any(flags) if flags and all(isinstance(flag, bool) for flag in flags) else None  # None: unread
     tickers = document.get("tickers")
     count = len(tickers) if isinstance(tickers, list) else None
     if one:
@@ -69,8 +70,7 @@ def run_row(run_dir: Path) -> dict[str, Any]:
         "run_id": run_dir.name, "ticker": ticker, "model": _text(_dig(document, "model", "kind")),
         "created": _text(document.get("created_at")), "epochs": _count(first.get("epochs_run")),
         "test_rmse_ratio": ratio,
-        "interrupted": any(value is True for value in interrupted) if all(isinstance(value, bool) for value in
-                                                                           interrupted) and interrupted else None,
+        "interrupted": interrupted,
         "evaluated": (run_dir / "evaluation.json").is_file(), "config": config_differences(run_dir / CONFIG_FILE),
         "damaged": not (ticker and _dig(document, "model", "kind")), "path": str(run_dir),
     }
