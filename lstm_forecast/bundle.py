@@ -200,35 +200,24 @@ def new_run_id(now: datetime | None = None) -> str:
     return now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond // 1000:03d}"
 
 
-def save_bundle(
-    bundle: RunBundle,
-    runs_dir: Path,
-    prices: pd.DataFrame,
-    history: pd.DataFrame,
-    metrics: dict[str, Any],
-    write_extras: Any = None,
-    context: dict[str, pd.DataFrame] | None = None,
-) -> Path:
-    """Write the bundle into `<runs_dir>/<TICKER>/<run_id>/` atomically; returns the run directory.
-
-    `write_extras(tmp_dir)` may add files (the loss-curve PNG) before the rename; `context` holds the rows of
-    each context series the run read (`context.rows_used`), recorded in context/.
-    """
-    recorded = {PRICES_FILE: prices_to_csv(prices)}
-    recorded |= {f"{CONTEXT_DIR}/{cache_name(ticker)}.csv": prices_to_csv(rows)
-                 for ticker, rows in (context or {}).items()}
-    return save_run(bundle, Path(runs_dir) / cache_name(bundle.ticker), BUNDLE_FILE, bundle_document, recorded,
-                    history, metrics, write_extras)
-
-
 def save_run(
-    bundle: RunBundle | GlobalBundle, parent: Path, document_name: str, document: Any, recorded: dict[str, bytes],
-    history: pd.DataFrame, metrics: dict[str, Any], write_extras: Any = None,
+    bundle: RunBundle | GlobalBundle, runs_dir: Path, prices: dict[str, pd.DataFrame], history: pd.DataFrame,
+    metrics: dict[str, Any], write_extras: Any = None, context: dict[str, pd.DataFrame] | None = None,
 ) -> Path:
-    """Write a run of either layout into `<parent>/<run_id>/` atomically (see `publish_bundle`): its weights (an
-    ensemble's, and every global run's, as `member<i>.*`), `document(bundle)` as `document_name`, config.yaml,
-    the `recorded` price files, history.csv, metrics.json and what `write_extras(tmp_dir)` adds."""
+    """Write a run atomically (see `publish_bundle`) into `<runs_dir>/<TICKER>/<run_id>/`, or a run over several
+    tickers into `<runs_dir>/_global/<run_id>/`; returns the run directory. It holds the weights (an ensemble's,
+    and every global run's, as `member<i>.*`), bundle.json or global.json, config.yaml, the price rows trained on
+    (`prices`, by ticker) and each context series' rows the run read (`context`: prices.csv and context/, or
+    prices.zip), history.csv, metrics.json and what `write_extras(tmp_dir)` adds (the loss-curve PNG)."""
     members = bundle.members
+    if isinstance(bundle, GlobalBundle):
+        parent, document_name, document = Path(runs_dir) / GLOBAL_DIR, GLOBAL_FILE, global_document
+        recorded = {PRICES_ARCHIVE: prices_archive({ticker: prices[ticker] for ticker in bundle.names}, context)}
+    else:
+        parent, document_name, document = Path(runs_dir) / cache_name(bundle.ticker), BUNDLE_FILE, bundle_document
+        recorded = {PRICES_FILE: prices_to_csv(prices[bundle.ticker])}
+        recorded |= {f"{CONTEXT_DIR}/{cache_name(ticker)}.csv": prices_to_csv(rows)
+                     for ticker, rows in (context or {}).items()}
     # As `read_run` reads them: an ensemble's (and every global run's) weights as member<i>.*, one model's as is.
     prefixed = len(members) > 1 or document_name == GLOBAL_FILE
     weights = safetensors.torch.save(member_weights(members) if prefixed else {
@@ -240,9 +229,9 @@ def save_run(
         (tmp_dir / WEIGHTS_FILE).write_bytes(weights)
         (tmp_dir / document_name).write_text(json_text(document(bundle)))
         (tmp_dir / CONFIG_FILE).write_text(yaml.safe_dump(bundle.config.to_plain(), sort_keys=False))
-        for name, raw in recorded.items():
-            (tmp_dir / name).parent.mkdir(exist_ok=True)  # context/: written again when the name was taken
-            (tmp_dir / name).write_bytes(raw)
+        for file, raw in recorded.items():
+            (tmp_dir / file).parent.mkdir(exist_ok=True)  # context/: written again when the name was taken
+            (tmp_dir / file).write_bytes(raw)
         history.to_csv(tmp_dir / HISTORY_FILE, index=False, lineterminator="\n")
         (tmp_dir / METRICS_FILE).write_text(json_text(metrics))
         if write_extras is not None:
@@ -286,38 +275,35 @@ def publish_bundle(tmp_dir: Path, parent: Path, run_id: str, write_files: Any) -
 
 
 def bundle_document(bundle: RunBundle) -> dict[str, Any]:
-    """The plain-JSON description stored as bundle.json, built through `BundleDocument`: what the reader
-    would refuse is never written (a diverged model's absurd residuals are an error here, not a damaged bundle
-    later)."""
+    """bundle.json through `BundleDocument` (see `validated_document`)."""
+    return validated_document(
+        BundleDocument, bundle, BUNDLE_FILE, ticker=bundle.ticker, scaler=asdict(bundle.scaler),
+        fingerprint=bundle.fingerprint, fingerprints=bundle.fingerprints, baselines=bundle.baselines,
+        calibration=bundle.calibration, training=bundle.training, seeds=bundle.seeds or None,
+        member_training=bundle.member_training or None,
+    )
+
+
+def validated_document(schema: type[RunDocument], bundle: Run, name: str, **fields: Any) -> dict[str, Any]:
+    """A run's JSON description: what every run records and its own `fields`, built through `schema` so that what
+    the reader would refuse is never written (a diverged model's absurd residuals are an error here, not a damaged
+    bundle later)."""
     try:
-        document = BundleDocument(
-            format_version=FORMAT_VERSION,
-            run_id=bundle.run_id,
+        document = schema(
+            format_version=FORMAT_VERSION, run_id=bundle.run_id,
             created_at=bundle.created_at or datetime.now(UTC).isoformat(timespec="seconds"),
-            ticker=bundle.ticker,
-            config_hash=bundle.config_hash,
-            model=asdict(bundle.shape),
-            window=asdict(bundle.spec),
-            scaler=asdict(bundle.scaler),
-            fingerprint=bundle.fingerprint,
-            fingerprints=bundle.fingerprints,
-            context_fingerprints=bundle.context_fingerprints or None,
-            split=bundle.split,
-            baselines=bundle.baselines,
-            calibration=bundle.calibration,
-            training=bundle.training,
-            seeds=bundle.seeds or None,
-            member_training=bundle.member_training or None,
-            versions=bundle.versions or library_versions(),
+            config_hash=bundle.config_hash, model=asdict(bundle.shape), window=asdict(bundle.spec),
+            split=bundle.split, context_fingerprints=bundle.context_fingerprints or None,
+            versions=bundle.versions or library_versions(), **fields,
         )
     except ValidationError as exc:
-        diverged = exc.errors()[0]["loc"][0] == "calibration"  # residuals beyond e^±10: absurd forecasts
+        diverged = exc.errors()[0]["loc"][0] in ("calibration", "tickers")  # residuals beyond e^±10: absurd forecasts
         advice = " (a model this far off has diverged: lower train.lr)" if diverged else ""
         raise ForecastError(
-            f"cannot save the run: bundle.json would hold a {describe_damage(exc)}; nothing was written{advice}"
+            f"cannot save the run: {name} would hold a {describe_damage(exc)}; nothing was written{advice}"
         ) from None
     # training as the trainer wrote it: its record lists `seed` before `threads`, which came later.
-    return document.model_dump(mode="json") | {"training": bundle.training}
+    return document.model_dump(mode="json") | {"training": fields["training"]}
 
 
 def library_versions() -> dict[str, str]:
@@ -914,38 +900,13 @@ class GlobalDocument(RunDocument):
 
 
 def global_document(bundle: GlobalBundle) -> dict[str, Any]:
-    """global.json through its schema: what the reader would refuse is never written."""
-    try:
-        document = GlobalDocument(
-            format_version=FORMAT_VERSION, kind="global", run_id=bundle.run_id,
-            created_at=bundle.created_at or datetime.now(UTC).isoformat(timespec="seconds"),
-            config_hash=bundle.config_hash, model=bundle.shape.to_dict(), window=bundle.spec.to_dict(),
-            split=bundle.split, seeds=bundle.seeds,
-            tickers=[{"ticker": r.ticker, "scaler": {k: list(v) if isinstance(v, tuple) else v
-                                                     for k, v in r.scaler.__dict__.items()},
-                      "fingerprint": r.fingerprint, "baselines": r.baselines, "residuals": r.residuals}
-                     for r in bundle.tickers],
-            training=bundle.training, skipped=bundle.skipped, versions=bundle.versions or library_versions(),
-            context_fingerprints=bundle.context_fingerprints or None,
-        )
-    except ValidationError as exc:
-        raise ForecastError(f"cannot save the run: global.json would hold a {describe_damage(exc)}; "
-                            "nothing was written (a model this far off has diverged: lower train.lr)") from None
-    return document.model_dump(mode="json") | {"training": bundle.training}
-
-
-# --- saving and loading --------------------------------------------------------------------------
-
-
-def save_global_bundle(
-    bundle: GlobalBundle, runs_dir: Path, prices: dict[str, pd.DataFrame], history: pd.DataFrame,
-    metrics: dict[str, Any], write_extras: Any = None, context: dict[str, pd.DataFrame] | None = None,
-) -> Path:
-    """Write the bundle into `<runs_dir>/_global/<run_id>/` atomically; returns the run directory. `context`
-    holds the rows of each context series the run read (`windows.context_read`), recorded in prices.zip."""
-    archive = prices_archive({name: prices[name] for name in bundle.names}, context or {})
-    return save_run(bundle, Path(runs_dir) / GLOBAL_DIR, GLOBAL_FILE, global_document, {PRICES_ARCHIVE: archive},
-                    history, metrics, write_extras)
+    """global.json through `GlobalDocument` (see `validated_document`)."""
+    return validated_document(
+        GlobalDocument, bundle, GLOBAL_FILE, kind="global", seeds=bundle.seeds, training=bundle.training,
+        tickers=[{"ticker": r.ticker, "scaler": asdict(r.scaler), "fingerprint": r.fingerprint,
+                  "baselines": r.baselines, "residuals": r.residuals} for r in bundle.tickers],
+        skipped=bundle.skipped,
+    )
 
 
 def prices_archive(prices: dict[str, pd.DataFrame], context: dict[str, pd.DataFrame] | None = None) -> bytes:

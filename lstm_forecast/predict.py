@@ -44,13 +44,14 @@ from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageE
 from lstm_forecast.files import atomic_write_text, json_text, writes_in_place
 from lstm_forecast.intervals import conformal_quantiles, interval_bounds
 from lstm_forecast.metrics import format_pvalue
+from lstm_forecast.model import ensemble_of
 from lstm_forecast.runs import global_runs_by_ticker, read_json_or_empty, scores_on_test, ticker_scores
 from lstm_forecast.scoring import member_predictions, ticker_forecasts, val_residuals
 from lstm_forecast.sessions import TradingCalendar, calendar_for
 from lstm_forecast.sets import Q_THRESHOLD, SUMMARY_JSON, bh_qvalues
 from lstm_forecast.trainer import cpu_threads
 from lstm_forecast.trainer import predict as predict_scaled
-from lstm_forecast.windows import build_dataset, inference_inputs, targets_to_prices, values_to_prices
+from lstm_forecast.windows import Scaler, build_dataset, inference_inputs, targets_to_prices
 
 FORMATS = ("table", "json", "csv")
 CHART_FILE = "forecast.png"
@@ -328,19 +329,10 @@ def make_forecast(
 ) -> Forecast:
     """Forecast the `days` sessions after the last row of `prices` with the bundle's model."""
     spec = bundle.spec
-    # Only the last lookback days (plus the one before the first, for its return) enter the model.
-    recent = prices.iloc[-spec.inference_rows :]
-    inputs, anchor_date, anchor_price = inference_inputs(recent, spec, bundle.scaler, context_prices)
-    # One window is far too little work to share: handing it between OpenMP threads costs more than the whole
-    # forward (over 100 ms per call measured on a busy 2-core machine, against 0.1-0.5 ms on one thread).
-    with cpu_threads(1):
-        scaled = predict_scaled(bundle.model, inputs)
-    path = targets_to_prices(scaled, np.array([anchor_price]), bundle.scaler, spec.target)[0]
-    if not np.all(np.isfinite(path)) or np.any(path <= 0):
-        raise ForecastError(
-            f"the model's forecast from {anchor_date.date()} is not a positive price; "
-            "the run may be damaged, retrain it"
-        )
+    anchor_date, anchor_price, path = forecast_paths(bundle, {bundle.ticker: bundle.scaler},
+                                                     {bundle.ticker: prices}, context_prices)[bundle.ticker]
+    if (trouble := not_a_price(path, anchor_date)) is not None:
+        raise ForecastError(trouble)
     bounds = {level: interval_bounds(path, widths) for level, widths in half_widths.items()}
     return Forecast(
         ticker=bundle.ticker,
@@ -358,6 +350,36 @@ def make_forecast(
         calibration_windows=len(bundle.calibration["residuals"][0]),
         history=prices[spec.price_column_name].iloc[-HISTORY_SESSIONS:],
     )
+
+
+def forecast_paths(
+    bundle: RunBundle | GlobalBundle, scalers: dict[str, Scaler], recent: dict[str, pd.DataFrame],
+    context_prices: dict[str, pd.DataFrame] | None = None,
+) -> dict[str, tuple[pd.Timestamp, float, np.ndarray]]:
+    """Each ticker's forecast from its latest prices (`recent`, scaled by `scalers`), as prices on the horizon's
+    sessions, with its anchor day and price: one batched forward of the run's members, their mean. A ticker the
+    run never saw reads with index 0, which a model without a ticker embedding ignores."""
+    spec, index = bundle.spec, {name: i for i, name in enumerate(bundle.names)}
+    # Only the last lookback days (plus the one before the first, for its return) enter the model.
+    latest = {ticker: inference_inputs(prices.iloc[-spec.inference_rows:], spec, scalers[ticker], context_prices)
+              for ticker, prices in recent.items()}
+    batch = (np.concatenate([inputs for inputs, _, _ in latest.values()]),
+             np.array([index.get(ticker, 0) for ticker in latest], dtype=np.int64))
+    # A few hundred windows at most are far too little work to share: handing them between OpenMP threads costs
+    # more than the whole forward (over 100 ms per call measured on a busy 2-core machine, against 0.1-0.5 ms on
+    # one thread).
+    with cpu_threads(1):
+        scaled = predict_scaled(ensemble_of(bundle.members), batch)
+    return {ticker: (anchor_date, anchor_price, targets_to_prices(scaled[row:row + 1], np.array([anchor_price]),
+                                                                   scalers[ticker], spec.target)[0])
+            for row, (ticker, (_, anchor_date, anchor_price)) in enumerate(latest.items())}
+
+
+def not_a_price(path: np.ndarray, anchor_date: pd.Timestamp) -> str | None:
+    """Why a forecast path is unusable (a value that is not a positive price), or None."""
+    if np.all(np.isfinite(path)) and np.all(path > 0):
+        return None
+    return f"the model's forecast from {anchor_date.date()} is not a positive price; the run may be damaged, retrain it"
 
 
 # --- presenting a forecast ----------------------------------------------------------------------
@@ -833,37 +855,24 @@ def forecast_rows(
 ) -> dict[str, dict[str, Any]]:
     """One screener row per ticker of a run of either kind: the next session's forecast with its split-conformal
     interval (inputs with `context_prices`, each context series by ticker, when the run reads any) beside its test
-    RMSE ratio and DM p (`scores`). A ticker the run never saw reads with index 0, which a model without a ticker
-    embedding ignores."""
-    spec, index = bundle.spec, {name: i for i, name in enumerate(bundle.names)}
+    RMSE ratio and DM p (`scores`)."""
+    known = set(bundle.names)
     # The scores of a global run's out-of-universe evaluation, read only when a ticker needs them.
     unseen = (ticker_scores(read_json_or_empty(bundle.run_dir / OUT_OF_UNIVERSE_DIR / SUMMARY_JSON))
-              if any(ticker not in index for ticker in recent) else {})
-    rows, inputs, anchors = {}, [], []
-    for ticker, (prices, _) in recent.items():
-        window, anchor_date, anchor_price = inference_inputs(prices.iloc[-spec.inference_rows:], spec,
-                                                             records[ticker].scaler, context_prices)
-        inputs.append(window[0])
-        anchors.append((anchor_date, anchor_price))
-    tickers = list(recent)
-    batch = (np.stack(inputs), np.array([index.get(t, 0) for t in tickers], dtype=np.int64))
-    with cpu_threads(1):  # a few hundred windows: far too little work to share between threads
-        scaled = np.mean([predict_scaled(member, batch) for member in bundle.members], axis=0)
-    first_day = anchors[0][0].date()
-    calendar = calendar_for(bundle.config.data.calendar, first_day, spec.horizon, today)
+              if any(ticker not in known for ticker in recent) else {})
+    paths = forecast_paths(bundle, {ticker: records[ticker].scaler for ticker in recent},
+                           {ticker: prices for ticker, (prices, _) in recent.items()}, context_prices)
+    first_day = next(iter(paths.values()))[0].date()
+    calendar = calendar_for(bundle.config.data.calendar, first_day, bundle.spec.horizon, today)
     session = calendar.next_sessions(first_day, 1)[0]
-    for row_number, ticker in enumerate(tickers):
-        scaler = records[ticker].scaler
-        values = scaled[row_number:row_number + 1] * scaler.target_std + scaler.target_mean
-        anchor_date, anchor_price = anchors[row_number]
-        path = values_to_prices(values, np.array([anchor_price]), spec.target)[0]
-        if not np.all(np.isfinite(path)) or np.any(path <= 0):
-            rows[ticker] = screener_row(ticker, "failed", f"the model's forecast from {anchor_date.date()} is not a "
-                                        "positive price; the run may be damaged, retrain it", bundle.run_dir)
+    rows = {}
+    for ticker, (anchor_date, anchor_price, path) in paths.items():
+        if (trouble := not_a_price(path, anchor_date)) is not None:
+            rows[ticker] = screener_row(ticker, "failed", trouble, bundle.run_dir)
             continue
         low, high = interval_bounds(path, conformal_quantiles(records[ticker].residuals, level))
         note = recent[ticker][1]
-        if ticker in index:
+        if ticker in known:
             row = screener_row(ticker, "stale" if note else "ok", note, bundle.run_dir)
             ratio, pvalue = scores.get(ticker, (None, None))
         else:

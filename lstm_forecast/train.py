@@ -42,8 +42,7 @@ from lstm_forecast.bundle import (
     new_run_id,
     remove_stale_temp_dirs,
     resolve_runs_dir,
-    save_bundle,
-    save_global_bundle,
+    save_run,
 )
 from lstm_forecast.config import Config, config_hash
 from lstm_forecast.crosssection import CrossSection, cross_section
@@ -229,12 +228,12 @@ def train_run(
     history = history_frame(results, seeds)
     if len(members) == 1:
         history = history.drop(columns="seed")  # one model's history.csv, as format 1 has it
-    # save_bundle may add a suffix to the run id in the title
+    # save_run may add a suffix to the run id in the title
     write_loss_curve = loss_curve_writer(history, result, naive_loss, f"{ticker} · {shape.kind.upper()} · run "
                                          f"{bundle.run_id}")
     remove_stale_temp_dirs(runs_dir, ticker)
-    run_dir = save_bundle(bundle, runs_dir, prices, history, run_metrics, write_extras=write_loss_curve,
-                          context=context_rows)
+    run_dir = save_run(bundle, runs_dir, {ticker: prices}, history, run_metrics, write_extras=write_loss_curve,
+                       context=context_rows)
     test = forecasts["test"]
     return TrainOutcome(
         ticker=ticker,
@@ -497,8 +496,8 @@ def train_global(
     history = history_frame(results, seeds)
     title = f"global {shape.kind.upper()} · {len(records)} tickers · seed {bundle.seeds[0]} · run {bundle.run_id}"
     write_loss_curve = loss_curve_writer(history, results[0], metrics["naive_val_loss"], title)
-    run_dir = save_global_bundle(bundle, runs, dataset.prices, history, metrics, write_extras=write_loss_curve,
-                                 context=dataset.context_rows)
+    run_dir = save_run(bundle, runs, dataset.prices, history, metrics, write_extras=write_loss_curve,
+                       context=dataset.context_rows)
     return GlobalResult(run_dir=run_dir, run_id=bundle.run_id, tickers=bundle.names, skipped=skipped,
                         training=training, report=scores.report, notes=dataset.notes)
 

@@ -30,7 +30,7 @@ from lstm_forecast.bundle import (
     load_bundle,
     remove_stale_temp_dirs,
     resolve_runs_dir,
-    save_bundle,
+    save_run,
 )
 from lstm_forecast.config import config_hash, load_config
 from lstm_forecast.errors import ForecastError, UsageError
@@ -84,7 +84,7 @@ def save_copy(trained: train.TrainOutcome, runs_dir: Path, run_id: str, write_ex
     bundle = dataclasses.replace(trained.bundle, run_id=run_id, run_dir=None)
     history = pd.read_csv(trained.run_dir / "history.csv")
     prices = trained.bundle.prices()
-    return save_bundle(bundle, runs_dir, prices, history, trained.metrics, write_extras=write_extras)
+    return save_run(bundle, runs_dir, {bundle.ticker: prices}, history, trained.metrics, write_extras=write_extras)
 
 
 def test_round_trip_predicts_exactly_the_same(trained, run_dir):
@@ -270,7 +270,7 @@ def test_nothing_the_reader_would_refuse_is_written(trained, tmp_path):
     bundle = dataclasses.replace(trained.bundle, run_id="20240102-030405-006", run_dir=None, scaler=scaler)
     history = pd.read_csv(trained.run_dir / "history.csv")
     with pytest.raises(ForecastError, match=r"cannot save the run: .*scaler: expected finite means and positive"):
-        save_bundle(bundle, tmp_path, trained.bundle.prices(), history, trained.metrics)
+        save_run(bundle, tmp_path, {bundle.ticker: trained.bundle.prices()}, history, trained.metrics)
     assert list((tmp_path / TICKER).iterdir()) == []
 
 

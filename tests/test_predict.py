@@ -17,8 +17,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from lstm_forecast import bundle as bundles
 from lstm_forecast import data, predict, runs
-from lstm_forecast.bundle import RunBundle, save_bundle
+from lstm_forecast.bundle import RunBundle
 from lstm_forecast.cli import app
 from lstm_forecast.config import load_config
 from lstm_forecast.errors import UsageError
@@ -64,7 +65,7 @@ def save_run(runs_dir: Path, ticker: str, run_id: str, prices: pd.DataFrame, hor
         created_at=f"{run_id[:4]}-{run_id[4:6]}-{run_id[6:8]}T00:00:00+00:00",
     )
     metrics = {"test": {"model": {"all": {"rmse_ratio": 1.0123}}}}
-    return save_bundle(bundle, runs_dir, prices, pd.DataFrame({"epoch": [1, 2]}), metrics)
+    return bundles.save_run(bundle, runs_dir, {bundle.ticker: prices}, pd.DataFrame({"epoch": [1, 2]}), metrics)
 
 
 @pytest.fixture
