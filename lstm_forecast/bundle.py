@@ -829,6 +829,9 @@ class GlobalBundle(Run):
         return read_prices_archive(self.path(PRICES_ARCHIVE), {r.ticker: r.fingerprint for r in self.tickers},
                                    {f["ticker"]: f for f in self.context_fingerprints})
 
+    def context_prices(self) -> dict[str, pd.DataFrame]:
+        """Each context series' recorded rows, by ticker, checked against their fingerprints."""
+        return self.recorded()[1]
 
     def cached_context(
         self, folder: Path, refresh: bool = False, stop: StopRequest | None = None, refreshed: set[str] | None = None,

@@ -35,8 +35,6 @@ from lstm_forecast.bundle import (
     TickerRecordData,
     find_run,
     list_runs,
-    load_bundle,
-    load_global_bundle,
     load_run,
     resolve_runs_dir,
 )
@@ -189,7 +187,7 @@ def run_predict(
     if output is not None:
         check_not_ours(output, run_dir.resolve().parent.parent, folder)
     today = today or date.today()
-    prices, context_prices, calendar, warnings = latest_prices(bundle, folder, refresh, today, on_fetch)
+    prices, context_prices, calendar, warnings = latest_prices(bundle, bundle.ticker, folder, refresh, today, on_fetch)
     forecast = make_forecast(bundle, prices, days, half_widths, calendar, context_prices)
 
     text = None if output_format == "table" and output is None else render(forecast, output_format)
@@ -255,26 +253,21 @@ def check_days(days: int | None, horizon: int) -> int:
 
 def interval_half_widths(bundle: RunBundle, levels: Sequence[float]) -> dict[float, np.ndarray]:
     """Conformal half-widths (log-price units, one per horizon step) for each level, ascending."""
-    residuals = bundle.calibration.get("residuals")
-    if not residuals or len(residuals) != bundle.spec.horizon:
-        raise ForecastError(
-            f"{bundle.run_dir}: the bundle holds no calibration residuals for its {bundle.spec.horizon} "
-            "forecast days; retrain the run to get prediction intervals"
-        )
+    residuals = bundle.calibration["residuals"]  # one list per forecast day: the bundle's schema checked them
     return {float(level): conformal_quantiles(residuals, float(level)) for level in sorted(set(levels))}
 
 
 def latest_prices(
-    bundle: RunBundle, data_dir: Path, refresh: bool, today: date, on_fetch: Callable[[str], None] | None = None,
-    stop: StopRequest | None = None, refreshed: set[str] | None = None,
+    bundle: RunBundle | GlobalBundle, ticker: str, data_dir: Path, refresh: bool, today: date,
+    on_fetch: Callable[[str], None] | None = None, stop: StopRequest | None = None, refreshed: set[str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], TradingCalendar, list[str]]:
-    """The prices to forecast from (see latest_rows), the context series' (see recent_context), the run's
+    """The ticker's prices to forecast from (see latest_rows), the context series' (see recent_context), the run's
     trading calendar from their last day on, and the warnings: nothing cached, or a cache more than
     STALE_AFTER_SESSIONS sessions old."""
-    prices, fallback_warning = latest_rows(bundle, bundle.ticker, data_dir, refresh, stop, on_fetch)
+    prices, fallback_warning = latest_rows(bundle, ticker, data_dir, refresh, stop, on_fetch)
     context_prices = recent_context(bundle, data_dir, refresh, fallback_warning is not None, on_fetch, stop,
                                     refreshed)
-    context.check_fresh(bundle.ticker, prices, bundle.spec, context_prices)
+    context.check_fresh(ticker, prices, bundle.spec, context_prices)
     last_day = prices.index[-1].date()
     try:
         calendar = calendar_for(bundle.config.data.calendar, last_day, bundle.spec.horizon, today)
@@ -282,11 +275,11 @@ def latest_prices(
         raise ForecastError(f"{bundle.run_dir}: {exc}; the bundle is damaged") from None
     if fallback_warning is not None:
         return prices, context_prices, calendar, [fallback_warning]
-    return prices, context_prices, calendar, stale_cache_warning(bundle.ticker, last_day, calendar, today)
+    return prices, context_prices, calendar, stale_cache_warning(ticker, last_day, calendar, today)
 
 
 def recent_context(
-    bundle: RunBundle, data_dir: Path, refresh: bool, from_bundle: bool,
+    bundle: RunBundle | GlobalBundle, data_dir: Path, refresh: bool, from_bundle: bool,
     on_fetch: Callable[[str], None] | None = None, stop: StopRequest | None = None,
     refreshed: set[str] | None = None,
 ) -> dict[str, pd.DataFrame]:
@@ -565,39 +558,32 @@ def screen_ticker(
     ticker: str, runs_dir: Path, data_dir: Path | None, levels: Sequence[float], output: Path | None,
     refresh: bool, today: date, on_fetch: Callable[[str], None], stop: StopRequest | None,
     refreshed: set[str] | None = None, held: Sequence[Path] = (),
-    loaded: dict[Path, tuple[GlobalBundle, dict[str, Any]]] | None = None,
+    loaded: dict[Path, tuple[RunBundle | GlobalBundle, dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """One screener row: the next-session forecast of the ticker's newest run, its own or one of the global runs
-    trained on it (`held`; `loaded` keeps those read already, with their tickers' test scores), or the reason
+    trained on it (`held`; `loaded` keeps the runs read already, with their tickers' test scores), or the reason
     there is none. `refreshed` holds the context series refreshed already (the screener's tickers share them)."""
     loaded = {} if loaded is None else loaded
     try:
         # Run ids sort by the time they were made: the newest of the ticker's own and the global ones.
         run_dir = max([*list_runs(runs_dir, ticker)[-1:], *held], key=lambda found: found.name, default=None)
         run_dir = run_dir or find_run(runs_dir, None, ticker)  # none: the error a ticker without runs gets
-        if run_dir in held and run_dir not in loaded:
-            run = load_global_bundle(run_dir)
-            loaded[run_dir] = run, ticker_scores(run_metrics(run).get("per_ticker"))
-        bundle = loaded[run_dir][0] if run_dir in loaded else load_bundle(run_dir)
+        if run_dir not in loaded:
+            run = load_run(run_dir)
+            loaded[run_dir] = run, (ticker_scores(run_metrics(run).get("per_ticker")) if run_dir in held
+                                    else {ticker: scores_on_test(run_dir)})
+        bundle, scores = loaded[run_dir]
     except ForecastError as exc:
         return screener_row(ticker, "failed", str(exc))
     folder = data.resolve_data_dir(data_dir, bundle.config.data.dir)
     if output is not None:  # a run's own data.dir may differ from the one run_screener checked
         check_not_ours(output, runs_dir, folder)
-    level = screener_level(levels, bundle)
     try:
-        if isinstance(bundle, GlobalBundle):
-            recent = {ticker: latest_rows(bundle, ticker, folder, refresh, stop, on_fetch)}
-            context_prices = bundle.cached_context(folder, refresh, stop, refreshed)
-            context.check_fresh(ticker, recent[ticker][0], bundle.spec, context_prices)
-            scores = loaded[run_dir][1]
-        else:
-            interval_half_widths(bundle, [level])  # a bundle without calibration residuals fails here, by name
-            prices, context_prices, _, warnings = latest_prices(bundle, folder, refresh, today, on_fetch, stop,
-                                                                refreshed)
-            recent, scores = {ticker: (prices, " ".join(warnings) or None)}, {ticker: scores_on_test(run_dir)}
+        prices, context_prices, _, warnings = latest_prices(bundle, ticker, folder, refresh, today, on_fetch, stop,
+                                                            refreshed)
         records = {record.ticker: record for record in bundle.tickers}
-        return forecast_rows(bundle, records, recent, level, today, scores, context_prices)[ticker]
+        return forecast_rows(bundle, records, {ticker: (prices, " ".join(warnings) or None)},
+                             screener_level(levels, bundle), today, scores, context_prices)[ticker]
     except Interrupted:
         raise
     except ForecastError as exc:
