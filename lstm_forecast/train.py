@@ -172,68 +172,46 @@ def train_run(
     epoch so far is scored and saved as usual; a request during scoring or saving changes nothing here.
     """
     check_calendar(config.data.calendar)  # predict needs it: a run for an unknown exchange could never forecast
-    prices, context_rows, notes = prepare_inputs(prices, config, context_prices)
-    dataset = build_dataset({ticker: prices}, config, context_prices=context_rows)
-    notes = notes + dataset.notes.get(ticker, [])
+    dataset = build_dataset({ticker: prices}, config, context_prices=context_prices)
+    notes = dataset.notes.get(ticker, [])  # what the context cost: the history cut, windows dropped
 
     # One model, or a seed ensemble (train.seeds members, their forecasts averaged): the first member's training
     # is the run's own record, each member's beside it.
     callback = (lambda label, record: on_epoch(record)) if on_epoch is not None else None
-    members, results, seeds, member_training = train_dataset(dataset, config, runs_dir / data.cache_name(ticker),
-                                                             callback, stop)
-    model, result = ensemble_of(members), results[0]
-    shape = model.shape
+    trained = train_dataset(dataset, config, runs_dir / data.cache_name(ticker), callback, stop)
+    members, result, ensemble = trained.members, trained.results[0], len(trained.members) > 1
+    model, shape = ensemble_of(members), members[0].shape
     # A stop during any member (or before the last began) interrupted the run, whichever member it hit.
     summary = {**result.summary(), "interrupted": len(members) < config.train.seeds
-               or any(one.interrupted for one in results)}
+               or any(one.interrupted for one in trained.results)}
 
     # Scored on prices converted back from the model's output; the test split is touched only here.
-    evaluated = {"val": dataset.val, "test": dataset.test}
-    forecasts = {name: period_forecasts(model, windows, dataset) for name, windows in evaluated.items()}
-    scores = {name: score_forecasts(forecasts[name], shape.kind) for name in evaluated}
-    naive_loss = naive_validation_loss(dataset, config.train.loss)
+    forecasts = {"val": trained.val[ticker], "test": period_forecasts(model, dataset.test, dataset)}
+    scores = {name: score_forecasts(period, shape.kind) for name, period in forecasts.items()}
     run_metrics = {
         "ticker": ticker,
         "model": shape.kind,
         **summary,
-        "naive_val_loss": naive_loss,  # the loss curve's reference line
+        "naive_val_loss": trained.naive_loss,  # the loss curve's reference line
         **scores,
-        "notes": notes,  # what the context cost: the history cut, windows dropped
-        **({"members": member_scores(members, member_training, dataset)} if len(members) > 1 else {}),
+        "notes": notes,
+        **({"members": member_scores(members, trained.training, dataset)} if ensemble else {}),
     }
-
+    (record,) = trained.records()
     bundle = RunBundle(
-        run_id=new_run_id(),
+        **trained.run_fields(config),
         ticker=ticker,
-        config=config,
-        shape=shape,
-        spec=dataset.spec,
-        scaler=dataset.scaler,
-        fingerprint=fingerprint(ticker, prices),
-        context_fingerprints=[fingerprint(name, rows) for name, rows in context_rows.items()],
-        split=dataset.split,
-        baselines={
-            "train_mean_log_return": dataset.train_mean_log_return,
-            "train_naive_mae": dataset.train_naive_mae,
-        },
+        scaler=record.scaler,
+        fingerprint=record.fingerprint,
+        baselines=record.baselines,
         calibration=calibration(forecasts["val"]),
         training={**summary, "seed": config.train.seed},
         model=model,
-        versions=library_versions(),
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        config_hash=config_hash(config),
-        seeds=seeds if len(members) > 1 else [],
-        member_training=member_training if len(members) > 1 else [],
+        seeds=trained.seeds if ensemble else [],
+        member_training=trained.training if ensemble else [],
     )
-    history = history_frame(results, seeds)
-    if len(members) == 1:
-        history = history.drop(columns="seed")  # one model's history.csv, as format 1 has it
-    # save_run may add a suffix to the run id in the title
-    write_loss_curve = loss_curve_writer(history, result, naive_loss, f"{ticker} · {shape.kind.upper()} · run "
-                                         f"{bundle.run_id}")
     remove_stale_temp_dirs(runs_dir, ticker)
-    run_dir = save_run(bundle, runs_dir, {ticker: prices}, history, run_metrics, write_extras=write_loss_curve,
-                       context=context_rows)
+    run_dir = save_trained(bundle, trained, runs_dir, run_metrics, f"{ticker} · {shape.kind.upper()}")
     test = forecasts["test"]
     return TrainOutcome(
         ticker=ticker,
@@ -254,17 +232,72 @@ def train_run(
     )
 
 
+@dataclass
+class Trained:
+    """A run's members trained on its dataset (`train_dataset`), before the run is scored and saved."""
+
+    dataset: Dataset
+    members: list[Forecaster]
+    results: list[TrainResult]  # each member's, in order
+    seeds: list[int]
+    training: list[dict[str, Any]]  # each member's TrainResult.summary() and seed
+    val: dict[str, PeriodForecasts]  # per ticker, the validation forecasts of the members' mean
+    naive_loss: float  # the naive forecast's validation loss: the loss curve's reference line
+
+    def records(self) -> list[TickerRecordData]:
+        """What the run keeps of each ticker: its scaler, the rows trained on, its training baselines and the
+        validation residuals that calibrate its intervals (never the test period's)."""
+        return [TickerRecordData(
+            ticker=days.ticker, scaler=days.scaler,
+            fingerprint=fingerprint(days.ticker, self.dataset.prices[days.ticker]),
+            baselines={"train_mean_log_return": days.train_mean_log_return, "train_naive_mae": days.train_naive_mae},
+            residuals=val_residuals(self.val[days.ticker]),
+        ) for days in self.dataset.tickers]
+
+    def run_fields(self, config: Config) -> dict[str, Any]:
+        """What every run records (bundle.Run), of one ticker or of many."""
+        return {"run_id": new_run_id(), "config": config, "shape": self.members[0].shape, "spec": self.dataset.spec,
+                "split": self.dataset.split, "versions": library_versions(),
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"), "config_hash": config_hash(config),
+                "context_fingerprints": [fingerprint(name, rows) for name, rows in self.dataset.context_rows.items()]}
+
+
 def train_dataset(
     dataset: Dataset, config: Config, folder: Path, on_epoch: MemberCallback | None = None,
     stop: StopRequest | None = None,
-) -> tuple[list[Forecaster], list[TrainResult], list[int], list[dict[str, Any]]]:
+) -> Trained:
     """What a run of either layout does once its dataset is built: check that its bundle can be written into
-    `folder`, then train its members (`train_members`). Returns the members, their records, their seeds and
-    each one's training (its TrainResult.summary() and seed)."""
+    `folder`, then train its members (`train_members`) and forecast the validation windows with their mean."""
     check_writable(folder)  # before training: hours of it are lost otherwise
     members, results = train_members(dataset, config, on_epoch, stop)
     seeds = member_seeds(config)[:len(members)]
-    return members, results, seeds, [{**one.summary(), "seed": seed} for one, seed in zip(results, seeds, strict=True)]
+    val = ticker_forecasts(dataset, dataset.val, np.mean(member_predictions(members, dataset.val), axis=0))
+    return Trained(dataset, members, results, seeds,
+                   [{**one.summary(), "seed": seed} for one, seed in zip(results, seeds, strict=True)], val,
+                   naive_validation_loss(dataset, config.train.loss))
+
+
+def save_trained(bundle: RunBundle | GlobalBundle, trained: Trained, runs_dir: Path, metrics: dict[str, Any],
+                 title: str) -> Path:
+    """Write the run's bundle (bundle.save_run) with its history.csv (one row per epoch of each member, by seed;
+    a single model's without the seed, as format 1 has it) and loss_curve.png: the first member's curves beside
+    the naive forecast's validation loss, under `title` and the run id the bundle is saved as."""
+    history = pd.DataFrame([
+        {"seed": seed, "epoch": r.epoch, "train_loss": r.train_loss, "val_loss": r.val_loss, "lr": r.lr,
+         "seconds": round(r.seconds, 4)}
+        for seed, result in zip(trained.seeds, trained.results, strict=True) for r in result.history
+    ])
+    curve = history[history["seed"] == trained.seeds[0]]
+    if isinstance(bundle, RunBundle) and len(trained.members) == 1:
+        history = history.drop(columns="seed")
+
+    def write_loss_curve(run_dir: Path) -> None:  # save_run may add a suffix to the run id: drawn with the final one
+        plots.loss_curve(curve["epoch"].tolist(), curve["train_loss"].tolist(), curve["val_loss"].tolist(),
+                         trained.results[0].best_epoch, trained.naive_loss, f"{title} · run {bundle.run_id}",
+                         run_dir / LOSS_CURVE_FILE)
+
+    return save_run(bundle, runs_dir, trained.dataset.prices, history, metrics, write_extras=write_loss_curve,
+                    context=trained.dataset.context_rows)
 
 
 def member_scores(
@@ -361,29 +394,6 @@ def fingerprint(ticker: str, prices: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def history_frame(results: list[TrainResult], seeds: list[int]) -> pd.DataFrame:
-    """history.csv: one row per epoch of each member, by seed."""
-    return pd.DataFrame([
-        {"seed": seed, "epoch": r.epoch, "train_loss": r.train_loss, "val_loss": r.val_loss, "lr": r.lr,
-         "seconds": round(r.seconds, 4)}
-        for seed, result in zip(seeds, results, strict=True) for r in result.history
-    ])
-
-
-def loss_curve_writer(
-    history: pd.DataFrame, first: TrainResult, naive_loss: float, title: str
-) -> Callable[[Path], None]:
-    """What a bundle writer calls to draw loss_curve.png into its folder: the first member's curves beside the
-    naive forecast's validation loss."""
-    curve = history[history["seed"] == history["seed"].iloc[0]] if "seed" in history else history
-
-    def write(run_dir: Path) -> None:
-        plots.loss_curve(curve["epoch"].tolist(), curve["train_loss"].tolist(), curve["val_loss"].tolist(),
-                         first.best_epoch, naive_loss, title, run_dir / LOSS_CURVE_FILE)
-
-    return write
-
-
 def naive_validation_loss(dataset: Dataset, loss: str) -> float:
     """The training loss the naive forecast would score on the validation windows, in each ticker's scaled space
     (the loss curve's reference line)."""
@@ -472,34 +482,17 @@ def train_global(
     if len(dataset.tickers) < 2:
         raise ForecastError(f"only {len(dataset.tickers)} ticker has enough days for a global model: "
                             f"{reasons(skipped)}")
-    members, results, seeds, training = train_dataset(dataset, config, runs / GLOBAL_DIR, on_epoch, stop)
-    shape = members[0].shape
-    val = ticker_forecasts(dataset, dataset.val, np.mean(member_predictions(members, dataset.val), axis=0))
-    records = [
-        TickerRecordData(
-            ticker=days.ticker, scaler=days.scaler, fingerprint=fingerprint(days.ticker, dataset.prices[days.ticker]),
-            baselines={"train_mean_log_return": days.train_mean_log_return, "train_naive_mae": days.train_naive_mae},
-            residuals=val_residuals(val[days.ticker]),
-        )
-        for days in dataset.tickers
-    ]
-    bundle = GlobalBundle(
-        run_id=new_run_id(), config=config, shape=shape, spec=dataset.spec, split=dataset.split, tickers=records,
-        seeds=seeds, training=training, members=members,
-        skipped=skipped, created_at=datetime.now(UTC).isoformat(timespec="seconds"), config_hash=config_hash(config),
-        context_fingerprints=[fingerprint(name, rows) for name, rows in dataset.context_rows.items()],
-    )
-    scores = score_tickers(dataset, members, config, shape.kind, [record.fingerprint for record in records])
-    metrics = {"scope": "global", "model": shape.kind, "tickers": len(records), "skipped": skipped,
-               "training": training, "naive_val_loss": naive_validation_loss(dataset, config.train.loss),
-               **scores.report}
-    history = history_frame(results, seeds)
-    title = f"global {shape.kind.upper()} · {len(records)} tickers · seed {bundle.seeds[0]} · run {bundle.run_id}"
-    write_loss_curve = loss_curve_writer(history, results[0], metrics["naive_val_loss"], title)
-    run_dir = save_run(bundle, runs, dataset.prices, history, metrics, write_extras=write_loss_curve,
-                       context=dataset.context_rows)
+    trained = train_dataset(dataset, config, runs / GLOBAL_DIR, on_epoch, stop)
+    records, kind = trained.records(), trained.members[0].shape.kind
+    bundle = GlobalBundle(**trained.run_fields(config), seeds=trained.seeds, tickers=records, training=trained.training,
+                          members=trained.members, skipped=skipped)
+    scores = score_tickers(dataset, trained.members, config, kind, [record.fingerprint for record in records])
+    metrics = {"scope": "global", "model": kind, "tickers": len(records), "skipped": skipped,
+               "training": trained.training, "naive_val_loss": trained.naive_loss, **scores.report}
+    run_dir = save_trained(bundle, trained, runs, metrics,
+                           f"global {kind.upper()} · {len(records)} tickers · seed {bundle.seeds[0]}")
     return GlobalResult(run_dir=run_dir, run_id=bundle.run_id, tickers=bundle.names, skipped=skipped,
-                        training=training, report=scores.report, notes=dataset.notes)
+                        training=trained.training, report=scores.report, notes=dataset.notes)
 
 
 # --- forecasts and scores ------------------------------------------------------------------------
