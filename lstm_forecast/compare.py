@@ -277,7 +277,7 @@ def local_test_forecasts(rows: list[dict[str, Any]]) -> tuple[dict, dict, dict, 
             continue
         bundle = load_bundle(row["run_dir"])
         prices = bundle.prices()
-        dataset = rebuild_dataset(bundle, prices, bundle.context_prices())
+        dataset = rebuild_dataset(bundle, {bundle.ticker: prices}, bundle.context_prices())
         period = period_forecasts(bundle.model, dataset.test, dataset)
         close = prices[dataset.spec.price_column_name]
         returns = pd.Series(np.log(close).diff().to_numpy(), index=prices.index)
@@ -441,7 +441,7 @@ def context_set(comparisons: list[Comparison], alpha: float = 0.05) -> dict[str,
 
 def _recorded_test(bundle: RunBundle, prices: pd.DataFrame) -> PeriodForecasts:
     """A bundle's test forecasts, rebuilt from its recorded rows and context rows and checked, as evaluate does."""
-    dataset = rebuild_dataset(bundle, prices, bundle.context_prices())
+    dataset = rebuild_dataset(bundle, {bundle.ticker: prices}, bundle.context_prices())
     return period_forecasts(bundle.model, dataset.test, dataset)
 
 

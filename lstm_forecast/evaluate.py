@@ -153,7 +153,7 @@ def evaluate(
     cache = cache_state(folder, bundle)
     prices, source = recorded_prices(bundle, cache.pop("rows"))
     context_prices = bundle.context_prices()  # the rows recorded, checked against their fingerprints
-    dataset = rebuild_dataset(bundle, prices, context_prices)
+    dataset = rebuild_dataset(bundle, {bundle.ticker: prices}, context_prices)
 
     days = _day_index(prices)
     val_start, test_start = (int(days.searchsorted(day)) for day in (dataset.val_start, dataset.test_start))
@@ -250,8 +250,7 @@ def evaluate_tickers(
         out, scope = bundle.run_dir / OUT_OF_UNIVERSE_DIR, "out of universe"
     else:
         prices, context_prices = bundle.recorded()
-        dataset = build_dataset(prices, config, split=bundle.split, context_prices=context_prices)
-        check_rebuilt(bundle, dataset)
+        dataset = rebuild_dataset(bundle, prices, context_prices)
         skipped, fingerprints = dict(bundle.skipped), [record.fingerprint for record in bundle.tickers]
         out, scope = bundle.run_dir, "in universe"
     scores = score_tickers(dataset, bundle.members, config, bundle.shape.kind, fingerprints)
@@ -277,17 +276,6 @@ def unseen_tickers(bundle: GlobalBundle, tickers: list[str]) -> tuple[list[str],
         raise UsageError("every ticker given was in the run's training universe; evaluate --run alone scores them")
     seen = [ticker for ticker in tickers if ticker in known]
     return unseen, ([f"left out, trained on by this run: {', '.join(seen)}"] if seen else [])
-
-
-def check_rebuilt(bundle: GlobalBundle, dataset: Dataset) -> None:
-    """The rebuilt dataset must give back the run's tickers and every one of their scalers."""
-    if dataset.names != bundle.names or not all(
-        same_scaler(days.scaler, record.scaler) for days, record in zip(dataset.tickers, bundle.tickers, strict=True)
-    ):
-        raise ForecastError(
-            f"{bundle.run_dir}: rebuilding the run's windows from its recorded prices does not give back its tickers "
-            "and scalers; the bundle is damaged or from another version, retrain the model"
-        )
 
 
 # A set's charts for report.html, in reading order: (file, caption).
@@ -387,14 +375,17 @@ def input_section(bundle: RunBundle, dataset: Dataset) -> dict[str, Any]:
 
 
 def rebuild_dataset(
-    bundle: RunBundle, prices: pd.DataFrame, context_prices: dict[str, pd.DataFrame] | None = None
+    bundle: RunBundle | GlobalBundle, prices: dict[str, pd.DataFrame], context_prices: dict[str, pd.DataFrame]
 ) -> Dataset:
-    """The run's windows from its recorded rows and config; they must give back the bundle's split and scaler."""
-    dataset = build_dataset(prices, bundle.config, context_prices=context_prices)
-    if dataset.spec != bundle.spec or dataset.split != bundle.split or not same_scaler(dataset.scaler, bundle.scaler):
+    """The run's windows from its recorded rows (by ticker) and config on its split; they must give back the
+    run's window, tickers and every one of their scalers."""
+    dataset = build_dataset(prices, bundle.config, split=bundle.split, context_prices=context_prices)
+    if dataset.spec != bundle.spec or dataset.names != bundle.names or not all(
+        same_scaler(days.scaler, record.scaler) for days, record in zip(dataset.tickers, bundle.tickers, strict=True)
+    ):
         raise ForecastError(
-            f"{bundle.run_dir}: rebuilding the run's windows from its recorded prices does not give back the "
-            "split and scaler in bundle.json; the bundle is damaged or from another version, retrain the model"
+            f"{bundle.run_dir}: rebuilding the run's windows from its recorded prices does not give back its "
+            "tickers and scalers; the bundle is damaged or from another version, retrain the model"
         )
     return dataset
 
