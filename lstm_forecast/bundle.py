@@ -167,13 +167,12 @@ class RunBundle(Run):
         return [TickerRecordData(self.ticker, self.scaler, self.fingerprint, self.baselines,
                                  self.calibration["residuals"])]
 
-    def prices(self) -> pd.DataFrame:
-        """The exact price rows the run was trained on (recorded in the bundle)."""
+    def prices(self) -> dict[str, pd.DataFrame]:
+        """The exact price rows the run was trained on (recorded in the bundle), by ticker, as a global run's."""
         path = self.path(PRICES_FILE)
         if not path.is_file():
             raise ForecastError(f"{path}: missing from the bundle; evaluate needs the recorded prices")
-        prices, _ = read_prices_csv(path)
-        return prices
+        return {self.ticker: read_prices_csv(path)[0]}
 
     def context_prices(self) -> dict[str, pd.DataFrame]:
         """The context series' rows the run read (context/), each checked against its recorded fingerprint."""

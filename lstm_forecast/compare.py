@@ -276,7 +276,7 @@ def local_test_forecasts(rows: list[dict[str, Any]]) -> tuple[dict, dict, dict, 
         if row["status"] != "ok":
             continue
         bundle = load_bundle(row["run_dir"])
-        prices = bundle.prices()
+        prices = bundle.prices()[bundle.ticker]
         dataset = rebuild_dataset(bundle, {bundle.ticker: prices}, bundle.context_prices())
         period = period_forecasts(bundle.model, dataset.test, dataset)
         close = prices[dataset.spec.price_column_name]
@@ -356,7 +356,7 @@ def compare_context(
         raise Interrupted(f"interrupted; the run with context was saved to {with_context.run_dir}, "
                           "the one without was not trained")
     bundle = load_bundle(with_context.run_dir)
-    prices = bundle.prices()  # already cut to the days every context series covers
+    prices = bundle.prices()[bundle.ticker]  # already cut to the days every context series covers
     on_test = _recorded_test(bundle, prices)
     split = bundle.split
     plain = without_context(config, split)

@@ -344,7 +344,7 @@ def recorded_prices(bundle: RunBundle, cache_rows: pd.DataFrame | None) -> tuple
     """The exact rows the run was trained on: the bundle's prices.csv, else the cache when it still matches."""
     path = bundle.run_dir / PRICES_FILE
     if path.is_file():
-        prices = bundle.prices()
+        prices = bundle.prices()[bundle.ticker]
         if prices_sha256(prices) != bundle.fingerprint["sha256"]:
             raise ForecastError(
                 f"{path}: the recorded prices do not match the run's data fingerprint; the bundle is damaged, "

@@ -820,18 +820,15 @@ def latest_rows(
     prices = data.read_cache(folder, ticker)
     if prices is not None:
         return prices, None
-    if isinstance(bundle, RunBundle):
-        recorded = bundle.prices()
-        return recorded, (
-            f"no cached prices for {ticker} in {folder}; forecasting from the last day of the training data, "
-            f"{recorded.index[-1].date()} (run `lstm-forecast predict --refresh` or "
-            f"`lstm-forecast fetch -t {ticker}` for newer prices)"
-        )
     if ticker not in bundle.names:
         raise ForecastError(f"no cached prices for {ticker} in {folder}; fetch them with `lstm-forecast fetch -t "
                             f"{ticker}`")
     recorded = bundle.prices()[ticker]
-    return recorded, f"no cached prices in {folder}; forecast from the training data's last day"
+    return recorded, (
+        f"no cached prices for {ticker} in {folder}; forecasting from the last day of the training data, "
+        f"{recorded.index[-1].date()} (run `lstm-forecast predict --refresh` or "
+        f"`lstm-forecast fetch -t {ticker}` for newer prices)"
+    )
 
 
 def forecast_rows(

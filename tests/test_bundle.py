@@ -83,7 +83,7 @@ def load_error(run_dir: Path) -> ForecastError:
 def save_copy(trained: train.TrainOutcome, runs_dir: Path, run_id: str, write_extras=None) -> Path:
     bundle = dataclasses.replace(trained.bundle, run_id=run_id, run_dir=None)
     history = pd.read_csv(trained.run_dir / "history.csv")
-    prices = trained.bundle.prices()
+    prices = trained.bundle.prices()[trained.bundle.ticker]
     return save_run(bundle, runs_dir, {bundle.ticker: prices}, history, trained.metrics, write_extras=write_extras)
 
 
@@ -101,7 +101,7 @@ def test_round_trip_predicts_exactly_the_same(trained, run_dir):
     assert loaded.versions["torch"] == torch.__version__
     assert not loaded.model.training  # ready to forecast: eval mode
 
-    prices = loaded.prices()
+    prices = loaded.prices()[loaded.ticker]
     pd.testing.assert_frame_equal(prices, random_walk_prices())
     assert prices_sha256(prices) == loaded.fingerprint["sha256"]
     inputs = torch.from_numpy(build_dataset(prices, loaded.config).test.inputs)
@@ -270,7 +270,7 @@ def test_nothing_the_reader_would_refuse_is_written(trained, tmp_path):
     bundle = dataclasses.replace(trained.bundle, run_id="20240102-030405-006", run_dir=None, scaler=scaler)
     history = pd.read_csv(trained.run_dir / "history.csv")
     with pytest.raises(ForecastError, match=r"cannot save the run: .*scaler: expected finite means and positive"):
-        save_run(bundle, tmp_path, {bundle.ticker: trained.bundle.prices()}, history, trained.metrics)
+        save_run(bundle, tmp_path, trained.bundle.prices(), history, trained.metrics)
     assert list((tmp_path / TICKER).iterdir()) == []
 
 
