@@ -466,6 +466,32 @@ class RunDocument(Record):
     context_fingerprints: Annotated[list[FingerprintRecord], Field(min_length=1, max_length=MAX_CONTEXT)] | None = None
     versions: Annotated[dict[str, Annotated[str, Field(max_length=100)]], Field(max_length=20)] = {}
 
+    def check_run(self) -> None:
+        """The model and the window must describe the same inputs and horizon, or every forecast made with the
+        bundle would be silently misaligned; the context series recorded must be the window's."""
+        for key, found, expected in (("model.n_features", self.model.n_features, self.window.n_inputs),
+                                     ("model.horizon", self.model.horizon, self.window.horizon)):
+            if found != expected:
+                raise PydanticCustomError("mismatch", f"{key} is {found} but the window describes {expected}")
+        recorded = [item.ticker for item in self.context_fingerprints or []]
+        if recorded != list(dict.fromkeys(item.ticker for item in self.window.context)):
+            raise PydanticCustomError("mismatch", "context_fingerprints do not name the window's context series")
+
+    def check_ticker(
+        self, where: str, scaler: ScalerRecord, fingerprint: FingerprintRecord, residuals: list[list[float]]
+    ) -> None:
+        """One ticker's record (its keys prefixed by `where`) against the run: its scaler describes the window's
+        inputs, its validation residuals are one list per forecast day, its rows span the split."""
+        for key in ("feature_mean", "feature_std"):
+            if (found := len(getattr(scaler, key))) != self.window.n_inputs:
+                raise PydanticCustomError(
+                    "mismatch", f"{where}scaler.{key} is {found} but the window describes {self.window.n_inputs}")
+        if len(residuals) != self.model.horizon or len({len(step) for step in residuals}) != 1:
+            raise ValueError(f"{where}calibration.residuals: expected {self.model.horizon} lists of equal length "
+                             f"(one per forecast day), got {len(residuals)}")
+        if not fingerprint.first_date <= self.split.val_start < self.split.test_start <= fingerprint.last_date:
+            raise ValueError(f"{where}split: expected first_date <= val_start < test_start <= last_date")
+
 
 class BundleDocument(RunDocument):
     """bundle.json as this version writes it: a run of one ticker."""
@@ -485,30 +511,8 @@ class BundleDocument(RunDocument):
     def _check(self) -> BundleDocument:
         if len(self.seeds or []) != len(self.member_training or []):
             raise ValueError("member_training: expected one record per seed")
-        fingerprint, split = self.fingerprint, self.split
-        if not fingerprint.first_date <= split.val_start < split.test_start <= fingerprint.last_date:
-            raise ValueError("split: expected first_date <= val_start < test_start <= last_date")
-        steps = self.calibration.residuals
-        if len(steps) != self.model.horizon or len({len(step) for step in steps}) != 1:
-            raise ValueError(
-                f"calibration.residuals: expected {self.model.horizon} lists of equal length (one per "
-                f"forecast day), got {len(steps)}"
-            )
-        # The model, the window and the scaler must describe the same inputs and horizon, or every
-        # forecast made with the bundle would be silently misaligned.
-        n_features = self.window.n_inputs
-        sizes = {
-            "model.n_features": (self.model.n_features, n_features),
-            "model.horizon": (self.model.horizon, self.window.horizon),
-            "scaler.feature_mean": (len(self.scaler.feature_mean), n_features),
-            "scaler.feature_std": (len(self.scaler.feature_std), n_features),
-        }
-        for key, (found, expected) in sizes.items():
-            if found != expected:
-                raise PydanticCustomError("mismatch", f"{key} is {found} but the window describes {expected}")
-        recorded = [item.ticker for item in self.context_fingerprints or []]
-        if recorded != list(dict.fromkeys(item.ticker for item in self.window.context)):
-            raise PydanticCustomError("mismatch", "context_fingerprints do not name the window's context series")
+        self.check_run()
+        self.check_ticker("", self.scaler, self.fingerprint, self.calibration.residuals)
         return self
 
 
@@ -884,20 +888,9 @@ class GlobalDocument(RunDocument):
             raise ValueError("training: expected one record per seed")
         if self.model.n_tickers not in (0, len(names)):
             raise ValueError(f"model.n_tickers: expected 0 or the {len(names)} tickers of the run")
-        if self.model.horizon != self.window.horizon or self.model.n_features != self.window.n_inputs:
-            raise ValueError("model: expected the horizon and inputs of the window")
-        recorded = [record.ticker for record in self.context_fingerprints or []]
-        if recorded != list(dict.fromkeys(item.ticker for item in self.window.context)):
-            raise ValueError("context_fingerprints: expected one per context series of the window")
-        split = self.split
+        self.check_run()
         for record in self.tickers:
-            scaler, steps = record.scaler, record.residuals
-            if len(scaler.feature_mean) != self.model.n_features or len(scaler.feature_std) != self.model.n_features:
-                raise ValueError(f"tickers: {record.ticker}'s scaler does not describe the window's features")
-            if len(steps) != self.model.horizon or len({len(step) for step in steps}) != 1:
-                raise ValueError(f"tickers: {record.ticker}'s residuals: expected one list per forecast day")
-            if not record.fingerprint.first_date < split.val_start < split.test_start <= record.fingerprint.last_date:
-                raise ValueError(f"tickers: {record.ticker}'s prices do not span the split")
+            self.check_ticker(f"tickers.{record.ticker}.", record.scaler, record.fingerprint, record.residuals)
         return self
 
 
