@@ -277,9 +277,8 @@ def local_test_forecasts(rows: list[dict[str, Any]]) -> tuple[dict, dict, dict, 
             continue
         bundle = load_bundle(row["run_dir"])
         prices = bundle.prices()[bundle.ticker]
-        dataset = rebuild_dataset(bundle, {bundle.ticker: prices}, bundle.context_prices())
-        period = period_forecasts(bundle.model, dataset.test, dataset)
-        close = prices[dataset.spec.price_column_name]
+        period = _recorded_test(bundle, prices)
+        close = prices[bundle.spec.price_column_name]
         returns = pd.Series(np.log(close).diff().to_numpy(), index=prices.index)
         ticker = row["ticker"]
         forecasts[ticker] = period

@@ -173,9 +173,14 @@ def equity_plot(
     # In the axis label, so tight_layout keeps the disclaimer on the figure whatever its size.
     ax.set_xlabel("Diagnostic only, not investment advice: past prices, flat costs, no slippage or taxes.",
                   fontsize=8, color="dimgray")
+    return _finish_dated(fig, ax, title, path, "lower left")
+
+
+def _finish_dated(fig: plt.Figure, ax: plt.Axes, title: str, path: Path, legend: str) -> Path:
+    """A dated chart's end: its title, grid, legend and date labels; saved to `path`."""
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=9)
+    ax.legend(loc=legend, fontsize=9)
     _date_axis(ax)
     return save(fig, path)
 
@@ -318,11 +323,7 @@ def ic_plot(daily_ic: pd.Series, window: int, title: str, path: Path) -> Path:
             label=f"{window}-day rolling mean")
     ax.axhline(0.0, color="black", linewidth=0.8, alpha=0.6)
     ax.set_ylabel("Spearman rank IC")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=9)
-    _date_axis(ax)
-    return save(fig, path)
+    return _finish_dated(fig, ax, title, path, "upper left")
 
 
 def long_short_plot(equity: pd.DataFrame, title: str, path: Path) -> Path:
@@ -337,11 +338,7 @@ def long_short_plot(equity: pd.DataFrame, title: str, path: Path) -> Path:
     ax.set_ylabel("growth of 1")
     ax.set_xlabel("Diagnostic only, not investment advice: equal weights, cost on turnover only, no borrow costs.",
                   fontsize=8, color="dimgray")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=9)
-    _date_axis(ax)
-    return save(fig, path)
+    return _finish_dated(fig, ax, title, path, "upper left")
 
 
 def tune_plot(

@@ -73,7 +73,7 @@ from lstm_forecast.trainer import (
     resolve_device,
     seed_everything,
 )
-from lstm_forecast.windows import Dataset, WindowSpec, build_dataset, reasons
+from lstm_forecast.windows import Dataset, build_dataset, reasons
 
 
 @dataclass(frozen=True)
@@ -309,18 +309,6 @@ def member_scores(
         test = score_forecasts(period_forecasts(member, dataset.test, dataset), member.shape.kind)
         scored.append({**record, "test_rmse_ratio": test["metrics"]["model"]["all"]["rmse_ratio"]})
     return scored
-
-
-def prepare_inputs(
-    prices: pd.DataFrame, config: Config, context_prices: Mapping[str, pd.DataFrame] | None
-) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], list[str]]:
-    """The ticker's rows cut to the context's common range, the context rows they read (what the bundle
-    records) and the notes saying what was cut. Without context: the prices as given, nothing else."""
-    spec = WindowSpec.from_config(config)
-    if not spec.context:
-        return prices, {}, []
-    prices, notes = context.common_range(prices, spec, context_prices)
-    return prices, context.rows_used(prices, spec, context_prices), notes
 
 
 def train_model(

@@ -36,8 +36,9 @@ from lstm_forecast.report import universe_report
 from lstm_forecast.runs import read_json_or_empty
 from lstm_forecast.scoring import iso_day, log_loss_differential
 from lstm_forecast.sets import SUMMARY_COLUMNS, UNIVERSE_PLOT, scored_record, set_report, write_summary
-from lstm_forecast.train import load_training_prices, prepare_inputs
+from lstm_forecast.train import load_training_prices
 from lstm_forecast.trainer import training_threads
+from lstm_forecast.windows import build_dataset
 
 UNIVERSE_DIR = "_universe"
 UNIVERSE_FILE = "universe.json"
@@ -262,15 +263,15 @@ def resumable_results(folder: Path, config: Config, data_dir: Path) -> dict[str,
         document = read_json_or_empty(Path(record["row"]["run_dir"]) / BUNDLE_FILE)  # {}: trained again
         if document.get("config_hash") != expected_hash:
             continue
-        try:
-            prices, context_rows, _ = prepare_inputs(load_training_prices(ticker, data_dir, config), config,
-                                                     context_prices)
+        try:  # the rows and context rows training would record, built as training builds them
+            dataset = build_dataset({ticker: load_training_prices(ticker, data_dir, config)}, config,
+                                    context_prices=context_prices)
         except ForecastError:
             continue
         recorded = [item.get("sha256") for item in document.get("context_fingerprints") or []
                     if isinstance(item, dict)]
-        if prices_sha256(prices) == record.get("fingerprint") and recorded == [
-            prices_sha256(rows) for rows in context_rows.values()
+        if prices_sha256(dataset.prices[ticker]) == record.get("fingerprint") and recorded == [
+            prices_sha256(rows) for rows in dataset.context_rows.values()
         ]:
             done[ticker] = record
     return done
