@@ -217,6 +217,7 @@ def save_run(
         recorded = {PRICES_FILE: prices_to_csv(prices[bundle.ticker])}
         recorded |= {f"{CONTEXT_DIR}/{cache_name(ticker)}.csv": prices_to_csv(rows)
                      for ticker, rows in (context or {}).items()}
+    remove_stale_temp_dirs(Path(runs_dir), parent.name)
     # As `read_run` reads them: an ensemble's (and every global run's) weights as member<i>.*, one model's as is.
     prefixed = len(members) > 1 or document_name == GLOBAL_FILE
     weights = safetensors.torch.save(member_weights(members) if prefixed else {
@@ -765,10 +766,10 @@ def find_run(runs_dir: Path, run: Path | None = None, ticker: str | None = None)
     return runs[-1]
 
 
-def remove_stale_temp_dirs(runs_dir: Path, ticker: str | None = None, older_than_s: float = STALE_TEMP_AGE_S) -> None:
-    """Remove half-written bundles left by a killed process (they were never renamed into place), in `ticker`'s
-    folder (training cleans its own ticker's: a universe would otherwise list every folder for every ticker),
-    else in every ticker's.
+def remove_stale_temp_dirs(runs_dir: Path, folder: str | None = None, older_than_s: float = STALE_TEMP_AGE_S) -> None:
+    """Remove half-written bundles and evaluation staging folders left by a killed process (they were never renamed
+    into place) in `folder` of the runs dir (a ticker's, or the global runs': saving a run cleans its own, as a
+    universe would otherwise list every folder for every ticker), else in every one.
 
     Only this tool's (its temp prefix and marker file: a shared folder may hold other programs' temp
     dirs), and only old ones: a fresh temp dir may be another process's bundle being written right now.
@@ -776,7 +777,7 @@ def remove_stale_temp_dirs(runs_dir: Path, ticker: str | None = None, older_than
     if not runs_dir.is_dir():
         return
     cutoff = time.time() - older_than_s
-    pattern = f"{cache_name(ticker) if ticker else '*'}/{TEMP_PREFIX}*"
+    pattern = f"{folder or '*'}/{TEMP_PREFIX}*"
     try:
         candidates = list(runs_dir.glob(pattern))
     except OSError:  # a folder another process removed while we looked (an empty one it had just made)

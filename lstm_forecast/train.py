@@ -40,7 +40,6 @@ from lstm_forecast.bundle import (
     check_writable,
     library_versions,
     new_run_id,
-    remove_stale_temp_dirs,
     resolve_runs_dir,
     save_run,
 )
@@ -210,7 +209,6 @@ def train_run(
         seeds=trained.seeds if ensemble else [],
         member_training=trained.training if ensemble else [],
     )
-    remove_stale_temp_dirs(runs_dir, ticker)
     run_dir = save_trained(bundle, trained, runs_dir, run_metrics, f"{ticker} · {shape.kind.upper()}")
     test = forecasts["test"]
     return TrainOutcome(

@@ -4,8 +4,10 @@ a global evaluation replaced as one set, predict --json, unseen tickers and a si
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +16,14 @@ from conftest import TINY_OVERRIDES, build_prices, write_caches
 from typer.testing import CliRunner
 
 from lstm_forecast import plots
-from lstm_forecast.bundle import load_bundle
+from lstm_forecast.bundle import GLOBAL_DIR, STALE_TEMP_AGE_S, load_bundle
 from lstm_forecast.cli import app
 from lstm_forecast.config import load_config
 from lstm_forecast.errors import ForecastError
 from lstm_forecast.evaluate import evaluate
+from lstm_forecast.files import make_temp_dir
 from lstm_forecast.model import Ensemble, members_of
-from lstm_forecast.train import train_run
+from lstm_forecast.train import train_global, train_run
 from lstm_forecast.trainer import predict
 from lstm_forecast.windows import build_dataset
 
@@ -223,3 +226,16 @@ def test_a_stop_during_a_later_member_keeps_the_finished_members_and_marks_the_r
     assert outcome.bundle.seeds == [0, 1] and outcome.interrupted
     assert outcome.metrics["interrupted"] and not outcome.metrics["members"][0]["interrupted"]
     assert load_bundle(outcome.run_dir).training["interrupted"]
+
+
+def test_saving_a_global_run_removes_a_stale_staging_folder_a_killed_evaluate_left(tmp_path):
+    data_dir = write_caches(tmp_path / "data", {name: build_prices(260, seed=seed)
+                                                for seed, name in enumerate(["AAA", "BBB"])})
+    runs_dir = tmp_path / "runs"
+    stale, young = (make_temp_dir(runs_dir / GLOBAL_DIR, "an evaluation") for _ in range(2))
+    an_hour_ago = time.time() - STALE_TEMP_AGE_S - 1
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+    config = load_config(None, [*TINY_OVERRIDES, "model.scope=global"])
+    result = train_global(config, ["AAA", "BBB"], data_dir, runs_dir)
+    # The dead process's folder goes; a young one may be another process's evaluation being staged right now.
+    assert sorted((runs_dir / GLOBAL_DIR).iterdir()) == sorted([young, result.run_dir])
