@@ -27,7 +27,8 @@ it is marked failed (`abandoned`) and not counted. A database study uses Optuna'
 A study records its space, tickers, objective and base config, and refuses to continue under other ones.
 
 Seeds: the sampler is Optuna's TPE seeded with `seed` (worker i of --jobs N: seed + i), and every trial trains
-with the config's train.seed and the same thread count, so a sequential study repeats exactly.
+with the config's train.seed (a seed ensemble of train.seeds members, as `train` would) and the same thread
+count, so a sequential study repeats exactly.
 """
 
 from __future__ import annotations
@@ -53,9 +54,9 @@ from lstm_forecast.config import Config, config_hash
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError, quote, shorten
 from lstm_forecast.executors import PlainJob, run_in_workers
 from lstm_forecast.files import atomic_write_text
-from lstm_forecast.model import check_trainable
+from lstm_forecast.model import check_trainable, ensemble_of
 from lstm_forecast.search_space import SearchSpace, load_space, with_values
-from lstm_forecast.train import load_training_prices, pooled_ratio, train_model, train_run
+from lstm_forecast.train import load_training_prices, member_labels, pooled_ratio, train_members, train_run
 from lstm_forecast.universe import threads_per_job
 
 DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "configs" / "search.yaml"
@@ -353,27 +354,29 @@ def validation_ratios(
 ) -> dict[str, float]:
     """The objective's figures for `config`: the RMSE ratio to naive on prices of the validation windows, day 1
     (`h1`) and all days (`all`); over several tickers the pooled ratio; with `cv_folds`, the mean over the
-    folds. `on_epoch(unit, record)` hears every epoch of training unit `unit` (ticker × fold, in order); by
-    returning True it ends the trial (`Pruned`)."""
+    folds. `on_epoch(unit, record)` hears every epoch of training unit `unit` (ticker × fold × member, in order); by
+    returning True it ends the trial (`Pruned`). A seed ensemble (train.seeds) is trained and scored as `train`
+    trains it, its members' forecasts averaged; each member is a unit of its own."""
     by_fold: dict[int, list[scoring.PeriodForecasts]] = {}
-    unit = 0
+    unit, labels = 0, member_labels(config)
     for ticker, frame in prices.items():
         for fold, (dataset, scored) in enumerate(scored_periods(frame, config, cv_folds, ticker, context_prices)):
             ended: list[int] = []
 
-            def report(record: Any, unit: int = unit, ended: list[int] = ended) -> bool:
-                if on_epoch is not None and on_epoch(unit, record):
+            def report(label: str, record: Any, unit: int = unit, ended: list[int] = ended) -> bool:
+                # Once pruned, every later member ends after its first epoch too.
+                if ended or (on_epoch is not None and on_epoch(unit + labels.index(label), record)):
                     ended.append(record.epoch)
                     return True
                 return False
 
-            model, result = train_model(dataset, config, report, stop)
-            if result.interrupted or (stop is not None and stop.is_set()):
+            members, results = train_members(dataset, config, report, stop)
+            if any(result.interrupted for result in results) or (stop is not None and stop.is_set()):
                 raise Interrupted("interrupted during a trial")
             if ended:
                 raise Pruned(f"pruned at epoch {ended[0]}")
-            by_fold.setdefault(fold, []).append(scoring.period_forecasts(model, scored, dataset))
-            unit += 1
+            by_fold.setdefault(fold, []).append(scoring.period_forecasts(ensemble_of(members), scored, dataset))
+            unit += len(labels)
     ratios: dict[str, list[float]] = {"h1": [], "all": []}
     for forecasts in by_fold.values():
         if len(forecasts) == 1:

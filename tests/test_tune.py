@@ -25,8 +25,10 @@ from lstm_forecast import scoring, tune
 from lstm_forecast.cli import app
 from lstm_forecast.config import load_config
 from lstm_forecast.errors import ForecastError
+from lstm_forecast.model import Ensemble
 from lstm_forecast.prices import prices_to_csv
 from lstm_forecast.search_space import load_space
+from lstm_forecast.train import train_members
 from lstm_forecast.windows import build_dataset
 
 TICKER = "ARX"
@@ -144,6 +146,19 @@ def test_no_trial_ever_scores_a_test_window(workdir, monkeypatch):
         scored.clear()
         tune.search(setup_for(workdir, name, cv_folds=folds), trials=2, timeout=None)
         assert scored and max(scored) < test_start.to_datetime64()
+
+
+def test_a_trial_of_a_seed_ensemble_scores_its_members_mean_as_train_would():
+    config = load_config(None, [*OVERRIDES, "train.seeds=2"])
+    heard = []
+    ratios = tune.validation_ratios(config, {TICKER: ar_prices()},
+                                    on_epoch=lambda unit, record: heard.append(unit) and False)
+    assert sorted(set(heard)) == [0, 1]  # each member is a unit of its own
+    dataset = build_dataset({TICKER: ar_prices()}, config)
+    members, _ = train_members(dataset, config)
+    forecasts = scoring.period_forecasts(Ensemble(members), dataset.val, dataset)
+    expected = scoring.score_forecasts(forecasts, "lstm")["metrics"]["model"]["all"]["rmse_ratio"]
+    assert ratios["all"] == pytest.approx(expected, rel=1e-12)
 
 
 def test_a_hopeless_trial_is_pruned(workdir, monkeypatch):
