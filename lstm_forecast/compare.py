@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from lstm_forecast import data, plots
-from lstm_forecast.bundle import HISTORY_FILE, RunBundle, load_bundle, new_run_id, resolve_runs_dir
+from lstm_forecast.bundle import HISTORY_FILE, RunBundle, load_run, new_run_id, resolve_runs_dir
 from lstm_forecast.config import Config
 from lstm_forecast.context import calendar_names
 from lstm_forecast.context_effect import (
@@ -275,7 +275,7 @@ def local_test_forecasts(rows: list[dict[str, Any]]) -> tuple[dict, dict, dict, 
     for row in rows:
         if row["status"] != "ok":
             continue
-        bundle = load_bundle(row["run_dir"])
+        bundle = load_run(row["run_dir"])
         prices = bundle.prices()[bundle.ticker]
         period = _recorded_test(bundle, prices)
         close = prices[bundle.spec.price_column_name]
@@ -354,7 +354,7 @@ def compare_context(
     if stop is not None and stop.is_set():
         raise Interrupted(f"interrupted; the run with context was saved to {with_context.run_dir}, "
                           "the one without was not trained")
-    bundle = load_bundle(with_context.run_dir)
+    bundle = load_run(with_context.run_dir)
     prices = bundle.prices()[bundle.ticker]  # already cut to the days every context series covers
     on_test = _recorded_test(bundle, prices)
     split = bundle.split
