@@ -21,7 +21,7 @@ import yaml
 from conftest import TINY_OVERRIDES, error_line
 from typer.testing import CliRunner
 
-from lstm_forecast import scoring, tune
+from lstm_forecast import scoring, train, tune
 from lstm_forecast.cli import app
 from lstm_forecast.config import load_config
 from lstm_forecast.errors import ForecastError
@@ -174,14 +174,14 @@ def test_a_hopeless_trial_is_pruned(workdir, monkeypatch):
 
 
 def test_a_diverging_trial_is_recorded_as_failed_and_the_search_goes_on(workdir, monkeypatch):
-    real = tune.train_model
+    real = train.train_model
 
     def diverging(dataset, config, on_epoch=None, stop=None):
         if config.train.lr > 0.01:
             raise ForecastError("training diverged: the loss was not finite in epoch 1")
         return real(dataset, config, on_epoch, stop)
 
-    monkeypatch.setattr(tune, "train_model", diverging)
+    monkeypatch.setattr(train, "train_model", diverging)  # each member of a trial is trained by it
     result = tune.search(setup_for(workdir, seed=1), trials=5, timeout=None)
     states = [tune._state(trial) for trial in result.trials]
     assert len(states) == 5 and "failed" in states and "complete" in states
