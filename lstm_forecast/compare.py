@@ -407,7 +407,10 @@ def compare_context(
     test_scores = {CONTEXT_LABELS[name].upper(): (scores[name]["metrics"]["model"]["all"]["rmse_ratio"],
                                                   format_pvalue(scores[name]["vs_naive"]["dm_all"]["pvalue"]))
                    for name in CONTEXT_RUNS}
-    title = f"{with_context.ticker} · {kind.upper()} with vs without context · same rows, split and seed"
+    versus = report["with_vs_without"]
+    title = (f"{with_context.ticker} · {kind.upper()} with vs without context · same rows, split and seed · "
+             f"RMSE with/without {versus['rmse_ratio_all'] or float('nan'):.3f}, "
+             f"DM p {format_pvalue(versus['dm_all']['pvalue'])}")
     compare_dir = write_comparison(runs, with_context.ticker, report, curves, with_context.metrics["naive_val_loss"],
                                    test_scores, title)
     loss = (np.log(on_part.model / on_part.actual) ** 2 - np.log(off_part.model / off_part.actual) ** 2).mean(axis=1)

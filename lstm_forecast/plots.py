@@ -35,31 +35,60 @@ def loss_curve(
     fig, ax = plt.subplots(figsize=(8, 4.5))
     marker = "o" if len(epochs) <= 30 else None  # dots help read a short run
     ax.plot(epochs, train_loss, label="train loss", color="tab:blue", linewidth=1.6, marker=marker, markersize=3)
-    ax.plot(epochs, val_loss, label="validation loss", color="tab:orange", linewidth=1.6, marker=marker, markersize=3)
+    # Training loss often falls far more than validation loss moves (a global model's first epochs): on one axis
+    # the validation curve is then a flat line. It gets an axis of its own, its naive line and best epoch with it.
+    val_ax = ax.twinx() if own_axis_for(val_loss, train_loss) else ax
+    val_ax.plot(epochs, val_loss, label="validation loss" + (" (right axis)" if val_ax is not ax else ""),
+                color="tab:orange", linewidth=1.6, marker=marker, markersize=3)
     if naive_val_loss is not None:
         # The horizontal line answers the first question a reader has: is the model any better
         # than predicting "no change"? Below the line it is; above it, it is worse than naive.
-        ax.axhline(naive_val_loss, color="tab:gray", linestyle="--", linewidth=1.2,
-                   label=f"naive forecast (validation) {naive_val_loss:.4g}")
+        val_ax.axhline(naive_val_loss, color="tab:gray", linestyle="--", linewidth=1.2,
+                       label=f"naive forecast (validation) {naive_val_loss:.4g}")
     if best_epoch in epochs:
         best_loss = val_loss[list(epochs).index(best_epoch)]
         ax.axvline(best_epoch, color="tab:green", linestyle=":", linewidth=1.2)
-        ax.scatter([best_epoch], [best_loss], color="tab:green", zorder=5,
-                   label=f"best epoch {best_epoch} ({best_loss:.4g})")
-    _loss_axes(ax, title)
+        val_ax.scatter([best_epoch], [best_loss], color="tab:green", zorder=5,
+                       label=f"best epoch {best_epoch} ({best_loss:.4g})")
+    _loss_axes(ax, title, epochs=epochs, also=val_ax)
+    if val_ax is not ax:
+        val_ax.set_ylabel("validation loss (scaled targets)", color="tab:orange")
     # Fixed margins instead of tight_layout's second drawing pass: a universe draws one curve per ticker.
-    fig.subplots_adjust(left=0.09, right=0.98, top=0.92, bottom=0.12)
+    fig.subplots_adjust(left=0.09, right=0.91 if val_ax is not ax else 0.98, top=0.92, bottom=0.12)
     return save(fig, path, tight=False)
 
 
-def _loss_axes(ax: plt.Axes, title: str, legend_columns: int = 1) -> None:
-    """Labels, whole-number epoch ticks, grid and legend shared by the loss-curve figures."""
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+def own_axis_for(val_loss: Sequence[float], train_loss: Sequence[float], share: float = 0.2) -> bool:
+    """Whether the validation curve needs its own axis: it moves over less than `share` of the span both
+    curves cover together, so on a shared axis its changes would not show."""
+    values = np.asarray([*val_loss, *train_loss], dtype=float)
+    values = values[np.isfinite(values)]
+    val = np.asarray(val_loss, dtype=float)
+    val = val[np.isfinite(val)]
+    if len(val) < 2 or values.size == 0 or np.ptp(values) == 0:
+        return False
+    return bool(np.ptp(val) < share * np.ptp(values))
+
+
+def _loss_axes(ax: plt.Axes, title: str, legend_columns: int = 1, epochs: Sequence[int] = (),
+               also: plt.Axes | None = None) -> None:
+    """Labels, whole-number epoch ticks (each epoch of a short run its own tick, never 0.95 … 1.05 around a
+    single one), grid and legend shared by the loss-curve figures; `also`: a twin axis whose curves the legend
+    lists too."""
+    if 0 < len(set(epochs)) <= 10:
+        ax.set_xticks(sorted(set(epochs)))
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (scaled targets)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=9, ncol=legend_columns)
+    handles, labels = ax.get_legend_handles_labels()
+    if also is not None and also is not ax:
+        more_handles, more_labels = also.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    ax.legend(handles, labels, loc="best", fontsize=9, ncol=legend_columns)
 
 
 def save(fig: plt.Figure, path: Path, tight: bool = True) -> Path:
@@ -189,7 +218,10 @@ def _date_axis(ax: plt.Axes) -> None:
     """Short, unrotated date labels that adapt to the span (years, months or days)."""
     locator = matplotlib.dates.AutoDateLocator()
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(locator))
+    # Month ticks carry their year (a lone "Mar" leaves the reader guessing which March).
+    ax.xaxis.set_major_formatter(matplotlib.dates.ConciseDateFormatter(
+        locator, formats=["%Y", "%b %Y", "%d %b", "%H:%M", "%H:%M", "%S.%f"],
+        zero_formats=["", "%Y", "%b %Y", "%d %b", "%H:%M", "%H:%M"]))
 
 
 def compare_curves(
@@ -212,18 +244,22 @@ def compare_curves(
     if naive_val_loss is not None:
         val_ax.axhline(naive_val_loss, color="tab:gray", linestyle=":", linewidth=1.2,
                        label=f"naive {naive_val_loss:.4g}")
-    _loss_axes(train_ax, "training loss")
-    _loss_axes(val_ax, "validation loss")
+    every_epoch = [epoch for epochs, _, _ in curves.values() for epoch in epochs]
+    _loss_axes(train_ax, "training loss", epochs=every_epoch)
+    _loss_axes(val_ax, "validation loss", epochs=every_epoch)
 
     names = list(test_scores)
     ratios = [test_scores[name][0] for name in names]
-    bars = ratio_ax.barh(names, [0.0 if ratio is None else ratio for ratio in ratios],
+    # Each bar runs from the naive line at 1.0 to the ratio: its length is how far the model is from naive, and
+    # its side says which way (the axis is zoomed, so a bar from the axis edge would mean nothing).
+    bars = ratio_ax.barh(names, [0.0 if ratio is None else ratio - 1.0 for ratio in ratios], left=1.0,
                          color=[f"C{number}" for number in range(len(names))])
     ratio_ax.axvline(1.0, color="tab:gray", linestyle="--", linewidth=1.2)
     for bar, ratio, name in zip(bars, ratios, names, strict=True):
         text = "n/a" if ratio is None else f"{ratio:.3f}"
         middle = bar.get_y() + bar.get_height() / 2
-        ratio_ax.annotate(f" {text}, DM p {test_scores[name][1]}", (bar.get_width(), middle), va="center", fontsize=9)
+        ratio_ax.annotate(f" {text}, DM p {test_scores[name][1]}", (max(1.0, ratio or 1.0), middle), va="center",
+                          fontsize=9)
     finite = [ratio for ratio in ratios if ratio is not None]
     # Ratios of recurrent nets sit close to 1: zoom in around 1 so a 2 % difference is visible.
     spread = max([abs(ratio - 1.0) for ratio in finite] + [0.02])
@@ -289,7 +325,8 @@ def universe_plot(
     fig, (spread, volcano) = plt.subplots(1, 2, figsize=(11, 4.5))
     values = np.asarray(ratios, dtype=float)
     if values.size:
-        spread.hist(values, bins=min(40, max(5, values.size // 5)), color="tab:blue", alpha=0.8)
+        spread.hist(values, bins=bins_around_one(values, min(40, max(5, values.size // 5))), color="tab:blue",
+                    alpha=0.8)
     spread.axvline(1.0, color="tab:gray", linestyle="--", linewidth=1.2, label="naive (ratio 1.0)")
     spread.set_xlabel("test RMSE / naive (all horizon days)")
     spread.set_ylabel("tickers")
@@ -310,6 +347,14 @@ def universe_plot(
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     return save(fig, path)
+
+
+def bins_around_one(values: np.ndarray, count: int) -> np.ndarray:
+    """About `count` equal histogram bins over `values` with 1.0 (naive's ratio) on a bin edge, so no bin
+    mixes tickers that beat naive with tickers that did not."""
+    low, high = float(np.min(values)), float(np.max(values))
+    width = (max(high, 1.0) - min(low, 1.0)) / count or 0.01
+    return 1.0 + width * np.arange(np.floor((low - 1.0) / width), np.ceil((high - 1.0) / width) + 1)
 
 
 def ic_plot(daily_ic: pd.Series, window: int, title: str, path: Path) -> Path:
