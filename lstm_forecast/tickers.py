@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lstm_forecast import data
-from lstm_forecast.bundle import resolve_runs_dir
+from lstm_forecast.bundle import list_runs, resolve_runs_dir
 from lstm_forecast.config import Config
 from lstm_forecast.errors import UsageError, quote
 from lstm_forecast.files import read_bounded
 from lstm_forecast.model import check_trainable
+from lstm_forecast.runs import global_runs_by_ticker
 
 TICKERS_FILE_LIMIT = 1 << 20  # a list of a few thousand symbols is kilobytes
 SHOWN_OFFENDERS = 5  # invalid names quoted in the one error line; the rest are counted
@@ -109,6 +110,35 @@ def select_tickers(
     repeated = sorted({name for name in valid if valid.count(name) > 1})
     warnings = [f"dropped repeated tickers: {', '.join(repeated)}"] if repeated else []
     return Selection(unique, warnings)
+
+
+def select_forecast_tickers(
+    given: list[str], tickers_file: Path | None, all_cached: bool, data_dir: Path | None, runs_dir: Path | None,
+    run: Path | None,
+) -> Selection:
+    """`predict`'s tickers: as `select_tickers`, except that `--all` without `--run` means every ticker with a
+    trained run in the runs dir (its own or a global run's), not every cached one: a cached ticker nobody trained
+    has nothing to forecast with. With `--run`, `--all` is every cached ticker, which a global run may forecast
+    unseen."""
+    if not all_cached or run is not None:
+        return select_tickers(given, tickers_file, all_cached, data_dir)
+    folder = resolve_runs_dir(runs_dir, None)
+    trained = tickers_with_runs(folder)
+    if not trained:
+        raise UsageError(f"--all: no trained runs in {folder}; train some first (lstm-forecast train -t …)")
+    return select_tickers([*given, ",".join(trained)], tickers_file, False, data_dir)
+
+
+def tickers_with_runs(runs_dir: Path) -> list[str]:
+    """Every ticker with a run of its own or in a global run in `runs_dir`, sorted."""
+    own = {run.parent.name for run in list_runs(runs_dir)}
+    names = set()
+    for name in own | set(global_runs_by_ticker(runs_dir)):
+        try:
+            names.add(data.validate_ticker(name))
+        except UsageError:
+            continue  # a folder that is not a ticker's
+    return sorted(names)
 
 
 def read_tickers_file(path: Path) -> list[str]:

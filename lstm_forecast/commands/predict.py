@@ -14,7 +14,7 @@ from lstm_forecast.errors import ForecastError, Interrupted, UsageError
 from lstm_forecast.files import writes_in_place
 from lstm_forecast.predict import Screener, forecast_table, interval_note, run_predict, run_screener, screener_report
 from lstm_forecast.progress import TickerBar
-from lstm_forecast.tickers import select_tickers
+from lstm_forecast.tickers import select_forecast_tickers
 
 
 def run(
@@ -26,7 +26,7 @@ def run(
     write the forecast; a global run prints the screener over its tickers (or those named with --run)."""
     symbol, tickers = None, []
     if given or tickers_file or all_cached:
-        selection = select_tickers(given, tickers_file, all_cached, data_dir)
+        selection = select_forecast_tickers(given, tickers_file, all_cached, data_dir, runs_dir, run_dir)
         if run_dir is not None and is_global_run(run_dir):
             tickers = selection.tickers  # the run's tickers to show, or ones it never trained on
         elif run_dir is not None:
