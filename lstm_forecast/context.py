@@ -35,7 +35,7 @@ import pandas as pd
 from lstm_forecast import data
 from lstm_forecast.config import ContextInput
 from lstm_forecast.errors import ForecastError, StopRequest, UsageError, quote
-from lstm_forecast.sessions import TradingCalendar, check_calendar, exchange_calendar
+from lstm_forecast.sessions import TradingCalendar, check_calendar, exchange_calendar, known_calendar
 
 SAME_DAY, PREVIOUS_SESSION = 0, 1
 # The columns each calendar feature adds: cyclical ones as sine and cosine, so Friday sits beside Monday.
@@ -90,13 +90,12 @@ def _lag(entry: ContextInput, target_calendar: str) -> int:
     if calendar is None:
         return PREVIOUS_SESSION
     check_calendar(target_calendar)  # data.calendar's own error first
-    try:
-        check_calendar(calendar)
-    except UsageError:
+    if not known_calendar(calendar):
         raise UsageError(
             f"data.context: the calendar {quote(calendar)} of {entry.ticker} is not an exchange-calendars code; "
             "expected one such as XNYS (New York), XLON (London) or XHKG (Hong Kong)"
-        ) from None
+        )
+    check_calendar(calendar, f"data.context: {entry.ticker}'s calendar")  # known, but can it answer?
     return PREVIOUS_SESSION if closes_later(calendar, target_calendar) else SAME_DAY
 
 

@@ -7,6 +7,7 @@ Good Friday, Juneteenth, Thanksgiving, ...), so no holiday list is written by ha
 
 from __future__ import annotations
 
+import functools
 import warnings
 from datetime import date, timedelta
 from typing import Any
@@ -18,22 +19,45 @@ from lstm_forecast.errors import ForecastError, UsageError, quote
 # A week holds at most five sessions, so n sessions fit in 7n/5 calendar days; the margin covers the
 # longest closures the calendars know (a week of Lunar New Year on XSHG) with room to spare.
 DAYS_MARGIN = 31
+PROBE_START = date(2020, 1, 2)  # a stretch every calendar exchange-calendars builds by default covers
+CALENDAR_EXAMPLES = "XNYS (New York), XLON (London) or XHKG (Hong Kong)"
 
 
-def check_calendar(name: str) -> None:
-    """UsageError unless `name` is an exchange-calendars code: checked before training, since only
-    `predict` builds the calendar, and a run trained for an unknown exchange could never forecast."""
-    import exchange_calendars
+def check_calendar(name: str, key: str = "data.calendar") -> None:
+    """UsageError (naming `key`) unless `name` is an exchange-calendars code whose sessions that library can
+    compute: checked before training, since only `predict` builds the calendar, and a run trained for an exchange
+    it cannot describe could never forecast."""
+    if not known_calendar(name):
+        raise unknown_calendar(name, key)
+    # exchange-calendars lists a few calendars whose session rules are not implemented (ASEX, XBEL, XBSE and
+    # XCYS in 4.x raise NotImplementedError when built): build a small one once to know it can answer.
+    try:
+        probe_calendar(name)
+    except UsageError:
+        raise unanswerable_calendar(name, key) from None
 
-    if name not in exchange_calendars.get_calendar_names(include_aliases=True):
-        raise unknown_calendar(name)
+
+def known_calendar(name: str) -> bool:
+    """Whether exchange-calendars knows `name` (a code or an alias)."""
+    import exchange_calendars  # lazily: it pulls in pandas and its own holiday rules
+
+    return name in exchange_calendars.get_calendar_names(include_aliases=True)
 
 
-def unknown_calendar(name: str) -> UsageError:
-    return UsageError(
-        f"data.calendar {quote(name)}: unknown exchange calendar; expected an exchange-calendars code "
-        "such as XNYS (New York), XLON (London) or XHKG (Hong Kong)"
-    )
+@functools.cache
+def probe_calendar(name: str) -> None:
+    """Build `name`'s calendar over a few weeks (cached: a calendar that answered once answers again)."""
+    exchange_calendar(name, PROBE_START, PROBE_START + timedelta(days=DAYS_MARGIN))
+
+
+def unknown_calendar(name: str, key: str = "data.calendar") -> UsageError:
+    return UsageError(f"{key} {quote(name)}: unknown exchange calendar; expected an exchange-calendars code such "
+                      f"as {CALENDAR_EXAMPLES}")
+
+
+def unanswerable_calendar(name: str, key: str = "data.calendar") -> UsageError:
+    return UsageError(f"{key} {quote(name)}: exchange-calendars lists this calendar but cannot compute its "
+                      f"sessions; choose another, such as {CALENDAR_EXAMPLES}")
 
 
 def exchange_calendar(name: str, start: date | str, end: date | str) -> Any:
@@ -47,6 +71,8 @@ def exchange_calendar(name: str, start: date | str, end: date | str) -> Any:
             return exchange_calendars.get_calendar(name, start=start, end=end)
     except exchange_calendars.errors.InvalidCalendarName:
         raise unknown_calendar(name) from None
+    except NotImplementedError:  # a listed calendar whose rules exchange-calendars has not written
+        raise unanswerable_calendar(name) from None
     except (exchange_calendars.errors.CalendarError, ValueError) as exc:
         raise ForecastError(
             f"the {name} calendar cannot describe {start} to {end}: {' '.join(str(exc).split())}"

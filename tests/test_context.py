@@ -16,7 +16,7 @@ from lstm_forecast import context, data, predict
 from lstm_forecast.bundle import CONTEXT_DIR, load_bundle
 from lstm_forecast.cli import app
 from lstm_forecast.config import load_config
-from lstm_forecast.errors import ForecastError
+from lstm_forecast.errors import ForecastError, UsageError
 from lstm_forecast.evaluate import evaluate
 from lstm_forecast.prices import COLUMNS, prices_to_csv
 from lstm_forecast.train import train_run
@@ -404,3 +404,9 @@ def test_a_bad_context_ticker_is_named_once_and_quoted_short(value):
         load_config(None, [f"data.context=[{{ticker: {value}}}]"])
     message = str(caught.value)
     assert message.startswith("--set: data.context.0.ticker: expected a Yahoo Finance symbol") and len(message) < 300
+
+
+def test_a_context_calendar_that_cannot_compute_its_sessions_is_a_usage_error_naming_it():
+    config = load_config(None, ["data.context=[{ticker: CTX, calendar: ASEX}]"])
+    with pytest.raises(UsageError, match=r"data\.context: CTX's calendar 'ASEX': exchange-calendars lists this"):
+        WindowSpec.from_config(config)

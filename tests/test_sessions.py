@@ -75,3 +75,15 @@ def test_the_calendar_is_checked_by_name_before_training():
     check_calendar("NYSE")  # an alias exchange-calendars knows
     with pytest.raises(UsageError, match=r"data\.calendar 'FOO': unknown exchange calendar"):
         check_calendar("FOO")
+
+
+@pytest.mark.parametrize("name", ["XBEL", "ASEX"])
+def test_a_calendar_listed_but_not_implemented_is_refused_by_name(name):
+    # exchange-calendars lists these, but building one raises NotImplementedError.
+    from lstm_forecast.sessions import check_calendar, exchange_calendar
+
+    with pytest.raises(UsageError, match=rf"data\.calendar '{name}': exchange-calendars lists this calendar but "
+                                         "cannot compute its sessions"):
+        check_calendar(name)
+    with pytest.raises(UsageError, match="cannot compute its sessions"):
+        exchange_calendar(name, "2020-01-02", "2020-02-01")
