@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,10 @@ from lstm_forecast.model import check_trainable
 from lstm_forecast.runs import global_runs_by_ticker
 
 TICKERS_FILE_LIMIT = 1 << 20  # a list of a few thousand symbols is kilobytes
-SHOWN_OFFENDERS = 5  # invalid names quoted in the one error line; the rest are counted
+SHOWN_OFFENDERS = 5
+# Tickers one command takes: a universe trains a model each, and every US-listed stock is about 6,000 (a 1 MB
+# tickers file could name some 150,000).
+MAX_SELECTED = 10_000  # invalid names quoted in the one error line; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,10 @@ def select_tickers(
             "symbols such as TSLA, ^GSPC, BRK-B"
         )
     unique = list(dict.fromkeys(valid))
-    repeated = sorted({name for name in valid if valid.count(name) > 1})
+    if len(unique) > MAX_SELECTED:
+        raise UsageError(f"{len(unique):,} tickers: at most {MAX_SELECTED:,} in one command (every US-listed stock "
+                         "is about 6,000); split the list")
+    repeated = sorted(name for name, count in Counter(valid).items() if count > 1)
     warnings = [f"dropped repeated tickers: {', '.join(repeated)}"] if repeated else []
     return Selection(unique, warnings)
 
@@ -152,12 +159,13 @@ def read_tickers_file(path: Path) -> list[str]:
     lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
     lines = [line for line in lines if line]
     if lines and "," in lines[0]:
-        rows = list(csv.DictReader(io.StringIO("\n".join(lines))))
-        header = {name.strip().lower(): name for name in rows[0]} if rows else {}
-        column = header.get("ticker") or header.get("symbol")
+        # Plain rows, not DictReader: a row wider or narrower than the header is read by position all the same.
+        header, *rows = csv.reader(io.StringIO("\n".join(lines)))
+        names = [name.strip().lower() for name in header]
+        column = next((names.index(key) for key in ("ticker", "symbol") if key in names), None)
         if column is None:
             raise UsageError(f"--tickers-file {path}: a CSV needs a `ticker` or `symbol` column")
-        return [(row[column] or "").strip() for row in rows if (row[column] or "").strip()]
+        return [row[column].strip() for row in rows if len(row) > column and row[column].strip()]
     return lines
 
 

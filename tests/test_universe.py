@@ -62,6 +62,23 @@ def test_a_csv_tickers_file_is_read_by_its_symbol_column(tmp_path):
         tickers.select_tickers([], listing, False, None)
 
 
+def test_a_csv_tickers_file_with_ragged_rows_is_read_by_position(tmp_path):
+    listing = tmp_path / "index.csv"
+    listing.write_text("Symbol,Name\nMSFT,Microsoft,Tech,extra\nBRK-B\n,empty symbol\nKO,Coca-Cola\n")
+    assert tickers.select_tickers([], listing, False, None).tickers == ["MSFT", "BRK-B", "KO"]
+
+
+def test_a_tickers_list_is_bounded_and_read_in_linear_time(tmp_path):
+    names = [f"T{number}" for number in range(tickers.MAX_SELECTED)]
+    listing = tmp_path / "many.txt"
+    listing.write_text("\n".join([*names, *names[:10]]))  # repeats are counted, not searched for one by one
+    selection = tickers.select_tickers([], listing, False, None)
+    assert len(selection.tickers) == tickers.MAX_SELECTED and selection.warnings[0].startswith("dropped repeated")
+    listing.write_text("\n".join([*names, "ONEMORE"]))
+    with pytest.raises(UsageError, match=r"^10,001 tickers: at most 10,000 in one command"):
+        tickers.select_tickers([], listing, False, None)
+
+
 def test_every_invalid_ticker_is_named_in_one_error_before_anything_runs():
     names = ["TSLA", "../x", "a b", "AAPL", "$$$", "%", "^^", "~", "?"]
     with pytest.raises(UsageError) as caught:
