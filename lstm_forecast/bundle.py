@@ -104,6 +104,9 @@ DEFAULT_RUNS_DIR = "runs"
 STALE_TEMP_AGE_S = 3600
 # bundle.json holds a few residual lists: kilobytes, megabytes for a long horizon on decades of data.
 BUNDLE_JSON_LIMIT = 32 << 20
+# Memory a JSON document takes parsed, validated and dumped again, per byte of its text: measured 6.6x for 52 MB
+# of ten-character residuals (each a float object and a list slot); shorter numbers take more per byte.
+JSON_MEMORY_FACTOR = 16
 # model.safetensors: the tensors the declared shape implies plus a JSON header of a few hundred bytes.
 WEIGHTS_HEADER_LIMIT = 1 << 20
 # A global model's universe: the largest index has a few thousand members.
@@ -414,6 +417,14 @@ class FingerprintRecord(Record):
     rows: Annotated[int, Field(ge=1, le=10_000_000)]
     sha256: Sha256
 
+    @model_validator(mode="after")
+    def _check_rows(self) -> FingerprintRecord:
+        # Daily prices hold at most one row a day: a count beyond the days between the dates is damage, and what
+        # a reader sizes the recorded rows by (prices.zip's entries) can never be inflated past it.
+        if not self.first_date <= self.last_date or self.rows > (self.last_date - self.first_date).days + 1:
+            raise ValueError("fingerprint: expected first_date <= last_date and at most one row a day between them")
+        return self
+
 
 class SplitRecord(Record):
     val_start: LooseDate
@@ -700,8 +711,13 @@ def read_weights(
 def _read_json(path: Path, limit: int = BUNDLE_JSON_LIMIT) -> dict[str, Any]:
     """A bundle's JSON document, read with a size limit; hostile nesting or numbers are damage, not a crash."""
     try:
-        text = read_bounded(path, limit, "a bundle description").decode("utf-8")
-        document = json.loads(text)
+        raw = read_bounded(path, limit, "a bundle description")
+        # Parsed, validated and dumped again, a document takes many times its size in Python objects (a short
+        # number in the text is a float object and a list slot, thrice over): refuse what would not fit.
+        if len(raw) > 1 << 20 and len(raw) * JSON_MEMORY_FACTOR > memory_limit():  # a megabyte always fits
+            raise ForecastError(f"{path}: {len(raw):,} bytes would need about {gib(len(raw) * JSON_MEMORY_FACTOR)} "
+                                f"to read, more than the {gib(memory_limit())} allowed here")
+        document = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise ForecastError(f"{path}: missing; not a run bundle (see `lstm-forecast runs`)") from None
     except ForecastError as exc:
@@ -933,10 +949,17 @@ def read_prices_archive(
     wanted = [(0, ticker, _entry(ticker), fingerprint) for ticker, fingerprint in fingerprints.items()]
     wanted += [(1, ticker, _entry(ticker, CONTEXT_DIR), fingerprint) for ticker, fingerprint in (context or {}).items()]
     limits = [fingerprint["rows"] * ROW_BYTES_LIMIT + HEADER_BYTES_LIMIT for *_, fingerprint in wanted]
+    # The archive's bytes and every entry inflated may all be held at once: refuse before reading what this
+    # machine could not hold (the rows are the validated, one-a-day counts global.json declares).
+    if 2 * sum(limits) > memory_limit():
+        raise ForecastError(f"{path}: the recorded prices global.json declares would need {gib(2 * sum(limits))}, "
+                            f"more than the {gib(memory_limit())} allowed here; the bundle is damaged")
     try:
         raw = read_bounded(path, sum(limits) + HEADER_BYTES_LIMIT * len(limits), "a global run's recorded prices")
     except FileNotFoundError:
         raise ForecastError(f"{path}: missing from the bundle; evaluate needs the recorded prices") from None
+    except ForecastError as exc:  # larger than the rows global.json declares could be, or not a regular file
+        raise ForecastError(f"{exc}; the bundle is damaged") from None
     frames: tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]] = ({}, {})
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_OVERRIDES, build_prices, error_line, write_caches
+from conftest import TINY_OVERRIDES, build_prices, error_line, run_cli_limited, write_caches
 from typer.testing import CliRunner
 
 from lstm_forecast.bundle import GLOBAL_FILE, PRICES_ARCHIVE, load_global_bundle
@@ -25,6 +25,11 @@ from lstm_forecast.train import fingerprint, score_tickers, train_global, train_
 from lstm_forecast.windows import WindowSpec, build_dataset, compute_features
 
 GLOBAL = [*TINY_OVERRIDES, "model.scope=global"]
+
+
+def error_line_of(stderr: str) -> str:
+    """The last line a child process printed on stderr."""
+    return (stderr.strip().splitlines() or [""])[-1]
 
 
 def frame_of(returns: np.ndarray, start: str = "2019-01-02", level: float = 50.0) -> pd.DataFrame:
@@ -234,6 +239,55 @@ def test_a_damaged_global_bundle_is_one_error_naming_the_file(global_run, tmp_pa
             archive.writestr(name, content)
     with pytest.raises(ForecastError, match="T01's recorded prices do not match its fingerprint"):
         evaluate(copy)
+
+
+def test_a_global_bundle_declaring_more_than_memory_allows_is_refused_before_it_is_read(global_run, tmp_path):
+    import shutil
+
+    run_dir, data_dir, _ = global_run
+    copy = tmp_path / "big"
+    shutil.copytree(run_dir, copy)
+    # global.json padded to 200 MB (whitespace is valid JSON): refused by its size before it is parsed.
+    text = (copy / GLOBAL_FILE).read_text()
+    with (copy / GLOBAL_FILE).open("w") as handle:
+        handle.write(text[:-1])
+        for _ in range(200):
+            handle.write(" " * (1 << 20))
+        handle.write(text[-1])
+    result = run_cli_limited(["predict", "--run", str(copy), "--data-dir", str(data_dir)], tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert error_line_of(result.stderr).startswith(f"Error: {copy / GLOBAL_FILE}: ")
+    assert "allowed here" in result.stderr and "Traceback" not in result.stderr
+
+    # A fingerprint declaring more rows than days, which would size prices.zip's entries past any bound.
+    shutil.rmtree(copy)
+    shutil.copytree(run_dir, copy)
+    document = json.loads((copy / GLOBAL_FILE).read_text())
+    document["tickers"][0]["fingerprint"]["rows"] = 9_000_000
+    (copy / GLOBAL_FILE).write_text(json.dumps(document))
+    with pytest.raises(ForecastError, match="at most one row a day"):
+        load_global_bundle(copy)
+
+
+def test_a_prices_archive_bomb_is_refused_without_inflating_it(global_run, tmp_path):
+    import shutil
+
+    run_dir, _, _ = global_run
+    copy = tmp_path / "bomb"
+    shutil.copytree(run_dir, copy)
+    with zipfile.ZipFile(copy / PRICES_ARCHIVE) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    with zipfile.ZipFile(copy / PRICES_ARCHIVE, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, content in entries.items():
+            if name != "T01.csv":
+                archive.writestr(name, content)
+        # 300 MB of zeros deflate to about 300 KB: within the archive's own bound, far past the entry's.
+        with archive.open("T01.csv", "w", force_zip64=True) as entry:
+            for _ in range(300):
+                entry.write(bytes(1 << 20))
+    result = run_cli_limited(["evaluate", "--run", str(copy)], tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "T01's prices are missing or too large; the bundle is damaged" in error_line_of(result.stderr)
 
 
 def test_a_ticker_embedding_is_learned_but_refuses_tickers_it_never_saw(tmp_path):
