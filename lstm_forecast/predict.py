@@ -690,7 +690,7 @@ def screener_report(rows: list[dict[str, Any]]) -> list[Any]:
                f"{level_name(next(iter(levels)))}% interval" if one_level else "interval",
                "RMSE/naive", "DM p", "BH q", "verdict", "status", "q family")
     for header in headers:
-        left = header in ("ticker", "last date", "session", "verdict", "status")
+        left = header in ("ticker", "last date", "session", "verdict", "status", "q family")
         table.add_column(header, justify="left" if left else "right", no_wrap=True)
     for row in rows:
         interval = None
