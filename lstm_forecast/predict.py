@@ -514,9 +514,8 @@ def run_screener(
     forecasts the next session (one model forward each, in this process), ranked by the forecast move beside the
     run's own test RMSE ratio to naive, its DM p-value and its Benjamini–Hochberg q-value within the run's family
     (a global run's own tickers; for a ticker's own run, every ticker's newest own run in the runs dir), which
-    the tickers listed do not change. A
-    ticker that cannot be forecast is a row with the reason; one whose cache is stale is forecast and flagged. No
-    fan charts are drawn."""
+    the tickers listed do not change. A ticker that cannot be forecast is a row with the reason; one whose cache
+    is stale is forecast and flagged. No fan charts are drawn."""
     output_format = resolve_format(output_format, output)
     runs_folder = resolve_runs_dir(runs_dir, None)
     if output is not None:  # a usage error, before any work, as for one ticker
@@ -855,8 +854,7 @@ def forecast_rows(
     out-of-universe evaluation's)."""
     known = set(bundle.names)
     # The scores of a global run's out-of-universe evaluation, read only when a ticker needs them.
-    unseen = (out_of_universe_family(bundle) if any(ticker not in known for ticker in recent)
-              else Family("", {}, 0))
+    unseen = out_of_universe_family(bundle) if any(ticker not in known for ticker in recent) else None
     paths = forecast_paths(bundle, {ticker: records[ticker].scaler for ticker in recent},
                            {ticker: prices for ticker, (prices, _) in recent.items()}, context_prices)
     first_day = next(iter(paths.values()))[0].date()
@@ -872,7 +870,7 @@ def forecast_rows(
         if ticker in known:
             row = screener_row(ticker, "stale" if note else "ok", note, bundle.run_dir)
             judged_in = family
-        else:
+        else:  # `unseen` was read: this ticker needed it
             scored = "its out-of-universe test score beside" if ticker in unseen.tests else (
                 "no test score yet: evaluate --run RUN -t TICKER scores it out of universe")
             row = screener_row(ticker, "unseen", f"not trained on by this run; {scored}", bundle.run_dir)

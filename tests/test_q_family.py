@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from lstm_forecast import predict
 from lstm_forecast.cli import app
+from lstm_forecast.evaluate import evaluate
 from lstm_forecast.sets import adjusted_family, recorded_family
 
 # ticker -> (test RMSE ratio, DM p-value). Over all six, A's q is 0.02 * 6 / 1 = 0.12: no skill shown. Over A and
@@ -131,3 +132,17 @@ def test_a_global_runs_subset_keeps_the_q_values_of_its_own_tickers(global_run):
         assert rows["AAA"]["bh_qvalue"] == 0.06 and rows["AAA"]["verdict"] == "no skill shown"
         assert rows["BBB"]["bh_qvalue"] == 0.6
         assert {row["family"] for row in rows.values()} == {family}
+
+
+def test_an_unseen_tickers_q_value_is_its_out_of_universe_evaluations(global_run, tmp_path):
+    data_dir = write_caches(tmp_path / "data", {"AAA": build_prices(260, seed=0), "NEW": build_prices(260, seed=7)})
+    evaluate(global_run["run"], data_dir, tickers=["NEW"])
+    result = CliRunner().invoke(app, ["predict", "--run", str(global_run["run"]), "-t", "AAA,NEW", "--data-dir",
+                                      str(data_dir), "--json"])
+    rows = rows_of(result)
+    summary = json.loads((global_run["run"] / "out_of_universe" / "summary.json").read_text())
+    assert rows["NEW"]["bh_qvalue"] == summary["rows"][0]["bh_qvalue"] is not None
+    assert rows["NEW"]["family"] == f"out-of-universe evaluation of global run {global_run['run'].name} (1 test)"
+    assert rows["AAA"]["family"] == f"global run {global_run['run'].name} (3 tests)"
+    assert json.loads(result.stdout)["families"] == {rows["AAA"]["family"]: 3, rows["NEW"]["family"]: 1}
+    assert "(Benjamini–Hochberg within each row's family)" in json.loads(result.stdout)["advice"]
