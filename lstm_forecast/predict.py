@@ -43,10 +43,10 @@ from lstm_forecast.files import atomic_write_text, json_text, writes_in_place
 from lstm_forecast.intervals import conformal_quantiles, interval_bounds
 from lstm_forecast.metrics import format_pvalue
 from lstm_forecast.model import ensemble_of
-from lstm_forecast.runs import global_runs_by_ticker, read_json_or_empty, scores_on_test, ticker_scores
+from lstm_forecast.runs import global_runs_by_ticker, newest_local_scores, read_json_or_empty, recorded_tests
 from lstm_forecast.scoring import member_predictions, ticker_forecasts, val_residuals
 from lstm_forecast.sessions import TradingCalendar, calendar_for
-from lstm_forecast.sets import Q_THRESHOLD, SUMMARY_JSON, bh_qvalues
+from lstm_forecast.sets import Q_THRESHOLD, SUMMARY_JSON, Family, adjusted_family, recorded_family
 from lstm_forecast.trainer import cpu_threads
 from lstm_forecast.trainer import predict as predict_scaled
 from lstm_forecast.windows import Scaler, build_dataset, inference_inputs, targets_to_prices
@@ -475,8 +475,9 @@ SCREENER_LEVEL = 80.0  # the interval a row shows when its levels include it; el
 REFRESH_PACE_S = 0.5  # --refresh over many tickers updates one cache at a time, two a second at most
 SCREENER_COLUMNS = (
     "rank", "ticker", "status", "last_date", "last_price", "session", "forecast", "change_pct", "level", "lower",
-    "upper", "rmse_ratio", "dm_pvalue", "bh_qvalue", "verdict", "run_dir", "note",
+    "upper", "rmse_ratio", "dm_pvalue", "bh_qvalue", "verdict", "run_dir", "note", "family", "family_size",
 )
+LOCAL_FAMILY = "runs dir"  # a local run's q-value is over every ticker's newest own run in the runs dir
 NOT_FORECAST = ("failed", "not run")  # the statuses of a row without a forecast
 SHOWN_REASONS = 10  # tickers named under the table per kind of trouble; the files name every one
 
@@ -511,9 +512,10 @@ def run_screener(
 ) -> Screener:
     """`predict` over two or more tickers: each ticker's newest run, its own or a global run trained on it,
     forecasts the next session (one model forward each, in this process), ranked by the forecast move beside the
-    run's own test RMSE ratio to naive, its DM p-value and a Benjamini–Hochberg q-value across the tickers. A
-    ticker that cannot be forecast is a row with the reason; one whose cache is stale is forecast and flagged. No
-    fan charts are drawn."""
+    run's own test RMSE ratio to naive, its DM p-value and its Benjamini–Hochberg q-value within the run's family
+    (a global run's own tickers; for a ticker's own run, every ticker's newest own run in the runs dir), which
+    the tickers listed do not change. A ticker that cannot be forecast is a row with the reason; one whose cache
+    is stale is forecast and flagged. No fan charts are drawn."""
     output_format = resolve_format(output_format, output)
     runs_folder = resolve_runs_dir(runs_dir, None)
     if output is not None:  # a usage error, before any work, as for one ticker
@@ -523,13 +525,14 @@ def run_screener(
     rows = []
     refreshed: set[str] = set()  # context series shared by the tickers' runs: refreshed once
     held, loaded = global_runs_by_ticker(runs_folder), {}  # a global run is read once, whatever its tickers
+    local = adjusted_family(LOCAL_FAMILY, newest_local_scores(runs_folder))
     for ticker in tickers:
         if stop is not None and stop.is_set():
             row = screener_row(ticker, "not run", "interrupted before it was forecast")
         else:
             try:
                 row = screen_ticker(ticker, runs_folder, data_dir, levels, output, refresh, today, pace, stop,
-                                    refreshed, held.get(ticker, []), loaded)
+                                    refreshed, held.get(ticker, []), loaded, local=local)
             except Interrupted:  # a download abandoned on Ctrl-C: the cache is as it was
                 row = screener_row(ticker, "not run", "interrupted while its prices were downloaded")
         rows.append(row)
@@ -558,11 +561,12 @@ def screen_ticker(
     ticker: str, runs_dir: Path, data_dir: Path | None, levels: Sequence[float], output: Path | None,
     refresh: bool, today: date, on_fetch: Callable[[str], None], stop: StopRequest | None,
     refreshed: set[str] | None = None, held: Sequence[Path] = (),
-    loaded: dict[Path, tuple[RunBundle | GlobalBundle, dict[str, Any]]] | None = None,
+    loaded: dict[Path, tuple[RunBundle | GlobalBundle, Family]] | None = None, *, local: Family,
 ) -> dict[str, Any]:
     """One screener row: the next-session forecast of the ticker's newest run, its own or one of the global runs
-    trained on it (`held`; `loaded` keeps the runs read already, with their tickers' test scores), or the reason
-    there is none. `refreshed` holds the context series refreshed already (the screener's tickers share them)."""
+    trained on it (`held`; `loaded` keeps the runs read already, with their families of tests), or the reason
+    there is none. `refreshed` holds the context series refreshed already (the screener's tickers share them);
+    `local` is the family a local run's test is judged in (a global run's: its own tickers)."""
     loaded = {} if loaded is None else loaded
     try:
         # Run ids sort by the time they were made: the newest of the ticker's own and the global ones.
@@ -570,9 +574,8 @@ def screen_ticker(
         run_dir = run_dir or find_run(runs_dir, None, ticker)  # none: the error a ticker without runs gets
         if run_dir not in loaded:
             run = load_run(run_dir)
-            loaded[run_dir] = run, (ticker_scores(run_metrics(run).get("per_ticker")) if run_dir in held
-                                    else {ticker: scores_on_test(run_dir)})
-        bundle, scores = loaded[run_dir]
+            loaded[run_dir] = run, global_family(run) if isinstance(run, GlobalBundle) else local
+        bundle, family = loaded[run_dir]
     except ForecastError as exc:
         return screener_row(ticker, "failed", str(exc))
     folder = data.resolve_data_dir(data_dir, bundle.config.data.dir)
@@ -583,7 +586,7 @@ def screen_ticker(
                                                             refreshed)
         records = {record.ticker: record for record in bundle.tickers}
         return forecast_rows(bundle, records, {ticker: (prices, " ".join(warnings) or None)},
-                             screener_level(levels, bundle), today, scores, context_prices)[ticker]
+                             screener_level(levels, bundle), today, family, context_prices)[ticker]
     except Interrupted:
         raise
     except ForecastError as exc:
@@ -615,11 +618,8 @@ def _paced(seconds: float) -> Callable[[str], None]:
 
 
 def rank_screener(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows with their q-values (BH over every forecast row with a DM p-value) and verdicts, the forecasts
-    ranked by change_pct, biggest rise first (ties in the order given), then the tickers without one."""
-    tested = [row for row in rows if row["dm_pvalue"] is not None]
-    for row, qvalue in zip(tested, bh_qvalues([row["dm_pvalue"] for row in tested]), strict=True):
-        row["bh_qvalue"] = qvalue
+    """The rows with their verdicts (from each row's q-value in its family), the forecasts ranked by change_pct,
+    biggest rise first (ties in the order given), then the tickers without one."""
     forecast = sorted((row for row in rows if row["status"] not in NOT_FORECAST), key=lambda row: -row["change_pct"])
     for rank, row in enumerate(forecast, start=1):
         row.update(rank=rank, verdict=skill_verdict(row["rmse_ratio"], row["bh_qvalue"]))
@@ -666,7 +666,14 @@ def screener_counts(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "beat_naive": sum(verdict.startswith("beats") for verdict in verdicts),
         "worse_than_naive": sum(verdict.startswith("worse") for verdict in verdicts),
         "tested": sum(row["bh_qvalue"] is not None for row in rows),
+        "families": families(rows),
     }
+
+
+def families(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """The families the rows' q-values come from, each with its size ({"runs dir (312 tests)": 312}), in the
+    order first met."""
+    return {row["family"]: row["family_size"] for row in rows if row["family"] is not None}
 
 
 def screener_report(rows: list[dict[str, Any]]) -> list[Any]:
@@ -680,9 +687,9 @@ def screener_report(rows: list[dict[str, Any]]) -> list[Any]:
                   title_justify="left", header_style="bold")
     headers = ("#", "ticker", "last date", "last price", "session", "forecast", "change %",
                f"{level_name(next(iter(levels)))}% interval" if one_level else "interval",
-               "RMSE/naive", "DM p", "BH q", "verdict", "status")
+               "RMSE/naive", "DM p", "BH q", "verdict", "status", "q family")
     for header in headers:
-        left = header in ("ticker", "last date", "session", "verdict", "status")
+        left = header in ("ticker", "last date", "session", "verdict", "status", "q family")
         table.add_column(header, justify="left" if left else "right", no_wrap=True)
     for row in rows:
         interval = None
@@ -693,7 +700,7 @@ def screener_report(rows: list[dict[str, Any]]) -> list[Any]:
             _money(row["forecast"]), f"{row['change_pct']:+.2f}" if row["change_pct"] is not None else None,
             interval, f"{row['rmse_ratio']:.3f}" if row["rmse_ratio"] is not None else None,
             format_pvalue(row["dm_pvalue"]) if row["rank"] else None,
-            format_pvalue(row["bh_qvalue"]) if row["rank"] else None, row["verdict"], row["status"],
+            format_pvalue(row["bh_qvalue"]) if row["rank"] else None, row["verdict"], row["status"], row["family"],
         )
         table.add_row(*(Text("—" if cell is None else str(cell)) for cell in cells),
                       style="red" if row["status"] == "failed" else None)
@@ -718,13 +725,18 @@ def screener_report(rows: list[dict[str, Any]]) -> list[Any]:
 
 
 def advice_line(rows: list[dict[str, Any]]) -> str:
-    """What the ranking is and is not, and how many of its rows show skill."""
+    """What the ranking is and is not, how many of its rows show skill, and the families their q-values are
+    judged in (every test of their kind, never only the tickers listed)."""
     counts = screener_counts(rows)
+    sizes = counts["families"]
+    over = f"over the {sum(sizes.values())} tested" if len(sizes) <= 1 else "within each row's family"
+    judged = (f" Each q-value is over its run's whole family, however few tickers are listed: "
+              f"{'; '.join(sizes)}." if sizes else "")
     return (
         f"A ranking of forecast moves, not of skill, and not investment advice: {counts['beat_naive']} of "
         f"{counts['forecast']} forecast tickers beat the random walk on their own test period at q < "
-        f"{Q_THRESHOLD:g} (Benjamini–Hochberg over the {counts['tested']} tested), {counts['worse_than_naive']} did "
-        f"worse; {counts['failed']} could not be forecast."
+        f"{Q_THRESHOLD:g} (Benjamini–Hochberg {over}), {counts['worse_than_naive']} did worse; {counts['failed']} "
+        f"could not be forecast.{judged}"
     )
 
 
@@ -790,7 +802,7 @@ def screen_run(
                 rows[ticker] = screener_row(ticker, "failed", f"not in this global run's tickers, and {exc}", run_dir)
         current = [t for t in current if t in records]
         rows |= forecast_rows(bundle, records, {t: recent[t] for t in current}, level, today or date.today(),
-                              ticker_scores(metrics.get("per_ticker")), context_prices)
+                              global_family(bundle, metrics), context_prices)
     return finish_screener([rows[ticker] for ticker in names], output_format, output, skill_header(bundle, metrics),
                            run_dir)
 
@@ -834,15 +846,15 @@ def latest_rows(
 def forecast_rows(
     bundle: RunBundle | GlobalBundle, records: dict[str, TickerRecordData],
     recent: dict[str, tuple[pd.DataFrame, str | None]], level: float, today: date,
-    scores: dict[str, tuple[float | None, float | None]], context_prices: dict[str, pd.DataFrame] | None = None,
+    family: Family, context_prices: dict[str, pd.DataFrame] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """One screener row per ticker of a run of either kind: the next session's forecast with its split-conformal
     interval (inputs with `context_prices`, each context series by ticker, when the run reads any) beside its test
-    RMSE ratio and DM p (`scores`)."""
+    RMSE ratio, DM p and q-value in the run's `family` of tests (a ticker a global run never trained on: in its
+    out-of-universe evaluation's)."""
     known = set(bundle.names)
     # The scores of a global run's out-of-universe evaluation, read only when a ticker needs them.
-    unseen = (ticker_scores(read_json_or_empty(bundle.run_dir / OUT_OF_UNIVERSE_DIR / SUMMARY_JSON))
-              if any(ticker not in known for ticker in recent) else {})
+    unseen = out_of_universe_family(bundle) if any(ticker not in known for ticker in recent) else None
     paths = forecast_paths(bundle, {ticker: records[ticker].scaler for ticker in recent},
                            {ticker: prices for ticker, (prices, _) in recent.items()}, context_prices)
     first_day = next(iter(paths.values()))[0].date()
@@ -857,16 +869,20 @@ def forecast_rows(
         note = recent[ticker][1]
         if ticker in known:
             row = screener_row(ticker, "stale" if note else "ok", note, bundle.run_dir)
-            ratio, pvalue = scores.get(ticker, (None, None))
-        else:
-            scored = "its out-of-universe test score beside" if ticker in unseen else (
+            judged_in = family
+        else:  # `unseen` was read: this ticker needed it
+            scored = "its out-of-universe test score beside" if ticker in unseen.tests else (
                 "no test score yet: evaluate --run RUN -t TICKER scores it out of universe")
             row = screener_row(ticker, "unseen", f"not trained on by this run; {scored}", bundle.run_dir)
-            ratio, pvalue = unseen.get(ticker, (None, None))
+            judged_in = unseen
+        test = judged_in.test_of(ticker)
         row.update(last_date=anchor_date.date().isoformat(), last_price=rounded(anchor_price),
                    session=session.isoformat(), forecast=rounded(path[0]),
                    change_pct=rounded((path[0] / anchor_price - 1) * 100), level=level_value(level),
-                   lower=rounded(low[0]), upper=rounded(high[0]), rmse_ratio=ratio, dm_pvalue=pvalue)
+                   lower=rounded(low[0]), upper=rounded(high[0]), rmse_ratio=test.rmse_ratio, dm_pvalue=test.pvalue,
+                   bh_qvalue=test.qvalue)
+        if test.qvalue is not None:  # the family that q-value belongs to
+            row.update(family=judged_in.label, family_size=judged_in.size)
         rows[ticker] = row
     return rows
 
@@ -878,6 +894,20 @@ def skill_header(bundle: GlobalBundle, metrics: dict[str, Any]) -> str:
         return f"Global run {bundle.run_id}: its cross-sectional skill was not recorded."
     return (f"Global run {bundle.run_id}, {len(bundle.tickers)} tickers: on its test period the forecasts ranked "
             f"the next day's moves with mean rank IC {ic['mean']:+.4f} (HAC t {ic['t']:.2f}, {ic['days']} days).")
+
+
+def global_family(bundle: GlobalBundle, metrics: dict[str, Any] | None = None) -> Family:
+    """The family a global run's q-values are judged in: its own tickers, as training judged them (metrics.json,
+    `metrics` when read already), whichever of them a command lists."""
+    per_ticker = (run_metrics(bundle) if metrics is None else metrics).get("per_ticker")
+    return recorded_family(f"global run {bundle.run_id}", recorded_tests(per_ticker))
+
+
+def out_of_universe_family(bundle: GlobalBundle) -> Family:
+    """The tickers a global run was evaluated on out of universe (`evaluate --run RUN -t ...`), as that evaluation
+    judged them."""
+    summary = read_json_or_empty(bundle.run_dir / OUT_OF_UNIVERSE_DIR / SUMMARY_JSON)
+    return recorded_family(f"out-of-universe evaluation of global run {bundle.run_id}", recorded_tests(summary))
 
 
 def run_metrics(bundle: GlobalBundle) -> dict[str, Any]:

@@ -97,12 +97,26 @@ def scores_on_test(run_dir: Path) -> tuple[float | None, float | None]:
     return score_pair(ratio, _dig(scores, "test", "vs_naive", "dm_all", "pvalue"))
 
 
-def ticker_scores(per_ticker: Any) -> dict[str, tuple[float | None, float | None]]:
-    """Each ticker's test RMSE ratio and DM p-value from a set report's per-ticker rows (a global run's
-    metrics.json `per_ticker`, or its out-of-universe summary.json); None where a value cannot be read."""
+def newest_local_scores(runs_dir: Path) -> dict[str, tuple[float | None, float | None]]:
+    """The test RMSE ratio and DM p-value of every ticker's newest own run in the runs dir whose bundle.json reads
+    (a universe's runs among them): the tests a local run's q-value is judged among."""
+    newest = {run_dir.parent: run_dir for run_dir in list_runs(runs_dir)}  # oldest first: the last one stays
+    scores = {}
+    for folder, run_dir in newest.items():
+        ticker = read_json_or_empty(run_dir / BUNDLE_FILE).get("ticker")
+        # Only where `list_runs(runs_dir, ticker)` finds it: the run predict uses for that ticker.
+        if isinstance(ticker, str) and data.cache_name(ticker) == folder.name:
+            scores[ticker] = scores_on_test(run_dir)
+    return scores
+
+
+def recorded_tests(per_ticker: Any) -> dict[str, tuple[float | None, float | None, float | None]]:
+    """Each ticker's test RMSE ratio, DM p-value and Benjamini–Hochberg q-value as a set report wrote them (a global
+    run's metrics.json `per_ticker`, or its out-of-universe summary.json); None where a value cannot be read."""
     rows = per_ticker.get("rows") if isinstance(per_ticker, dict) else None
-    return {row["ticker"]: score_pair(row.get("rmse_ratio_all"), row.get("dm_pvalue")) for row in rows or []
-            if isinstance(row, dict) and isinstance(row.get("ticker"), str)}
+    return {row["ticker"]: (*score_pair(row.get("rmse_ratio_all"), row.get("dm_pvalue")),
+                            score_pair(None, row.get("bh_qvalue"))[1])
+            for row in rows or [] if isinstance(row, dict) and isinstance(row.get("ticker"), str)}
 
 
 def score_pair(ratio: Any, pvalue: Any) -> tuple[float | None, float | None]:

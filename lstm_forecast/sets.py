@@ -6,6 +6,10 @@ Diebold–Mariano test on the day-by-day cross-sectional mean of the tickers' lo
 the tickers share their days, so they are never counted as independent trials. `set_report` gives the rows
 and the verdict, `write_summary` the files a set keeps (summary.csv, summary.json, universe.png). A universe
 of local runs, a global run's tickers, the screener and the with-vs-without comparisons all judge here.
+
+A q-value is only as honest as its family: a `Family` is every test of one kind that was made (a global run's
+own tickers; every ticker's newest own run in a runs dir), never the tickers a command happens to list, so
+listing fewer tickers cannot lower a q-value.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -41,6 +46,53 @@ def bh_qvalues(pvalues: Sequence[float]) -> list[float]:
     if not pvalues:
         return []
     return [float(value) for value in false_discovery_control(list(pvalues), method="bh")]
+
+
+class TickerTest(NamedTuple):
+    """A ticker's test against the random walk: its RMSE ratio, DM p-value and q-value in its family (None: unread
+    or untested)."""
+
+    rmse_ratio: float | None
+    pvalue: float | None
+    qvalue: float | None
+
+
+UNTESTED = TickerTest(None, None, None)
+
+
+@dataclass(frozen=True)
+class Family:
+    """The tests Benjamini–Hochberg judged together: what they are (`kind`, e.g. "runs dir"), each ticker's test,
+    and how many tests carry a p-value (the n of the correction)."""
+
+    kind: str
+    tests: dict[str, TickerTest]
+    size: int
+
+    @property
+    def label(self) -> str:
+        """"runs dir (312 tests)": the family as the screener states it."""
+        return f"{self.kind} ({self.size} test{'' if self.size == 1 else 's'})"
+
+    def test_of(self, ticker: str) -> TickerTest:
+        return self.tests.get(ticker, UNTESTED)
+
+
+def adjusted_family(kind: str, scores: Mapping[str, tuple[float | None, float | None]]) -> Family:
+    """The family of `scores` (ticker -> test RMSE ratio, DM p-value), each p-value given its Benjamini–Hochberg
+    q-value over every p-value there."""
+    tested = [ticker for ticker, (_, pvalue) in scores.items() if pvalue is not None]
+    qvalues = dict(zip(tested, bh_qvalues([scores[ticker][1] for ticker in tested]), strict=True))
+    tests = {ticker: TickerTest(ratio, pvalue, qvalues.get(ticker)) for ticker, (ratio, pvalue) in scores.items()}
+    return Family(kind, tests, len(tested))
+
+
+def recorded_family(kind: str, tests: Mapping[str, tuple[float | None, float | None, float | None]]) -> Family:
+    """The family a set report recorded (ticker -> test RMSE ratio, DM p-value, q-value, as written over the run's
+    own tickers): its q-values as they are; a q-value without its p-value reads as none, though it counts."""
+    return Family(kind, {ticker: TickerTest(ratio, pvalue, qvalue if pvalue is not None else None)
+                         for ticker, (ratio, pvalue, qvalue) in tests.items()},
+                  sum(qvalue is not None for _, _, qvalue in tests.values()))
 
 
 def scored_record(

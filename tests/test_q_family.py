@@ -1,0 +1,148 @@
+"""The multiple-testing family: a screener row's q-value is over every test of its kind (the runs dir's newest own
+runs, a global run's own tickers), stated with its size, and listing fewer tickers cannot lower it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from conftest import TINY_OVERRIDES, build_prices, write_caches
+from test_predict import LAST_DAY, OLD_RUN, save_run
+from test_screener import add_ticker, prices_until
+from typer.testing import CliRunner
+
+from lstm_forecast import predict
+from lstm_forecast.cli import app
+from lstm_forecast.evaluate import evaluate
+from lstm_forecast.sets import adjusted_family, recorded_family
+
+# ticker -> (test RMSE ratio, DM p-value). Over all six, A's q is 0.02 * 6 / 1 = 0.12: no skill shown. Over A and
+# B alone it would be 0.02 * 2 / 1 = 0.04, "beats naive": the family a user could shrink to by listing two.
+SCORES = {"A": (0.90, 0.02), "B": (0.95, 0.30), "C": (1.01, 0.50), "D": (1.02, 0.60), "E": (0.99, 0.70),
+          "F": (1.03, 0.90)}
+FULL_Q_OF_A = 0.12
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path, clean_workdir: Path) -> dict[str, Path]:
+    """Six tickers' own runs scored as SCORES says, each with a cache ending on LAST_DAY."""
+    folders = {"runs_dir": tmp_path / "runs", "data_dir": tmp_path / "data"}
+    folders["data_dir"].mkdir()
+    for seed, (ticker, scores) in enumerate(SCORES.items()):
+        add_ticker(folders, ticker, seed, scores=scores)
+    return folders
+
+
+def cli(folders: dict[str, Path], *arguments: str):
+    return CliRunner().invoke(app, ["predict", *arguments, "--runs-dir", str(folders["runs_dir"]), "--data-dir",
+                                    str(folders["data_dir"])])
+
+
+def rows_of(result) -> dict[str, dict]:
+    assert result.exit_code == 0, result.output
+    return {row["ticker"]: row for row in json.loads(result.stdout)["rows"]}
+
+
+def test_listing_fewer_tickers_keeps_each_q_value_of_the_whole_runs_dir(runs_dir):
+    full = rows_of(cli(runs_dir, "-t", ",".join(SCORES), "--json"))
+    pair = rows_of(cli(runs_dir, "-t", "A,B", "--json"))
+    assert pair["A"]["bh_qvalue"] == pytest.approx(FULL_Q_OF_A, abs=1e-12)
+    for ticker in ("A", "B"):
+        assert pair[ticker]["bh_qvalue"] == full[ticker]["bh_qvalue"]
+        assert pair[ticker]["verdict"] == full[ticker]["verdict"]
+        assert (pair[ticker]["family"], pair[ticker]["family_size"]) == ("runs dir (6 tests)", 6)
+    assert pair["A"]["verdict"] == "no skill shown"  # 0.04 over the two listed would have said "beats naive"
+
+
+def test_the_family_is_each_tickers_newest_readable_run_cached_or_not(runs_dir):
+    (runs_dir["data_dir"] / "F.csv").unlink()  # a run whose prices are gone is still a test that was made
+    older = save_run(runs_dir["runs_dir"], "A", OLD_RUN, prices_until(LAST_DAY, seed=0).iloc[:-5])
+    (older / "metrics.json").write_text(json.dumps({"test": {"vs_naive": {"dm_all": {"pvalue": 1e-9}}}}))
+    damaged = add_ticker(runs_dir, "G", seed=9, scores=(0.5, 1e-6))
+    (damaged / "bundle.json").write_text("{")  # no run predict can use: not a test in the family
+    pair = rows_of(cli(runs_dir, "-t", "A,B", "--json"))
+    assert pair["A"]["bh_qvalue"] == pytest.approx(FULL_Q_OF_A, abs=1e-12) and pair["A"]["family_size"] == 6
+
+
+def test_the_table_csv_and_json_state_the_family_and_its_size(runs_dir):
+    table = cli(runs_dir, "-t", "A,B")
+    assert table.exit_code == 0, table.output
+    header = next(line for line in table.stdout.splitlines() if "ticker" in line)
+    assert "q family" in header
+    assert sum("runs dir (6 tests)" in line for line in table.stdout.splitlines()) >= 3  # two rows and the advice
+    advice = table.stdout.splitlines()[-1]
+    assert "(Benjamini–Hochberg over the 6 tested)" in advice
+    assert advice.endswith("however few tickers are listed: runs dir (6 tests).")
+    document = json.loads(cli(runs_dir, "-t", "A,B", "--format", "json").stdout)
+    assert document["families"] == {"runs dir (6 tests)": 6} and document["tested"] == 2
+    rows = list(csv.DictReader(io.StringIO(cli(runs_dir, "-t", "A,B", "--format", "csv").stdout)))
+    assert {(row["family"], row["family_size"]) for row in rows} == {("runs dir (6 tests)", "6")}
+
+
+def test_a_row_without_a_test_has_no_family():
+    rows = [predict.screener_row("X", "failed", "no run")]
+    assert rows[0]["family"] is None and predict.families(rows) == {}
+    assert "over the 0 tested" in predict.advice_line(rows)
+
+
+def test_families_are_adjusted_over_every_p_value_or_read_as_recorded():
+    family = adjusted_family("runs dir", {ticker: scores for ticker, scores in SCORES.items()} | {"U": (1.0, None)})
+    assert family.size == 6 and family.label == "runs dir (6 tests)"
+    assert family.test_of("A").qvalue == pytest.approx(FULL_Q_OF_A) and family.test_of("U").qvalue is None
+    assert family.test_of("absent") == (None, None, None)
+    recorded = recorded_family("global run X", {"A": (0.9, 0.02, 0.06), "B": (1.1, None, 0.5), "C": (1.0, 0.6, 0.6)})
+    assert recorded.size == 3 and recorded.label == "global run X (3 tests)"
+    assert recorded.test_of("A").qvalue == 0.06 and recorded.test_of("B").qvalue is None  # a q without its p
+    assert adjusted_family("one", {"A": (0.9, 0.02)}).label == "one (1 test)"
+
+
+# --- a global run: its own tickers are the family, whichever are listed ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def global_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny global run over AAA, BBB and CCC whose recorded per-ticker tests are set by hand: AAA's p 0.02 has q
+    0.06 over the three (0.04 over AAA and BBB alone)."""
+    root = tmp_path_factory.mktemp("global-family")
+    data_dir = write_caches(root / "data", {name: build_prices(260, seed=seed)
+                                            for seed, name in enumerate(["AAA", "BBB", "CCC"])})
+    runs_dir = root / "runs"
+    sets = [part for override in TINY_OVERRIDES for part in ("--set", override)]
+    result = CliRunner().invoke(app, ["train", "--all", "--scope", "global", "--data-dir", str(data_dir),
+                                      "--runs-dir", str(runs_dir), "--json", *sets])
+    assert result.exit_code == 0, result.output
+    run_dir = Path(json.loads(result.stdout)["run_dir"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    recorded = {"AAA": (0.9, 0.02, 0.06), "BBB": (1.1, 0.5, 0.6), "CCC": (1.0, 0.6, 0.6)}
+    for row in metrics["per_ticker"]["rows"]:
+        row["rmse_ratio_all"], row["dm_pvalue"], row["bh_qvalue"] = recorded[row["ticker"]]
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    return {"data_dir": data_dir, "runs_dir": runs_dir, "run": run_dir}
+
+
+def test_a_global_runs_subset_keeps_the_q_values_of_its_own_tickers(global_run):
+    family = f"global run {global_run['run'].name} (3 tests)"
+    for arguments in (["--run", str(global_run["run"])], ["--run", str(global_run["run"]), "-t", "AAA,BBB"],
+                      ["-t", "AAA,BBB"]):  # the last: each ticker's newest run, here the global one
+        rows = rows_of(CliRunner().invoke(app, ["predict", *arguments, "--runs-dir", str(global_run["runs_dir"]),
+                                                "--data-dir", str(global_run["data_dir"]), "--json"]))
+        assert rows["AAA"]["bh_qvalue"] == 0.06 and rows["AAA"]["verdict"] == "no skill shown"
+        assert rows["BBB"]["bh_qvalue"] == 0.6
+        assert {row["family"] for row in rows.values()} == {family}
+
+
+def test_an_unseen_tickers_q_value_is_its_out_of_universe_evaluations(global_run, tmp_path):
+    data_dir = write_caches(tmp_path / "data", {"AAA": build_prices(260, seed=0), "NEW": build_prices(260, seed=7)})
+    evaluate(global_run["run"], data_dir, tickers=["NEW"])
+    result = CliRunner().invoke(app, ["predict", "--run", str(global_run["run"]), "-t", "AAA,NEW", "--data-dir",
+                                      str(data_dir), "--json"])
+    rows = rows_of(result)
+    summary = json.loads((global_run["run"] / "out_of_universe" / "summary.json").read_text())
+    assert rows["NEW"]["bh_qvalue"] == summary["rows"][0]["bh_qvalue"] is not None
+    assert rows["NEW"]["family"] == f"out-of-universe evaluation of global run {global_run['run'].name} (1 test)"
+    assert rows["AAA"]["family"] == f"global run {global_run['run'].name} (3 tests)"
+    assert json.loads(result.stdout)["families"] == {rows["AAA"]["family"]: 3, rows["NEW"]["family"]: 1}
+    assert "(Benjamini–Hochberg within each row's family)" in json.loads(result.stdout)["advice"]
