@@ -289,7 +289,12 @@ def resolve_config(path: Path | str) -> Path:
     """`--config`'s value as a file: a path that exists wins; a bare name (no folder, `.yaml` optional) is the
     packaged config of that name."""
     given = str(path)
-    if not given or Path(given).exists():
+    try:
+        Path(given).stat()
+        return Path(given)  # there (the reader refuses what is not a regular file)
+    except FileNotFoundError:
+        pass
+    except OSError:  # a name too long, a folder not searchable: the reader says which
         return Path(given)
     if any(sep in given for sep in ("/", os.sep, os.altsep) if sep):
         raise UsageError(f"{given}: config file not found")  # as given: Path('./quick') would print `quick`
@@ -299,7 +304,8 @@ def resolve_config(path: Path | str) -> Path:
                          "default (`lstm-forecast config show search` prints it)")
     configs = {key: value for key, value in packaged_configs().items() if key != SEARCH_SPACE}
     if name not in configs:
-        raise UsageError(f"{quote(given, 40)}: no such config file, nor a packaged config; {_packaged_names(configs)}")
+        raise UsageError(f"{shorten(given, 40)}: config file not found, nor a packaged config of that name; "
+                         f"{_packaged_names(configs)}")
     return configs[name]
 
 

@@ -58,13 +58,21 @@ def test_an_unknown_name_is_one_usage_error_naming_the_packaged_configs(clean_wo
     result = invoke("train", "-t", "SYN", "--config", "quik")
     assert result.exit_code == 2
     line = error_line(result)
-    assert "'quik'" in line and RUN_CONFIGS in line and "config show" in line
+    assert line.startswith("Error: quik: config file not found, nor a packaged config")
+    assert RUN_CONFIGS in line and "config show" in line
 
 
 def test_a_missing_path_is_not_taken_for_a_packaged_name(clean_workdir):
     result = invoke("train", "-t", "SYN", "--config", "./quick")
     assert result.exit_code == 2
     assert error_line(result) == "Error: ./quick: config file not found"
+
+
+@pytest.mark.parametrize("given", ["a" * 300, "x/" + "a" * 300])
+def test_a_name_no_file_can_have_is_a_usage_error(clean_workdir, given):
+    result = invoke("train", "-t", "SYN", "--config", given)
+    assert result.exit_code == 2, result.output
+    error_line(result)
 
 
 def test_the_search_space_is_not_a_run_config(clean_workdir):
