@@ -23,11 +23,11 @@ ticker that cannot be read is skipped, as a global run skips it. Every figure ru
    warm-up on a few batches; the best of each is compared. Goal: ours / plain >= 0.9. With `--profile` (and
    whenever the goal is missed) a per-batch breakdown follows: the gather of a batch of windows, the plain
    loop's index copy, and forward + backward + step.
-3. One epoch of configs/quick.yaml over the universe (`train_members` with train.epochs=1): the trainer's
+3. One epoch of lstm_forecast/configs/quick.yaml over the universe (`train_members` with train.epochs=1): the trainer's
    seconds for it (training pass + validation pass) and the wall time around it.
 4. One global run (`train_global`) against a local run per ticker (`train.train_ticker`, one after another in
-   this process), both with configs/quick.yaml and bundles written to a temp dir: total wall times, reading
-   and scoring included, beside the training seconds the runs record, after an untimed global run on two
+   this process), both with lstm_forecast/configs/quick.yaml and bundles written to a temp dir: total wall
+   times, reading and scoring included, beside the training seconds the runs record, after an untimed global run on two
    tickers pays the one-time costs both share. `--local-tickers N` times the first N local runs and
    extrapolates per ticker.
 """
@@ -60,7 +60,7 @@ from lstm_forecast.windows import Dataset, GatheredWindows, build_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 SP500 = ROOT.parent / "shared" / "data" / "sp500"
-QUICK = ROOT / "configs" / "quick.yaml"
+QUICK = ROOT / "lstm_forecast" / "configs" / "quick.yaml"
 GOAL_RATIO, GOAL_RSS_MB = 0.9, 1024
 WARMUP_WINDOWS = 4096  # the untimed warm-up: enough batches to pay allocator growth and kernel setup
 PROFILE_BATCHES = 200

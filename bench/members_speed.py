@@ -33,7 +33,7 @@ from lstm_forecast.windows import build_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 SP500 = ROOT.parent / "shared" / "data" / "sp500"
-QUICK = ROOT / "configs" / "quick.yaml"
+QUICK = ROOT / "lstm_forecast" / "configs" / "quick.yaml"
 
 
 class NeverStop:

@@ -2,7 +2,7 @@
 
     python bench/tune_speed.py [--trials 16] [--data-dir ../shared/data] [--ticker TSLA]
 
-Data: TSLA from ../shared/data with configs/quick.yaml's epochs (3, patience 2) and model, searched over a
+Data: TSLA from ../shared/data with lstm_forecast/configs/quick.yaml's epochs (3, patience 2) and model, searched over a
 small space (lookback 10 … 60 log, hidden size 8 … 32 log, lr 1e-3 … 1e-2 log), the sampler seeded alike.
 Each run is the real CLI in a child process (`tune --json`), in a fresh runs dir. Trials per minute count the
 search alone (the report's `search_seconds`: the worker processes' start-up included, the retrain of the best
@@ -35,7 +35,7 @@ def run(jobs: int, trials: int, ticker: str, data_dir: Path) -> dict:
         started = time.perf_counter()
         completed = subprocess.run(
             [sys.executable, "-m", "lstm_forecast", "tune", "-t", ticker, "--data-dir", str(data_dir),
-             "--runs-dir", str(Path(folder) / "runs"), "--config", str(ROOT / "configs" / "quick.yaml"),
+             "--runs-dir", str(Path(folder) / "runs"), "--config", "quick",
              "--space", str(space), "--trials", str(trials), "--jobs", str(jobs), "--seed", "0", "--json"],
             capture_output=True, text=True, check=False, cwd=ROOT)
         wall = time.perf_counter() - started

@@ -3,7 +3,7 @@
     python bench/universe_speed.py [--tickers 40] [--loop 40] [--skip-ray] [--all]
 
 Data: the first `--tickers` files of ../shared/data/sp500 (real S&P 500 stocks, 2012-12 … 2017-12) with
-configs/quick.yaml, every run in a fresh temp runs dir. Four figures (issue 12):
+lstm_forecast/configs/quick.yaml, every run in a fresh temp runs dir. Four figures (issue 12):
 
 1. The same tickers trained by one `train` process (`--jobs 1`) and by a loop of one `train` process per
    ticker (the first `--loop` of them): the per-ticker cost that is not training, i.e. wall time minus the
@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SP500 = ROOT.parent / "shared" / "data" / "sp500"
-CONFIG = ROOT / "configs" / "quick.yaml"
+CONFIG = ROOT / "lstm_forecast" / "configs" / "quick.yaml"
 
 
 def tickers(count: int) -> list[str]:

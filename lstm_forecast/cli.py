@@ -86,8 +86,11 @@ DataDirOption = Annotated[
     Path | None,
     typer.Option("--data-dir", metavar="DIR", help="Price cache (default: $LSTM_FORECAST_DATA_DIR, data.dir, ./data)."),
 ]
+# A str, not a Path: `./quick` (a file that is missing) must not become `quick` (a packaged config).
 ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", metavar="FILE", help="YAML config merged over the defaults.")
+    str | None, typer.Option("--config", "-c", metavar="FILE|NAME",
+                             help="YAML config merged over the defaults, or a packaged one by name, e.g. quick "
+                                  "(`config list`).")
 ]
 TickersOption = Annotated[
     list[str] | None,
@@ -370,7 +373,7 @@ def tune(
     set_: SetOption = None,
     space: Annotated[
         Path | None, typer.Option("--space", exists=True, dir_okay=False, metavar="FILE",
-                                  help="Search space YAML (default: configs/search.yaml).")
+                                  help="Search space YAML (default: the packaged one, `config show search`).")
     ] = None,
     trials: Annotated[
         int | None, typer.Option("--trials", "-n", min=1, max=MAX_TRIALS, metavar="N",
@@ -422,6 +425,34 @@ def tune(
                 all_cached=all_cached, data_dir=data_dir, runs_dir=runs_dir, space=space, trials=trials,
                 timeout=timeout, study=study, storage=storage, jobs=jobs, seed=seed, objective=objective,
                 cv_folds=cv_folds, json_output=json_output)
+
+
+config_app = typer.Typer(
+    cls=ForecastGroup, no_args_is_help=True, rich_markup_mode="rich",
+    help="The packaged configs: list them, or print one to copy and edit.",
+)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show", cls=ForecastCommand)
+def config_show(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="A packaged config (`config list`).")] = "default",
+    json_output: JsonOption = False,
+) -> None:
+    """Print a packaged config as shipped, to copy and edit: `config show quick > my.yaml`.
+
+    With no NAME, `default`: every key with its default and what it means."""
+    from lstm_forecast.commands import config as command
+
+    command.show(name=name, json_output=json_output)
+
+
+@config_app.command("list", cls=ForecastCommand)
+def config_list(json_output: JsonOption = False) -> None:
+    """Name the packaged configs, each with the first line of its comment; `--config NAME` uses one."""
+    from lstm_forecast.commands import config as command
+
+    command.list_configs(json_output=json_output)
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 The schema is validated once, here; everything downstream receives a `Config` and can trust it.
 Errors name where the bad value came from, the key and what was expected, e.g.
-`configs/x.yaml: train.epochs: expected an integer >= 1, got 'ten'`; for a CLI shortcut, the option:
+`x.yaml: train.epochs: expected an integer >= 1, got 'ten'`; for a CLI shortcut, the option:
 `--model (model.type): expected one of lstm, gru, rnn, got 'transformer'`.
 
 Every YAML we read (a config file, a `--set` value, a bundle's config.yaml) goes through `load_yaml`,
@@ -10,15 +10,20 @@ a safe loader that also refuses what plain YAML allows but a config never needs:
 first would be silently dropped), aliases (`*name`: a few hundred bytes of nested aliases expand to
 gigabytes, the "billion laughs"), nesting deeper than any config, and integers too long to convert.
 Every value has bounds, so nothing downstream sees a seed numpy refuses or a date pandas cannot hold.
+
+The packaged configs (lstm_forecast/configs/*.yaml: default, quick, global, tsla, and tune's search space)
+ship inside the package, so an installed wheel has them: `--config quick` names one (`resolve_config`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib.resources
 import json
+import os
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -224,6 +229,8 @@ def config_hash(config: Config) -> str:
     return hashlib.sha256(json.dumps(plain, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+PACKAGED_FOLDER = "configs"  # inside the package: lstm_forecast/configs/
+SEARCH_SPACE = "search"  # the packaged config that is tune's default search space, not a run config
 DEFAULTS_SOURCE = "defaults"
 SET_SOURCE = "--set"
 # A config is a few kilobytes; a megabyte is far beyond any real one and still quick to refuse.
@@ -247,7 +254,8 @@ def load_config(
     merged: dict[str, Any] = {}
     sources: dict[str, str] = {}
     if path is not None:
-        file_values = read_yaml_mapping(Path(path))
+        path = resolve_config(path)
+        file_values = read_yaml_mapping(path)
         _deep_merge(merged, file_values, sources, str(path))
     for item in overrides:
         _deep_merge(merged, parse_override(item), sources, SET_SOURCE)
@@ -256,6 +264,53 @@ def load_config(
             section, name = key.split(".")
             _deep_merge(merged, {section: {name: value}}, sources, option)
     return validate_config(merged, sources)
+
+
+def packaged_configs() -> dict[str, Path]:
+    """The packaged configs by name (file name without `.yaml`), sorted: lstm_forecast/configs/*.yaml.
+
+    pip installs a wheel as files, so each resource is a real path: the bounded reader and every error message
+    use it as they use a file the user names.
+    """
+    folder = importlib.resources.files("lstm_forecast") / PACKAGED_FOLDER
+    files = sorted(Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+    return {file.name.removesuffix(".yaml"): file for file in files}
+
+
+def packaged_config(name: str) -> Path:
+    """The packaged config called `name` (`.yaml` optional); an unknown one is a usage error naming them all."""
+    found = packaged_configs().get(name.removesuffix(".yaml"))
+    if found is None:
+        raise UsageError(f"no packaged config {quote(name, 40)}; {_packaged_names(packaged_configs())}")
+    return found
+
+
+def resolve_config(path: Path | str) -> Path:
+    """`--config`'s value as a file: a path that exists wins; a bare name (no folder, `.yaml` optional) is the
+    packaged config of that name."""
+    given = str(path)
+    try:
+        Path(given).stat()
+        return Path(given)  # there (the reader refuses what is not a regular file)
+    except FileNotFoundError:
+        pass
+    except OSError:  # a name too long, a folder not searchable: the reader says which
+        return Path(given)
+    if any(sep in given for sep in ("/", os.sep, os.altsep) if sep):
+        raise UsageError(f"{given}: config file not found")  # as given: Path('./quick') would print `quick`
+    name = given.removesuffix(".yaml")
+    if name == SEARCH_SPACE:  # loading it as a config would fail on its dotted keys, a puzzling error
+        raise UsageError(f"{quote(given)} is tune's packaged search space, not a config: tune uses it by "
+                         "default (`lstm-forecast config show search` prints it)")
+    configs = {key: value for key, value in packaged_configs().items() if key != SEARCH_SPACE}
+    if name not in configs:
+        raise UsageError(f"{shorten(given, 40)}: config file not found, nor a packaged config of that name; "
+                         f"{_packaged_names(configs)}")
+    return configs[name]
+
+
+def _packaged_names(names: Iterable[str]) -> str:
+    return f"packaged: {', '.join(names)} (`lstm-forecast config show NAME` prints one)"
 
 
 def check_training_options(config: Config, jobs: int, executor: str, resume: Path | None) -> None:

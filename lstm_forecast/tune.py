@@ -50,7 +50,7 @@ import pandas as pd
 import yaml
 
 from lstm_forecast import backtest, context, data, plots, scoring, windows
-from lstm_forecast.config import Config, config_hash
+from lstm_forecast.config import SEARCH_SPACE, Config, config_hash, packaged_config
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError, quote, shorten
 from lstm_forecast.executors import PlainJob, run_in_workers
 from lstm_forecast.files import atomic_write_text
@@ -59,7 +59,7 @@ from lstm_forecast.search_space import SearchSpace, load_space, with_values
 from lstm_forecast.train import load_training_prices, member_labels, pooled_ratio, train_members, train_run
 from lstm_forecast.universe import threads_per_job
 
-DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "configs" / "search.yaml"
+DEFAULT_SPACE = packaged_config(SEARCH_SPACE)  # lstm_forecast/configs/search.yaml, in the wheel too
 TUNE_DIR = "tune"  # <runs-dir>/tune/<study>/
 SQLITE_FILE, JOURNAL_FILE, LOCK_FILE = "study.db", "journal.log", "study.lock"
 TRIALS_FILE, BEST_FILE, PLOT_FILE = "trials.csv", "best.yaml", "tune.png"
@@ -233,9 +233,6 @@ def plan_tune(
         raise UsageError(f"--objective {quote(objective)}: expected one of {', '.join(OBJECTIVES)}")
     if config.model.scope != "local":
         raise UsageError("tune searches local models (one per ticker); set model.scope local")
-    if space_path is None and not DEFAULT_SPACE.is_file():  # configs/ is in the source tree, not in a wheel
-        raise UsageError(f"no default search space here ({DEFAULT_SPACE} is part of the source tree); give "
-                         "--space FILE (see configs/search.yaml in the repository for the format)")
     space = load_space(space_path or DEFAULT_SPACE, config)
     highs = {d.key: d.high for d in space.dimensions if d.kind != "choice"}
     check_trainable(with_values(config, highs, space.source))

@@ -11,10 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lstm_forecast.config import Config, config_hash, load_config, parse_override
+from lstm_forecast.config import Config, config_hash, load_config, packaged_config, parse_override
 from lstm_forecast.errors import UsageError
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def write(tmp_path: Path, text: str, name: str = "x.yaml") -> Path:
@@ -45,17 +43,17 @@ def test_defaults_match_the_guide():
 
 
 def test_default_yaml_lists_every_key_with_the_default_value():
-    values = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
+    values = yaml.safe_load(packaged_config("default").read_text())
     assert values == Config().to_plain()
-    text = (REPO / "configs" / "default.yaml").read_text()
+    text = packaged_config("default").read_text()
     for line in text.splitlines():
         if line.startswith("  ") and ":" in line:
             assert "#" in line, f"key without a comment: {line!r}"
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "quick.yaml", "tsla.yaml"])
+@pytest.mark.parametrize("name", ["default.yaml", "quick.yaml", "tsla.yaml", "global.yaml"])
 def test_shipped_configs_load(name):
-    load_config(REPO / "configs" / name)
+    load_config(packaged_config(name))
 
 
 def test_file_merges_over_defaults_and_set_over_file(tmp_path):
