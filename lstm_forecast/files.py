@@ -25,8 +25,9 @@ import json
 import os
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from lstm_forecast.errors import ForecastError
 
@@ -84,6 +85,59 @@ def read_bounded(path: Path, limit: int, what: str, error: type[ForecastError] =
         return b"".join(chunks)
     except OSError as exc:
         raise error(f"{path}: cannot read {what}: {_reason(exc)}") from None
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def open_regular(path: Path, error: type[ForecastError], what: str) -> Iterator[BinaryIO]:
+    """`path` open for reading, refused (`error`, naming `what`) unless it is a regular file: a FIFO never blocks
+    the open (O_NONBLOCK) and a device is never read. FileNotFoundError passes through, as in `read_bounded`."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what}: {_reason(exc)}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise error(f"{path}: not a regular file; expected {what}")
+    with os.fdopen(fd, "rb") as handle:
+        yield handle
+
+
+def bounded_lines(handle: BinaryIO, total_limit: int, line_limit: int) -> Iterator[bytes | None]:
+    """The lines of `handle`, each at most `line_limit` bytes (a longer one is None, and is skipped without ever
+    being held whole), until `total_limit` bytes were read (the rest, if any, is one None)."""
+    read = 0
+    while read < total_limit:
+        line = handle.readline(line_limit + 1)
+        if not line:
+            return
+        read += len(line)
+        if len(line) <= line_limit or line.endswith(b"\n"):
+            yield line
+            continue
+        while read < total_limit and (rest := handle.readline(READ_CHUNK)) and not rest.endswith(b"\n"):
+            read += len(rest)
+        yield None
+    if handle.read(1):
+        yield None
+
+
+def append_line(path: Path, text: str, error: type[ForecastError], what: str) -> None:
+    """Append `text` (one line) to the regular file `path`, creating it, and fsync it: never through a link or
+    into a device, so a planted symlink cannot make us write into a file we did not create."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, FILE_MODE)
+    except OSError as exc:
+        reason = "a symbolic link" if exc.errno == errno.ELOOP else _reason(exc)
+        raise error(f"{path}: cannot append to {what}: {reason}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise error(f"{path}: not a regular file; expected {what}")
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
     finally:
         os.close(fd)
 

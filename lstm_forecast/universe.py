@@ -20,9 +20,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lstm_forecast.bundle import BUNDLE_FILE, find_run, new_run_id
 from lstm_forecast.config import Config, config_hash
@@ -30,12 +33,12 @@ from lstm_forecast.context import load_context
 from lstm_forecast.errors import ForecastError, StopRequest, UsageError
 from lstm_forecast.evaluate import evaluate, html_page
 from lstm_forecast.executors import Job, JobOutcome, run_here, run_in_pool, run_on_ray
-from lstm_forecast.files import atomic_write_text, fsync_dir, json_text, read_bounded
+from lstm_forecast.files import append_line, atomic_write_text, bounded_lines, fsync_dir, json_text, open_regular
 from lstm_forecast.prices import prices_sha256
 from lstm_forecast.report import universe_report
 from lstm_forecast.runs import read_json_or_empty
 from lstm_forecast.scoring import iso_day, log_loss_differential
-from lstm_forecast.sets import SUMMARY_COLUMNS, UNIVERSE_PLOT, scored_record, set_report, write_summary
+from lstm_forecast.sets import UNIVERSE_PLOT, scored_record, set_report, write_summary
 from lstm_forecast.train import load_training_prices
 from lstm_forecast.trainer import training_threads
 from lstm_forecast.windows import build_dataset
@@ -44,6 +47,8 @@ UNIVERSE_DIR = "_universe"
 UNIVERSE_FILE = "universe.json"
 RESULTS_FILE = "results.jsonl"
 RESULTS_LIMIT = 256 << 20  # a line per ticker, a few kilobytes each: thousands of tickers fit many times
+# A ticker's line: its row and a loss differential per test window (a few dozen bytes each, thousands of windows).
+RESULT_LINE_LIMIT = 8 << 20
 
 
 # --- running them --------------------------------------------------------------------------------
@@ -233,10 +238,8 @@ def result_record(outcome: JobOutcome) -> dict[str, Any]:
 
 def append_result(folder: Path, record: dict[str, Any]) -> None:
     """One line per finished ticker, flushed to disk at once: a killed run keeps what it finished."""
-    with open(folder / RESULTS_FILE, "a", encoding="utf-8") as results:
-        results.write(json.dumps(record, allow_nan=False) + "\n")
-        results.flush()
-        os.fsync(results.fileno())
+    append_line(folder / RESULTS_FILE, json.dumps(record, allow_nan=False) + "\n", ForecastError,
+                "a universe's results (damaged universe folder)")
 
 
 def resumable_results(folder: Path, config: Config, data_dir: Path) -> dict[str, dict[str, Any]]:
@@ -248,15 +251,7 @@ def resumable_results(folder: Path, config: Config, data_dir: Path) -> dict[str,
         raise UsageError(f"--resume {folder}: not a universe folder (no {RESULTS_FILE}); see {UNIVERSE_DIR}/ "
                          "in the runs dir")
     expected_hash = config_hash(config)
-    records: dict[str, dict[str, Any]] = {}
-    text = read_bounded(path, RESULTS_LIMIT, "a universe's results", UsageError).decode("utf-8", "replace")
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except (ValueError, RecursionError):
-            continue  # the last line of a run killed while writing it
-        if _usable(record):
-            records[record["row"]["ticker"]] = record
+    records, _ = trusted_records(path)
     context_prices = load_context(data_dir, [entry.ticker for entry in config.data.context])
     done = {}
     for ticker, record in records.items():
@@ -277,20 +272,71 @@ def resumable_results(folder: Path, config: Config, data_dir: Path) -> dict[str,
     return done
 
 
-def _usable(record: Any) -> bool:
-    """A results.jsonl line as this code writes it for a ticker that trained (anything else is trained again)."""
-    if not isinstance(record, dict) or not isinstance(row := record.get("row"), dict):
-        return False
-    numbers = [row.get(key) for key in SUMMARY_COLUMNS if key not in ("ticker", "status", "run_dir", "lag_copy",
-                                                                         "error")]
-    return (
-        row.get("status") == "ok" and isinstance(row.get("ticker"), str) and isinstance(row.get("run_dir"), str)
-        and all(value is None or (isinstance(value, int | float) and not isinstance(value, bool)) for value in numbers)
-        and isinstance(record.get("anchors"), list) and all(isinstance(day, str) for day in record["anchors"])
-        and isinstance(record.get("differential"), list)
-        and all(isinstance(value, int | float) for value in record["differential"])
-        and len(record["anchors"]) == len(record["differential"]) and isinstance(record.get("horizon"), int)
-    )
+Ratio = Annotated[float, Field(ge=0, le=1e6)] | None  # an RMSE ratio; beyond a million-fold is damage
+Probability = Annotated[float, Field(ge=0, le=1)] | None
+
+
+class SummaryRow(BaseModel):
+    """A results.jsonl row (sets.SUMMARY_COLUMNS), as this code writes it."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+    ticker: Annotated[str, Field(max_length=64)]
+    status: Literal["ok", "failed", "interrupted"]
+    run_dir: Annotated[str, Field(max_length=4096)] | None
+    rows: Annotated[int, Field(ge=1, le=10_000_000)] | None
+    rmse_ratio_h1: Ratio
+    rmse_ratio_all: Ratio
+    dm_pvalue: Probability
+    bh_qvalue: Probability
+    direction_accuracy: Probability
+    binomial_pvalue: Probability
+    lag_copy: Literal["yes", "no"] | None
+    seconds: Annotated[float, Field(ge=0, le=1e9)]
+    error: Annotated[str, Field(max_length=4000)] | None
+
+
+class ResultRecord(BaseModel):
+    """A results.jsonl line (sets.scored_record) that resume may trust: its row, and the test period's anchor days
+    (each once, in order) with one loss differential each, as the pooled test reads them."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+    row: SummaryRow
+    anchors: Annotated[list[date], Field(max_length=1_000_000)]
+    differential: Annotated[list[Annotated[float, Field(ge=-1e3, le=1e3)]], Field(max_length=1_000_000)]
+    horizon: Annotated[int, Field(ge=1, le=250)] | None
+    fingerprint: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None
+    notes: Annotated[list[Annotated[str, Field(max_length=4000)]], Field(max_length=100)] = []
+
+    @model_validator(mode="after")
+    def _check(self) -> ResultRecord:
+        if self.row.status == "ok" and (self.row.run_dir is None or self.horizon is None):
+            raise ValueError("a trained ticker's record names its run and horizon")
+        if len(self.anchors) != len(self.differential):
+            raise ValueError("expected one loss differential per anchor day")
+        if any(later <= earlier for earlier, later in pairwise(self.anchors)):
+            raise ValueError("expected the anchor days each once, in order")
+        return self
+
+
+def trusted_records(path: Path) -> tuple[dict[str, dict[str, Any]], int]:
+    """The records of results.jsonl that resume may trust, by ticker (the last of each), and how many lines it
+    could not: a line over RESULT_LINE_LIMIT is skipped unread, one that is not JSON (a run killed while writing
+    it) or breaks `ResultRecord` is skipped, and its ticker trained again."""
+    records: dict[str, dict[str, Any]] = {}
+    damaged = 0
+    with open_regular(path, UsageError, f"--resume {path.parent}: a universe's results") as results:
+        for line in bounded_lines(results, RESULTS_LIMIT, RESULT_LINE_LIMIT):
+            if line is None:
+                damaged += 1
+                continue
+            try:
+                record = ResultRecord.model_validate_json(line)
+            except ValidationError:
+                damaged += line.strip() != b""
+                continue
+            if record.row.status == "ok":  # failed and interrupted tickers are trained again
+                records[record.row.ticker] = record.model_dump(mode="json")
+    return records, damaged
 
 
 # --- judging them as a set -------------------------------------------------------------------------

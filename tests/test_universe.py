@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from lstm_forecast import executors, sets, tickers, universe
 from lstm_forecast.cli import app
 from lstm_forecast.config import load_config
-from lstm_forecast.errors import UsageError
+from lstm_forecast.errors import ForecastError, UsageError
 from lstm_forecast.prices import prices_to_csv
 
 TICKERS = ["AAA", "BBB", "CCC"]
@@ -295,6 +295,46 @@ def test_a_damaged_results_file_only_costs_retraining(tmp_path, data_dir):
     again = universe.train_universe(tiny_config(), TICKERS[:2], data_dir, tmp_path / "runs", resume=first.folder)
     assert again.rows[0]["run_dir"] != first.rows[0]["run_dir"]  # AAA trained again
     assert again.rows[1]["run_dir"] == first.rows[1]["run_dir"]  # BBB's line was whole: kept
+
+
+def test_every_damaged_results_line_is_retrained_never_trusted(tmp_path, data_dir):
+    first = universe.train_universe(tiny_config(), TICKERS[:2], data_dir, tmp_path / "runs")
+    path = first.folder / "results.jsonl"
+    good = [json.loads(line) for line in path.read_text().splitlines()]
+
+    def edited(change) -> str:
+        record = json.loads(json.dumps(good[0]))
+        change(record)
+        return json.dumps(record)
+
+    hostile = [
+        edited(lambda r: r["row"].update(dm_pvalue=2.0)),
+        edited(lambda r: r.update(horizon=-3)),
+        edited(lambda r: r.update(anchors=["not a day"] * len(r["anchors"]))),
+        edited(lambda r: r.update(anchors=[r["anchors"][0]] * len(r["anchors"]))),  # all one day
+        edited(lambda r: r["row"].update(rmse_ratio_all=1e308)),
+        edited(lambda r: r["row"].update(extra_column=1)),
+        edited(lambda r: r.update(differential=[1e308] * len(r["differential"]))),
+        "x" * (universe.RESULT_LINE_LIMIT + 10),  # one line longer than a ticker's can be: skipped unread
+    ]
+    path.write_text("\n".join([*hostile, json.dumps(good[1])]) + "\n")
+    records, damaged = universe.trusted_records(path)
+    assert list(records) == [TICKERS[1]] and damaged == len(hostile)
+    again = universe.train_universe(tiny_config(), TICKERS[:2], data_dir, tmp_path / "runs", resume=first.folder)
+    assert again.rows[0]["run_dir"] != first.rows[0]["run_dir"]  # trained again
+    assert again.rows[1]["run_dir"] == first.rows[1]["run_dir"]
+
+
+def test_a_results_file_that_is_a_link_to_a_foreign_file_is_never_written(tmp_path, data_dir):
+    first = universe.train_universe(tiny_config(), TICKERS[:1], data_dir, tmp_path / "runs")
+    foreign = tmp_path / "foreign.txt"
+    foreign.write_text("not ours\n")
+    (first.folder / "results.jsonl").unlink()
+    (first.folder / "results.jsonl").symlink_to(foreign)
+    with pytest.raises(ForecastError, match=r"results\.jsonl: cannot append to a universe's results \(damaged "
+                                            r"universe folder\): a symbolic link"):
+        universe.append_result(first.folder, {"row": {"ticker": "AAA"}})
+    assert foreign.read_text() == "not ours\n"
 
 
 def test_an_unreachable_ray_address_is_one_line_at_once(monkeypatch):
