@@ -26,9 +26,10 @@ study is locked by the process searching it, so at start any trial still RUNNING
 it is marked failed (`abandoned`) and not counted. A database study uses Optuna's heartbeat for the same end.
 A study records its space, tickers, objective and base config, and refuses to continue under other ones.
 
-Seeds: the sampler is Optuna's TPE seeded with `seed` (worker i of --jobs N: seed + i), and every trial trains
-with the config's train.seed (a seed ensemble of train.seeds members, as `train` would) and the same thread
-count, so a sequential study repeats exactly.
+Seeds: the sampler is Optuna's TPE seeded from (`seed`, the worker i of --jobs N, the number of trials the study
+held when this search began), so a resumed study draws new points rather than its first ones again, and the same
+history and seed draw the same ones; every trial trains with the config's train.seed (a seed ensemble of
+train.seeds members, as `train` would) and the same thread count, so a sequential study repeats exactly.
 """
 
 from __future__ import annotations
@@ -290,14 +291,26 @@ def quiet_optuna() -> Any:
     return optuna
 
 
-def open_study(setup: TuneSetup, index: int = 0) -> Any:
-    """Create or resume the study; refuse one made for another space, tickers, objective or base config."""
+def sampler_seed(seed: int, index: int, history: int) -> int:
+    """The TPE sampler's seed for worker `index` of a search that starts with `history` trials in its study.
+    A sampler seeded alike restarts its sequence, so a resumed study seeded with `seed` alone would propose its
+    first trials' values again; the history moves it on. It seeds both of the sampler's generators: the random
+    startup trials' (its RandomSampler) and TPE's own. Same seed, worker and history: the same points."""
+    return int(np.random.SeedSequence([seed % 2**32, index, history]).generate_state(1)[0])
+
+
+def open_study(setup: TuneSetup, index: int = 0, history: int | None = None) -> Any:
+    """Create or resume the study, with worker `index`'s sampler for a search that began with `history` trials in
+    the study (None: as many as it holds now); refuse one made for another space, tickers, objective or base
+    config."""
     optuna = quiet_optuna()
     study = optuna.create_study(
         study_name=setup.study, storage=setup.store.open(), direction="minimize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=(setup.seed + index) % 2**32, constant_liar=True),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNE_AFTER_TRIALS, n_warmup_steps=PRUNE_WARMUP_EPOCHS),
     )
+    if history is None:
+        history = len(study.get_trials(deepcopy=False))
+    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(setup.seed, index, history), constant_liar=True)
     identity = setup.identity()
     recorded = study.user_attrs.get("identity")
     if recorded is None:
@@ -527,6 +540,7 @@ def search(
     `on_update` hears the study's trials after each trial (and, with workers, every POLL_S)."""
     stop = stop or _NeverStop()
     study = open_study(setup)
+    history = len(study.get_trials(deepcopy=False))  # what every worker's sampler is seeded with (open_study)
     abandoned = fail_abandoned(study) if setup.store.local else 0
     before = len(counted(study.get_trials(deepcopy=False)))
     remaining = None if trials is None else max(0, trials - before)
@@ -541,7 +555,7 @@ def search(
         if jobs == 1:
             interrupted = run_trials(setup, 0, remaining, timeout, trials, stop, lambda trial: update(), study)
         else:
-            interrupted = _search_in_pool(setup, remaining, timeout, trials, jobs, stop, update)
+            interrupted = _search_in_pool(setup, remaining, timeout, trials, jobs, stop, update, history)
     if setup.store.local:
         fail_abandoned(study)  # a worker killed mid-trial left it RUNNING
     final = study.get_trials(deepcopy=False)
@@ -550,13 +564,14 @@ def search(
 
 
 def _search_in_pool(setup: TuneSetup, remaining: int | None, timeout: float | None, target: int | None,
-                    jobs: int, stop: StopRequest, update: Callable[[], None]) -> bool:
-    """`run_trials` in worker processes (executors.py starts them), one share of the remaining trials each;
-    `update` polled while they run. True if stopped."""
+                    jobs: int, stop: StopRequest, update: Callable[[], None], history: int) -> bool:
+    """`run_trials` in worker processes (executors.py starts them), one share of the remaining trials each,
+    their samplers seeded with the `history` the search began with; `update` polled while they run. True if
+    stopped."""
     workers = jobs if remaining is None else min(jobs, remaining)
     shares = [None] * workers if remaining is None else [remaining // workers + (i < remaining % workers)
                                                           for i in range(workers)]
-    waiting = deque(PlainJob(run_trials, (setup, index, share, timeout, target), setup.threads)
+    waiting = deque(PlainJob(run_worker, (setup, index, history, share, timeout, target), setup.threads)
                     for index, share in enumerate(shares))
     interrupted = False
     # A trial in flight at a stop request stops after its current batch and is not counted. Closed on the way
@@ -568,6 +583,13 @@ def _search_in_pool(setup: TuneSetup, remaining: int | None, timeout: float | No
                                     "trials are kept: run the same command again to resume")
             interrupted = finished.value or interrupted
     return interrupted
+
+
+def run_worker(setup: TuneSetup, index: int, history: int, n_trials: int | None, timeout: float | None,
+               target: int | None, stop: StopRequest) -> bool:
+    """Worker `index` of --jobs N: `run_trials` with its sampler seeded by the history the search began with (as
+    the parent saw it), not by whatever the study holds when this process gets to it."""
+    return run_trials(setup, index, n_trials, timeout, target, stop, study=open_study(setup, index, history))
 
 
 class _NeverStop:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -66,8 +67,8 @@ def workdir(clean_workdir: Path) -> Path:
     return clean_workdir
 
 
-def setup_for(workdir: Path, study: str = "s", **options) -> tune.TuneSetup:
-    return tune.plan_tune(load_config(None, OVERRIDES), [TICKER], workdir / "data", workdir / "runs",
+def setup_for(workdir: Path, study: str = "s", runs: str = "runs", **options) -> tune.TuneSetup:
+    return tune.plan_tune(load_config(None, OVERRIDES), [TICKER], workdir / "data", workdir / runs,
                           workdir / "space.yaml", study, **options)
 
 
@@ -130,6 +131,25 @@ def test_two_fresh_studies_with_the_same_seed_repeat_exactly(workdir):
     results = [tune.search(setup_for(workdir, name, seed=7), trials=3, timeout=None) for name in ("a", "b")]
     first, second = ([(trial.params, trial.value, trial.state) for trial in result.trials] for result in results)
     assert first == second and len(first) == 3
+
+
+def test_a_resumed_study_draws_new_points_and_the_same_history_draws_the_same_ones(workdir):
+    """Stopped after three trials and resumed to six: the resumed trials are not the first ones again (a sampler
+    seeded alike restarts its sequence), and two resumes of copies of one study propose the same points."""
+    tune.search(setup_for(workdir, seed=7), trials=3, timeout=None)
+    for copy in ("runs_a", "runs_b"):
+        shutil.copytree(workdir / "runs", workdir / copy)
+    resumed = [tune.search(setup_for(workdir, runs=copy, seed=7), trials=6, timeout=None).trials
+               for copy in ("runs_a", "runs_b")]
+    earlier = [trial.params for trial in resumed[0][:3]]
+    new_points = [[(trial.params, trial.value) for trial in trials[3:]] for trials in resumed]
+    assert len(new_points[0]) == 3 and not any(params in earlier for params, _ in new_points[0])
+    assert new_points[0] == new_points[1]
+
+
+def test_the_samplers_seed_moves_with_the_history_and_the_worker_and_repeats_for_the_same_ones():
+    seeds = {tune.sampler_seed(7, index, history) for index in range(3) for history in range(20)}
+    assert len(seeds) == 60 and tune.sampler_seed(7, 1, 5) == tune.sampler_seed(7, 1, 5)
 
 
 def test_no_trial_ever_scores_a_test_window(workdir, monkeypatch):
