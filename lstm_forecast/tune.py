@@ -2,7 +2,8 @@
 
 Reads top to bottom: plan (every check before any trial) → the study (created or resumed in its storage) →
 trials (each samples the space, trains and scores the VALIDATION windows) → the files (trials.csv, best.yaml,
-tune.png) → once, the honest number: the best config retrained and scored on the test period.
+tune.png) → once, the honest number: the best config retrained and scored on the test period (its run reused
+when one was trained with exactly that config on exactly today's rows: the same bundle again).
 
 The honesty rules:
   * A trial's objective is the validation period's RMSE ratio to the naive forecast on prices (day 1 or all
@@ -51,11 +52,14 @@ import pandas as pd
 import yaml
 
 from lstm_forecast import backtest, context, data, plots, scoring, windows
+from lstm_forecast.bundle import BUNDLE_FILE, list_runs, load_bundle
 from lstm_forecast.config import Config, config_hash
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError, quote, shorten
 from lstm_forecast.executors import PlainJob, run_in_workers
 from lstm_forecast.files import atomic_write_text
 from lstm_forecast.model import check_trainable, ensemble_of
+from lstm_forecast.prices import prices_sha256
+from lstm_forecast.runs import read_json_or_empty
 from lstm_forecast.search_space import SearchSpace, load_space, with_values
 from lstm_forecast.train import load_training_prices, member_labels, pooled_ratio, train_members, train_run
 from lstm_forecast.universe import threads_per_job
@@ -686,26 +690,85 @@ class TuneOutcome:
     files: dict[str, str] = field(default_factory=dict)
 
 
-def retrain_best(setup: TuneSetup, best: Any, runs_dir: Path, stop: StopRequest | None = None) -> dict[str, Any]:
+def retrain_best(
+    setup: TuneSetup, best: Any, runs_dir: Path, stop: StopRequest | None = None,
+    on_retrain: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """The best config trained again (same seed and threads) on each ticker, a normal run bundle each, and
-    scored on the test period beside naive; with several tickers also the pooled test ratio."""
+    scored on the test period beside naive; with several tickers also the pooled test ratio. A ticker's run
+    already trained with exactly this config on exactly today's rows (`reusable_run`) is reused, not trained
+    again: it would be the same bundle (a finished study run again, or a resumed one whose best did not change).
+    `on_retrain` hears which, ticker by ticker."""
     config = setup.trial_config(setup.space.values_of(best.params), f"trial {best.number}")
     runs, tests = [], []
     all_prices, context_prices = tuning_inputs(setup.tickers, setup.data_dir, config)
     for ticker, prices in all_prices.items():
-        outcome = train_run(config, ticker, prices, runs_dir, stop=stop, context_prices=context_prices)
-        runs.append({"ticker": ticker, "run_dir": str(outcome.run_dir), "interrupted": outcome.result.interrupted,
-                     "val": outcome.metrics["val"], "test": outcome.metrics["test"]})
-        tests.append(outcome.test)
+        dataset = windows.build_dataset({ticker: prices}, config, context_prices=context_prices)
+        reused = reused_run(config, ticker, dataset, runs_dir)
+        if reused is not None:
+            run, test = reused
+            if on_retrain is not None:
+                on_retrain(f"Reused run {run['run_dir']}: {ticker} was trained with the best config (trial "
+                           f"{best.number}) on today's cached prices already; not training it again")
+        else:
+            if on_retrain is not None:
+                on_retrain(f"Retraining the best config (trial {best.number}) on {ticker} and scoring it on the test "
+                           "period…")
+            outcome = train_run(config, ticker, prices, runs_dir, stop=stop, context_prices=context_prices)
+            run = {"ticker": ticker, "run_dir": str(outcome.run_dir), "interrupted": outcome.result.interrupted,
+                   "val": outcome.metrics["val"], "test": outcome.metrics["test"], "reused": False}
+            test = outcome.test
+        runs.append(run)
+        tests.append(test)
         if stop is not None and stop.is_set():
             break
+    shared = {"kind": config.model.type, "horizon": config.window.horizon,
+              "reused": all(run["reused"] for run in runs)}
     if len(runs) == 1:
         ratio = runs[0]["test"]["metrics"]["model"][setup.objective]["rmse_ratio"]
-        return {"runs": runs, "pooled": None, "test_ratio": ratio, "kind": config.model.type,
-                "horizon": config.window.horizon}
+        return {"runs": runs, "pooled": None, "test_ratio": ratio, **shared}
     pooled = pooled_ratio(tests)
-    return {"runs": runs, "pooled": pooled, "test_ratio": pooled[f"rmse_ratio_{setup.objective}"],
-            "kind": config.model.type, "horizon": config.window.horizon}
+    return {"runs": runs, "pooled": pooled, "test_ratio": pooled[f"rmse_ratio_{setup.objective}"], **shared}
+
+
+def reusable_run(config: Config, ticker: str, dataset: windows.Dataset, runs_dir: Path) -> Path | None:
+    """The newest finished run of `ticker` trained with exactly this resolved config (bundle.json's
+    `config_hash`) on exactly the rows and context rows of `dataset` (its fingerprints): training again would
+    make the same bundle. None when there is none (the cache changed since, say, or that run was interrupted)."""
+    expected = {"config_hash": config_hash(config), "rows": prices_sha256(dataset.prices[ticker]),
+                "context": [prices_sha256(rows) for rows in dataset.context_rows.values()], "interrupted": False}
+    for run_dir in reversed(list_runs(runs_dir, ticker)):
+        document = read_json_or_empty(run_dir / BUNDLE_FILE)  # {}: damaged, not reused
+        fingerprint, training = document.get("fingerprint"), document.get("training")
+        recorded = {
+            "config_hash": document.get("config_hash"),
+            "rows": fingerprint.get("sha256") if isinstance(fingerprint, dict) else None,
+            "context": [item.get("sha256") for item in document.get("context_fingerprints") or []
+                        if isinstance(item, dict)],
+            "interrupted": training.get("interrupted") if isinstance(training, dict) else None,
+        }
+        if recorded == expected:
+            return run_dir
+    return None
+
+
+def reused_run(
+    config: Config, ticker: str, dataset: windows.Dataset, runs_dir: Path,
+) -> tuple[dict[str, Any], scoring.PeriodForecasts] | None:
+    """`retrain_best`'s entry for the reusable run of `ticker`, scored from its weights on `dataset` as
+    training scored it, and its test forecasts (for the pooled ratio); None to train it: none, or one that does
+    not load."""
+    run_dir = reusable_run(config, ticker, dataset, runs_dir)
+    if run_dir is None:
+        return None
+    try:
+        bundle = load_bundle(run_dir)
+    except ForecastError:
+        return None
+    val, test = (scoring.period_forecasts(bundle.model, period, dataset) for period in (dataset.val, dataset.test))
+    kind = bundle.shape.kind
+    return {"ticker": ticker, "run_dir": str(run_dir), "interrupted": False, "reused": True,
+            "val": scoring.score_forecasts(val, kind), "test": scoring.score_forecasts(test, kind)}, test
 
 
 def optimism_line(best_value: float, tried: int, test_ratio: float) -> str:
@@ -751,9 +814,7 @@ def tune(
             reason = f"; the first error: {errors[0]}" if errors else ""
             raise ForecastError(f"no trial of study {setup.study!r} completed ({len(result.trials)} trials, see "
                                 f"{files['trials_csv']}){reason}")
-        if on_retrain is not None:
-            on_retrain(f"Retraining the best config (trial {best.number}) and scoring it on the test period…")
-        test = retrain_best(setup, best, runs_dir, stop)
+        test = retrain_best(setup, best, runs_dir, stop, on_retrain)
         tried = summary["complete"] + summary["pruned"]
         report["test"] = test
         report["optimism"] = optimism_line(best.value, tried, test["test_ratio"])

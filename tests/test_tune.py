@@ -127,6 +127,39 @@ def test_the_same_study_again_resumes_and_a_different_space_is_refused(workdir):
     assert "study 'r' was created with a different search space; start a new study with --study" in error_line(refused)
 
 
+def test_tune_again_on_a_finished_study_reuses_its_best_run_until_the_cache_changes(workdir, monkeypatch):
+    first = run_cli(*tune_args("--trials", "3", "--json"))
+    assert first.exit_code == 0, first.output
+    trained = json.loads(first.stdout)["test"]
+    assert trained["reused"] is False and trained["runs"][0]["reused"] is False
+    real_train_run = tune.train_run
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(tune, "train_run", no_training)
+    again = run_cli(*tune_args("--trials", "3", "--json"))
+    assert again.exit_code == 0, again.output
+    report = json.loads(again.stdout)
+    assert report["trials"]["this_run"] == 0 and report["test"]["reused"] is True
+    run, before = report["test"]["runs"][0], trained["runs"][0]
+    assert run["reused"] is True and run["run_dir"] == before["run_dir"] and "Reused run" in again.stderr
+    assert run["test"] == before["test"] and report["test"]["test_ratio"] == trained["test_ratio"]
+    assert run["val"]["metrics"]["model"]["h1"]["rmse_ratio"] == pytest.approx(
+        before["val"]["metrics"]["model"]["h1"]["rmse_ratio"], rel=1e-9)
+    assert len(list((workdir / "runs" / TICKER).iterdir())) == 1
+    # A revised price in the cache: the run no longer matches today's rows, so the best config is trained again.
+    prices = ar_prices()
+    prices.iloc[100, prices.columns.get_loc("Adj Close")] *= 1.001
+    (workdir / "data" / f"{TICKER}.csv").write_bytes(prices_to_csv(prices))
+    monkeypatch.setattr(tune, "train_run", real_train_run)
+    revised = run_cli(*tune_args("--trials", "3", "--json"))
+    assert revised.exit_code == 0, revised.output
+    retrained = json.loads(revised.stdout)["test"]
+    assert retrained["reused"] is False and retrained["runs"][0]["run_dir"] != before["run_dir"]
+    assert len(list((workdir / "runs" / TICKER).iterdir())) == 2
+
+
 def test_two_fresh_studies_with_the_same_seed_repeat_exactly(workdir):
     results = [tune.search(setup_for(workdir, name, seed=7), trials=3, timeout=None) for name in ("a", "b")]
     first, second = ([(trial.params, trial.value, trial.state) for trial in result.trials] for result in results)
