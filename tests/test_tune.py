@@ -318,6 +318,12 @@ def test_two_worker_processes_share_one_journal_study_without_running_a_trial_tw
     # Two samplers seeded apart: the workers did not propose the same first values.
     first = [tuple(row[key] for key in report["space"]) for row in report["trial_rows"][:2]]
     assert first[0] != first[1]
+    # Resumed with two workers again: their samplers move on with the study's history, so no value repeats.
+    resumed = run_cli(*tune_args("--trials", "6", "--jobs", "2", "--study", "j", "--json"))
+    assert resumed.exit_code == 0, resumed.output
+    rows = json.loads(resumed.stdout)["trial_rows"]
+    points = [tuple(row[key] for key in report["space"]) for row in sorted(rows, key=lambda row: row["number"])]
+    assert len(points) == 6 and not set(points[4:]) & set(points[:4])
 
 
 # --- bad input ------------------------------------------------------------------------------------
