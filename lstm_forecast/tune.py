@@ -2,7 +2,8 @@
 
 Reads top to bottom: plan (every check before any trial) → the study (created or resumed in its storage) →
 trials (each samples the space, trains and scores the VALIDATION windows) → the files (trials.csv, best.yaml,
-tune.png) → once, the honest number: the best config retrained and scored on the test period.
+tune.png) → once, the honest number: the best config retrained and scored on the test period (its run reused
+when one was trained with exactly that config on exactly today's rows: the same bundle again).
 
 The honesty rules:
   * A trial's objective is the validation period's RMSE ratio to the naive forecast on prices (day 1 or all
@@ -26,9 +27,10 @@ study is locked by the process searching it, so at start any trial still RUNNING
 it is marked failed (`abandoned`) and not counted. A database study uses Optuna's heartbeat for the same end.
 A study records its space, tickers, objective and base config, and refuses to continue under other ones.
 
-Seeds: the sampler is Optuna's TPE seeded with `seed` (worker i of --jobs N: seed + i), and every trial trains
-with the config's train.seed (a seed ensemble of train.seeds members, as `train` would) and the same thread
-count, so a sequential study repeats exactly.
+Seeds: the sampler is Optuna's TPE seeded from (`seed`, the worker i of --jobs N, the number of trials the study
+held when this search began), so a resumed study draws new points rather than its first ones again, and the same
+history and seed draw the same ones; every trial trains with the config's train.seed (a seed ensemble of
+train.seeds members, as `train` would) and the same thread count, so a sequential study repeats exactly.
 """
 
 from __future__ import annotations
@@ -50,11 +52,14 @@ import pandas as pd
 import yaml
 
 from lstm_forecast import backtest, context, data, plots, scoring, windows
+from lstm_forecast.bundle import BUNDLE_FILE, list_runs, load_run
 from lstm_forecast.config import SEARCH_SPACE, Config, config_hash, packaged_config
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError, quote, shorten
 from lstm_forecast.executors import PlainJob, run_in_workers
 from lstm_forecast.files import atomic_write_text
 from lstm_forecast.model import check_trainable, ensemble_of
+from lstm_forecast.prices import prices_sha256
+from lstm_forecast.runs import read_json_or_empty
 from lstm_forecast.search_space import SearchSpace, load_space, with_values
 from lstm_forecast.train import load_training_prices, member_labels, pooled_ratio, train_members, train_run
 from lstm_forecast.universe import threads_per_job
@@ -287,14 +292,26 @@ def quiet_optuna() -> Any:
     return optuna
 
 
-def open_study(setup: TuneSetup, index: int = 0) -> Any:
-    """Create or resume the study; refuse one made for another space, tickers, objective or base config."""
+def sampler_seed(seed: int, index: int, history: int) -> int:
+    """The TPE sampler's seed for worker `index` of a search that starts with `history` trials in its study.
+    A sampler seeded alike restarts its sequence, so a resumed study seeded with `seed` alone would propose its
+    first trials' values again; the history moves it on. It seeds both of the sampler's generators: the random
+    startup trials' (its RandomSampler) and TPE's own. Same seed, worker and history: the same points."""
+    return int(np.random.SeedSequence([seed % 2**32, index, history]).generate_state(1)[0])
+
+
+def open_study(setup: TuneSetup, index: int = 0, history: int | None = None) -> Any:
+    """Create or resume the study, with worker `index`'s sampler for a search that began with `history` trials in
+    the study (None: as many as it holds now); refuse one made for another space, tickers, objective or base
+    config."""
     optuna = quiet_optuna()
     study = optuna.create_study(
         study_name=setup.study, storage=setup.store.open(), direction="minimize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=(setup.seed + index) % 2**32, constant_liar=True),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNE_AFTER_TRIALS, n_warmup_steps=PRUNE_WARMUP_EPOCHS),
     )
+    if history is None:
+        history = len(study.get_trials(deepcopy=False))
+    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(setup.seed, index, history), constant_liar=True)
     identity = setup.identity()
     recorded = study.user_attrs.get("identity")
     if recorded is None:
@@ -524,6 +541,7 @@ def search(
     `on_update` hears the study's trials after each trial (and, with workers, every POLL_S)."""
     stop = stop or _NeverStop()
     study = open_study(setup)
+    history = len(study.get_trials(deepcopy=False))  # what every worker's sampler is seeded with (open_study)
     abandoned = fail_abandoned(study) if setup.store.local else 0
     before = len(counted(study.get_trials(deepcopy=False)))
     remaining = None if trials is None else max(0, trials - before)
@@ -538,7 +556,7 @@ def search(
         if jobs == 1:
             interrupted = run_trials(setup, 0, remaining, timeout, trials, stop, lambda trial: update(), study)
         else:
-            interrupted = _search_in_pool(setup, remaining, timeout, trials, jobs, stop, update)
+            interrupted = _search_in_pool(setup, remaining, timeout, trials, jobs, stop, update, history)
     if setup.store.local:
         fail_abandoned(study)  # a worker killed mid-trial left it RUNNING
     final = study.get_trials(deepcopy=False)
@@ -547,13 +565,14 @@ def search(
 
 
 def _search_in_pool(setup: TuneSetup, remaining: int | None, timeout: float | None, target: int | None,
-                    jobs: int, stop: StopRequest, update: Callable[[], None]) -> bool:
-    """`run_trials` in worker processes (executors.py starts them), one share of the remaining trials each;
-    `update` polled while they run. True if stopped."""
+                    jobs: int, stop: StopRequest, update: Callable[[], None], history: int) -> bool:
+    """`run_trials` in worker processes (executors.py starts them), one share of the remaining trials each,
+    their samplers seeded with the `history` the search began with; `update` polled while they run. True if
+    stopped."""
     workers = jobs if remaining is None else min(jobs, remaining)
     shares = [None] * workers if remaining is None else [remaining // workers + (i < remaining % workers)
                                                           for i in range(workers)]
-    waiting = deque(PlainJob(run_trials, (setup, index, share, timeout, target), setup.threads)
+    waiting = deque(PlainJob(run_worker, (setup, index, history, share, timeout, target), setup.threads)
                     for index, share in enumerate(shares))
     interrupted = False
     # A trial in flight at a stop request stops after its current batch and is not counted. Closed on the way
@@ -565,6 +584,13 @@ def _search_in_pool(setup: TuneSetup, remaining: int | None, timeout: float | No
                                     "trials are kept: run the same command again to resume")
             interrupted = finished.value or interrupted
     return interrupted
+
+
+def run_worker(setup: TuneSetup, index: int, history: int, n_trials: int | None, timeout: float | None,
+               target: int | None, stop: StopRequest) -> bool:
+    """Worker `index` of --jobs N: `run_trials` with its sampler seeded by the history the search began with (as
+    the parent saw it), not by whatever the study holds when this process gets to it."""
+    return run_trials(setup, index, n_trials, timeout, target, stop, study=open_study(setup, index, history))
 
 
 class _NeverStop:
@@ -661,26 +687,85 @@ class TuneOutcome:
     files: dict[str, str] = field(default_factory=dict)
 
 
-def retrain_best(setup: TuneSetup, best: Any, runs_dir: Path, stop: StopRequest | None = None) -> dict[str, Any]:
+def retrain_best(
+    setup: TuneSetup, best: Any, runs_dir: Path, stop: StopRequest | None = None,
+    on_retrain: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """The best config trained again (same seed and threads) on each ticker, a normal run bundle each, and
-    scored on the test period beside naive; with several tickers also the pooled test ratio."""
+    scored on the test period beside naive; with several tickers also the pooled test ratio. A ticker's run
+    already trained with exactly this config on exactly today's rows (`reusable_run`) is reused, not trained
+    again: it would be the same bundle (a finished study run again, or a resumed one whose best did not change).
+    `on_retrain` hears which, ticker by ticker."""
     config = setup.trial_config(setup.space.values_of(best.params), f"trial {best.number}")
     runs, tests = [], []
     all_prices, context_prices = tuning_inputs(setup.tickers, setup.data_dir, config)
     for ticker, prices in all_prices.items():
-        outcome = train_run(config, ticker, prices, runs_dir, stop=stop, context_prices=context_prices)
-        runs.append({"ticker": ticker, "run_dir": str(outcome.run_dir), "interrupted": outcome.result.interrupted,
-                     "val": outcome.metrics["val"], "test": outcome.metrics["test"]})
-        tests.append(outcome.test)
+        dataset = windows.build_dataset({ticker: prices}, config, context_prices=context_prices)
+        reused = reused_run(config, ticker, dataset, runs_dir)
+        if reused is not None:
+            run, test = reused
+            if on_retrain is not None:
+                on_retrain(f"Reused run {run['run_dir']}: {ticker} was trained with the best config (trial "
+                           f"{best.number}) on today's cached prices already; not training it again")
+        else:
+            if on_retrain is not None:
+                on_retrain(f"Retraining the best config (trial {best.number}) on {ticker} and scoring it on the test "
+                           "period…")
+            outcome = train_run(config, ticker, prices, runs_dir, stop=stop, context_prices=context_prices)
+            run = {"ticker": ticker, "run_dir": str(outcome.run_dir), "interrupted": outcome.result.interrupted,
+                   "val": outcome.metrics["val"], "test": outcome.metrics["test"], "reused": False}
+            test = outcome.test
+        runs.append(run)
+        tests.append(test)
         if stop is not None and stop.is_set():
             break
+    shared = {"kind": config.model.type, "horizon": config.window.horizon,
+              "reused": all(run["reused"] for run in runs)}
     if len(runs) == 1:
         ratio = runs[0]["test"]["metrics"]["model"][setup.objective]["rmse_ratio"]
-        return {"runs": runs, "pooled": None, "test_ratio": ratio, "kind": config.model.type,
-                "horizon": config.window.horizon}
+        return {"runs": runs, "pooled": None, "test_ratio": ratio, **shared}
     pooled = pooled_ratio(tests)
-    return {"runs": runs, "pooled": pooled, "test_ratio": pooled[f"rmse_ratio_{setup.objective}"],
-            "kind": config.model.type, "horizon": config.window.horizon}
+    return {"runs": runs, "pooled": pooled, "test_ratio": pooled[f"rmse_ratio_{setup.objective}"], **shared}
+
+
+def reusable_run(config: Config, ticker: str, dataset: windows.Dataset, runs_dir: Path) -> Path | None:
+    """The newest finished run of `ticker` trained with exactly this resolved config (bundle.json's
+    `config_hash`) on exactly the rows and context rows of `dataset` (its fingerprints): training again would
+    make the same bundle. None when there is none (the cache changed since, say, or that run was interrupted)."""
+    expected = {"config_hash": config_hash(config), "rows": prices_sha256(dataset.prices[ticker]),
+                "context": [prices_sha256(rows) for rows in dataset.context_rows.values()], "interrupted": False}
+    for run_dir in reversed(list_runs(runs_dir, ticker)):
+        document = read_json_or_empty(run_dir / BUNDLE_FILE)  # {}: damaged, not reused
+        fingerprint, training = document.get("fingerprint"), document.get("training")
+        recorded = {
+            "config_hash": document.get("config_hash"),
+            "rows": fingerprint.get("sha256") if isinstance(fingerprint, dict) else None,
+            "context": [item.get("sha256") for item in document.get("context_fingerprints") or []
+                        if isinstance(item, dict)],
+            "interrupted": training.get("interrupted") if isinstance(training, dict) else None,
+        }
+        if recorded == expected:
+            return run_dir
+    return None
+
+
+def reused_run(
+    config: Config, ticker: str, dataset: windows.Dataset, runs_dir: Path,
+) -> tuple[dict[str, Any], scoring.PeriodForecasts] | None:
+    """`retrain_best`'s entry for the reusable run of `ticker`, scored from its weights on `dataset` as
+    training scored it, and its test forecasts (for the pooled ratio); None to train it: none, or one that does
+    not load."""
+    run_dir = reusable_run(config, ticker, dataset, runs_dir)
+    if run_dir is None:
+        return None
+    try:
+        bundle = load_run(run_dir)
+    except ForecastError:
+        return None
+    val, test = (scoring.period_forecasts(bundle.model, period, dataset) for period in (dataset.val, dataset.test))
+    kind = bundle.shape.kind
+    return {"ticker": ticker, "run_dir": str(run_dir), "interrupted": False, "reused": True,
+            "val": scoring.score_forecasts(val, kind), "test": scoring.score_forecasts(test, kind)}, test
 
 
 def optimism_line(best_value: float, tried: int, test_ratio: float) -> str:
@@ -726,9 +811,7 @@ def tune(
             reason = f"; the first error: {errors[0]}" if errors else ""
             raise ForecastError(f"no trial of study {setup.study!r} completed ({len(result.trials)} trials, see "
                                 f"{files['trials_csv']}){reason}")
-        if on_retrain is not None:
-            on_retrain(f"Retraining the best config (trial {best.number}) and scoring it on the test period…")
-        test = retrain_best(setup, best, runs_dir, stop)
+        test = retrain_best(setup, best, runs_dir, stop, on_retrain)
         tried = summary["complete"] + summary["pruned"]
         report["test"] = test
         report["optimism"] = optimism_line(best.value, tried, test["test_ratio"])

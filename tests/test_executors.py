@@ -52,8 +52,8 @@ def die_at_once(*args: Any, stop: Any) -> None:
 
 
 def test_a_tune_worker_that_dies_is_one_error_line(monkeypatch):
-    monkeypatch.setattr(tune, "run_trials", die_at_once)  # what each tune worker runs
+    monkeypatch.setattr(tune, "run_worker", die_at_once)  # what each tune worker runs
     setup = SimpleNamespace(threads=1)  # all the pool itself reads of a TuneSetup
     with pytest.raises(ForecastError, match=r"^a tune worker process died \(killed, or out of memory\); the "
                                             r"finished trials are kept: run the same command again to resume$"):
-        tune._search_in_pool(setup, 1, None, 1, 1, threading.Event(), lambda: None)
+        tune._search_in_pool(setup, 1, None, 1, 1, threading.Event(), lambda: None, 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -66,8 +67,8 @@ def workdir(clean_workdir: Path) -> Path:
     return clean_workdir
 
 
-def setup_for(workdir: Path, study: str = "s", **options) -> tune.TuneSetup:
-    return tune.plan_tune(load_config(None, OVERRIDES), [TICKER], workdir / "data", workdir / "runs",
+def setup_for(workdir: Path, study: str = "s", runs: str = "runs", **options) -> tune.TuneSetup:
+    return tune.plan_tune(load_config(None, OVERRIDES), [TICKER], workdir / "data", workdir / runs,
                           workdir / "space.yaml", study, **options)
 
 
@@ -126,10 +127,62 @@ def test_the_same_study_again_resumes_and_a_different_space_is_refused(workdir):
     assert "study 'r' was created with a different search space; start a new study with --study" in error_line(refused)
 
 
+def test_tune_again_on_a_finished_study_reuses_its_best_run_until_the_cache_changes(workdir, monkeypatch):
+    first = run_cli(*tune_args("--trials", "3", "--json"))
+    assert first.exit_code == 0, first.output
+    trained = json.loads(first.stdout)["test"]
+    assert trained["reused"] is False and trained["runs"][0]["reused"] is False
+    real_train_run = tune.train_run
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(tune, "train_run", no_training)
+    again = run_cli(*tune_args("--trials", "3", "--json"))
+    assert again.exit_code == 0, again.output
+    report = json.loads(again.stdout)
+    assert report["trials"]["this_run"] == 0 and report["test"]["reused"] is True
+    run, before = report["test"]["runs"][0], trained["runs"][0]
+    assert run["reused"] is True and run["run_dir"] == before["run_dir"] and "Reused run" in again.stderr
+    assert run["test"] == before["test"] and report["test"]["test_ratio"] == trained["test_ratio"]
+    assert run["val"]["metrics"]["model"]["h1"]["rmse_ratio"] == pytest.approx(
+        before["val"]["metrics"]["model"]["h1"]["rmse_ratio"], rel=1e-9)
+    assert len(list((workdir / "runs" / TICKER).iterdir())) == 1
+    # A revised price in the cache: the run no longer matches today's rows, so the best config is trained again.
+    prices = ar_prices()
+    prices.iloc[100, prices.columns.get_loc("Adj Close")] *= 1.001
+    (workdir / "data" / f"{TICKER}.csv").write_bytes(prices_to_csv(prices))
+    monkeypatch.setattr(tune, "train_run", real_train_run)
+    revised = run_cli(*tune_args("--trials", "3", "--json"))
+    assert revised.exit_code == 0, revised.output
+    retrained = json.loads(revised.stdout)["test"]
+    assert retrained["reused"] is False and retrained["runs"][0]["run_dir"] != before["run_dir"]
+    assert len(list((workdir / "runs" / TICKER).iterdir())) == 2
+
+
 def test_two_fresh_studies_with_the_same_seed_repeat_exactly(workdir):
     results = [tune.search(setup_for(workdir, name, seed=7), trials=3, timeout=None) for name in ("a", "b")]
     first, second = ([(trial.params, trial.value, trial.state) for trial in result.trials] for result in results)
     assert first == second and len(first) == 3
+
+
+def test_a_resumed_study_draws_new_points_and_the_same_history_draws_the_same_ones(workdir):
+    """Stopped after three trials and resumed to six: the resumed trials are not the first ones again (a sampler
+    seeded alike restarts its sequence), and two resumes of copies of one study propose the same points."""
+    tune.search(setup_for(workdir, seed=7), trials=3, timeout=None)
+    for copy in ("runs_a", "runs_b"):
+        shutil.copytree(workdir / "runs", workdir / copy)
+    resumed = [tune.search(setup_for(workdir, runs=copy, seed=7), trials=6, timeout=None).trials
+               for copy in ("runs_a", "runs_b")]
+    earlier = [trial.params for trial in resumed[0][:3]]
+    new_points = [[(trial.params, trial.value) for trial in trials[3:]] for trials in resumed]
+    assert len(new_points[0]) == 3 and not any(params in earlier for params, _ in new_points[0])
+    assert new_points[0] == new_points[1]
+
+
+def test_the_samplers_seed_moves_with_the_history_and_the_worker_and_repeats_for_the_same_ones():
+    seeds = {tune.sampler_seed(7, index, history) for index in range(3) for history in range(20)}
+    assert len(seeds) == 60 and tune.sampler_seed(7, 1, 5) == tune.sampler_seed(7, 1, 5)
 
 
 def test_no_trial_ever_scores_a_test_window(workdir, monkeypatch):
@@ -265,6 +318,12 @@ def test_two_worker_processes_share_one_journal_study_without_running_a_trial_tw
     # Two samplers seeded apart: the workers did not propose the same first values.
     first = [tuple(row[key] for key in report["space"]) for row in report["trial_rows"][:2]]
     assert first[0] != first[1]
+    # Resumed with two workers again: their samplers move on with the study's history, so no value repeats.
+    resumed = run_cli(*tune_args("--trials", "6", "--jobs", "2", "--study", "j", "--json"))
+    assert resumed.exit_code == 0, resumed.output
+    rows = json.loads(resumed.stdout)["trial_rows"]
+    points = [tuple(row[key] for key in report["space"]) for row in sorted(rows, key=lambda row: row["number"])]
+    assert len(points) == 6 and not set(points[4:]) & set(points[:4])
 
 
 # --- bad input ------------------------------------------------------------------------------------
