@@ -51,7 +51,15 @@ from lstm_forecast.bundle import (
 from lstm_forecast.config import Config
 from lstm_forecast.context_effect import retrained_without_context
 from lstm_forecast.errors import ForecastError, StopRequest, UsageError
-from lstm_forecast.files import atomic_write_text, fsync_dir, json_text, make_temp_dir, read_bounded
+from lstm_forecast.files import (
+    TEMP_MARKER,
+    atomic_write_text,
+    fsync_dir,
+    json_text,
+    make_temp_dir,
+    read_bounded,
+    replace_dir,
+)
 from lstm_forecast.prices import prices_sha256
 from lstm_forecast.report import evaluation_report, global_report
 from lstm_forecast.scoring import FORECASTS, PeriodForecasts, iso_day, period_forecasts, score_forecasts
@@ -291,7 +299,6 @@ def write_set_outputs(folder: Path, report: dict[str, Any], section: Any, bundle
     """A set's evaluation files as one set, like a single run's (`write_outputs`): the per-ticker summary files,
     the two cross-section charts, report.html and evaluation.json are made in a staging folder first, then
     replace the old ones, evaluation.json last, so a failure at any point leaves the folder as it was."""
-    folder.mkdir(exist_ok=True)
     per_ticker = report["per_ticker"]
     title = f"{report['scope']} · {report['test']['tickers']} tickers · run {report['run_id']}"
     with staging_folder(folder.parent) as staging:
@@ -304,7 +311,8 @@ def write_set_outputs(folder: Path, report: dict[str, Any], section: Any, bundle
         page = html_page(f"Global {bundle.shape.kind.upper()} · {title}", global_report(report),
                          chart_paths(SET_CHARTS, staging, bundle.run_dir), bundle.config,
                          {"tickers": len(bundle.tickers), "split": bundle.split, "seeds": bundle.seeds})
-        publish_evaluation(staging, folder, report, page, [])
+        # Out of universe, the set has a folder of its own: replaced whole, never left half old, half new.
+        publish_evaluation(staging, folder, report, page, [], whole=folder != bundle.run_dir)
 
 
 def with_recorded_threads(bundle: RunBundle) -> Config:
@@ -441,12 +449,20 @@ def staging_folder(parent: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def publish_evaluation(staging: Path, folder: Path, report: dict[str, Any], page: str, stale: list[Path]) -> None:
+def publish_evaluation(
+    staging: Path, folder: Path, report: dict[str, Any], page: str, stale: list[Path], whole: bool = False,
+) -> None:
     """report.html and evaluation.json into `staging` beside the files made there; then every one of them replaces
-    `folder`'s, evaluation.json last, after removing `stale`."""
+    `folder`'s, evaluation.json last, after removing `stale`; or, `whole`, the staging folder replaces `folder`."""
     atomic_write_text(staging / REPORT_FILE, page)
     atomic_write_text(staging / EVALUATION_FILE, evaluation_json(report))
-    names = sorted(path.name for path in staging.iterdir() if path.name != EVALUATION_FILE)
+    if whole:
+        try:
+            replace_dir(staging, folder)
+        except OSError as exc:
+            raise ForecastError(f"cannot write the evaluation into {folder}: {exc.strerror or exc}") from None
+        return
+    names = sorted(path.name for path in staging.iterdir() if path.name not in (EVALUATION_FILE, TEMP_MARKER))
     replace_as_set(staging, folder, names, EVALUATION_FILE, stale)
 
 

@@ -23,8 +23,10 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -281,6 +283,26 @@ def publish_dir(tmp_dir: Path, final_dir: Path) -> None:
     # Only now: a process killed before the rename leaves a temp dir that is recognisably ours.
     (final_dir / TEMP_MARKER).unlink(missing_ok=True)
     fsync_dir(final_dir.parent)
+
+
+def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
+    """Put a finished temp directory in place of `final_dir`, whole: the old one is renamed aside first (marked as
+    ours, so a process killed between the renames leaves it to the usual clean-up of stale temp dirs), and removed
+    once the new one is in. Readers see the old set or the new one, never a mix of both."""
+    aside = None
+    if final_dir.exists():
+        aside = final_dir.parent / f"{TEMP_PREFIX}old-{final_dir.name}-{os.getpid()}-{time.monotonic_ns()}"
+        final_dir.rename(aside)
+        (aside / TEMP_MARKER).touch()
+    try:
+        publish_dir(tmp_dir, final_dir)
+    except BaseException:
+        if aside is not None:
+            aside.rename(final_dir)
+            (final_dir / TEMP_MARKER).unlink(missing_ok=True)
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def publish_as_free_name(tmp_dir: Path, parent: Path, name: str, fill: Callable[[Path], None]) -> Path:

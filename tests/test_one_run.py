@@ -86,6 +86,30 @@ def test_a_global_evaluation_that_fails_midway_leaves_the_earlier_one_whole(work
     assert leftovers == []
 
 
+def test_an_out_of_universe_evaluation_that_fails_midway_leaves_no_folder_or_the_earlier_one_whole(
+        workspace, monkeypatch, tmp_path):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(workspace["global"], run_dir)
+    write_caches(workspace["data"], {"NEW": build_prices(260, seed=11)})
+    real = plots.long_short_plot
+
+    def broken(*args, **kwargs):
+        raise ForecastError("the disk is full")
+
+    monkeypatch.setattr(plots, "long_short_plot", broken)
+    with pytest.raises(ForecastError, match="the disk is full"):
+        evaluate(run_dir, data_dir=workspace["data"], tickers=["NEW"])
+    assert not (run_dir / "out_of_universe").exists()  # nothing half-made beside the run
+    monkeypatch.setattr(plots, "long_short_plot", real)
+    evaluate(run_dir, data_dir=workspace["data"], tickers=["NEW"])
+    before = {path.name: path.read_bytes() for path in (run_dir / "out_of_universe").iterdir()}
+    monkeypatch.setattr(plots, "long_short_plot", broken)
+    with pytest.raises(ForecastError, match="the disk is full"):
+        evaluate(run_dir, data_dir=workspace["data"], tickers=["NEW"])
+    assert {path.name: path.read_bytes() for path in (run_dir / "out_of_universe").iterdir()} == before
+    assert [path.name for path in run_dir.iterdir() if path.name.startswith(".")] == []  # nor a temp marker
+
+
 def test_a_universe_writes_a_report_page_beside_its_summary(workspace, tmp_path):
     result = CliRunner().invoke(app, ["train", "-t", "AAA,BBB", "--data-dir", str(workspace["data"]), "--runs-dir",
                                       str(tmp_path / "runs"), "--json", *SETS])
