@@ -40,6 +40,9 @@ from lstm_forecast.files import json_text
 # piped tables get 100 columns rather than rich's 80, terminals their own width.
 stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 100)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+# `runs` and the screener: on a terminal its width (paths and verdicts wrap); piped, their natural width whatever
+# the terminal, so a script reading them never finds a cell folded (tables.FitTable pads no line with spaces).
+listing = stdout if sys.stdout.isatty() else Console(highlight=False, soft_wrap=True, width=10_000)
 
 
 # Exceptions a parser can raise on hostile input (YAML nested 100,000 deep, a number too large for a

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from rich import box
-from rich.table import Table
 from rich.text import Text
 
 from lstm_forecast import data
@@ -30,6 +29,7 @@ from lstm_forecast.bundle import (
 from lstm_forecast.config import Config, read_yaml_mapping
 from lstm_forecast.errors import ForecastError, shorten
 from lstm_forecast.files import read_bounded
+from lstm_forecast.tables import FitTable
 
 CONFIG_NOTE_LIMIT = 60  # characters of distinguishing config values in the listing
 
@@ -173,11 +173,13 @@ def config_note(differences: dict[str, str] | None) -> str | None:
 def runs_table(rows: list[dict[str, Any]]) -> Any:
     """The `runs` listing as a rich table; a dash where a damaged bundle has no value."""
     title = "Run bundles, oldest first (predict and evaluate use the newest); RMSE/naive on the test period"
-    # Light lines and no wrapping: an id or a path is copied from here, so a cell is never cut or folded.
-    table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD)
+    # Light lines. An id, a date or a number is never cut; the state, the config and the path wrap to the
+    # terminal's width (a path folds, whole in --json), and a narrow one leaves out the least needed columns.
+    table = FitTable(title=title, box=box.SIMPLE_HEAD, optional=("config", "created (UTC)", "model", "epochs"))
     columns = ("run id", "ticker", "model", "created (UTC)", "epochs", "RMSE/naive", "state", "config", "path")
     for name in columns:
-        table.add_column(name, justify="right" if name in ("epochs", "RMSE/naive") else "left", no_wrap=True)
+        table.add_column(name, justify="right" if name in ("epochs", "RMSE/naive") else "left",
+                         no_wrap=name not in ("state", "config", "path"))
     for row in rows:
         created, ratio = row["created"], row["test_rmse_ratio"]
         if row["damaged"]:
