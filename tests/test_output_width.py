@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import re
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -241,3 +242,31 @@ def test_a_table_too_narrow_for_its_optional_columns_says_which_it_left_out():
     narrow = " ".join(render(table, 28).split())
     assert "1234567.891" in narrow and "7654321.123" not in narrow and "Not shown at 28 columns: drift" in narrow
     assert "7654321.123" in render(table, 80)
+
+
+# --- --help ----------------------------------------------------------------------------------------
+
+COMMANDS = ("fetch", "train", "predict", "runs", "evaluate", "compare", "tune")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_at_80_columns_has_plain_metavars_clean_wrapping_and_ends_with_examples(command):
+    from typer.testing import CliRunner
+
+    from lstm_forecast.cli import app
+
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for typer_metavar in ("<str>", "<int", "<float", "<file>", "<path>", "<%Y", "<=x<="):
+        assert typer_metavar not in text, typer_metavar
+    assert not re.search(r"\S…", text), text  # no help text cut short (`train.seed … +N-1` is an ellipsis of ours)
+    # A paragraph of the description flows to the width: no line of it ends far short of the next one's room.
+    description = text.split("╭")[0].splitlines()
+    ragged = [line for line, after in pairwise(description)
+              if line.strip() and after.strip() and len(line.rstrip()) + len(after.split()[0]) + 1 < 78]
+    assert not ragged, ragged
+    tail = text.split("╯")[-1].split()
+    assert tail[0] == "Examples:" and tail.count("lstm-forecast") in (1, 2, 3)
+    assert f"lstm-forecast {command}" in " ".join(tail)
