@@ -19,7 +19,7 @@ METRIC_ROWS = (
     ("mape", "MAPE %", "{:.2f}"),
     ("mase", "MASE", "{:.3f}"),
     ("directional_accuracy", "direction", "{:.1%}"),
-    ("rmse_ratio", "RMSE / naive", "{:.3f}"),
+    ("rmse_ratio", "RMSE/naive", "{:.3f}"),
 )
 
 
@@ -45,7 +45,8 @@ def report_table(title: str, first: str, numbers: Iterable[str], first_no_wrap: 
 def scores_table(title: str, scores: dict[str, Any], horizon: int, kind: str) -> Table:
     """The model beside naive and drift × RMSE, MAE, MAPE, MASE, direction and RMSE ratio,
     over all `horizon` days and on day 1."""
-    table = report_table(title, "forecast", [label for _, label, _ in METRIC_ROWS], first_no_wrap=True)
+    table = report_table(title, "forecast", [label for _, label, _ in METRIC_ROWS], first_no_wrap=True,
+                         optional=("MAPE %",))
     days = f"days 1–{horizon}" if horizon > 1 else "day 1"
     steps = [("all", days), ("h1", "day 1")] if horizon > 1 else [("all", days)]
     for step, step_label in steps:
@@ -95,7 +96,7 @@ def backtest_table(backtest: dict[str, Any]) -> Table:
         optional=("model",),
     )
     table.add_column("fold", no_wrap=True)
-    table.add_column("test anchors")
+    table.add_column("test anchors", min_width=len("2020-01-02 …"))  # wraps after the first date, never inside it
     table.add_column("n", justify="right", no_wrap=True)
     table.add_column("model")
     for column in ("RMSE", "naive", "ratio", "dir.", "DM p"):

@@ -67,8 +67,10 @@ class FitTable(Table):
                     for column, sizes in zip(self.columns, widest, strict=True)]
         wrapped = [max([sizes[0].minimum, *(size.maximum for size in sizes[1:])]) if column.no_wrap else None
                    for column, sizes in zip(self.columns, widest, strict=True)]
-        # A text column can fold down to a few characters; it counts as at most TEXT_MIN wide when fitting.
-        text = [None if column.no_wrap else min(TEXT_MIN, max(size.maximum for size in sizes))
+        # A text column can fold down to a few characters; it counts as at most TEXT_MIN wide when fitting, or
+        # its own min_width (the width at which its cells still read well) if it has one.
+        text = [None if column.no_wrap else max(min(TEXT_MIN, max(size.maximum for size in sizes)),
+                                                column.min_width or 0)
                 for column, sizes in zip(self.columns, widest, strict=True)]
         present = {str(column.header) for column in self.columns}
         candidates = [header for header in self.optional if header in present]

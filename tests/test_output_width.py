@@ -19,8 +19,10 @@ from lstm_forecast.predict import render_screener, screener_report
 from lstm_forecast.report import (
     METRIC_ROWS,
     backtest_table,
+    compare_report,
     coverage_table,
     cross_section_report,
+    fetch_table,
     fmt,
     scores_table,
     trading_table,
@@ -68,9 +70,36 @@ SCORES = {name: {"all": metric_row(1 + index / 10), "h1": metric_row(1 - index /
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_the_test_period_scores_keep_every_number(width):
-    numbers = [cell for name in FORECASTS for step in ("all", "h1") for cell in metric_cells(SCORES[name][step])]
+    numbers = [cell for name in FORECASTS for step in ("all", "h1") for cell in metric_cells(SCORES[name][step])
+               if width == 120 or cell != fmt(SCORES[name][step]["mape"], "{:.2f}")]  # MAPE % goes at 80
     assert_fits(scores_table("Test period: anchors 2016-01-04 … 2017-12-29, 488 windows", SCORES, 5, "lstm"),
                 width, numbers)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_compare_keeps_every_models_numbers(width):
+    test = {"horizon": 5, "first_anchor": "2016-01-04", "last_anchor": "2017-12-29", "windows": 488, "metrics": SCORES,
+            "vs_naive": {"dm_all": {"pvalue": 0.0123}}, "verdict": "not distinguishable from the random walk"}
+    runs = [{"model": kind, "test": test, "epochs_run": 123, "best_epoch": 99, "run_dir": f"runs/TSLA/{kind}"}
+            for kind in ("rnn", "gru", "lstm")]
+    report = {"ticker": "TSLA", "seed": 0, "test": test, "runs": runs, "interrupted": False, "completed": [],
+              "files": {"compare": "compare.json", "curves": "curves.png"}}
+    kept = [index for index, (key, _, _) in enumerate(METRIC_ROWS) if key not in ("mape", "mase")]
+    numbers = [metric_cells(SCORES[name]["all"])[index] for name in FORECASTS for index in kept]
+    text = assert_fits(compare_report(report)[0], width, [*numbers, "0.012", "123 (99)"])
+    assert ("MAPE" in text.partition("Not shown")[0]) == (width == 120)  # MAPE % goes first at 80
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_fetch_wraps_a_failures_reason_and_keeps_the_counts(width):
+    rows = [{"ticker": "AAPL", "status": "ok", "rows": 1234, "first": "2012-12-03", "last": "2017-12-29",
+             "new_rows": 12, "mode": "incremental"},
+            {"ticker": "BRK.B", "status": "failed", "error": "Yahoo Finance has no data for BRK.B: it may be "
+             "delisted, or the symbol is spelled differently (BRK-B?)"}]
+    report = {"rows": rows, "new_rows": 12, "failed": [rows[1]], "not_fetched": [], "fetched": 1, "tickers": 2,
+              "data_dir": "data"}
+    text = assert_fits(fetch_table(report)[0], width, ["1234", "2012-12-03", "2017-12-29", "12"])
+    assert "(BRK-B?)" in text
 
 
 def fold(number: int, source: str) -> dict[str, Any]:
@@ -270,3 +299,13 @@ def test_help_at_80_columns_has_plain_metavars_clean_wrapping_and_ends_with_exam
     tail = text.split("╯")[-1].split()
     assert tail[0] == "Examples:" and tail.count("lstm-forecast") in (1, 2, 3)
     assert f"lstm-forecast {command}" in " ".join(tail)
+
+
+def test_a_table_that_cannot_fit_grows_wider_rather_than_cut_a_number():
+    table = FitTable(title="t")
+    for header in ("a", "b", "c"):
+        table.add_column(header, no_wrap=True)
+    table.add_row("1234567.891", "2345678.912", "3456789.123")
+    text = render(table, 20)
+    assert all(number in text for number in ("1234567.891", "2345678.912", "3456789.123"))
+    assert not CUT.search(text) and "Not shown" not in text
