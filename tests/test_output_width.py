@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import re
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -224,8 +225,15 @@ def runs_row(index: int) -> dict[str, Any]:
 @pytest.mark.parametrize("width", WIDTHS)
 def test_runs_fit_the_terminal_and_keep_every_id_and_ratio(width):
     rows = [runs_row(index) for index in range(3)]
-    text = assert_fits(runs_table(rows), width, [row["run_id"] for row in rows] + ["1.023", "1.024", "1.025"])
-    assert "".join(text.split()).count("".join(rows[0]["path"].split())) == 1  # the path folds, all of it shown
+    numbers = [row["run_id"] for row in rows] + ["1.023", "1.024", "1.025"]
+    text = assert_fits(runs_table(rows), width, numbers)
+    note = " ".join(text.partition("Not shown")[2].split())
+    assert (rows[0]["path"] in text) != note.endswith(", path (5) (--json has every column).")  # whole, or said
+    # Given the runs dir, the title names it and a path starts there: short enough for 120 columns.
+    text = assert_fits(runs_table(rows, Path("/home/someone/projects/forecasts/runs")), width, numbers)
+    assert "in /home/someone/projects/forecasts/runs," in " ".join(text.split())
+    assert ("BRK-B/20261205-101500-0002" in text) == (width == 120)
+    assert "/home/someone/projects/forecasts/runs/" not in text
 
 
 def screener_rows() -> list[dict[str, Any]]:
@@ -259,7 +267,7 @@ def test_piped_the_screener_and_runs_keep_their_natural_width_without_padding():
     written = render_screener(screener_rows(), "table")
     assert "2026-12-07" in written and not [line for line in written.splitlines() if line.endswith(" ")]
     runs = render(runs_table([runs_row(0)]), 10_000)
-    assert "defaults" not in runs and "hidden_size=128" in runs and "Not shown" not in runs
+    assert "hidden_size=128" in runs and runs_row(0)["path"] in runs and "Not shown" not in runs
     assert not [line for line in runs.splitlines() if line.endswith(" ")]
 
 

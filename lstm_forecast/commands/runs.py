@@ -22,7 +22,7 @@ def run(*, given: list[str], tickers_file: Path | None, runs_dir: Path | None, j
     if json_output:
         print_json({"runs_dir": str(folder), "runs": rows})
     elif rows:
-        listing.print(runs_table(rows))
+        listing.print(runs_table(rows, folder))
     else:
         hint = f"lstm-forecast train -t {','.join(tickers) if tickers != [None] else 'TICKER'}"
         stderr.print(f"No run bundles in {folder}; train one with `{hint}`.", markup=False)
