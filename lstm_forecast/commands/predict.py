@@ -92,7 +92,8 @@ def _show_screener(screener: Screener) -> None:
     elif screener.text is not None:  # JSON or CSV on stdout: nothing else may go there
         sys.stdout.write(screener.text)
     else:
+        # The lines under the table wrap at a terminal's width, between words; piped, each stays one line.
         if screener.header:
-            listing.print(screener.header, markup=False)
+            listing.print(screener.header, markup=False, soft_wrap=False)
         for item in screener_report(screener.rows):
-            listing.print(item, markup=False)
+            listing.print(item, markup=False, soft_wrap=False)
