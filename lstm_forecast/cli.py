@@ -116,8 +116,9 @@ RayAddressOption = Annotated[
                              "else a local Ray instance for this command).")
 ]
 ResumeOption = Annotated[
-    Path | None, typer.Option("--resume", metavar="UNIVERSE_DIR", file_okay=False, exists=True,
-                              help="Continue a universe: skip tickers already trained alike on the same data.")
+    Path | None, typer.Option("--resume", metavar="DIR", file_okay=False, exists=True,
+                              help="Continue a universe (its _universe/ folder): skip tickers already trained "
+                              "alike on the same data.")
 ]
 SetOption = Annotated[
     list[str] | None,
@@ -128,12 +129,14 @@ RunsDirOption = Annotated[
     typer.Option("--runs-dir", metavar="DIR", help="Run bundles (default: $LSTM_FORECAST_RUNS_DIR, runs.dir, ./runs)."),
 ]
 RunOption = Annotated[
-    Path | None, typer.Option("--run", metavar="RUN_DIR", help="Run bundle (default: the newest run).")
+    Path | None, typer.Option("--run", metavar="DIR", help="Run bundle (default: the newest run).")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (progress on stderr).")]
-ModelOption = Annotated[str | None, typer.Option("--model", "-m", help="lstm, gru or rnn (model.type).")]
+ModelOption = Annotated[
+    str | None, typer.Option("--model", "-m", metavar="TYPE", help="lstm, gru or rnn (model.type).")
+]
 EpochsOption = Annotated[
-    int | None, typer.Option("--epochs", help="Maximum epochs (train.epochs).")
+    int | None, typer.Option("--epochs", metavar="N", help="Maximum epochs (train.epochs).")
 ]
 ScopeOption = Annotated[
     str | None, typer.Option("--scope", metavar="SCOPE", help="local (a model per ticker) or global (one model "
@@ -151,13 +154,16 @@ def fetch(
     ticker: TickersOption = None,
     tickers_file: TickersFileOption = None,
     all_cached: AllOption = False,
-    start: Annotated[datetime | None, typer.Option(formats=[ISO_DAY], help="First day, YYYY-MM-DD.")] = None,
-    end: Annotated[datetime | None, typer.Option(formats=[ISO_DAY], help="Last day, YYYY-MM-DD.")] = None,
+    start: Annotated[datetime | None, typer.Option(formats=[ISO_DAY], metavar="DATE",
+                                                   help="First day, YYYY-MM-DD.")] = None,
+    end: Annotated[datetime | None, typer.Option(formats=[ISO_DAY], metavar="DATE",
+                                                 help="Last day, YYYY-MM-DD.")] = None,
     refresh: Annotated[bool, typer.Option("--refresh", help="Download the whole range again.")] = False,
     from_csv: Annotated[
         Path | None,
         # A file named on the command line that is not there is a usage error (exit 2), as for --config.
-        typer.Option("--from-csv", exists=True, dir_okay=False, help="Import a local Yahoo-layout CSV, no download."),
+        typer.Option("--from-csv", exists=True, dir_okay=False, metavar="FILE",
+                     help="Import a local Yahoo-layout CSV, no download."),
     ] = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
@@ -165,7 +171,11 @@ def fetch(
 ) -> None:
     """Download daily prices from Yahoo Finance into the local cache (or import a CSV).
 
-    Several tickers: one at a time, data.fetch_rate a second, rate limits waited out, each failure its own."""
+    Several tickers: one at a time, data.fetch_rate a second, rate limits waited out, each failure its own.
+
+    Examples:
+      lstm-forecast fetch -t TSLA,AAPL --start 2015-01-01
+      lstm-forecast fetch -t TSLA --from-csv TSLA.csv"""
     from lstm_forecast.commands import fetch as command
     from lstm_forecast.config import load_config
 
@@ -185,8 +195,9 @@ def train(
     set_: SetOption = None,
     model: ModelOption = None,
     epochs: EpochsOption = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (train.seed).")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or mps (train.device).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", metavar="N", help="Random seed (train.seed).")] = None,
+    device: Annotated[str | None, typer.Option("--device", metavar="DEVICE",
+                                               help="auto, cpu, cuda or mps (train.device).")] = None,
     data_dir: DataDirOption = None,
     runs_dir: RunsDirOption = None,
     jobs: JobsOption = 1,
@@ -202,7 +213,11 @@ def train(
     Over two or more tickers each is its own run (same config and seed), judged as a set: Benjamini–Hochberg
     q-values, a pooled test, summary.csv and universe.png in the runs dir's _universe/ folder. With --scope
     global, one model is trained across all of them (per-ticker scalers, one calendar split) and judged per
-    ticker and across the cross-section (rank IC, long–short); its bundle goes to the runs dir's _global/."""
+    ticker and across the cross-section (rank IC, long–short); its bundle goes to the runs dir's _global/.
+
+    Examples:
+      lstm-forecast train -t TSLA --epochs 30 --set window.lookback=90
+      lstm-forecast train --tickers-file sp500.txt --scope global --seeds 3"""
     from lstm_forecast.commands import train as command
     from lstm_forecast.config import load_config
 
@@ -258,7 +273,11 @@ def predict(
     test skill (RMSE ratio to naive, DM p, Benjamini–Hochberg q across the tickers). --format, --output and
     --level apply to it; --days and --run do not, and no fan charts are drawn. Exit 1 if a ticker failed.
     A global run (--run, or the newest run) gives that table over its tickers; with --run, -t may name tickers it
-    never trained on (a model without a ticker embedding forecasts them, flagged unseen)."""
+    never trained on (a model without a ticker embedding forecasts them, flagged unseen).
+
+    Examples:
+      lstm-forecast predict -t TSLA --days 5 --level 90
+      lstm-forecast predict -t TSLA,AAPL,MSFT --format csv -o screener.csv"""
     from lstm_forecast.commands import predict as command
 
     if json_output:  # --json is --format json, as every other command's --json prints one JSON object
@@ -279,7 +298,13 @@ def list_runs(
     runs_dir: RunsDirOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """List the run bundles, oldest first: id, ticker, model, epochs and test RMSE against naive."""
+    """List the run bundles, oldest first: id, ticker, model, epochs and test RMSE against naive.
+
+    On a terminal the table fits its width (paths wrap; --json has every field whole).
+
+    Examples:
+      lstm-forecast runs -t TSLA
+      lstm-forecast runs --json"""
     from lstm_forecast.commands import runs as command
 
     command.run(given=ticker or [], tickers_file=tickers_file, runs_dir=runs_dir, json_output=json_output)
@@ -287,7 +312,7 @@ def list_runs(
 
 FoldsOption = Annotated[
     int | None,
-    typer.Option("--folds", min=0, max=MAX_FOLDS, metavar="K",
+    typer.Option("--folds", min=0, max=MAX_FOLDS, metavar="N",
                  help="Walk-forward folds, 0 for none (default: evaluate.folds)."),
 ]
 
@@ -314,7 +339,11 @@ def evaluate(
 ) -> None:
     """Judge a run beside the naive and drift forecasts: tests, lag copy, intervals, backtest, plots.
 
-    Over two or more tickers, each one's newest run, then the set: Benjamini–Hochberg q-values, a pooled test."""
+    Over two or more tickers, each one's newest run, then the set: Benjamini–Hochberg q-values, a pooled test.
+
+    Examples:
+      lstm-forecast evaluate -t TSLA --folds 5
+      lstm-forecast evaluate --run runs/TSLA/20260105-093000 --without-context"""
     from lstm_forecast.commands import evaluate as command
 
     command.run(run, given=ticker or [], tickers_file=tickers_file, all_cached=all_cached, folds=folds,
@@ -350,7 +379,11 @@ def compare(
 
     Over two or more tickers, one comparison each, one after another; a ticker that fails stops no other.
     With --scopes local,global: local models and one global model side by side on the same test windows.
-    With --context on,off: the model with and without its context inputs, on the same rows and test windows."""
+    With --context on,off: the model with and without its context inputs, on the same rows and test windows.
+
+    Examples:
+      lstm-forecast compare -t TSLA --models gru,lstm --epochs 30
+      lstm-forecast compare -t TSLA,AAPL,MSFT --scopes local,global"""
     from lstm_forecast.commands import compare as command
     from lstm_forecast.compare import parse_models
     from lstm_forecast.config import load_config
@@ -381,8 +414,8 @@ def tune(
                                       "(default: 20, or none with --timeout).")
     ] = None,
     timeout: Annotated[
-        int | None, typer.Option("--timeout", min=1, max=10**7, metavar="S",
-                                 help="Start no trial after S seconds (the one running finishes).")
+        int | None, typer.Option("--timeout", min=1, max=10**7, metavar="SECONDS",
+                                 help="Start no trial after this many seconds (the one running finishes).")
     ] = None,
     study: Annotated[
         str | None, typer.Option("--study", metavar="NAME", help="Study name; the same again resumes it "
@@ -397,15 +430,16 @@ def tune(
                           help="Trials at once in worker processes sharing the study (threads: cores / N).")
     ] = 1,
     seed: Annotated[
-        int | None, typer.Option("--seed", min=0, max=2**32 - 1, help="The sampler's seed (default: train.seed).")
+        int | None, typer.Option("--seed", min=0, max=2**32 - 1, metavar="N",
+                                 help="The sampler's seed (default: train.seed).")
     ] = None,
     objective: Annotated[
         str, typer.Option("--objective", metavar="h1|all", callback=lambda value: _one_of(value, ("h1", "all")),
                           help="Validation RMSE ratio to naive on day 1 (h1) or all horizon days.")
     ] = "h1",
     cv_folds: Annotated[
-        int, typer.Option("--cv-folds", min=0, max=MAX_FOLDS, metavar="K",
-                          help="Mean over K walk-forward folds before the test period (0: the validation period).")
+        int, typer.Option("--cv-folds", min=0, max=MAX_FOLDS, metavar="N",
+                          help="Mean over N walk-forward folds before the test period (0: the validation period).")
     ] = 0,
     data_dir: DataDirOption = None,
     runs_dir: RunsDirOption = None,
@@ -416,7 +450,11 @@ def tune(
     Trials are pruned on their validation loss; the study resumes under the same --study; --jobs N shares it
     between processes, --storage URL between machines. best.yaml, trials.csv and tune.png go to
     <runs-dir>/tune/<study>/; the best config is retrained into a normal run bundle and its test score printed
-    beside naive, with the optimism of the validation figure stated."""
+    beside naive, with the optimism of the validation figure stated.
+
+    Examples:
+      lstm-forecast tune -t TSLA --trials 50 --jobs 2
+      lstm-forecast tune -t TSLA,AAPL --study nightly --timeout 3600"""
     from lstm_forecast.commands import tune as command
     from lstm_forecast.config import load_config
 

@@ -17,6 +17,7 @@ Nothing here imports torch, pandas or yfinance: cli.py imports this module for `
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import signal
 import sys
@@ -40,6 +41,9 @@ from lstm_forecast.files import json_text
 # piped tables get 100 columns rather than rich's 80, terminals their own width.
 stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 100)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+# `runs` and the screener: on a terminal its width (paths and verdicts wrap); piped, their natural width whatever
+# the terminal, so a script reading them never finds a cell folded (tables.FitTable pads no line with spaces).
+listing = stdout if sys.stdout.isatty() else Console(highlight=False, soft_wrap=True, width=10_000)
 
 
 # Exceptions a parser can raise on hostile input (YAML nested 100,000 deep, a number too large for a
@@ -55,8 +59,17 @@ class OneValueOptions:
     """Command behaviour shared by the group and every command.
 
     An option that takes one value, given twice, is an error (click would keep the last one silently,
-    so `train -t TSLA -t AAPL` would train AAPL alone); flags show no `<bool>` value in the help.
+    so `train -t TSLA -t AAPL` would train AAPL alone); flags show no `<bool>` value in the help, the help text
+    wraps at the terminal's width (see reflowed), and a docstring's closing `Examples:` paragraph is shown after
+    the options, where a reader finishing the help looks.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        text, examples_heading, examples = inspect.cleandoc(self.help or "").partition("\n\nExamples:")
+        self.help = reflowed(text) if self.help else self.help
+        if examples_heading and not self.epilog:
+            self.epilog = "Examples:" + examples
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if not ctx.resilient_parsing:
@@ -74,7 +87,29 @@ class OneValueOptions:
         for param in params:
             if getattr(param, "is_flag", False):
                 param.metavar = ""  # Typer would show `<bool>`, as if the flag took a value
+            if isinstance(param, TyperOption) and not param.count:
+                # Only the help reads these (the bounds are checked from the option's declaration, and a value
+                # outside them is an error that states them): `N [1<=x<=10000000]` would leave the help text
+                # a narrow column at 80 columns.
+                param.min = param.max = None
         return params
+
+
+def reflowed(text: str | None) -> str | None:
+    """A docstring as one line per paragraph, so the help wraps at the terminal's width rather than at the source's
+    line breaks (Typer's rich mode keeps them); an indented line (an example command) keeps a line of its own."""
+    if not text:
+        return text
+    paragraphs = []
+    for paragraph in inspect.cleandoc(text).split("\n\n"):
+        lines: list[str] = []
+        for line in paragraph.splitlines():
+            if lines and not line.startswith(" ") and not lines[-1].startswith(" "):
+                lines[-1] += " " + line
+            else:
+                lines.append(line)
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
 
 
 def _takes_one_value(param: Any) -> bool:

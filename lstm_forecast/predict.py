@@ -678,19 +678,28 @@ def families(rows: list[dict[str, Any]]) -> dict[str, int]:
 
 def screener_report(rows: list[dict[str, Any]]) -> list[Any]:
     """The table, a line per flagged or failed ticker with its reason, and the line saying what the ranking is."""
-    from rich.table import Table
+    from rich import box
     from rich.text import Text
+
+    from lstm_forecast.tables import FitTable
 
     levels = {row["level"] for row in rows if row["level"] is not None}
     one_level = len(levels) == 1
-    table = Table(title="Next-session forecasts, biggest forecast rise first; skill: each run's own test period",
-                  title_justify="left", header_style="bold")
+    # Every cell but the verdict and the q family is a number, a date or a word, never cut; a terminal too narrow
+    # for them all leaves out, in this order, what the other columns or the lines below the table also say
+    # (--format csv has every column): the q family (the line under the table names the families), the session, the last date, DM p (BH q decides), the last price (change % gives the move),
+    # RMSE/naive (the verdict says whether it beats naive) and the status (a line below names each failed,
+    # stale or unseen ticker).
+    # Light lines, as `runs` draws them, leave the numbers more of the width.
+    table = FitTable(title="Next-session forecasts, biggest forecast rise first; skill: each run's own test period",
+                     optional=("q family", "session", "last date", "DM p", "last price", "RMSE/naive", "status"),
+                     whole="--format csv", box=box.SIMPLE_HEAD, pad_edge=False)
     headers = ("#", "ticker", "last date", "last price", "session", "forecast", "change %",
                f"{level_name(next(iter(levels)))}% interval" if one_level else "interval",
                "RMSE/naive", "DM p", "BH q", "verdict", "status", "q family")
     for header in headers:
         left = header in ("ticker", "last date", "session", "verdict", "status", "q family")
-        table.add_column(header, justify="left" if left else "right", no_wrap=True)
+        table.add_column(header, justify="left" if left else "right", no_wrap=header not in ("verdict", "q family"))
     for row in rows:
         interval = None
         if row["lower"] is not None:

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from lstm_forecast.context_effect import CONTEXT_LABELS, CONTEXT_RUNS
 from lstm_forecast.metrics import FORECASTS, format_pvalue, p_phrase
+from lstm_forecast.tables import FitTable
 
 METRIC_ROWS = (
     ("rmse", "RMSE", "{:.3f}"),
@@ -18,7 +19,7 @@ METRIC_ROWS = (
     ("mape", "MAPE %", "{:.2f}"),
     ("mase", "MASE", "{:.3f}"),
     ("directional_accuracy", "direction", "{:.1%}"),
-    ("rmse_ratio", "RMSE / naive", "{:.3f}"),
+    ("rmse_ratio", "RMSE/naive", "{:.3f}"),
 )
 
 
@@ -28,13 +29,14 @@ def fmt(value: Any, pattern: str = "{:.3f}") -> str:
 
 
 def report_table(title: str, first: str, numbers: Iterable[str], first_no_wrap: bool = False,
-                 no_wrap: bool = False) -> Table:
+                 optional: Iterable[str] = ()) -> FitTable:
     """A table as the reports print one: its title on the left, bold headers, a first column of labels and then
-    columns of numbers, right-aligned."""
-    table = Table(title=title, title_justify="left", header_style="bold")
+    columns of numbers, right-aligned and never cut (tables.FitTable); `optional` names the number columns a
+    narrow terminal may leave out, first to go first."""
+    table = FitTable(title=title, optional=tuple(optional))
     table.add_column(first, no_wrap=first_no_wrap)
     for column in numbers:
-        table.add_column(column, justify="right", no_wrap=no_wrap)
+        table.add_column(column, justify="right", no_wrap=True)
     return table
 
 
@@ -43,7 +45,8 @@ def report_table(title: str, first: str, numbers: Iterable[str], first_no_wrap: 
 def scores_table(title: str, scores: dict[str, Any], horizon: int, kind: str) -> Table:
     """The model beside naive and drift × RMSE, MAE, MAPE, MASE, direction and RMSE ratio,
     over all `horizon` days and on day 1."""
-    table = report_table(title, "forecast", [label for _, label, _ in METRIC_ROWS], first_no_wrap=True)
+    table = report_table(title, "forecast", [label for _, label, _ in METRIC_ROWS], first_no_wrap=True,
+                         optional=("MAPE %",))
     days = f"days 1–{horizon}" if horizon > 1 else "day 1"
     steps = [("all", days), ("h1", "day 1")] if horizon > 1 else [("all", days)]
     for step, step_label in steps:
@@ -74,7 +77,8 @@ def coverage_table(coverage: list[dict[str, Any]], horizon: int) -> Table:
     """Share of test prices inside the bundle's conformal intervals, per level and per day."""
     table = report_table("Prediction intervals on the test period (calibrated on validation)", "interval",
                          [f"covered, days 1–{horizon}" if horizon > 1 else "covered",
-                          *(f"day {day}" for day in range(1, horizon + 1))])
+                          *(f"day {day}" for day in range(1, horizon + 1))],
+                         first_no_wrap=True, optional=[f"day {day}" for day in range(horizon, 1, -1)])
     for row in coverage:
         per_step = row["per_step"] or [None] * horizon
         table.add_row(f"{row['level']:g}%", fmt(row["all"], "{:.1%}"), *(fmt(value, "{:.1%}") for value in per_step))
@@ -84,16 +88,17 @@ def coverage_table(coverage: list[dict[str, Any]], horizon: int) -> Table:
 def backtest_table(backtest: dict[str, Any]) -> Table:
     """One row per walk-forward fold and the pooled row: RMSE beside naive's, their ratio, direction, DM p.
 
-    Drift's numbers per fold are in backtest.csv and evaluation.json; the table keeps to 100 columns.
+    Drift's numbers per fold are in backtest.csv and evaluation.json; at 80 columns the anchors wrap after
+    their first date and the model column (refit or reused) is left out.
     """
-    table = Table(
+    table = FitTable(
         title=f"Walk-forward backtest: {backtest['completed']} of {backtest['folds']} folds, expanding window",
-        title_justify="left", header_style="bold",
+        optional=("model",),
     )
     table.add_column("fold", no_wrap=True)
-    table.add_column("test anchors", no_wrap=True)
-    table.add_column("n", justify="right")
-    table.add_column("model", no_wrap=True)
+    table.add_column("test anchors", min_width=len("2020-01-02 …"))  # wraps after the first date, never inside it
+    table.add_column("n", justify="right", no_wrap=True)
+    table.add_column("model")
     for column in ("RMSE", "naive", "ratio", "dir.", "DM p"):
         table.add_column(column, justify="right", no_wrap=True)
     rows = [(str(fold["fold"]), fold) for fold in backtest["fold_results"]]
@@ -243,7 +248,7 @@ def compare_report(report: dict[str, Any]) -> list[Table | str]:
     table = report_table(
         f"{report['ticker']} test period, {days}: anchors {test['first_anchor']} … {test['last_anchor']}, "
         f"{test['windows']} windows (same data, windows and seed {report['seed']})", "model",
-        [*(label for _, label, _ in METRIC_ROWS), "DM p", "epochs (best)"],
+        [*(label for _, label, _ in METRIC_ROWS), "DM p", "epochs (best)"], optional=("MAPE %", "MASE"),
     )
     for run in report["runs"]:
         scores = run["test"]["metrics"]["model"]["all"]
@@ -328,9 +333,9 @@ def universe_report(report: dict[str, Any]) -> list[Table | str]:
     scored = sorted((row for row in report["rows"] if row["status"] != "failed" and row["rmse_ratio_all"] is not None),
                     key=lambda row: row["rmse_ratio_all"])
     shown = scored if len(scored) <= SHOWN_ROWS else [*scored[:SHOWN_EACH_END], None, *scored[-SHOWN_EACH_END:]]
-    table = Table(title=f"{len(scored)} tickers on their test periods, best RMSE ratio first (q: Benjamini–Hochberg)",
-                  title_justify="left", header_style="bold")
-    for column in ("ticker", "RMSE/naive d1", "RMSE/naive", "DM p", "q", "direction", "lag copy", "status"):
+    table = FitTable(title=f"{len(scored)} tickers on their test periods, best first; ratio: test RMSE / naive's, "
+                           "q: Benjamini–Hochberg, dir.: day-1 direction right")
+    for column in ("ticker", "ratio d1", "ratio all", "DM p", "q", "dir.", "lag copy", "status"):
         table.add_column(column, justify="left" if column in ("ticker", "status") else "right", no_wrap=True)
     for row in shown:
         if row is None:
@@ -363,9 +368,10 @@ def universe_report(report: dict[str, Any]) -> list[Table | str]:
 
 def fetch_table(report: dict[str, Any]) -> list[Table | str]:
     """What `fetch` prints over two or more tickers: each ticker's cache (or why it failed), then the totals."""
-    table = Table(header_style="bold")
-    for column in ("ticker", "rows", "first … last", "new", "mode"):
-        table.add_column(column, justify="right" if column in ("rows", "new") else "left", no_wrap=column != "mode")
+    table = FitTable()
+    for column in ("ticker", "rows", "first … last", "new", "mode"):  # "mode" holds a failure's reason: it wraps
+        table.add_column(column, justify="right" if column in ("rows", "new") else "left",
+                         no_wrap=column not in ("first … last", "mode"))
     for row in report["rows"]:
         if row["status"] == "failed":
             table.add_row(escape(row["ticker"]), "—", "—", "—", f"[red]failed:[/] {escape(row['error'])}")
@@ -404,7 +410,7 @@ def cross_section_report(report: dict[str, Any]) -> list[Table | str]:
     ic_table = report_table(
         f"Daily rank IC over {report['days']} test days, {fmt(per_day['min'], '{:.0f}')}–"
         f"{fmt(per_day['max'], '{:.0f}')} tickers a day (t and p: Newey–West)", "score",
-        ("mean IC", "std", "ICIR", "positive days", "HAC t", "p", "days"), first_no_wrap=True, no_wrap=True,
+        ("mean IC", "std", "ICIR", "positive days", "HAC t", "p", "days"),
     )
     for key, label in IC_ROWS:
         ic_table.add_row(label, *_ic_cells(report["ic"][key]))
@@ -418,7 +424,7 @@ def cross_section_report(report: dict[str, Any]) -> list[Table | str]:
     ls_table = report_table(
         f"Long–short diagnostic, not advice: top/bottom {long_short['k']} equal weight, "
         f"{long_short['cost_bps']:g} bps on turnover; Sharpe annualised", "strategy",
-        ("net/day", "Sharpe ± SE", "max DD", "turnover", "days"), first_no_wrap=True, no_wrap=True,
+        ("net/day", "Sharpe ± SE", "max DD", "turnover", "days"),
     )
     for key, label in LONG_SHORT_ROWS:
         result = strategies[key]
@@ -465,8 +471,7 @@ def scopes_report(report: dict[str, Any]) -> list[Table | str]:
     """What `compare --scopes local,global` prints: both scopes side by side on the same test windows."""
     scopes = report["scopes"]
     table = report_table(f"Local vs global {report['model'].upper()} on {len(report['tickers'])} tickers, same dates "
-                         f"(test from {report['split']['test_start']}) and seed {report['seed']}", "", scopes,
-                         first_no_wrap=True, no_wrap=True)
+                         f"(test from {report['split']['test_start']}) and seed {report['seed']}", "", scopes)
 
     def ic(section: dict[str, Any], key: str) -> str:
         summary = section["ic"][key]
@@ -510,17 +515,26 @@ def _sharpe(result: dict[str, Any]) -> str:
 # --- tune ------------------------------------------------------------------------------------------
 
 TUNE_SHOWN = 10  # trials in tune's closing table (all of them are in trials.csv)
+TUNE_KEPT = ("train.lr", "data.features")  # parameters the trials table shows at any width
 
 
 def trials_table(rows: list[dict[str, Any]], keys: list[str], title: str) -> Table:
-    """Trials: number, the values tried, the objective, the state and the seconds it took."""
-    table = Table(title=title, title_justify="left", header_style="bold")
-    table.add_column("#", justify="right")
-    for key in keys:
-        table.add_column(key.partition(".")[2], justify="right")
-    table.add_column("value", justify="right")
-    table.add_column("state")
-    table.add_column("s", justify="right")
+    """Trials: number, the values tried, the objective, the state and the seconds it took.
+
+    A parameter's header is its key with spaces (`hidden size`), so it wraps over its numbers; a parameter whose
+    values are not numbers (features) wraps; a narrow terminal leaves out the seconds, the state, then the
+    parameters from the last up, but never lr or features.
+    """
+    headers = [key.partition(".")[2].replace("_", " ") for key in keys]
+    droppable = [header for key, header in zip(keys, headers, strict=True) if key not in TUNE_KEPT]
+    table = FitTable(title=title, optional=("s", "state", *reversed(droppable)), whole="trials.csv")
+    table.add_column("#", justify="right", no_wrap=True)
+    for key, header in zip(keys, headers, strict=True):
+        numeric = all(isinstance(row[key], int | float) or row[key] is None for row in rows)
+        table.add_column(header, justify="right" if numeric else "left", no_wrap=numeric)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("s", justify="right", no_wrap=True)
     for row in rows:
         cells = [_tune_cell(row[key]) for key in keys]
         table.add_row(str(row["number"]), *cells, fmt(row["value"], "{:.4f}"), row["state"],
@@ -531,6 +545,8 @@ def trials_table(rows: list[dict[str, Any]], keys: list[str], title: str) -> Tab
 def _tune_cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
+    if isinstance(value, str):  # a list choice's label, `log_return+range`, may wrap between its names
+        return escape(value.replace("+", " + "))
     return escape(str(value)) if value is not None else "—"
 
 

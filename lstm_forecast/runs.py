@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rich import box
-from rich.table import Table
+from rich.markup import escape
 from rich.text import Text
 
 from lstm_forecast import data
@@ -30,6 +30,7 @@ from lstm_forecast.bundle import (
 from lstm_forecast.config import Config, read_yaml_mapping
 from lstm_forecast.errors import ForecastError, shorten
 from lstm_forecast.files import read_bounded
+from lstm_forecast.tables import FitTable
 
 CONFIG_NOTE_LIMIT = 60  # characters of distinguishing config values in the listing
 
@@ -184,14 +185,21 @@ def config_note(differences: dict[str, str] | None) -> str | None:
     return shorten(" ".join(parts), CONFIG_NOTE_LIMIT) if parts else "defaults"
 
 
-def runs_table(rows: list[dict[str, Any]]) -> Any:
-    """The `runs` listing as a rich table; a dash where a damaged bundle has no value."""
-    title = "Run bundles, oldest first (predict and evaluate use the newest); RMSE/naive on the test period"
-    # Light lines and no wrapping: an id or a path is copied from here, so a cell is never cut or folded.
-    table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD)
-    columns = ("run id", "ticker", "model", "created (UTC)", "epochs", "RMSE/naive", "state", "config", "path")
+def runs_table(rows: list[dict[str, Any]], root: Path | None = None) -> Any:
+    """The `runs` listing as a rich table; a dash where a damaged bundle has no value. Given the runs dir `root`,
+    the title names it and each path is shown from there (`TSLA/<run id>`, `_global/<run id>`)."""
+    where = f" in {escape(str(root))}" if root is not None else ""
+    title = (f"Run bundles{where}, oldest first (predict and evaluate use the newest); ratio: test RMSE / "
+             "naive's")
+    # Light lines. An id, a date, a number or a path is never cut or folded (a path is copied from here); the
+    # state and the config wrap to the terminal's width, and a narrow one leaves out the least needed columns,
+    # the path last (--json has every field).
+    table = FitTable(title=title, box=box.SIMPLE_HEAD,
+                     optional=("config", "created (UTC)", "model", "epochs", "path"))
+    columns = ("run id", "ticker", "model", "created (UTC)", "epochs", "ratio", "state", "config", "path")
     for name in columns:
-        table.add_column(name, justify="right" if name in ("epochs", "RMSE/naive") else "left", no_wrap=True)
+        table.add_column(name, justify="right" if name in ("epochs", "ratio") else "left",
+                         no_wrap=name not in ("state", "config"))
     for row in rows:
         created, ratio = row["created"], row["test_rmse_ratio"]
         if row["damaged"]:
@@ -208,9 +216,16 @@ def runs_table(rows: list[dict[str, Any]]) -> Any:
             f"{ratio:.3f}" if ratio is not None else None,
             state,
             config_note(row["config"]),
-            row["path"],
+            _shown_path(row["path"], root),
         )
         # Text, not markup: a damaged bundle's "ticker" could hold brackets rich would try to read.
         table.add_row(*(Text("—" if cell is None else str(cell)) for cell in cells),
                       style="red" if row["damaged"] else None)
     return table
+
+
+def _shown_path(path: str, root: Path | None) -> str:
+    """A run's folder from the runs dir when it lies there (the title names that dir), else as it is."""
+    if root is None or not Path(path).is_relative_to(root):
+        return path
+    return str(Path(path).relative_to(root))

@@ -6,10 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from rich.console import Console
-
 from lstm_forecast.bundle import is_global_run
-from lstm_forecast.console import note, stderr, stdout, stop_on_signals, warn
+from lstm_forecast.console import listing, note, stderr, stdout, stop_on_signals, warn
 from lstm_forecast.errors import ForecastError, Interrupted, UsageError
 from lstm_forecast.files import writes_in_place
 from lstm_forecast.predict import Screener, forecast_table, interval_note, run_predict, run_screener, screener_report
@@ -94,8 +92,8 @@ def _show_screener(screener: Screener) -> None:
     elif screener.text is not None:  # JSON or CSV on stdout: nothing else may go there
         sys.stdout.write(screener.text)
     else:
-        wide = Console(highlight=False, width=10_000)  # the table's natural width, as `runs` prints it
+        # The lines under the table wrap at a terminal's width, between words; piped, each stays one line.
         if screener.header:
-            wide.print(screener.header, markup=False)
+            listing.print(screener.header, markup=False, soft_wrap=False)
         for item in screener_report(screener.rows):
-            wide.print(item, markup=False)
+            listing.print(item, markup=False, soft_wrap=False)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.console import Console
-
-from lstm_forecast.console import print_json, stderr, warn
+from lstm_forecast.console import listing, print_json, stderr, warn
 from lstm_forecast.runs import run_summaries, runs_table
 from lstm_forecast.tickers import select_tickers
 
@@ -24,8 +22,7 @@ def run(*, given: list[str], tickers_file: Path | None, runs_dir: Path | None, j
     if json_output:
         print_json({"runs_dir": str(folder), "runs": rows})
     elif rows:
-        # The table's natural width, as `ls -l` never cuts a path: a narrow terminal wraps long lines instead.
-        Console(highlight=False, width=10_000).print(runs_table(rows))
+        listing.print(runs_table(rows, folder))
     else:
         hint = f"lstm-forecast train -t {','.join(tickers) if tickers != [None] else 'TICKER'}"
         stderr.print(f"No run bundles in {folder}; train one with `{hint}`.", markup=False)
