@@ -685,9 +685,10 @@ def screener_report(rows: list[dict[str, Any]]) -> list[Any]:
 
     levels = {row["level"] for row in rows if row["level"] is not None}
     one_level = len(levels) == 1
-    # Every cell but the verdict and the q family is a number, a date or a word, never cut; a terminal too narrow
-    # for them all leaves out, in this order, what the other columns or the lines below the table also say
-    # (--format csv has every column): the q family (the line under the table names the families), the session, the last date, DM p (BH q decides), the last price (change % gives the move),
+    # Every cell but the verdict and the q family is a number, a date or a word, never cut; a terminal too
+    # narrow for them all leaves out, in this order, what the other columns or the lines below the table also
+    # say (--format csv has every column): the q family (the line under the table names the families), the
+    # session, the last date, DM p (BH q decides), the last price (change % gives the move),
     # RMSE/naive (the verdict says whether it beats naive) and the status (a line below names each failed,
     # stale or unseen ticker).
     # Light lines, as `runs` draws them, leave the numbers more of the width.

@@ -244,6 +244,7 @@ def screener_rows() -> list[dict[str, Any]]:
             "last_price": 12345.67, "session": "2026-12-07", "forecast": 12400.12, "change_pct": 2.4412 - rank,
             "level": 90.0, "lower": 11987.65, "upper": 12876.54, "rmse_ratio": 0.9876, "dm_pvalue": 0.0123,
             "bh_qvalue": 0.0456, "verdict": "beats naive (q < 0.05)", "run_dir": "runs/X/1", "note": "",
+            "family": "runs dir (312 tests)", "family_size": 312,
         })
     rows.append({key: None for key in rows[0]} | {"ticker": "BROKE", "status": "failed", "note": "no run bundle"})
     return rows
