@@ -13,8 +13,9 @@ Training jobs are `train.train_ticker` on one ticker, with plain arguments (a `J
   * `run_here`: one after another in this process (`--jobs 1`): no start-up cost, an epoch bar per job.
   * `run_in_pool`: N worker processes (`--jobs N`) through `run_in_workers`. A job whose worker died is tried
     once more in a fresh pool, then failed; the others go on.
-  * `run_on_ray`: Ray tasks (`--executor ray`) on a cluster (`--ray-address`) or on a local instance started
-    for the command; Ray retries a task whose worker died.
+  * `run_on_ray`: Ray tasks (`--executor ray`) on a cluster (`--ray-address`, joined with the token Ray's
+    token authentication reads; `join_ray_cluster`) or on a local instance started for the command; Ray retries
+    a task whose worker died.
 
 A failing job (too short, broken file, diverged) is a `JobOutcome` with its one-line error, never an exception:
 one ticker never stops the others. A stop request (the CLI's Ctrl-C) stops handing out jobs; running jobs stop
@@ -296,12 +297,19 @@ def _token_mode_if_found() -> Iterator[bool]:
     the mode (an environment variable Ray caches) is put back after, so nothing outlives the connection.
     Yields whether a token is sent."""
     from ray._raylet import AuthenticationTokenLoader, Config
+    from ray.exceptions import AuthenticationError
 
     loader = AuthenticationTokenLoader.instance()
     loader.reset_cache()  # looked up anew: the variables may have changed since Ray last looked
-    found = loader.has_token(ignore_auth_mode=True)
-    if "RAY_AUTH_MODE" in os.environ or not found:
-        yield found and os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+    try:
+        found = loader.has_token(ignore_auth_mode=True)
+    except AuthenticationError as exc:  # RAY_AUTH_TOKEN_PATH names a file that cannot be read, or an empty one
+        raise ForecastError(f"cannot read the Ray token: {str(exc).split('. Note:')[0][:200]}") from None
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is not None and mode.lower() == "token" and not found:  # Ray's C++ client would abort the process
+        raise ForecastError(f"RAY_AUTH_MODE is token but no Ray token was found: {RAY_TOKEN_HELP}")
+    if mode is not None or not found:
+        yield found and mode is not None and mode.lower() == "token"
         return
     os.environ["RAY_AUTH_MODE"] = "token"
     Config.initialize("")  # Ray reads its settings once; this makes it read RAY_AUTH_MODE again

@@ -180,12 +180,20 @@ def test_a_token_cluster_is_joined_with_the_token_ray_reads(
     monkeypatch.setenv("RAY_AUTH_TOKEN", "0" * 32)
     with pytest.raises(ForecastError, match=rf"^the Ray cluster at '{address}' refused this machine's token"):
         train_on(address, data_dir, runs_dir)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    with pytest.raises(ForecastError, match=r"^RAY_AUTH_MODE is token but no Ray token was found: set RAY_AUTH_TOKEN"):
+        train_on(address, data_dir, runs_dir)
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "missing"))
+    with pytest.raises(ForecastError, match=r"^cannot read the Ray token: RAY_AUTH_TOKEN_PATH is set but file cannot "
+                                            r"be opened or is empty: .*missing$"):
+        train_on(address, data_dir, runs_dir)
     assert_nothing_left(runs_dir)
     assert "gcs_client" not in capfd.readouterr().err  # Ray's C++ client said nothing on the way
 
     token_file = tmp_path / "token"
     token_file.write_text(token)
-    monkeypatch.delenv("RAY_AUTH_TOKEN")
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token_file))
     trained = train_on(address, data_dir, runs_dir)
     assert [row["ticker"] for row in trained.rows] == TICKERS
