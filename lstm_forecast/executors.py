@@ -303,8 +303,10 @@ def _token_mode_if_found() -> Iterator[bool]:
     loader.reset_cache()  # looked up anew: the variables may have changed since Ray last looked
     try:
         found = loader.has_token(ignore_auth_mode=True)
-    except AuthenticationError as exc:  # RAY_AUTH_TOKEN_PATH names a file that cannot be read, or an empty one
-        raise ForecastError(f"cannot read the Ray token: {str(exc).split('. Note:')[0][:200]}") from None
+    except AuthenticationError:  # RAY_AUTH_TOKEN_PATH names a file that cannot be read, or an empty one
+        path = os.environ.get("RAY_AUTH_TOKEN_PATH", "")
+        raise ForecastError(f"RAY_AUTH_TOKEN_PATH {quote(path)} cannot be read or is empty: {RAY_TOKEN_HELP}") \
+            from None
     mode = os.environ.get("RAY_AUTH_MODE")
     if mode is not None and mode.lower() == "token" and not found:  # Ray's C++ client would abort the process
         raise ForecastError(f"RAY_AUTH_MODE is token but no Ray token was found: {RAY_TOKEN_HELP}")
