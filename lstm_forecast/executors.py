@@ -13,8 +13,9 @@ Training jobs are `train.train_ticker` on one ticker, with plain arguments (a `J
   * `run_here`: one after another in this process (`--jobs 1`): no start-up cost, an epoch bar per job.
   * `run_in_pool`: N worker processes (`--jobs N`) through `run_in_workers`. A job whose worker died is tried
     once more in a fresh pool, then failed; the others go on.
-  * `run_on_ray`: Ray tasks (`--executor ray`) on a cluster (`--ray-address`) or on a local instance started
-    for the command; Ray retries a task whose worker died.
+  * `run_on_ray`: Ray tasks (`--executor ray`) on a cluster (`--ray-address`, joined with the token Ray's
+    token authentication reads; `join_ray_cluster`) or on a local instance started for the command; Ray retries
+    a task whose worker died.
 
 A failing job (too short, broken file, diverged) is a `JobOutcome` with its one-line error, never an exception:
 one ticker never stops the others. A stop request (the CLI's Ctrl-C) stops handing out jobs; running jobs stop
@@ -29,11 +30,13 @@ import os
 import platform
 import signal
 import socket
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,10 @@ POOL_ATTEMPTS = 2  # a job whose worker process died is tried once more in a fre
 RAY_RETRIES = 1  # the same for a Ray task whose worker died
 RAY_STOP_POLL_S = 1.0  # how often a Ray task asks the driver's stop flag
 RAY_CONNECT_TIMEOUT_S = 5  # a cluster's head answers at once; a silent one is down or firewalled
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\4\0\0\0\0\0"  # a client's preface, then its empty SETTINGS
+HTTP2_SETTINGS_FRAME = 4  # the frame type a gRPC server answers the preface with
+RAY_TOKEN_HELP = ("set RAY_AUTH_TOKEN to the head's token (`ray get-auth-token` on the head prints it), "
+                  "RAY_AUTH_TOKEN_PATH to a file holding it, or copy it to ~/.ray/auth_token")
 
 
 @dataclass(frozen=True)
@@ -236,19 +243,115 @@ def run_in_pool(jobs: list[Job], workers: int, stop: StopRequest) -> Iterator[Jo
 
 
 def check_reachable(address: str) -> None:
-    """A `host:port` (or `ray://host:port`) cluster address must accept a connection within seconds; "auto"
-    and other forms are left to Ray."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
+    """A `host:port` (or `ray://host:port`) cluster address must accept a connection and answer the opening
+    of a gRPC (HTTP/2) conversation within seconds, as a Ray head does; "auto" and other forms are left to Ray.
+    Ray itself would retry a silent or foreign port for half a minute, logging a line a second."""
+    if not _is_host_port(address):
         return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=RAY_CONNECT_TIMEOUT_S) as connection:
+            connection.sendall(HTTP2_PREFACE)
+            answer = connection.recv(9)  # a frame header; a gRPC server opens with its SETTINGS frame
+    except TimeoutError:
+        answer = b""
     except (OSError, ValueError, OverflowError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise ForecastError(
             f"cannot reach the Ray cluster at {quote(address)}: {reason}; check --ray-address (or RAY_ADDRESS), "
             "or leave it out for a local Ray instance"
         ) from None
+    if len(answer) < 9 or answer[3] != HTTP2_SETTINGS_FRAME:
+        raise ForecastError(
+            f"{quote(address)} accepts connections but does not answer as a Ray cluster within "
+            f"{RAY_CONNECT_TIMEOUT_S} s; give the head's port (`ray start --head --port P`, 6379 by default)"
+        )
+
+
+def _is_host_port(address: str) -> bool:
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    return bool(host) and port.isdigit()
+
+
+def join_ray_cluster(ray: Any, address: str) -> ExitStack:
+    """`ray.init` on the cluster at `address`, with the token Ray's token authentication reads (RAY_AUTH_TOKEN,
+    RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) when one is found; a cluster that cannot be joined is one line,
+    within seconds. Ray sends a token only in its token mode, which it turns on by itself for a cluster it
+    starts but never for an explicit address: without this a token cluster would refuse us for half a minute.
+    Close the returned stack after `ray.shutdown()`: it ends the token mode (every call to the cluster needs it)."""
+    check_reachable(address)
+    with ExitStack() as connection:
+        token_sent = connection.enter_context(_token_mode_if_found())
+        if _is_host_port(address) and not address.startswith("ray://"):  # a Ray Client server has no GCS to ask
+            _check_token(address, token_sent)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
+            raise ForecastError(f"cannot join the Ray cluster at {quote(address)}: {_one_line(exc)[:200]}") from None
+        return connection.pop_all()
+
+
+@contextmanager
+def _token_mode_if_found() -> Iterator[bool]:
+    """Ray's token mode for this process while in the block, when RAY_AUTH_MODE is unset and a token is found;
+    the mode (an environment variable Ray caches) is put back after, so nothing outlives the connection.
+    Yields whether a token is sent."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+    from ray.exceptions import AuthenticationError
+
+    loader = AuthenticationTokenLoader.instance()
+    loader.reset_cache()  # looked up anew: the variables may have changed since Ray last looked
+    try:
+        found = loader.has_token(ignore_auth_mode=True)
+    except AuthenticationError:  # RAY_AUTH_TOKEN_PATH names a file that cannot be read, or an empty one
+        path = os.environ.get("RAY_AUTH_TOKEN_PATH", "")
+        raise ForecastError(f"RAY_AUTH_TOKEN_PATH {quote(path)} cannot be read or is empty: {RAY_TOKEN_HELP}") \
+            from None
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is not None and mode.lower() == "token" and not found:  # Ray's C++ client would abort the process
+        raise ForecastError(f"RAY_AUTH_MODE is token but no Ray token was found: {RAY_TOKEN_HELP}")
+    if mode is not None or not found:
+        yield found and mode is not None and mode.lower() == "token"
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    Config.initialize("")  # Ray reads its settings once; this makes it read RAY_AUTH_MODE again
+    try:
+        yield True
+    finally:
+        os.environ.pop("RAY_AUTH_MODE", None)
+        Config.initialize("")
+        loader.reset_cache()
+
+
+def _check_token(address: str, token_sent: bool) -> None:
+    """Ask the cluster's head for its id, as `ray.init` does first, but once and quietly: a head that wants a
+    token we do not have (or another one) says so at once, where `ray.init` would retry for half a minute."""
+    from ray._raylet import InnerGcsClient
+    from ray.exceptions import AuthenticationError, RayError
+
+    try:
+        with _native_stderr_silenced():  # Ray's C++ client logs every refusal straight to the stderr file
+            InnerGcsClient.standalone(address, None, RAY_CONNECT_TIMEOUT_S * 1000)
+    except AuthenticationError:
+        problem = "refused this machine's token" if token_sent else "asks for a token and none was found"
+        raise ForecastError(f"the Ray cluster at {quote(address)} {problem}: {RAY_TOKEN_HELP}") from None
+    except RayError as exc:
+        raise ForecastError(f"cannot join the Ray cluster at {quote(address)}: {_one_line(exc)[:200]}") from None
+
+
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 points at /dev/null in the block (C++ logging writes there, past sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    quiet = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(quiet, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(quiet)
 
 
 class StopFlag:
@@ -289,7 +392,9 @@ def _run_on_ray_worker(job: Job, flag: Any) -> JobOutcome:
 
 def run_on_ray(jobs: list[Job], address: str | None, stop: StopRequest) -> Iterator[JobOutcome]:
     """The jobs as Ray tasks of `threads` CPUs each, yielded as they finish; a local Ray instance is started
-    (and shut down) when there is no `address` (or RAY_ADDRESS) to join."""
+    (and shut down) when there is no `address` (or RAY_ADDRESS) to join. Ray is joined here, before the first
+    outcome is asked for, so a caller learns that it cannot be (a `UsageError` or `ForecastError`) before it
+    writes anything."""
     try:
         import ray
     except ImportError:
@@ -298,16 +403,20 @@ def run_on_ray(jobs: list[Job], address: str | None, stop: StopRequest) -> Itera
         ) from None
     address = address or os.environ.get("RAY_ADDRESS") or None
     started_here = not ray.is_initialized()
+    connection = ExitStack()
     if started_here and address is not None:
-        check_reachable(address)  # ray.init would retry an unreachable head for minutes, logging as it goes
-    if started_here:
-        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
-        if address is None:
-            options["num_cpus"] = os.cpu_count() or 1
+        connection = join_ray_cluster(ray, address)
+    elif started_here:
         try:
-            ray.init(address=address, **options)
+            ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", num_cpus=os.cpu_count() or 1)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ForecastError(f"cannot reach the Ray cluster at {quote(address)}: {_one_line(exc)[:200]}") from None
+            raise ForecastError(f"cannot start a local Ray instance: {_one_line(exc)[:200]}") from None
+    return _ray_outcomes(ray, jobs, stop, shutdown=started_here, connection=connection)
+
+
+def _ray_outcomes(
+    ray: Any, jobs: list[Job], stop: StopRequest, shutdown: bool, connection: ExitStack
+) -> Iterator[JobOutcome]:
     try:
         flag = ray.remote(num_cpus=0)(StopFlag).remote()
         task = ray.remote(num_cpus=jobs[0].threads if jobs else 1, max_retries=RAY_RETRIES)(_run_on_ray_worker)
@@ -325,5 +434,6 @@ def run_on_ray(jobs: list[Job], address: str | None, stop: StopRequest) -> Itera
                 except ray.exceptions.RayError as exc:
                     yield JobOutcome(job.ticker, None, f"the Ray task failed: {_one_line(exc)[:300]}", 0.0)
     finally:
-        if started_here:
+        if shutdown:
             ray.shutdown()
+        connection.close()

@@ -102,16 +102,18 @@ def train_universe(
     threads = threads_per_job(config, jobs, executor)
     job_config = config.model_copy(update={"train": config.train.model_copy(update={"threads": threads})})
     runs_dir.mkdir(parents=True, exist_ok=True)
-    folder = resume if resume is not None else create_universe_dir(runs_dir, job_config, tickers)
-    done = resumable_results(folder, job_config, data_dir) if resume is not None else {}
+    done = resumable_results(resume, job_config, data_dir) if resume is not None else {}
     all_jobs = [Job(job_config, ticker, data_dir.resolve(), runs_dir.resolve(), threads)
                 for ticker in tickers if ticker not in done]
+    # The executor first: a Ray cluster that cannot be joined (or no Ray at all) leaves no empty folder behind.
+    outcomes = _outcomes(all_jobs, jobs, executor, ray_address, stop, on_epoch)
+    folder = resume if resume is not None else create_universe_dir(runs_dir, job_config, tickers)
     results = dict(done)
     for record in done.values():
         if on_row is not None:
             on_row(record["row"])
     interrupted = False
-    for outcome in _outcomes(all_jobs, jobs, executor, ray_address, stop, on_epoch):
+    for outcome in outcomes:
         results[outcome.ticker] = result_record(outcome)
         append_result(folder, results[outcome.ticker])
         interrupted = interrupted or outcome.interrupted
