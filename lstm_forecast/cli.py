@@ -221,7 +221,8 @@ def train(
     from lstm_forecast.commands import train as command
     from lstm_forecast.config import load_config
 
-    require_tickers(ctx, ticker, tickers_file, all_cached)
+    if resume is None:  # a universe folder records its tickers
+        require_tickers(ctx, ticker, tickers_file, all_cached)
     shortcuts = {"model.type": ("--model", model), "train.epochs": ("--epochs", epochs),
                  "train.seed": ("--seed", seed), "train.device": ("--device", device),
                  "model.scope": ("--scope", scope), "train.seeds": ("--seeds", seeds)}

@@ -33,12 +33,21 @@ from lstm_forecast.context import load_context
 from lstm_forecast.errors import ForecastError, StopRequest, UsageError
 from lstm_forecast.evaluate import evaluate, html_page
 from lstm_forecast.executors import Job, JobOutcome, run_here, run_in_pool, run_on_ray
-from lstm_forecast.files import append_line, atomic_write_text, bounded_lines, fsync_dir, json_text, open_regular
+from lstm_forecast.files import (
+    append_line,
+    atomic_write_text,
+    bounded_lines,
+    fsync_dir,
+    json_text,
+    open_regular,
+    read_bounded,
+)
 from lstm_forecast.prices import prices_sha256
 from lstm_forecast.report import universe_report
 from lstm_forecast.runs import read_json_or_empty
 from lstm_forecast.scoring import iso_day, log_loss_differential
 from lstm_forecast.sets import UNIVERSE_PLOT, scored_record, set_report, write_summary
+from lstm_forecast.tickers import MAX_SELECTED
 from lstm_forecast.train import load_training_prices
 from lstm_forecast.trainer import training_threads
 from lstm_forecast.windows import build_dataset
@@ -49,6 +58,7 @@ RESULTS_FILE = "results.jsonl"
 RESULTS_LIMIT = 256 << 20  # a line per ticker, a few kilobytes each: thousands of tickers fit many times
 # A ticker's line: its row and a loss differential per test window (a few dozen bytes each, thousands of windows).
 RESULT_LINE_LIMIT = 8 << 20
+UNIVERSE_FILE_LIMIT = 4 << 20  # the tickers (at most tickers.MAX_SELECTED) and a resolved config
 
 
 # --- running them --------------------------------------------------------------------------------
@@ -102,7 +112,7 @@ def train_universe(
     threads = threads_per_job(config, jobs, executor)
     job_config = config.model_copy(update={"train": config.train.model_copy(update={"threads": threads})})
     runs_dir.mkdir(parents=True, exist_ok=True)
-    done = resumable_results(resume, job_config, data_dir) if resume is not None else {}
+    done, damaged = resumable_results(resume, job_config, data_dir) if resume is not None else ({}, 0)
     all_jobs = [Job(job_config, ticker, data_dir.resolve(), runs_dir.resolve(), threads)
                 for ticker in tickers if ticker not in done]
     # The executor first: a Ray cluster that cannot be joined (or no Ray at all) leaves no empty folder behind.
@@ -122,6 +132,8 @@ def train_universe(
     interrupted = interrupted or stop.is_set()
     rows, report = set_report([results[ticker] for ticker in tickers if ticker in results], tickers)
     report["interrupted"] = interrupted
+    if resume is not None:  # what resuming reused and what it trained again, and why
+        report["resumed"] = {"reused": len(done), "trained_again": len(all_jobs), "damaged_lines": damaged}
     write_summary(folder, rows, report, kept=(RESULTS_FILE,),
                   page=set_page("Universe", job_config, folder))
     return Universe(folder, rows, report, interrupted)
@@ -244,16 +256,20 @@ def append_result(folder: Path, record: dict[str, Any]) -> None:
                 "a universe's results (damaged universe folder)")
 
 
-def resumable_results(folder: Path, config: Config, data_dir: Path) -> dict[str, dict[str, Any]]:
+def resumable_results(folder: Path, config: Config, data_dir: Path) -> tuple[dict[str, dict[str, Any]], int]:
     """The tickers of an earlier run of `folder` that need no training again: finished without interruption,
     their bundle still there, trained with this resolved config on exactly today's cached rows (cut to the
-    context's range, and the same context rows)."""
+    context's range, and the same context rows); and how many lines of its results could not be trusted. A
+    folder made for another config is refused: resuming it would mix two configs in one set."""
     path = folder / RESULTS_FILE
     if not path.is_file():
         raise UsageError(f"--resume {folder}: not a universe folder (no {RESULTS_FILE}); see {UNIVERSE_DIR}/ "
                          "in the runs dir")
     expected_hash = config_hash(config)
-    records, _ = trusted_records(path)
+    if universe_description(folder).config_hash not in (None, expected_hash):
+        raise UsageError(f"--resume {folder}: its tickers were trained with another config; give the same "
+                         "--config and --set, or start a new universe without --resume")
+    records, damaged = trusted_records(path)
     context_prices = load_context(data_dir, [entry.ticker for entry in config.data.context])
     done = {}
     for ticker, record in records.items():
@@ -271,7 +287,30 @@ def resumable_results(folder: Path, config: Config, data_dir: Path) -> dict[str,
             prices_sha256(rows) for rows in dataset.context_rows.values()
         ]:
             done[ticker] = record
-    return done
+    return done, damaged
+
+
+class UniverseDescription(BaseModel):
+    """universe.json: what a universe folder was made for (the tickers, and the config of a training)."""
+
+    model_config = ConfigDict(extra="ignore")  # newer writers may record more
+    created_at: Annotated[str, Field(max_length=64)] = ""
+    tickers: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=MAX_SELECTED)]
+    config_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+
+
+def universe_description(folder: Path) -> UniverseDescription:
+    """A universe folder's universe.json, read bounded and validated; damage is one usage error naming it."""
+    path = folder / UNIVERSE_FILE
+    try:
+        return UniverseDescription.model_validate_json(read_bounded(path, UNIVERSE_FILE_LIMIT, "a universe's "
+                                                                    "description", UsageError))
+    except FileNotFoundError:
+        raise UsageError(f"--resume {folder}: not a universe folder (no {UNIVERSE_FILE}); see {UNIVERSE_DIR}/ in "
+                         "the runs dir") from None
+    except ValidationError:
+        raise UsageError(f"--resume {folder}: damaged universe folder ({UNIVERSE_FILE} is not what this tool "
+                         "writes); start a new universe without --resume") from None
 
 
 Ratio = Annotated[float, Field(ge=0, le=1e6)] | None  # an RMSE ratio; beyond a million-fold is damage

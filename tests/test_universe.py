@@ -177,10 +177,24 @@ def test_resume_skips_tickers_trained_alike_on_the_same_data(tmp_path, data_dir,
     assert [row["run_dir"] for row in again.rows][::2] == [row["run_dir"] for row in first.rows][::2]
     assert again.rows[1]["run_dir"] != first.rows[1]["run_dir"]
 
-    other = universe.train_universe(tiny_config("train.seed=1"), TICKERS, data_dir, tmp_path / "runs",
-                                    resume=first.folder)
-    assert len(trained) == 1 + 3  # another config: nothing is "trained alike"
-    assert all(row["status"] == "ok" for row in other.rows)
+    assert again.report["resumed"] == {"reused": 2, "trained_again": 1, "damaged_lines": 0}
+    # Another config would mix two configs in one set: refused before anything is trained or written.
+    results = (first.folder / "results.jsonl").read_bytes()
+    with pytest.raises(UsageError, match=r"its tickers were trained with another config"):
+        universe.train_universe(tiny_config("train.seed=1"), TICKERS, data_dir, tmp_path / "runs",
+                                resume=first.folder)
+    assert trained == ["BBB"] and (first.folder / "results.jsonl").read_bytes() == results
+
+
+def test_resume_without_tickers_takes_the_folders_and_says_what_it_reused(tmp_path, data_dir):
+    sets = [part for override in TINY_OVERRIDES for part in ("--set", override)]
+    folders = ["--data-dir", str(data_dir), "--runs-dir", str(tmp_path / "runs"), *sets]
+    first = CliRunner().invoke(app, ["train", "-t", "AAA,BBB", "--json", *folders])
+    assert first.exit_code == 0, first.output
+    folder = json.loads(first.stdout)["folder"]
+    again = CliRunner().invoke(app, ["train", "--resume", folder, *folders])
+    assert again.exit_code == 0, again.output
+    assert f"Resumed {folder}: 2 tickers reused (same config and data), 0 trained." in again.stdout
 
 
 # --- the statistics ----------------------------------------------------------------------------------

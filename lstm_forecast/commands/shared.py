@@ -26,6 +26,12 @@ def finish_universe(universe: Universe, total: int, done: str, json_output: bool
     if json_output:
         print_json(universe.report)
     else:
+        resumed = universe.report.get("resumed")
+        if resumed:
+            lines = resumed["damaged_lines"]
+            damaged = f", {lines} damaged lines of its results ignored" if lines else ""
+            stdout.print(f"Resumed {universe.folder}: {resumed['reused']} tickers reused (same config and data), "
+                         f"{resumed['trained_again']} trained{damaged}.", markup=False, soft_wrap=True)
         for item in universe_report(universe.report):
             stdout.print(item)
         print_notes(universe.report.get("notes") or {}, str(universe.folder / "summary.json"))

@@ -16,7 +16,7 @@ from lstm_forecast.report import global_report, scores_table, tests_line
 from lstm_forecast.tickers import Plan, plan_training
 from lstm_forecast.train import TickerResult, member_labels, train_global, train_ticker
 from lstm_forecast.trainer import EpochRecord
-from lstm_forecast.universe import train_universe
+from lstm_forecast.universe import train_universe, universe_description
 
 
 def run(
@@ -26,6 +26,8 @@ def run(
 ) -> None:
     """Train what the config's scope and the tickers given call for, and print its report (or the JSON)."""
     check_training_options(settings, jobs, executor, resume)
+    if resume is not None and not (given or tickers_file or all_cached):  # the folder records its tickers
+        given = [",".join(universe_description(resume).tickers)]
     plan = plan_training(settings, given, tickers_file, all_cached, data_dir, runs_dir)
     warn(plan.warnings)
     if settings.model.scope == "global":
