@@ -72,7 +72,11 @@ def run_row(run_dir: Path) -> dict[str, Any]:
         "created": _text(document.get("created_at")), "epochs": _count(first.get("epochs_run")),
         "test_rmse_ratio": ratio,
         "interrupted": interrupted,
-        "evaluated": (run_dir / "evaluation.json").is_file(), "config": config_differences(run_dir / CONFIG_FILE),
+        "evaluated": (run_dir / "evaluation.json").is_file(),
+        # A walk-forward backtest stopped by Ctrl-C: the evaluation is there, but not whole.
+        "evaluation_interrupted": _dig(read_json_or_empty(run_dir / "evaluation.json"), "backtest", "interrupted")
+        is True,
+        "config": config_differences(run_dir / CONFIG_FILE),
         "damaged": not (ticker and _dig(document, "model", "kind")), "path": str(run_dir),
     }
 
@@ -205,8 +209,9 @@ def runs_table(rows: list[dict[str, Any]], root: Path | None = None) -> Any:
         if row["damaged"]:
             state = "damaged"
         else:
-            state = ", ".join(["interrupted"] * bool(row["interrupted"]) + ["evaluated" if row["evaluated"]
-                                                                             else "not evaluated"])
+            evaluated = ("evaluated (backtest interrupted)" if row["evaluation_interrupted"] else "evaluated"
+                         ) if row["evaluated"] else "not evaluated"
+            state = ", ".join(["interrupted"] * bool(row["interrupted"]) + [evaluated])
         cells = (
             row["run_id"],
             row["ticker"],
