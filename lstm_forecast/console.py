@@ -37,10 +37,30 @@ from typer.core import TyperCommand, TyperGroup, TyperOption
 from lstm_forecast.errors import ForecastError, Interrupted
 from lstm_forecast.files import json_text
 
+
+class ProgressConsole(Console):
+    """stderr, where the progress goes: bars that redraw on a terminal, plain lines anywhere else.
+
+    rich takes FORCE_COLOR (which many CI systems set) to mean a terminal, and would then fill a log with
+    redrawn bars, cursor moves and carriage returns; here only a stream that is a terminal is one (or one
+    declared so with TTY_COMPATIBLE=1). Its file is looked up at each use, so a redirected sys.stderr counts.
+    """
+
+    @property
+    def is_terminal(self) -> bool:
+        declared = os.environ.get("TTY_COMPATIBLE", "")
+        if declared in ("0", "1"):
+            return declared == "1"
+        try:
+            return bool(self.file.isatty())
+        except (AttributeError, ValueError):  # no isatty, or a closed file
+            return False
+
+
 # soft_wrap: a summary line piped to a file stays one line (paths are never broken at 80 columns);
 # piped tables get 100 columns rather than rich's 80, terminals their own width.
 stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 100)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stderr = ProgressConsole(stderr=True, highlight=False, soft_wrap=True)
 # `runs` and the screener: on a terminal its width (paths and verdicts wrap); piped, their natural width whatever
 # the terminal, so a script reading them never finds a cell folded (tables.FitTable pads no line with spaces).
 listing = stdout if sys.stdout.isatty() else Console(highlight=False, soft_wrap=True, width=10_000)

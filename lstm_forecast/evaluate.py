@@ -64,7 +64,7 @@ from lstm_forecast.prices import prices_sha256
 from lstm_forecast.report import evaluation_report, global_report
 from lstm_forecast.scoring import FORECASTS, PeriodForecasts, iso_day, period_forecasts, score_forecasts
 from lstm_forecast.sets import REPORT_FILE, UNIVERSE_PLOT, write_summary
-from lstm_forecast.train import fingerprint, score_tickers
+from lstm_forecast.train import PhaseCallback, announce, fingerprint, score_tickers
 from lstm_forecast.windows import Dataset, build_dataset, reasons
 
 EVALUATION_FILE = "evaluation.json"
@@ -136,12 +136,14 @@ def evaluate(
     without_context: bool = False,
     on_note: Callable[[str], None] | None = None,
     tickers: list[str] | None = None,
+    on_phase: PhaseCallback | None = None,
 ) -> Evaluation:
     """Evaluate the bundle in `run_dir` (None: the newest run in `runs_dir`, of either kind, or `ticker`'s newest)
     and write
     evaluation.json, predictions.csv/.png, equity.png, backtest.csv and report.html into it. `folds` None takes
     evaluate.folds from the run's config; 0 skips the backtest. `without_context` also trains the model again
-    without its context inputs and reports what they bought (context_effect.py), announced through `on_note`."""
+    without its context inputs and reports what they bought (context_effect.py), announced through `on_note`.
+    `on_phase` hears each phase as it starts (rebuilding the windows, scoring, writing the report and charts)."""
     loaded = load_run(find_run(resolve_runs_dir(runs_dir, None), run_dir, ticker))
     if isinstance(loaded, GlobalBundle):  # one model over several tickers: the sections a set has
         if without_context:
@@ -149,7 +151,7 @@ def evaluate(
         if folds is not None:
             raise UsageError("--folds: a global run has no walk-forward backtest; its test period is judged per "
                              "ticker and across the cross-section")
-        return evaluate_tickers(loaded, tickers, data_dir)
+        return evaluate_tickers(loaded, tickers, data_dir, on_phase)
     if tickers:
         raise UsageError("give --run or --ticker, not both (--run names one ticker's run already)")
     bundle = loaded
@@ -157,6 +159,7 @@ def evaluate(
         raise UsageError(f"--without-context: run {bundle.run_id} has no context inputs to leave out (its "
                          "data.context and data.calendar_features are empty)")
     config = with_recorded_threads(bundle)
+    announce(on_phase, "rebuilding the windows")
     folder = data.resolve_data_dir(data_dir, config.data.dir)
     cache = cache_state(folder, bundle)
     prices, source = recorded_prices(bundle, cache.pop("rows"))
@@ -168,6 +171,7 @@ def evaluate(
 
     # The run's own test windows, scored exactly as training scored them, plus the drift baseline.
     kind = bundle.shape.kind
+    announce(on_phase, "scoring the test period")
     test = period_forecasts(bundle.model, dataset.test, dataset)
     # An overflow (say evaluate.cost_bps=1e300) is refused by name when evaluation.json is made; numpy's own
     # warnings would only print lines of library source before that one error line.
@@ -180,6 +184,7 @@ def evaluate(
     backtest, interrupted = None, False
     if folds > 0:
         plan = plan_folds(val_start, test_start, len(days), folds, dataset.spec.horizon)
+        announce(on_phase, "the walk-forward backtest")
         results, interrupted = run_backtest(
             prices, config, plan, bundle.model, bundle.scaler, on_progress, _training_seconds(bundle), stop,
             context_prices,
@@ -191,6 +196,7 @@ def evaluate(
             seconds = _training_seconds(bundle)
             about = f" (about {seconds:.0f} s, the run's own training time)" if seconds is not None else ""
             on_note(f"Training the model again without its context inputs{about}…")
+        announce(on_phase, "training again without the context inputs")
         effect = retrained_without_context(bundle, config, prices, test, stop)
         interrupted = effect is None
 
@@ -224,12 +230,14 @@ def evaluate(
         "backtest": backtest,
         "with_vs_without": effect,
     }
+    announce(on_phase, "writing the report and charts")
     write_outputs(bundle, report, test, diagnostic, backtest)
     return Evaluation(report=report, interrupted=interrupted, test=test)
 
 
 def evaluate_tickers(
-    bundle: GlobalBundle, tickers: list[str] | None = None, data_dir: Path | None = None
+    bundle: GlobalBundle, tickers: list[str] | None = None, data_dir: Path | None = None,
+    on_phase: PhaseCallback | None = None,
 ) -> Evaluation:
     """A run over several tickers scored on its own tickers, or on `tickers` it never trained on (out of universe).
 
@@ -241,6 +249,7 @@ def evaluate_tickers(
     the run's out_of_universe/ folder. A model with a ticker embedding knows only its own tickers and refuses.
     """
     config, warnings = bundle.config, []
+    announce(on_phase, "reading the prices and rebuilding the windows")
     if tickers:
         unseen, warnings = unseen_tickers(bundle, tickers)
         folder = data.resolve_data_dir(data_dir, config.data.dir)
@@ -261,12 +270,14 @@ def evaluate_tickers(
         dataset = rebuild_dataset(bundle, prices, context_prices)
         skipped, fingerprints = dict(bundle.skipped), [record.fingerprint for record in bundle.tickers]
         out, scope = bundle.run_dir, "in universe"
+    announce(on_phase, f"scoring the test period of {len(dataset.tickers)} tickers")
     scores = score_tickers(dataset, bundle.members, config, bundle.shape.kind, fingerprints)
     report = {
         "run_dir": str(bundle.run_dir), "run_id": bundle.run_id, "scope": scope, "model": bundle.shape.to_dict(),
         "seeds": bundle.seeds, "training": bundle.training, "trained_on": len(bundle.tickers),
         "skipped": skipped, **scores.report,
     }
+    announce(on_phase, "writing the report and charts")
     write_set_outputs(out, report, scores.section, bundle)
     return Evaluation(report=report, warnings=warnings, over_tickers=True)
 

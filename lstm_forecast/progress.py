@@ -1,11 +1,18 @@
-"""Rich progress bars on stderr (stdout stays clean for tables and `--json`).
+"""Progress on stderr (stdout stays clean for tables and `--json`): rich bars on a terminal, plain lines in a
+log (stderr redirected: nohup, CI), never a redrawn bar there.
 
-The trainer and the backtest report progress through plain callbacks; these classes draw them.
+The trainer and the backtest report progress through plain callbacks, and the work announces its phases
+(reading prices, building windows, training, scoring, writing) through `phase`; these classes show them. On a
+terminal the phase is a row of the display, with its own clock; in a log it is a timestamped line once the
+phase has lasted PHASE_LINE_AFTER_S, so a quick step adds no line, and an error in the first moments of the
+work stays the only line on stderr.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from datetime import datetime
 from typing import Any
 
 from rich.console import Console
@@ -13,58 +20,139 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
-LOSS_FIELDS = "train {task.fields[train]} · val {task.fields[val]} · best {task.fields[best]}"
+# In a log: a phase that has lasted this long gets a line (minutes of silence look like a hang) …
+PHASE_LINE_AFTER_S = 5.0
+# … and a long epoch a line of its progress at most this often (a log keeps every line it gets).
+BATCH_LINE_EVERY_S = 30.0
+
+
+class StepColumn(MofNCompleteColumn):
+    """Done / total, or nothing for a phase row (which has no steps to count)."""
+
+    def render(self, task: Task) -> Text:
+        return Text("") if task.total is None else super().render(task)
 
 
 class _Bars:
-    """A rich Progress used as a context manager, drawn from the first report on: an error while the work is
-    prepared (too few rows, a bad split date) is then the only line on stderr, not an empty bar above it."""
+    """A rich Progress used as a context manager, drawn from the first report or phase on: an error while the
+    work is prepared (too few rows, a bad split date) is then the only line on stderr. A display that showed
+    phases only is erased when it closes, so such an error still stands alone on the screen."""
 
     def __init__(self, console: Console, *columns: Any) -> None:
+        self.console = console
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), *columns,
+            TextColumn("[bold]{task.description}"), BarColumn(), StepColumn(), *columns,
             TimeElapsedColumn(), console=console,
         )
         self.shown = False
+        self.reported = False  # a report, not just a phase, was drawn
+        self.phase_row: Any = None  # the terminal's phase row, once a phase was announced
+        self.pending_line: threading.Timer | None = None  # a log's phase line, due once the phase lasts
 
     def __enter__(self) -> Any:
         return self
 
     def _show(self) -> None:
+        self.reported = True
+        self._start()
+
+    def _start(self) -> None:
         if not self.shown:
             self.shown = True
             self.progress.start()
 
+    def phase(self, text: str) -> None:
+        """A phase of the work starts now (the `on_phase` callback of train and evaluate)."""
+        if self.console.is_terminal:
+            self._start()
+            if self.phase_row is not None:
+                self.progress.remove_task(self.phase_row)  # a row of its own: its clock starts with the phase
+            self.phase_row = self.progress.add_task(text, total=None, **self.blank_fields())
+            return
+        self._cancel_line()
+        line = f"{datetime.now():%H:%M:%S} {text}…"
+        if PHASE_LINE_AFTER_S <= 0:
+            self._print(line)
+        else:
+            self.pending_line = threading.Timer(PHASE_LINE_AFTER_S, self._print, [line])
+            self.pending_line.daemon = True
+            self.pending_line.start()
+
+    def blank_fields(self) -> dict[str, Any]:
+        """The fields the extra columns read, empty (a phase row has none to show)."""
+        return {"detail": ""}
+
+    def _print(self, line: str) -> None:
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def _cancel_line(self) -> None:
+        if self.pending_line is not None:
+            self.pending_line.cancel()
+            self.pending_line = None
+
     def __exit__(self, *exc: object) -> None:
-        if not self.shown:
-            return  # rich's stop() prints a newline even for a bar never drawn
+        self._cancel_line()
+        if self.phase_row is not None:  # a finished phase is no news
+            self.progress.remove_task(self.phase_row)
         for task in self.progress.tasks:  # freeze every running clock; a stopped one keeps its end
             if task.started and task.stop_time is None:
                 self.progress.stop_task(task.id)
+        if not self.shown:
+            return  # rich's stop() prints a newline even for a bar never drawn
+        if not self.reported:
+            self.progress.live.transient = True  # phases alone: leave the screen as it was
         self.progress.stop()
 
 
 class EpochBars(_Bars):
-    """One bar per model over epochs: train and validation loss, best epoch, elapsed time."""
+    """One bar per model over epochs: train and validation loss, best epoch, elapsed time; within a long epoch
+    the bar moves with the batches. In a log: a line per epoch, and one per BATCH_LINE_EVERY_S of a long one."""
 
     def __init__(self, console: Console, labels: list[str], epochs: int) -> None:
-        super().__init__(console, TextColumn(LOSS_FIELDS))
+        super().__init__(console, TextColumn("{task.fields[detail]}"))
+        self.epochs = epochs
         # Bars after the first start when their model starts, so each one's clock is its own.
         self.tasks = {
-            label: self.progress.add_task(label, total=epochs, start=index == 0, train="—", val="—", best="—")
+            label: self.progress.add_task(label, total=epochs, start=index == 0, detail="")
             for index, label in enumerate(labels)
         }
+        self.losses = dict.fromkeys(labels, "")  # each model's last epoch, still shown while the next one runs
         self.running = next(iter(self.tasks.values()), None)
         self.last_report = console.get_time()
+        self.last_line = time.monotonic()
 
     def update(self, record: Any, label: str | None = None) -> None:
-        self._show()
-        task = self.tasks[label] if label is not None else next(iter(self.tasks.values()))
+        """One epoch finished (a `trainer.EpochRecord`)."""
+        label = self._report(label)
+        self.losses[label] = (f"train {record.train_loss:.4f} · val {record.val_loss:.4f} · "
+                              f"best {record.best_epoch} ({record.best_val_loss:.4f})")
+        self.progress.update(self.tasks[label], completed=record.epoch, detail=self.losses[label])
+        if not self.console.is_terminal:
+            self._log(f"{label} epoch {record.epoch}/{self.epochs} train {record.train_loss:.4f} "
+                      f"val {record.val_loss:.4f} {record.seconds:.1f} s")
+
+    def update_batch(self, progress: Any, label: str | None = None) -> None:
+        """How far an epoch has got (a `trainer.BatchProgress`): the bar moves within the epoch."""
+        label = self._report(label)
+        within = f"epoch {progress.epoch}: batch {progress.batch}/{progress.batches}"
+        self.progress.update(self.tasks[label], completed=progress.epoch - 1 + progress.batch / progress.batches,
+                             detail=" · ".join(part for part in (self.losses[label], within) if part))
+        if not self.console.is_terminal and time.monotonic() - self.last_line >= BATCH_LINE_EVERY_S:
+            self._log(f"{label} epoch {progress.epoch}/{self.epochs}: batch {progress.batch}/{progress.batches}")
+
+    def _report(self, label: str | None) -> str:
+        """Start drawing (on a terminal) and make `label`'s bar the running one; the label reported on."""
+        if self.console.is_terminal:
+            self._show()
+        label = label if label is not None else next(iter(self.tasks))
+        task = self.tasks[label]
         if task != self.running:
             # The previous model is done (perhaps stopped early) since its last report: its clock stops there,
             # and this one's starts there, so the two never overlap; a clock is stopped once only.
@@ -76,13 +164,11 @@ class EpochBars(_Bars):
                     each.start_time = self.last_report
             self.running = task
         self.last_report = self.progress.get_time()
-        self.progress.update(
-            task,
-            completed=record.epoch,
-            train=f"{record.train_loss:.4f}",
-            val=f"{record.val_loss:.4f}",
-            best=f"{record.best_epoch} ({record.best_val_loss:.4f})",
-        )
+        return label
+
+    def _log(self, line: str) -> None:
+        self._print(line)
+        self.last_line = time.monotonic()
 
 
 class FoldBar(_Bars):
@@ -92,7 +178,6 @@ class FoldBar(_Bars):
 
     def __init__(self, console: Console) -> None:
         super().__init__(console, TextColumn("{task.fields[detail]}"))
-        self.console = console
         self.task: Any = None  # added on the first report, when the number of folds is known
         self.started = 0.0
 

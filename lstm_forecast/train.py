@@ -64,6 +64,8 @@ from lstm_forecast.sessions import check_calendar
 from lstm_forecast.sets import scored_record, set_report
 from lstm_forecast.trainer import (
     LOSSES,
+    BatchCallback,
+    BatchProgress,
     EpochCallback,
     EpochRecord,
     Samples,
@@ -100,6 +102,15 @@ class TickerResult:
         return bool(self.training["interrupted"])
 
 
+PhaseCallback = Callable[[str], None]  # hears the phase of a run that starts now: "building windows"
+
+
+def announce(on_phase: PhaseCallback | None, phase: str) -> None:
+    """Say which phase of the work starts now (the CLI shows it on stderr: a long silence looks like a hang)."""
+    if on_phase is not None:
+        on_phase(phase)
+
+
 def train_ticker(
     config: Config,
     ticker: str,
@@ -108,19 +119,25 @@ def train_ticker(
     on_epoch: EpochCallback | None = None,
     stop: StopRequest | None = None,
     on_fetch: Callable[[str], None] | None = None,
+    on_batch: BatchCallback | None = None,
+    on_phase: PhaseCallback | None = None,
 ) -> TickerResult:
     """Train `config`'s model on `ticker`'s cached prices (fetched first when there is no cache) and write its
     bundle. `data_dir` and `runs_dir` of None resolve as for the CLI ($LSTM_FORECAST_*, the config, ./data
-    and ./runs). Progress comes through `on_epoch`, which may end training (see trainer.fit); `stop` is the
-    caller's stop request (the CLI's signal handler), `on_fetch` hears about a download before it starts.
+    and ./runs). Progress comes through `on_epoch`, which may end training (see trainer.fit), and `on_batch`
+    within an epoch; `on_phase` hears each phase of the run as it starts (reading prices, windowing, …);
+    `stop` is the caller's stop request (the CLI's signal handler), `on_fetch` hears about a download before it
+    starts.
     """
     check_trainable(config)
     symbol = data.validate_ticker(ticker)
     folder = data.resolve_data_dir(data_dir, config.data.dir)
     runs = resolve_runs_dir(runs_dir, config.runs.dir)
+    announce(on_phase, "reading prices")
     prices, context_prices = load_training_inputs(symbol, folder, config, on_fetch, stop)
     resolve_device(config.train.device)  # an unavailable device fails before the data is windowed
-    outcome = train_run(config, symbol, prices, runs, on_epoch=on_epoch, stop=stop, context_prices=context_prices)
+    outcome = train_run(config, symbol, prices, runs, on_epoch=on_epoch, stop=stop, context_prices=context_prices,
+                        on_batch=on_batch, on_phase=on_phase)
     return TickerResult(**{plain.name: getattr(outcome, plain.name) for plain in fields(TickerResult)})
 
 
@@ -163,21 +180,27 @@ def train_run(
     on_epoch: EpochCallback | None = None,
     stop: StopRequest | None = None,
     context_prices: Mapping[str, pd.DataFrame] | None = None,
+    on_batch: BatchCallback | None = None,
+    on_phase: PhaseCallback | None = None,
 ) -> TrainOutcome:
     """Train one model on `prices` (and the context series' prices, by ticker, when the config reads any) and
-    write its bundle. The history is first cut to the days every context series covers.
+    write its bundle. The history is first cut to the days every context series covers. Progress and phases
+    are reported as `train_ticker` says.
 
     Once `stop` is set (the CLI sets it on Ctrl-C), training ends after the current batch and the best
     epoch so far is scored and saved as usual; a request during scoring or saving changes nothing here.
     """
     check_calendar(config.data.calendar)  # predict needs it: a run for an unknown exchange could never forecast
+    announce(on_phase, "building windows")
     dataset = build_dataset({ticker: prices}, config, context_prices=context_prices)
     notes = dataset.notes.get(ticker, [])  # what the context cost: the history cut, windows dropped
 
     # One model, or a seed ensemble (train.seeds members, their forecasts averaged): the first member's training
     # is the run's own record, each member's beside it.
     callback = (lambda label, record: on_epoch(record)) if on_epoch is not None else None
-    trained = train_dataset(dataset, config, runs_dir / data.cache_name(ticker), callback, stop)
+    batch_callback = (lambda label, progress: on_batch(progress)) if on_batch is not None else None
+    trained = train_dataset(dataset, config, runs_dir / data.cache_name(ticker), callback, stop, batch_callback,
+                            on_phase)
     members, result, ensemble = trained.members, trained.results[0], len(trained.members) > 1
     model, shape = ensemble_of(members), members[0].shape
     # A stop during any member (or before the last began) interrupted the run, whichever member it hit.
@@ -185,6 +208,7 @@ def train_run(
                or any(one.interrupted for one in trained.results)}
 
     # Scored on prices converted back from the model's output; the test split is touched only here.
+    announce(on_phase, "scoring the test period")
     forecasts = {"val": trained.val[ticker], "test": period_forecasts(model, dataset.test, dataset)}
     scores = {name: score_forecasts(period, shape.kind) for name, period in forecasts.items()}
     run_metrics = {
@@ -209,6 +233,7 @@ def train_run(
         seeds=trained.seeds if ensemble else [],
         member_training=trained.training if ensemble else [],
     )
+    announce(on_phase, "writing the bundle")
     run_dir = save_trained(bundle, trained, runs_dir, run_metrics, f"{ticker} · {shape.kind.upper()}")
     test = forecasts["test"]
     return TrainOutcome(
@@ -262,12 +287,15 @@ class Trained:
 
 def train_dataset(
     dataset: Dataset, config: Config, folder: Path, on_epoch: MemberCallback | None = None,
-    stop: StopRequest | None = None,
+    stop: StopRequest | None = None, on_batch: MemberBatchCallback | None = None,
+    on_phase: PhaseCallback | None = None,
 ) -> Trained:
     """What a run of either layout does once its dataset is built: check that its bundle can be written into
     `folder`, then train its members (`train_members`) and forecast the validation windows with their mean."""
     check_writable(folder)  # before training: hours of it are lost otherwise
-    members, results = train_members(dataset, config, on_epoch, stop)
+    announce(on_phase, "training")
+    members, results = train_members(dataset, config, on_epoch, stop, on_batch)
+    announce(on_phase, "forecasting the validation period")
     seeds = member_seeds(config)[:len(members)]
     val = ticker_forecasts(dataset, dataset.val, np.mean(member_predictions(members, dataset.val), axis=0))
     return Trained(dataset, members, results, seeds,
@@ -314,6 +342,7 @@ def train_model(
     config: Config,
     on_epoch: EpochCallback | None = None,
     stop: StopRequest | None = None,
+    on_batch: BatchCallback | None = None,
 ) -> tuple[Forecaster, TrainResult]:
     """A fresh model trained on the dataset's training windows (with each window's ticker index); returned on the
     CPU in eval mode."""
@@ -330,22 +359,26 @@ def train_model(
         device=resolve_device(config.train.device),
         on_epoch=on_epoch,
         stop=stop,
+        on_batch=on_batch,
     )
     return model.cpu().eval(), result
 
 
 def train_members(
-    dataset: Dataset, config: Config, on_epoch: MemberCallback | None = None, stop: StopRequest | None = None
+    dataset: Dataset, config: Config, on_epoch: MemberCallback | None = None, stop: StopRequest | None = None,
+    on_batch: MemberBatchCallback | None = None,
 ) -> tuple[list[Forecaster], list[TrainResult]]:
     """One model per seed (`train.seeds` of them from `train.seed` on: a seed ensemble); a stop ends the current
-    member (its best epoch is kept) and skips the rest. `on_epoch(label, record)` hears each member's epochs."""
+    member (its best epoch is kept) and skips the rest. `on_epoch(label, record)` hears each member's epochs,
+    `on_batch(label, progress)` how far its epoch has got."""
     members, results = [], []
     for label, seed in zip(member_labels(config), member_seeds(config), strict=True):
         if stop is not None and stop.is_set():
             break
         callback = (lambda record, label=label: on_epoch(label, record)) if on_epoch is not None else None
+        batch_callback = (lambda progress, label=label: on_batch(label, progress)) if on_batch is not None else None
         seeded = config.model_copy(update={"train": config.train.model_copy(update={"seed": seed})})
-        model, result = train_model(dataset, seeded, callback, stop)
+        model, result = train_model(dataset, seeded, callback, stop, batch_callback)
         if result.epochs_run == 0:
             break
         members.append(model)
@@ -398,6 +431,7 @@ def naive_validation_loss(dataset: Dataset, loss: str) -> float:
 
 
 MemberCallback = Callable[[str, EpochRecord], bool | None]  # (member label, record); true: stop this member
+MemberBatchCallback = Callable[[str, BatchProgress], None]  # (member label, how far its epoch has got)
 
 
 @dataclass(frozen=True)
@@ -445,11 +479,15 @@ def train_global(
     on_epoch: MemberCallback | None = None,
     stop: StopRequest | None = None,
     on_fetch: Callable[[str], None] | None = None,
+    on_batch: MemberBatchCallback | None = None,
+    on_phase: PhaseCallback | None = None,
 ) -> GlobalResult:
-    """Train one model (a member per seed) on the pooled windows of `tickers` and write its bundle."""
+    """Train one model (a member per seed) on the pooled windows of `tickers` and write its bundle; progress and
+    phases are reported as `train_ticker` says, each member's under its label."""
     check_global(config, tickers)
     folder = data.resolve_data_dir(data_dir, config.data.dir)
     runs = resolve_runs_dir(runs_dir, config.runs.dir)
+    announce(on_phase, f"reading the prices of {len(tickers)} tickers")
     prices, skipped = {}, {}
     for ticker in tickers:
         try:
@@ -463,18 +501,21 @@ def train_global(
     # Read once for every ticker (fetched when missing); each ticker aligns it on its own sessions.
     context_prices = context.load_context(folder, [entry.ticker for entry in config.data.context], on_fetch, stop)
     resolve_device(config.train.device)
+    announce(on_phase, "building windows")
     dataset = build_dataset(prices, config, context_prices=context_prices)
     skipped |= dataset.skipped
     if len(dataset.tickers) < 2:
         raise ForecastError(f"only {len(dataset.tickers)} ticker has enough days for a global model: "
                             f"{reasons(skipped)}")
-    trained = train_dataset(dataset, config, runs / GLOBAL_DIR, on_epoch, stop)
+    trained = train_dataset(dataset, config, runs / GLOBAL_DIR, on_epoch, stop, on_batch, on_phase)
     records, kind = trained.records(), trained.members[0].shape.kind
     bundle = GlobalBundle(**trained.run_fields(config), seeds=trained.seeds, tickers=records, training=trained.training,
                           members=trained.members, skipped=skipped)
+    announce(on_phase, f"scoring the test period of {len(records)} tickers")
     scores = score_tickers(dataset, trained.members, config, kind, [record.fingerprint for record in records])
     metrics = {"scope": "global", "model": kind, "tickers": len(records), "skipped": skipped,
                "training": trained.training, "naive_val_loss": trained.naive_loss, **scores.report}
+    announce(on_phase, "writing the bundle")
     run_dir = save_trained(bundle, trained, runs, metrics,
                            f"global {kind.upper()} · {len(records)} tickers · seed {bundle.seeds[0]}")
     return GlobalResult(run_dir=run_dir, run_id=bundle.run_id, tickers=bundle.names, skipped=skipped,

@@ -11,6 +11,8 @@ loss on the whole validation split. The weights of the best validation epoch are
 end; training stops when `patience` epochs pass without a new best. Nothing is printed: the caller gets an
 `EpochRecord` after every epoch through `on_epoch` and draws its own progress; by returning True, `on_epoch`
 ends training there as early stopping would (a hyper-parameter search prunes a hopeless trial this way).
+An epoch over a large universe can take minutes, so `on_batch` hears how far the current epoch has got, at
+most once per `BATCH_REPORT_S` of wall time: a clock read per batch, nothing that syncs with the device.
 
 Speed: both splits live on the device as tensors for the whole run, so a batch is a slice, not a
 DataLoader round trip, and losses stay on the device until the end of the epoch (one host sync per epoch).
@@ -112,6 +114,23 @@ class EpochRecord:
 
 
 EpochCallback = Callable[[EpochRecord], bool | None]  # a true value: stop training after this epoch
+
+# How often, at most, `on_batch` hears of an epoch's progress: often enough for a bar to move, rarely enough
+# that the report never shows beside a batch's own cost.
+BATCH_REPORT_S = 1.0
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """How far an epoch has got: `batch` of its `batches` mini-batches done (never all: the epoch's
+    `EpochRecord` follows those)."""
+
+    epoch: int  # 1-based
+    batch: int
+    batches: int
+
+
+BatchCallback = Callable[[BatchProgress], None]
 
 
 @dataclass
@@ -234,6 +253,7 @@ def fit(
     device: torch.device | None = None,
     on_epoch: EpochCallback | None = None,
     stop: StopRequest | None = None,
+    on_batch: BatchCallback | None = None,
 ) -> TrainResult:
     """Train `model` in place (moved to `device`) and leave it holding the best validation epoch's weights.
 
@@ -241,6 +261,7 @@ def fit(
     thread count is the same (`train.threads`, or the count `auto` chose, reported as `TrainResult.threads`);
     the seeds themselves come from `config.seed` alone. Training ends early, keeping the best epoch so far,
     once `stop.is_set()` (checked after every batch), or after an epoch for which `on_epoch` returns True.
+    `on_batch` hears the progress within an epoch (see BATCH_REPORT_S).
     """
     stop_requested = stop or threading.Event()
     with cpu_threads(training_threads(config.threads)):
@@ -280,6 +301,7 @@ def fit(
             lr = optimizer.param_groups[0]["lr"]
             train_loss = _train_one_epoch(
                 model, parameters, train_x, train_y, optimizer, loss_fn, config, shuffle_generator, stop_requested,
+                epoch, on_batch,
             )
             if train_loss is None:  # interrupted mid-epoch: a partial epoch is neither scored nor kept
                 break
@@ -350,15 +372,20 @@ def _train_one_epoch(
     config: TrainConfig,
     shuffle_generator: torch.Generator,
     stop_requested: StopRequest,
+    epoch: int,
+    on_batch: BatchCallback | None,
 ) -> float | None:
-    """One pass over shuffled mini-batches; the mean training loss, or None if stopped part-way."""
+    """One pass over shuffled mini-batches; the mean training loss, or None if stopped part-way. `on_batch`
+    hears how far the pass has got, at most once per BATCH_REPORT_S."""
     model.train()
     # The permutation is drawn on the CPU so the batch order is the same on every device; one gather
     # per epoch makes every batch below a view instead of an indexing copy.
     order = torch.randperm(len(targets), generator=shuffle_generator).to(targets.device)
     # Batch losses weighted by batch size and kept on the device: one host sync per epoch, not per batch.
     weighted_losses = []
-    for *batch_inputs, batch_targets in _batches((*inputs, targets), config.batch_size, order):
+    batches = math.ceil(len(targets) / config.batch_size)
+    next_report = time.perf_counter() + BATCH_REPORT_S
+    for batch, (*batch_inputs, batch_targets) in enumerate(_batches((*inputs, targets), config.batch_size, order), 1):
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(*batch_inputs), batch_targets)
         loss.backward()
@@ -368,6 +395,9 @@ def _train_one_epoch(
         weighted_losses.append(loss.detach() * len(batch_targets))
         if stop_requested.is_set():
             return None
+        if on_batch is not None and batch < batches and time.perf_counter() >= next_report:
+            on_batch(BatchProgress(epoch, batch, batches))
+            next_report = time.perf_counter() + BATCH_REPORT_S
     return torch.stack(weighted_losses).sum().item() / len(targets)
 
 

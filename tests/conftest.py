@@ -1,6 +1,7 @@
 """Shared fixtures: no network in any test, synthetic prices, and yfinance 1.7.0's real frame shapes.
 
 - `no_network` (autouse): any socket, curl or yfinance call a test did not fake fails at once.
+- `progress_lines_off_the_clock` (autouse): no progress line that depends on the machine's speed.
 - `make_prices(n, start, seed)`: a canonical price frame (business days, geometric random walk).
 - `yahoo_download_frame(prices, ticker)`: what `yf.download(..., auto_adjust=False)` returns.
 - `yahoo_history_frame(prices)`: what `yf.Ticker(t).history(..., auto_adjust=False, actions=False)` returns.
@@ -45,6 +46,7 @@ import yaml
 import yfinance
 from yfinance.exceptions import YFPricesMissingError
 
+from lstm_forecast import progress
 from lstm_forecast.errors import ForecastError
 from lstm_forecast.files import TEMP_PREFIX
 from lstm_forecast.prices import COLUMNS
@@ -104,6 +106,15 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("curl_cffi.curl.Curl.perform", _refuse)
     monkeypatch.setattr(yfinance, "download", _refuse)
     monkeypatch.setattr(yfinance.Ticker, "history", _refuse)
+
+
+@pytest.fixture(autouse=True)
+def progress_lines_off_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off a terminal a phase gets its line once it has lasted progress.PHASE_LINE_AFTER_S, and a long epoch one
+    per BATCH_LINE_EVERY_S: lines that come or not with the machine's load. Tests see none (a test of them turns
+    them on), so what a test finds on stderr is the same on an idle machine and a busy one."""
+    monkeypatch.setattr(progress, "PHASE_LINE_AFTER_S", 86_400.0)
+    monkeypatch.setattr(progress, "BATCH_LINE_EVERY_S", 86_400.0)
 
 
 def build_prices(n: int = 300, start: str = "2020-01-02", seed: int = 0) -> pd.DataFrame:

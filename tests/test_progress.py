@@ -23,7 +23,7 @@ class Clock:
 
 
 def record(epoch: int) -> SimpleNamespace:
-    return SimpleNamespace(epoch=epoch, train_loss=0.5, val_loss=0.6, best_epoch=epoch, best_val_loss=0.6)
+    return SimpleNamespace(epoch=epoch, train_loss=0.5, val_loss=0.6, best_epoch=epoch, best_val_loss=0.6, seconds=1.0)
 
 
 def console(clock: Clock | None = None, terminal: bool = False) -> Console:

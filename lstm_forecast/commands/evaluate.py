@@ -39,7 +39,8 @@ def run(
         with FoldBar(stderr) as progress:
             evaluation = evaluate(run_dir, data_dir, folds, progress.update, stop,
                                   ticker=given[0] if given and out_of_universe is None else None, runs_dir=runs_dir,
-                                  without_context=without_context, on_note=note, tickers=out_of_universe)
+                                  without_context=without_context, on_note=note, tickers=out_of_universe,
+                                  on_phase=progress.phase)
         warn(evaluation.warnings)
         if json_output:
             print_json(evaluation.report)

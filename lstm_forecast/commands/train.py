@@ -3,7 +3,6 @@ the tickers; the progress bars on stderr, the report on stdout."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from lstm_forecast.progress import EpochBars, TickerBar
 from lstm_forecast.report import global_report, scores_table, tests_line
 from lstm_forecast.tickers import Plan, plan_training
 from lstm_forecast.train import TickerResult, member_labels, train_global, train_ticker
-from lstm_forecast.trainer import EpochRecord
+from lstm_forecast.trainer import BatchProgress, EpochRecord
 from lstm_forecast.universe import train_universe, universe_description
 
 
@@ -48,8 +47,9 @@ def _one_ticker(settings: Config, symbol: str, data_dir: Path | None, runs_dir: 
         labels = [f"{symbol} {label}" for label in member_labels(settings)]
     with stop_on_signals() as stop:
         with EpochBars(stderr, labels, settings.train.epochs) as bars:
-            result = train_ticker(settings, symbol, data_dir, runs_dir, member_bars(bars, labels), stop,
-                                  on_fetch=note)
+            members = MemberBars(bars, labels)
+            result = train_ticker(settings, symbol, data_dir, runs_dir, members.update, stop, on_fetch=note,
+                                  on_batch=members.update_batch, on_phase=bars.phase)
         if json_output:
             print_json({"run_dir": str(result.run_dir), **result.metrics})
         else:
@@ -78,7 +78,9 @@ def _global_model(settings: Config, plan: Plan, json_output: bool) -> None:
     with stop_on_signals() as stop:
         with EpochBars(stderr, member_labels(settings), settings.train.epochs) as bars:
             result = train_global(settings, plan.tickers, plan.data_dir, plan.runs_dir,
-                                  on_epoch=lambda label, record: bars.update(record, label), stop=stop, on_fetch=note)
+                                  on_epoch=lambda label, record: bars.update(record, label), stop=stop, on_fetch=note,
+                                  on_batch=lambda label, progress: bars.update_batch(progress, label),
+                                  on_phase=bars.phase)
         if json_output:
             print_json({"run_dir": str(result.run_dir), "tickers": result.tickers, "training": result.training,
                         **result.report})
@@ -95,16 +97,26 @@ def _global_model(settings: Config, plan: Plan, json_output: bool) -> None:
             raise Interrupted(f"training interrupted; the members finished so far were saved to {result.run_dir}")
 
 
-def member_bars(bars: EpochBars, labels: list[str]) -> Callable[[EpochRecord], None]:
-    """Each epoch to its member's bar: the members train one after another, each from epoch 1."""
-    member = [-1]
+class MemberBars:
+    """Each report to its member's bar: the members of a seed ensemble train one after another, each from epoch 1,
+    so a report that is not further along than the last one (an epoch, or a batch's share of one) is the next
+    member's first."""
 
-    def update(record: EpochRecord) -> None:
-        if record.epoch == 1:
-            member[0] += 1
-        bars.update(record, labels[min(member[0], len(labels) - 1)])
+    def __init__(self, bars: EpochBars, labels: list[str]) -> None:
+        self.bars, self.labels = bars, labels
+        self.member, self.reached = -1, 0.0
 
-    return update
+    def update(self, record: EpochRecord) -> None:
+        self.bars.update(record, self._label(record.epoch))
+
+    def update_batch(self, progress: BatchProgress) -> None:
+        self.bars.update_batch(progress, self._label(progress.epoch - 1 + progress.batch / progress.batches))
+
+    def _label(self, reached: float) -> str:
+        if self.member < 0 or reached <= self.reached:
+            self.member += 1
+        self.reached = reached
+        return self.labels[min(self.member, len(self.labels) - 1)]
 
 
 def _print_training_summary(result: TickerResult) -> None:
