@@ -217,7 +217,7 @@ def test_the_tune_table_shows_lr_and_features_whole(width):
 def runs_row(index: int) -> dict[str, Any]:
     return {"run_id": f"20261205-101500-{index:04d}", "ticker": "BRK-B", "model": "lstm",
             "created": "2026-12-05T10:15:00+00:00", "epochs": 123, "test_rmse_ratio": 1.0234 + index / 1000,
-            "interrupted": index == 1, "evaluated": index % 2 == 0,
+            "interrupted": index == 1, "evaluated": index % 2 == 0, "evaluation_interrupted": False,
             "config": {"model.hidden_size": "128", "train.epochs": "300", "data.features": '["log_return"]'},
             "damaged": False, "path": f"/home/someone/projects/forecasts/runs/BRK-B/20261205-101500-{index:04d}"}
 
