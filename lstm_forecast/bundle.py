@@ -149,6 +149,8 @@ class RunBundle(Run):
     model: Forecaster | Ensemble  # a seed ensemble's members average their forecasts
     fingerprints: list[dict[str, Any]] = field(default_factory=list)  # every series trained on, in order
     member_training: list[dict[str, Any]] = field(default_factory=list)  # each member's `training`, likewise
+    # What the data-quality rules found in the rows trained on (quality.Checked.to_dict); None before them.
+    data_quality: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.fingerprints = self.fingerprints or [self.fingerprint]  # one series (and bundles from before the list)
@@ -281,6 +283,7 @@ def bundle_document(bundle: RunBundle) -> dict[str, Any]:
         fingerprint=bundle.fingerprint, fingerprints=bundle.fingerprints, baselines=bundle.baselines,
         calibration=bundle.calibration, training=bundle.training, seeds=bundle.seeds or None,
         member_training=bundle.member_training or None,
+        **({"data_quality": bundle.data_quality} if bundle.data_quality is not None else {}),  # an extra field
     )
 
 
@@ -543,6 +546,7 @@ def load_bundle(run_dir: Path | str) -> RunBundle:
         context_fingerprints=plain["context_fingerprints"] or [],
         seeds=record.seeds or [],
         member_training=plain["member_training"] or [],
+        data_quality=plain.get("data_quality"),
     )
 
 
