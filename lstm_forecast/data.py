@@ -549,7 +549,7 @@ def _quality_warnings(prices: pd.DataFrame, ticker: str) -> list[str]:
     try:
         checked = check_quality(prices, ticker)
     except ForecastError as exc:
-        return [str(exc)]
+        return [f"{exc} by every run that reads them (the cache keeps them as fetched)"]
     return [f"{ticker}: {note}" for note in checked.notes]
 
 
