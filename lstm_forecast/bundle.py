@@ -822,6 +822,8 @@ class GlobalBundle(Run):
     training: list[dict[str, Any]]  # one TrainResult summary (+ seed) per member
     members: list[Forecaster]
     skipped: dict[str, str] = field(default_factory=dict)
+    # Per ticker, what the data-quality rules found in its rows (quality.Checked.to_dict); None before them.
+    data_quality: dict[str, dict[str, Any]] | None = None
 
     @property
     def names(self) -> list[str]:
@@ -906,6 +908,7 @@ def global_document(bundle: GlobalBundle) -> dict[str, Any]:
         tickers=[{"ticker": r.ticker, "scaler": asdict(r.scaler), "fingerprint": r.fingerprint,
                   "baselines": r.baselines, "residuals": r.residuals} for r in bundle.tickers],
         skipped=bundle.skipped,
+        **({"data_quality": bundle.data_quality} if bundle.data_quality is not None else {}),  # an extra field
     )
 
 
@@ -977,5 +980,5 @@ def load_global_bundle(run_dir: Path | str) -> GlobalBundle:
                  for i, t in enumerate(record.tickers)],
         seeds=record.seeds, training=plain["training"], members=members, skipped=record.skipped,
         versions=record.versions, created_at=record.created_at, config_hash=record.config_hash, run_dir=run_dir,
-        context_fingerprints=plain["context_fingerprints"] or [],
+        context_fingerprints=plain["context_fingerprints"] or [], data_quality=plain.get("data_quality"),
     )

@@ -20,7 +20,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -215,7 +215,7 @@ def read_checked(
 
 
 def check_quality(
-    prices: pd.DataFrame, ticker: str, calendar: str = DEFAULT_CALENDAR, read_warnings: list[str] = ()
+    prices: pd.DataFrame, ticker: str, calendar: str = DEFAULT_CALENDAR, read_warnings: Sequence[str] = ()
 ) -> quality.Checked:
     """quality.check_prices on validated rows, against `calendar`'s sessions, counting the empty rows the
     reader's `read_warnings` say it dropped."""

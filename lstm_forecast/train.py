@@ -466,11 +466,11 @@ def train_global(
     check_global(config, tickers)
     folder = data.resolve_data_dir(data_dir, config.data.dir)
     runs = resolve_runs_dir(runs_dir, config.runs.dir)
-    prices, skipped, quality_notes = {}, {}, {}
+    prices, skipped, checks = {}, {}, {}
     for ticker in tickers:
         try:
-            checked = load_checked_prices(ticker, folder, config, on_fetch, stop)
-            prices[ticker], quality_notes[ticker] = checked.rows, checked.notes
+            checks[ticker] = load_checked_prices(ticker, folder, config, on_fetch, stop)
+            prices[ticker] = checks[ticker].rows
         except ForecastError as exc:  # a broken or missing series leaves the run, with its reason
             skipped[ticker] = str(exc)
         if stop is not None and stop.is_set():
@@ -483,15 +483,16 @@ def train_global(
     dataset = build_dataset(prices, config, context_prices=context_prices)
     skipped |= dataset.skipped
     # The rules' notes first, then the context's: the per-ticker summary and the result carry both.
-    dataset.notes.update({ticker: [*notes, *dataset.notes.get(ticker, [])]
-                          for ticker, notes in quality_notes.items() if notes and ticker in dataset.names})
+    dataset.notes.update({ticker: [*checked.notes, *dataset.notes.get(ticker, [])]
+                          for ticker, checked in checks.items() if checked.notes and ticker in dataset.names})
     if len(dataset.tickers) < 2:
         raise ForecastError(f"only {len(dataset.tickers)} ticker has enough days for a global model: "
                             f"{reasons(skipped)}")
     trained = train_dataset(dataset, config, runs / GLOBAL_DIR, on_epoch, stop)
     records, kind = trained.records(), trained.members[0].shape.kind
     bundle = GlobalBundle(**trained.run_fields(config), seeds=trained.seeds, tickers=records, training=trained.training,
-                          members=trained.members, skipped=skipped)
+                          members=trained.members, skipped=skipped,
+                          data_quality={ticker: checks[ticker].to_dict() for ticker in dataset.names})
     scores = score_tickers(dataset, trained.members, config, kind, [record.fingerprint for record in records])
     metrics = {"scope": "global", "model": kind, "tickers": len(records), "skipped": skipped,
                "training": trained.training, "naive_val_loss": trained.naive_loss, **scores.report}

@@ -12,7 +12,7 @@ import pytest
 from conftest import TICKER, TINY_OVERRIDES, build_prices, day, error_of
 
 from lstm_forecast import data, quality, report, sets, train
-from lstm_forecast.bundle import load_bundle
+from lstm_forecast.bundle import load_bundle, load_run
 from lstm_forecast.config import load_config
 from lstm_forecast.evaluate import cache_state
 from lstm_forecast.predict import latest_rows
@@ -190,3 +190,16 @@ def test_the_break_rule_reads_both_price_columns():
     checked = quality.check_prices(prices, TICKER)
     assert checked.rows.index[0] == prices.index[300] and "Adj Close" in checked.notes[0]
     assert set(quality.CHECKED_COLUMNS) <= set(PRICE_FIELDS)
+
+
+def test_a_global_run_records_each_tickers_cut(tmp_path):
+    folder = cached(tmp_path, spliced(), "CUT")
+    cached(tmp_path, build_prices(BEFORE + AFTER, seed=3), "CLEAN")
+    config = load_config(None, [*TINY_OVERRIDES, "model.scope=global"])
+    result = train.train_global(config, ["CUT", "CLEAN"], folder, tmp_path / "runs")
+    assert "a level break" in result.notes["CUT"][0] and "CLEAN" not in result.notes
+    assert "a level break" in result.report["per_ticker"]["notes"]["CUT"][0]  # the per-ticker summary's notes
+    document = json.loads((result.run_dir / "global.json").read_text())
+    assert [finding["kind"] for finding in document["data_quality"]["CUT"]["findings"]] == [quality.GAP, quality.BREAK]
+    assert document["data_quality"]["CLEAN"]["findings"] == []
+    assert load_run(result.run_dir).data_quality == document["data_quality"]
