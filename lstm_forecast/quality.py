@@ -87,7 +87,7 @@ class Checked:
         cuts = [finding for finding in self.findings if finding.action == CUT]
         notes = []
         if cuts:
-            earlier = f" (and {len(cuts) - 1} earlier gap(s), break(s) or stale run(s))" if len(cuts) > 1 else ""
+            earlier = f" (the last of {len(cuts)} gaps, breaks and stale runs found)" if len(cuts) > 1 else ""
             kept_from = self.rows.index[0].date()
             notes.append(f"{cuts[-1].detail}; the history was cut to the rows from {kept_from} on{earlier}")
         notes += [finding.detail for finding in self.findings if finding.action == NOTE]

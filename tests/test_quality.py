@@ -48,7 +48,8 @@ def test_a_long_gap_and_a_level_break_cut_the_history_to_the_segment_after_them(
                     (quality.BREAK, day(prices.index[BEFORE - 1]), day(after))]
     (note,) = checked.notes
     assert "a level break" in note and "a move no market explains" in note
-    assert f"the history was cut to the rows from {day(after)} on (and 1 earlier" in note
+    assert note.endswith(f"the history was cut to the rows from {day(after)} on (the last of 2 gaps, breaks and "
+                         "stale runs found)")
     gap = next(finding for finding in checked.findings if finding.kind == quality.GAP)
     assert gap.detail.startswith(f"a long gap: {MISSING} sessions missing between")
 
