@@ -199,12 +199,7 @@ def read_checked(
     path = _cache_file(data_dir, ticker)
     if not path.exists():
         return None
-    try:
-        prices, warnings_ = read_prices_csv(path)
-    except ForecastError as exc:
-        raise ForecastError(
-            f"{exc} (the cached prices; run `lstm-forecast fetch -t {ticker} --refresh` to download them again)"
-        ) from None
+    prices, warnings_ = _read_cached_csv(path, ticker)
     sliced = _in_range(prices, start, end)
     if sliced.empty:
         raise ForecastError(
@@ -244,13 +239,17 @@ def _read_cache_file(data_dir: Path, ticker: str) -> tuple[pd.DataFrame | None, 
     path = _cache_file(data_dir, ticker)
     if not path.exists():
         return None, path
+    return _read_cached_csv(path, ticker)[0], path
+
+
+def _read_cached_csv(path: Path, ticker: str) -> tuple[pd.DataFrame, list[str]]:
+    """A cache file's validated rows and the reader's warnings; unreadable is an error saying how to mend it."""
     try:
-        prices, _ = read_prices_csv(path)
+        return read_prices_csv(path)
     except ForecastError as exc:
         raise ForecastError(
             f"{exc} (the cached prices; run `lstm-forecast fetch -t {ticker} --refresh` to download them again)"
         ) from None
-    return prices, path
 
 
 def load_prices(
