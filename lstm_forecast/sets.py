@@ -133,26 +133,27 @@ def verdict_drivers(records: list[dict[str, Any]]) -> dict[str, Any]:
         return {"side": None, "drivers": [], "flips": [], "line": None}
     table = pd.concat(series, axis=1, sort=True)  # days × tickers, NaN where a ticker has no window that day
     values, present = table.to_numpy(), table.notna().to_numpy()
-    per_day = present.sum(axis=1)
-    daily = np.nansum(values, axis=1) / per_day
+    per_day, day_sums = present.sum(axis=1), np.nansum(values, axis=1)
+    daily = day_sums / per_day
     # The pooled mean is the mean over days of the daily means: a ticker's part of it is its differential over
     # that day's count of tickers, summed over the days and divided by their number.
     contributions = np.nansum(values / per_day[:, None], axis=0) / len(daily)
     horizon = max(record["horizon"] or 1 for record in records)
-    side = pooled_side({"pvalue": diebold_mariano(daily, np.zeros_like(daily), horizon=horizon)[1],
-                        "mean_differential": float(daily.mean())})
     total = float(daily.mean())
+    side = pooled_side({"pvalue": diebold_mariano(daily, np.zeros_like(daily), horizon=horizon)[1],
+                        "mean_differential": total})
     entries = []
     for column in np.argsort(-np.abs(contributions), kind="stable"):  # the largest shares first
         others = per_day - present[:, column]
-        kept = others > 0
-        without = (np.nansum(values, axis=1) - np.nan_to_num(values[:, column]))[kept] / others[kept]
-        statistic, pvalue = diebold_mariano(without, np.zeros_like(without), horizon=horizon)
-        without_side = pooled_side({"pvalue": pvalue, "mean_differential": float(without.mean())})
-        share = float(contributions[column] / total) if total else None
-        entries.append({"ticker": str(table.columns[column]), "share": share,
-                        "without": {"side": without_side, "pvalue": pvalue, "statistic": statistic,
-                                    "mean_differential": float(without.mean())}})
+        kept = others > 0  # the days some other ticker has
+        without = (day_sums - np.nan_to_num(values[:, column]))[kept] / others[kept]
+        statistic, pvalue = diebold_mariano(without, np.zeros_like(without), horizon=horizon) if kept.any() else (
+            None, None)
+        mean = float(without.mean()) if kept.any() else None
+        entries.append({"ticker": str(table.columns[column]),
+                        "share": float(contributions[column] / total) if total else None,
+                        "without": {"side": pooled_side({"pvalue": pvalue, "mean_differential": mean}),
+                                    "pvalue": pvalue, "statistic": statistic, "mean_differential": mean}})
     flips = [entry["ticker"] for entry in entries if entry["without"]["side"] != side]
     shown = [entry for rank, entry in enumerate(entries) if rank < SHOWN_DRIVERS or entry["ticker"] in flips]
     return {"side": side, "drivers": shown, "flips": flips, "line": _drivers_line(shown, flips)}

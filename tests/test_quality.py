@@ -204,3 +204,13 @@ def test_a_global_run_records_each_tickers_cut(tmp_path):
     assert [finding["kind"] for finding in document["data_quality"]["CUT"]["findings"]] == [quality.GAP, quality.BREAK]
     assert document["data_quality"]["CLEAN"]["findings"] == []
     assert load_run(result.run_dir).data_quality == document["data_quality"]
+
+
+def test_drivers_of_tickers_that_share_no_day():
+    days = [stamp.date().isoformat() for stamp in pd.bdate_range("2021-01-04", periods=40)]
+    records = [scored_record(name, "ok", 0.0, None, anchors=part, differential=[0.001] * 20, horizon=1)
+               for name, part in (("A", days[:20]), ("B", days[20:]))]
+    drivers = sets.verdict_drivers(records)
+    assert [entry["ticker"] for entry in drivers["drivers"]] == ["A", "B"]
+    assert all(entry["share"] == pytest.approx(0.5) for entry in drivers["drivers"])
+    assert sets.verdict_drivers(records[:1])["line"] is None  # one ticker: nothing to weigh
