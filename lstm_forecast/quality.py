@@ -20,7 +20,6 @@ fetch, train, evaluate, predict and the context series all see the same rows.
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 from datetime import date
@@ -174,14 +173,13 @@ def _breaks(prices: pd.DataFrame, days: np.ndarray) -> list[Finding]:
 def _stale_runs(prices: pd.DataFrame, days: np.ndarray) -> list[Finding]:
     """Runs of at least STALE_NOTE_CLOSES identical closes; from STALE_GAP_CLOSES on, a cut."""
     close = prices["Close"].to_numpy(dtype=np.float64)
-    changed = np.flatnonzero(np.r_[True, close[1:] != close[:-1], True])  # where each run of equal closes starts
+    starts = np.flatnonzero(np.r_[True, close[1:] != close[:-1], True])  # where each run of equal closes starts
+    lengths = np.diff(starts)
     found = []
-    for start, stop in itertools.pairwise(changed):
-        length = int(stop - start)
-        if length < STALE_NOTE_CLOSES:
-            continue
+    for run in np.flatnonzero(lengths >= STALE_NOTE_CLOSES):
+        start, length = int(starts[run]), int(lengths[run])
         action = CUT if length >= STALE_GAP_CLOSES else NOTE
-        first, last = _day(days[start]), _day(days[stop - 1])
+        first, last = _day(days[start]), _day(days[start + length - 1])
         found.append(Finding(STALE, first, last, action,
                              f"a stale run: {length} identical closes ({close[start]:.4g}) from {first} to {last}"))
     return found
