@@ -123,7 +123,7 @@ def check_prices(
     if not cuts:
         return Checked(prices, findings)
     kept = prices[prices.index >= pd.Timestamp(cuts[-1].last)]
-    if cuts[-1].kind == STALE:  # the run's own rows after its first are the filled-in ones
+    if cuts[-1].kind == STALE:  # its rows were filled in with one price: kept from the row after it
         kept = prices[prices.index > pd.Timestamp(cuts[-1].last)]
     if len(kept) < MIN_ROWS_AFTER_CUT:
         raise ForecastError(
