@@ -152,6 +152,8 @@ class RunBundle(Run):
     model: Forecaster | Ensemble  # a seed ensemble's members average their forecasts
     fingerprints: list[dict[str, Any]] = field(default_factory=list)  # every series trained on, in order
     member_training: list[dict[str, Any]] = field(default_factory=list)  # each member's `training`, likewise
+    # What the data-quality rules found in the rows trained on (quality.Checked.to_dict); None before them.
+    data_quality: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.fingerprints = self.fingerprints or [self.fingerprint]  # one series (and bundles from before the list)
@@ -284,6 +286,7 @@ def bundle_document(bundle: RunBundle) -> dict[str, Any]:
         fingerprint=bundle.fingerprint, fingerprints=bundle.fingerprints, baselines=bundle.baselines,
         calibration=bundle.calibration, training=bundle.training, seeds=bundle.seeds or None,
         member_training=bundle.member_training or None,
+        **({"data_quality": bundle.data_quality} if bundle.data_quality is not None else {}),  # an extra field
     )
 
 
@@ -554,6 +557,7 @@ def load_bundle(run_dir: Path | str) -> RunBundle:
         context_fingerprints=plain["context_fingerprints"] or [],
         seeds=record.seeds or [],
         member_training=plain["member_training"] or [],
+        data_quality=plain.get("data_quality"),
     )
 
 
@@ -834,6 +838,8 @@ class GlobalBundle(Run):
     training: list[dict[str, Any]]  # one TrainResult summary (+ seed) per member
     members: list[Forecaster]
     skipped: dict[str, str] = field(default_factory=dict)
+    # Per ticker, what the data-quality rules found in its rows (quality.Checked.to_dict); None before them.
+    data_quality: dict[str, dict[str, Any]] | None = None
 
     @property
     def names(self) -> list[str]:
@@ -918,6 +924,7 @@ def global_document(bundle: GlobalBundle) -> dict[str, Any]:
         tickers=[{"ticker": r.ticker, "scaler": asdict(r.scaler), "fingerprint": r.fingerprint,
                   "baselines": r.baselines, "residuals": r.residuals} for r in bundle.tickers],
         skipped=bundle.skipped,
+        **({"data_quality": bundle.data_quality} if bundle.data_quality is not None else {}),  # an extra field
     )
 
 
@@ -996,5 +1003,5 @@ def load_global_bundle(run_dir: Path | str) -> GlobalBundle:
                  for i, t in enumerate(record.tickers)],
         seeds=record.seeds, training=plain["training"], members=members, skipped=record.skipped,
         versions=record.versions, created_at=record.created_at, config_hash=record.config_hash, run_dir=run_dir,
-        context_fingerprints=plain["context_fingerprints"] or [],
+        context_fingerprints=plain["context_fingerprints"] or [], data_quality=plain.get("data_quality"),
     )

@@ -20,7 +20,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -29,10 +29,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lstm_forecast import yahoo
+from lstm_forecast import quality, yahoo
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError, quote
 from lstm_forecast.files import FILE_MODE, atomic_write_bytes, atomic_write_text, json_text, read_bounded
 from lstm_forecast.prices import COLUMNS, PRICE_FIELDS, parse_prices_csv, prices_sha256, prices_to_csv, read_prices_csv
+from lstm_forecast.sessions import TradingCalendar
 from lstm_forecast.yahoo import DATA_DIR_ENV
 
 try:
@@ -48,6 +49,10 @@ TICKER_PATTERN = re.compile(r"\^?[A-Za-z0-9][A-Za-z0-9.=_-]*")
 MAX_TICKER_LENGTH = 20
 
 DEFAULT_DATA_DIR = "data"
+DEFAULT_CALENDAR = "XNYS"  # config.DataConfig.calendar's default: the sessions a history is checked against
+
+# prices.validate_prices' words for the rows it dropped without prices: how many, and the first one's date.
+EMPTY_ROWS_WARNING = re.compile(r"dropped (\d+) row\(s\) without Close/Adj Close \(first (\d{4}-\d{2}-\d{2})\)")
 
 # An update re-downloads the last few cached days: if Yahoo now reports different prices for them,
 # it has re-adjusted the history (split or dividend) and the whole range must be fetched again.
@@ -174,41 +179,99 @@ def has_cache(data_dir: Path, ticker: str) -> bool:
     return cache_file(data_dir, ticker).exists()
 
 
-def read_cache(data_dir: Path, ticker: str) -> pd.DataFrame | None:
-    """The cached prices (validated), or None when there is no cache file for `ticker`."""
-    return _read_cache_file(data_dir, validate_ticker(ticker))[0]
+def read_cache(data_dir: Path, ticker: str, calendar: str = DEFAULT_CALENDAR) -> pd.DataFrame | None:
+    """The cached prices (validated, then cut by the data-quality rules, see `read_checked`), or None when there
+    is no cache file for `ticker`."""
+    checked = read_checked(data_dir, ticker, calendar=calendar)
+    return None if checked is None else checked.rows
 
 
-def _read_cache_file(data_dir: Path, ticker: str) -> tuple[pd.DataFrame | None, Path]:
-    """The cached prices (None: no cache) and the file they were read from (see `_cache_file`)."""
+def read_checked(
+    data_dir: Path, ticker: str, start: date | None = None, end: date | None = None, calendar: str = DEFAULT_CALENDAR
+) -> quality.Checked | None:
+    """The one reader of cached prices for a run: the rows from `start` to `end` after the data-quality rules
+    (quality.check_prices against `calendar`'s sessions), with what the rules found; None when there is no
+    cache file. ForecastError when the rows are unreadable, none are in the range or the rules refuse them.
+
+    Train, evaluate, predict and the context series all read here, so all use the same rows: a history cut
+    after a level break is cut alike for the run and for every forecast from it."""
+    ticker = validate_ticker(ticker)
     path = _cache_file(data_dir, ticker)
     if not path.exists():
-        return None, path
-    try:
-        prices, _ = read_prices_csv(path)
-    except ForecastError as exc:
-        raise ForecastError(
-            f"{exc} (the cached prices; run `lstm-forecast fetch -t {ticker} --refresh` to download them again)"
-        ) from None
-    return prices, path
-
-
-def load_prices(data_dir: Path, ticker: str, start: date | None = None, end: date | None = None) -> pd.DataFrame:
-    """The cached prices from `start` to `end` inclusive; ForecastError when there are none."""
-    ticker = validate_ticker(ticker)
-    prices = read_cache(data_dir, ticker)
-    if prices is None:
-        raise ForecastError(
-            f"no cached prices for {ticker} in {data_dir}; run `lstm-forecast fetch -t {ticker}` "
-            f"(or `lstm-forecast fetch -t {ticker} --from-csv FILE`) first"
-        )
+        return None
+    prices, warnings_ = _read_cached_csv(path, ticker)
     sliced = _in_range(prices, start, end)
     if sliced.empty:
         raise ForecastError(
             f"no cached prices for {ticker} from {start or 'the start'} to {end or 'the end'}; "
             f"the cache covers {prices.index[0].date()} to {prices.index[-1].date()}"
         )
-    return sliced
+    return check_quality(sliced, ticker, calendar, warnings_)
+
+
+def check_quality(
+    prices: pd.DataFrame, ticker: str, calendar: str = DEFAULT_CALENDAR, read_warnings: Sequence[str] = ()
+) -> quality.Checked:
+    """quality.check_prices on validated rows, against `calendar`'s sessions, counting the empty rows the
+    reader's `read_warnings` say it dropped."""
+    empty = next((match for text in read_warnings if (match := EMPTY_ROWS_WARNING.search(text))), None)
+    first, last = prices.index[0].date(), prices.index[-1].date()
+    return quality.check_prices(
+        prices, ticker, _session_days(calendar, first.year, last.year),
+        empty_rows=int(empty.group(1)) if empty else 0,
+        first_empty=date.fromisoformat(empty.group(2)) if empty else None,
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _session_days(calendar: str, first_year: int, last_year: int) -> np.ndarray | None:
+    """The exchange's sessions over whole years (a universe's tickers share their years: built once), or None
+    where the calendar does not reach (then weekdays are counted instead)."""
+    try:
+        return TradingCalendar(calendar, date(first_year, 1, 1), date(last_year, 12, 31)).sessions
+    except (ForecastError, UsageError):
+        return None
+
+
+def _read_cache_file(data_dir: Path, ticker: str) -> tuple[pd.DataFrame | None, Path]:
+    """The cached prices as stored, before the data-quality rules (None: no cache), and the file they were read
+    from (see `_cache_file`): what an update compares and rewrites."""
+    path = _cache_file(data_dir, ticker)
+    if not path.exists():
+        return None, path
+    return _read_cached_csv(path, ticker)[0], path
+
+
+def _read_cached_csv(path: Path, ticker: str) -> tuple[pd.DataFrame, list[str]]:
+    """A cache file's validated rows and the reader's warnings; unreadable is an error saying how to mend it."""
+    try:
+        return read_prices_csv(path)
+    except ForecastError as exc:
+        raise ForecastError(
+            f"{exc} (the cached prices; run `lstm-forecast fetch -t {ticker} --refresh` to download them again)"
+        ) from None
+
+
+def load_prices(
+    data_dir: Path, ticker: str, start: date | None = None, end: date | None = None, calendar: str = DEFAULT_CALENDAR
+) -> pd.DataFrame:
+    """The cached prices from `start` to `end` inclusive after the data-quality rules (`read_checked`);
+    ForecastError when there are none."""
+    return load_checked(data_dir, ticker, start, end, calendar).rows
+
+
+def load_checked(
+    data_dir: Path, ticker: str, start: date | None = None, end: date | None = None, calendar: str = DEFAULT_CALENDAR
+) -> quality.Checked:
+    """`read_checked`, with ForecastError when there is no cache."""
+    ticker = validate_ticker(ticker)
+    checked = read_checked(data_dir, ticker, start, end, calendar)
+    if checked is None:
+        raise ForecastError(
+            f"no cached prices for {ticker} in {data_dir}; run `lstm-forecast fetch -t {ticker}` "
+            f"(or `lstm-forecast fetch -t {ticker} --from-csv FILE`) first"
+        )
+    return checked
 
 
 def update_cache(
@@ -464,6 +527,8 @@ def _checked_csv(prices: pd.DataFrame, path: Path) -> bytes:
 def _summary(
     path: Path, ticker: str, prices: pd.DataFrame, mode: str, new_rows: int, warnings_: list[str], messages: list[str]
 ) -> FetchSummary:
+    """What a fetch did, its warnings ending with what the data-quality rules will do to the cached rows (the
+    reader's own warnings, an empty-row count among them, are in `warnings_` already)."""
     return FetchSummary(
         ticker=ticker,
         path=path,
@@ -472,9 +537,19 @@ def _summary(
         last=prices.index[-1].date(),
         mode=mode,
         new_rows=new_rows,
-        warnings=warnings_,
+        warnings=[*warnings_, *_quality_warnings(prices, ticker)],
         messages=messages,
     )
+
+
+def _quality_warnings(prices: pd.DataFrame, ticker: str) -> list[str]:
+    """The data-quality rules' findings on freshly cached rows, in words (a refusal too: fetch keeps the rows,
+    and says that no run will use them)."""
+    try:
+        checked = check_quality(prices, ticker)
+    except ForecastError as exc:
+        return [f"{exc} by every run that reads them (the cache keeps them as fetched)"]
+    return [f"{ticker}: {note}" for note in checked.notes]
 
 
 def _history_changed(cached: pd.DataFrame, fresh: pd.DataFrame) -> bool:

@@ -256,7 +256,8 @@ def evaluate_tickers(
         prices, skipped = {}, {}
         for ticker in unseen:
             try:
-                prices[ticker] = data.load_prices(folder, ticker, config.data.start, config.data.end)
+                prices[ticker] = data.load_prices(folder, ticker, config.data.start, config.data.end,
+                                                  config.data.calendar)  # checked as the run's own tickers were
             except ForecastError as exc:
                 skipped[ticker] = str(exc)
         if not prices:

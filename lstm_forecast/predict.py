@@ -839,7 +839,7 @@ def latest_rows(
         if on_fetch is not None:
             on_fetch(f"Updating the {ticker} price cache in {folder} from Yahoo Finance…")
         data.update_cache(folder, ticker, stop=stop)
-    prices = data.read_cache(folder, ticker)
+    prices = data.read_cache(folder, ticker, bundle.config.data.calendar)  # cut by the rules as training was
     if prices is not None:
         return prices, None
     if ticker not in bundle.names:

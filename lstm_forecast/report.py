@@ -358,6 +358,8 @@ def universe_report(report: dict[str, Any]) -> list[Table | str]:
     median = report["median_rmse_ratio"]
     items.append(f"Median test RMSE ratio to naive: {fmt(median)}.")
     items.append(f"[bold]Verdict on the set: {escape(report['verdict'])}.[/]")
+    if drivers := (report.get("drivers") or {}).get("line"):  # which tickers decide it (older summaries: none)
+        items.append(f"[yellow]{escape(drivers)}.[/]" if report["drivers"]["flips"] else f"{escape(drivers)}.")
     written = ", ".join(name for name in report.get("files", {}) if name != "results.jsonl")
     items.append(f"Wrote {written or 'summary.csv, summary.json, universe.png'} to {escape(report['folder'])}")
     return items

@@ -35,6 +35,9 @@ SUMMARY_JSON = "summary.json"
 UNIVERSE_PLOT = "universe.png"
 REPORT_FILE = "report.html"
 Q_THRESHOLD = 0.05
+# The tickers whose leave-one-out pooled test is shown beside the verdict: the largest shares of the pooled
+# differential (any ticker whose removal changes the verdict is shown too, however many).
+SHOWN_DRIVERS = 3
 SUMMARY_COLUMNS = (
     "ticker", "status", "run_dir", "rows", "rmse_ratio_h1", "rmse_ratio_all", "dm_pvalue", "bh_qvalue",
     "direction_accuracy", "binomial_pvalue", "lag_copy", "seconds", "error",
@@ -138,6 +141,7 @@ def set_report(records: list[dict[str, Any]], tickers: list[str]) -> tuple[list[
         "median_rmse_ratio": _median(ratios),
         "pooled_dm": pooled,
         "verdict": set_verdict(len(tested), len(better), len(worse), pooled),
+        "drivers": verdict_drivers([record for record in records if record["row"]["status"] == "ok"]),
         # Per ticker, what its data cost (results.jsonl lines written before notes have none).
         "notes": {record["row"]["ticker"]: record["notes"] for record in records if record.get("notes")},
         "method": "per-ticker DM p-values (test period, all horizon days) adjusted by Benjamini-Hochberg; pooled "
@@ -159,6 +163,65 @@ def pooled_dm(records: list[dict[str, Any]]) -> dict[str, Any]:
     statistic, pvalue = diebold_mariano(daily, np.zeros_like(daily), horizon=horizon)
     return {"days": int(daily.size), "mean_differential": float(daily.mean()), "statistic": statistic,
             "pvalue": pvalue}
+
+
+def pooled_side(pooled: dict[str, Any]) -> str:
+    """The pooled test's answer in one word: "better" or "worse" than the random walk at p < Q_THRESHOLD, else
+    "indistinguishable" (also when it could not be computed)."""
+    pvalue, mean = pooled["pvalue"], pooled["mean_differential"]
+    if pvalue is None or pvalue >= Q_THRESHOLD:
+        return "indistinguishable"
+    return "better" if mean < 0 else "worse"
+
+
+def verdict_drivers(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which tickers drive the pooled test, so that one broken series cannot decide a set unseen: each ticker's
+    share of the pooled mean loss differential (the shares sum to 1; a negative share pulls the other way) and
+    the pooled test without it (leave-one-out), for the SHOWN_DRIVERS largest shares and every ticker whose
+    removal changes the verdict ("flips"); `line` says it in words."""
+    series = {record["row"]["ticker"]: pd.Series(record["differential"], index=pd.to_datetime(record["anchors"]))
+              for record in records if record["differential"]}
+    if len(series) < 2:
+        return {"side": None, "drivers": [], "flips": [], "line": None}
+    table = pd.concat(series, axis=1, sort=True)  # days × tickers, NaN where a ticker has no window that day
+    values, present = table.to_numpy(), table.notna().to_numpy()
+    per_day, day_sums = present.sum(axis=1), np.nansum(values, axis=1)
+    daily = day_sums / per_day
+    # The pooled mean is the mean over days of the daily means: a ticker's part of it is its differential over
+    # that day's count of tickers, summed over the days and divided by their number.
+    contributions = np.nansum(values / per_day[:, None], axis=0) / len(daily)
+    horizon = max(record["horizon"] or 1 for record in records)
+    total = float(daily.mean())
+    side = pooled_side({"pvalue": diebold_mariano(daily, np.zeros_like(daily), horizon=horizon)[1],
+                        "mean_differential": total})
+    entries = []
+    for column in np.argsort(-np.abs(contributions), kind="stable"):  # the largest shares first
+        others = per_day - present[:, column]
+        kept = others > 0  # the days some other ticker has
+        without = (day_sums - np.nan_to_num(values[:, column]))[kept] / others[kept]
+        statistic, pvalue = diebold_mariano(without, np.zeros_like(without), horizon=horizon) if kept.any() else (
+            None, None)
+        mean = float(without.mean()) if kept.any() else None
+        entries.append({"ticker": str(table.columns[column]),
+                        "share": float(contributions[column] / total) if total else None,
+                        "without": {"side": pooled_side({"pvalue": pvalue, "mean_differential": mean}),
+                                    "pvalue": pvalue, "statistic": statistic, "mean_differential": mean}})
+    flips = [entry["ticker"] for entry in entries if entry["without"]["side"] != side]
+    shown = [entry for rank, entry in enumerate(entries) if rank < SHOWN_DRIVERS or entry["ticker"] in flips]
+    return {"side": side, "drivers": shown, "flips": flips, "line": _drivers_line(shown, flips)}
+
+
+def _drivers_line(shown: list[dict[str, Any]], flips: list[str]) -> str:
+    """"Driven by: BHF (without it: better, p = 0.03)", or the largest share when no one ticker decides."""
+    def without(entry: dict[str, Any]) -> str:
+        share = "" if entry["share"] is None else f"{entry['share']:.0%} of the pooled differential; "
+        return f"{share}without it: {entry['without']['side']}, {p_phrase(entry['without']['pvalue'])}"
+
+    if flips:
+        named = [entry for entry in shown if entry["ticker"] in flips]
+        return "Driven by: " + "; ".join(f"{entry['ticker']} ({without(entry)})" for entry in named)
+    top = shown[0]
+    return f"No single ticker decides the verdict; the largest share is {top['ticker']}'s ({without(top)})"
 
 
 def set_verdict(tested: int, better: int, worse: int, pooled: dict[str, Any]) -> str:

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lstm_forecast import baselines, context, data, plots
+from lstm_forecast import baselines, context, data, plots, quality
 from lstm_forecast.bundle import (
     GLOBAL_DIR,
     LOSS_CURVE_FILE,
@@ -134,10 +134,10 @@ def train_ticker(
     folder = data.resolve_data_dir(data_dir, config.data.dir)
     runs = resolve_runs_dir(runs_dir, config.runs.dir)
     announce(on_phase, "reading prices")
-    prices, context_prices = load_training_inputs(symbol, folder, config, on_fetch, stop)
+    checked, context_prices = load_training_inputs(symbol, folder, config, on_fetch, stop)
     resolve_device(config.train.device)  # an unavailable device fails before the data is windowed
-    outcome = train_run(config, symbol, prices, runs, on_epoch=on_epoch, stop=stop, context_prices=context_prices,
-                        on_batch=on_batch, on_phase=on_phase)
+    outcome = train_run(config, symbol, checked.rows, runs, on_epoch=on_epoch, stop=stop,
+                        context_prices=context_prices, on_batch=on_batch, on_phase=on_phase, data_quality=checked)
     return TickerResult(**{plain.name: getattr(outcome, plain.name) for plain in fields(TickerResult)})
 
 
@@ -154,20 +154,31 @@ def load_training_prices(
     ticker: str, data_dir: Path, config: Config, on_fetch: Callable[[str], None] | None = None,
     stop: StopRequest | None = None,
 ) -> pd.DataFrame:
-    """The cached prices in the configured date range; fetched first when there is no cache yet."""
+    """The cached prices in the configured date range after the data-quality rules (`load_checked_prices`)."""
+    return load_checked_prices(ticker, data_dir, config, on_fetch, stop).rows
+
+
+def load_checked_prices(
+    ticker: str, data_dir: Path, config: Config, on_fetch: Callable[[str], None] | None = None,
+    stop: StopRequest | None = None,
+) -> quality.Checked:
+    """The cached prices in the configured date range, checked against the run's exchange calendar by the
+    data-quality rules (cut after a long gap or level break, refused when too little is left), with what the rules
+    found; fetched first when there is no cache yet."""
     if not data.has_cache(data_dir, ticker):  # read once, below: a universe reads hundreds
         if on_fetch is not None:
             on_fetch(f"No cached prices for {ticker} in {data_dir}; downloading from Yahoo Finance…")
         data.update_cache(data_dir, ticker, config.data.start, config.data.end, stop=stop)
-    return data.load_prices(data_dir, ticker, config.data.start, config.data.end)
+    return data.load_checked(data_dir, ticker, config.data.start, config.data.end, config.data.calendar)
 
 
 def load_training_inputs(
     ticker: str, data_dir: Path, config: Config, on_fetch: Callable[[str], None] | None = None,
     stop: StopRequest | None = None,
-) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    """The ticker's prices (`load_training_prices`) and its context series' by ticker (none without context)."""
-    prices = load_training_prices(ticker, data_dir, config, on_fetch, stop)
+) -> tuple[quality.Checked, dict[str, pd.DataFrame]]:
+    """The ticker's checked prices (`load_checked_prices`) and its context series' by ticker (none without
+    context)."""
+    prices = load_checked_prices(ticker, data_dir, config, on_fetch, stop)
     tickers = [entry.ticker for entry in config.data.context]
     return prices, context.load_context(data_dir, tickers, on_fetch, stop)
 
@@ -182,10 +193,12 @@ def train_run(
     context_prices: Mapping[str, pd.DataFrame] | None = None,
     on_batch: BatchCallback | None = None,
     on_phase: PhaseCallback | None = None,
+    data_quality: quality.Checked | None = None,
 ) -> TrainOutcome:
     """Train one model on `prices` (and the context series' prices, by ticker, when the config reads any) and
     write its bundle. The history is first cut to the days every context series covers. Progress and phases
-    are reported as `train_ticker` says.
+    are reported as `train_ticker` says. `data_quality`, what the data-quality rules found reading `prices`, goes
+    into the run's notes and its bundle.
 
     Once `stop` is set (the CLI sets it on Ctrl-C), training ends after the current batch and the best
     epoch so far is scored and saved as usual; a request during scoring or saving changes nothing here.
@@ -193,7 +206,8 @@ def train_run(
     check_calendar(config.data.calendar)  # predict needs it: a run for an unknown exchange could never forecast
     announce(on_phase, "building windows")
     dataset = build_dataset({ticker: prices}, config, context_prices=context_prices)
-    notes = dataset.notes.get(ticker, [])  # what the context cost: the history cut, windows dropped
+    # What the data cost: the rules' cut and notes, then the context's (the history cut, windows dropped).
+    notes = [*(data_quality.notes if data_quality else []), *dataset.notes.get(ticker, [])]
 
     # One model, or a seed ensemble (train.seeds members, their forecasts averaged): the first member's training
     # is the run's own record, each member's beside it.
@@ -232,6 +246,7 @@ def train_run(
         model=model,
         seeds=trained.seeds if ensemble else [],
         member_training=trained.training if ensemble else [],
+        data_quality=data_quality.to_dict() if data_quality else None,
     )
     announce(on_phase, "writing the bundle")
     run_dir = save_trained(bundle, trained, runs_dir, run_metrics, f"{ticker} · {shape.kind.upper()}")
@@ -250,7 +265,7 @@ def train_run(
         lag_copy=lag_copy_diagnostic(test.anchor_prices, test.actual, test.model).to_dict(),
         test_anchors=[iso_day(day) for day in test.anchor_dates],
         test_loss_differential=[float(value) for value in log_loss_differential(test)],
-        notes=notes,  # the history cut to the context's range, windows dropped for a missing context day
+        notes=notes,  # the data-quality cut, the history cut to the context's range, windows dropped
         bundle=bundle, result=result, test=test,
     )
 
@@ -488,10 +503,11 @@ def train_global(
     folder = data.resolve_data_dir(data_dir, config.data.dir)
     runs = resolve_runs_dir(runs_dir, config.runs.dir)
     announce(on_phase, f"reading the prices of {len(tickers)} tickers")
-    prices, skipped = {}, {}
+    prices, skipped, checks = {}, {}, {}
     for ticker in tickers:
         try:
-            prices[ticker] = load_training_prices(ticker, folder, config, on_fetch, stop)
+            checks[ticker] = load_checked_prices(ticker, folder, config, on_fetch, stop)
+            prices[ticker] = checks[ticker].rows
         except ForecastError as exc:  # a broken or missing series leaves the run, with its reason
             skipped[ticker] = str(exc)
         if stop is not None and stop.is_set():
@@ -504,13 +520,17 @@ def train_global(
     announce(on_phase, "building windows")
     dataset = build_dataset(prices, config, context_prices=context_prices)
     skipped |= dataset.skipped
+    # The rules' notes first, then the context's: the per-ticker summary and the result carry both.
+    dataset.notes.update({ticker: [*checked.notes, *dataset.notes.get(ticker, [])]
+                          for ticker, checked in checks.items() if checked.notes and ticker in dataset.names})
     if len(dataset.tickers) < 2:
         raise ForecastError(f"only {len(dataset.tickers)} ticker has enough days for a global model: "
                             f"{reasons(skipped)}")
     trained = train_dataset(dataset, config, runs / GLOBAL_DIR, on_epoch, stop, on_batch, on_phase)
     records, kind = trained.records(), trained.members[0].shape.kind
     bundle = GlobalBundle(**trained.run_fields(config), seeds=trained.seeds, tickers=records, training=trained.training,
-                          members=trained.members, skipped=skipped)
+                          members=trained.members, skipped=skipped,
+                          data_quality={ticker: checks[ticker].to_dict() for ticker in dataset.names})
     announce(on_phase, f"scoring the test period of {len(records)} tickers")
     scores = score_tickers(dataset, trained.members, config, kind, [record.fingerprint for record in records])
     metrics = {"scope": "global", "model": kind, "tickers": len(records), "skipped": skipped,

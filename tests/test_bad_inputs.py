@@ -435,9 +435,13 @@ CASES = [
          "need at least 16"),
     Case("corrupt-cache", (TINY, write(f"data/{TICKER}.csv", "Date,Close\n2020-01-02,abc\n")), TRAIN, 1,
          f"run `lstm-forecast fetch -t {TICKER} --refresh` to download them again"),
+    # The price column read (Adj Close) constant; Close moving, or the data-quality rules refuse the stale series.
     Case("constant-prices", (TINY, write(f"data/{TICKER}.csv", prices_csv(260, Open=50.0, High=50.0, Low=50.0,
-                                                                        Close=50.0, Adj_Close=50.0))),
+                                                                        Adj_Close=50.0))),
          [*TRAIN, "--json"], 0, None, ("runs/*",), trained_on_constant_prices),
+    Case("stale-prices", (TINY, write(f"data/{TICKER}.csv", prices_csv(260, Open=50.0, High=50.0, Low=50.0,
+                                                                     Close=50.0, Adj_Close=50.0))),
+         TRAIN, 1, f"{TICKER}: a stale run: 260 identical closes (50) from 2020-01-02 to 2020-12-30; only 0 row(s)"),
     # Names and paths.
     Case("ticker-with-slash", (), ["fetch", "-t", "A/B", "--data-dir", "data"], 2, "invalid ticker 'A/B'"),
     Case("ticker-dot-dot", (), ["fetch", "-t", "..", "--data-dir", "data"], 2, "invalid ticker '..'"),

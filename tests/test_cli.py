@@ -206,7 +206,7 @@ def test_ctrl_c_exits_130_without_a_traceback(runner, clean_workdir, cached, tin
     def pressed_ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "load_training_prices", pressed_ctrl_c)
+    monkeypatch.setattr(train, "load_checked_prices", pressed_ctrl_c)
     result = runner.invoke(app, ["train", "-t", "SYN", "-c", str(tiny_config), "--data-dir", str(cached)])
     assert result.exit_code == 130
     assert result.stdout == "" and "Traceback" not in result.stderr
@@ -388,7 +388,7 @@ def test_hostile_input_errors_are_one_clear_line(runner, clean_workdir, monkeypa
     def hostile(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(train, "load_training_prices", hostile)
+    monkeypatch.setattr(train, "load_checked_prices", hostile)
     result = runner.invoke(app, ["train", "-t", "SYN", "--data-dir", "data"])
     assert result.exit_code == 1
     assert only_error_line(result) == expected
@@ -405,7 +405,7 @@ def warning_then_error(*args, **kwargs):
     {warning}
     raise ForecastError("stopped")
 
-train.load_training_prices = warning_then_error
+train.load_checked_prices = warning_then_error
 sys.argv = ["lstm-forecast", "train", "-t", "SYN", "--data-dir", "data"]
 main()
 """

@@ -192,8 +192,8 @@ def test_a_universe_with_context_reads_the_series_once_and_notes_each_cut(tmp_pa
     frames = market(seed=1)
     data_dir = write_caches(tmp_path / "data", {name: frames[name] for name in ("CTX", "EARLY", "T01")})
     reads = []
-    real = data.load_prices
-    monkeypatch.setattr(data, "load_prices", lambda *args, **kwargs: reads.append(args[1]) or real(*args, **kwargs))
+    real = data.read_checked  # the one reader every history goes through
+    monkeypatch.setattr(data, "read_checked", lambda *args, **kwargs: reads.append(args[1]) or real(*args, **kwargs))
     config = load_config(None, [*TINY_OVERRIDES, *CONTEXT])
     universe = train_universe(config, ["EARLY", "T01"], data_dir, tmp_path / "runs")
     assert [row["status"] for row in universe.rows] == ["ok", "ok"]

@@ -425,10 +425,16 @@ def test_the_real_universe_s_defects_are_left_out_or_handled_on_one_calendar():
     from lstm_forecast import data
 
     tickers = ["A", "AAPL", "BHF", "COH", "ESS", "FTV", "SYF"]  # an empty history, an early end, an empty row, late
-    prices = {ticker: data.load_prices(SP500, ticker) for ticker in tickers}
+    prices, refused = {}, {}
+    for ticker in tickers:
+        try:
+            prices[ticker] = data.load_prices(SP500, ticker)
+        except ForecastError as exc:  # the data-quality rules: penny quotes, 19 months of nothing, the real stock
+            refused[ticker] = str(exc)
+    assert list(refused) == ["BHF"] and "a level break" in refused["BHF"] and refused["BHF"].endswith("refused")
     panel = build_dataset(prices, load_config(None, ["model.scope=global"]))
     assert panel.split == {"val_start": "2016-06-09", "test_start": "2016-12-07"}
-    assert set(panel.skipped) == {"BHF", "FTV"} and panel.names == ["A", "AAPL", "COH", "ESS", "SYF"]
+    assert {*panel.skipped, *refused} == {"BHF", "FTV"} and panel.names == ["A", "AAPL", "COH", "ESS", "SYF"]
     test_days = {name: len(panel.test.of(days.index)) for name, days in zip(panel.names, panel.tickers, strict=True)}
     assert test_days["COH"] < test_days["A"] == test_days["AAPL"] == test_days["SYF"]  # COH ends in October 2017
     assert panel.test.target_dates.min() >= np.datetime64("2016-12-07")
