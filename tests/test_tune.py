@@ -229,10 +229,10 @@ def test_a_hopeless_trial_is_pruned(workdir, monkeypatch):
 def test_a_diverging_trial_is_recorded_as_failed_and_the_search_goes_on(workdir, monkeypatch):
     real = train.train_model
 
-    def diverging(dataset, config, on_epoch=None, stop=None):
+    def diverging(dataset, config, *args, **kwargs):
         if config.train.lr > 0.01:
             raise ForecastError("training diverged: the loss was not finite in epoch 1")
-        return real(dataset, config, on_epoch, stop)
+        return real(dataset, config, *args, **kwargs)
 
     monkeypatch.setattr(train, "train_model", diverging)  # each member of a trial is trained by it
     result = tune.search(setup_for(workdir, seed=1), trials=5, timeout=None)
