@@ -474,6 +474,21 @@ def test_the_train_command_passes_its_stop_request_to_training(runner, clean_wor
     assert (clean_workdir / run_dir / "bundle.json").is_file()
 
 
+def test_training_stopped_by_ctrl_c_says_so_in_its_report(runner, clean_workdir, cached, tiny_config, monkeypatch):
+    real_train_run = train.train_run
+
+    def ctrl_c_after_the_first_epoch(*args, on_epoch, **kwargs):
+        def heard(record):
+            signal_self(signal.SIGINT)  # the stop request: training ends after the current batch
+            return on_epoch(record) if on_epoch is not None else None
+        return real_train_run(*args, on_epoch=heard, **kwargs)
+
+    monkeypatch.setattr(train, "train_run", ctrl_c_after_the_first_epoch)
+    result = runner.invoke(app, ["train", "-t", "SYN", "-c", str(tiny_config), "--data-dir", str(cached)])
+    assert result.exit_code == 130
+    assert "(interrupted: the best epoch so far was kept)" in result.stdout.splitlines()[0]
+
+
 @pytest.mark.parametrize("command", ["train", "compare"])
 def test_data_too_short_for_the_windows_is_the_only_line_on_stderr(runner, clean_workdir, cached, tiny_config,
                                                                   command):

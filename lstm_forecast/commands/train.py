@@ -123,13 +123,15 @@ def _print_training_summary(result: TickerResult) -> None:
     """The `train` report: how training went (each member's, for a seed ensemble), then the validation and test
     scores beside naive's."""
     training, kind = result.training, result.kind
-    stopped = " (stopped early)" if training["stopped_early"] else ""
+    # Interrupted (Ctrl-C): the epochs run are fewer than asked for, and the report says so before any score.
+    stopped = (" (interrupted: the best epoch so far was kept)" if training["interrupted"]
+               else " (stopped early)" if training["stopped_early"] else "")
     members = result.metrics.get("members") or []
     stdout.print(
         f"Trained {kind.upper()} on {result.ticker}: {training['epochs_run']} epochs{stopped}, "
         f"best epoch {training['best_epoch']}, {training['seconds']:.1f} s on {training['device']}"
         if not members else f"Trained a seed ensemble of {len(members)} {kind.upper()} models on {result.ticker}, "
-        "forecasts averaged:"
+        f"forecasts averaged{' (interrupted: the members finished so far were kept)' * training['interrupted']}:"
     )
     for member in members:
         _print_member(member)
