@@ -107,6 +107,10 @@ class TrialFailed(Exception):
     failed with its reason, and the search goes on."""
 
 
+class StudyBusy(ForecastError):
+    """A SQLite study another process keeps locked while it is checked: busy, not damaged."""
+
+
 class Pruned(Exception):
     """The pruner ended a trial's training (raised inside a trial, turned into optuna.TrialPruned)."""
 
@@ -230,6 +234,8 @@ def check_study_file(path: Path, kind: str) -> None:
         problem = _sqlite_problem(path, what) if kind == "sqlite" else _journal_problem(path, what)
     except FileNotFoundError:
         problem = f"{path}: a link to a file that does not exist{AFRESH}"
+    except StudyBusy:
+        raise
     except ForecastError as exc:  # not a regular file, too large, unreadable
         problem = f"{exc}{AFRESH}"
     if problem is not None:
@@ -250,6 +256,11 @@ def _sqlite_problem(path: Path, what: str) -> str | None:
         with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=DB_CONNECT_TIMEOUT_S)) as db:
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             verdict = db.execute("PRAGMA quick_check(1)").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc):
+            return f"{path}: {shorten(str(exc), 120)}{AFRESH}"
+        raise StudyBusy(f"study database {path} is locked by another process (a --storage study shared with "
+                        f"another machine's tune?) for over {DB_CONNECT_TIMEOUT_S} s; run again") from None
     except sqlite3.Error as exc:
         return f"{path}: {shorten(str(exc), 120)}{AFRESH}"
     if verdict is None or verdict[0] != "ok":
