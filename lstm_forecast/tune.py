@@ -79,6 +79,7 @@ from lstm_forecast.universe import threads_per_job
 DEFAULT_SPACE = packaged_config(SEARCH_SPACE)  # lstm_forecast/configs/search.yaml, in the wheel too
 TUNE_DIR = "tune"  # <runs-dir>/tune/<study>/
 SQLITE_FILE, JOURNAL_FILE, LOCK_FILE = "study.db", "journal.log", "study.lock"
+JOURNAL_LOCK_SUFFIX = ".lock"  # Optuna's lock while it appends to journal.log: a symlink journal.log.lock
 TRIALS_FILE, BEST_FILE, PLOT_FILE = "trials.csv", "best.yaml", "tune.png"
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 OBJECTIVES = {"h1": "day 1", "all": "all horizon days"}
@@ -320,11 +321,24 @@ def ready_study(setup: TuneSetup) -> None:
     if setup.store.journal is None:
         return
     check_study_file(setup.store.journal, "journal")
+    clear_stale_journal_lock(setup.store.journal)
     old = setup.folder / SQLITE_FILE
     if not os.path.lexists(setup.store.journal) and os.path.lexists(old):
         check_study_file(old, "sqlite")
         open_study(dataclasses.replace(setup, store=StudyStore(sqlite=old)))  # refuses another space, untouched
         move_to_journal(setup.folder)
+
+
+def clear_stale_journal_lock(journal: Path) -> None:
+    """Remove Optuna's append lock of a journal (a symlink `journal.log.lock`, held only while a line is written)
+    left by a process killed while writing: under the study's lock no process of ours holds it, and Optuna would
+    wait 30 s before taking it over (forever, were it a directory, which is refused instead)."""
+    path = journal.with_name(journal.name + JOURNAL_LOCK_SUFFIX)
+    if not os.path.lexists(path):
+        return
+    if not stat.S_ISLNK(os.lstat(path).st_mode):
+        raise ForecastError(f"{path} is not Optuna's journal lock (a symbolic link); move it away and run tune again")
+    path.unlink()
 
 
 # --- the plan: every check before any trial ---------------------------------------------------------

@@ -109,6 +109,12 @@ def empty_journal(folder: Path) -> None:
     (folder / tune.JOURNAL_FILE).write_bytes(b"")
 
 
+def journal_lock_directory(folder: Path) -> None:
+    """Optuna's append lock as a directory: Optuna would wait for it forever."""
+    (folder / tune.JOURNAL_FILE).write_bytes(JOURNAL_LINE)
+    (folder / f"{tune.JOURNAL_FILE}{tune.JOURNAL_LOCK_SUFFIX}").mkdir()
+
+
 def lock_linked_to_the_study(folder: Path) -> None:
     (folder / tune.SQLITE_FILE).write_bytes(b"the study, which a lock that truncates must not reach")
     (folder / tune.LOCK_FILE).symlink_to(tune.SQLITE_FILE)
@@ -129,6 +135,7 @@ HOSTILE: dict[str, tuple[Callable[[Path], None], str]] = {  # how to make it, wh
     "a journal Optuna cannot replay": (journal_unknown_operation, "Optuna cannot read it"),
     "an empty journal": (empty_journal, "empty"),
     "a lock linked to the study": (lock_linked_to_the_study, "is not a regular file"),
+    "a directory as the journal's append lock": (journal_lock_directory, "is not Optuna's journal lock"),
 }
 
 
@@ -183,6 +190,17 @@ def test_a_study_refused_for_another_objective_is_left_byte_identical(workdir, j
     resumed = run_cli(*tune_args("--trials", "3", "--study", STUDY, "--json"))
     assert resumed.exit_code == 0, resumed.output
     assert '"counted": 3' in resumed.stdout and '"this_run": 1' in resumed.stdout
+
+
+def test_a_journal_append_lock_left_by_a_killed_process_is_cleared(workdir):
+    """A process killed while appending left Optuna's lock link behind: under the study's lock it is stale, so the
+    next tune removes it rather than waiting for Optuna's 30 s grace period, and resumes the study."""
+    folder = make_study(workdir, journal=True)
+    stale = folder / f"{tune.JOURNAL_FILE}{tune.JOURNAL_LOCK_SUFFIX}"
+    stale.symlink_to(folder / tune.JOURNAL_FILE)
+    resumed = run_cli(*tune_args("--trials", "3", "--study", STUDY, "--jobs", "2", "--json"))
+    assert resumed.exit_code == 0, resumed.output
+    assert '"counted": 3' in resumed.stdout and not os.path.lexists(stale)
 
 
 @pytest.mark.slow
