@@ -53,7 +53,7 @@ import stat
 import time
 import urllib.parse
 import warnings
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,8 +93,13 @@ PRUNE_WARMUP_EPOCHS = 2
 HEARTBEAT_S, GRACE_S = 60, 180
 DB_CONNECT_TIMEOUT_S = 10  # an unreachable database should fail in seconds, not libpq's minutes
 POLL_S = 0.5  # how often the parent of --jobs N looks at the study and its stop request
-# A journal is replayed whole into memory on every open (Optuna): 64 MiB is some 10,000 trials of 100 epochs.
-JOURNAL_LIMIT = 64 << 20
+# A journal is replayed whole into memory on every open (Optuna): 16 MiB is some 2,000 trials of 100 epochs. Optuna
+# copies a trial's attributes and epoch values at each of their operations, so replay time grows with the square
+# of one trial's operations: at most MAX_TRIAL_OPERATIONS each (ten epochs of a hundred tickers, folds or seeds
+# per epoch ... a trial reports one value per epoch per unit) keeps a hostile journal's replay to seconds.
+JOURNAL_LIMIT = 16 << 20
+MAX_TRIAL_OPERATIONS = 10_000
+STUDY_ATTR_OPERATIONS = (2, 3)  # Optuna's JournalOperation.SET_STUDY_USER_ATTR, SET_STUDY_SYSTEM_ATTR: as a trial's
 SQLITE_LIMIT = 4 << 30  # SQLite reads pages, not the file: the bound only stops a runaway (sparse) file
 SQLITE_HEADER = b"SQLite format 3\x00"
 OPTUNA_TABLES = {"studies", "trials", "version_info"}
@@ -279,14 +284,23 @@ def _journal_problem(path: Path, what: str) -> str | None:
     if lines[-1]:  # Optuna would append its next line to this fragment, damaging both
         return (f"{path}: its last line is cut off (a process killed while writing it?); remove that line to "
                 "resume the study (the trial it began is lost, every other one is kept)")
+    per_trial: Counter[int] = Counter()
     for number, line in enumerate(lines[:-1], start=1):
         try:
             operation = json.loads(line)
         except (ValueError, RecursionError):
             operation = None
-        if not (isinstance(operation, dict) and type(operation.get("op_code")) is int):
+        if not (isinstance(operation, dict) and type(operation.get("op_code")) is int
+                and type(operation.get("trial_id", 0)) is int):
             shown = quote(line.decode("utf-8", "replace"))
             return f"{path}: line {number} is not an Optuna journal operation ({shown}){AFRESH}"
+        trial = operation.get("trial_id", -1 if operation["op_code"] in STUDY_ATTR_OPERATIONS else None)
+        if trial is None:  # creating a study or a trial: replayed in constant time
+            continue
+        per_trial[trial] += 1
+        if per_trial[trial] > MAX_TRIAL_OPERATIONS:
+            return (f"{path}: line {number} is operation {per_trial[trial]:,} of one trial, more than a study of "
+                    f"ours writes ({MAX_TRIAL_OPERATIONS:,} at most){AFRESH}")
     return None
 
 

@@ -105,6 +105,14 @@ def journal_unknown_operation(folder: Path) -> None:
     (folder / tune.JOURNAL_FILE).write_bytes(b'{"op_code":99,"worker_id":"w"}\n')
 
 
+def journal_with_a_huge_trial(folder: Path) -> None:
+    """More operations on one trial than a study writes: Optuna's replay of them grows with their square."""
+    step = '{"op_code":7,"worker_id":"w","trial_id":0,"step":%d,"intermediate_value":0.5}\n'
+    lines = [step % i for i in range(tune.MAX_TRIAL_OPERATIONS + 1)]
+    (folder / tune.JOURNAL_FILE).write_bytes(JOURNAL_LINE + b'{"op_code":4,"worker_id":"w","study_id":0}\n'
+                                             + "".join(lines).encode())
+
+
 def empty_journal(folder: Path) -> None:
     (folder / tune.JOURNAL_FILE).write_bytes(b"")
 
@@ -134,6 +142,7 @@ HOSTILE: dict[str, tuple[Callable[[Path], None], str]] = {  # how to make it, wh
     "a journal cut off mid-line": (journal_cut_off, "last line is cut off"),
     "a journal Optuna cannot replay": (journal_unknown_operation, "Optuna cannot read it"),
     "an empty journal": (empty_journal, "empty"),
+    "a journal with a trial of too many operations": (journal_with_a_huge_trial, "more than a study of ours writes"),
     "a lock linked to the study": (lock_linked_to_the_study, "is not a regular file"),
     "a directory as the journal's append lock": (journal_lock_directory, "is not Optuna's journal lock"),
 }
