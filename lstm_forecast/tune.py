@@ -95,11 +95,11 @@ DB_CONNECT_TIMEOUT_S = 10  # an unreachable database should fail in seconds, not
 POLL_S = 0.5  # how often the parent of --jobs N looks at the study and its stop request
 # A journal is replayed whole into memory on every open (Optuna): 16 MiB is some 2,000 trials of 100 epochs. Optuna
 # copies a trial's attributes and epoch values at each of their operations, so replay time grows with the square
-# of one trial's operations: at most MAX_TRIAL_OPERATIONS each (ten epochs of a hundred tickers, folds or seeds
-# per epoch ... a trial reports one value per epoch per unit) keeps a hostile journal's replay to seconds.
+# of one trial's operations: at most MAX_TRIAL_OPERATIONS each (a trial reports one value per epoch of each ticker
+# × fold × seed, e.g. 50 epochs of 150 such units) keeps a hostile journal's replay to seconds.
 JOURNAL_LIMIT = 16 << 20
 MAX_TRIAL_OPERATIONS = 10_000
-STUDY_ATTR_OPERATIONS = (2, 3)  # Optuna's JournalOperation.SET_STUDY_USER_ATTR, SET_STUDY_SYSTEM_ATTR: as a trial's
+STUDY_ATTR_OPERATIONS = (2, 3)  # Optuna's SET_STUDY_USER_ATTR, SET_STUDY_SYSTEM_ATTR: bounded as one trial's
 SQLITE_LIMIT = 4 << 30  # SQLite reads pages, not the file: the bound only stops a runaway (sparse) file
 SQLITE_HEADER = b"SQLite format 3\x00"
 OPTUNA_TABLES = {"studies", "trials", "version_info"}
@@ -144,7 +144,7 @@ class StudyStore:
 
     def open(self) -> Any:
         """The Optuna storage; a database that cannot be reached or a URL that is not one is a one-line error.
-        A local file is opened as it is: `check_study_files` has checked it (under the lock) before."""
+        A local file is opened as it is: `ready_study` has checked it (under the lock) before."""
         import optuna
         import sqlalchemy.exc
 
