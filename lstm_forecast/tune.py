@@ -27,6 +27,13 @@ study is locked by the process searching it, so at start any trial still RUNNING
 it is marked failed (`abandoned`) and not counted. A database study uses Optuna's heartbeat for the same end.
 A study records its space, tickers, objective and base config, and refuses to continue under other ones.
 
+A local study's files are the user's finished trials, so: the lock is taken before any of them is opened; each is
+checked before Optuna touches it (a regular file within a bound: SQLite's header and an Optuna schema that passes
+SQLite's quick check, read-only; a journal whose every line is a JSON object of an Optuna operation), so a damaged,
+special or foreign file is one `Error:` line naming it; a study is loaded before it is ever created (Optuna's
+journal appends a line on every `create_study`), so a study refused for another space or objective is left
+byte-identical; and the move into a journal is published whole by a rename, only after the study was accepted.
+
 Seeds: the sampler is Optuna's TPE seeded from (`seed`, the worker i of --jobs N, the number of trials the study
 held when this search began), so a resumed study draws new points rather than its first ones again, and the same
 history and seed draw the same ones; every trial trains with the config's train.seed (a seed ensemble of
@@ -36,12 +43,17 @@ train.seeds members, as `train` would) and the same thread count, so a sequentia
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import math
 import os
 import re
+import sqlite3
+import stat
 import time
+import urllib.parse
 import warnings
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +68,7 @@ from lstm_forecast.bundle import BUNDLE_FILE, list_runs, load_run
 from lstm_forecast.config import SEARCH_SPACE, Config, config_hash, packaged_config
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError, quote, shorten
 from lstm_forecast.executors import PlainJob, run_in_workers
-from lstm_forecast.files import atomic_write_text
+from lstm_forecast.files import atomic_write_text, open_regular, read_bounded
 from lstm_forecast.model import check_trainable, ensemble_of
 from lstm_forecast.prices import prices_sha256
 from lstm_forecast.runs import read_json_or_empty
@@ -67,6 +79,7 @@ from lstm_forecast.universe import threads_per_job
 DEFAULT_SPACE = packaged_config(SEARCH_SPACE)  # lstm_forecast/configs/search.yaml, in the wheel too
 TUNE_DIR = "tune"  # <runs-dir>/tune/<study>/
 SQLITE_FILE, JOURNAL_FILE, LOCK_FILE = "study.db", "journal.log", "study.lock"
+JOURNAL_LOCK_SUFFIX = ".lock"  # Optuna's lock while it appends to journal.log: a symlink journal.log.lock
 TRIALS_FILE, BEST_FILE, PLOT_FILE = "trials.csv", "best.yaml", "tune.png"
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 OBJECTIVES = {"h1": "day 1", "all": "all horizon days"}
@@ -80,11 +93,28 @@ PRUNE_WARMUP_EPOCHS = 2
 HEARTBEAT_S, GRACE_S = 60, 180
 DB_CONNECT_TIMEOUT_S = 10  # an unreachable database should fail in seconds, not libpq's minutes
 POLL_S = 0.5  # how often the parent of --jobs N looks at the study and its stop request
+# A journal is replayed whole into memory on every open (Optuna): 16 MiB is some 2,000 trials of 100 epochs. Optuna
+# copies a trial's attributes and epoch values at each of their operations, so replay time grows with the square
+# of one trial's operations: at most MAX_TRIAL_OPERATIONS each (a trial reports one value per epoch of each ticker
+# × fold × seed, e.g. 50 epochs of 150 such units) keeps a hostile journal's replay to seconds.
+JOURNAL_LIMIT = 16 << 20
+MAX_TRIAL_OPERATIONS = 10_000
+STUDY_ATTR_OPERATIONS = (2, 3)  # Optuna's SET_STUDY_USER_ATTR, SET_STUDY_SYSTEM_ATTR: bounded as one trial's
+SQLITE_LIMIT = 4 << 30  # SQLite reads pages, not the file: the bound only stops a runaway (sparse) file
+SQLITE_HEADER = b"SQLite format 3\x00"
+OPTUNA_TABLES = {"studies", "trials", "version_info"}
+AFRESH = "; move it away to start the study afresh"  # the advice of a damaged study file's error
+# What Optuna raises while replaying or loading a damaged study (its storages check little themselves).
+STORAGE_DAMAGE = (ValueError, KeyError, TypeError, IndexError, AttributeError, AssertionError, RuntimeError)
 
 
 class TrialFailed(Exception):
     """A trial that failed in a way the search survives (diverged, too few rows for its lookback): recorded as
     failed with its reason, and the search goes on."""
+
+
+class StudyBusy(ForecastError):
+    """A SQLite study another process keeps locked while it is checked: busy, not damaged."""
 
 
 class Pruned(Exception):
@@ -113,7 +143,8 @@ class StudyStore:
         return str(self.journal or self.sqlite)
 
     def open(self) -> Any:
-        """The Optuna storage; a database that cannot be reached or a URL that is not one is a one-line error."""
+        """The Optuna storage; a database that cannot be reached or a URL that is not one is a one-line error.
+        A local file is opened as it is: `ready_study` has checked it (under the lock) before."""
         import optuna
         import sqlalchemy.exc
 
@@ -125,11 +156,7 @@ class StudyStore:
             return optuna.storages.RDBStorage(f"sqlite:///{self.sqlite}")
         url = self.url or ""
         shown = quote(_hide_password(url), 80)
-        try:
-            dialect = sqlalchemy.engine.make_url(url).get_backend_name()
-        except sqlalchemy.exc.ArgumentError:
-            raise UsageError(f"--storage {shown}: not a database URL; expected e.g. "
-                             "postgresql://user:password@host/db or sqlite:///path/study.db") from None
+        dialect = self.dialect()
         engine: dict[str, Any] = {}
         if dialect in ("postgresql", "mysql"):
             engine["connect_args"] = {"connect_timeout": DB_CONNECT_TIMEOUT_S}
@@ -144,9 +171,41 @@ class StudyStore:
         except sqlalchemy.exc.NoSuchModuleError:
             raise UsageError(f"--storage {shown}: unknown database {quote(dialect)}; expected e.g. "
                              "postgresql://… or sqlite:///…") from None
-        except (sqlalchemy.exc.SQLAlchemyError, ValueError, OSError) as exc:
-            reason = shorten(" ".join(str(getattr(exc, "orig", None) or exc).split()), 200)
-            raise ForecastError(f"cannot open the study storage {shown}: {reason}") from None
+        except (sqlalchemy.exc.SQLAlchemyError, *STORAGE_DAMAGE, OSError) as exc:
+            raise ForecastError(f"cannot open the study storage {shown}: {_reason(exc)}") from None
+
+    def dialect(self) -> str:
+        """The database kind of `--storage` (postgresql, sqlite, …); a usage error for a URL that is not one, or
+        for a database in memory: a study that vanishes when the process ends is not a study."""
+        import sqlalchemy.exc
+
+        url = self.url or ""
+        shown = quote(_hide_password(url), 80)
+        try:
+            parsed = sqlalchemy.engine.make_url(url)
+            dialect = parsed.get_backend_name()
+        except (sqlalchemy.exc.ArgumentError, ValueError):
+            raise UsageError(f"--storage {shown}: not a database URL; expected e.g. "
+                             "postgresql://user:password@host/db or sqlite:///path/study.db") from None
+        if dialect == "sqlite" and (parsed.database in (None, "", ":memory:") or "memory" in str(parsed.query)):
+            raise UsageError(f"--storage {shown}: a database in memory is lost when tune ends; name a file, e.g. "
+                             "sqlite:///path/study.db, or leave --storage out (a file in the study folder)")
+        return dialect
+
+    def sqlite_file(self) -> Path | None:
+        """The file of a SQLite study: the study folder's, or a `--storage sqlite:///path` one."""
+        if self.sqlite is not None or self.url is None:
+            return self.sqlite
+        import sqlalchemy
+
+        parsed = sqlalchemy.engine.make_url(self.url)
+        return Path(parsed.database) if parsed.get_backend_name() == "sqlite" and parsed.database else None
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception of a storage as one short line (SQLAlchemy's own text, without its SQL and links)."""
+    text = " ".join(str(getattr(exc, "orig", None) or exc).split()) or type(exc).__name__
+    return shorten(text, 200)
 
 
 def _hide_password(url: str) -> str:
@@ -154,35 +213,146 @@ def _hide_password(url: str) -> str:
     import sqlalchemy.exc
 
     try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+        parsed = sqlalchemy.engine.make_url(url)
     except (sqlalchemy.exc.ArgumentError, ValueError):
         return url
+    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
 
 
 def local_store(folder: Path, jobs: int) -> StudyStore:
-    """The study folder's storage: the journal once it exists or several processes share it, else SQLite."""
-    journal, sqlite = folder / JOURNAL_FILE, folder / SQLITE_FILE
-    if journal.exists() or (jobs > 1 and not sqlite.exists()):
+    """The study folder's storage: the journal once it exists (a link or a special file there too: it is checked,
+    never passed over) or several processes share it, else SQLite. Opens and changes nothing: a SQLite study is
+    moved into the journal under the lock (`ready_study`)."""
+    journal = folder / JOURNAL_FILE
+    if jobs > 1 or os.path.lexists(journal):
         return StudyStore(journal=journal)
-    if jobs > 1:
-        return move_to_journal(folder)
-    return StudyStore(sqlite=sqlite)
+    return StudyStore(sqlite=folder / SQLITE_FILE)
 
 
-def move_to_journal(folder: Path) -> StudyStore:
-    """Copy a SQLite study into a journal (for --jobs N), published whole by a rename, then drop study.db."""
+def check_study_file(path: Path, kind: str) -> None:
+    """Refuse a study file (`kind` sqlite or journal) Optuna must not open: not a regular file (a directory, a
+    FIFO, a link to a device or to nothing), too large, empty, or not what it should be inside. Reads only, and
+    at most its bound; a missing file (a new study) passes."""
+    if not os.path.lexists(path):
+        return
+    what = "a SQLite study database" if kind == "sqlite" else "an Optuna study journal"
+    try:
+        problem = _sqlite_problem(path, what) if kind == "sqlite" else _journal_problem(path, what)
+    except FileNotFoundError:
+        problem = f"{path}: a link to a file that does not exist{AFRESH}"
+    except StudyBusy:
+        raise
+    except ForecastError as exc:  # not a regular file, too large, unreadable
+        problem = f"{exc}{AFRESH}"
+    if problem is not None:
+        raise ForecastError(f"damaged study file {problem}")
+
+
+def _sqlite_problem(path: Path, what: str) -> str | None:
+    with open_regular(path, ForecastError, what) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        header = handle.read(len(SQLITE_HEADER))
+    if size > SQLITE_LIMIT:
+        return f"{path}: {size:,} bytes, more than {what} can be ({SQLITE_LIMIT:,} bytes at most){AFRESH}"
+    if header != SQLITE_HEADER:
+        return f"{path}: {'empty' if not size else 'not a SQLite database'}, expected {what}{AFRESH}"
+    # Read-only (mode=ro): checking a study never changes it. SQLite's quick check reads every page once.
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=DB_CONNECT_TIMEOUT_S)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            verdict = db.execute("PRAGMA quick_check(1)").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc):
+            return f"{path}: {shorten(str(exc), 120)}{AFRESH}"
+        raise StudyBusy(f"study database {path} is locked by another process (a --storage study shared with "
+                        f"another machine's tune?) for over {DB_CONNECT_TIMEOUT_S} s; run again") from None
+    except sqlite3.Error as exc:
+        return f"{path}: {shorten(str(exc), 120)}{AFRESH}"
+    if verdict is None or verdict[0] != "ok":
+        return f"{path}: SQLite finds it damaged ({shorten(str(verdict and verdict[0]), 80)}){AFRESH}"
+    if not OPTUNA_TABLES.issubset(tables):
+        return f"{path}: a SQLite database without Optuna's tables, expected {what}{AFRESH}"
+    return None
+
+
+def _journal_problem(path: Path, what: str) -> str | None:
+    text = read_bounded(path, JOURNAL_LIMIT, what)
+    if not text:
+        return f"{path}: empty, expected {what}{AFRESH}"
+    lines = text.split(b"\n")
+    if lines[-1]:  # Optuna would append its next line to this fragment, damaging both
+        return (f"{path}: its last line is cut off (a process killed while writing it?); remove that line to "
+                "resume the study (the trial it began is lost, every other one is kept)")
+    per_trial: Counter[int] = Counter()
+    for number, line in enumerate(lines[:-1], start=1):
+        try:
+            operation = json.loads(line)
+        except (ValueError, RecursionError):
+            operation = None
+        if not (isinstance(operation, dict) and type(operation.get("op_code")) is int
+                and type(operation.get("trial_id", 0)) is int):
+            shown = quote(line.decode("utf-8", "replace"))
+            return f"{path}: line {number} is not an Optuna journal operation ({shown}){AFRESH}"
+        trial = operation.get("trial_id", -1 if operation["op_code"] in STUDY_ATTR_OPERATIONS else None)
+        if trial is None:  # creating a study or a trial: replayed in constant time
+            continue
+        per_trial[trial] += 1
+        if per_trial[trial] > MAX_TRIAL_OPERATIONS:
+            return (f"{path}: line {number} is operation {per_trial[trial]:,} of one trial, more than a study of "
+                    f"ours writes ({MAX_TRIAL_OPERATIONS:,} at most){AFRESH}")
+    return None
+
+
+def move_to_journal(folder: Path) -> None:
+    """Copy a SQLite study into a journal (for --jobs N), published whole by a rename after an fsync, then drop
+    study.db. Killed midway, study.db stays the study (the partial journal is replaced next time); killed after
+    the rename, the journal is (`local_store` takes it first)."""
     import optuna
 
     sqlite, journal = folder / SQLITE_FILE, folder / JOURNAL_FILE
     partial = folder / f".{JOURNAL_FILE}.partial"
-    partial.unlink(missing_ok=True)
-    source = StudyStore(sqlite=sqlite).open()
-    for summary in optuna.get_all_study_summaries(source):
-        optuna.copy_study(from_study_name=summary.study_name, from_storage=source,
-                          to_storage=StudyStore(journal=partial).open())
-    os.replace(partial, journal)
-    sqlite.unlink()
-    return StudyStore(journal=journal)
+    try:
+        partial.unlink(missing_ok=True)
+        source = StudyStore(sqlite=sqlite).open()
+        target = StudyStore(journal=partial).open()
+        for summary in optuna.get_all_study_summaries(source):
+            optuna.copy_study(from_study_name=summary.study_name, from_storage=source, to_storage=target)
+        with open(partial, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(partial, journal)
+        sqlite.unlink()
+    except OSError as exc:
+        raise ForecastError(f"cannot move study {sqlite} into a journal for --jobs: {_reason(exc)}") from None
+
+
+def ready_study(setup: TuneSetup) -> None:
+    """Under the study's lock, before the search opens it: check its files, and for --jobs N move a SQLite study
+    into the journal, once it is known to be this search's study (a refused one is left as it was)."""
+    sqlite = setup.store.sqlite_file()
+    if sqlite is not None:
+        check_study_file(sqlite, "sqlite")
+    if setup.store.journal is None:
+        return
+    check_study_file(setup.store.journal, "journal")
+    clear_stale_journal_lock(setup.store.journal)
+    old = setup.folder / SQLITE_FILE
+    if not os.path.lexists(setup.store.journal) and os.path.lexists(old):
+        check_study_file(old, "sqlite")
+        open_study(dataclasses.replace(setup, store=StudyStore(sqlite=old)))  # refuses another space, untouched
+        move_to_journal(setup.folder)
+
+
+def clear_stale_journal_lock(journal: Path) -> None:
+    """Remove Optuna's append lock of a journal (a symlink `journal.log.lock`, held only while a line is written)
+    left by a process killed while writing: under the study's lock no process of ours holds it, and Optuna would
+    wait 30 s before taking it over (forever, were it a directory, which is refused instead)."""
+    path = journal.with_name(journal.name + JOURNAL_LOCK_SUFFIX)
+    if not os.path.lexists(path):
+        return
+    if not stat.S_ISLNK(os.lstat(path).st_mode):
+        raise ForecastError(f"{path} is not Optuna's journal lock (a symbolic link); move it away and run tune again")
+    path.unlink()
 
 
 # --- the plan: every check before any trial ---------------------------------------------------------
@@ -252,10 +422,15 @@ def plan_tune(
         else:
             windows.build_dataset(prices, config, context_prices=context_prices)  # too few rows: an error now
     folder = runs_dir / TUNE_DIR / name
-    store = StudyStore(url=storage) if storage is not None else None
-    if store is None:
-        folder.mkdir(parents=True, exist_ok=True)
-        store = local_store(folder, jobs)
+    if storage is not None:
+        store = StudyStore(url=storage)
+        store.dialect()  # not a URL, or a database in memory: a usage error now
+    else:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ForecastError(f"cannot make the study folder {folder}: {_reason(exc)}") from None
+        store = local_store(folder, jobs)  # opened, checked and (for --jobs) moved only under the lock
     return TuneSetup(
         config=config, space=space, tickers=tuple(tickers), data_dir=data_dir, folder=folder, study=name,
         store=store, objective=objective, cv_folds=cv_folds,
@@ -266,18 +441,26 @@ def plan_tune(
 
 @contextlib.contextmanager
 def study_lock(setup: TuneSetup) -> Iterator[None]:
-    """A local study is searched by one `tune` process at a time (--jobs N shares it within that one)."""
+    """A local study is searched by one `tune` process at a time (--jobs N shares it within that one). Taken
+    before any of its files is opened: a second process is refused having read or changed nothing of it."""
     from filelock import FileLock, Timeout
 
     if not setup.store.local:
         yield
         return
-    lock = FileLock(setup.folder / LOCK_FILE)
+    path = setup.folder / LOCK_FILE
+    # FileLock truncates what it opens: never through a planted link, never a device or a directory.
+    if os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode):
+        raise ForecastError(f"study lock {path} is not a regular file (a link, a directory or a device?); move it "
+                            "away and run tune again")
+    lock = FileLock(path)
     try:
         lock.acquire(timeout=0)
     except Timeout:
         raise ForecastError(f"study {setup.study!r} is being searched by another tune process ({setup.folder}); "
                             "wait for it to finish, or search faster in one process with --jobs N") from None
+    except OSError as exc:
+        raise ForecastError(f"cannot lock study {setup.study!r} ({path}): {_reason(exc)}") from None
     try:
         yield
     finally:
@@ -305,10 +488,22 @@ def open_study(setup: TuneSetup, index: int = 0, history: int | None = None) -> 
     the study (None: as many as it holds now); refuse one made for another space, tickers, objective or base
     config."""
     optuna = quiet_optuna()
-    study = optuna.create_study(
-        study_name=setup.study, storage=setup.store.open(), direction="minimize", load_if_exists=True,
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNE_AFTER_TRIALS, n_warmup_steps=PRUNE_WARMUP_EPOCHS),
-    )
+    import sqlalchemy.exc
+
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=PRUNE_AFTER_TRIALS, n_warmup_steps=PRUNE_WARMUP_EPOCHS)
+    try:
+        storage = setup.store.open()
+        try:  # loaded first: Optuna's journal appends a line on every create_study, even of a study it holds
+            study = optuna.load_study(study_name=setup.study, storage=storage, pruner=pruner)
+        except KeyError:
+            study = optuna.create_study(study_name=setup.study, storage=storage, direction="minimize",
+                                        load_if_exists=True, pruner=pruner)
+    except (sqlalchemy.exc.SQLAlchemyError, *STORAGE_DAMAGE) as exc:
+        if not setup.store.local:
+            raise ForecastError(f"cannot open study {setup.study!r} in {quote(setup.store.describe(), 80)}: "
+                                f"{_reason(exc)}") from None
+        raise ForecastError(f"damaged study file {setup.store.describe()}: Optuna cannot read it "
+                            f"({_reason(exc)}){AFRESH}") from None
     if history is None:
         history = len(study.get_trials(deepcopy=False))
     study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(setup.seed, index, history), constant_liar=True)
@@ -781,6 +976,7 @@ def tune(
     """The whole command: search, write the files, retrain the best and score it on the test period (see the
     top). Interrupted: the files of the finished trials are written and the retrain skipped."""
     with study_lock(setup):
+        ready_study(setup)
         started = time.perf_counter()
         result = search(setup, trials, timeout, jobs, stop, on_update)
         search_seconds = round(time.perf_counter() - started, 3)
