@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from lstm_forecast.context_effect import CONTEXT_LABELS, CONTEXT_RUNS
-from lstm_forecast.metrics import FORECASTS, format_pvalue, p_phrase
+from lstm_forecast.metrics import FORECASTS, format_pvalue, judgement, p_phrase
 from lstm_forecast.tables import FitTable
 
 METRIC_ROWS = (
@@ -333,17 +333,21 @@ def universe_report(report: dict[str, Any]) -> list[Table | str]:
     scored = sorted((row for row in report["rows"] if row["status"] != "failed" and row["rmse_ratio_all"] is not None),
                     key=lambda row: row["rmse_ratio_all"])
     shown = scored if len(scored) <= SHOWN_ROWS else [*scored[:SHOWN_EACH_END], None, *scored[-SHOWN_EACH_END:]]
-    table = FitTable(title=f"{len(scored)} tickers on their test periods, best first; ratio: test RMSE / naive's, "
-                           "q: Benjamini–Hochberg, dir.: day-1 direction right")
-    for column in ("ticker", "ratio d1", "ratio all", "DM p", "q", "dir.", "lag copy", "status"):
-        table.add_column(column, justify="left" if column in ("ticker", "status") else "right", no_wrap=True)
+    table = FitTable(title=f"{len(scored)} tickers on their test periods, best first; n: test windows, ratio: test "
+                           "RMSE / naive's, q: Benjamini–Hochberg, vs naive: at q < 0.05, dir.: day-1 direction right",
+                     # Narrow: what the verdict and q already say, or summary.csv has, goes first.
+                     optional=("lag copy", "dir.", "ratio d1", "DM p", "n"), whole="summary.csv")
+    for column in ("ticker", "n", "ratio d1", "ratio all", "DM p", "q", "vs naive", "dir.", "lag copy", "status"):
+        table.add_column(column, justify="left" if column in ("ticker", "vs naive", "status") else "right",
+                         no_wrap=True)
     for row in shown:
         if row is None:
-            table.add_row(f"… {len(scored) - 2 * SHOWN_EACH_END} more", *[""] * 7)
+            table.add_row(f"… {len(scored) - 2 * SHOWN_EACH_END} more", *[""] * 9)
             continue
         table.add_row(
-            escape(row["ticker"]), fmt(row["rmse_ratio_h1"]), fmt(row["rmse_ratio_all"]),
-            format_pvalue(row["dm_pvalue"]), format_pvalue(row["bh_qvalue"]),
+            escape(row["ticker"]), fmt(row.get("test_windows"), "{:,}"), fmt(row["rmse_ratio_h1"]),
+            fmt(row["rmse_ratio_all"]), format_pvalue(row["dm_pvalue"]), format_pvalue(row["bh_qvalue"]),
+            judgement(row["bh_qvalue"], row["rmse_ratio_all"]) or "—",
             fmt(row["direction_accuracy"], "{:.1%}"), row["lag_copy"] or "—", row["status"],
         )
     items: list[Table | str] = [table]
@@ -353,6 +357,11 @@ def universe_report(report: dict[str, Any]) -> list[Table | str]:
         items += [f"  {escape(item['ticker'])}: {escape(item['error'] or '')}" for item in failed[:SHOWN_FAILURES]]
         if len(failed) > SHOWN_FAILURES:
             items.append(f"  … and {len(failed) - SHOWN_FAILURES} more (summary.csv lists every reason)")
+    stopped = [row["ticker"] for row in report["rows"]
+               if row["status"] == "interrupted" and row["rmse_ratio_all"] is None]
+    if stopped:  # Ctrl-C during their first epoch: nothing of theirs to score
+        items.append(f"[yellow]Interrupted before an epoch finished: {escape(', '.join(stopped[:SHOWN_FAILURES]))}"
+                     f"{f' and {len(stopped) - SHOWN_FAILURES} more' if len(stopped) > SHOWN_FAILURES else ''}.[/]")
     if report["not_run"]:
         items.append(f"[yellow]Interrupted before {len(report['not_run'])} tickers started.[/]")
     median = report["median_rmse_ratio"]

@@ -39,7 +39,7 @@ Q_THRESHOLD = 0.05
 # differential (any ticker whose removal changes the verdict is shown too, however many).
 SHOWN_DRIVERS = 3
 SUMMARY_COLUMNS = (
-    "ticker", "status", "run_dir", "rows", "rmse_ratio_h1", "rmse_ratio_all", "dm_pvalue", "bh_qvalue",
+    "ticker", "status", "run_dir", "rows", "test_windows", "rmse_ratio_h1", "rmse_ratio_all", "dm_pvalue", "bh_qvalue",
     "direction_accuracy", "binomial_pvalue", "lag_copy", "seconds", "error",
 )
 
@@ -111,7 +111,7 @@ def scored_record(
     if test is not None:
         scores, vs_naive = test["metrics"]["model"], test["vs_naive"]
         row.update(
-            run_dir=str(run_dir), rows=rows,
+            run_dir=str(run_dir), rows=rows, test_windows=test["windows"],
             rmse_ratio_h1=scores["h1"]["rmse_ratio"], rmse_ratio_all=scores["all"]["rmse_ratio"],
             dm_pvalue=vs_naive["dm_all"]["pvalue"], direction_accuracy=vs_naive["direction_h1"]["accuracy"],
             binomial_pvalue=vs_naive["direction_h1"]["binomial_pvalue"], lag_copy="yes" if echoes else "no",
@@ -258,12 +258,14 @@ def write_summary(
     writer.writerows(rows)
     atomic_write_text(folder / SUMMARY_CSV, buffer.getvalue())
     scored = [row for row in rows if row["rmse_ratio_all"] is not None and math.isfinite(row["rmse_ratio_all"])]
-    plots.universe_plot(
-        [row["ticker"] for row in scored], [row["rmse_ratio_all"] for row in scored],
-        [row["bh_qvalue"] for row in scored], Q_THRESHOLD, f"{len(scored)} tickers · test RMSE / naive",
-        folder / UNIVERSE_PLOT,
-    )
-    names = (SUMMARY_CSV, SUMMARY_JSON, UNIVERSE_PLOT, *([REPORT_FILE] if page is not None else []),
+    if scored:  # nothing scored (every ticker failed, or Ctrl-C before any finished): no empty chart
+        plots.universe_plot(
+            [row["ticker"] for row in scored], [row["rmse_ratio_all"] for row in scored],
+            [row["bh_qvalue"] for row in scored], Q_THRESHOLD, f"{len(scored)} tickers · test RMSE / naive",
+            folder / UNIVERSE_PLOT,
+        )
+    names = (SUMMARY_CSV, SUMMARY_JSON, *([UNIVERSE_PLOT] if scored else []),
+             *([REPORT_FILE] if page is not None else []),
              *(name for name in kept if (folder / name).exists()))
     report["files"] = {name: str(listed / name) for name in names}
     report["folder"] = str(listed)

@@ -325,6 +325,7 @@ class SummaryRow(BaseModel):
     status: Literal["ok", "failed", "interrupted"]
     run_dir: Annotated[str, Field(max_length=4096)] | None
     rows: Annotated[int, Field(ge=1, le=10_000_000)] | None
+    test_windows: Annotated[int, Field(ge=1, le=10_000_000)] | None = None  # absent in results written before it
     rmse_ratio_h1: Ratio
     rmse_ratio_all: Ratio
     dm_pvalue: Probability

@@ -25,7 +25,7 @@ VOLATILE = {"run_dir", "files", "folder", "seconds", "path", "created_at", "cach
 # --json fields added since those bundles were written (additions are allowed; the numbers they had must not move),
 # and the screener's advice sentence, reworded to name the family its q-values are judged in (its numbers are the
 # counts beside it: beat_naive, forecast, tested, failed, which are compared).
-ADDED_SINCE = {"drivers", "family", "family_size", "families", "advice"}
+ADDED_SINCE = {"drivers", "family", "family_size", "families", "advice", "test_windows"}
 
 
 def stable(value: Any) -> Any:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TINY_OVERRIDES, build_prices, same_weights
+from rich.console import Console
 from scipy import stats
 from typer.testing import CliRunner
 
@@ -23,6 +24,8 @@ from lstm_forecast.cli import app
 from lstm_forecast.config import load_config
 from lstm_forecast.errors import ForecastError, UsageError
 from lstm_forecast.prices import prices_to_csv
+from lstm_forecast.report import universe_report
+from lstm_forecast.sets import scored_record, set_report, write_summary
 
 TICKERS = ["AAA", "BBB", "CCC"]
 
@@ -361,3 +364,23 @@ def test_an_unreachable_ray_address_is_one_line_at_once(monkeypatch):
                                                       r"Connection refused; check --ray-address"):
         executors.check_reachable("ray://10.0.0.9:6379")
     executors.check_reachable("auto")  # Ray's own discovery: not probed
+
+
+def test_the_set_table_gives_each_tickers_verdict_and_windows_and_names_the_interrupted(tmp_path):
+    good = scored_record("AAA", "ok", 1.0, None, run_dir=tmp_path, rows=300, test={
+        "windows": 57, "metrics": {"model": {"h1": {"rmse_ratio": 0.9}, "all": {"rmse_ratio": 0.8}}},
+        "vs_naive": {"dm_all": {"pvalue": 0.001}, "direction_h1": {"accuracy": 0.6, "binomial_pvalue": 0.1}}},
+        echoes=False)
+    stopped = scored_record("BBB", "interrupted", 0.5, None)
+    rows, report = set_report([good, stopped], ["AAA", "BBB", "CCC"])
+    text = "\n".join(str(item) for item in universe_report({**report, "rows": rows, "folder": str(tmp_path)})[1:])
+    table = Console(width=160, record=True)
+    table.print(universe_report({**report, "rows": rows, "folder": str(tmp_path)})[0])
+    line = next(line for line in table.export_text().splitlines() if "AAA" in line)
+    assert "57" in line and "better" in line
+    assert "Interrupted before an epoch finished: BBB." in text and "Interrupted before 1 tickers started." in text
+    # Nothing scored (every ticker stopped before an epoch): no empty chart, and the summary does not list one.
+    rows, report = set_report([stopped], ["BBB"])
+    write_summary(tmp_path, rows, report)
+    assert not (tmp_path / "universe.png").exists() and "universe.png" not in report["files"]
+
