@@ -202,8 +202,10 @@ class FoldBar(_Bars):
 
 def plan_line(event: Any) -> str:
     """What the backtest will cost, said before it starts: minutes of silence look like a hang."""
-    models = "1 model" if event.trainings == 1 else f"{event.trainings} models"
-    line = f"Walk-forward backtest: {event.total} folds, training {models}"
+    folds = "1 fold" if event.total == 1 else f"{event.total} folds"
+    training = ("no model to train (the run's own model is its fold)" if event.trainings == 0
+                else "training 1 model" if event.trainings == 1 else f"training {event.trainings} models")
+    line = f"Walk-forward backtest: {folds}, {training}"
     if event.estimate_seconds is not None:
         line += f", about {duration(event.estimate_seconds)} at this run's own training time"
     return line + " (--folds 0 skips it)."
@@ -293,7 +295,8 @@ class TrialBoard:
                 if row["number"] not in self.seen and row["state"] != "running":
                     self.seen.add(row["number"])
                     value = "—" if row["value"] is None else f"{row['value']:.4f}"
-                    tried = ", ".join(f"{key}={row[key]}" for key in self.keys)
+                    tried = ", ".join(f"{key}={row[key]:.4g}" if isinstance(row[key], float) else f"{key}={row[key]}"
+                                      for key in self.keys)  # a sampled float's 17 digits say nothing more
                     self.console.print(f"trial {row['number']} {row['state']}: {value} ({tried}); {best_text}",
                                        markup=False, highlight=False, soft_wrap=True)
             return

@@ -24,8 +24,18 @@ METRIC_ROWS = (
 
 
 def fmt(value: Any, pattern: str = "{:.3f}") -> str:
-    """A number for a table cell; None (undefined, e.g. naive's direction) shows as a dash."""
-    return "—" if value is None else pattern.format(value)
+    """A number for a table cell; None (undefined, e.g. naive's direction) shows as a dash, and a value that rounds
+    to zero never as "-0.000" (the sign of a rounded zero says nothing)."""
+    if value is None:
+        return "—"
+    text = pattern.format(value)
+    return pattern.format(0.0) if text.lstrip("-+").strip("0.%,") == "" else text
+
+
+def tickers_a_day(per_day: dict[str, Any]) -> str:
+    """How many tickers each test day had: "30 tickers", or "28–30 tickers" when it varied."""
+    low, high = fmt(per_day["min"], "{:.0f}"), fmt(per_day["max"], "{:.0f}")
+    return f"{high} tickers" if low == high else f"{low}–{high} tickers"
 
 
 def report_table(title: str, first: str, numbers: Iterable[str], first_no_wrap: bool = False,
@@ -137,7 +147,7 @@ def trading_table(trading: dict[str, Any]) -> Table:
             label,
             fmt(result["cumulative_return"], "{:+.1%}"),
             fmt(result["annualised_sharpe"], "{:.2f}"),
-            fmt(result["max_drawdown"], "{:.1%}"),
+            fmt(-abs(result["max_drawdown"]), "{:.1%}"),  # a fall: negative, as in the long–short table
             str(result["trades"]),
             str(result["days_in_market"]),
         )
@@ -302,7 +312,7 @@ def context_report(report: dict[str, Any]) -> list[Table | str]:
 
     versus = report["with_vs_without"]
     items: list[Table | str] = [
-        f"Context inputs the run without leaves out: {escape(', '.join(report['inputs']))}",
+        f"Inputs the run without context leaves out: {escape(', '.join(report['inputs']))}",
         table,
         with_vs_without_line(versus, horizon),
         f"[bold]Verdict: {versus['verdict']}.[/]",
@@ -419,8 +429,8 @@ def cross_section_report(report: dict[str, Any]) -> list[Table | str]:
     its partial IC beyond the train mean, the baselines and each member; the long–short diagnostic; the verdict."""
     per_day = report["tickers_per_day"]
     ic_table = report_table(
-        f"Daily rank IC over {report['days']} test days, {fmt(per_day['min'], '{:.0f}')}–"
-        f"{fmt(per_day['max'], '{:.0f}')} tickers a day (t and p: Newey–West)", "score",
+        f"Daily rank IC over {report['days']} test days, {tickers_a_day(per_day)} a day (t and p: Newey–West)",
+        "score",
         ("mean IC", "std", "ICIR", "positive days", "HAC t", "p", "days"),
     )
     for key, label in IC_ROWS:

@@ -289,7 +289,7 @@ def test_cross_section_report_renders_the_tables_the_verdict_and_the_notes(evalu
     for item in cross_section_report(evaluated.to_dict()):
         console.print(item)
     text = console.export_text()
-    for expected in ("Daily rank IC over 90 test days, 12–12 tickers", "beyond train mean (partial)", "train mean",
+    for expected in ("Daily rank IC over 90 test days, 12 tickers a day", "beyond train mean (partial)", "train mean",
                      "reversal", "seed 0", "[seed 1]", "Long–short diagnostic", "top/bottom 3", "market (long only)",
                      "HAC t", "Sharpe ± SE", cs.DIAGNOSTIC_NOTE, cs.SURVIVOR_NOTE):
         assert expected in text

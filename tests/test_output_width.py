@@ -318,3 +318,12 @@ def test_a_table_that_cannot_fit_grows_wider_rather_than_cut_a_number():
     text = render(table, 20)
     assert all(number in text for number in ("1234567.891", "2345678.912", "3456789.123"))
     assert not CUT.search(text) and "Not shown" not in text
+
+
+def test_words_and_signs_read_right():
+    from lstm_forecast.report import fmt, tickers_a_day
+
+    assert fmt(-0.0000001, "{:+.3%}") == "+0.000%" and fmt(-0.00004, "{:.3f}") == "0.000"
+    assert fmt(-0.5, "{:+.1%}") == "-50.0%" and fmt(None) == "—"
+    assert tickers_a_day({"min": 30, "max": 30}) == "30 tickers"
+    assert tickers_a_day({"min": 28, "max": 30}) == "28–30 tickers"

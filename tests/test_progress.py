@@ -107,3 +107,12 @@ def test_a_fold_bar_that_never_reported_prints_nothing():
 
 def test_durations_read_as_a_person_says_them():
     assert [duration(s) for s in (4.4, 59.6, 65, 3725)] == ["4 s", "1 min 00 s", "1 min 05 s", "1 h 02 min"]
+
+
+def test_the_backtest_plan_counts_in_words():
+    from lstm_forecast.progress import plan_line
+
+    one = FoldProgress(completed=0, total=1, trainings=0, estimate_seconds=None, record=None)
+    assert plan_line(one).startswith("Walk-forward backtest: 1 fold, no model to train")
+    three = FoldProgress(completed=0, total=3, trainings=2, estimate_seconds=None, record=None)
+    assert plan_line(three).startswith("Walk-forward backtest: 3 folds, training 2 models")
