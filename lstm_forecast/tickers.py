@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from lstm_forecast.errors import UsageError, quote
 from lstm_forecast.files import read_bounded
 from lstm_forecast.model import check_trainable
 from lstm_forecast.runs import global_runs_by_ticker
+from lstm_forecast.yahoo import DATA_DIR_ENV
 
 TICKERS_FILE_LIMIT = 1 << 20  # a list of a few thousand symbols is kilobytes
 SHOWN_OFFENDERS = 5
@@ -53,6 +55,12 @@ def plan_training(
     order a single `train` checks them (`--all` needs the data dir to list its tickers)."""
     check_trainable(config)
     selection, folder = select_in_data_dir(config, given, tickers_file, all_cached, data_dir)
+    # A folder named (--data-dir, $LSTM_FORECAST_DATA_DIR, data.dir) that is not there is a typo far more often
+    # than a wish to download every ticker into a new folder: said, not acted on. ./data is made on first fetch,
+    # and `fetch` makes the folder it is given.
+    if (data_dir is not None or os.environ.get(DATA_DIR_ENV) or config.data.dir) and not folder.is_dir():
+        raise UsageError(f"data dir {folder}: no such folder; correct the path, or fetch into it first "
+                         f"(lstm-forecast fetch -t TICKER --data-dir {folder})")
     return Plan(selection.tickers, selection.warnings, folder, resolve_runs_dir(runs_dir, config.runs.dir))
 
 

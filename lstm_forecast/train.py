@@ -20,6 +20,7 @@ diagnostic against the reversal and train-mean baselines (crosssection.py).
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -62,6 +63,7 @@ from lstm_forecast.scoring import (
 )
 from lstm_forecast.sessions import check_calendar
 from lstm_forecast.sets import scored_record, set_report
+from lstm_forecast.tickers import cached_tickers
 from lstm_forecast.trainer import (
     LOSSES,
     BatchCallback,
@@ -168,7 +170,16 @@ def load_checked_prices(
     if not data.has_cache(data_dir, ticker):  # read once, below: a universe reads hundreds
         if on_fetch is not None:
             on_fetch(f"No cached prices for {ticker} in {data_dir}; downloading from Yahoo Finance…")
-        data.update_cache(data_dir, ticker, config.data.start, config.data.end, stop=stop)
+        try:
+            data.update_cache(data_dir, ticker, config.data.start, config.data.end, stop=stop)
+        except Interrupted:
+            raise
+        except ForecastError as exc:  # a typo of a cached ticker is likelier than a missing listing
+            close = difflib.get_close_matches(ticker, cached_tickers(data_dir), n=3, cutoff=0.6)
+            if not close:
+                raise
+            raise ForecastError(f"no cached prices for {ticker} in {data_dir}, and {exc} Cached tickers with a "
+                                f"close name: {', '.join(close)}") from None
     return data.load_checked(data_dir, ticker, config.data.start, config.data.end, config.data.calendar)
 
 

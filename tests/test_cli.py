@@ -389,6 +389,7 @@ def test_hostile_input_errors_are_one_clear_line(runner, clean_workdir, monkeypa
         raise error
 
     monkeypatch.setattr(train, "load_checked_prices", hostile)
+    (clean_workdir / "data").mkdir()  # a data dir given must exist
     result = runner.invoke(app, ["train", "-t", "SYN", "--data-dir", "data"])
     assert result.exit_code == 1
     assert only_error_line(result) == expected
@@ -419,6 +420,7 @@ main()
     ("warnings.warn('a notice\\nin two lines', UserWarning)", ["Warning: a notice in two lines"]),
 ])
 def test_library_warnings_never_print_a_source_line(clean_workdir, warning, expected):
+    (clean_workdir / "data").mkdir()  # a data dir given must exist
     done = run_python("-c", WARNING_THEN_ERROR.format(warning=warning))
     assert done.returncode == 1
     assert done.stderr.splitlines() == [*expected, "Error: stopped"]

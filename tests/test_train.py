@@ -16,11 +16,13 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import TICKER, TINY_OVERRIDES, same_weights, weights_of
+from conftest import TICKER, TINY_OVERRIDES, build_prices, error_line, same_weights, weights_of, write_caches
 from scipy.signal import lfilter
+from typer.testing import CliRunner
 
 from lstm_forecast import train
 from lstm_forecast.bundle import load_bundle
+from lstm_forecast.cli import app
 from lstm_forecast.config import Config, load_config
 from lstm_forecast.errors import Interrupted
 from lstm_forecast.prices import COLUMNS, prices_sha256, prices_to_csv, read_prices_csv
@@ -337,3 +339,15 @@ def test_train_ticker_runs_unchanged_in_a_worker_process(tmp_path, prices):
     assert (here.metrics["val"], here.metrics["test"]) == (there.metrics["val"], there.metrics["test"])
     assert [record.val_loss for record in here.history] == [record.val_loss for record in there.history]
     assert here.training["threads"] == there.training["threads"] == 1
+
+
+def test_a_typo_of_a_cached_ticker_is_named_and_a_missing_data_dir_is_refused(tmp_path, clean_workdir, fake_yahoo):
+    data_dir = write_caches(tmp_path / "data", {"AAPL": build_prices(300)})
+    fake_yahoo.error = OSError("offline")  # Yahoo cannot be reached: the typo must be caught here
+    sets = [part for override in TINY_OVERRIDES for part in ("--set", override)]
+    result = CliRunner().invoke(app, ["train", "-t", "AAPLE", "--data-dir", str(data_dir), *sets])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1].endswith("Cached tickers with a close name: AAPL")
+    missing = CliRunner().invoke(app, ["train", "-t", "AAPL", "--data-dir", str(tmp_path / "dta"), *sets])
+    assert missing.exit_code == 2 and not fake_yahoo.calls[1:]  # refused before any download
+    assert error_line(missing).startswith(f"Error: data dir {tmp_path / 'dta'}: no such folder")
