@@ -165,6 +165,8 @@ def fetch(
         typer.Option("--from-csv", exists=True, dir_okay=False, metavar="FILE",
                      help="Import a local Yahoo-layout CSV, no download."),
     ] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="With --from-csv: let the file's rows replace the "
+                                                           "cache even where it lacks cached days.")] = False,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
     json_output: JsonOption = False,
@@ -182,7 +184,7 @@ def fetch(
     require_tickers(ctx, ticker, tickers_file, all_cached)
     command.run(load_config(config), given=ticker or [], tickers_file=tickers_file, all_cached=all_cached,
                 data_dir=data_dir, start=_as_date(start), end=_as_date(end), refresh=refresh, from_csv=from_csv,
-                json_output=json_output)
+                json_output=json_output, replace=replace)
 
 
 @app.command(cls=ForecastCommand)

@@ -11,8 +11,10 @@ rate limiting, each ticker's failure its own.
 from __future__ import annotations
 
 import contextlib
+import csv
 import functools
 import hashlib
+import io
 import json
 import logging
 import math
@@ -429,13 +431,17 @@ def _update_politely(
 
 
 def import_csv(
-    csv_path: Path, data_dir: Path, ticker: str, start: date | None = None, end: date | None = None
+    csv_path: Path, data_dir: Path, ticker: str, start: date | None = None, end: date | None = None,
+    replace_rows: bool = False,
 ) -> FetchSummary:
     """Validate a local CSV and make its rows from `start` to `end` (inclusive) `ticker`'s cache, replacing
-    any cached prices; importing the prices already cached changes nothing."""
+    any cached prices; importing the prices already cached changes nothing. A file whose ticker column (Name,
+    Ticker or Symbol) names another ticker is refused, and so is an import that would drop cached rows (days the
+    file lacks) unless `replace_rows` says to (`--replace`)."""
     ticker = validate_ticker(ticker)
     yahoo.check_range(start, end)
     csv_path = Path(csv_path)
+    check_named_ticker(csv_path, ticker)
     prices, warnings_ = read_prices_csv(csv_path)
     sliced = _in_range(prices, start, end)
     if sliced.empty:
@@ -456,13 +462,50 @@ def import_csv(
             return _store(path, ticker, sliced, warnings_, [], "import", len(sliced), requested_start, end,
                           "csv", source_file)
         new_rows = _count_new(sliced, cached)
+        dropped = cached.index.difference(sliced.index) if read_from == path else cached.index[:0]
+        if len(dropped) and not replace_rows:
+            raise UsageError(
+                f"--from-csv {quote(str(csv_path), 60)}: importing it would drop {len(dropped):,} of the "
+                f"{len(cached):,} cached {ticker} rows ({dropped[0].date()} … {dropped[-1].date()} are not in the "
+                "file); add --replace to make the file's rows the cache"
+            )
         if read_from == path and sliced.equals(cached):
             if (_read_sidecar(path) or {}).get("sha256") == prices_sha256(cached):
                 return _summary(path, ticker, cached, "unchanged", 0, warnings_, [])
             return _store(path, ticker, sliced, warnings_, [], "unchanged", 0, requested_start, end, "csv", source_file)
-        messages = [f"replaced the cached prices in {path}"] if read_from == path else []
+        messages = [f"replaced the cached prices in {path}"
+                    + (f" ({len(dropped):,} cached rows the file lacks dropped, as --replace asked)" if len(dropped)
+                       else "")] if read_from == path else []
         return _store(path, ticker, sliced, warnings_, messages, "import", new_rows, requested_start, end,
                       "csv", source_file)
+
+
+TICKER_COLUMNS = ("name", "ticker", "symbol")  # how a CSV with one ticker's rows names that ticker
+TICKER_SNIFF_BYTES = 1 << 16  # the header and the first rows say whose prices a file holds
+
+
+def check_named_ticker(csv_path: Path, ticker: str) -> None:
+    """UsageError when the CSV has a ticker column (Name, Ticker or Symbol, any case) naming another ticker in its
+    first rows: importing SPY's rows as AAPL's would fool every later command."""
+    try:
+        with open(csv_path, "rb") as handle:
+            head = handle.read(TICKER_SNIFF_BYTES).decode("utf-8-sig", "replace")
+    except OSError:
+        return  # read_prices_csv names the problem
+    try:
+        header, *rows = list(csv.reader(io.StringIO(head)))[:-1] or [[]]  # the last row may be cut short
+    except csv.Error:
+        return  # not a CSV: read_prices_csv says so
+    names = [name.strip().lower() for name in header]
+    column = next((names.index(name) for name in TICKER_COLUMNS if name in names), None)
+    if column is None:
+        return
+    named = {row[column].strip().upper() for row in rows if len(row) > column and row[column].strip()}
+    others = sorted(named - {ticker.upper(), ticker.upper().lstrip("^")})
+    if others:
+        raise UsageError(f"--from-csv {quote(str(csv_path), 60)}: its {header[column].strip()} column names "
+                         f"{', '.join(quote(name, 20) for name in others[:3])}, not {ticker}; import it as that "
+                         "ticker")
 
 
 def _store(

@@ -451,7 +451,7 @@ CASES = [
     Case("data-dir-is-a-file", (write("data", "not a folder"), write(CSV, yahoo_csv(("2020-01-02", "10")))),
          FETCH_CSV, 2, "--data-dir data is a file, not a folder"),
     Case("data-dir-not-writable", (CACHE, write(CSV, yahoo_csv(("2020-01-02", "10"))), refuse_temp_files("mkstemp")),
-         FETCH_CSV, 1, f"cannot write data/{TICKER}.csv: permission denied"),
+         [*FETCH_CSV, "--replace"], 1, f"cannot write data/{TICKER}.csv: permission denied"),
     Case("runs-dir-created", (TINY, CACHE), [*TRAIN[:-1], "new/runs"], 0, None, ("new/runs/*",), created_runs_dir),
     Case("runs-dir-not-writable", (TINY, CACHE, refuse_temp_files("mkdtemp")), TRAIN, 1,
          f"cannot create a run bundle in runs/{TICKER}: permission denied", check=failed_before_training),

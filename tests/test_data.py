@@ -355,11 +355,25 @@ def test_import_replaces_the_cache_and_records_the_source(tmp_path, fake_yahoo, 
     fake_yahoo.prices = make_prices(30)
     data.update_cache(tmp_path, "TSLA")
     csv = write_csv(tmp_path, f"Date,Open,High,Low,Close,Adj Close,Volume\n{YAHOO_ROWS}", "mine.csv")
-    summary = data.import_csv(csv, tmp_path, "TSLA")
+    # Two rows over a cache of thirty: the 28 the file lacks would go, so only with --replace.
+    with pytest.raises(UsageError, match=r"importing it would drop 28 of the 30 cached TSLA rows .* add --replace"):
+        data.import_csv(csv, tmp_path, "TSLA")
+    assert len(data.load_prices(tmp_path, "TSLA")) == 30
+    summary = data.import_csv(csv, tmp_path, "TSLA", replace_rows=True)
     assert (summary.mode, summary.rows) == ("import", 2)
-    assert summary.messages == [f"replaced the cached prices in {tmp_path / 'TSLA.csv'}"]
+    assert summary.messages == [f"replaced the cached prices in {tmp_path / 'TSLA.csv'} (28 cached rows the file "
+                                "lacks dropped, as --replace asked)"]
     meta = json.loads((tmp_path / "TSLA.meta.json").read_text())
     assert (meta["source"], meta["source_file"], meta["rows"]) == ("csv", str(csv.resolve()), 2)
+
+
+def test_import_refuses_a_file_whose_ticker_column_names_another_ticker(tmp_path):
+    rows = "2020-01-02,1,1,1,1,1,100,SPY\n2020-01-03,1,1,1,1,1,100,SPY\n"
+    csv = write_csv(tmp_path, f"Date,Open,High,Low,Close,Adj Close,Volume,Name\n{rows}", "spy.csv")
+    with pytest.raises(UsageError, match=r"its Name column names 'SPY', not AAPL"):
+        data.import_csv(csv, tmp_path, "AAPL")
+    assert not (tmp_path / "AAPL.csv").exists()
+    assert data.import_csv(csv, tmp_path, "SPY").rows == 2
 
 
 def test_load_prices_slices_inclusively(tmp_path, fake_yahoo, make_prices):

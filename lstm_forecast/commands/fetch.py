@@ -17,10 +17,13 @@ from lstm_forecast.tickers import SHOWN_OFFENDERS, select_in_data_dir
 def run(
     settings: Config, *, given: list[str], tickers_file: Path | None, all_cached: bool, data_dir: Path | None,
     start: date | None, end: date | None, refresh: bool, from_csv: Path | None, json_output: bool,
+    replace: bool = False,
 ) -> None:
     """Fetch the tickers given and print what each cache holds now (or the JSON report)."""
     selection, folder = select_in_data_dir(settings, given, tickers_file, all_cached, data_dir)
     warn(selection.warnings)
+    if replace and from_csv is None:
+        raise UsageError("--replace goes with --from-csv: it lets an import drop cached rows the file lacks")
     if from_csv is not None and len(selection.tickers) > 1:
         raise UsageError(f"--from-csv imports one ticker's prices; give one ticker, not {len(selection.tickers)}")
     if len(selection.tickers) > 1:
@@ -28,7 +31,7 @@ def run(
         return
     symbol = selection.tickers[0]
     if from_csv is not None:
-        summary = data.import_csv(from_csv, folder, symbol, start, end)
+        summary = data.import_csv(from_csv, folder, symbol, start, end, replace_rows=replace)
     else:
         with stderr.status(f"Downloading {symbol} from Yahoo Finance…"):
             summary = data.update_cache(folder, symbol, start, end, refresh=refresh)
