@@ -595,7 +595,8 @@ def tune_report(report: dict[str, Any]) -> list[Any]:
         for run in test["runs"]:
             scores = run["test"]
             period = f"{scores['first_anchor']} … {scores['last_anchor']}, {scores['windows']} windows"
-            items.append(scores_table(f"{run['ticker']}, best config (trial {best['number']}) retrained, test: "
+            made = "its run reused" if run.get("reused") else "retrained"  # a finished study trains it once
+            items.append(scores_table(f"{run['ticker']}, best config (trial {best['number']}) {made}, test: "
                                       f"{period}", scores["metrics"], test["horizon"], test["kind"]))
             items.append(tests_line(scores["vs_naive"]))
             items.append(f"Verdict: {scores['verdict']}. Run bundle: {escape(run['run_dir'])}")
