@@ -62,33 +62,17 @@ def read_bounded(path: Path, limit: int, what: str, error: type[ForecastError] =
     FileNotFoundError passes through, so each caller can say what a missing file means to it.
     """
     path = Path(path)
-    try:
-        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise error(f"{path}: cannot read {what}: {_reason(exc)}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise error(f"{path}: not a regular file; expected {what}")
-        if info.st_size > limit:
-            raise error(f"{path}: {info.st_size:,} bytes, more than {what} can be ({limit:,} bytes at most)")
-        chunks, size = [], 0
-        while size <= limit:  # the file may grow after fstat: stop one byte past the limit
-            chunk = os.read(fd, min(READ_CHUNK, limit + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > limit:
-            raise error(f"{path}: more than {what} can be ({limit:,} bytes at most)")
-        return b"".join(chunks)
-    except OSError as exc:
-        raise error(f"{path}: cannot read {what}: {_reason(exc)}") from None
-    finally:
-        os.close(fd)
+    with open_regular(path, error, what) as handle:
+        try:
+            size = os.fstat(handle.fileno()).st_size
+            if size > limit:
+                raise error(f"{path}: {size:,} bytes, more than {what} can be ({limit:,} bytes at most)")
+            raw = handle.read(limit + 1)  # the file may grow after fstat: stop one byte past the limit
+        except OSError as exc:
+            raise error(f"{path}: cannot read {what}: {_reason(exc)}") from None
+    if len(raw) > limit:
+        raise error(f"{path}: more than {what} can be ({limit:,} bytes at most)")
+    return raw
 
 
 @contextlib.contextmanager
@@ -96,6 +80,7 @@ def open_regular(path: Path, error: type[ForecastError], what: str) -> Iterator[
     """`path` open for reading, refused (`error`, naming `what`) unless it is a regular file: a FIFO never blocks
     the open (O_NONBLOCK) and a device is never read. FileNotFoundError passes through, as in `read_bounded`."""
     try:
+        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise
