@@ -206,7 +206,7 @@ def plan_line(event: Any) -> str:
     training = ("no model to train (the run's own model is its fold)" if event.trainings == 0
                 else "training 1 model" if event.trainings == 1 else f"training {event.trainings} models")
     line = f"Walk-forward backtest: {folds}, {training}"
-    if event.estimate_seconds is not None:
+    if event.estimate_seconds is not None and event.trainings:
         line += f", about {duration(event.estimate_seconds)} at this run's own training time"
     return line + " (--folds 0 skips it)."
 

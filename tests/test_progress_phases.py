@@ -189,7 +189,7 @@ def test_evaluate_into_a_log_prints_its_phases(tiny_run, clean_workdir, every_ph
     assert phases(result.stderr) == ["rebuilding the windows", "scoring the test period",
                                      "the walk-forward backtest", "writing the report and charts"]
     lines = result.stderr.splitlines()
-    assert lines[3].startswith("Walk-forward backtest: 1 folds") and lines[4].startswith("walk-forward fold 1/1")
+    assert lines[3].startswith("Walk-forward backtest: 1 fold,") and lines[4].startswith("walk-forward fold 1/1")
     assert "\x1b" not in result.stderr and result.stdout.startswith("{")
 
 
