@@ -199,7 +199,8 @@ def make_study(workdir: Path, journal: bool) -> Path:
     return folder
 
 
-@pytest.mark.parametrize(("journal", "jobs"), [(False, "1"), (False, "2"), (True, "1"), (True, "2")])
+# A SQLite study searched alone, and a journal with workers: the two storages and the two roads to them.
+@pytest.mark.parametrize(("journal", "jobs"), [(False, "1"), (True, "2")])
 def test_a_study_refused_for_another_objective_is_left_byte_identical(workdir, journal, jobs):
     folder = make_study(workdir, journal)
     before = snapshot(folder)
