@@ -33,7 +33,14 @@ import pandas as pd
 
 from lstm_forecast import quality, yahoo
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError, quote
-from lstm_forecast.files import FILE_MODE, atomic_write_bytes, atomic_write_text, json_text, read_bounded
+from lstm_forecast.files import (
+    FILE_MODE,
+    atomic_write_bytes,
+    atomic_write_text,
+    json_text,
+    open_regular,
+    read_bounded,
+)
 from lstm_forecast.prices import COLUMNS, PRICE_FIELDS, parse_prices_csv, prices_sha256, prices_to_csv, read_prices_csv
 from lstm_forecast.sessions import TradingCalendar
 from lstm_forecast.yahoo import DATA_DIR_ENV
@@ -441,8 +448,8 @@ def import_csv(
     ticker = validate_ticker(ticker)
     yahoo.check_range(start, end)
     csv_path = Path(csv_path)
+    prices, warnings_ = read_prices_csv(csv_path)  # a regular file of bounded size, or one error line
     check_named_ticker(csv_path, ticker)
-    prices, warnings_ = read_prices_csv(csv_path)
     sliced = _in_range(prices, start, end)
     if sliced.empty:
         raise ForecastError(
@@ -488,10 +495,10 @@ def check_named_ticker(csv_path: Path, ticker: str) -> None:
     """UsageError when the CSV has a ticker column (Name, Ticker or Symbol, any case) naming another ticker in its
     first rows: importing SPY's rows as AAPL's would fool every later command."""
     try:
-        with open(csv_path, "rb") as handle:
+        with open_regular(csv_path, ForecastError, "a daily price CSV") as handle:  # never blocks on a FIFO
             head = handle.read(TICKER_SNIFF_BYTES).decode("utf-8-sig", "replace")
     except OSError:
-        return  # read_prices_csv names the problem
+        return  # read_prices_csv read it a moment ago: a file gone since is its writer's business
     try:
         header, *rows = list(csv.reader(io.StringIO(head)))[:-1] or [[]]  # the last row may be cut short
     except csv.Error:

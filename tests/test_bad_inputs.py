@@ -514,6 +514,7 @@ CASES = [
          "/dev/zero: not a regular file; expected a config file"),
     Case("config-is-a-fifo", (make_fifo("c.yaml"),), TRAIN_WITH_CONFIG, 2,
          "c.yaml: not a regular file; expected a config file"),
+    Case("csv-is-a-fifo", (make_fifo(CSV),), FETCH_CSV, 1, f"{CSV}: not a regular file; expected a daily price CSV"),
     Case("config-over-a-megabyte", (write("c.yaml", "# padding\n" * 120_000),), TRAIN_WITH_CONFIG, 2,
          "c.yaml: 1,200,000 bytes, more than a config file can be"),
     Case("model-too-large-to-train", (), ["train", "-t", TICKER, "--set", "model.hidden_size=4096",
