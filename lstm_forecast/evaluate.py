@@ -328,9 +328,11 @@ def write_set_outputs(folder: Path, report: dict[str, Any], section: Any, bundle
 
 
 def with_recorded_threads(bundle: RunBundle) -> Config:
-    """The run's config with `train.threads: auto` pinned to the count the run trained with, so the backtest's
-    refits repeat bit for bit whatever the machine's load (auto follows it) and match the bundle's own model."""
-    config, threads = bundle.config, bundle.training.get("threads")
+    """The run's config with `train.threads: auto` pinned to the counts the run trained with (its schedule, when
+    auto changed the count), so the backtest's refits repeat bit for bit whatever the machine's load (auto
+    follows it) and match the bundle's own model."""
+    config = bundle.config
+    threads = bundle.training.get("thread_schedule") or bundle.training.get("threads")
     if config.train.threads != "auto" or threads is None:
         return config
     return config.model_copy(update={"train": config.train.model_copy(update={"threads": threads})})

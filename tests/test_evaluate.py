@@ -304,6 +304,16 @@ def test_backtest_refits_use_the_thread_count_the_run_trained_with(workdir, monk
     evaluate.evaluate(run_dir, workdir / "data", folds=3)
     assert seen == [3]  # pinned: `auto` would follow the machine's load, and the backtest would not repeat
 
+    # A run whose `auto` threads changed as the load did: the refits replay its schedule step for step.
+    document["training"]["thread_schedule"] = [[0, 3], [40, 1]]
+    (run_dir / "bundle.json").write_text(json.dumps(document))
+    evaluate.evaluate(run_dir, workdir / "data", folds=3)
+    assert seen == [3, [[0, 3], [40, 1]]]
+    document["training"]["thread_schedule"] = [[5, 3]]  # damaged: a schedule starts at step 0
+    (run_dir / "bundle.json").write_text(json.dumps(document))
+    with pytest.raises(ForecastError, match=r"a schedule starts at step 0.*the bundle is damaged"):
+        evaluate.evaluate(run_dir, workdir / "data", folds=3)
+
 
 def test_revised_or_missing_cache_still_evaluates_the_recorded_rows(workdir, prices):
     run_dir = run_dir_of(workdir)
