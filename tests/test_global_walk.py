@@ -128,9 +128,13 @@ def test_a_stop_keeps_the_finished_folds(walk_run):
     run_dir, _ = walk_run
     stop = threading.Event()
     stop.set()  # Ctrl-C at once: fold 1 is the run's own model and costs no training, fold 2 never trains
-    result = evaluate(run_dir, folds=3, stop=stop)
+    phases = []
+    result = evaluate(run_dir, folds=3, stop=stop, on_phase=phases.append)
     walk = result.report["walk_forward"]
     assert result.interrupted and (walk["completed"], walk["interrupted"]) == (1, True)
+    assert phases[1:] == ["fold 1/3: rebuilding the windows", "fold 1/3: scoring the test block",
+                          "fold 2/3: rebuilding the windows", "fold 2/3: training 2 models on 6 tickers",
+                          "writing the report and charts"]
     saved = json.loads((run_dir / "evaluation.json").read_text())
     assert saved["walk_forward"]["completed"] == 1 and saved["cross_section"] == result.report["cross_section"]
 
