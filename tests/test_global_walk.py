@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import threading
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from conftest import TINY_OVERRIDES, error_line, write_caches
 from typer.testing import CliRunner
 
+from lstm_forecast import backtest
 from lstm_forecast.backtest import fold_dataset, plan_folds, pooled_scores, run_global_backtest
 from lstm_forecast.bundle import load_global_bundle
 from lstm_forecast.cli import app
@@ -145,3 +147,22 @@ def test_folds_with_tickers_out_of_universe_are_a_usage_error(walk_run, tmp_path
     result = CliRunner().invoke(app, ["evaluate", "--run", str(run_dir), "-t", "NEW", "--folds", "2",
                                       "--data-dir", str(data_dir)])
     assert result.exit_code == 2 and error_line(result) == f"Error: {FOLDS_IN_UNIVERSE}"
+
+
+def test_refits_use_the_seeds_and_threads_the_run_trained_with(walk_run, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    shutil.copytree(walk_run[0], run_dir)
+    config_file = run_dir / "config.yaml"
+    config_file.write_text(config_file.read_text().replace("threads: 1", "threads: auto"))  # as trained by default
+    document = json.loads((run_dir / "global.json").read_text())
+    for member in document["training"]:
+        member["threads"] = 3
+    (run_dir / "global.json").write_text(json.dumps(document))
+    seen = []
+
+    def recording_training(dataset, config, on_epoch=None, stop=None):
+        seen.append((config.train.threads, config.train.seed, config.train.seeds))  # then stopped, as by Ctrl-C
+
+    monkeypatch.setattr(backtest, "train_as_run", recording_training)
+    assert evaluate(run_dir, folds=2).interrupted
+    assert seen == [(3, 0, 2)]  # pinned: `auto` would follow the machine's load, and the refit would not repeat
