@@ -19,7 +19,7 @@ from lstm_forecast.bundle import load_global_bundle
 from lstm_forecast.cli import app
 from lstm_forecast.config import TrainConfig, load_config
 from lstm_forecast.errors import UsageError
-from lstm_forecast.train import train_members, train_run, validation_rank_ic
+from lstm_forecast.train import fingerprint, score_tickers, train_members, train_run, validation_rank_ic
 from lstm_forecast.trainer import Samples, fit
 from lstm_forecast.windows import WindowSpec, build_dataset, cross_section_moves, values_to_prices
 
@@ -172,6 +172,44 @@ def test_the_validation_rank_ic_ranks_the_validation_windows_and_never_the_test_
     assert score(Oracle()) == pytest.approx(-1.0)
     dataset.test.actual_prices[:] = np.nan  # the test period is never read
     assert math.isfinite(score(Oracle()))
+
+
+# --- skill, or none --------------------------------------------------------------------------------------
+
+
+def relative_universe(phi: float, seed: int, tickers: int = 12, days: int = 420) -> dict[str, pd.DataFrame]:
+    """A common market move six times each ticker's own, which reverts (phi < 0) or is noise (phi = 0): the
+    relative move is what ranks tomorrow's returns, and the market hides it from a squared error on raw returns."""
+    rng = np.random.default_rng(seed)
+    market = rng.normal(0, 0.06, days)
+    universe = {}
+    for number in range(tickers):
+        noise, own = rng.normal(0, 0.01, days), np.zeros(days)
+        for t in range(1, days):
+            own[t] = phi * own[t - 1] + noise[t]
+        universe[f"T{number:02d}"] = frame_of(market + own, level=5 + 10 * number)
+    return universe
+
+
+def ic_of(universe: dict[str, pd.DataFrame], *changes: str) -> dict:
+    config = load_config(None, [*GLOBAL, "window.lookback=5", "window.horizon=1", "model.hidden_size=8",
+                                "train.epochs=4", "train.batch_size=64", *changes])
+    dataset = build_dataset(universe, config)
+    members, _ = train_members(dataset, config)
+    report = score_tickers(dataset, members, config, "lstm", [fingerprint(t, universe[t]) for t in dataset.names])
+    return report.report["cross_section"]["ic"]["model"]
+
+
+@pytest.mark.parametrize("changes", [["data.target=excess"], ["data.target=rank", "train.select=rank_ic"]])
+def test_a_relative_signal_under_a_large_market_move_is_found(changes):
+    ic = ic_of(relative_universe(phi=-0.5, seed=0), *changes)
+    assert ic["mean"] > 0.1 and ic["t"] > 3
+
+
+def test_pure_relative_noise_under_a_market_move_claims_no_skill():
+    # One noise panel in twenty ranks with |t| > 2 by luck alone: this one is fixed, and does not.
+    ic = ic_of(relative_universe(phi=0.0, seed=3), "data.target=excess", "train.select=rank_ic")
+    assert abs(ic["mean"]) < 0.05 and abs(ic["t"]) < 2.5
 
 
 # --- a global run of each target, end to end ------------------------------------------------------------
