@@ -243,6 +243,16 @@ def test_a_global_run_with_a_cross_sectional_target_is_evaluated_and_predicted(t
     assert predicted.exit_code == 0, predicted.output
     rows = json.loads(predicted.stdout)["rows"]
     assert len(rows) == 6 and all(math.isfinite(row["change_pct"]) for row in rows)
+    # Tickers the run never saw are scaled from their own prices, as a log_return run's are.
+    fresh = market_universe(seed=6).values()
+    others = write_caches(tmp_path / "others", {f"N{i}": frame for i, frame in enumerate(fresh)})
+    outside = CliRunner().invoke(app, ["evaluate", "--run", run_dir, "--data-dir", str(others), "--all", "--json"])
+    assert outside.exit_code == 0, outside.output
+    assert json.loads(outside.stdout)["scope"] == "out of universe"
+    unseen = CliRunner().invoke(app, ["predict", "--run", run_dir, "--data-dir", str(others), "-t", "N0", "--format",
+                                      "json"])
+    assert unseen.exit_code == 0, unseen.output
+    assert json.loads(unseen.stdout)["rows"][0]["status"] == "unseen"
 
 
 # --- usage errors ---------------------------------------------------------------------------------------
