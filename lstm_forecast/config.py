@@ -93,7 +93,9 @@ class ContextInput(Section):
 class DataConfig(Section):
     dir: Annotated[str, Field(max_length=PATH_LENGTH)] | None = None
     price_column: Literal["adj_close", "close"] = "adj_close"
-    target: Literal["log_return", "price"] = "log_return"
+    # log_return or price; for a global run also excess or rank, which take the day's common move out of what the
+    # model is trained on (cross-sectional targets, windows.py).
+    target: Literal["log_return", "price", "excess", "rank"] = "log_return"
     features: Annotated[list[Feature], Field(min_length=1)] = ["log_return"]
     start: Date | None = None
     end: Date | None = None
@@ -175,6 +177,9 @@ class TrainConfig(Section):
     seeds: Annotated[Int, Field(ge=1, le=20)] = 1
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     loss: Literal["mse", "huber"] = "mse"
+    # What chooses the best epoch and stops early: the validation loss, or for a global run the validation
+    # period's mean daily rank IC of the day-1 forecasts across tickers (train.validation_rank_ic).
+    select: Literal["loss", "rank_ic"] = "loss"
     lr_schedule: Literal["none", "plateau"] = "none"
     # CPU threads for training: `auto` (the cores other processes leave free, looked at again as training
     # goes, see trainer.ThreadPlan), a count, or a schedule an `auto` run recorded ([[step, threads], ...]),
@@ -239,9 +244,29 @@ class Config(Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     predict: PredictConfig = PredictConfig()
 
+    @model_validator(mode="after")
+    def _check_scope(self) -> Config:
+        # Both compare tickers with each other day by day: a model of one ticker has no cross-section.
+        if self.model.scope == "local" and (cross := cross_sectional_settings(self)):
+            key, value = cross[0]
+            raise ValueError(f"{key}: expected {' or '.join(LOCAL_CHOICES[key])} for a local model ({value} compares "
+                             "tickers day by day: set model.scope global, --scope global)")
+        return self
+
     def to_plain(self) -> dict[str, Any]:
         """Plain YAML-safe values (dates as ISO strings), as written to a bundle's config.yaml."""
         return self.model_dump(mode="json")
+
+
+# The settings that compare tickers day by day, and what a local model may choose instead.
+CROSS_SECTIONAL = {"data.target": ("excess", "rank"), "train.select": ("rank_ic",)}
+LOCAL_CHOICES = {"data.target": ("log_return", "price"), "train.select": ("loss",)}
+
+
+def cross_sectional_settings(config: Config) -> list[tuple[str, str]]:
+    """The (key, value) settings of `config` that compare tickers day by day, so need a global model."""
+    values = {"data.target": config.data.target, "train.select": config.train.select}
+    return [(key, values[key]) for key, chosen in CROSS_SECTIONAL.items() if values[key] in chosen]
 
 
 # What decides the weights a run trains, and so whether two runs are "trained alike" (`--resume`): not where
@@ -504,7 +529,8 @@ def _describe_error(
         # Cross-field checks raise "key: expected ..." about a key of their own section.
         text = message.removeprefix("Value error, ")
         field, _, expectation = text.partition(": ")
-        loc = loc if loc[-1] == field else [*loc, field]  # a field's own validator is located at it already
+        # A field's own validator is located at it already; a check across sections names its section.key.
+        loc = loc if loc and loc[-1] == field else [*loc, *field.split(".")]
         key = _short(".".join(loc))
         value = _lookup(values, loc)
         return f"{_source_of(loc, sources, default_source)}: {key}: {expectation}, got {_show(value)}"

@@ -21,6 +21,7 @@ diagnostic against the reversal and train-mean baselines (crosssection.py).
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -44,8 +45,8 @@ from lstm_forecast.bundle import (
     resolve_runs_dir,
     save_run,
 )
-from lstm_forecast.config import Config, config_hash
-from lstm_forecast.crosssection import CrossSection, cross_section
+from lstm_forecast.config import Config, config_hash, cross_sectional_settings
+from lstm_forecast.crosssection import MIN_TICKERS, CrossSection, cross_section, rank_ic
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError
 from lstm_forecast.metrics import lag_copy_diagnostic
 from lstm_forecast.model import Ensemble, Forecaster, ModelShape, check_trainable, ensemble_of
@@ -73,10 +74,11 @@ from lstm_forecast.trainer import (
     Samples,
     TrainResult,
     fit,
+    predict,
     resolve_device,
     seed_everything,
 )
-from lstm_forecast.windows import Dataset, build_dataset, reasons
+from lstm_forecast.windows import RETURN_TARGETS, Dataset, build_dataset, reasons
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,10 @@ def train_run(
     epoch so far is scored and saved as usual; a request during scoring or saving changes nothing here.
     """
     check_calendar(config.data.calendar)  # predict needs it: a run for an unknown exchange could never forecast
+    if cross := cross_sectional_settings(config):  # a config made in code (compare's local side) skips validation
+        key, value = cross[0]
+        raise UsageError(f"{key} {value} compares tickers day by day: a model of one ticker cannot be trained on it; "
+                         "set model.scope global")
     announce(on_phase, "building windows")
     dataset = build_dataset({ticker: prices}, config, context_prices=context_prices)
     # What the data cost: the rules' cut and notes, then the context's (the history cut, windows dropped).
@@ -334,9 +340,11 @@ def save_trained(bundle: RunBundle | GlobalBundle, trained: Trained, runs_dir: P
     """Write the run's bundle (bundle.save_run) with its history.csv (one row per epoch of each member, by seed;
     a single model's without the seed, as format 1 has it) and loss_curve.png: the first member's curves beside
     the naive forecast's validation loss, under `title` and the run id the bundle is saved as."""
+    # The selection score beside the validation loss when one chose the epoch (train.select rank_ic).
+    scored = trained.results[0].best_val_score is not None
     history = pd.DataFrame([
-        {"seed": seed, "epoch": r.epoch, "train_loss": r.train_loss, "val_loss": r.val_loss, "lr": r.lr,
-         "seconds": round(r.seconds, 4)}
+        {"seed": seed, "epoch": r.epoch, "train_loss": r.train_loss, "val_loss": r.val_loss,
+         **({"val_score": r.val_score} if scored else {}), "lr": r.lr, "seconds": round(r.seconds, 4)}
         for seed, result in zip(trained.seeds, trained.results, strict=True) for r in result.history
     ])
     curve = history[history["seed"] == trained.seeds[0]]
@@ -386,8 +394,35 @@ def train_model(
         on_epoch=on_epoch,
         stop=stop,
         on_batch=on_batch,
+        val_score=validation_rank_ic(dataset) if config.train.select == "rank_ic" else None,
     )
     return model.cpu().eval(), result
+
+
+def validation_rank_ic(dataset: Dataset) -> Callable[[torch.nn.Module], float]:
+    """train.select rank_ic's score of a model (lower is better, as trainer.fit takes it): minus the mean daily
+    Spearman rank IC, across tickers, of its day-1 forecasts against the realised day-1 log returns of the
+    validation windows (NaN when no day could be ranked). Only the validation period is read, never the test's."""
+    val = dataset.val
+    anchor_days, day = np.unique(val.anchor_dates, return_inverse=True)
+
+    def grid(values: np.ndarray) -> pd.DataFrame:  # days x tickers, as crosssection.rank_ic takes them
+        table = np.full((len(anchor_days), len(dataset.tickers)), np.nan)
+        table[day, val.ticker] = values
+        return pd.DataFrame(table, index=pd.DatetimeIndex(anchor_days), columns=dataset.names)
+
+    realised = grid(np.log(val.actual_prices[:, 0] / val.anchor_prices))
+    if not (realised.notna().sum(axis=1) >= MIN_TICKERS).any():
+        raise ForecastError(f"train.select rank_ic: no validation day has windows of {MIN_TICKERS} tickers to "
+                            "rank; use more tickers or train.select loss")
+
+    def score(model: torch.nn.Module) -> float:
+        # Each ticker's forecast back in its own units first: the scaled outputs of two tickers do not compare.
+        day_one = np.log(dataset.to_prices(val, predict(model, val.model_inputs))[:, 0] / val.anchor_prices)
+        daily = rank_ic(grid(day_one), realised)
+        return -float(daily.mean()) if len(daily) else math.nan
+
+    return score
 
 
 def train_members(
@@ -443,8 +478,9 @@ def naive_validation_loss(dataset: Dataset, loss: str) -> float:
     """The training loss the naive forecast would score on the validation windows, in each ticker's scaled space
     (the loss curve's reference line)."""
     val = dataset.val
-    # "No change" is a log return of zero on every step, or the anchor price itself.
-    if dataset.spec.target == "log_return":
+    # "No change" is a log return of zero on every step (a cross-sectional target's series is in log-return
+    # units too), or the anchor price itself.
+    if dataset.spec.target in RETURN_TARGETS:
         naive = np.zeros_like(val.targets, dtype=np.float64)
     else:
         naive = baselines.naive_forecast(val.anchor_prices, dataset.spec.horizon)
@@ -493,6 +529,9 @@ def check_global(config: Config, tickers: list[str]) -> None:
     if len(tickers) < 2:
         raise UsageError("--scope global trains one model across tickers: give two or more (-t A -t B, "
                          "--tickers-file F or --all)")
+    if config.train.select == "rank_ic" and len(tickers) < MIN_TICKERS:
+        raise UsageError(f"train.select rank_ic ranks the tickers each day: give at least {MIN_TICKERS}, or use "
+                         "train.select loss")
     check_trainable(config)
     check_calendar(config.data.calendar)
 

@@ -117,7 +117,8 @@ class EpochRecord:
     lr: float  # the learning rate used during this epoch
     seconds: float
     best_epoch: int
-    best_val_loss: float
+    best_val_loss: float  # the validation loss of the best epoch so far
+    val_score: float | None = None  # the caller's selection score (`fit`'s val_score), None without one
 
 
 EpochCallback = Callable[[EpochRecord], bool | None]  # a true value: stop training after this epoch
@@ -153,8 +154,8 @@ class TrainResult:
     seconds: float
     device: str
     threads: int  # torch's CPU threads at the start: bit-for-bit repeats need the same counts
+    best_val_score: float | None = None  # the best epoch's selection score, when `fit` was given one
     thread_schedule: list[tuple[int, int]] = field(default_factory=list)  # (first step, threads) as run
-
 
     def summary(self) -> dict[str, Any]:
         """Plain JSON values for bundles and reports (the per-epoch history is stored separately)."""
@@ -167,7 +168,8 @@ class TrainResult:
             "seconds": round(self.seconds, 3),
             "device": self.device,
             "threads": self.threads,
-            # Only when `auto` changed the count: a steady run's record is what it always was.
+            "best_val_score": self.best_val_score,
+            # Only when `auto` changed the count: a steady run records `threads` alone.
             **({"thread_schedule": [list(pair) for pair in self.thread_schedule]}
                if len(self.thread_schedule) > 1 else {}),
         }
@@ -348,8 +350,13 @@ def fit(
     on_epoch: EpochCallback | None = None,
     stop: StopRequest | None = None,
     on_batch: BatchCallback | None = None,
+    val_score: Callable[[nn.Module], float] | None = None,
 ) -> TrainResult:
     """Train `model` in place (moved to `device`) and leave it holding the best validation epoch's weights.
+
+    The best epoch is the one with the lowest validation loss, or with the lowest `val_score(model)` when given
+    (the caller's selection rule on the validation period, lower is better: e.g. minus a rank IC); the same
+    score drives early stopping and the plateau schedule.
 
     Reproducible: with the same seed, data and config, a CPU run repeats bit for bit when torch's intra-op
     thread count is the same (`train.threads`, or the count `auto` chose, reported as `TrainResult.threads`);
@@ -387,7 +394,7 @@ def fit(
 
         history: list[EpochRecord] = []
         best_state: dict[str, Tensor] | None = None
-        best_epoch, best_val_loss = 0, math.inf
+        best_epoch, best_val_loss, best_score = 0, math.inf, math.inf
         stopped_early = False
         for epoch in range(1, config.epochs + 1):
             if stop_requested.is_set():
@@ -401,12 +408,14 @@ def fit(
             if train_loss is None:  # interrupted mid-epoch: a partial epoch is neither scored nor kept
                 break
             val_loss = _mean_loss(model, val_x, val_y, loss_fn)
-            if val_loss < best_val_loss:
-                best_epoch, best_val_loss = epoch, val_loss
+            score = None if val_score is None else val_score(model)
+            selected = val_loss if score is None else score  # NaN (no score) is never the best
+            if math.isfinite(val_loss) and selected < best_score:
+                best_epoch, best_val_loss, best_score = epoch, val_loss, selected
                 # Cloned on the device: no host transfer, and cheap beside an epoch of training.
                 best_state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
             seconds = time.perf_counter() - epoch_started
-            record = EpochRecord(epoch, train_loss, val_loss, lr, seconds, best_epoch, best_val_loss)
+            record = EpochRecord(epoch, train_loss, val_loss, lr, seconds, best_epoch, best_val_loss, score)
             history.append(record)
             asked_to_stop = on_epoch is not None and bool(on_epoch(record))
             diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
@@ -414,7 +423,7 @@ def fit(
                 stopped_early = epoch < config.epochs
                 break
             if scheduler is not None:
-                scheduler.step(val_loss)
+                scheduler.step(selected)
 
         if best_state is not None:
             model.load_state_dict(best_state)
@@ -433,6 +442,7 @@ def fit(
             seconds=time.perf_counter() - started,
             device=str(device),
             threads=threads.first,
+            best_val_score=None if val_score is None or best_state is None else best_score,
             thread_schedule=threads.schedule,
         )
 
