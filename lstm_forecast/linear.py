@@ -81,7 +81,7 @@ def check_memory(columns: int, limit: int | None = None) -> None:
         raise ForecastError(
             f"the linear baseline's {columns:,} coefficients (window.lookback × inputs + 1) need about "
             f"{needed / 1024**3:.1f} GiB, more than the {limit / 1024**3:.1f} GiB allowed here (half the memory); "
-            "a shorter window.lookback or fewer inputs fit"
+            "lower window.lookback or use fewer data.features"
         )
 
 

@@ -427,8 +427,8 @@ def _ic_cells(summary: dict[str, Any]) -> list[str]:
 
 
 def _seed_agreement_line(agreement: dict[str, Any]) -> str:
-    return (f"Seeds agree: mean daily rank correlation {fmt(agreement['pairwise'], '{:+.3f}')} between pairs of "
-            f"members ({len(agreement['pairs'])} pairs), {fmt(agreement['with_ensemble'], '{:+.3f}')} between each "
+    return (f"Seeds agree: mean daily rank correlation {fmt(agreement['pairwise'], '{:+.3f}')} between each pair of "
+            f"the {len(agreement['members'])} members, {fmt(agreement['with_ensemble'], '{:+.3f}')} between each "
             "member and the ensemble (1: they rank alike).")
 
 

@@ -7,11 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import TINY_OVERRIDES
+from rich.console import Console
 from scipy.signal import lfilter
 
 from lstm_forecast import linear
-from lstm_forecast.config import load_config
+from lstm_forecast.config import Config, load_config
 from lstm_forecast.errors import ForecastError
+from lstm_forecast.report import global_report
+from lstm_forecast.train import score_tickers, train_members
 from lstm_forecast.windows import Dataset, GatheredWindows, build_dataset
 
 
@@ -92,3 +95,56 @@ def test_an_absurd_panel_is_refused_in_one_line_before_anything_is_summed():
     message = str(refused.value)
     assert "\n" not in message and "1,000,001 coefficients" in message and "window.lookback" in message
     linear.check_memory(60 * 3 + 1)  # the 391-ticker panel's ridge: well within
+
+
+# --- in the global run's report -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[Dataset, list, Config]:
+    """A tiny two-seed global model on a panel whose only signal is linear (an AR(1) in every ticker)."""
+    panel = ar_panel(tickers=12, days=460, phi=-0.4, seed=6)
+    config = load_config(None, [*TINY_OVERRIDES, "model.scope=global", "window.lookback=5", "window.horizon=2",
+                                "model.hidden_size=8", "train.epochs=3", "train.seeds=2"])
+    members, _ = train_members(panel, config)
+    return panel, members, config
+
+
+def test_the_report_judges_the_model_beside_the_linear_baseline_and_does_not_call_it_better_without_reason(trained):
+    panel, members, config = trained
+    scores = score_tickers(panel, members, config, "lstm", [{"rows": 1, "sha256": ""}] * len(panel.names))
+    section, about = scores.report["cross_section"], scores.report["linear_baseline"]
+    assert about["fitted_on_tickers"] == 12 and about["training_windows"] == len(panel.train)
+    assert about["chosen_by"] == "validation rank IC" and len(about["validation"]) == len(linear.PENALTIES)
+    linear_ic = section["ic"]["linear"]
+    assert linear_ic["mean"] > 0.15 and linear_ic["t"] > 3  # the ridge finds the linear signal
+    assert "It adds to the linear baseline" not in section["verdict"]  # nothing beyond it to find
+    assert {"linear", "model"} <= set(section["long_short"]["strategies"]) <= set(scores.section.equity.columns)
+    assert section["long_short"]["hold"] == config.evaluate.long_short_hold == 5
+    agreement = section["seed_agreement"]
+    assert len(agreement["pairs"]) == 1 and -1.0 <= agreement["pairwise"] <= 1.0
+    console = Console(record=True, width=120)
+    for item in global_report({**scores.report, "scope": "in universe", "model": {"kind": "lstm"}}):
+        console.print(item)
+    text = " ".join(console.export_text().split())
+    assert "linear (ridge)" in text and f"penalty {about['penalty']:g} of 7 chosen by validation rank IC" in text
+
+
+def test_out_of_universe_the_runs_own_ridge_forecasts_the_unseen_tickers(trained):
+    panel, members, config = trained
+    unseen = ar_panel(tickers=6, days=460, phi=-0.4, seed=7)
+    scores = score_tickers(unseen, members, config, "lstm", [{"rows": 1, "sha256": ""}] * 6, own=panel)
+    about = scores.report["linear_baseline"]
+    own = linear.fit_ridge(panel)
+    assert about["fitted_on_tickers"] == 12 and about["penalty"] == own.penalty
+    assert about["training_windows"] == len(panel.train) != len(unseen.train)
+    assert scores.report["cross_section"]["ic"]["linear"]["mean"] > 0.1
+
+
+def test_a_ridge_too_large_to_fit_leaves_the_report_whole_with_its_reason(trained, monkeypatch):
+    panel, members, config = trained
+    monkeypatch.setattr(linear, "memory_limit", lambda: 1024)
+    scores = score_tickers(panel, members, config, "lstm", [{"rows": 1, "sha256": ""}] * len(panel.names))
+    assert "the linear baseline's 6 coefficients" in scores.report["linear_baseline"]["absent"]
+    assert "linear" not in scores.report["cross_section"]["ic"]
+    assert scores.report["cross_section"]["ic"]["model"]["days"] > 0
