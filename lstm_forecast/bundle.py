@@ -68,6 +68,7 @@ from lstm_forecast.config import (
     WindowConfig,
     config_from_plain,
     load_yaml,
+    thread_schedule_problem,
 )
 from lstm_forecast.context import CALENDAR_COLUMNS, ContextSeries, cached_context
 from lstm_forecast.data import cache_name, validate_ticker
@@ -463,6 +464,16 @@ class TrainingRecord(Record):
     device: Annotated[str, Field(max_length=32)]
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)]
     threads: Annotated[int, Field(ge=1, le=MAX_THREADS)] | None = None  # absent in bundles before train.threads
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> TrainingRecord:
+        """`thread_schedule`, [[first step, threads], ...], is there only when `auto` changed the count during
+        training (config.TrainConfig.threads): an extra field, so records without it read back as written."""
+        schedule = (self.model_extra or {}).get("thread_schedule")
+        problem = None if schedule is None else thread_schedule_problem(schedule)
+        if problem:
+            raise PydanticCustomError("thread_schedule", problem)
+        return self
 
 
 class RunDocument(Record):

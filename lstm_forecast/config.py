@@ -156,6 +156,10 @@ class ModelConfig(Section):
 
 
 MAX_THREADS = 256
+# A recorded thread schedule: `auto` looks again at most once a second, so a run of days changes count fewer
+# times than this; and no run takes more mini-batch steps than MAX_STEPS.
+MAX_THREAD_CHANGES = 100_000
+MAX_STEPS = 10**12
 
 
 class TrainConfig(Section):
@@ -172,17 +176,42 @@ class TrainConfig(Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     loss: Literal["mse", "huber"] = "mse"
     lr_schedule: Literal["none", "plateau"] = "none"
-    # CPU threads for training: `auto` (the cores free when training starts, see trainer.training_threads)
-    # or a count.
+    # CPU threads for training: `auto` (the cores other processes leave free, looked at again as training
+    # goes, see trainer.ThreadPlan), a count, or a schedule an `auto` run recorded ([[step, threads], ...]),
+    # replayed to repeat that run bit for bit.
     # Any, checked below: a union type would coerce `true` to 1 and describe itself badly in errors.
     threads: Any = "auto"
 
     @model_validator(mode="after")
     def _check_threads(self) -> TrainConfig:
         threads = self.threads
-        if threads != "auto" and (type(threads) is not int or not 1 <= threads <= MAX_THREADS):
-            raise ValueError(f"threads: expected auto or an integer from 1 to {MAX_THREADS}")
+        if isinstance(threads, list | tuple):
+            problem = thread_schedule_problem(threads)
+            if problem:
+                raise ValueError(f"threads: {problem}")
+            self.threads = [[int(step), int(count)] for step, count in threads]
+        elif threads != "auto" and (type(threads) is not int or not 1 <= threads <= MAX_THREADS):
+            raise ValueError(f"threads: expected auto, an integer from 1 to {MAX_THREADS} or a recorded "
+                             "schedule [[step, threads], ...]")
         return self
+
+
+def thread_schedule_problem(schedule: Any) -> str | None:
+    """What is wrong with a recorded thread schedule ([[first step, threads], ...], steps rising from 0), or None."""
+    if not isinstance(schedule, list | tuple) or not 1 <= len(schedule) <= MAX_THREAD_CHANGES:
+        return f"a schedule holds 1 to {MAX_THREAD_CHANGES:,} [step, threads] pairs"
+    previous = -1
+    for pair in schedule:
+        if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(type(x) is int for x in pair)):
+            return "each schedule entry is a pair of integers [step, threads]"
+        step, count = pair
+        if not previous < step <= MAX_STEPS or not 1 <= count <= MAX_THREADS:
+            return (f"schedule steps rise from 0 (at most {MAX_STEPS:,}) and threads are 1 to {MAX_THREADS}; "
+                    f"got [{step}, {count}]")
+        if previous == -1 and step != 0:
+            return "a schedule starts at step 0"
+        previous = step
+    return None
 
 
 class RunsConfig(Section):

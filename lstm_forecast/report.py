@@ -516,10 +516,41 @@ def global_report(report: dict[str, Any]) -> list[Table | str]:
     items += cross_section_report(report["cross_section"])
     if about := report.get("linear_baseline"):  # reports written before the baseline existed have none
         items.append(linear_baseline_line(about))
+    if "walk_forward" in report:
+        items += walk_forward_items(report["walk_forward"], report)
     files = report.get("files")
     if files:
         items.append(f"Wrote {', '.join(Path(path).name for path in files.values())} to "
                      f"{escape(str(Path(files['evaluation']).parent))}")
+    return items
+
+
+def walk_forward_items(walk: dict[str, Any], pooled: dict[str, Any]) -> list[Table | str]:
+    """A global run's walk-forward folds, one row each, beside the pooled figures printed above them: the test
+    block, the model (the run's own or refit), the pooled RMSE ratio, the rank IC and the long–short Sharpe."""
+    table = FitTable(title=f"Walk-forward: {walk['completed']} of {walk['folds']} folds, expanding window, the "
+                           "model refit before each block; ratio: day-1 RMSE to naive's", optional=("model", "days"))
+    table.add_column("fold", no_wrap=True)
+    table.add_column("test from … to", min_width=len("2020-01-02 …"))
+    table.add_column("model")
+    for column in ("ratio", "mean IC", "HAC t", "beyond TM", "L/S Sharpe", "days"):
+        table.add_column(column, justify="right", no_wrap=True)
+    folds = [(str(fold["fold"]), fold) for fold in walk["fold_results"]]
+    for label, row in [*folds, ("pooled", pooled)]:
+        if label == "pooled":
+            table.add_section()
+        section, source = row["cross_section"], row.get("model_source", "")
+        ic, beyond = section["ic"]["model"], section["ic"]["beyond_train_mean"]
+        days = (f"{row['test_first_day']} … {row['test_last_day']}" if "test_first_day" in row
+                else f"{row['test']['first_target_day']} … {row['test']['last_target_day']}")
+        table.add_row(label, days, f"refit, {row['epochs_run']} ep." if source == "retrained" else source,
+                      fmt(row["pooled_ratio"]["rmse_ratio_h1"]), fmt(ic["mean"], "{:+.4f}"), fmt(ic["t"], "{:+.2f}"),
+                      fmt(beyond["mean"], "{:+.4f}"), _sharpe(section["long_short"]["strategies"]["model"]),
+                      str(section["days"]))
+    items: list[Table | str] = [table]
+    if walk["interrupted"]:
+        items.append("[yellow]The walk-forward was interrupted; the folds above are the ones that finished, and "
+                     "the pooled figures pool them.[/]")
     return items
 
 
