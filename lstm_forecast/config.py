@@ -228,6 +228,9 @@ class EvaluateConfig(Section):
     cost_bps: Annotated[Float, Field(ge=0, le=10_000)] = 5.0  # 10,000 bps: the whole position
     # A global run's long–short diagnostic: long the k highest forecasts, short the k lowest, each day.
     long_short_k: Annotated[Int, Field(ge=1, le=1000)] = 10
+    # ... and beside it the same books held this many days (1: the daily rows only). 5 is a documented starting
+    # value, not yet chosen by the validation protocol (README, "Costs a ranking can survive").
+    long_short_hold: Annotated[Int, Field(ge=1, le=250)] = 5
 
 
 class PredictConfig(Section):

@@ -256,8 +256,10 @@ def evaluate_tickers(
     from the data dir (their context series too, or the recorded rows where none is cached) and windowed on the
     same split, each scaled by its own training-period days, and scored by the same function; their files go to
     the run's out_of_universe/ folder. A model with a ticker embedding knows only its own tickers and refuses.
+    The linear baseline is always the ridge on the run's own training windows, refitted from the recorded prices
+    (linear.py), so out of universe it forecasts the unseen tickers' windows as the model does.
     """
-    config, warnings = bundle.config, []
+    config, warnings, own = bundle.config, [], None
     announce(on_phase, "reading the prices and rebuilding the windows")
     if tickers:
         unseen, warnings = unseen_tickers(bundle, tickers)
@@ -274,6 +276,7 @@ def evaluate_tickers(
         dataset = build_dataset(prices, config, split=bundle.split, context_prices=bundle.cached_context(folder))
         skipped |= dataset.skipped
         fingerprints = [fingerprint(name, dataset.prices[name]) for name in dataset.names]
+        own = rebuild_dataset(bundle, *bundle.recorded())
         out, scope = bundle.run_dir / OUT_OF_UNIVERSE_DIR, "out of universe"
     else:
         prices, context_prices = bundle.recorded()
@@ -281,7 +284,7 @@ def evaluate_tickers(
         skipped, fingerprints = dict(bundle.skipped), [record.fingerprint for record in bundle.tickers]
         out, scope = bundle.run_dir, "in universe"
     announce(on_phase, f"scoring the test period of {len(dataset.tickers)} tickers")
-    scores = score_tickers(dataset, bundle.members, config, bundle.shape.kind, fingerprints)
+    scores = score_tickers(dataset, bundle.members, config, bundle.shape.kind, fingerprints, own)
     report = {
         "run_dir": str(bundle.run_dir), "run_id": bundle.run_id, "scope": scope, "model": bundle.shape.to_dict(),
         "seeds": bundle.seeds, "training": bundle.training, "trained_on": len(bundle.tickers),

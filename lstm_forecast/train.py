@@ -48,6 +48,7 @@ from lstm_forecast.bundle import (
 from lstm_forecast.config import Config, config_hash, cross_sectional_settings
 from lstm_forecast.crosssection import MIN_TICKERS, CrossSection, cross_section, rank_ic
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError
+from lstm_forecast.linear import fit_ridge
 from lstm_forecast.metrics import lag_copy_diagnostic
 from lstm_forecast.model import Ensemble, Forecaster, ModelShape, check_trainable, ensemble_of
 from lstm_forecast.prices import prices_sha256
@@ -604,9 +605,12 @@ class TickerScores:
 
 def score_tickers(
     dataset: Dataset, members: list[Forecaster], config: Config, kind: str, fingerprints: list[dict[str, Any]],
+    own: Dataset | None = None,
 ) -> TickerScores:
     """The test period's report: per-ticker rows with BH q-values and the pooled DM test, the pooled RMSE
-    ratio, and the cross-section (rank IC, long–short). The members' own ICs stand beside the ensemble's."""
+    ratio, and the cross-section (rank IC, long–short). The members' own ICs stand beside the ensemble's, and the
+    linear baseline beside the model: a ridge fitted on `own`'s training windows (the run's own dataset; None:
+    `dataset` is), forecasting `dataset`'s test windows. A ridge too large to fit is left out with its reason."""
     test = dataset.test
     predictions = member_predictions(members, test)
     forecasts = ticker_forecasts(dataset, test, np.mean(predictions, axis=0))
@@ -632,7 +636,15 @@ def score_tickers(
                       for label, prices in zip(member_labels(config), member_prices, strict=True)}
     last_returns = {days.ticker: test.last_return[test.of(days.index)] for days in dataset.tickers}
     train_means = {days.ticker: days.train_mean_log_return for days in dataset.tickers}
-    section = cross_section_of(forecasts, last_returns, train_means, config, members_ic)
+    own = dataset if own is None else own
+    try:
+        ridge = fit_ridge(own)
+        linear_prices = dataset.to_prices(test, ridge.predict(test.inputs)[:, None])
+        linear_models = {days.ticker: linear_prices[test.of(days.index)] for days in dataset.tickers}
+        about = {**ridge.to_dict(), "fitted_on_tickers": len(own.tickers)}
+    except ForecastError as exc:  # a diagnostic too large to fit must not cost the run its report
+        linear_models, about = None, {"absent": str(exc)}
+    section = cross_section_of(forecasts, last_returns, train_means, config, members_ic, linear_models)
     report = {
         "split": dataset.split,
         "test": {"first_target_day": dataset.test_start.date().isoformat(),
@@ -641,6 +653,7 @@ def score_tickers(
         "pooled_ratio": pooled_ratio(forecasts.values()),
         "per_ticker": per_ticker,
         "cross_section": section.to_dict(),
+        "linear_baseline": about,
     }
     return TickerScores(report=report, section=section, forecasts=forecasts)
 
@@ -648,10 +661,12 @@ def score_tickers(
 def cross_section_of(
     forecasts: dict[str, PeriodForecasts], last_returns: dict[str, np.ndarray], train_means: dict[str, float],
     config: Config, member_models: dict[str, dict[str, np.ndarray]] | None = None,
+    linear_models: dict[str, np.ndarray] | None = None,
 ) -> CrossSection:
     """The cross-section of per-ticker test forecasts (a global run's, or local runs' side by side): days ×
     tickers frames of the day-1 forecast and realised log returns, the anchor day's return and each ticker's
-    training mean, judged by crosssection.cross_section. `member_models`: label -> ticker -> model prices."""
+    training mean, judged by crosssection.cross_section. `member_models`: label -> ticker -> model prices;
+    `linear_models`: ticker -> the linear baseline's prices (n, ≥ 1), day 1 first."""
     def frame(values: dict[str, np.ndarray]) -> pd.DataFrame:
         columns = {ticker: pd.Series(column, index=pd.DatetimeIndex(forecasts[ticker].anchor_dates))
                    for ticker, column in values.items()}
@@ -661,12 +676,13 @@ def cross_section_of(
         return frame({t: np.log(prices[t][:, 0] / forecasts[t].anchor_prices) for t in forecasts})
 
     members = {label: day_one(models) for label, models in (member_models or {}).items()} or None
+    linear = day_one(linear_models) if linear_models is not None else None
     # A small universe cannot fill k longs and k shorts: the book shrinks to half the tickers (the table says k).
     k = max(1, min(config.evaluate.long_short_k, len(forecasts) // 2))
     return cross_section(day_one({t: f.model for t, f in forecasts.items()}),
                          day_one({t: f.actual for t, f in forecasts.items()}), frame(last_returns),
                          pd.Series(train_means, dtype=np.float64), k=k, cost_bps=config.evaluate.cost_bps,
-                         members=members)
+                         members=members, linear=linear, hold=config.evaluate.long_short_hold)
 
 
 def pooled_ratio(forecasts: Any) -> dict[str, Any]:
