@@ -18,15 +18,17 @@ import csv
 import io
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.stats import false_discovery_control
 
 from lstm_forecast import plots
+from lstm_forecast.bundle import MAX_TICKERS
 from lstm_forecast.files import atomic_write_text, json_text
 from lstm_forecast.metrics import diebold_mariano, p_phrase
 
@@ -42,6 +44,47 @@ SUMMARY_COLUMNS = (
     "ticker", "status", "run_dir", "rows", "test_windows", "rmse_ratio_h1", "rmse_ratio_all", "dm_pvalue", "bh_qvalue",
     "direction_accuracy", "binomial_pvalue", "lag_copy", "seconds", "error",
 )
+Ratio = Annotated[float, Field(ge=0, le=1e6)] | None  # an RMSE ratio; beyond a million-fold is damage
+Probability = Annotated[float, Field(ge=0, le=1)] | None
+
+
+class SummaryRow(BaseModel):
+    """A summary row (SUMMARY_COLUMNS) as this code writes it: in results.jsonl, summary.json and a global run's
+    metrics.json `per_ticker`."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+    ticker: Annotated[str, Field(max_length=64)]
+    status: Literal["ok", "failed", "interrupted"]
+    run_dir: Annotated[str, Field(max_length=4096)] | None
+    rows: Annotated[int, Field(ge=1, le=10_000_000)] | None
+    test_windows: Annotated[int, Field(ge=1, le=10_000_000)] | None = None  # absent in rows written before it
+    rmse_ratio_h1: Ratio
+    rmse_ratio_all: Ratio
+    dm_pvalue: Probability
+    bh_qvalue: Probability
+    direction_accuracy: Probability
+    binomial_pvalue: Probability
+    lag_copy: Literal["yes", "no"] | None
+    seconds: Annotated[float, Field(ge=0, le=1e9)]
+    error: Annotated[str, Field(max_length=4000)] | None
+
+
+class SetSummary(BaseModel):
+    """What a set report (`set_report`) is read back for: its rows, each ticker once. summary.json is one; so is
+    a global run's metrics.json `per_ticker`. The verdict and counts are shown as written, never recomputed."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, strict=True)
+    rows: Annotated[list[SummaryRow], Field(max_length=MAX_TICKERS)]
+
+    @model_validator(mode="after")
+    def _check(self) -> SetSummary:
+        if len({row.ticker for row in self.rows}) != len(self.rows):
+            raise ValueError("expected each ticker's row once")
+        return self
+
+    def tests(self) -> dict[str, tuple[float | None, float | None, float | None]]:
+        """Each ticker's test RMSE ratio, DM p-value and q-value as the report judged them."""
+        return {row.ticker: (row.rmse_ratio_all, row.dm_pvalue, row.bh_qvalue) for row in self.rows}
 
 
 def bh_qvalues(pvalues: Sequence[float]) -> list[float]:
@@ -71,6 +114,7 @@ class Family:
     kind: str
     tests: dict[str, TickerTest]
     size: int
+    damaged: Mapping[str, str] = field(default_factory=dict)  # ticker -> why its recorded test cannot be read
 
     @property
     def label(self) -> str:
@@ -81,21 +125,23 @@ class Family:
         return self.tests.get(ticker, UNTESTED)
 
 
-def adjusted_family(kind: str, scores: Mapping[str, tuple[float | None, float | None]]) -> Family:
+def adjusted_family(kind: str, scores: Mapping[str, tuple[float | None, float | None]],
+                    damaged: Mapping[str, str] | None = None) -> Family:
     """The family of `scores` (ticker -> test RMSE ratio, DM p-value), each p-value given its Benjamini–Hochberg
-    q-value over every p-value there."""
+    q-value over every p-value there; `damaged` names the tickers whose scores could not be read, and why."""
     tested = [ticker for ticker, (_, pvalue) in scores.items() if pvalue is not None]
     qvalues = dict(zip(tested, bh_qvalues([scores[ticker][1] for ticker in tested]), strict=True))
     tests = {ticker: TickerTest(ratio, pvalue, qvalues.get(ticker)) for ticker, (ratio, pvalue) in scores.items()}
-    return Family(kind, tests, len(tested))
+    return Family(kind, tests, len(tested), dict(damaged or {}))
 
 
-def recorded_family(kind: str, tests: Mapping[str, tuple[float | None, float | None, float | None]]) -> Family:
+def recorded_family(kind: str, tests: Mapping[str, tuple[float | None, float | None, float | None]],
+                    damaged: Mapping[str, str] | None = None) -> Family:
     """The family a set report recorded (ticker -> test RMSE ratio, DM p-value, q-value, as written over the run's
     own tickers): its q-values as they are; a q-value without its p-value reads as none, though it counts."""
     return Family(kind, {ticker: TickerTest(ratio, pvalue, qvalue if pvalue is not None else None)
                          for ticker, (ratio, pvalue, qvalue) in tests.items()},
-                  sum(qvalue is not None for _, _, qvalue in tests.values()))
+                  sum(qvalue is not None for _, _, qvalue in tests.values()), dict(damaged or {}))
 
 
 def scored_record(
