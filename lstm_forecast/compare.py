@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from lstm_forecast import data, plots
-from lstm_forecast.bundle import HISTORY_FILE, RunBundle, load_run, new_run_id, resolve_runs_dir
+from lstm_forecast.bundle import RunBundle, load_run, new_run_id, resolve_runs_dir
 from lstm_forecast.config import Config
 from lstm_forecast.context import calendar_names
 from lstm_forecast.context_effect import (
@@ -47,6 +47,7 @@ from lstm_forecast.evaluate import rebuild_dataset
 from lstm_forecast.files import json_text, make_temp_dir, publish_as_free_name
 from lstm_forecast.metrics import format_pvalue, judgement, p_phrase
 from lstm_forecast.model import RECURRENT_CORES, check_trainable
+from lstm_forecast.runs import read_history
 from lstm_forecast.scoring import PeriodForecasts, iso_day, period_forecasts, score_forecasts
 from lstm_forecast.sets import bh_qvalues, pooled_dm
 from lstm_forecast.train import TickerResult, cross_section_of, pooled_ratio, train_global, train_run, train_ticker
@@ -284,7 +285,7 @@ def local_test_forecasts(rows: list[dict[str, Any]]) -> tuple[dict, dict, dict, 
         forecasts[ticker] = period
         last_returns[ticker] = returns.reindex(pd.DatetimeIndex(period.anchor_dates)).to_numpy()
         train_means[ticker] = bundle.baselines["train_mean_log_return"]
-        histories.append(pd.read_csv(Path(row["run_dir"]) / HISTORY_FILE).set_index("epoch"))
+        histories.append(read_history(Path(row["run_dir"])).set_index("epoch"))
     if not forecasts:
         raise ForecastError("no local model could be trained; the universe folder gives each reason")
     mean = pd.concat([history[["train_loss", "val_loss"]] for history in histories]).groupby(level=0).mean()
@@ -293,7 +294,7 @@ def local_test_forecasts(rows: list[dict[str, Any]]) -> tuple[dict, dict, dict, 
 
 
 def _global_curve(run_dir: Path) -> tuple[list, list, list]:
-    history = pd.read_csv(run_dir / HISTORY_FILE)
+    history = read_history(run_dir)
     first = history[history["seed"] == history["seed"].iloc[0]]
     return first["epoch"].tolist(), first["train_loss"].tolist(), first["val_loss"].tolist()
 

@@ -7,10 +7,13 @@ and never stops the listing. Local runs and global runs list side by side.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich import box
 from rich.markup import escape
@@ -22,6 +25,7 @@ from lstm_forecast.bundle import (
     BUNDLE_JSON_LIMIT,
     CONFIG_FILE,
     GLOBAL_FILE,
+    HISTORY_FILE,
     JSON_MEMORY_FACTOR,
     MAX_TICKERS,
     METRICS_FILE,
@@ -43,6 +47,10 @@ EVALUATION_FILE = "evaluation.json"
 # JSON limit; a file larger than a bundle description is not one this tool wrote.
 READBACK_LIMIT = BUNDLE_JSON_LIMIT
 RecordT = TypeVar("RecordT", bound=BaseModel)
+# history.csv: a line of a few dozen bytes per epoch and seed; 100,000 epochs (config's most) of 20 seeds would be
+# more, but no run that long is compared, and a file past this is not read whole into a DataFrame.
+HISTORY_LIMIT = 64 << 20
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss")
 
 
 # --- what a run's files are read back as ----------------------------------------------------------------
@@ -259,6 +267,27 @@ def read_record(path: Path, schema: type[RecordT], limit: int = READBACK_LIMIT) 
         return schema.model_validate_json(raw)
     except ValidationError as exc:
         raise ForecastError(f"{path}: damaged, not {what} ({describe_damage(exc)})") from None
+
+
+def read_history(run_dir: Path) -> pd.DataFrame:
+    """A run's history.csv read back bounded and checked: HISTORY_COLUMNS (and a global run's `seed`), numbers,
+    no infinity, epochs counted from 1; anything else is one ForecastError "damaged run <dir>: …"."""
+    path = run_dir / HISTORY_FILE
+    try:
+        history = pd.read_csv(io.BytesIO(read_bounded(path, HISTORY_LIMIT, "a run's loss history")))
+        values = history[list(HISTORY_COLUMNS)].apply(pd.to_numeric, errors="raise")
+    except FileNotFoundError:
+        raise ForecastError(f"damaged run {run_dir}: {HISTORY_FILE} is missing") from None
+    except ForecastError as exc:
+        raise ForecastError(f"damaged run {run_dir}: {exc}") from None
+    except (ValueError, KeyError, pd.errors.ParserError) as exc:  # ValueError: UTF-8, digits, a text cell
+        raise ForecastError(f"damaged run {run_dir}: {HISTORY_FILE} is not a loss history this tool wrote "
+                            f"({type(exc).__name__})") from None
+    epochs = values["epoch"].to_numpy()
+    if values.empty or np.isinf(values.to_numpy(dtype=float)).any() or not (epochs >= 1).all() or (
+            "seed" in history and not pd.api.types.is_integer_dtype(history["seed"])):
+        raise ForecastError(f"damaged run {run_dir}: {HISTORY_FILE} holds no epochs, or values out of range")
+    return history
 
 
 def checked_record(path: Path, schema: type[RecordT]) -> tuple[RecordT | None, str | None]:

@@ -139,3 +139,21 @@ def test_a_global_runs_damaged_scores_are_named_in_the_screener_which_still_fore
     assert rows["NEW"]["status"] == "unseen" and rows["NEW"]["bh_qvalue"] is None
     assert "its out-of-universe test scores cannot be read" in rows["NEW"]["note"]
     assert json.loads(result.stdout)["skill"].startswith(f"Global run {run_dir.name}: its test scores cannot be read")
+
+
+@pytest.mark.parametrize("text", ["epoch,train_loss,val_loss\n1,abc,0.5\n", "epoch,train_loss,val_loss\n1,inf,0.5\n",
+                                  "epoch,train_loss\n1,0.5\n", "epoch,train_loss,val_loss\n0,0.5,0.5\n",
+                                  "epoch,train_loss,val_loss\n", "\xff\n", "fifo"])
+def test_a_damaged_loss_history_is_one_line_naming_the_run(tmp_path, text):
+    path = tmp_path / "history.csv"
+    if text == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_bytes(text.encode("utf-8", "surrogateescape"))
+    with pytest.raises(ForecastError, match=rf"^damaged run {tmp_path}: "):
+        runs.read_history(tmp_path)
+
+
+def test_a_written_loss_history_reads_back_with_its_extra_columns(tmp_path):
+    (tmp_path / "history.csv").write_text("seed,epoch,train_loss,val_loss,lr\n0,1,1.0,1.1,0.001\n0,2,0.9,1.0,0.001\n")
+    assert runs.read_history(tmp_path)["val_loss"].tolist() == [1.1, 1.0]
