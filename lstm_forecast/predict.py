@@ -43,10 +43,10 @@ from lstm_forecast.files import atomic_write_text, json_text, writes_in_place
 from lstm_forecast.intervals import conformal_quantiles, interval_bounds
 from lstm_forecast.metrics import format_pvalue
 from lstm_forecast.model import ensemble_of
-from lstm_forecast.runs import RunMetrics, checked_record, global_runs_by_ticker, newest_local_scores
+from lstm_forecast.runs import RunMetrics, checked_record, global_runs_by_ticker, runs_dir_family
 from lstm_forecast.scoring import member_predictions, ticker_forecasts, val_residuals
 from lstm_forecast.sessions import TradingCalendar, calendar_for
-from lstm_forecast.sets import Q_THRESHOLD, SUMMARY_JSON, Family, SetSummary, adjusted_family, recorded_family
+from lstm_forecast.sets import Q_THRESHOLD, SUMMARY_JSON, Family, SetSummary, recorded_family
 from lstm_forecast.trainer import cpu_threads
 from lstm_forecast.trainer import predict as predict_scaled
 from lstm_forecast.windows import Scaler, build_dataset, inference_inputs, targets_to_prices
@@ -477,7 +477,6 @@ SCREENER_COLUMNS = (
     "rank", "ticker", "status", "last_date", "last_price", "session", "forecast", "change_pct", "level", "lower",
     "upper", "rmse_ratio", "dm_pvalue", "bh_qvalue", "verdict", "run_dir", "note", "family", "family_size",
 )
-LOCAL_FAMILY = "runs dir"  # a local run's q-value is over every ticker's newest own run in the runs dir
 NOT_FORECAST = ("failed", "not run")  # the statuses of a row without a forecast
 SHOWN_REASONS = 10  # tickers named under the table per kind of trouble; the files name every one
 Recorded = tuple[RunMetrics | None, str | None]  # a run's metrics.json read back, and why it could not be (damage)
@@ -526,7 +525,7 @@ def run_screener(
     rows = []
     refreshed: set[str] = set()  # context series shared by the tickers' runs: refreshed once
     held, loaded = global_runs_by_ticker(runs_folder), {}  # a global run is read once, whatever its tickers
-    local = adjusted_family(LOCAL_FAMILY, *newest_local_scores(runs_folder))
+    local = runs_dir_family(runs_folder)
     for ticker in tickers:
         if stop is not None and stop.is_set():
             row = screener_row(ticker, "not run", "interrupted before it was forecast")

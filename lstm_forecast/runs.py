@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -38,7 +39,7 @@ from lstm_forecast.config import Config, read_yaml_mapping
 from lstm_forecast.errors import ForecastError, shorten
 from lstm_forecast.files import read_bounded
 from lstm_forecast.model import gib, memory_limit
-from lstm_forecast.sets import Probability, Ratio, SetSummary
+from lstm_forecast.sets import Family, Probability, Ratio, SetSummary, adjusted_family
 from lstm_forecast.tables import FitTable
 
 CONFIG_NOTE_LIMIT = 60  # characters of distinguishing config values in the listing
@@ -47,6 +48,7 @@ EVALUATION_FILE = "evaluation.json"
 # JSON limit; a file larger than a bundle description is not one this tool wrote.
 READBACK_LIMIT = BUNDLE_JSON_LIMIT
 RecordT = TypeVar("RecordT", bound=BaseModel)
+RUNS_DIR_FAMILY = "runs dir"  # a local run's q-value is over every ticker's newest own run in the runs dir
 # history.csv: a line of a few dozen bytes per epoch and seed; 100,000 epochs (config's most) of 20 seeds would be
 # more, but no run that long is compared, and a file past this is not read whole into a DataFrame.
 HISTORY_LIMIT = 64 << 20
@@ -251,6 +253,17 @@ def newest_local_scores(runs_dir: Path) -> tuple[dict[str, tuple[float | None, f
         if damage is not None:
             damaged[head.ticker] = damage
     return scores, damaged
+
+
+def runs_dir_family(runs_dir: Path, made_now: Mapping[str, tuple[float | None, float | None]] | None = None
+                    ) -> Family:
+    """The family a ticker's own run is judged in: every ticker's newest own run in the runs dir with a test DM
+    p-value (`newest_local_scores`), listed by a command or not; `made_now` (ticker -> test RMSE ratio, DM p)
+    stands for those tickers' recorded scores, as a fresh evaluation of their newest runs."""
+    scores, damaged = newest_local_scores(runs_dir)
+    made_now = made_now or {}
+    return adjusted_family(RUNS_DIR_FAMILY, scores | made_now,
+                           {ticker: why for ticker, why in damaged.items() if ticker not in made_now})
 
 
 def read_record(path: Path, schema: type[RecordT], limit: int = READBACK_LIMIT) -> RecordT:

@@ -166,13 +166,20 @@ def scored_record(
             "fingerprint": fingerprint, "notes": notes or []}
 
 
-def set_report(records: list[dict[str, Any]], tickers: list[str]) -> tuple[list[dict[str, Any]], dict]:
+def set_report(
+    records: list[dict[str, Any]], tickers: list[str], family: Family | None = None
+) -> tuple[list[dict[str, Any]], dict]:
     """The summary rows (`scored_record`s) with their Benjamini–Hochberg q-values, and the set's verdict with the
-    pooled test; the family is every ticker of `records` that was tested."""
+    pooled test. The family is every ticker of `records` that was tested (a set made together: a universe, a
+    global run), or `family` when given: tickers' separate runs, each q-value its ticker's in that family (the
+    runs dir's), which the tickers listed cannot shrink."""
     rows = [dict(record["row"]) for record in records]
     tested = [row for row in rows if row["status"] == "ok" and row["dm_pvalue"] is not None]
-    for row, qvalue in zip(tested, bh_qvalues([row["dm_pvalue"] for row in tested]), strict=True):
+    qvalues = (bh_qvalues([row["dm_pvalue"] for row in tested]) if family is None
+               else [family.test_of(row["ticker"]).qvalue for row in tested])
+    for row, qvalue in zip(tested, qvalues, strict=True):
         row["bh_qvalue"] = qvalue
+    tested = [row for row in tested if row["bh_qvalue"] is not None]
     ratios = sorted(row["rmse_ratio_all"] for row in rows if row["status"] == "ok" and row["rmse_ratio_all"])
     better = [row for row in tested if row["bh_qvalue"] < Q_THRESHOLD and row["rmse_ratio_all"] < 1]
     worse = [row for row in tested if row["bh_qvalue"] < Q_THRESHOLD and row["rmse_ratio_all"] > 1]
@@ -186,7 +193,9 @@ def set_report(records: list[dict[str, Any]], tickers: list[str]) -> tuple[list[
         "worse_at_q05": len(worse),
         "median_rmse_ratio": _median(ratios),
         "pooled_dm": pooled,
-        "verdict": set_verdict(len(tested), len(better), len(worse), pooled),
+        "verdict": set_verdict(len(tested), len(better), len(worse), pooled, family.label if family else None),
+        # The tests each q-value was corrected among: this set's, or the family given, with its size.
+        "family": {"kind": family.kind if family else "this set", "size": family.size if family else len(tested)},
         "drivers": verdict_drivers([record for record in records if record["row"]["status"] == "ok"]),
         # Per ticker, what its data cost (results.jsonl lines written before notes have none).
         "notes": {record["row"]["ticker"]: record["notes"] for record in records if record.get("notes")},
@@ -270,10 +279,11 @@ def _drivers_line(shown: list[dict[str, Any]], flips: list[str]) -> str:
     return f"No single ticker decides the verdict; the largest share is {top['ticker']}'s ({without(top)})"
 
 
-def set_verdict(tested: int, better: int, worse: int, pooled: dict[str, Any]) -> str:
-    """The set in plain words."""
-    counts = (f"{better} of {tested} tickers beat the random walk at q < {Q_THRESHOLD:g} (Benjamini–Hochberg), "
-              f"{worse} did worse")
+def set_verdict(tested: int, better: int, worse: int, pooled: dict[str, Any], family: str | None = None) -> str:
+    """The set in plain words; `family` names the tests the q-values were corrected among when not the set's own."""
+    among = f" over the {family}" if family else ""
+    counts = (f"{better} of {tested} tickers beat the random walk at q < {Q_THRESHOLD:g} (Benjamini–Hochberg"
+              f"{among}), {worse} did worse")
     pvalue, mean = pooled["pvalue"], pooled["mean_differential"]
     if pvalue is None:
         return f"{counts}; the pooled test could not be computed"

@@ -44,7 +44,7 @@ from lstm_forecast.files import (
 )
 from lstm_forecast.prices import prices_sha256
 from lstm_forecast.report import universe_report
-from lstm_forecast.runs import RunHead, checked_record
+from lstm_forecast.runs import RunHead, checked_record, runs_dir_family
 from lstm_forecast.scoring import iso_day, log_loss_differential
 from lstm_forecast.sets import UNIVERSE_PLOT, SummaryRow, scored_record, set_report, write_summary
 from lstm_forecast.tickers import MAX_SELECTED
@@ -188,7 +188,12 @@ def evaluate_universe(
         if on_row is not None:
             on_row(record["row"])
     interrupted = stop.is_set()
-    rows, report = set_report([results[ticker] for ticker in tickers if ticker in results], tickers)
+    # Separate runs, judged among every ticker's newest own run in the runs dir (these evaluations standing for the
+    # listed tickers' own scores): listing fewer tickers cannot lower a q-value.
+    evaluated = {ticker: (record["row"]["rmse_ratio_all"], record["row"]["dm_pvalue"])
+                 for ticker, record in results.items() if record["row"]["status"] == "ok"}
+    rows, report = set_report([results[ticker] for ticker in tickers if ticker in results], tickers,
+                              runs_dir_family(runs_dir, evaluated))
     report["interrupted"] = interrupted
     write_summary(folder, rows, report, kept=(RESULTS_FILE,),
                   page=set_page("Evaluated universe", None, folder))
