@@ -267,7 +267,7 @@ def resumable_results(folder: Path, config: Config, data_dir: Path) -> tuple[dic
     context's range, and the same context rows); and how many lines of its results could not be trusted. A
     folder made for another config is refused: resuming it would mix two configs in one set."""
     path = folder / RESULTS_FILE
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):  # a FIFO or device there is refused by name when it is read
         raise UsageError(f"--resume {folder}: not a universe folder (no {RESULTS_FILE}); see {UNIVERSE_DIR}/ "
                          "in the runs dir")
     expected_hash = config_hash(config)

@@ -157,3 +157,49 @@ def test_a_damaged_loss_history_is_one_line_naming_the_run(tmp_path, text):
 def test_a_written_loss_history_reads_back_with_its_extra_columns(tmp_path):
     (tmp_path / "history.csv").write_text("seed,epoch,train_loss,val_loss,lr\n0,1,1.0,1.1,0.001\n0,2,0.9,1.0,0.001\n")
     assert runs.read_history(tmp_path)["val_loss"].tolist() == [1.1, 1.0]
+
+
+# --- the universe folder: what --resume cannot trust is one line, before any training ---------------------------
+
+
+def universe_folder(root: Path, description: str) -> Path:
+    folder = root / "runs" / universe.UNIVERSE_DIR / "20260101-000000-000"
+    folder.mkdir(parents=True)
+    (folder / universe.UNIVERSE_FILE).write_text(description)
+    (folder / universe.RESULTS_FILE).touch()
+    return folder
+
+
+@pytest.mark.parametrize("description", ['{"tickers": 5}', '{"tickers": ["AAA"], "config_hash": "no"}', "[]",
+                                         '{"tickers": ["AAA"]' + ", " * 10 + "}", "fifo", "link to /dev/zero"])
+def test_a_damaged_universe_description_is_one_line_naming_the_folder(tmp_path, description):
+    folder = universe_folder(tmp_path, "{}")
+    path = folder / universe.UNIVERSE_FILE
+    path.unlink()
+    if description == "fifo":
+        os.mkfifo(path)
+    elif description == "link to /dev/zero":
+        path.symlink_to("/dev/zero")
+    else:
+        path.write_text(description)
+    result = CliRunner().invoke(app, ["train", "--resume", str(folder), "--data-dir", str(tmp_path / "data"),
+                                      "--runs-dir", str(tmp_path / "runs"), "--set", "train.epochs=1"])
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"Error: {folder}") or line.startswith(f"Error: --resume {folder}")
+    assert "damaged universe folder" in line or "not a regular file" in line
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link to /dev/zero", "directory"])
+def test_a_results_file_that_is_not_a_regular_file_is_one_line_at_once(tmp_path, kind):
+    folder = universe_folder(tmp_path, json.dumps({"tickers": ["AAA"], "config_hash": None}))
+    path = folder / universe.RESULTS_FILE
+    path.unlink()
+    {"fifo": os.mkfifo, "directory": Path.mkdir}.get(kind, lambda where: where.symlink_to("/dev/zero"))(path)
+    data_dir = write_caches(tmp_path / "data", {"AAA": build_prices(260)})
+    result = CliRunner().invoke(app, ["train", "--resume", str(folder), "--data-dir", str(data_dir),
+                                      "--runs-dir", str(tmp_path / "runs"), "--set", "train.epochs=1"])
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"Error: {path}: ") and f"--resume {folder}" in line
+    assert "not a regular file" in line or "cannot read" in line
