@@ -7,6 +7,12 @@ cut off at the end of block k, so no fold can see a later day. Fold 0 has exactl
 training and validation days, so it reuses the bundle's model instead of training it again: K folds
 cost K - 1 trainings. Windows whose targets straddle two blocks are dropped, so anchors of
 consecutive folds never overlap; the pooled metrics pool every block's windows.
+
+A global run's walk-forward is the same plan on the calendar of its tickers' days: each fold's panel is rebuilt
+from every ticker's rows up to the end of its block (each ticker's scaler and train mean refit on the fold's
+training days), the model refit with every seed member, and the block scored by train.score_tickers. The folds'
+test days are then judged as one test period (`pooled_scores`): each ticker's windows of every fold together,
+and one cross-section over all the days, so the rank IC's HAC t stands on all of them.
 """
 
 from __future__ import annotations
@@ -21,11 +27,31 @@ import pandas as pd
 
 from lstm_forecast.config import Config
 from lstm_forecast.errors import StopRequest, UsageError
-from lstm_forecast.model import Ensemble, Forecaster
-from lstm_forecast.scoring import FORECASTS, PeriodForecasts, iso_day, period_forecasts, score_forecasts
-from lstm_forecast.train import train_as_run
+from lstm_forecast.metrics import lag_copy_diagnostic
+from lstm_forecast.model import Ensemble, Forecaster, members_of
+from lstm_forecast.scoring import (
+    FORECASTS,
+    PeriodForecasts,
+    iso_day,
+    log_loss_differential,
+    member_predictions,
+    period_forecasts,
+    score_forecasts,
+)
+from lstm_forecast.sets import scored_record, set_report
+from lstm_forecast.train import (
+    PhaseCallback,
+    TickerScores,
+    announce,
+    cross_section_of,
+    fingerprint,
+    member_labels,
+    pooled_ratio,
+    score_tickers,
+    train_as_run,
+)
 from lstm_forecast.trainer import EpochRecord
-from lstm_forecast.windows import Dataset, Scaler, build_dataset
+from lstm_forecast.windows import Dataset, Scaler, TickerDays, build_dataset
 
 
 @dataclass(frozen=True)
@@ -78,15 +104,20 @@ def plan_folds(val_start: int, test_start: int, test_end: int, folds: int, horiz
 
 
 def fold_dataset(
-    prices: pd.DataFrame, config: Config, fold: Fold, context_prices: Mapping[str, pd.DataFrame] | None = None
+    prices: pd.DataFrame | Mapping[str, pd.DataFrame], config: Config, fold: Fold,
+    context_prices: Mapping[str, pd.DataFrame] | None = None, calendar: pd.DatetimeIndex | None = None,
 ) -> Dataset:
     """A fold's windows from prices cut off at the end of its test block: no later day exists for it (a context
-    series is read on the visible days only, so it cannot reach past them either).
+    series is read on the visible days only, so it cannot reach past them either); each ticker's scaler and
+    training statistics are fitted on the fold's training days alone (windows.build_dataset).
 
-    Day d is price row d + 1 (the first price row only serves the first day's return).
+    The fold's rows count the days of `calendar`: a global run's union of its tickers' days, by default the one
+    frame's own days (day d is price row d + 1: the first price row only serves the first day's return).
     """
-    visible = prices.iloc[: fold.test_end + 1]
-    days = visible.index[1:]
+    days = prices.index[1:] if calendar is None else calendar
+    last = days[fold.test_end - 1]
+    visible = (prices.loc[:last] if isinstance(prices, pd.DataFrame)
+               else {ticker: frame.loc[:last] for ticker, frame in prices.items()})
     split = {"val_start": iso_day(days[fold.val_start]), "test_start": iso_day(days[fold.test_start])}
     return build_dataset(visible, config, split=split, context_prices=context_prices)
 
@@ -117,31 +148,19 @@ def run_backtest(
     `seconds_per_training` (the run's own training time) gives the estimate in the first progress report.
     """
     results: list[FoldResult] = []
-    trainings = len(folds) - (bundle_model is not None)
-    estimate = None if seconds_per_training is None else trainings * seconds_per_training
-
-    def report(record: EpochRecord | None) -> None:
-        if on_progress is not None:
-            on_progress(FoldProgress(len(results), len(folds), trainings, estimate, record))
-
+    trainings = (len(folds) - (bundle_model is not None)) * config.train.seeds  # models, a member per seed
+    report = progress_reporter(on_progress, results, len(folds), trainings, seconds_per_training)
     report(None)
     for fold in folds:
         dataset = fold_dataset(prices, config, fold, context_prices)
-        reuse = fold.index == 0 and bundle_model is not None and same_scaler(dataset.scaler, bundle_scaler)
-        if reuse:
-            model, training = bundle_model, {"model_source": "bundle", "epochs_run": None, "best_epoch": None}
-        else:
-            trained = train_as_run(dataset, config, report, stop)
-            if trained is None:
-                return results, True
-            model, result = trained
-            training = {"model_source": "retrained", "epochs_run": result.epochs_run, "best_epoch": result.best_epoch}
+        scalers = [bundle_scaler] if bundle_scaler is not None else []
+        trained = fold_model(dataset, config, fold, bundle_model, scalers, report, stop)
+        if trained is None:
+            return results, True
+        model, training = trained
         forecasts = period_forecasts(model, dataset.test, dataset)
         summary = {
-            "fold": fold.index + 1,
-            "training_days": fold.val_start,
-            "val_first_day": dataset.val_start.date().isoformat(),
-            "test_first_day": dataset.test_start.date().isoformat(),
+            **fold_days(fold, dataset),
             "test_last_day": iso_day(forecasts.target_dates[-1, -1]),
             **training,
             **score_forecasts(forecasts, config.model.type),
@@ -149,6 +168,47 @@ def run_backtest(
         results.append(FoldResult(fold, model, dataset.scaler, forecasts, summary))
         report(None)
     return results, False
+
+
+def progress_reporter(
+    on_progress: ProgressCallback | None, finished: list[Any], total: int, trainings: int,
+    seconds_per_training: float | None,
+) -> Callable[[EpochRecord | None], None]:
+    """What reports a backtest's progress: the folds in `finished` so far and, during a fold's training, its epoch.
+    The estimate is `trainings` × the run's own time per model."""
+    estimate = None if seconds_per_training is None else trainings * seconds_per_training
+
+    def report(record: EpochRecord | None) -> None:
+        if on_progress is not None:
+            on_progress(FoldProgress(len(finished), total, trainings, estimate, record))
+
+    return report
+
+
+def fold_model(
+    dataset: Dataset, config: Config, fold: Fold, bundle_model: Forecaster | Ensemble | None,
+    bundle_scalers: list[Scaler], on_epoch: Callable[[EpochRecord], None], stop: StopRequest | None,
+) -> tuple[Forecaster | Ensemble, dict[str, Any]] | None:
+    """The model that forecasts a fold, and its training record: for fold 0, the run's own when the fold's scalers
+    are the run's (the same training rows, so the same model), else one trained as the run was (train_as_run:
+    its seeds, its threads); None when `stop` ended the training."""
+    days = dataset.tickers
+    if fold.index == 0 and bundle_model is not None and len(days) == len(bundle_scalers) and all(
+        same_scaler(one.scaler, scaler) for one, scaler in zip(days, bundle_scalers, strict=True)
+    ):
+        return bundle_model, {"model_source": "bundle", "epochs_run": None, "best_epoch": None}
+    trained = train_as_run(dataset, config, on_epoch, stop)
+    if trained is None:
+        return None
+    model, result = trained
+    return model, {"model_source": "retrained", "epochs_run": result.epochs_run, "best_epoch": result.best_epoch}
+
+
+def fold_days(fold: Fold, dataset: Dataset) -> dict[str, Any]:
+    """Where a fold lies: its number, its training days and the first days of its validation and test."""
+    return {"fold": fold.index + 1, "training_days": fold.val_start,
+            "val_first_day": dataset.val_start.date().isoformat(),
+            "test_first_day": dataset.test_start.date().isoformat()}
 
 
 def backtest_summary(results: list[FoldResult], requested: int, interrupted: bool, kind: str) -> dict[str, Any]:
@@ -192,3 +252,146 @@ def same_scaler(first: Scaler, second: Scaler | None) -> bool:
     pairs = [(first.feature_mean, second.feature_mean), (first.feature_std, second.feature_std),
              ((first.target_mean, first.target_std), (second.target_mean, second.target_std))]
     return all(len(a) == len(b) and np.allclose(a, b, rtol=1e-9, atol=1e-12) for a, b in pairs)
+
+
+# --- a global run's walk-forward: the same folds, one model over every ticker ------------------------
+
+
+REFIT_NOTE = ("Walk-forward: at each refit the long–short books are closed and opened afresh, and the turnover is "
+              "charged, as on the first test day.")
+
+
+@dataclass
+class TickersFold:
+    """One fold of a global run: its windows over every ticker, the members that forecast it and its scores."""
+
+    fold: Fold
+    dataset: Dataset
+    scores: TickerScores  # score_tickers on the fold's test block, with the fold's own scalers and train means
+    member_prices: dict[str, dict[str, np.ndarray]]  # an ensemble's: label -> ticker -> that member's test prices
+    summary: dict[str, Any]  # where the fold lies, its training, its pooled ratio and cross-section: JSON-ready
+
+
+def run_global_backtest(
+    prices: Mapping[str, pd.DataFrame],
+    config: Config,
+    folds: list[Fold],
+    calendar: pd.DatetimeIndex,
+    bundle_model: Forecaster | Ensemble,
+    bundle_scalers: list[Scaler],
+    on_progress: ProgressCallback | None = None,
+    seconds_per_training: float | None = None,
+    stop: StopRequest | None = None,
+    context_prices: Mapping[str, pd.DataFrame] | None = None,
+    on_phase: PhaseCallback | None = None,
+) -> tuple[list[TickersFold], bool]:
+    """A global run's folds in order (days counted on `calendar`, the union of its tickers' days): each one's
+    panel rebuilt from the prices visible at the end of its block, the model (every seed member) refit on it as
+    the run was, and its test block scored per ticker and across the cross-section; returns the finished folds
+    and whether `stop` cut it short. Fold 0 reuses the run's members when every scaler is the run's."""
+    results: list[TickersFold] = []
+    trainings = (len(folds) - 1) * config.train.seeds  # fold 0 is the run's own model
+    report = progress_reporter(on_progress, results, len(folds), trainings, seconds_per_training)
+    report(None)
+    for fold in folds:
+        step = f"fold {fold.index + 1}/{len(folds)}"
+        announce(on_phase, f"{step}: rebuilding the windows")
+        dataset = fold_dataset(prices, config, fold, context_prices, calendar)
+        if fold.index > 0:  # fold 1 is the run's own model
+            announce(on_phase, f"{step}: training {config.train.seeds} model{'s' * (config.train.seeds > 1)} on "
+                               f"{len(dataset.tickers)} tickers")
+        trained = fold_model(dataset, config, fold, bundle_model, bundle_scalers, report, stop)
+        if trained is None:
+            return results, True
+        model, training = trained
+        announce(on_phase, f"{step}: scoring the test block")
+        members = members_of(model)
+        scores = score_tickers(dataset, members, config, model.shape.kind,
+                               [fingerprint(name, dataset.prices[name]) for name in dataset.names])
+        summary = {**fold_days(fold, dataset), "test_last_day": scores.report["test"]["last_target_day"],
+                   "tickers": len(dataset.tickers), "windows": len(dataset.test), **training,
+                   "skipped": dataset.skipped, "pooled_ratio": scores.report["pooled_ratio"],
+                   "cross_section": scores.report["cross_section"]}
+        results.append(TickersFold(fold, dataset, scores, member_test_prices(dataset, members, config), summary))
+        report(None)
+    return results, False
+
+
+def member_test_prices(dataset: Dataset, members: list[Forecaster], config: Config) -> dict[str, dict[str, np.ndarray]]:
+    """Each member's test-block forecasts as prices, by label and ticker (none for a single model)."""
+    if len(members) < 2:
+        return {}
+    test = dataset.test
+    return {label: {days.ticker: dataset.to_prices(test, scaled)[test.of(days.index)] for days in dataset.tickers}
+            for label, scaled in zip(member_labels(config), member_predictions(members, test), strict=True)}
+
+
+def pooled_scores(results: list[TickersFold], config: Config, kind: str) -> TickerScores:
+    """Every finished fold's test days as one test period: each ticker's windows of every fold scored together
+    (its row, BH q-values and the pooled DM test), the pooled RMSE ratio, and one cross-section over all the days.
+
+    In the cross-section each ticker's days of each fold are a column of their own: a day has one fold, so its
+    cross-section is that day's tickers, and the train-mean baseline (and the partial IC beyond it) reads the mean
+    that fold refit, never a later one. The long–short book therefore opens afresh at each refit."""
+    forecasts: dict[str, list[PeriodForecasts]] = {}
+    rows: dict[str, int] = {}
+    for result in results:
+        for ticker, period in result.scores.forecasts.items():
+            forecasts.setdefault(ticker, []).append(period)
+            rows[ticker] = len(result.dataset.prices[ticker])  # the latest fold sees the most rows
+    last = results[-1].dataset
+    records = []
+    for ticker, parts in forecasts.items():
+        period = PeriodForecasts.concat(parts)
+        echoes = lag_copy_diagnostic(period.anchor_prices, period.actual, period.model).echoes_yesterday
+        records.append(scored_record(
+            ticker, "ok", 0.0, None, run_dir=None, rows=rows[ticker], test=score_forecasts(period, kind),
+            echoes=echoes, anchors=[iso_day(day) for day in period.anchor_dates],
+            differential=[float(value) for value in log_loss_differential(period)], horizon=last.spec.horizon,
+            fingerprint=None, notes=None,
+        ))
+    table, per_ticker = set_report(records, list(forecasts))
+    for row in table:
+        row["run_dir"] = None  # one run for all: its folder is the report's
+    per_ticker["rows"] = table
+
+    def by_fold(values: Callable[[TickersFold, TickerDays], Any]) -> dict[str, Any]:
+        return {f"{days.ticker} · fold {result.fold.index + 1}": values(result, days)
+                for result in results for days in result.dataset.tickers}
+
+    last_returns = by_fold(lambda result, days: result.dataset.test.last_return[result.dataset.test.of(days.index)])
+    train_means = by_fold(lambda result, days: days.train_mean_log_return)
+    members = {label: by_fold(lambda result, days, label=label: result.member_prices[label][days.ticker])
+               for label in results[0].member_prices} or None
+    # The book of k longs and k shorts is sized on the tickers, as for one test period, not on the columns.
+    k = max(1, min(config.evaluate.long_short_k, len(forecasts) // 2))
+    section = cross_section_of(by_fold(lambda result, days: result.scores.forecasts[days.ticker]), last_returns,
+                               train_means, config.model_copy(update={"evaluate": config.evaluate.model_copy(
+                                   update={"long_short_k": k})}), members)
+    section.notes.append(REFIT_NOTE)
+    windows = sum(len(result.dataset.test) for result in results)
+    report = {
+        "split": results[0].dataset.split,
+        "test": {"first_target_day": results[0].dataset.test_start.date().isoformat(),
+                 "last_target_day": results[-1].summary["test_last_day"], "windows": windows,
+                 "tickers": len(forecasts), "horizon": last.spec.horizon},
+        "pooled_ratio": pooled_ratio(period for parts in forecasts.values() for period in parts),
+        "per_ticker": per_ticker,
+        "cross_section": section.to_dict(),
+    }
+    return TickerScores(report=report, section=section, forecasts={t: PeriodForecasts.concat(p)
+                                                                  for t, p in forecasts.items()})
+
+
+def global_backtest_summary(results: list[TickersFold], requested: int, interrupted: bool) -> dict[str, Any]:
+    """The walk-forward section of a global run's evaluation: what was done and each fold's own figures."""
+    return {
+        "folds": requested,
+        "completed": len(results),
+        "interrupted": interrupted,
+        "design": "expanding window: each fold refits the model (every seed member, the run's config, seeds and "
+                  "threads) on every day before its test block, with each ticker's scaler and train mean refitted "
+                  "on the fold's training days; fold 1 reuses the run's members, trained on exactly those days. "
+                  "The report above pools every finished fold's test days",
+        "fold_results": [result.summary for result in results],
+    }

@@ -16,7 +16,8 @@ wrong. Format 1 grows only by optional fields, absent in older bundles: `config_
 the run's settings that decide its weights; None when absent), `fingerprints` (every series trained on,
 in order; `[fingerprint]` for one ticker, and when absent), the window's context inputs and calendar features
 (none when absent) and `context_fingerprints`, one per context series, whose recorded rows are
-`context/<TICKER>.csv`.
+`context/<TICKER>.csv`; the window's `target` gained values only (a global run's excess and rank, forecasts in
+log-return units like log_return's), so an older bundle reads as it was written.
 
 A run over several tickers (a global run) has its own layout, `<runs-dir>/_global/<run-id>/` (no ticker starts with
 "_", so it never collides with a ticker's runs): `global.json` (the model, the window, the common split and, per
@@ -68,6 +69,7 @@ from lstm_forecast.config import (
     WindowConfig,
     config_from_plain,
     load_yaml,
+    thread_schedule_problem,
 )
 from lstm_forecast.context import CALENDAR_COLUMNS, ContextSeries, cached_context
 from lstm_forecast.data import cache_name, validate_ticker
@@ -368,7 +370,7 @@ class ContextRecord(Record):
 class WindowRecord(Record):
     features: Annotated[list[Feature], Field(min_length=1, max_length=len(Feature.__args__)), AnyList]
     price_column: Literal["adj_close", "close"]
-    target: Literal["log_return", "price"]
+    target: Literal["log_return", "price", "excess", "rank"]  # the cross-sectional two absent before them
     lookback: _like(WindowConfig, "lookback")
     horizon: _like(WindowConfig, "horizon")
     # Absent before context inputs: none.
@@ -463,6 +465,16 @@ class TrainingRecord(Record):
     device: Annotated[str, Field(max_length=32)]
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)]
     threads: Annotated[int, Field(ge=1, le=MAX_THREADS)] | None = None  # absent in bundles before train.threads
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> TrainingRecord:
+        """`thread_schedule`, [[first step, threads], ...], is there only when `auto` changed the count during
+        training (config.TrainConfig.threads): an extra field, so records without it read back as written."""
+        schedule = (self.model_extra or {}).get("thread_schedule")
+        problem = None if schedule is None else thread_schedule_problem(schedule)
+        if problem:
+            raise PydanticCustomError("thread_schedule", problem)
+        return self
 
 
 class RunDocument(Record):

@@ -316,7 +316,7 @@ def list_runs(
 FoldsOption = Annotated[
     int | None,
     typer.Option("--folds", min=0, max=MAX_FOLDS, metavar="N",
-                 help="Walk-forward folds, 0 for none (default: evaluate.folds)."),
+                 help="Walk-forward folds, 0 for none (default: evaluate.folds; a global run: none unless given)."),
 ]
 
 
@@ -346,6 +346,7 @@ def evaluate(
 
     Examples:
       lstm-forecast evaluate -t TSLA --folds 5
+      lstm-forecast evaluate --run runs/_global/20260105-093000 --folds 4
       lstm-forecast evaluate --run runs/TSLA/20260105-093000 --without-context"""
     from lstm_forecast.commands import evaluate as command
 

@@ -93,7 +93,9 @@ class ContextInput(Section):
 class DataConfig(Section):
     dir: Annotated[str, Field(max_length=PATH_LENGTH)] | None = None
     price_column: Literal["adj_close", "close"] = "adj_close"
-    target: Literal["log_return", "price"] = "log_return"
+    # log_return or price; for a global run also excess or rank, which take the day's common move out of what the
+    # model is trained on (cross-sectional targets, windows.py).
+    target: Literal["log_return", "price", "excess", "rank"] = "log_return"
     features: Annotated[list[Feature], Field(min_length=1)] = ["log_return"]
     start: Date | None = None
     end: Date | None = None
@@ -156,6 +158,10 @@ class ModelConfig(Section):
 
 
 MAX_THREADS = 256
+# A recorded thread schedule: `auto` looks again at most once a second, so a run of days changes count fewer
+# times than this; and no run takes more mini-batch steps than MAX_STEPS.
+MAX_THREAD_CHANGES = 100_000
+MAX_STEPS = 10**12
 
 
 class TrainConfig(Section):
@@ -171,18 +177,46 @@ class TrainConfig(Section):
     seeds: Annotated[Int, Field(ge=1, le=20)] = 1
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     loss: Literal["mse", "huber"] = "mse"
+    # What chooses the best epoch and stops early: the validation loss, or for a global run the validation
+    # period's mean daily rank IC of the day-1 forecasts across tickers (train.validation_rank_ic).
+    select: Literal["loss", "rank_ic"] = "loss"
     lr_schedule: Literal["none", "plateau"] = "none"
-    # CPU threads for training: `auto` (the cores free when training starts, see trainer.training_threads)
-    # or a count.
+    # CPU threads for training: `auto` (the cores other processes leave free, looked at again as training
+    # goes, see trainer.ThreadPlan), a count, or a schedule an `auto` run recorded ([[step, threads], ...]),
+    # replayed to repeat that run bit for bit.
     # Any, checked below: a union type would coerce `true` to 1 and describe itself badly in errors.
     threads: Any = "auto"
 
     @model_validator(mode="after")
     def _check_threads(self) -> TrainConfig:
         threads = self.threads
-        if threads != "auto" and (type(threads) is not int or not 1 <= threads <= MAX_THREADS):
-            raise ValueError(f"threads: expected auto or an integer from 1 to {MAX_THREADS}")
+        if isinstance(threads, list | tuple):
+            problem = thread_schedule_problem(threads)
+            if problem:
+                raise ValueError(f"threads: {problem}")
+            self.threads = [[int(step), int(count)] for step, count in threads]
+        elif threads != "auto" and (type(threads) is not int or not 1 <= threads <= MAX_THREADS):
+            raise ValueError(f"threads: expected auto, an integer from 1 to {MAX_THREADS} or a recorded "
+                             "schedule [[step, threads], ...]")
         return self
+
+
+def thread_schedule_problem(schedule: Any) -> str | None:
+    """What is wrong with a recorded thread schedule ([[first step, threads], ...], steps rising from 0), or None."""
+    if not isinstance(schedule, list | tuple) or not 1 <= len(schedule) <= MAX_THREAD_CHANGES:
+        return f"a schedule holds 1 to {MAX_THREAD_CHANGES:,} [step, threads] pairs"
+    previous = -1
+    for pair in schedule:
+        if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(type(x) is int for x in pair)):
+            return "each schedule entry is a pair of integers [step, threads]"
+        step, count = pair
+        if not previous < step <= MAX_STEPS or not 1 <= count <= MAX_THREADS:
+            return (f"schedule steps rise from 0 (at most {MAX_STEPS:,}) and threads are 1 to {MAX_THREADS}; "
+                    f"got [{step}, {count}]")
+        if previous == -1 and step != 0:
+            return "a schedule starts at step 0"
+        previous = step
+    return None
 
 
 class RunsConfig(Section):
@@ -194,6 +228,9 @@ class EvaluateConfig(Section):
     cost_bps: Annotated[Float, Field(ge=0, le=10_000)] = 5.0  # 10,000 bps: the whole position
     # A global run's long–short diagnostic: long the k highest forecasts, short the k lowest, each day.
     long_short_k: Annotated[Int, Field(ge=1, le=1000)] = 10
+    # ... and beside it the same books held this many days (1: the daily rows only). 5 is a documented starting
+    # value, not yet chosen by the validation protocol (README, "Costs a ranking can survive").
+    long_short_hold: Annotated[Int, Field(ge=1, le=250)] = 5
 
 
 class PredictConfig(Section):
@@ -210,9 +247,29 @@ class Config(Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     predict: PredictConfig = PredictConfig()
 
+    @model_validator(mode="after")
+    def _check_scope(self) -> Config:
+        # Both compare tickers with each other day by day: a model of one ticker has no cross-section.
+        if self.model.scope == "local" and (cross := cross_sectional_settings(self)):
+            key, value = cross[0]
+            raise ValueError(f"{key}: expected {' or '.join(LOCAL_CHOICES[key])} for a local model ({value} compares "
+                             "tickers day by day: set model.scope global, --scope global)")
+        return self
+
     def to_plain(self) -> dict[str, Any]:
         """Plain YAML-safe values (dates as ISO strings), as written to a bundle's config.yaml."""
         return self.model_dump(mode="json")
+
+
+# The settings that compare tickers day by day, and what a local model may choose instead.
+CROSS_SECTIONAL = {"data.target": ("excess", "rank"), "train.select": ("rank_ic",)}
+LOCAL_CHOICES = {"data.target": ("log_return", "price"), "train.select": ("loss",)}
+
+
+def cross_sectional_settings(config: Config) -> list[tuple[str, str]]:
+    """The (key, value) settings of `config` that compare tickers day by day, so need a global model."""
+    values = {"data.target": config.data.target, "train.select": config.train.select}
+    return [(key, values[key]) for key, chosen in CROSS_SECTIONAL.items() if values[key] in chosen]
 
 
 # What decides the weights a run trains, and so whether two runs are "trained alike" (`--resume`): not where
@@ -475,7 +532,8 @@ def _describe_error(
         # Cross-field checks raise "key: expected ..." about a key of their own section.
         text = message.removeprefix("Value error, ")
         field, _, expectation = text.partition(": ")
-        loc = loc if loc[-1] == field else [*loc, field]  # a field's own validator is located at it already
+        # A field's own validator is located at it already; a check across sections names its section.key.
+        loc = loc if loc and loc[-1] == field else [*loc, *field.split(".")]
         key = _short(".".join(loc))
         value = _lookup(values, loc)
         return f"{_source_of(loc, sources, default_source)}: {key}: {expectation}, got {_show(value)}"

@@ -11,8 +11,14 @@ training period.
   * Its summary: mean, ICIR and a t statistic on a Newey–West (Bartlett) standard error, because daily
     ICs of one slowly changing model are autocorrelated and the iid standard error would be too small.
   * Baselines: the ticker's train mean (a pooled model rescales its output with it, so the model inherits
-    its ranking) and short-term reversal (score = minus the anchor day's return).
-  * Long–short: long the k highest scores, short the k lowest, equal weights, a cost on turnover.
+    its ranking), short-term reversal (score = minus the anchor day's return) and, for a global run, the linear
+    baseline: a ridge on the model's own windows (linear.py). The model's partial IC beyond the train mean and
+    beyond the linear baseline says what it ranks that they do not.
+  * Seed agreement: for an ensemble, the mean daily rank correlation between each pair of members' forecasts
+    and between each member and the ensemble (1: the seeds rank alike; near 0: each seed ranks its own way).
+  * Long–short: long the k highest scores, short the k lowest, equal weights, a cost on turnover; rebalanced
+    daily, and beside it held N days (each day's book takes 1/N of the capital and is kept N days), which
+    trades a slower book for less turnover.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -159,7 +166,7 @@ def ic_summary(ic: pd.Series, lags: int | None = None) -> dict[str, Any]:
 # --- long–short diagnostic -------------------------------------------------------------------------
 
 
-def long_short(scores: pd.DataFrame, realised: pd.DataFrame, k: int, cost_bps: float) -> pd.DataFrame:
+def long_short(scores: pd.DataFrame, realised: pd.DataFrame, k: int, cost_bps: float, hold: int = 1) -> pd.DataFrame:
     """Daily returns of the top-k minus bottom-k portfolio by `scores`, equal weights ±1/k.
 
     Columns gross, turnover, cost, net; one row per day traded. A day with fewer than 2k tickers holding
@@ -168,9 +175,15 @@ def long_short(scores: pd.DataFrame, realised: pd.DataFrame, k: int, cost_bps: f
     against the previous anchor day's weights (2 on the first day and on the first day back after a day
     out; closing the book on the day out is not charged); cost = cost_bps/1e4 × turnover; net = gross − cost.
     Ties break by ticker name (rank "first" on sorted columns), so the result never depends on the column order.
+
+    `hold` N > 1: each day's book takes 1/N of the capital and is kept N days, so the position is the sum of the
+    last N days' books over N (a day not traded adds an empty book); a day is in the rows while any of those
+    books is held. N = 1 is the daily rebalanced book above.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if hold < 1:
+        raise ValueError(f"hold must be >= 1, got {hold}")
     realised = realised.sort_index(axis=1)
     scores = scores.reindex(index=realised.index, columns=realised.columns)
     mask = scores.notna() & realised.notna()
@@ -178,12 +191,15 @@ def long_short(scores: pd.DataFrame, realised: pd.DataFrame, k: int, cost_bps: f
     traded = present >= 2 * k
     ranks = scores.where(mask).rank(axis=1, method="first")  # NaN outside the mask: never long nor short
     longs, shorts = ranks.gt(present - k, axis=0), ranks.le(k)
-    weights = ((longs.astype(float) - shorts.astype(float)) / k).mul(traded, axis=0)
+    books = ((longs.astype(float) - shorts.astype(float)) / k).mul(traded, axis=0)
+    weights = books.rolling(hold, min_periods=1).sum() / hold
+    held = traded.astype(float).rolling(hold, min_periods=1).max() > 0
     turnover = weights.diff().fillna(weights).abs().sum(axis=1)
-    gross = (weights * np.expm1(realised).where(mask, 0.0)).sum(axis=1)
+    # An older book may hold a ticker that has no score today: its realised return still counts.
+    gross = (weights * np.expm1(realised).fillna(0.0)).sum(axis=1)
     cost = cost_bps / 1e4 * turnover
     daily = pd.DataFrame({"gross": gross, "turnover": turnover, "cost": cost, "net": gross - cost})
-    return daily[traded]
+    return daily[held]
 
 
 def market(realised: pd.DataFrame) -> pd.DataFrame:
@@ -237,6 +253,29 @@ def strategy_stats(daily: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+# --- seed agreement --------------------------------------------------------------------------------
+
+
+def seed_agreement(
+    members: Mapping[str, pd.DataFrame], ensemble: pd.DataFrame, min_tickers: int = MIN_TICKERS
+) -> dict[str, Any]:
+    """How alike the members rank the tickers: the mean over days of the daily Spearman correlation between each
+    pair of members' forecasts, and between each member and the ensemble; `pairwise` and `with_ensemble` are the
+    means of those means (None where no day has `min_tickers` tickers to rank)."""
+    def agreement(first: pd.DataFrame, second: pd.DataFrame) -> dict[str, Any]:
+        daily = rank_ic(first, second, min_tickers)
+        return {"mean": _finite(daily.mean()) if len(daily) else None, "days": len(daily)}
+
+    pairs = [{"members": [a, b], **agreement(members[a], members[b])} for a, b in combinations(members, 2)]
+    each = [{"label": label, **agreement(frame, ensemble)} for label, frame in members.items()]
+
+    def mean_of(rows: list[dict[str, Any]]) -> float | None:
+        values = [row["mean"] for row in rows if row["mean"] is not None]
+        return _finite(np.mean(values)) if values else None
+
+    return {"pairwise": mean_of(pairs), "with_ensemble": mean_of(each), "pairs": pairs, "members": each}
+
+
 # --- everything together ---------------------------------------------------------------------------
 
 
@@ -244,8 +283,10 @@ def strategy_stats(daily: pd.DataFrame) -> dict[str, Any]:
 class CrossSection:
     """The cross-sectional evaluation: daily series for the plots and the summaries for the report.
 
-    `equity`: one column per strategy (model, reversal, train_mean, market), growth of 1 compounded from the
-    net daily returns; a day a strategy did not trade carries its last value.
+    `equity`: one column per daily rebalanced strategy (model, linear where there is one, reversal, train_mean,
+    market) and the model held `hold` days ("model_held", where hold > 1), growth of 1 compounded from the net
+    daily returns; a day a strategy did not trade carries its last value. `held`: the strategies' summaries held
+    `hold` days (empty when hold is 1). `seed_agreement`: None for a single model.
     """
 
     days: int
@@ -261,6 +302,9 @@ class CrossSection:
     equity: pd.DataFrame
     verdict: str
     notes: list[str] = field(default_factory=list)
+    hold: int = 1
+    held: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seed_agreement: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: plain floats, ints, strings and None (never NaN or infinity)."""
@@ -269,10 +313,13 @@ class CrossSection:
             "tickers_per_day": dict(self.tickers_per_day),
             "ic": {name: dict(summary) for name, summary in self.ic.items()},
             "members": [dict(member) for member in self.members],
+            "seed_agreement": self.seed_agreement,
             "long_short": {
                 "k": self.k,
                 "cost_bps": float(self.cost_bps),
                 "strategies": {name: dict(result) for name, result in self.strategies.items()},
+                "hold": self.hold,
+                "held": {name: dict(result) for name, result in self.held.items()},
             },
             "verdict": self.verdict,
             "notes": list(self.notes),
@@ -302,14 +349,20 @@ def _ic_sentence(summary: dict[str, Any]) -> str:
     return f"The model ranks tomorrow's moves backwards: its {figures} is below zero at 5 %."
 
 
-def _beyond_sentence(summary: dict[str, Any]) -> str:
+# What the model's partial IC is beyond: (the phrase for it, its short name).
+CONTROLS = {"beyond_train_mean": ("each ticker's train mean", "the train mean"),
+            "beyond_linear": ("the linear baseline on the same windows", "the linear baseline")}
+
+
+def _beyond_sentence(summary: dict[str, Any], control: str) -> str:
+    phrase, short = CONTROLS[control]
     if summary["t"] is None:
-        return ("Whether it adds anything beyond each ticker's train mean cannot be told (the partial IC is "
-                "undefined: too few days, or the forecast ranks like the train mean).")
+        return (f"Whether it adds anything beyond {phrase} cannot be told (the partial IC is "
+                f"undefined: too few days, or the forecast ranks like {short}).")
     figures = f"partial IC {summary['mean']:+.4f}, t {summary['t']:.2f}, {p_phrase(summary['pvalue'])}"
     if _significant(summary) and summary["mean"] > 0:
-        return f"It adds to each ticker's train mean ({figures})."
-    return f"Beyond each ticker's train mean it adds nothing distinguishable from zero ({figures})."
+        return f"It adds to {phrase} ({figures})."
+    return f"Beyond {phrase} it adds nothing distinguishable from zero ({figures})."
 
 
 def _sharpe_text(result: dict[str, Any]) -> str:
@@ -330,6 +383,14 @@ def _long_short_sentence(model: dict[str, Any], reversal: dict[str, Any], k: int
     return f"{head} ({judged}, {model['days']} days){against}."
 
 
+def _held_sentence(held: dict[str, Any], daily: dict[str, Any], hold: int, cost_bps: float) -> str:
+    if held["mean_turnover"] is None or daily["mean_turnover"] is None:
+        return f"Held {hold} days instead of rebalanced daily: no day traded."
+    return (f"Held {hold} days instead of rebalanced daily: Sharpe {_sharpe_text(held)} net, turnover "
+            f"{held['mean_turnover']:.2f} a day against {daily['mean_turnover']:.2f} (a cost of "
+            f"{held['mean_turnover'] * cost_bps:.1f} against {daily['mean_turnover'] * cost_bps:.1f} bps a day).")
+
+
 def cross_section(
     predicted: pd.DataFrame,
     realised: pd.DataFrame,
@@ -339,44 +400,56 @@ def cross_section(
     cost_bps: float = 5.0,
     members: Mapping[str, pd.DataFrame] | None = None,
     min_tickers: int = MIN_TICKERS,
+    linear: pd.DataFrame | None = None,
+    hold: int = 1,
 ) -> CrossSection:
-    """The global model judged on the cross-section: its daily rank IC beside the train-mean and reversal
-    baselines, its partial IC beyond the train mean, each ensemble member's IC, and the long–short diagnostic
-    of model, reversal and train mean beside the equal-weight market. All frames are aligned on `predicted`'s
-    days and tickers (tickers sorted, so ties always break the same way)."""
+    """The global model judged on the cross-section: its daily rank IC beside the train-mean, reversal and (given
+    `linear`, the ridge's day-1 forecasts) linear baselines, its partial IC beyond the train mean and the linear
+    baseline, each ensemble member's IC and how alike the members rank, and the long–short diagnostic of the model
+    and the baselines beside the equal-weight market, rebalanced daily and (hold > 1) held `hold` days. All frames
+    are aligned on `predicted`'s days and tickers (tickers sorted, so ties always break the same way)."""
     _check_min_tickers(min_tickers)
     predicted = predicted.sort_index(axis=1)
     realised = realised.reindex(index=predicted.index, columns=predicted.columns)
     reversal = -last_return.reindex(index=predicted.index, columns=predicted.columns)
     mean_score = _broadcast(train_mean, predicted)
+    baselines = {"reversal": reversal, "train_mean": mean_score}
+    if linear is not None:
+        baselines = {"linear": linear.reindex(index=predicted.index, columns=predicted.columns), **baselines}
 
     present = (predicted.notna() & realised.notna()).sum(axis=1)
     present = present[present > 0]
     tickers_per_day = {name: _finite(value) for name, value in present.agg(["min", "median", "max"]).items()}
     daily_ic = rank_ic(predicted, realised, min_tickers)
     daily_partial = partial_rank_ic(predicted, realised, mean_score, min_tickers)
-    ic = {
-        "model": ic_summary(daily_ic),
-        "train_mean": ic_summary(rank_ic(mean_score, realised, min_tickers)),
-        "reversal": ic_summary(rank_ic(reversal, realised, min_tickers)),
-        "beyond_train_mean": ic_summary(daily_partial),
-    }
+    ic = {"model": ic_summary(daily_ic), "beyond_train_mean": ic_summary(daily_partial)}
+    if linear is not None:
+        ic["beyond_linear"] = ic_summary(partial_rank_ic(predicted, realised, baselines["linear"], min_tickers))
+    ic |= {name: ic_summary(rank_ic(score, realised, min_tickers)) for name, score in baselines.items()}
     member_rows = [{"label": label, **ic_summary(rank_ic(frame, realised, min_tickers))}
                    for label, frame in (members or {}).items()]
+    agreement = seed_agreement(members, predicted, min_tickers) if members and len(members) > 1 else None
 
-    scores = {"model": predicted, "reversal": reversal, "train_mean": mean_score}
+    scores = {"model": predicted, **baselines}
     daily = {name: long_short(score, realised, k, cost_bps) for name, score in scores.items()}
     daily["market"] = market(realised)
     strategies = {name: strategy_stats(frame) for name, frame in daily.items()}
-    equity = pd.DataFrame({name: (1.0 + frame["net"]).cumprod() for name, frame in daily.items()}).ffill()
+    held_daily = {name: long_short(score, realised, k, cost_bps, hold) for name, score in scores.items()
+                  if hold > 1}
+    held = {name: strategy_stats(frame) for name, frame in held_daily.items()}
+    curves = {name: frame["net"] for name, frame in daily.items()}
+    if held_daily:
+        curves["model_held"] = held_daily["model"]["net"]
+    equity = pd.DataFrame({name: (1.0 + net).cumprod() for name, net in curves.items()}).ffill()
 
-    verdict = " ".join([
-        _ic_sentence(ic["model"]),
-        _beyond_sentence(ic["beyond_train_mean"]),
-        _long_short_sentence(strategies["model"], strategies["reversal"], k, cost_bps),
-    ])
+    sentences = [_ic_sentence(ic["model"]), *(_beyond_sentence(ic[control], control) for control in CONTROLS
+                                                if control in ic),
+                 _long_short_sentence(strategies["model"], strategies["reversal"], k, cost_bps)]
+    if held:
+        sentences.append(_held_sentence(held["model"], strategies["model"], hold, cost_bps))
     return CrossSection(
         days=len(present), tickers_per_day=tickers_per_day, daily_ic=daily_ic, daily_partial_ic=daily_partial,
         ic=ic, members=member_rows, k=k, cost_bps=cost_bps, daily=daily, strategies=strategies, equity=equity,
-        verdict=verdict, notes=[DIAGNOSTIC_NOTE, SURVIVOR_NOTE],
+        verdict=" ".join(sentences), notes=[DIAGNOSTIC_NOTE, SURVIVOR_NOTE], hold=hold, held=held,
+        seed_agreement=agreement,
     )

@@ -11,7 +11,8 @@ The three questions users ask of an LSTM stock forecaster are answered without b
     bundle and the bundle's config, and must give back the bundle's split and its scaler, which was
     fitted on training rows only; the report names the days it was fitted on.
 
-The walk-forward backtest (backtest.py) then scores K more test periods.
+The walk-forward backtest (backtest.py) then scores K more test periods; a global run's (`--folds K`, asked for
+by name) judges its K blocks as one test period, each fold's figures beside it.
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ from lstm_forecast.backtest import (
     ProgressCallback,
     backtest_frame,
     backtest_summary,
+    global_backtest_summary,
     plan_folds,
+    pooled_scores,
     run_backtest,
+    run_global_backtest,
     same_scaler,
 )
 from lstm_forecast.bundle import (
@@ -50,7 +54,7 @@ from lstm_forecast.bundle import (
 )
 from lstm_forecast.config import Config
 from lstm_forecast.context_effect import retrained_without_context
-from lstm_forecast.errors import ForecastError, StopRequest, UsageError
+from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError
 from lstm_forecast.files import (
     TEMP_MARKER,
     atomic_write_text,
@@ -60,6 +64,7 @@ from lstm_forecast.files import (
     read_bounded,
     replace_dir,
 )
+from lstm_forecast.model import ensemble_of
 from lstm_forecast.prices import prices_sha256
 from lstm_forecast.report import evaluation_report, global_report
 from lstm_forecast.scoring import FORECASTS, PeriodForecasts, iso_day, period_forecasts, score_forecasts
@@ -73,6 +78,8 @@ LONG_SHORT_PLOT = "long_short.png"
 ROLLING_IC_DAYS = 60
 ONE_RUN_ONLY = ("--without-context judges one local run; for several tickers use `lstm-forecast compare --context "
                 "on,off`")
+FOLDS_IN_UNIVERSE = ("--folds refits a global model on the tickers it trained on; evaluate tickers it never saw "
+                     "(--run with -t) without --folds")
 PREDICTIONS_FILE = "predictions.csv"
 PREDICTIONS_PLOT = "predictions.png"
 EQUITY_PLOT = "equity.png"
@@ -139,18 +146,20 @@ def evaluate(
     on_phase: PhaseCallback | None = None,
 ) -> Evaluation:
     """Evaluate the bundle in `run_dir` (None: the newest run in `runs_dir`, of either kind, or `ticker`'s newest)
-    and write
-    evaluation.json, predictions.csv/.png, equity.png, backtest.csv and report.html into it. `folds` None takes
-    evaluate.folds from the run's config; 0 skips the backtest. `without_context` also trains the model again
-    without its context inputs and reports what they bought (context_effect.py), announced through `on_note`.
-    `on_phase` hears each phase as it starts (rebuilding the windows, scoring, writing the report and charts)."""
+    and write evaluation.json, predictions.csv/.png, equity.png, backtest.csv and report.html into it. `folds`
+    None takes evaluate.folds from the run's config; 0 skips the backtest. A global run walks forward only when
+    `folds` is given (K × seeds trainings: never by default), and on its own tickers only (`evaluate_global_folds`).
+    `without_context` also trains the model again without its context inputs and reports what they bought
+    (context_effect.py), announced through `on_note`. `on_phase` hears each phase as it starts (rebuilding the
+    windows, scoring, writing the report and charts)."""
     loaded = load_run(find_run(resolve_runs_dir(runs_dir, None), run_dir, ticker))
     if isinstance(loaded, GlobalBundle):  # one model over several tickers: the sections a set has
         if without_context:
             raise UsageError(ONE_RUN_ONLY)
-        if folds is not None:
-            raise UsageError("--folds: a global run has no walk-forward backtest; its test period is judged per "
-                             "ticker and across the cross-section")
+        if folds and tickers:
+            raise UsageError(FOLDS_IN_UNIVERSE)
+        if folds:  # None or 0: the run's own test period, as the run split it
+            return evaluate_global_folds(loaded, folds, on_progress, stop, on_phase)
         return evaluate_tickers(loaded, tickers, data_dir, on_phase)
     if tickers:
         raise UsageError("give --run or --ticker, not both (--run names one ticker's run already)")
@@ -247,8 +256,10 @@ def evaluate_tickers(
     from the data dir (their context series too, or the recorded rows where none is cached) and windowed on the
     same split, each scaled by its own training-period days, and scored by the same function; their files go to
     the run's out_of_universe/ folder. A model with a ticker embedding knows only its own tickers and refuses.
+    The linear baseline is always the ridge on the run's own training windows, refitted from the recorded prices
+    (linear.py), so out of universe it forecasts the unseen tickers' windows as the model does.
     """
-    config, warnings = bundle.config, []
+    config, warnings, own = bundle.config, [], None
     announce(on_phase, "reading the prices and rebuilding the windows")
     if tickers:
         unseen, warnings = unseen_tickers(bundle, tickers)
@@ -265,6 +276,7 @@ def evaluate_tickers(
         dataset = build_dataset(prices, config, split=bundle.split, context_prices=bundle.cached_context(folder))
         skipped |= dataset.skipped
         fingerprints = [fingerprint(name, dataset.prices[name]) for name in dataset.names]
+        own = rebuild_dataset(bundle, *bundle.recorded())
         out, scope = bundle.run_dir / OUT_OF_UNIVERSE_DIR, "out of universe"
     else:
         prices, context_prices = bundle.recorded()
@@ -272,7 +284,7 @@ def evaluate_tickers(
         skipped, fingerprints = dict(bundle.skipped), [record.fingerprint for record in bundle.tickers]
         out, scope = bundle.run_dir, "in universe"
     announce(on_phase, f"scoring the test period of {len(dataset.tickers)} tickers")
-    scores = score_tickers(dataset, bundle.members, config, bundle.shape.kind, fingerprints)
+    scores = score_tickers(dataset, bundle.members, config, bundle.shape.kind, fingerprints, own)
     report = {
         "run_dir": str(bundle.run_dir), "run_id": bundle.run_id, "scope": scope, "model": bundle.shape.to_dict(),
         "seeds": bundle.seeds, "training": bundle.training, "trained_on": len(bundle.tickers),
@@ -281,6 +293,42 @@ def evaluate_tickers(
     announce(on_phase, "writing the report and charts")
     write_set_outputs(out, report, scores.section, bundle)
     return Evaluation(report=report, warnings=warnings, over_tickers=True)
+
+
+def evaluate_global_folds(
+    bundle: GlobalBundle, folds: int, on_progress: ProgressCallback | None = None, stop: StopRequest | None = None,
+    on_phase: PhaseCallback | None = None,
+) -> Evaluation:
+    """A global run's walk-forward: its test period cut into `folds` blocks (backtest.plan_folds on the calendar of
+    its tickers' days), the model refit before each block on the run's recorded rows (backtest.run_global_backtest),
+    and every finished fold's test days judged as one test period, per ticker and across the cross-section, each
+    fold's own figures beside them. Written like `evaluate_tickers`; a stop keeps the finished folds."""
+    # Every member the run has (a Ctrl-C during training may have kept fewer than train.seeds), on its threads.
+    config = with_recorded_threads(bundle)
+    config = config.model_copy(update={"train": config.train.model_copy(update={"seeds": len(bundle.seeds)})})
+    announce(on_phase, "reading the recorded prices and rebuilding the windows")
+    prices, context_prices = bundle.recorded()
+    dataset = rebuild_dataset(bundle, prices, context_prices)
+    calendar = pd.DatetimeIndex(np.unique(np.concatenate([days.dates for days in dataset.tickers])))
+    val_start, test_start = (int(calendar.searchsorted(day)) for day in (dataset.val_start, dataset.test_start))
+    plan = plan_folds(val_start, test_start, len(calendar), folds, dataset.spec.horizon)
+    results, interrupted = run_global_backtest(
+        prices, config, plan, calendar, ensemble_of(bundle.members), [record.scaler for record in bundle.tickers],
+        on_progress, _training_seconds(bundle), stop, context_prices, on_phase,
+    )
+    if not results:
+        raise Interrupted("walk-forward interrupted before its first fold finished; nothing was written")
+    pooled = pooled_scores(results, config, bundle.shape.kind)
+    report = {
+        "run_dir": str(bundle.run_dir), "run_id": bundle.run_id,
+        "scope": f"in universe, walk-forward over {len(results)} fold{'s' * (len(results) > 1)}",
+        "model": bundle.shape.to_dict(), "seeds": bundle.seeds, "training": bundle.training,
+        "trained_on": len(bundle.tickers), "skipped": dict(bundle.skipped), **pooled.report,
+        "walk_forward": global_backtest_summary(results, folds, interrupted),
+    }
+    announce(on_phase, "writing the report and charts")
+    write_set_outputs(bundle.run_dir, report, pooled.section, bundle)
+    return Evaluation(report=report, interrupted=interrupted, over_tickers=True)
 
 
 def unseen_tickers(bundle: GlobalBundle, tickers: list[str]) -> tuple[list[str], list[str]]:
@@ -327,10 +375,13 @@ def write_set_outputs(folder: Path, report: dict[str, Any], section: Any, bundle
         publish_evaluation(staging, folder, report, page, [], whole=folder != bundle.run_dir)
 
 
-def with_recorded_threads(bundle: RunBundle) -> Config:
-    """The run's config with `train.threads: auto` pinned to the count the run trained with, so the backtest's
-    refits repeat bit for bit whatever the machine's load (auto follows it) and match the bundle's own model."""
-    config, threads = bundle.config, bundle.training.get("threads")
+def with_recorded_threads(bundle: RunBundle | GlobalBundle) -> Config:
+    """The run's config with `train.threads: auto` pinned to the counts the run trained with (its schedule, when
+    auto changed the count; a global run's first member's), so the backtest's refits repeat bit for bit whatever
+    the machine's load (auto follows it) and match the bundle's own model."""
+    record = bundle.training[0] if isinstance(bundle, GlobalBundle) else bundle.training
+    config = bundle.config
+    threads = record.get("thread_schedule") or record.get("threads")
     if config.train.threads != "auto" or threads is None:
         return config
     return config.model_copy(update={"train": config.train.model_copy(update={"threads": threads})})
@@ -592,11 +643,14 @@ def _csv(frame: pd.DataFrame) -> str:
     return frame.to_csv(index=False, lineterminator="\n")
 
 
-def _training_seconds(bundle: RunBundle) -> float | None:
-    """How long the run's own training took, as recorded in bundle.json (None when absent or not a time)."""
-    seconds = bundle.training.get("seconds")
-    if isinstance(seconds, int | float) and not isinstance(seconds, bool) and math.isfinite(seconds) and seconds >= 0:
-        return float(seconds)
+def _training_seconds(bundle: RunBundle | GlobalBundle) -> float | None:
+    """How long the run took to train one model, as recorded in bundle.json (a global run: its members' mean);
+    None when absent or not a time."""
+    records = bundle.training if isinstance(bundle, GlobalBundle) else [bundle.training]
+    seconds = [record.get("seconds") for record in records]
+    if all(isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+           for value in seconds):
+        return float(np.mean(seconds))
     return None
 
 

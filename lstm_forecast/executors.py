@@ -63,7 +63,9 @@ class Job:
     ticker: str
     data_dir: Path
     runs_dir: Path
-    threads: int  # torch's CPU threads for this job (also recorded in its bundle)
+    # torch's CPU threads for this job: a count (recorded in its bundle); in this process also `auto` or a
+    # recorded schedule, which trainer.ThreadPlan follows
+    threads: int | str | list[list[int]]
 
 
 @dataclass(frozen=True)

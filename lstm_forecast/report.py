@@ -410,10 +410,12 @@ def fetch_table(report: dict[str, Any]) -> list[Table | str]:
 
 # --- the cross-section of a global model ------------------------------------------------------------
 
+# Rows in this order where the report has them (a set of local runs has no linear baseline).
 IC_ROWS = (("model", "model"), ("beyond_train_mean", "beyond train mean (partial)"),
-           ("train_mean", "train mean"), ("reversal", "reversal"))
-LONG_SHORT_ROWS = (("model", "model"), ("reversal", "reversal"), ("train_mean", "train mean"),
-                   ("market", "market (long only)"))
+           ("beyond_linear", "beyond linear (partial)"), ("linear", "linear (ridge)"), ("train_mean", "train mean"),
+           ("reversal", "reversal"))
+LONG_SHORT_ROWS = (("model", "model"), ("linear", "linear (ridge)"), ("reversal", "reversal"),
+                   ("train_mean", "train mean"), ("market", "market (long only)"))
 
 
 def _ic_cells(summary: dict[str, Any]) -> list[str]:
@@ -424,9 +426,22 @@ def _ic_cells(summary: dict[str, Any]) -> list[str]:
     ]
 
 
+def _seed_agreement_line(agreement: dict[str, Any]) -> str:
+    return (f"Seeds agree: mean daily rank correlation {fmt(agreement['pairwise'], '{:+.3f}')} between each pair of "
+            f"the {len(agreement['members'])} members, {fmt(agreement['with_ensemble'], '{:+.3f}')} between each "
+            "member and the ensemble (1: they rank alike).")
+
+
+def _long_short_row(table: Table, label: str, result: dict[str, Any]) -> None:
+    sharpe = "—" if result["sharpe"] is None else f"{result['sharpe']:+.2f} ± {result['sharpe_se']:.2f}"
+    table.add_row(label, fmt(result["mean_daily"], "{:+.3%}"), sharpe, fmt(result["max_drawdown"], "{:.1%}"),
+                  fmt(result["mean_turnover"], "{:.2f}"), str(result["days"]))
+
+
 def cross_section_report(report: dict[str, Any]) -> list[Table | str]:
     """What the cross-sectional evaluation prints (`CrossSection.to_dict()`): the daily rank IC of the model,
-    its partial IC beyond the train mean, the baselines and each member; the long–short diagnostic; the verdict."""
+    its partial IC beyond the train mean and the linear baseline, the baselines and each member, and how alike the
+    members rank; the long–short diagnostic rebalanced daily and, below it, held N days; the verdict."""
     per_day = report["tickers_per_day"]
     ic_table = report_table(
         f"Daily rank IC over {report['days']} test days, {tickers_a_day(per_day)} a day (t and p: Newey–West)",
@@ -434,30 +449,48 @@ def cross_section_report(report: dict[str, Any]) -> list[Table | str]:
         ("mean IC", "std", "ICIR", "positive days", "HAC t", "p", "days"),
     )
     for key, label in IC_ROWS:
-        ic_table.add_row(label, *_ic_cells(report["ic"][key]))
+        if key in report["ic"]:
+            ic_table.add_row(label, *_ic_cells(report["ic"][key]))
     if report["members"]:
         ic_table.add_section()
     for member in report["members"]:
         ic_table.add_row(escape(member["label"]), *_ic_cells(member))
 
     long_short = report["long_short"]
-    strategies = long_short["strategies"]
+    strategies, held, hold = long_short["strategies"], long_short.get("held") or {}, long_short.get("hold", 1)
     ls_table = report_table(
         f"Long–short diagnostic, not advice: top/bottom {long_short['k']} equal weight, "
-        f"{long_short['cost_bps']:g} bps on turnover; Sharpe annualised", "strategy",
+        f"{long_short['cost_bps']:g} bps on turnover; rebalanced daily"
+        + (f", then held {hold} days (a 1/{hold} book a day)" if held else "") + "; Sharpe annualised", "strategy",
         ("net/day", "Sharpe ± SE", "max DD", "turnover", "days"),
     )
     for key, label in LONG_SHORT_ROWS:
-        result = strategies[key]
-        sharpe = "—" if result["sharpe"] is None else f"{result['sharpe']:+.2f} ± {result['sharpe_se']:.2f}"
-        ls_table.add_row(label, fmt(result["mean_daily"], "{:+.3%}"), sharpe, fmt(result["max_drawdown"], "{:.1%}"),
-                         fmt(result["mean_turnover"], "{:.2f}"), str(result["days"]))
-    items: list[Table | str] = [ic_table, ls_table, f"[bold]{escape(report['verdict'])}[/]"]
+        if key in strategies:
+            _long_short_row(ls_table, label, strategies[key])
+    if held:
+        ls_table.add_section()
+    for key, label in LONG_SHORT_ROWS:
+        if key in held:
+            _long_short_row(ls_table, f"{label}, {hold}-day hold", held[key])
+    items: list[Table | str] = [ic_table]
+    if agreement := report.get("seed_agreement"):
+        items.append(_seed_agreement_line(agreement))
+    items += [ls_table, f"[bold]{escape(report['verdict'])}[/]"]
     items += [f"[dim]{escape(note)}[/]" for note in report["notes"]]
     return items
 
 
 # --- a global run -----------------------------------------------------------------------------------
+
+
+def linear_baseline_line(about: dict[str, Any]) -> str:
+    """What the linear baseline is and how its penalty was chosen, or why there is none."""
+    if "absent" in about:
+        return f"[yellow]No linear baseline: {escape(about['absent'])}[/]"
+    return (f"[dim]Linear baseline: a ridge on the model's own windows ({about['coefficients']} coefficients), "
+            f"fitted on {about['training_windows']:,} training windows of the run's {about['fitted_on_tickers']} "
+            f"tickers; penalty {about['penalty']:g} of {len(about['validation'])} chosen by "
+            f"{about['chosen_by']}.[/]")
 
 
 def global_report(report: dict[str, Any]) -> list[Table | str]:
@@ -481,10 +514,43 @@ def global_report(report: dict[str, Any]) -> list[Table | str]:
         if len(skipped) > SHOWN_FAILURES:
             items.append(f"  … and {len(skipped) - SHOWN_FAILURES} more (evaluation.json lists every reason)")
     items += cross_section_report(report["cross_section"])
+    if about := report.get("linear_baseline"):  # reports written before the baseline existed have none
+        items.append(linear_baseline_line(about))
+    if "walk_forward" in report:
+        items += walk_forward_items(report["walk_forward"], report)
     files = report.get("files")
     if files:
         items.append(f"Wrote {', '.join(Path(path).name for path in files.values())} to "
                      f"{escape(str(Path(files['evaluation']).parent))}")
+    return items
+
+
+def walk_forward_items(walk: dict[str, Any], pooled: dict[str, Any]) -> list[Table | str]:
+    """A global run's walk-forward folds, one row each, beside the pooled figures printed above them: the test
+    block, the model (the run's own or refit), the pooled RMSE ratio, the rank IC and the long–short Sharpe."""
+    table = FitTable(title=f"Walk-forward: {walk['completed']} of {walk['folds']} folds, expanding window, the "
+                           "model refit before each block; ratio: day-1 RMSE to naive's", optional=("model", "days"))
+    table.add_column("fold", no_wrap=True)
+    table.add_column("test from … to", min_width=len("2020-01-02 …"))
+    table.add_column("model")
+    for column in ("ratio", "mean IC", "HAC t", "beyond TM", "L/S Sharpe", "days"):
+        table.add_column(column, justify="right", no_wrap=True)
+    folds = [(str(fold["fold"]), fold) for fold in walk["fold_results"]]
+    for label, row in [*folds, ("pooled", pooled)]:
+        if label == "pooled":
+            table.add_section()
+        section, source = row["cross_section"], row.get("model_source", "")
+        ic, beyond = section["ic"]["model"], section["ic"]["beyond_train_mean"]
+        days = (f"{row['test_first_day']} … {row['test_last_day']}" if "test_first_day" in row
+                else f"{row['test']['first_target_day']} … {row['test']['last_target_day']}")
+        table.add_row(label, days, f"refit, {row['epochs_run']} ep." if source == "retrained" else source,
+                      fmt(row["pooled_ratio"]["rmse_ratio_h1"]), fmt(ic["mean"], "{:+.4f}"), fmt(ic["t"], "{:+.2f}"),
+                      fmt(beyond["mean"], "{:+.4f}"), _sharpe(section["long_short"]["strategies"]["model"]),
+                      str(section["days"]))
+    items: list[Table | str] = [table]
+    if walk["interrupted"]:
+        items.append("[yellow]The walk-forward was interrupted; the folds above are the ones that finished, and "
+                     "the pooled figures pool them.[/]")
     return items
 
 

@@ -9,8 +9,8 @@ A diagnostic of forecast usefulness, not investment advice. The rules, for n con
     costs `cost_bps` basis points of equity, so buy-and-hold pays once, on entry. Nothing is charged
     to close out at the end: both are marked to market on the last day.
   * Sharpe ratio: mean / standard deviation (ddof 1) of daily net returns times sqrt(252), zero
-    risk-free rate. Max drawdown: the largest fall from a running peak of equity, as a positive
-    fraction (0.2 = a 20% fall).
+    risk-free rate. Max drawdown: the largest fall from a running peak of equity, as a negative
+    fraction (−0.2 = a 20% fall), the sign the tables and the cross-section's JSON use too.
 """
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ class StrategyResult:
 
     @property
     def max_drawdown(self) -> float:
+        """The largest fall from a running peak, as a negative fraction (0.0 when equity never falls)."""
         running_peak = np.maximum.accumulate(self.equity)
-        return float(np.max(1.0 - self.equity / running_peak))
+        return float(np.min(self.equity / running_peak - 1.0))
 
     def summary(self) -> dict:
         return {

@@ -21,6 +21,7 @@ diagnostic against the reversal and train-mean baselines (crosssection.py).
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -44,9 +45,10 @@ from lstm_forecast.bundle import (
     resolve_runs_dir,
     save_run,
 )
-from lstm_forecast.config import Config, config_hash
-from lstm_forecast.crosssection import CrossSection, cross_section
+from lstm_forecast.config import Config, config_hash, cross_sectional_settings
+from lstm_forecast.crosssection import MIN_TICKERS, CrossSection, cross_section, rank_ic
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError
+from lstm_forecast.linear import fit_ridge
 from lstm_forecast.metrics import lag_copy_diagnostic
 from lstm_forecast.model import Ensemble, Forecaster, ModelShape, check_trainable, ensemble_of
 from lstm_forecast.prices import prices_sha256
@@ -73,10 +75,11 @@ from lstm_forecast.trainer import (
     Samples,
     TrainResult,
     fit,
+    predict,
     resolve_device,
     seed_everything,
 )
-from lstm_forecast.windows import Dataset, build_dataset, reasons
+from lstm_forecast.windows import RETURN_TARGETS, Dataset, build_dataset, reasons
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,10 @@ def train_run(
     epoch so far is scored and saved as usual; a request during scoring or saving changes nothing here.
     """
     check_calendar(config.data.calendar)  # predict needs it: a run for an unknown exchange could never forecast
+    if cross := cross_sectional_settings(config):  # a config made in code (compare's local side) skips validation
+        key, value = cross[0]
+        raise UsageError(f"{key} {value} compares tickers day by day: a model of one ticker cannot be trained on it; "
+                         "set model.scope global")
     announce(on_phase, "building windows")
     dataset = build_dataset({ticker: prices}, config, context_prices=context_prices)
     # What the data cost: the rules' cut and notes, then the context's (the history cut, windows dropped).
@@ -334,9 +341,11 @@ def save_trained(bundle: RunBundle | GlobalBundle, trained: Trained, runs_dir: P
     """Write the run's bundle (bundle.save_run) with its history.csv (one row per epoch of each member, by seed;
     a single model's without the seed, as format 1 has it) and loss_curve.png: the first member's curves beside
     the naive forecast's validation loss, under `title` and the run id the bundle is saved as."""
+    # The selection score beside the validation loss when one chose the epoch (train.select rank_ic).
+    scored = trained.results[0].best_val_score is not None
     history = pd.DataFrame([
-        {"seed": seed, "epoch": r.epoch, "train_loss": r.train_loss, "val_loss": r.val_loss, "lr": r.lr,
-         "seconds": round(r.seconds, 4)}
+        {"seed": seed, "epoch": r.epoch, "train_loss": r.train_loss, "val_loss": r.val_loss,
+         **({"val_score": r.val_score} if scored else {}), "lr": r.lr, "seconds": round(r.seconds, 4)}
         for seed, result in zip(trained.seeds, trained.results, strict=True) for r in result.history
     ])
     curve = history[history["seed"] == trained.seeds[0]]
@@ -386,8 +395,35 @@ def train_model(
         on_epoch=on_epoch,
         stop=stop,
         on_batch=on_batch,
+        val_score=validation_rank_ic(dataset) if config.train.select == "rank_ic" else None,
     )
     return model.cpu().eval(), result
+
+
+def validation_rank_ic(dataset: Dataset) -> Callable[[torch.nn.Module], float]:
+    """train.select rank_ic's score of a model (lower is better, as trainer.fit takes it): minus the mean daily
+    Spearman rank IC, across tickers, of its day-1 forecasts against the realised day-1 log returns of the
+    validation windows (NaN when no day could be ranked). Only the validation period is read, never the test's."""
+    val = dataset.val
+    anchor_days, day = np.unique(val.anchor_dates, return_inverse=True)
+
+    def grid(values: np.ndarray) -> pd.DataFrame:  # days x tickers, as crosssection.rank_ic takes them
+        table = np.full((len(anchor_days), len(dataset.tickers)), np.nan)
+        table[day, val.ticker] = values
+        return pd.DataFrame(table, index=pd.DatetimeIndex(anchor_days), columns=dataset.names)
+
+    realised = grid(np.log(val.actual_prices[:, 0] / val.anchor_prices))
+    if not (realised.notna().sum(axis=1) >= MIN_TICKERS).any():
+        raise ForecastError(f"train.select rank_ic: no validation day has windows of {MIN_TICKERS} tickers to "
+                            "rank; use more tickers or train.select loss")
+
+    def score(model: torch.nn.Module) -> float:
+        # Each ticker's forecast back in its own units first: the scaled outputs of two tickers do not compare.
+        day_one = np.log(dataset.to_prices(val, predict(model, val.model_inputs))[:, 0] / val.anchor_prices)
+        daily = rank_ic(grid(day_one), realised)
+        return -float(daily.mean()) if len(daily) else math.nan
+
+    return score
 
 
 def train_members(
@@ -443,8 +479,9 @@ def naive_validation_loss(dataset: Dataset, loss: str) -> float:
     """The training loss the naive forecast would score on the validation windows, in each ticker's scaled space
     (the loss curve's reference line)."""
     val = dataset.val
-    # "No change" is a log return of zero on every step, or the anchor price itself.
-    if dataset.spec.target == "log_return":
+    # "No change" is a log return of zero on every step (a cross-sectional target's series is in log-return
+    # units too), or the anchor price itself.
+    if dataset.spec.target in RETURN_TARGETS:
         naive = np.zeros_like(val.targets, dtype=np.float64)
     else:
         naive = baselines.naive_forecast(val.anchor_prices, dataset.spec.horizon)
@@ -493,6 +530,9 @@ def check_global(config: Config, tickers: list[str]) -> None:
     if len(tickers) < 2:
         raise UsageError("--scope global trains one model across tickers: give two or more (-t A -t B, "
                          "--tickers-file F or --all)")
+    if config.train.select == "rank_ic" and len(tickers) < MIN_TICKERS:
+        raise UsageError(f"train.select rank_ic ranks the tickers each day: give at least {MIN_TICKERS}, or use "
+                         "train.select loss")
     check_trainable(config)
     check_calendar(config.data.calendar)
 
@@ -565,9 +605,12 @@ class TickerScores:
 
 def score_tickers(
     dataset: Dataset, members: list[Forecaster], config: Config, kind: str, fingerprints: list[dict[str, Any]],
+    own: Dataset | None = None,
 ) -> TickerScores:
     """The test period's report: per-ticker rows with BH q-values and the pooled DM test, the pooled RMSE
-    ratio, and the cross-section (rank IC, long–short). The members' own ICs stand beside the ensemble's."""
+    ratio, and the cross-section (rank IC, long–short). The members' own ICs stand beside the ensemble's, and the
+    linear baseline beside the model: a ridge fitted on `own`'s training windows (the run's own dataset; None:
+    `dataset` is), forecasting `dataset`'s test windows. A ridge too large to fit is left out with its reason."""
     test = dataset.test
     predictions = member_predictions(members, test)
     forecasts = ticker_forecasts(dataset, test, np.mean(predictions, axis=0))
@@ -593,7 +636,15 @@ def score_tickers(
                       for label, prices in zip(member_labels(config), member_prices, strict=True)}
     last_returns = {days.ticker: test.last_return[test.of(days.index)] for days in dataset.tickers}
     train_means = {days.ticker: days.train_mean_log_return for days in dataset.tickers}
-    section = cross_section_of(forecasts, last_returns, train_means, config, members_ic)
+    own = dataset if own is None else own
+    try:
+        ridge = fit_ridge(own)
+        linear_prices = dataset.to_prices(test, ridge.predict(test.inputs)[:, None])
+        linear_models = {days.ticker: linear_prices[test.of(days.index)] for days in dataset.tickers}
+        about = {**ridge.to_dict(), "fitted_on_tickers": len(own.tickers)}
+    except ForecastError as exc:  # a diagnostic too large to fit must not cost the run its report
+        linear_models, about = None, {"absent": str(exc)}
+    section = cross_section_of(forecasts, last_returns, train_means, config, members_ic, linear_models)
     report = {
         "split": dataset.split,
         "test": {"first_target_day": dataset.test_start.date().isoformat(),
@@ -602,6 +653,7 @@ def score_tickers(
         "pooled_ratio": pooled_ratio(forecasts.values()),
         "per_ticker": per_ticker,
         "cross_section": section.to_dict(),
+        "linear_baseline": about,
     }
     return TickerScores(report=report, section=section, forecasts=forecasts)
 
@@ -609,10 +661,12 @@ def score_tickers(
 def cross_section_of(
     forecasts: dict[str, PeriodForecasts], last_returns: dict[str, np.ndarray], train_means: dict[str, float],
     config: Config, member_models: dict[str, dict[str, np.ndarray]] | None = None,
+    linear_models: dict[str, np.ndarray] | None = None,
 ) -> CrossSection:
     """The cross-section of per-ticker test forecasts (a global run's, or local runs' side by side): days ×
     tickers frames of the day-1 forecast and realised log returns, the anchor day's return and each ticker's
-    training mean, judged by crosssection.cross_section. `member_models`: label -> ticker -> model prices."""
+    training mean, judged by crosssection.cross_section. `member_models`: label -> ticker -> model prices;
+    `linear_models`: ticker -> the linear baseline's prices (n, ≥ 1), day 1 first."""
     def frame(values: dict[str, np.ndarray]) -> pd.DataFrame:
         columns = {ticker: pd.Series(column, index=pd.DatetimeIndex(forecasts[ticker].anchor_dates))
                    for ticker, column in values.items()}
@@ -622,12 +676,13 @@ def cross_section_of(
         return frame({t: np.log(prices[t][:, 0] / forecasts[t].anchor_prices) for t in forecasts})
 
     members = {label: day_one(models) for label, models in (member_models or {}).items()} or None
+    linear = day_one(linear_models) if linear_models is not None else None
     # A small universe cannot fill k longs and k shorts: the book shrinks to half the tickers (the table says k).
     k = max(1, min(config.evaluate.long_short_k, len(forecasts) // 2))
     return cross_section(day_one({t: f.model for t, f in forecasts.items()}),
                          day_one({t: f.actual for t, f in forecasts.items()}), frame(last_returns),
                          pd.Series(train_means, dtype=np.float64), k=k, cost_bps=config.evaluate.cost_bps,
-                         members=members)
+                         members=members, linear=linear, hold=config.evaluate.long_short_hold)
 
 
 def pooled_ratio(forecasts: Any) -> dict[str, Any]:

@@ -24,11 +24,13 @@ main thread may): the CLI switches Ctrl-C, SIGTERM and SIGHUP into such a reques
 signals follow its executor's rules, passes its own request or none.
 
 Threads: `train.threads` sets torch's CPU thread count for the run (restored afterwards). `auto` takes as
-many threads as there are cores free when training starts (up to `AUTO_MAX_THREADS`): on an idle machine a
-second thread trains the default LSTM about 1.5x faster, but while another process holds a core, OpenMP
-threads that spin-wait for a descheduled partner make each epoch several times slower (the thread table in
-the README). Results repeat bit for bit only at the same thread count, so the count used is part of the
-result (`TrainResult.threads`, recorded in the bundle); set `train.threads` to repeat a run exactly.
+many threads as there are cores free (up to `AUTO_MAX_THREADS`) and looks again every `RETHINK_S` as training
+goes (`ThreadPlan`): on an idle machine a second thread trains the default LSTM about 1.4x faster, but while
+another process holds a core, OpenMP threads that spin-wait for a descheduled partner make each epoch several
+times slower (the thread table in the README), and a process may start long after training did. Results
+repeat bit for bit only at the same thread counts at the same steps, so the counts used are part of the
+result (`TrainResult.threads`, and `thread_schedule` when `auto` changed it; both recorded in the bundle):
+set `train.threads` to either to repeat a run exactly.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -69,8 +71,13 @@ EVAL_BATCH_SIZE = 4096
 
 # `auto` threads: the cores free at the start, at most this many (an LSTM's per-step matrices are small).
 AUTO_MAX_THREADS = 4
-# How long `auto` watches the machine's CPU counters to see how many cores other processes keep busy.
+# How long `auto` watches the machine's CPU counters, when training starts, to see how many cores other
+# processes keep busy.
 LOAD_SAMPLE_S = 0.1
+# Then `auto` looks again at the first batch boundary this long after its last look: often enough that a
+# process starting mid-run costs about a second of spinning threads, rarely enough that the look (two small
+# reads, no sleep: it compares the machine's busy time with this process's own CPU time) never shows.
+RETHINK_S = 1.0
 
 DEVICE_AVAILABLE: dict[str, Callable[[], bool]] = {
     "cuda": torch.cuda.is_available,
@@ -110,7 +117,8 @@ class EpochRecord:
     lr: float  # the learning rate used during this epoch
     seconds: float
     best_epoch: int
-    best_val_loss: float
+    best_val_loss: float  # the validation loss of the best epoch so far
+    val_score: float | None = None  # the caller's selection score (`fit`'s val_score), None without one
 
 
 EpochCallback = Callable[[EpochRecord], bool | None]  # a true value: stop training after this epoch
@@ -145,7 +153,9 @@ class TrainResult:
     interrupted: bool
     seconds: float
     device: str
-    threads: int  # torch's CPU threads during the run: bit-for-bit repeats need the same count
+    threads: int  # torch's CPU threads at the start: bit-for-bit repeats need the same counts
+    best_val_score: float | None = None  # the best epoch's selection score, when `fit` was given one
+    thread_schedule: list[tuple[int, int]] = field(default_factory=list)  # (first step, threads) as run
 
     def summary(self) -> dict[str, Any]:
         """Plain JSON values for bundles and reports (the per-epoch history is stored separately)."""
@@ -158,6 +168,10 @@ class TrainResult:
             "seconds": round(self.seconds, 3),
             "device": self.device,
             "threads": self.threads,
+            "best_val_score": self.best_val_score,
+            # Only when `auto` changed the count: a steady run records `threads` alone.
+            **({"thread_schedule": [list(pair) for pair in self.thread_schedule]}
+               if len(self.thread_schedule) > 1 else {}),
         }
 
 
@@ -175,17 +189,27 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def training_threads(requested: int | str) -> int:
-    """The CPU thread count for training: `requested`, or for `auto` the cores other processes leave free
-    (or OMP_NUM_THREADS, when the user set it: an explicit choice made outside the config is kept)."""
+def training_threads(requested: int | str | list[list[int]]) -> int:
+    """The CPU thread count training starts with: `requested` (a schedule's first count), or for `auto` the
+    cores other processes leave free (or OMP_NUM_THREADS, when the user set it: an explicit choice made
+    outside the config is kept)."""
+    if isinstance(requested, list | tuple):
+        return int(requested[0][1])
     if requested != "auto":
         return int(requested)
+    return user_threads() or max(1, min(AUTO_MAX_THREADS, usable_cores(), free_cores(usable_cores())))
+
+
+def user_threads() -> int | None:
+    """OMP_NUM_THREADS when the user set it to a count, else None."""
     environment = os.environ.get("OMP_NUM_THREADS", "")
-    if environment.isdigit() and int(environment) >= 1:
-        return int(environment)
+    return int(environment) if environment.isdigit() and int(environment) >= 1 else None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its affinity mask, capped by a container's quota."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    cores = min(cores, cpu_quota() or cores)
-    return max(1, min(AUTO_MAX_THREADS, cores, free_cores(cores)))
+    return min(cores, cpu_quota() or cores)
 
 
 def cpu_quota(path: str = "/sys/fs/cgroup/cpu.max") -> int | None:
@@ -218,6 +242,78 @@ def free_cores(cores: int) -> int:
         except (OSError, AttributeError):
             return cores
     return int(cores - busy + 0.25)
+
+
+@dataclass(frozen=True)
+class CpuLook:
+    """One look at the CPU counters: wall clock, this process's CPU seconds, the machine's (all, idle) jiffies."""
+
+    wall: float
+    own: float
+    total: int
+    idle: int
+
+    @classmethod
+    def now(cls) -> CpuLook:
+        total, idle = _cpu_counters()
+        return cls(time.perf_counter(), time.process_time(), total, idle)
+
+    def others_busy_since(self, before: CpuLook) -> float:
+        """Cores other processes kept busy since `before`: the machine's busy share less this process's own CPU
+        time (its threads' spinning included, so training never counts itself as load)."""
+        total, wall = self.total - before.total, self.wall - before.wall
+        if total <= 0 or wall <= 0:
+            return 0.0
+        machine = (os.cpu_count() or 1) * (1 - (self.idle - before.idle) / total)
+        return max(0.0, machine - (self.own - before.own) / wall)
+
+
+class ThreadPlan:
+    """torch's CPU threads at each training step (one mini-batch; steps are counted from 0 over the run).
+
+    A count is kept throughout; a recorded schedule is replayed step for step, so the run repeats bit for bit;
+    `auto` starts with the cores other processes leave free and, at the first batch boundary `RETHINK_S` after
+    its last look, looks again: the cores free now (see `CpuLook.others_busy_since`), one thread each. A
+    process started mid-run so costs training about a second of spinning threads instead of every epoch after
+    it, and once that process ends the threads come back. Every count taken is in `schedule`.
+    """
+
+    def __init__(self, requested: int | str | list[list[int]]) -> None:
+        self.replay = [tuple(pair) for pair in requested] if isinstance(requested, list | tuple) else []
+        self.schedule: list[tuple[int, int]] = [(0, training_threads(requested))]
+        self.cores = usable_cores()
+        self.last_look = self._look() if requested == "auto" and user_threads() is None else None
+        self.step = 0
+
+    @property
+    def first(self) -> int:
+        return self.schedule[0][1]
+
+    def before_step(self) -> None:
+        """Called before every training step: set the count this step trains with."""
+        if len(self.replay) > 1 and self.replay[1][0] <= self.step:
+            self.replay.pop(0)
+            self._use(self.replay[0][1])
+        elif self.last_look is not None and time.perf_counter() - self.last_look.wall >= RETHINK_S:
+            look = self._look()
+            if look is not None:
+                free = int(self.cores - look.others_busy_since(self.last_look) + 0.25)
+                self._use(max(1, min(AUTO_MAX_THREADS, self.cores, free)))
+            self.last_look = look
+        self.step += 1
+
+    def _use(self, count: int) -> None:
+        if count != self.schedule[-1][1]:
+            torch.set_num_threads(count)
+            self.schedule.append((self.step, count))
+
+    @staticmethod
+    def _look() -> CpuLook | None:
+        """A look at the counters; None where /proc/stat cannot be read (then `auto` keeps its first count)."""
+        try:
+            return CpuLook.now()
+        except (OSError, ValueError, IndexError):
+            return None
 
 
 def _cpu_counters() -> tuple[int, int]:
@@ -254,8 +350,13 @@ def fit(
     on_epoch: EpochCallback | None = None,
     stop: StopRequest | None = None,
     on_batch: BatchCallback | None = None,
+    val_score: Callable[[nn.Module], float] | None = None,
 ) -> TrainResult:
     """Train `model` in place (moved to `device`) and leave it holding the best validation epoch's weights.
+
+    The best epoch is the one with the lowest validation loss, or with the lowest `val_score(model)` when given
+    (the caller's selection rule on the validation period, lower is better: e.g. minus a rank IC); the same
+    score drives early stopping and the plateau schedule.
 
     Reproducible: with the same seed, data and config, a CPU run repeats bit for bit when torch's intra-op
     thread count is the same (`train.threads`, or the count `auto` chose, reported as `TrainResult.threads`);
@@ -264,7 +365,8 @@ def fit(
     `on_batch` hears the progress within an epoch (see BATCH_REPORT_S).
     """
     stop_requested = stop or threading.Event()
-    with cpu_threads(training_threads(config.threads)):
+    threads = ThreadPlan(config.threads)
+    with cpu_threads(threads.first):
         started = time.perf_counter()
         device = device or resolve_device(config.device)
         train_x, train_y = _to_device(train, "training", device)
@@ -292,7 +394,7 @@ def fit(
 
         history: list[EpochRecord] = []
         best_state: dict[str, Tensor] | None = None
-        best_epoch, best_val_loss = 0, math.inf
+        best_epoch, best_val_loss, best_score = 0, math.inf, math.inf
         stopped_early = False
         for epoch in range(1, config.epochs + 1):
             if stop_requested.is_set():
@@ -301,17 +403,19 @@ def fit(
             lr = optimizer.param_groups[0]["lr"]
             train_loss = _train_one_epoch(
                 model, parameters, train_x, train_y, optimizer, loss_fn, config, shuffle_generator, stop_requested,
-                epoch, on_batch,
+                epoch, on_batch, threads,
             )
             if train_loss is None:  # interrupted mid-epoch: a partial epoch is neither scored nor kept
                 break
             val_loss = _mean_loss(model, val_x, val_y, loss_fn)
-            if val_loss < best_val_loss:
-                best_epoch, best_val_loss = epoch, val_loss
+            score = None if val_score is None else val_score(model)
+            selected = val_loss if score is None else score  # NaN (no score) is never the best
+            if math.isfinite(val_loss) and selected < best_score:
+                best_epoch, best_val_loss, best_score = epoch, val_loss, selected
                 # Cloned on the device: no host transfer, and cheap beside an epoch of training.
                 best_state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
             seconds = time.perf_counter() - epoch_started
-            record = EpochRecord(epoch, train_loss, val_loss, lr, seconds, best_epoch, best_val_loss)
+            record = EpochRecord(epoch, train_loss, val_loss, lr, seconds, best_epoch, best_val_loss, score)
             history.append(record)
             asked_to_stop = on_epoch is not None and bool(on_epoch(record))
             diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
@@ -319,7 +423,7 @@ def fit(
                 stopped_early = epoch < config.epochs
                 break
             if scheduler is not None:
-                scheduler.step(val_loss)
+                scheduler.step(selected)
 
         if best_state is not None:
             model.load_state_dict(best_state)
@@ -337,7 +441,9 @@ def fit(
             interrupted=stop_requested.is_set(),
             seconds=time.perf_counter() - started,
             device=str(device),
-            threads=torch.get_num_threads(),
+            threads=threads.first,
+            best_val_score=None if val_score is None or best_state is None else best_score,
+            thread_schedule=threads.schedule,
         )
 
 
@@ -374,9 +480,10 @@ def _train_one_epoch(
     stop_requested: StopRequest,
     epoch: int,
     on_batch: BatchCallback | None,
+    threads: ThreadPlan,
 ) -> float | None:
     """One pass over shuffled mini-batches; the mean training loss, or None if stopped part-way. `on_batch`
-    hears how far the pass has got, at most once per BATCH_REPORT_S."""
+    hears how far the pass has got, at most once per BATCH_REPORT_S; `threads` sets each step's CPU threads."""
     model.train()
     # The permutation is drawn on the CPU so the batch order is the same on every device; one gather
     # per epoch makes every batch below a view instead of an indexing copy.
@@ -386,6 +493,7 @@ def _train_one_epoch(
     batches = math.ceil(len(targets) / config.batch_size)
     next_report = time.perf_counter() + BATCH_REPORT_S
     for batch, (*batch_inputs, batch_targets) in enumerate(_batches((*inputs, targets), config.batch_size, order), 1):
+        threads.before_step()
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(*batch_inputs), batch_targets)
         loss.backward()

@@ -74,6 +74,7 @@ from lstm_forecast.prices import prices_sha256
 from lstm_forecast.runs import read_json_or_empty
 from lstm_forecast.search_space import SearchSpace, load_space, with_values
 from lstm_forecast.train import load_training_prices, member_labels, pooled_ratio, train_members, train_run
+from lstm_forecast.trainer import training_threads
 from lstm_forecast.universe import threads_per_job
 
 DEFAULT_SPACE = packaged_config(SEARCH_SPACE)  # lstm_forecast/configs/search.yaml, in the wheel too
@@ -435,7 +436,7 @@ def plan_tune(
         config=config, space=space, tickers=tuple(tickers), data_dir=data_dir, folder=folder, study=name,
         store=store, objective=objective, cv_folds=cv_folds,
         seed=config.train.seed if seed is None else seed,
-        threads=threads or threads_per_job(config, jobs, "local"),
+        threads=threads or training_threads(threads_per_job(config, jobs, "local")),
     )
 
 

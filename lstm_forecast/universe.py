@@ -49,7 +49,6 @@ from lstm_forecast.scoring import iso_day, log_loss_differential
 from lstm_forecast.sets import UNIVERSE_PLOT, SummaryRow, scored_record, set_report, write_summary
 from lstm_forecast.tickers import MAX_SELECTED
 from lstm_forecast.train import load_training_prices
-from lstm_forecast.trainer import training_threads
 from lstm_forecast.windows import build_dataset
 
 UNIVERSE_DIR = "_universe"
@@ -72,14 +71,17 @@ class Universe:
     interrupted: bool
 
 
-def threads_per_job(config: Config, jobs: int, executor: str) -> int:
-    """`train.threads` when set; else jobs in this process take the cores free now (`auto`, looked at once for
-    the universe rather than before every ticker), N local jobs share the cores (cores // N, at least one each),
-    and a Ray task takes one CPU (or cores // N with --jobs N), so a cluster runs as many as it has CPUs."""
-    if config.train.threads != "auto":
-        return config.train.threads
-    if executor == "local" and jobs == 1:
-        return training_threads("auto")
+def threads_per_job(config: Config, jobs: int, executor: str) -> int | str | list[list[int]]:
+    """`train.threads` when set (a recorded schedule only in this process; workers take its largest count);
+    else jobs in this process stay `auto`, following the load as they train (trainer.ThreadPlan), N local
+    jobs share the cores (cores // N, at least one each), and a Ray task takes one CPU (or cores // N with
+    --jobs N), so a cluster runs as many as it has CPUs."""
+    threads = config.train.threads
+    in_process = executor == "local" and jobs == 1
+    if isinstance(threads, list):
+        return threads if in_process else max(count for _, count in threads)
+    if threads != "auto" or in_process:
+        return threads
     if executor == "ray" and jobs == 1:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

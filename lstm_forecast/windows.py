@@ -13,6 +13,17 @@ a prediction converts back to prices and dates exactly (`targets_to_prices`).
 Context inputs and calendar features (context.py) are more columns of the same days. A day whose context
 value is missing (a gap longer than `data.context_max_gap`) is NaN there: every window reading it is dropped,
 and the scaler is fitted on the training days that have every input.
+
+Cross-sectional targets (a global run's `data.target` excess or rank) take the day's common move out of what the
+model is trained on; its inputs stay the same. `excess` is the ticker's log return minus the mean over the
+tickers read that have that day; `rank` is the day's rank of the return among them, as (rank - 1/2) / n - 1/2
+(uniform in (-1/2, 1/2), ties averaged). Each is turned into a series in log-return units (`target_series`) that
+the ticker's scaler, fitted on its raw training returns exactly as for `log_return`, maps back: a forecast is
+the predicted excess move plus the ticker's training mean return (its mean excess plus the market's mean over
+its training days). A rank forecast is first read in the ticker's excess-return units: standardised over its
+training days, times the training standard deviation of its excess return. Only training days enter these
+statistics, and since the scaler is a log-return run's, a ticker the run never saw is scaled from its own
+prices alone.
 """
 
 from __future__ import annotations
@@ -31,7 +42,11 @@ from lstm_forecast.errors import ForecastError, UsageError, shorten
 from lstm_forecast.model import memory_limit
 
 PRICE_COLUMNS = {"adj_close": "Adj Close", "close": "Close"}
-TARGETS = ("log_return", "price")
+# What a model is trained to forecast. Every target but `price` is a daily log return (or stands for one), so
+# its forecasts compound back to prices alike; `excess` and `rank` are cross-sectional (`cross_section_moves`).
+TARGETS = ("log_return", "price", "excess", "rank")
+RETURN_TARGETS = ("log_return", "excess", "rank")
+CROSS_SECTION_TARGETS = ("excess", "rank")
 
 # A standard deviation below this is a constant series (e.g. a flat price); dividing by it would
 # blow the scaled values up, so such a feature is only centred (std replaced by 1.0).
@@ -216,6 +231,7 @@ class TickerDays:
     dates: np.ndarray  # datetime64[ns] (days,): the feature rows' days (the first price row has none)
     price: np.ndarray  # float64 (days,): the price on each day
     last_return: np.ndarray  # float64 (days,): the log return on each day
+    target: np.ndarray  # float64 (days,): what its windows are trained to forecast (`target_series`)
     val_start: int  # first day (row of `dates`) of the validation period
     test_start: int  # first day of the test period
     scaler: Scaler
@@ -394,7 +410,8 @@ def build_dataset(
     val_day, test_day = split_days(calendar, config, split, spec)
     bounds = {ticker: tuple(int(np.searchsorted(frame.index.to_numpy(), day.to_datetime64()))
                             for day in (val_day, test_day)) for ticker, frame in features.items()}
-    return window_days(spec, rows, features, bounds, val_day, test_day, skipped, notes, context_prices)
+    moves = cross_section_moves({ticker: rows[ticker] for ticker in features}, spec)
+    return window_days(spec, rows, features, bounds, val_day, test_day, skipped, notes, context_prices, moves)
 
 
 def split_days(
@@ -429,15 +446,18 @@ def window_days(
     spec: WindowSpec, rows: dict[str, pd.DataFrame], features: dict[str, pd.DataFrame],
     bounds: dict[str, tuple[int, int]], val_day: pd.Timestamp, test_day: pd.Timestamp,
     skipped: dict[str, str], notes: dict[str, list[str]], context_prices: Mapping[str, pd.DataFrame] | None,
+    moves: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> Dataset:
-    """Scale and window every ticker within its bounds (val_start, test_start: rows of its days)."""
+    """Scale and window every ticker within its bounds (val_start, test_start: rows of its days); `moves` are
+    the tickers' cross-sectional moves for a cross-sectional target (`cross_section_moves`)."""
     one = len(features) == 1
     tickers: list[TickerDays] = []
     blocks: list[np.ndarray] = []
     offset = 0
     for ticker, frame in features.items():
         try:
-            days, scaled = ticker_days(ticker, len(tickers), offset, rows[ticker], frame, spec, *bounds[ticker])
+            days, scaled = ticker_days(ticker, len(tickers), offset, rows[ticker], frame, spec, *bounds[ticker],
+                                       moves=(moves or {}).get(ticker))
         except ForecastError as exc:
             if one:
                 raise
@@ -463,10 +483,11 @@ def window_days(
 
 def ticker_days(
     ticker: str, index: int, offset: int, rows: pd.DataFrame, features: pd.DataFrame, spec: WindowSpec,
-    val_start: int, test_start: int,
+    val_start: int, test_start: int, moves: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[TickerDays, np.ndarray]:
     """One ticker's days, scaler (fitted on its complete training days) and window anchors, and its scaled
-    feature rows; a ForecastError naming the period that cannot hold one window."""
+    feature rows; a ForecastError naming the period that cannot hold one window. `moves`: its excess return
+    and cross-sectional score on each day, for a cross-sectional target (`cross_section_moves`)."""
     end = n_days = len(features)
     if not 0 <= val_start <= test_start <= n_days:
         raise ValueError(f"expected 0 <= {val_start=} <= {test_start=} <= {n_days} days")
@@ -484,12 +505,13 @@ def ticker_days(
 
     raw_price = rows[spec.price_column_name].to_numpy(dtype=np.float64)
     log_return = np.diff(np.log(raw_price))
-    target = log_return if spec.target == "log_return" else raw_price[1:]
     feature_values = features.to_numpy(dtype=np.float64)
     complete = np.isfinite(feature_values).all(axis=1)  # False only where a context value is missing
     if not complete[:val_start].any():
         raise ForecastError("no training day has every context input; see data.context_max_gap")
-    scaler = fit_scaler(feature_values[:val_start][complete[:val_start]], target[:val_start])
+    # The scaler maps forecasts back to returns (or prices): fitted on the raw series for every target.
+    unscaled = raw_price[1:] if spec.target == "price" else log_return
+    scaler = fit_scaler(feature_values[:val_start][complete[:val_start]], unscaled[:val_start])
     anchors, dropped = {}, {}
     periods = {"train": (0, val_start), "val": (val_start, test_start), "test": (test_start, end)}
     for name, (first, stop) in periods.items():
@@ -505,13 +527,57 @@ def ticker_days(
             )
     days = TickerDays(
         ticker=ticker, index=index, offset=offset, dates=dates, price=raw_price[1:], last_return=log_return,
-        val_start=val_start, test_start=test_start, scaler=scaler,
+        target=target_series(spec.target, unscaled, moves, val_start), val_start=val_start, test_start=test_start,
+        scaler=scaler,
         # Training prices include the first price row: day 0's return and naive forecast need it.
         train_mean_log_return=baselines.mean_log_return(raw_price[: val_start + 1]),
         train_naive_mae=baselines.naive_mae_scale(raw_price[: val_start + 1]),
         anchors=anchors, dropped=dropped,
     )
     return days, scaler.transform_features(feature_values).astype(np.float32)
+
+
+def cross_section_moves(
+    rows: Mapping[str, pd.DataFrame], spec: WindowSpec
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per ticker, on each of its feature days: its excess return (its log return minus the day's mean over the
+    tickers that have that day) and the day's cross-sectional score its target is made of (the excess itself, or
+    the normalised rank; see the top). Empty unless the target is cross-sectional."""
+    if spec.target not in CROSS_SECTION_TARGETS:
+        return {}
+    column = spec.price_column_name
+    # One days x tickers frame on the union of their days: NaN where a ticker has no row that day.
+    returns = pd.DataFrame({ticker: pd.Series(np.diff(np.log(frame[column].to_numpy(dtype=np.float64))),
+                                              index=frame.index[1:]) for ticker, frame in rows.items()})
+    excess = returns.sub(returns.mean(axis=1), axis=0)
+    if spec.target == "excess":
+        score = excess
+    else:
+        present = returns.notna().sum(axis=1)
+        score = (returns.rank(axis=1) - 0.5).div(present, axis=0) - 0.5
+    return {ticker: (excess[ticker].loc[frame.index[1:]].to_numpy(), score[ticker].loc[frame.index[1:]].to_numpy())
+            for ticker, frame in rows.items()}
+
+
+def target_series(
+    target: str, unscaled: np.ndarray, moves: tuple[np.ndarray, np.ndarray] | None, val_start: int
+) -> np.ndarray:
+    """What a ticker's windows are trained to forecast on each day, in the units its scaler maps back: the raw
+    series (`unscaled`: log returns, or prices), or for a cross-sectional target its training mean return plus
+    the day's score, centred and put in excess-return units on its training days (see the top). A dataset of one
+    ticker has no cross-section: its score is constant and the series its training mean (never trained on:
+    such a dataset only scales and forecasts a ticker a global run never saw)."""
+    if target not in CROSS_SECTION_TARGETS:
+        return unscaled
+    if moves is None:
+        raise ValueError(f"target {target!r} needs the cross-sectional moves")
+    excess, score = moves
+    train = slice(0, val_start)
+    spread = float(np.std(score[train]))
+    # For excess the ratio is one: the series is the return minus the day's mean plus the ticker's training
+    # mean of that mean (the market's training mean return over its days).
+    ratio = float(np.std(excess[train])) / spread if spread >= MIN_STD else 0.0
+    return float(np.mean(unscaled[train])) + ratio * (score - float(np.mean(score[train])))
 
 
 def period_windows(
@@ -521,8 +587,7 @@ def period_windows(
     parts = []
     for days in tickers:
         anchors = days.anchors[name]
-        target = days.last_return if spec.target == "log_return" else days.price
-        scaled_target = days.scaler.transform_targets(target).astype(np.float32)
+        scaled_target = days.scaler.transform_targets(days.target).astype(np.float32)
         # Views, not copies: row j is days j..j+horizon-1, the targets of the window anchored on day j-1.
         ahead = (sliding_window_view(scaled_target, spec.horizon), sliding_window_view(days.dates, spec.horizon),
                  sliding_window_view(days.price, spec.horizon))
@@ -606,8 +671,9 @@ def targets_to_prices(
 
 
 def values_to_prices(values: np.ndarray, anchor_prices: np.ndarray, target: str) -> np.ndarray:
-    """Unscaled target values (..., n, horizon) -> prices on the target dates (see `targets_to_prices`)."""
-    if target == "log_return":
+    """Unscaled target values (..., n, horizon) -> prices on the target dates (see `targets_to_prices`); a
+    cross-sectional target's values are log returns (see the top)."""
+    if target in RETURN_TARGETS:
         return np.asarray(anchor_prices, dtype=np.float64)[..., None] * np.exp(np.cumsum(values, axis=-1))
     if target == "price":
         return values

@@ -266,6 +266,93 @@ def test_pure_noise_is_not_distinguishable_from_zero():
     assert model_ls["mean_daily"] == pytest.approx(model_ls["mean_daily_gross"] - 5e-4 * model_ls["mean_turnover"])
 
 
+def test_a_held_book_is_the_mean_of_the_last_n_days_books_by_hand():
+    scores = frame([[1.0, 0.0, 0.5, 0.2], [0.0, 1.0, 0.5, 0.2], [1.0, 0.0, 0.5, 0.2], [0.0, 1.0, 0.5, 0.2]])
+    realised = frame([[math.log(1.02), math.log(0.99), 0.0, 0.0]] * 4)
+    daily = cs.long_short(scores, realised, k=1, cost_bps=10.0)
+    assert daily["turnover"].to_list() == pytest.approx([2.0, 4.0, 4.0, 4.0])  # the book flips every day
+    held = cs.long_short(scores, realised, k=1, cost_bps=10.0, hold=2)
+    # Day 1: half the capital long AAA / short BBB; from day 2 the two half books cancel: nothing held, no trades.
+    assert held["turnover"].to_list() == pytest.approx([1.0, 1.0, 0.0, 0.0])
+    assert held["gross"].to_list() == pytest.approx([(0.02 + 0.01) / 2, 0.0, 0.0, 0.0])
+    assert held["cost"].to_list() == pytest.approx([0.001, 0.001, 0.0, 0.0])
+    pd.testing.assert_frame_equal(cs.long_short(scores, realised, k=1, cost_bps=10.0, hold=1), daily)
+    with pytest.raises(ValueError, match="hold"):
+        cs.long_short(scores, realised, k=1, cost_bps=10.0, hold=0)
+
+
+def test_holding_n_days_cuts_a_fast_books_turnover_about_n_fold_and_leaves_a_steady_one_alone():
+    realised, last_return, train_mean = universe(400, 30, seed=8)
+    fast = cs.long_short(-last_return, realised, k=5, cost_bps=5.0)
+    for hold in (2, 5, 10):
+        held = cs.long_short(-last_return, realised, k=5, cost_bps=5.0, hold=hold)
+        assert held["turnover"].mean() == pytest.approx(fast["turnover"].mean() / hold, rel=0.15)
+    steady = pd.DataFrame(np.broadcast_to(train_mean.to_numpy(), realised.shape), index=realised.index,
+                          columns=realised.columns)
+    held = cs.long_short(steady, realised, k=5, cost_bps=5.0, hold=5)
+    # A book that never changes is built in 5 steps of 1/5 (turnover 2/5 a day), then never traded again.
+    assert held["turnover"].to_list()[:6] == pytest.approx([0.4] * 5 + [0.0])
+    assert held["gross"].iloc[10:].to_numpy() == pytest.approx(
+        cs.long_short(steady, realised, k=5, cost_bps=5.0)["gross"].iloc[10:].to_numpy())
+
+
+def test_the_cross_section_reports_the_held_rows_beside_the_daily_ones():
+    realised, last_return, train_mean = universe(200, 20, seed=9)
+    predicted = -last_return + np.random.default_rng(10).normal(0.0, 0.01, realised.shape)
+    daily_only = cs.cross_section(predicted, realised, last_return, train_mean, k=4)
+    held = cs.cross_section(predicted, realised, last_return, train_mean, k=4, hold=5)
+    assert daily_only.held == {} and "Held" not in daily_only.verdict
+    assert held.strategies == daily_only.strategies  # the daily rows do not move
+    assert set(held.held) == {"model", "reversal", "train_mean"}
+    assert held.held["model"]["mean_turnover"] < held.strategies["model"]["mean_turnover"] / 3
+    assert "model_held" in held.equity.columns
+    assert "Held 5 days instead of rebalanced daily" in held.verdict
+    document = held.to_dict()["long_short"]
+    assert document["hold"] == 5 and document["held"]["model"] == held.held["model"]
+
+
+# --- the linear baseline and the seeds' agreement --------------------------------------------------------
+
+
+def test_the_linear_baseline_has_its_ic_row_its_long_short_row_and_the_models_partial_ic_beyond_it():
+    realised, last_return, train_mean = universe(250, 25, seed=11)
+    rng = np.random.default_rng(12)
+    linear = realised + rng.normal(0.0, 0.03, realised.shape)  # a baseline with skill (IC about 0.3)
+    # The model is the baseline plus noise: everything it ranks, the baseline ranks; nothing beyond it.
+    predicted = linear + rng.normal(0.0, 0.01, realised.shape)
+    result = cs.cross_section(predicted, realised, last_return, train_mean, k=5, linear=linear)
+    assert {"linear", "beyond_linear"} <= set(result.ic) and "linear" in result.strategies
+    assert result.ic["linear"]["mean"] > 0.25 and result.ic["model"]["mean"] > 0.25
+    assert abs(result.ic["beyond_linear"]["mean"]) < 0.02 and abs(result.ic["beyond_linear"]["t"]) < 2
+    assert result.ic["beyond_train_mean"]["mean"] > 0.25  # ... while beyond the train mean it adds a lot
+    assert "Beyond the linear baseline on the same windows it adds nothing distinguishable from zero" in result.verdict
+    assert list(result.equity.columns)[:2] == ["model", "linear"]
+    # A model that ranks like the baseline has no partial IC beyond it; without one, no rows at all.
+    same = cs.cross_section(linear, realised, last_return, train_mean, k=5, linear=linear)
+    assert same.ic["beyond_linear"]["t"] is None
+    none = cs.cross_section(predicted, realised, last_return, train_mean, k=5)
+    assert "linear" not in none.ic and "beyond_linear" not in none.ic and "linear" not in none.strategies
+    json.dumps(same.to_dict(), allow_nan=False)
+
+
+def test_seed_agreement_is_one_for_identical_members_and_a_rank_correlation_otherwise():
+    realised, _, _ = universe(120, 15, seed=13)
+    rng = np.random.default_rng(14)
+    identical = cs.seed_agreement({"seed 0": realised, "seed 1": realised.copy()}, realised)
+    assert identical["pairwise"] == pytest.approx(1.0) and identical["with_ensemble"] == pytest.approx(1.0)
+    members = {f"seed {n}": realised + rng.normal(0.0, 0.01 * (n + 1), realised.shape) for n in range(3)}
+    ensemble = sum(members.values()) / 3
+    agreement = cs.seed_agreement(members, ensemble)
+    assert [pair["members"] for pair in agreement["pairs"]] == [["seed 0", "seed 1"], ["seed 0", "seed 2"],
+                                                                 ["seed 1", "seed 2"]]
+    values = [row["mean"] for row in agreement["pairs"] + agreement["members"]]
+    assert all(-1.0 <= value <= 1.0 for value in values)
+    assert agreement["pairwise"] == pytest.approx(np.mean([pair["mean"] for pair in agreement["pairs"]]))
+    assert agreement["with_ensemble"] > agreement["pairwise"] > 0.2  # each is closer to the mean than to another
+    opposed = cs.seed_agreement({"a": realised, "b": -realised}, realised)
+    assert opposed["pairwise"] == pytest.approx(-1.0) and agreement["pairs"][0]["days"] == 120
+
+
 # --- plots and the report --------------------------------------------------------------------------
 
 
@@ -274,7 +361,8 @@ def evaluated() -> cs.CrossSection:
     realised, last_return, train_mean = universe(90, 12, seed=21)
     predicted = realised + np.random.default_rng(22).normal(0.0, 0.02, realised.shape)
     return cs.cross_section(predicted, realised, last_return, train_mean, k=3,
-                            members={"seed 0": predicted, "[seed 1]": predicted * 0.5})
+                            members={"seed 0": predicted, "[seed 1]": predicted * 0.5},
+                            linear=realised + np.random.default_rng(23).normal(0.0, 0.02, realised.shape), hold=5)
 
 
 def test_plots_write_png_files(evaluated, tmp_path):
@@ -291,6 +379,9 @@ def test_cross_section_report_renders_the_tables_the_verdict_and_the_notes(evalu
     text = console.export_text()
     for expected in ("Daily rank IC over 90 test days, 12 tickers a day", "beyond train mean (partial)", "train mean",
                      "reversal", "seed 0", "[seed 1]", "Long–short diagnostic", "top/bottom 3", "market (long only)",
-                     "HAC t", "Sharpe ± SE", cs.DIAGNOSTIC_NOTE, cs.SURVIVOR_NOTE):
+                     "HAC t", "Sharpe ± SE", cs.DIAGNOSTIC_NOTE, cs.SURVIVOR_NOTE, "linear (ridge)",
+                     "beyond linear (partial)", "rebalanced daily, then held 5 days", "model, 5-day hold",
+                     "linear (ridge), 5-day hold",
+                     "Seeds agree: mean daily rank correlation +1.000 between each pair of the 2 members"):
         assert expected in text
     assert " ".join(evaluated.verdict.split()) in " ".join(text.split())

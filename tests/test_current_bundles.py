@@ -24,8 +24,10 @@ FIXTURES = Path(__file__).parent / "fixtures"
 VOLATILE = {"run_dir", "files", "folder", "seconds", "path", "created_at", "cache", "note", "source"}
 # --json fields added since those bundles were written (additions are allowed; the numbers they had must not move),
 # and the screener's advice sentence, reworded to name the family its q-values are judged in (its numbers are the
-# counts beside it: beat_naive, forecast, tested, failed, which are compared).
-ADDED_SINCE = {"drivers", "family", "family_size", "families", "advice", "test_windows"}
+# counts beside it: beat_naive, forecast, tested, failed, which are compared); the cross-section's linear baseline,
+# seed agreement and held long–short rows (issue 24), computed afresh from the recorded prices.
+ADDED_SINCE = {"drivers", "family", "family_size", "families", "advice", "test_windows", "linear", "beyond_linear",
+               "linear_baseline", "seed_agreement", "hold", "held"}
 
 
 def stable(value: Any) -> Any:

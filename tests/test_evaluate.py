@@ -288,6 +288,18 @@ def test_an_interrupted_backtest_keeps_the_finished_folds(workdir, monkeypatch):
     assert (run_dir_of(workdir) / "evaluation.json").is_file()
 
 
+def test_the_backtest_counts_every_seed_member_it_will_train(prices, monkeypatch):
+    monkeypatch.setattr(backtest, "train_as_run", lambda dataset, config, on_epoch=None, stop=None: None)
+    config = load_config(None, [*TINY, "train.seeds=3"])
+    dataset = build_dataset(prices, config)
+    days = pd.DatetimeIndex(prices.index[1:])
+    plan = backtest.plan_folds(int(days.searchsorted(dataset.val_start)), int(days.searchsorted(dataset.test_start)),
+                               len(days), 3, HORIZON)
+    events = []
+    backtest.run_backtest(prices, config, plan, on_progress=events.append, seconds_per_training=2.0)
+    assert (events[0].trainings, events[0].estimate_seconds) == (9, 18.0)  # 3 folds × 3 members, 2 s each
+
+
 def test_backtest_refits_use_the_thread_count_the_run_trained_with(workdir, monkeypatch):
     run_dir = run_dir_of(workdir)
     config_file = run_dir / "config.yaml"
@@ -303,6 +315,16 @@ def test_backtest_refits_use_the_thread_count_the_run_trained_with(workdir, monk
     monkeypatch.setattr(backtest, "train_as_run", recording_training)
     evaluate.evaluate(run_dir, workdir / "data", folds=3)
     assert seen == [3]  # pinned: `auto` would follow the machine's load, and the backtest would not repeat
+
+    # A run whose `auto` threads changed as the load did: the refits replay its schedule step for step.
+    document["training"]["thread_schedule"] = [[0, 3], [40, 1]]
+    (run_dir / "bundle.json").write_text(json.dumps(document))
+    evaluate.evaluate(run_dir, workdir / "data", folds=3)
+    assert seen == [3, [[0, 3], [40, 1]]]
+    document["training"]["thread_schedule"] = [[5, 3]]  # damaged: a schedule starts at step 0
+    (run_dir / "bundle.json").write_text(json.dumps(document))
+    with pytest.raises(ForecastError, match=r"a schedule starts at step 0.*the bundle is damaged"):
+        evaluate.evaluate(run_dir, workdir / "data", folds=3)
 
 
 def test_revised_or_missing_cache_still_evaluates_the_recorded_rows(workdir, prices):

@@ -440,10 +440,12 @@ def test_the_real_universe_s_defects_are_left_out_or_handled_on_one_calendar():
     assert panel.test.target_dates.min() >= np.datetime64("2016-12-07")
 
 
-def test_evaluate_refuses_folds_for_a_global_run(global_run):
+def test_evaluate_walks_a_global_run_forward_with_folds(global_run):
+    # Once refused ("a global run has no walk-forward backtest"); the walk-forward is tests/test_global_walk.py's.
     run_dir, _, _ = global_run
     result = CliRunner().invoke(app, ["evaluate", "--run", str(run_dir), "--folds", "2"])
-    assert result.exit_code == 2 and "--folds: a global run has no walk-forward backtest" in error_line(result)
+    assert result.exit_code == 0, result.output
+    assert "Walk-forward: 2 of 2 folds" in result.stdout and "Walk-forward backtest: 2 folds" in result.stderr
 
 
 def test_a_recorded_price_entry_larger_than_its_rows_allow_is_never_inflated(global_run, tmp_path):

@@ -25,8 +25,8 @@ def test_strategy_on_hand_case_with_costs_per_change():
     expected_equity = np.cumprod([1.0, 1.1 * keep, keep, 0.9 * keep, 1.1])
     np.testing.assert_allclose(result.strategy.equity, expected_equity)
     assert result.strategy.cumulative_return == pytest.approx(1.1 * 0.9 * 1.1 * keep**3 - 1)
-    # peak after day 1, trough after day 3: fall = 1 - keep * 0.9 * keep
-    assert result.strategy.max_drawdown == pytest.approx(1 - keep * 0.9 * keep)
+    # peak after day 1, trough after day 3: a fall of 1 - keep * 0.9 * keep, negative as in every table
+    assert result.strategy.max_drawdown == pytest.approx(keep * 0.9 * keep - 1)
     daily = np.array([1.1 * keep, keep, 0.9 * keep, 1.1]) - 1
     expected_sharpe = daily.mean() / daily.std(ddof=1) * math.sqrt(252)
     assert result.strategy.annualised_sharpe == pytest.approx(expected_sharpe)
@@ -35,7 +35,7 @@ def test_strategy_on_hand_case_with_costs_per_change():
 def test_buy_and_hold_equals_the_price_ratio():
     free = trading.trading_diagnostic(ANCHOR, NEXT_DAY, PREDICTED, cost_bps=0)
     assert free.buy_and_hold.cumulative_return == pytest.approx(PRICES[-1] / PRICES[0] - 1)
-    assert free.buy_and_hold.max_drawdown == pytest.approx(0.1)  # 121 -> 108.9
+    assert free.buy_and_hold.max_drawdown == pytest.approx(-0.1)  # 121 -> 108.9
     charged = trading.trading_diagnostic(ANCHOR, NEXT_DAY, PREDICTED, cost_bps=10)
     assert charged.buy_and_hold.trades == 1
     assert charged.buy_and_hold.equity[-1] == pytest.approx(PRICES[-1] / PRICES[0] * (1 - 0.001))

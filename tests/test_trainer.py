@@ -367,3 +367,77 @@ def test_unavailable_device_is_a_clear_error():
 def test_auto_device_falls_back_to_cpu():
     assert resolve_device("auto") == torch.device("cpu")
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+class FakeMachine:
+    """Stands in for the CPU counters `auto` reads, looked at before every step: other processes keep `others`
+    cores busy (this process's own CPU time is left out of what auto sees as load)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, cores: int = 2) -> None:
+        self.others = 0.0
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(trainer, "usable_cores", lambda: cores)
+        monkeypatch.setattr(trainer, "free_cores", lambda available: available)  # idle when training starts
+        monkeypatch.setattr(trainer, "RETHINK_S", 0.0)
+        monkeypatch.setattr(trainer.CpuLook, "others_busy_since", lambda look, before: self.others)
+
+
+def test_auto_threads_follow_a_process_that_starts_and_ends_mid_run(monkeypatch):
+    machine = FakeMachine(monkeypatch)
+    plan = trainer.ThreadPlan("auto")
+    counts = []
+    with trainer.cpu_threads(plan.first):
+        for step in range(9):
+            machine.others = 1.0 if 3 <= step < 6 else 0.0  # a CPU-bound process holds a core for three steps
+            plan.before_step()
+            counts.append(torch.get_num_threads())
+    assert plan.first == 2
+    assert counts == [2, 2, 2, 1, 1, 1, 2, 2, 2]
+    assert plan.schedule == [(0, 2), (3, 1), (6, 2)]
+
+
+def test_auto_threads_take_a_core_that_is_mostly_free_and_leave_one_that_is_not(monkeypatch):
+    machine = FakeMachine(monkeypatch)
+    plan = trainer.ThreadPlan("auto")
+    with trainer.cpu_threads(plan.first):
+        for others in (0.2, 0.5, 0.2, 1.6):
+            machine.others = others
+            plan.before_step()
+    assert plan.schedule == [(0, 2), (1, 1), (2, 2), (3, 1)]  # a fifth of a core left free counts as free
+
+
+def test_a_set_count_or_omp_num_threads_is_never_changed_by_load(monkeypatch):
+    machine = FakeMachine(monkeypatch)
+    machine.others = 1.0
+    for plan in (trainer.ThreadPlan(2), (monkeypatch.setenv("OMP_NUM_THREADS", "2"), trainer.ThreadPlan("auto"))[1]):
+        for _ in range(3):
+            plan.before_step()
+        assert plan.schedule == [(0, 2)]
+
+
+def test_a_run_whose_threads_changed_records_them_and_repeats_bit_for_bit_from_the_record(monkeypatch):
+    """The schedule auto took under a changing load, given back as train.threads, trains the same weights."""
+    train, val, _ = ar1_splits(n=600)
+    machine = FakeMachine(monkeypatch)
+    looks = iter([0.0, 0.0, 1.0, 1.0, 1.0, 0.0] + [0.0] * 1000)
+    monkeypatch.setattr(trainer.CpuLook, "others_busy_since", lambda look, before: next(looks))
+
+    adaptive = build_model()
+    first = fit(adaptive, train, val, train_config(epochs=2, threads="auto"))
+    assert first.thread_schedule[0] == (0, 2) and (2, 1) in first.thread_schedule and len(first.thread_schedule) > 2
+    recorded = first.summary()["thread_schedule"]
+    assert recorded == [list(pair) for pair in first.thread_schedule]
+
+    machine.others = 1.0  # a different load now: the replay does not look at it
+    monkeypatch.setattr(trainer.CpuLook, "others_busy_since", lambda look, before: machine.others)
+    replayed = build_model()
+    again = fit(replayed, train, val, TrainConfig(**train_config(epochs=2).model_dump() | {"threads": recorded}))
+    assert again.thread_schedule == first.thread_schedule  # replayed step for step, not re-decided under load
+    assert same_weights(adaptive, replayed)
+
+
+@pytest.mark.parametrize("schedule", [[], [[1, 2]], [[0, 2], [0, 1]], [[0, 0]], [[0, 2], [5, 300]], [[0, 2, 3]],
+                                      [["0", 2]], [[0, True]], "[[0, 2]]"])
+def test_a_thread_schedule_that_could_not_have_been_recorded_is_refused(schedule):
+    with pytest.raises(ValueError, match="threads"):
+        train_config(threads=schedule)

@@ -384,3 +384,16 @@ def test_the_set_table_gives_each_tickers_verdict_and_windows_and_names_the_inte
     write_summary(tmp_path, rows, report)
     assert not (tmp_path / "universe.png").exists() and "universe.png" not in report["files"]
 
+
+
+def test_jobs_in_this_process_keep_auto_threads_and_workers_get_a_count():
+    """`--jobs 1` trains in this process, where `auto` follows the load ticker by ticker and step by step
+    (a count fixed once for the universe collapsed when other work started after it); workers get a count."""
+    cores = len(os.sched_getaffinity(0))
+    assert universe.threads_per_job(tiny_config("train.threads=auto"), 1, "local") == "auto"
+    assert universe.threads_per_job(tiny_config("train.threads=auto"), 2, "local") == max(1, cores // 2)
+    assert universe.threads_per_job(tiny_config("train.threads=auto"), 1, "ray") == 1
+    assert universe.threads_per_job(tiny_config("train.threads=3"), 2, "local") == 3
+    schedule = tiny_config("train.threads=[[0, 2], [10, 1]]")
+    assert universe.threads_per_job(schedule, 1, "local") == [[0, 2], [10, 1]]
+    assert universe.threads_per_job(schedule, 2, "local") == 2  # a worker's OpenMP pool: the largest count
