@@ -1,8 +1,12 @@
-"""`runs`: the run bundles in a runs dir, oldest first, one row each: what was trained, how it scored.
+"""`runs`: the run bundles in a runs dir, oldest first, one row each: what was trained, how it scored; and how
+every file a run holds is read back.
 
-Rows come from the bundles' JSON and YAML files only, each read with a size limit, so a damaged bundle
-(garbage, deep nesting, huge numbers, missing files) lists as damaged, with None where a value cannot be read,
-and never stops the listing. Local runs and global runs list side by side.
+A run's files are the tool's own, but they are never trusted when read back: `read_record` reads each JSON file
+bounded (regular files only, a size limit, a memory check) and validates it against its schema (`RunHead`,
+`RunMetrics`, `RunEvaluation`, sets.SetSummary), `read_history` does the same for history.csv. `runs`, the
+screener's families and `--resume` all read through them, so a damaged run (garbage, deep nesting, huge
+numbers, values out of range, a FIFO or device) lists as damaged, with the reason, and never stops a listing.
+Local runs and global runs list side by side.
 """
 
 from __future__ import annotations
@@ -173,12 +177,8 @@ class RunEvaluation(ReadBack):
 def run_summaries(
     runs_dir: Path | None = None, ticker: str | None = None
 ) -> tuple[Path, list[dict[str, Any]]]:
-    """The runs dir and one row per run bundle in it, oldest first (the last is the one `predict` uses).
-
-    Rows come from the bundles' JSON and YAML files only, each read with a size limit, so a damaged bundle
-    (garbage, deep nesting, huge numbers, missing files) lists as damaged, with None where a value cannot
-    be read, and never stops the listing.
-    """
+    """The runs dir and one row per run bundle in it, oldest first (the last is the one `predict` uses); a damaged
+    run is a row marked damaged (`run_row`)."""
     folder = resolve_runs_dir(runs_dir, None)
     symbol = data.validate_ticker(ticker) if ticker is not None else None
     runs = list_runs(folder, symbol) + (list_global_runs(folder) if symbol is None else [])
