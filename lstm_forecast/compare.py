@@ -26,13 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from lstm_forecast import data, plots
-from lstm_forecast.bundle import HISTORY_FILE, RunBundle, load_run, new_run_id, resolve_runs_dir
+from lstm_forecast.bundle import RunBundle, load_run, new_run_id, resolve_runs_dir
 from lstm_forecast.config import Config
 from lstm_forecast.context import calendar_names
 from lstm_forecast.context_effect import (
@@ -47,14 +48,18 @@ from lstm_forecast.evaluate import rebuild_dataset
 from lstm_forecast.files import json_text, make_temp_dir, publish_as_free_name
 from lstm_forecast.metrics import format_pvalue, judgement, p_phrase
 from lstm_forecast.model import RECURRENT_CORES, check_trainable
+from lstm_forecast.runs import PValue, ReadBack, checked_record, read_history
 from lstm_forecast.scoring import PeriodForecasts, iso_day, period_forecasts, score_forecasts
-from lstm_forecast.sets import bh_qvalues, pooled_dm
+from lstm_forecast.sets import Ratio, adjusted_family, pooled_dm
 from lstm_forecast.train import TickerResult, cross_section_of, pooled_ratio, train_global, train_run, train_ticker
 from lstm_forecast.trainer import EpochRecord
 from lstm_forecast.universe import train_universe
 from lstm_forecast.windows import WindowSpec
 
 COMPARE_FILE = "compare.json"
+COMPARE_PREFIX = "compare-"  # <runs-dir>/<TICKER>/compare-<run id>/: a ticker's comparisons
+# A with-vs-without q-value is over every ticker's newest context comparison in the runs dir.
+CONTEXT_FAMILY = "context comparisons in the runs dir"
 CURVES_FILE = "compare_curves.png"
 DEFAULT_MODELS = "rnn,gru,lstm"
 
@@ -178,8 +183,8 @@ def write_comparison(
                                format_pvalue(run["test"]["vs_naive"]["dm_all"]["pvalue"]))
         for run in report["runs"]
     }
-    return publish_comparison(Path(runs_dir) / data.cache_name(ticker), f"compare-{new_run_id()}", report, curves,
-                              naive_val_loss, test_scores, title)
+    return publish_comparison(Path(runs_dir) / data.cache_name(ticker), f"{COMPARE_PREFIX}{new_run_id()}", report,
+                              curves, naive_val_loss, test_scores, title)
 
 
 def publish_comparison(
@@ -284,7 +289,7 @@ def local_test_forecasts(rows: list[dict[str, Any]]) -> tuple[dict, dict, dict, 
         forecasts[ticker] = period
         last_returns[ticker] = returns.reindex(pd.DatetimeIndex(period.anchor_dates)).to_numpy()
         train_means[ticker] = bundle.baselines["train_mean_log_return"]
-        histories.append(pd.read_csv(Path(row["run_dir"]) / HISTORY_FILE).set_index("epoch"))
+        histories.append(read_history(Path(row["run_dir"])).set_index("epoch"))
     if not forecasts:
         raise ForecastError("no local model could be trained; the universe folder gives each reason")
     mean = pd.concat([history[["train_loss", "val_loss"]] for history in histories]).groupby(level=0).mean()
@@ -293,7 +298,7 @@ def local_test_forecasts(rows: list[dict[str, Any]]) -> tuple[dict, dict, dict, 
 
 
 def _global_curve(run_dir: Path) -> tuple[list, list, list]:
-    history = pd.read_csv(run_dir / HISTORY_FILE)
+    history = read_history(run_dir)
     first = history[history["seed"] == history["seed"].iloc[0]]
     return first["epoch"].tolist(), first["train_loss"].tolist(), first["val_loss"].tolist()
 
@@ -419,15 +424,52 @@ def compare_context(
                       differential=differential)
 
 
+class ContextVersus(ReadBack):
+    rmse_ratio_all: Ratio = None
+    dm_all: PValue = PValue()
+
+
+class ContextComparisonRecord(ReadBack):
+    """compare.json as the context family reads it: the ticker, and the with-vs-without test when it is one (a
+    model-type comparison has none)."""
+
+    ticker: Annotated[str, Field(min_length=1, max_length=64)]
+    with_vs_without: ContextVersus | None = None
+
+
+def recorded_context_tests(runs_dir: Path) -> tuple[dict[str, tuple[float | None, float | None]], dict[str, str]]:
+    """Each ticker's newest with-vs-without comparison recorded in the runs dir (its compare.json read back through
+    its schema): RMSE ratio with/without and DM p-value; and the damaged ones, by folder, with why."""
+    scores, damaged = {}, {}
+    # compare-<run id> sorts by the time it was made: the newest of a ticker's comes last and stays.
+    for path in sorted(Path(runs_dir).glob(f"*/{COMPARE_PREFIX}*/{COMPARE_FILE}"), key=lambda found: found.parent.name):
+        record, damage = checked_record(path, ContextComparisonRecord)
+        if damage is not None:
+            damaged[str(path.parent)] = damage
+        elif record is not None and record.with_vs_without is not None and (
+                data.cache_name(record.ticker) == path.parent.parent.name):
+            scores[record.ticker] = (record.with_vs_without.rmse_ratio_all, record.with_vs_without.dm_all.pvalue)
+    return scores, damaged
+
+
 def context_set(comparisons: list[Comparison], alpha: float = 0.05) -> dict[str, Any]:
-    """Several tickers' with-vs-without tests judged as a set, never one by one: Benjamini–Hochberg q-values of
-    the per-ticker DM p-values, and a pooled DM on the day-by-day mean across tickers of the log-price loss
-    with context minus without (scale-free, so every ticker weighs alike; below zero: the context helped)."""
+    """Several tickers' with-vs-without tests judged as a set, never one by one: each per-ticker DM p-value gets its
+    Benjamini–Hochberg q-value among every ticker's newest context comparison in the runs dir the comparisons were
+    written to (these among them), so comparing fewer tickers cannot lower a q-value; and a pooled DM on the
+    day-by-day mean across the tickers compared of the log-price loss with context minus without (scale-free, so
+    every ticker weighs alike; below zero: the context helped)."""
     rows = [{"ticker": item.report["ticker"], "rmse_ratio": item.report["with_vs_without"]["rmse_ratio_all"],
              "dm_pvalue": item.report["with_vs_without"]["dm_all"]["pvalue"], "qvalue": None} for item in comparisons]
+    recorded: dict[str, tuple[float | None, float | None]] = {}
+    unreadable: dict[str, str] = {}  # damaged comparisons: not in the family, and said so
+    for runs_dir in dict.fromkeys(item.compare_dir.parent.parent for item in comparisons):
+        scores, damaged = recorded_context_tests(runs_dir)
+        recorded, unreadable = recorded | scores, unreadable | damaged
+    family = adjusted_family(CONTEXT_FAMILY, recorded | {row["ticker"]: (row["rmse_ratio"], row["dm_pvalue"])
+                                                         for row in rows})
     tested = [row for row in rows if row["dm_pvalue"] is not None]
-    for row, qvalue in zip(tested, bh_qvalues([row["dm_pvalue"] for row in tested]), strict=True):
-        row["qvalue"] = qvalue
+    for row in tested:
+        row["qvalue"] = family.test_of(row["ticker"]).qvalue
     found = [judgement(row["qvalue"], row["rmse_ratio"], alpha) for row in tested]
     helped, hurt = found.count("better"), found.count("worse")
     pooled = pooled_dm([item.differential for item in comparisons if item.differential is not None])
@@ -436,9 +478,10 @@ def context_set(comparisons: list[Comparison], alpha: float = 0.05) -> dict[str,
                         else 1 + pooled["mean_differential"], alpha)
     words = {"better": "helped", "worse": "hurt", "same": "made no distinguishable difference", None: "is untested"}
     verdict = (f"the context helped {helped} and hurt {hurt} of {len(tested)} tickers (Benjamini–Hochberg "
-               f"q < {alpha:g}); pooled over the tickers it {words[overall]} (DM {p_phrase(pooled['pvalue'])})")
+               f"q < {alpha:g} over the {family.label}); pooled over the tickers it {words[overall]} "
+               f"(DM {p_phrase(pooled['pvalue'])})")
     return {"tickers": rows, "tested": len(tested), "helped": helped, "hurt": hurt, "pooled_dm": pooled,
-            "verdict": verdict}
+            "family": {"kind": family.kind, "size": family.size, "unreadable": unreadable}, "verdict": verdict}
 
 
 def _recorded_test(bundle: RunBundle, prices: pd.DataFrame) -> PeriodForecasts:

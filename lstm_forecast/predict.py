@@ -43,10 +43,10 @@ from lstm_forecast.files import atomic_write_text, json_text, writes_in_place
 from lstm_forecast.intervals import conformal_quantiles, interval_bounds
 from lstm_forecast.metrics import format_pvalue
 from lstm_forecast.model import ensemble_of
-from lstm_forecast.runs import global_runs_by_ticker, newest_local_scores, read_json_or_empty, recorded_tests
+from lstm_forecast.runs import RunMetrics, checked_record, global_runs_by_ticker, runs_dir_family
 from lstm_forecast.scoring import member_predictions, ticker_forecasts, val_residuals
 from lstm_forecast.sessions import TradingCalendar, calendar_for
-from lstm_forecast.sets import Q_THRESHOLD, SUMMARY_JSON, Family, adjusted_family, recorded_family
+from lstm_forecast.sets import Q_THRESHOLD, SUMMARY_JSON, Family, SetSummary, recorded_family
 from lstm_forecast.trainer import cpu_threads
 from lstm_forecast.trainer import predict as predict_scaled
 from lstm_forecast.windows import Scaler, build_dataset, inference_inputs, targets_to_prices
@@ -477,9 +477,9 @@ SCREENER_COLUMNS = (
     "rank", "ticker", "status", "last_date", "last_price", "session", "forecast", "change_pct", "level", "lower",
     "upper", "rmse_ratio", "dm_pvalue", "bh_qvalue", "verdict", "run_dir", "note", "family", "family_size",
 )
-LOCAL_FAMILY = "runs dir"  # a local run's q-value is over every ticker's newest own run in the runs dir
 NOT_FORECAST = ("failed", "not run")  # the statuses of a row without a forecast
 SHOWN_REASONS = 10  # tickers named under the table per kind of trouble; the files name every one
+Recorded = tuple[RunMetrics | None, str | None]  # a run's metrics.json read back, and why it could not be (damage)
 
 
 @dataclass
@@ -525,7 +525,7 @@ def run_screener(
     rows = []
     refreshed: set[str] = set()  # context series shared by the tickers' runs: refreshed once
     held, loaded = global_runs_by_ticker(runs_folder), {}  # a global run is read once, whatever its tickers
-    local = adjusted_family(LOCAL_FAMILY, newest_local_scores(runs_folder))
+    local = runs_dir_family(runs_folder)
     for ticker in tickers:
         if stop is not None and stop.is_set():
             row = screener_row(ticker, "not run", "interrupted before it was forecast")
@@ -878,13 +878,17 @@ def forecast_rows(
         low, high = interval_bounds(path, conformal_quantiles(records[ticker].residuals, level))
         note = recent[ticker][1]
         if ticker in known:
-            row = screener_row(ticker, "stale" if note else "ok", note, bundle.run_dir)
             judged_in = family
+            damage = family.damaged.get(ticker)
+            note = "; ".join(filter(None, [note, damage and f"its test scores cannot be read: {damage}"])) or None
+            row = screener_row(ticker, "stale" if recent[ticker][1] else "ok", note, bundle.run_dir)
         else:  # `unseen` was read: this ticker needed it
+            judged_in = unseen
+            damage = unseen.damaged.get(OUT_OF_UNIVERSE_DIR)
             scored = "its out-of-universe test score beside" if ticker in unseen.tests else (
+                f"its out-of-universe test scores cannot be read: {damage}" if damage else
                 "no test score yet: evaluate --run RUN -t TICKER scores it out of universe")
             row = screener_row(ticker, "unseen", f"not trained on by this run; {scored}", bundle.run_dir)
-            judged_in = unseen
         test = judged_in.test_of(ticker)
         row.update(last_date=anchor_date.date().isoformat(), last_price=rounded(anchor_price),
                    session=session.isoformat(), forecast=rounded(path[0]),
@@ -897,29 +901,42 @@ def forecast_rows(
     return rows
 
 
-def skill_header(bundle: GlobalBundle, metrics: dict[str, Any]) -> str:
+def skill_header(bundle: GlobalBundle, metrics: Recorded) -> str:
     """The run's cross-sectional skill on its own test period, in one line."""
-    ic = ((metrics.get("cross_section") or {}).get("ic") or {}).get("model") or {}
-    if ic.get("mean") is None or ic.get("t") is None:
+    scores, damage = metrics
+    if damage is not None:
+        return f"Global run {bundle.run_id}: its test scores cannot be read ({damage})."
+    section = scores.cross_section if scores is not None else None
+    ic = section.ic.model if section is not None and section.ic is not None else None
+    if ic is None or ic.mean is None or ic.t is None:
         return f"Global run {bundle.run_id}: its cross-sectional skill was not recorded."
     return (f"Global run {bundle.run_id}, {len(bundle.tickers)} tickers: on its test period the forecasts ranked "
-            f"the next day's moves with mean rank IC {ic['mean']:+.4f} (HAC t {ic['t']:.2f}, {ic['days']} days).")
+            f"the next day's moves with mean rank IC {ic.mean:+.4f} (HAC t {ic.t:.2f}, {ic.days} days).")
 
 
-def global_family(bundle: GlobalBundle, metrics: dict[str, Any] | None = None) -> Family:
+def global_family(bundle: GlobalBundle, metrics: Recorded | None = None) -> Family:
     """The family a global run's q-values are judged in: its own tickers, as training judged them (metrics.json,
-    `metrics` when read already), whichever of them a command lists."""
-    per_ticker = (run_metrics(bundle) if metrics is None else metrics).get("per_ticker")
-    return recorded_family(f"global run {bundle.run_id}", recorded_tests(per_ticker))
+    `metrics` when read already), whichever of them a command lists; a damaged metrics.json judges none, and
+    says so for each."""
+    scores, damage = run_metrics(bundle) if metrics is None else metrics
+    kind = f"global run {bundle.run_id}"
+    if damage is not None:
+        return recorded_family(kind, {}, dict.fromkeys(bundle.names, damage))
+    per_ticker = scores.per_ticker if scores is not None else None
+    return recorded_family(kind, per_ticker.tests() if per_ticker is not None else {})
 
 
 def out_of_universe_family(bundle: GlobalBundle) -> Family:
     """The tickers a global run was evaluated on out of universe (`evaluate --run RUN -t ...`), as that evaluation
-    judged them."""
-    summary = read_json_or_empty(bundle.run_dir / OUT_OF_UNIVERSE_DIR / SUMMARY_JSON)
-    return recorded_family(f"out-of-universe evaluation of global run {bundle.run_id}", recorded_tests(summary))
+    judged them; a damaged summary.json judges none, and says so."""
+    summary, damage = checked_record(bundle.run_dir / OUT_OF_UNIVERSE_DIR / SUMMARY_JSON, SetSummary)
+    kind = f"out-of-universe evaluation of global run {bundle.run_id}"
+    if damage is not None:
+        return recorded_family(kind, {}, {OUT_OF_UNIVERSE_DIR: damage})
+    return recorded_family(kind, summary.tests() if summary is not None else {})
 
 
-def run_metrics(bundle: GlobalBundle) -> dict[str, Any]:
-    """The run's metrics.json as training wrote it ({} when unreadable: the skill is then "not recorded")."""
-    return read_json_or_empty(bundle.run_dir / METRICS_FILE)
+def run_metrics(bundle: GlobalBundle) -> Recorded:
+    """The run's metrics.json as training wrote it, read back through its schema: (None, None) when absent, (None,
+    why) when damaged."""
+    return checked_record(bundle.run_dir / METRICS_FILE, RunMetrics)

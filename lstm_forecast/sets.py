@@ -18,15 +18,17 @@ import csv
 import io
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.stats import false_discovery_control
 
 from lstm_forecast import plots
+from lstm_forecast.bundle import MAX_TICKERS
 from lstm_forecast.files import atomic_write_text, json_text
 from lstm_forecast.metrics import diebold_mariano, p_phrase
 
@@ -42,6 +44,47 @@ SUMMARY_COLUMNS = (
     "ticker", "status", "run_dir", "rows", "test_windows", "rmse_ratio_h1", "rmse_ratio_all", "dm_pvalue", "bh_qvalue",
     "direction_accuracy", "binomial_pvalue", "lag_copy", "seconds", "error",
 )
+Ratio = Annotated[float, Field(ge=0, le=1e6)] | None  # an RMSE ratio; beyond a million-fold is damage
+Probability = Annotated[float, Field(ge=0, le=1)] | None
+
+
+class SummaryRow(BaseModel):
+    """A summary row (SUMMARY_COLUMNS) as this code writes it: in results.jsonl, summary.json and a global run's
+    metrics.json `per_ticker`."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+    ticker: Annotated[str, Field(max_length=64)]
+    status: Literal["ok", "failed", "interrupted"]
+    run_dir: Annotated[str, Field(max_length=4096)] | None
+    rows: Annotated[int, Field(ge=1, le=10_000_000)] | None
+    test_windows: Annotated[int, Field(ge=1, le=10_000_000)] | None = None  # absent in rows written before it
+    rmse_ratio_h1: Ratio
+    rmse_ratio_all: Ratio
+    dm_pvalue: Probability
+    bh_qvalue: Probability
+    direction_accuracy: Probability
+    binomial_pvalue: Probability
+    lag_copy: Literal["yes", "no"] | None
+    seconds: Annotated[float, Field(ge=0, le=1e9)]
+    error: Annotated[str, Field(max_length=4000)] | None
+
+
+class SetSummary(BaseModel):
+    """What a set report (`set_report`) is read back for: its rows, each ticker once. summary.json is one; so is
+    a global run's metrics.json `per_ticker`. The verdict and counts are shown as written, never recomputed."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, strict=True)
+    rows: Annotated[list[SummaryRow], Field(max_length=MAX_TICKERS)]
+
+    @model_validator(mode="after")
+    def _check(self) -> SetSummary:
+        if len({row.ticker for row in self.rows}) != len(self.rows):
+            raise ValueError("expected each ticker's row once")
+        return self
+
+    def tests(self) -> dict[str, tuple[float | None, float | None, float | None]]:
+        """Each ticker's test RMSE ratio, DM p-value and q-value as the report judged them."""
+        return {row.ticker: (row.rmse_ratio_all, row.dm_pvalue, row.bh_qvalue) for row in self.rows}
 
 
 def bh_qvalues(pvalues: Sequence[float]) -> list[float]:
@@ -71,6 +114,7 @@ class Family:
     kind: str
     tests: dict[str, TickerTest]
     size: int
+    damaged: Mapping[str, str] = field(default_factory=dict)  # ticker -> why its recorded test cannot be read
 
     @property
     def label(self) -> str:
@@ -81,21 +125,23 @@ class Family:
         return self.tests.get(ticker, UNTESTED)
 
 
-def adjusted_family(kind: str, scores: Mapping[str, tuple[float | None, float | None]]) -> Family:
+def adjusted_family(kind: str, scores: Mapping[str, tuple[float | None, float | None]],
+                    damaged: Mapping[str, str] | None = None) -> Family:
     """The family of `scores` (ticker -> test RMSE ratio, DM p-value), each p-value given its Benjamini–Hochberg
-    q-value over every p-value there."""
+    q-value over every p-value there; `damaged` names the tickers whose scores could not be read, and why."""
     tested = [ticker for ticker, (_, pvalue) in scores.items() if pvalue is not None]
     qvalues = dict(zip(tested, bh_qvalues([scores[ticker][1] for ticker in tested]), strict=True))
     tests = {ticker: TickerTest(ratio, pvalue, qvalues.get(ticker)) for ticker, (ratio, pvalue) in scores.items()}
-    return Family(kind, tests, len(tested))
+    return Family(kind, tests, len(tested), dict(damaged or {}))
 
 
-def recorded_family(kind: str, tests: Mapping[str, tuple[float | None, float | None, float | None]]) -> Family:
+def recorded_family(kind: str, tests: Mapping[str, tuple[float | None, float | None, float | None]],
+                    damaged: Mapping[str, str] | None = None) -> Family:
     """The family a set report recorded (ticker -> test RMSE ratio, DM p-value, q-value, as written over the run's
     own tickers): its q-values as they are; a q-value without its p-value reads as none, though it counts."""
     return Family(kind, {ticker: TickerTest(ratio, pvalue, qvalue if pvalue is not None else None)
                          for ticker, (ratio, pvalue, qvalue) in tests.items()},
-                  sum(qvalue is not None for _, _, qvalue in tests.values()))
+                  sum(qvalue is not None for _, _, qvalue in tests.values()), dict(damaged or {}))
 
 
 def scored_record(
@@ -120,13 +166,20 @@ def scored_record(
             "fingerprint": fingerprint, "notes": notes or []}
 
 
-def set_report(records: list[dict[str, Any]], tickers: list[str]) -> tuple[list[dict[str, Any]], dict]:
+def set_report(
+    records: list[dict[str, Any]], tickers: list[str], family: Family | None = None
+) -> tuple[list[dict[str, Any]], dict]:
     """The summary rows (`scored_record`s) with their Benjamini–Hochberg q-values, and the set's verdict with the
-    pooled test; the family is every ticker of `records` that was tested."""
+    pooled test. The family is every ticker of `records` that was tested (a set made together: a universe, a
+    global run), or `family` when given: tickers' separate runs, each q-value its ticker's in that family (the
+    runs dir's), which the tickers listed cannot shrink."""
     rows = [dict(record["row"]) for record in records]
     tested = [row for row in rows if row["status"] == "ok" and row["dm_pvalue"] is not None]
-    for row, qvalue in zip(tested, bh_qvalues([row["dm_pvalue"] for row in tested]), strict=True):
+    qvalues = (bh_qvalues([row["dm_pvalue"] for row in tested]) if family is None
+               else [family.test_of(row["ticker"]).qvalue for row in tested])
+    for row, qvalue in zip(tested, qvalues, strict=True):
         row["bh_qvalue"] = qvalue
+    tested = [row for row in tested if row["bh_qvalue"] is not None]
     ratios = sorted(row["rmse_ratio_all"] for row in rows if row["status"] == "ok" and row["rmse_ratio_all"])
     better = [row for row in tested if row["bh_qvalue"] < Q_THRESHOLD and row["rmse_ratio_all"] < 1]
     worse = [row for row in tested if row["bh_qvalue"] < Q_THRESHOLD and row["rmse_ratio_all"] > 1]
@@ -140,7 +193,9 @@ def set_report(records: list[dict[str, Any]], tickers: list[str]) -> tuple[list[
         "worse_at_q05": len(worse),
         "median_rmse_ratio": _median(ratios),
         "pooled_dm": pooled,
-        "verdict": set_verdict(len(tested), len(better), len(worse), pooled),
+        "verdict": set_verdict(len(tested), len(better), len(worse), pooled, family.label if family else None),
+        # The tests each q-value was corrected among: this set's, or the family given, with its size.
+        "family": {"kind": family.kind if family else "this set", "size": family.size if family else len(tested)},
         "drivers": verdict_drivers([record for record in records if record["row"]["status"] == "ok"]),
         # Per ticker, what its data cost (results.jsonl lines written before notes have none).
         "notes": {record["row"]["ticker"]: record["notes"] for record in records if record.get("notes")},
@@ -224,10 +279,11 @@ def _drivers_line(shown: list[dict[str, Any]], flips: list[str]) -> str:
     return f"No single ticker decides the verdict; the largest share is {top['ticker']}'s ({without(top)})"
 
 
-def set_verdict(tested: int, better: int, worse: int, pooled: dict[str, Any]) -> str:
-    """The set in plain words."""
-    counts = (f"{better} of {tested} tickers beat the random walk at q < {Q_THRESHOLD:g} (Benjamini–Hochberg), "
-              f"{worse} did worse")
+def set_verdict(tested: int, better: int, worse: int, pooled: dict[str, Any], family: str | None = None) -> str:
+    """The set in plain words; `family` names the tests the q-values were corrected among when not the set's own."""
+    among = f" over the {family}" if family else ""
+    counts = (f"{better} of {tested} tickers beat the random walk at q < {Q_THRESHOLD:g} (Benjamini–Hochberg"
+              f"{among}), {worse} did worse")
     pvalue, mean = pooled["pvalue"], pooled["mean_differential"]
     if pvalue is None:
         return f"{counts}; the pooled test could not be computed"

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from itertools import pairwise
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -44,9 +44,9 @@ from lstm_forecast.files import (
 )
 from lstm_forecast.prices import prices_sha256
 from lstm_forecast.report import universe_report
-from lstm_forecast.runs import read_json_or_empty
+from lstm_forecast.runs import RunHead, checked_record, runs_dir_family
 from lstm_forecast.scoring import iso_day, log_loss_differential
-from lstm_forecast.sets import UNIVERSE_PLOT, scored_record, set_report, write_summary
+from lstm_forecast.sets import UNIVERSE_PLOT, SummaryRow, scored_record, set_report, write_summary
 from lstm_forecast.tickers import MAX_SELECTED
 from lstm_forecast.train import load_training_prices
 from lstm_forecast.windows import build_dataset
@@ -190,7 +190,12 @@ def evaluate_universe(
         if on_row is not None:
             on_row(record["row"])
     interrupted = stop.is_set()
-    rows, report = set_report([results[ticker] for ticker in tickers if ticker in results], tickers)
+    # Separate runs, judged among every ticker's newest own run in the runs dir (these evaluations standing for the
+    # listed tickers' own scores): listing fewer tickers cannot lower a q-value.
+    evaluated = {ticker: (record["row"]["rmse_ratio_all"], record["row"]["dm_pvalue"])
+                 for ticker, record in results.items() if record["row"]["status"] == "ok"}
+    rows, report = set_report([results[ticker] for ticker in tickers if ticker in results], tickers,
+                              runs_dir_family(runs_dir, evaluated))
     report["interrupted"] = interrupted
     write_summary(folder, rows, report, kept=(RESULTS_FILE,),
                   page=set_page("Evaluated universe", None, folder))
@@ -264,7 +269,7 @@ def resumable_results(folder: Path, config: Config, data_dir: Path) -> tuple[dic
     context's range, and the same context rows); and how many lines of its results could not be trusted. A
     folder made for another config is refused: resuming it would mix two configs in one set."""
     path = folder / RESULTS_FILE
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):  # a FIFO or device there is refused by name when it is read
         raise UsageError(f"--resume {folder}: not a universe folder (no {RESULTS_FILE}); see {UNIVERSE_DIR}/ "
                          "in the runs dir")
     expected_hash = config_hash(config)
@@ -275,16 +280,15 @@ def resumable_results(folder: Path, config: Config, data_dir: Path) -> tuple[dic
     context_prices = load_context(data_dir, [entry.ticker for entry in config.data.context])
     done = {}
     for ticker, record in records.items():
-        document = read_json_or_empty(Path(record["row"]["run_dir"]) / BUNDLE_FILE)  # {}: trained again
-        if document.get("config_hash") != expected_hash:
+        head = checked_record(Path(record["row"]["run_dir"]) / BUNDLE_FILE, RunHead)[0]  # damaged: trained again
+        if head is None or head.config_hash != expected_hash:
             continue
         try:  # the rows and context rows training would record, built as training builds them
             dataset = build_dataset({ticker: load_training_prices(ticker, data_dir, config)}, config,
                                     context_prices=context_prices)
         except ForecastError:
             continue
-        recorded = [item.get("sha256") for item in document.get("context_fingerprints") or []
-                    if isinstance(item, dict)]
+        recorded = [item.sha256 for item in head.context_fingerprints or []]
         if prices_sha256(dataset.prices[ticker]) == record.get("fingerprint") and recorded == [
             prices_sha256(rows) for rows in dataset.context_rows.values()
         ]:
@@ -313,30 +317,6 @@ def universe_description(folder: Path) -> UniverseDescription:
     except ValidationError:
         raise UsageError(f"--resume {folder}: damaged universe folder ({UNIVERSE_FILE} is not what this tool "
                          "writes); start a new universe without --resume") from None
-
-
-Ratio = Annotated[float, Field(ge=0, le=1e6)] | None  # an RMSE ratio; beyond a million-fold is damage
-Probability = Annotated[float, Field(ge=0, le=1)] | None
-
-
-class SummaryRow(BaseModel):
-    """A results.jsonl row (sets.SUMMARY_COLUMNS), as this code writes it."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
-    ticker: Annotated[str, Field(max_length=64)]
-    status: Literal["ok", "failed", "interrupted"]
-    run_dir: Annotated[str, Field(max_length=4096)] | None
-    rows: Annotated[int, Field(ge=1, le=10_000_000)] | None
-    test_windows: Annotated[int, Field(ge=1, le=10_000_000)] | None = None  # absent in results written before it
-    rmse_ratio_h1: Ratio
-    rmse_ratio_all: Ratio
-    dm_pvalue: Probability
-    bh_qvalue: Probability
-    direction_accuracy: Probability
-    binomial_pvalue: Probability
-    lag_copy: Literal["yes", "no"] | None
-    seconds: Annotated[float, Field(ge=0, le=1e9)]
-    error: Annotated[str, Field(max_length=4000)] | None
 
 
 class ResultRecord(BaseModel):

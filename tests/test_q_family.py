@@ -16,8 +16,11 @@ from typer.testing import CliRunner
 
 from lstm_forecast import predict
 from lstm_forecast.cli import app
+from lstm_forecast.compare import Comparison, context_set
+from lstm_forecast.config import load_config
 from lstm_forecast.evaluate import evaluate
-from lstm_forecast.sets import adjusted_family, recorded_family
+from lstm_forecast.sets import adjusted_family, bh_qvalues, recorded_family
+from lstm_forecast.train import train_run
 
 # ticker -> (test RMSE ratio, DM p-value). Over all six, A's q is 0.02 * 6 / 1 = 0.12: no skill shown. Over A and
 # B alone it would be 0.02 * 2 / 1 = 0.04, "beats naive": the family a user could shrink to by listing two.
@@ -146,3 +149,51 @@ def test_an_unseen_tickers_q_value_is_its_out_of_universe_evaluations(global_run
     assert rows["AAA"]["family"] == f"global run {global_run['run'].name} (3 tests)"
     assert json.loads(result.stdout)["families"] == {rows["AAA"]["family"]: 3, rows["NEW"]["family"]: 1}
     assert "(Benjamini–Hochberg within each row's family)" in json.loads(result.stdout)["advice"]
+
+
+# --- evaluate -t A,B and compare --context: separate runs, judged in the runs dir's family -----------------------
+
+
+def test_evaluating_two_tickers_judges_them_among_every_tickers_newest_run(tmp_path, clean_workdir):
+    folders = {"runs_dir": tmp_path / "runs", "data_dir": write_caches(tmp_path / "data", {})}
+    for seed, ticker in enumerate("BCDEF"):
+        add_ticker(folders, ticker, seed, scores=SCORES[ticker])
+    # A real tiny run, which evaluate scores again; B's hand-made run cannot be evaluated (its row fails, exit 1),
+    # and its recorded test still counts. Over the two listed alone, A's q would be its own p.
+    train_run(load_config(None, TINY_OVERRIDES), "A", build_prices(260), folders["runs_dir"])
+    result = CliRunner().invoke(app, ["evaluate", "-t", "A,B", "--folds", "0", "--runs-dir", str(folders["runs_dir"]),
+                                      "--data-dir", str(folders["data_dir"]), "--json"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["family"] == {"kind": "runs dir", "size": len(SCORES)}
+    assert "(Benjamini–Hochberg over the runs dir (6 tests))" in report["verdict"]
+    row, failed = report["rows"]
+    assert failed["status"] == "failed"
+    # The evaluation stands for A's recorded scores; B…F count as their metrics.json records them.
+    expected = bh_qvalues([row["dm_pvalue"], *(SCORES[ticker][1] for ticker in "BCDEF")])[0]
+    assert row["bh_qvalue"] == pytest.approx(expected, abs=1e-12) and expected > row["dm_pvalue"]
+
+
+def recorded_comparison(runs_dir: Path, ticker: str, run_id: str, pvalue: float | None, ratio: float = 1.0) -> Path:
+    folder = runs_dir / ticker / f"compare-{run_id}"
+    folder.mkdir(parents=True)
+    versus = None if pvalue is None else {"rmse_ratio_all": ratio, "dm_all": {"pvalue": pvalue}}
+    (folder / "compare.json").write_text(json.dumps({"ticker": ticker, "with_vs_without": versus}))
+    return folder
+
+
+def test_a_context_comparison_is_judged_among_every_tickers_newest_in_the_runs_dir(tmp_path):
+    runs = tmp_path / "runs"
+    for number in range(8):  # eight tickers compared earlier, no effect found
+        recorded_comparison(runs, f"N{number}", "20260101T000000000Z", 0.9)
+    recorded_comparison(runs, "N0", "20250101T000000000Z", 1e-9, 0.5)  # N0's older comparison: not counted
+    recorded_comparison(runs, "M", "20260101T000000000Z", None)  # a model-type comparison: no such test
+    (recorded_comparison(runs, "BAD", "20260101T000000000Z", 0.9) / "compare.json").write_text('{"ticker": 1}')
+    folder = recorded_comparison(runs, "A", "20260301T000000000Z", 0.01, 0.9)  # the one this command made
+    report = {"ticker": "A", "with_vs_without": {"rmse_ratio_all": 0.9, "dm_all": {"pvalue": 0.01}}}
+    verdict = context_set([Comparison(folder, report, False, None)])
+    # 0.01 alone would be "helped" (q = 0.01); among nine comparisons q = 0.01 * 9 = 0.09.
+    assert verdict["tickers"][0]["qvalue"] == pytest.approx(0.09) and verdict["helped"] == 0
+    assert verdict["family"]["kind"] == "context comparisons in the runs dir" and verdict["family"]["size"] == 9
+    assert list(verdict["family"]["unreadable"]) == [str(runs / "BAD" / "compare-20260101T000000000Z")]
+    assert "over the context comparisons in the runs dir (9 tests)" in verdict["verdict"]
