@@ -10,9 +10,10 @@ consecutive folds never overlap; the pooled metrics pool every block's windows.
 
 A global run's walk-forward is the same plan on the calendar of its tickers' days: each fold's panel is rebuilt
 from every ticker's rows up to the end of its block (each ticker's scaler and train mean refit on the fold's
-training days), the model refit with every seed member, and the block scored by train.score_tickers. The folds'
-test days are then judged as one test period (`pooled_scores`): each ticker's windows of every fold together,
-and one cross-section over all the days, so the rank IC's HAC t stands on all of them.
+training days), the model refit with every seed member and the linear baseline refit on the fold's training
+windows, and the block forecast (train.panel_forecasts) and scored (train.score_panel). The folds' forecasts are
+then pooled into one test period and scored by the same function (`pooled_scores`): each ticker's windows of
+every fold together, and one cross-section over all the days, so the rank IC's HAC t stands on all of them.
 """
 
 from __future__ import annotations
@@ -27,31 +28,20 @@ import pandas as pd
 
 from lstm_forecast.config import Config
 from lstm_forecast.errors import StopRequest, UsageError
-from lstm_forecast.metrics import lag_copy_diagnostic
 from lstm_forecast.model import Ensemble, Forecaster, members_of
-from lstm_forecast.scoring import (
-    FORECASTS,
-    PeriodForecasts,
-    iso_day,
-    log_loss_differential,
-    member_predictions,
-    period_forecasts,
-    score_forecasts,
-)
-from lstm_forecast.sets import scored_record, set_report
+from lstm_forecast.scoring import FORECASTS, PeriodForecasts, iso_day, period_forecasts, score_forecasts
 from lstm_forecast.train import (
+    PanelForecasts,
     PhaseCallback,
     TickerScores,
     announce,
-    cross_section_of,
     fingerprint,
-    member_labels,
-    pooled_ratio,
-    score_tickers,
+    panel_forecasts,
+    score_panel,
     train_as_run,
 )
 from lstm_forecast.trainer import EpochRecord
-from lstm_forecast.windows import Dataset, Scaler, TickerDays, build_dataset
+from lstm_forecast.windows import Dataset, Scaler, build_dataset
 
 
 @dataclass(frozen=True)
@@ -263,12 +253,12 @@ REFIT_NOTE = ("Walk-forward: at each refit the long–short books are closed and
 
 @dataclass
 class TickersFold:
-    """One fold of a global run: its windows over every ticker, the members that forecast it and its scores."""
+    """One fold of a global run: its windows over every ticker, its test forecasts and their scores."""
 
     fold: Fold
     dataset: Dataset
-    scores: TickerScores  # score_tickers on the fold's test block, with the fold's own scalers and train means
-    member_prices: dict[str, dict[str, np.ndarray]]  # an ensemble's: label -> ticker -> that member's test prices
+    forecasts: PanelForecasts  # the fold's test block, with the fold's own scalers, train means and ridge
+    scores: TickerScores  # score_panel on `forecasts`
     summary: dict[str, Any]  # where the fold lies, its training, its pooled ratio and cross-section: JSON-ready
 
 
@@ -287,8 +277,9 @@ def run_global_backtest(
 ) -> tuple[list[TickersFold], bool]:
     """A global run's folds in order (days counted on `calendar`, the union of its tickers' days): each one's
     panel rebuilt from the prices visible at the end of its block, the model (every seed member) refit on it as
-    the run was, and its test block scored per ticker and across the cross-section; returns the finished folds
-    and whether `stop` cut it short. Fold 0 reuses the run's members when every scaler is the run's."""
+    the run was, and its test block forecast (the linear baseline refit on the fold's training windows too) and
+    scored per ticker and across the cross-section; returns the finished folds and whether `stop` cut it short.
+    Fold 0 reuses the run's members when every scaler is the run's."""
     results: list[TickersFold] = []
     trainings = (len(folds) - 1) * config.train.seeds  # fold 0 is the run's own model
     report = progress_reporter(on_progress, results, len(folds), trainings, seconds_per_training)
@@ -305,82 +296,53 @@ def run_global_backtest(
             return results, True
         model, training = trained
         announce(on_phase, f"{step}: scoring the test block")
-        members = members_of(model)
-        scores = score_tickers(dataset, members, config, model.shape.kind,
-                               [fingerprint(name, dataset.prices[name]) for name in dataset.names])
-        summary = {**fold_days(fold, dataset), "test_last_day": scores.report["test"]["last_target_day"],
+        forecasts = panel_forecasts(dataset, members_of(model), config,
+                                    [fingerprint(name, dataset.prices[name]) for name in dataset.names])
+        scores = score_panel(forecasts, config, model.shape.kind)
+        summary = {**fold_days(fold, dataset), "test_last_day": forecasts.last_day,
                    "tickers": len(dataset.tickers), "windows": len(dataset.test), **training,
                    "skipped": dataset.skipped, "pooled_ratio": scores.report["pooled_ratio"],
                    "cross_section": scores.report["cross_section"]}
-        results.append(TickersFold(fold, dataset, scores, member_test_prices(dataset, members, config), summary))
+        results.append(TickersFold(fold, dataset, forecasts, scores, summary))
         report(None)
     return results, False
 
 
-def member_test_prices(dataset: Dataset, members: list[Forecaster], config: Config) -> dict[str, dict[str, np.ndarray]]:
-    """Each member's test-block forecasts as prices, by label and ticker (none for a single model)."""
-    if len(members) < 2:
-        return {}
-    test = dataset.test
-    return {label: {days.ticker: dataset.to_prices(test, scaled)[test.of(days.index)] for days in dataset.tickers}
-            for label, scaled in zip(member_labels(config), member_predictions(members, test), strict=True)}
+def pooled_forecasts(results: list[TickersFold]) -> PanelForecasts:
+    """Every finished fold's test block as one test period (for `score_panel`): a ticker's windows of every fold
+    are its per-ticker row, and its rows and fingerprint are the latest fold's (the one that sees the most rows).
+
+    In the cross-section each ticker's days of each fold are a column of their own ("TICKER · fold i"): a day has
+    one fold, so its cross-section is that day's tickers, and the train-mean and linear baselines (and the partial
+    ICs beyond them) read what that fold fitted, never a later one. The long–short book therefore opens afresh at
+    each refit."""
+    panels = [(result.fold.index + 1, result.forecasts) for result in results]
+    first, last = panels[0][1], panels[-1][1]
+    return PanelForecasts(
+        split=first.split, first_day=first.first_day, last_day=last.last_day, horizon=last.horizon,
+        columns={f"{column.ticker} · fold {number}": column
+                 for number, panel in panels for column in panel.columns.values()},
+        fingerprints={ticker: rows for _, panel in panels for ticker, rows in panel.fingerprints.items()},
+        notes={ticker: panel.notes.get(ticker, []) for _, panel in panels for ticker in panel.fingerprints},
+        linear=pooled_linear(results), section_notes=[REFIT_NOTE],
+    )
+
+
+def pooled_linear(results: list[TickersFold]) -> dict[str, Any]:
+    """What the pooled linear baseline is: each fold's own ridge, fitted on the fold's training windows with its
+    penalty chosen on the fold's validation windows; or why there is none (a fold could not fit one)."""
+    fits = [(result.fold.index + 1, result.forecasts.linear) for result in results]
+    for _, about in fits:
+        if "absent" in about:
+            return about
+    return {"model": fits[0][1]["model"], "refit": "per fold, on the fold's training windows",
+            "coefficients": fits[0][1]["coefficients"], "penalties": [about["penalty"] for _, about in fits],
+            "folds": [{"fold": number, **about} for number, about in fits]}
 
 
 def pooled_scores(results: list[TickersFold], config: Config, kind: str) -> TickerScores:
-    """Every finished fold's test days as one test period: each ticker's windows of every fold scored together
-    (its row, BH q-values and the pooled DM test), the pooled RMSE ratio, and one cross-section over all the days.
-
-    In the cross-section each ticker's days of each fold are a column of their own: a day has one fold, so its
-    cross-section is that day's tickers, and the train-mean baseline (and the partial IC beyond it) reads the mean
-    that fold refit, never a later one. The long–short book therefore opens afresh at each refit."""
-    forecasts: dict[str, list[PeriodForecasts]] = {}
-    rows: dict[str, int] = {}
-    for result in results:
-        for ticker, period in result.scores.forecasts.items():
-            forecasts.setdefault(ticker, []).append(period)
-            rows[ticker] = len(result.dataset.prices[ticker])  # the latest fold sees the most rows
-    last = results[-1].dataset
-    records = []
-    for ticker, parts in forecasts.items():
-        period = PeriodForecasts.concat(parts)
-        echoes = lag_copy_diagnostic(period.anchor_prices, period.actual, period.model).echoes_yesterday
-        records.append(scored_record(
-            ticker, "ok", 0.0, None, run_dir=None, rows=rows[ticker], test=score_forecasts(period, kind),
-            echoes=echoes, anchors=[iso_day(day) for day in period.anchor_dates],
-            differential=[float(value) for value in log_loss_differential(period)], horizon=last.spec.horizon,
-            fingerprint=None, notes=None,
-        ))
-    table, per_ticker = set_report(records, list(forecasts))
-    for row in table:
-        row["run_dir"] = None  # one run for all: its folder is the report's
-    per_ticker["rows"] = table
-
-    def by_fold(values: Callable[[TickersFold, TickerDays], Any]) -> dict[str, Any]:
-        return {f"{days.ticker} · fold {result.fold.index + 1}": values(result, days)
-                for result in results for days in result.dataset.tickers}
-
-    last_returns = by_fold(lambda result, days: result.dataset.test.last_return[result.dataset.test.of(days.index)])
-    train_means = by_fold(lambda result, days: days.train_mean_log_return)
-    members = {label: by_fold(lambda result, days, label=label: result.member_prices[label][days.ticker])
-               for label in results[0].member_prices} or None
-    # The book of k longs and k shorts is sized on the tickers, as for one test period, not on the columns.
-    k = max(1, min(config.evaluate.long_short_k, len(forecasts) // 2))
-    section = cross_section_of(by_fold(lambda result, days: result.scores.forecasts[days.ticker]), last_returns,
-                               train_means, config.model_copy(update={"evaluate": config.evaluate.model_copy(
-                                   update={"long_short_k": k})}), members)
-    section.notes.append(REFIT_NOTE)
-    windows = sum(len(result.dataset.test) for result in results)
-    report = {
-        "split": results[0].dataset.split,
-        "test": {"first_target_day": results[0].dataset.test_start.date().isoformat(),
-                 "last_target_day": results[-1].summary["test_last_day"], "windows": windows,
-                 "tickers": len(forecasts), "horizon": last.spec.horizon},
-        "pooled_ratio": pooled_ratio(period for parts in forecasts.values() for period in parts),
-        "per_ticker": per_ticker,
-        "cross_section": section.to_dict(),
-    }
-    return TickerScores(report=report, section=section, forecasts={t: PeriodForecasts.concat(p)
-                                                                  for t, p in forecasts.items()})
+    """Every finished fold's test days judged as one test period (`pooled_forecasts`, `score_panel`)."""
+    return score_panel(pooled_forecasts(results), config, kind)
 
 
 def global_backtest_summary(results: list[TickersFold], requested: int, interrupted: bool) -> dict[str, Any]:

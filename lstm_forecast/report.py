@@ -487,6 +487,10 @@ def linear_baseline_line(about: dict[str, Any]) -> str:
     """What the linear baseline is and how its penalty was chosen, or why there is none."""
     if "absent" in about:
         return f"[yellow]No linear baseline: {escape(about['absent'])}[/]"
+    if "folds" in about:  # a walk-forward's: each fold's own ridge
+        return (f"[dim]Linear baseline: a ridge on the model's own windows ({about['coefficients']} coefficients), "
+                f"refit {about['refit']}; penalties {', '.join(f'{penalty:g}' for penalty in about['penalties'])} "
+                f"(folds 1–{len(about['penalties'])}), each chosen on its fold's validation windows.[/]")
     return (f"[dim]Linear baseline: a ridge on the model's own windows ({about['coefficients']} coefficients), "
             f"fitted on {about['training_windows']:,} training windows of the run's {about['fitted_on_tickers']} "
             f"tickers; penalty {about['penalty']:g} of {len(about['validation'])} chosen by "

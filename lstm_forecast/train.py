@@ -15,7 +15,9 @@ split on one calendar, and scores it per ticker and across the cross-section (`s
 calls too on the bundle's recorded prices, so training and evaluation print the same numbers): per ticker
 exactly a local run's scores block with Benjamini–Hochberg q-values and the pooled DM test (sets.py); over
 all tickers the pooled RMSE ratio on log prices; across tickers each test day, the rank IC and the long–short
-diagnostic against the reversal and train-mean baselines (crosssection.py).
+diagnostic against the reversal, train-mean and linear baselines (crosssection.py). Forecasting and judging are
+two steps: `panel_forecasts` makes the test forecasts as plain data and `score_panel` judges them, so a
+walk-forward's folds, pooled into one such panel (backtest.py), are judged by the same function.
 """
 
 from __future__ import annotations
@@ -603,57 +605,125 @@ class TickerScores:
     forecasts: dict[str, PeriodForecasts]  # per ticker, the test period as scored
 
 
+@dataclass(frozen=True)
+class TickerColumn:
+    """One ticker's test windows of one test period (a fold's block, in a walk-forward): a column of the
+    cross-section, with the forecasts of the model, its members and the linear baseline."""
+
+    ticker: str
+    forecasts: PeriodForecasts  # the model's (the members' mean) beside naive and drift
+    last_returns: np.ndarray  # (n,) each window's anchor-day log return: the reversal baseline
+    train_mean: float  # the ticker's training-period mean log return, as its scaler saw it
+    member_prices: dict[str, np.ndarray]  # an ensemble's: label -> that member's prices (n, horizon); {} for one model
+    linear_prices: np.ndarray | None  # the ridge's prices (n, 1); None when no ridge could be fitted
+
+
+@dataclass
+class PanelForecasts:
+    """A test period's forecasts over many tickers as plain data, before any score (`panel_forecasts`); a
+    walk-forward pools its folds' into one (backtest.pooled_forecasts). `score_panel` judges it."""
+
+    split: dict[str, str]
+    first_day: str  # the test period's first day
+    last_day: str  # its last target day
+    horizon: int
+    columns: dict[str, TickerColumn]  # the cross-section's, by name: the ticker, or "TICKER · fold i" when pooled
+    fingerprints: dict[str, dict[str, Any]]  # per ticker: its price rows' fingerprint (rows, sha256)
+    notes: dict[str, list[str]]  # per ticker: what its data cost
+    linear: dict[str, Any]  # the linear baseline: how it was fitted, or why it is absent
+    section_notes: list[str] = field(default_factory=list)  # said under the cross-section's verdict
+
+
 def score_tickers(
     dataset: Dataset, members: list[Forecaster], config: Config, kind: str, fingerprints: list[dict[str, Any]],
     own: Dataset | None = None,
 ) -> TickerScores:
-    """The test period's report: per-ticker rows with BH q-values and the pooled DM test, the pooled RMSE
-    ratio, and the cross-section (rank IC, long–short). The members' own ICs stand beside the ensemble's, and the
-    linear baseline beside the model: a ridge fitted on `own`'s training windows (the run's own dataset; None:
-    `dataset` is), forecasting `dataset`'s test windows. A ridge too large to fit is left out with its reason."""
+    """The test period's report (`score_panel`) on `dataset`'s test forecasts (`panel_forecasts`)."""
+    return score_panel(panel_forecasts(dataset, members, config, fingerprints, own), config, kind)
+
+
+def panel_forecasts(
+    dataset: Dataset, members: list[Forecaster], config: Config, fingerprints: list[dict[str, Any]],
+    own: Dataset | None = None,
+) -> PanelForecasts:
+    """`dataset`'s test forecasts per ticker: the members' mean beside naive and drift, each member's own (an
+    ensemble's), and the linear baseline's: a ridge fitted on `own`'s training windows (the run's own dataset;
+    None: `dataset` is), forecasting `dataset`'s test windows. A ridge too large to fit is left out with its
+    reason. `fingerprints`: each ticker's, in `dataset`'s order."""
     test = dataset.test
     predictions = member_predictions(members, test)
     forecasts = ticker_forecasts(dataset, test, np.mean(predictions, axis=0))
-    records = []
-    for days, fingerprint_ in zip(dataset.tickers, fingerprints, strict=True):
-        period = forecasts[days.ticker]
-        lag_copy = lag_copy_diagnostic(period.anchor_prices, period.actual, period.model).to_dict()
-        records.append(scored_record(
-            days.ticker, "ok", 0.0, None, run_dir=None, rows=fingerprint_["rows"],
-            test=score_forecasts(period, kind), echoes=lag_copy["echoes_yesterday"],
-            anchors=[iso_day(day) for day in period.anchor_dates],
-            differential=[float(value) for value in log_loss_differential(period)],
-            horizon=dataset.spec.horizon, fingerprint=fingerprint_["sha256"], notes=dataset.notes.get(days.ticker),
-        ))
-    rows, per_ticker = set_report(records, dataset.names)
-    for row in rows:
-        row["run_dir"] = None  # one run for all: its folder is the report's
-    per_ticker["rows"] = rows
-    members_ic = None
-    if len(members) > 1:
-        member_prices = [dataset.to_prices(test, scaled) for scaled in predictions]
-        members_ic = {label: {days.ticker: prices[test.of(days.index)] for days in dataset.tickers}
-                      for label, prices in zip(member_labels(config), member_prices, strict=True)}
-    last_returns = {days.ticker: test.last_return[test.of(days.index)] for days in dataset.tickers}
-    train_means = {days.ticker: days.train_mean_log_return for days in dataset.tickers}
+    # One model has no members to compare with its forecasts.
+    member_prices = ({label: dataset.to_prices(test, scaled)
+                      for label, scaled in zip(member_labels(config), predictions, strict=True)}
+                     if len(members) > 1 else {})
     own = dataset if own is None else own
     try:
         ridge = fit_ridge(own)
         linear_prices = dataset.to_prices(test, ridge.predict(test.inputs)[:, None])
-        linear_models = {days.ticker: linear_prices[test.of(days.index)] for days in dataset.tickers}
         about = {**ridge.to_dict(), "fitted_on_tickers": len(own.tickers)}
     except ForecastError as exc:  # a diagnostic too large to fit must not cost the run its report
-        linear_models, about = None, {"absent": str(exc)}
-    section = cross_section_of(forecasts, last_returns, train_means, config, members_ic, linear_models)
+        linear_prices, about = None, {"absent": str(exc)}
+    columns = {}
+    for days in dataset.tickers:
+        rows = test.of(days.index)
+        columns[days.ticker] = TickerColumn(
+            ticker=days.ticker, forecasts=forecasts[days.ticker], last_returns=test.last_return[rows],
+            train_mean=days.train_mean_log_return,
+            member_prices={label: prices[rows] for label, prices in member_prices.items()},
+            linear_prices=None if linear_prices is None else linear_prices[rows],
+        )
+    return PanelForecasts(
+        split=dataset.split, first_day=dataset.test_start.date().isoformat(),
+        last_day=iso_day(test.target_dates.max()), horizon=dataset.spec.horizon, columns=columns,
+        fingerprints=dict(zip(dataset.names, fingerprints, strict=True)), notes=dataset.notes, linear=about,
+    )
+
+
+def score_panel(panel: PanelForecasts, config: Config, kind: str) -> TickerScores:
+    """The report on a panel's test forecasts: per ticker (its columns' windows together) a local run's scores
+    block and summary row, with BH q-values and the pooled DM test; the pooled RMSE ratio; and the cross-section
+    (rank IC, long–short) of its columns, the members' and the linear baseline's ICs beside the model's."""
+    parts: dict[str, list[PeriodForecasts]] = {}
+    for column in panel.columns.values():
+        parts.setdefault(column.ticker, []).append(column.forecasts)
+    forecasts = {ticker: PeriodForecasts.concat(periods) for ticker, periods in parts.items()}
+    records = []
+    for ticker, period in forecasts.items():
+        recorded = panel.fingerprints[ticker]
+        lag_copy = lag_copy_diagnostic(period.anchor_prices, period.actual, period.model)
+        records.append(scored_record(
+            ticker, "ok", 0.0, None, run_dir=None, rows=recorded["rows"],
+            test=score_forecasts(period, kind), echoes=lag_copy.echoes_yesterday,
+            anchors=[iso_day(day) for day in period.anchor_dates],
+            differential=[float(value) for value in log_loss_differential(period)],
+            horizon=panel.horizon, fingerprint=recorded["sha256"], notes=panel.notes.get(ticker),
+        ))
+    rows, per_ticker = set_report(records, list(forecasts))
+    for row in rows:
+        row["run_dir"] = None  # one run for all: its folder is the report's
+    per_ticker["rows"] = rows
+    columns = panel.columns
+    labels = next(iter(columns.values())).member_prices.keys()  # every column has the same members
+    members = {label: {name: column.member_prices[label] for name, column in columns.items()}
+               for label in labels} or None
+    linear = ({name: column.linear_prices for name, column in columns.items()}
+              if all(column.linear_prices is not None for column in columns.values()) else None)
+    # The long–short book is sized on the tickers, not on the columns (a walk-forward has one per ticker and fold).
+    section = cross_section_of({name: column.forecasts for name, column in columns.items()},
+                               {name: column.last_returns for name, column in columns.items()},
+                               {name: column.train_mean for name, column in columns.items()},
+                               config, members, linear, tickers=len(forecasts))
+    section.notes.extend(panel.section_notes)
     report = {
-        "split": dataset.split,
-        "test": {"first_target_day": dataset.test_start.date().isoformat(),
-                 "last_target_day": iso_day(test.target_dates.max()), "windows": len(test),
-                 "tickers": len(dataset.tickers), "horizon": dataset.spec.horizon},
+        "split": panel.split,
+        "test": {"first_target_day": panel.first_day, "last_target_day": panel.last_day,
+                 "windows": sum(len(period) for period in forecasts.values()), "tickers": len(forecasts),
+                 "horizon": panel.horizon},
         "pooled_ratio": pooled_ratio(forecasts.values()),
         "per_ticker": per_ticker,
         "cross_section": section.to_dict(),
-        "linear_baseline": about,
+        "linear_baseline": panel.linear,
     }
     return TickerScores(report=report, section=section, forecasts=forecasts)
 
@@ -661,12 +731,13 @@ def score_tickers(
 def cross_section_of(
     forecasts: dict[str, PeriodForecasts], last_returns: dict[str, np.ndarray], train_means: dict[str, float],
     config: Config, member_models: dict[str, dict[str, np.ndarray]] | None = None,
-    linear_models: dict[str, np.ndarray] | None = None,
+    linear_models: dict[str, np.ndarray] | None = None, tickers: int | None = None,
 ) -> CrossSection:
     """The cross-section of per-ticker test forecasts (a global run's, or local runs' side by side): days ×
-    tickers frames of the day-1 forecast and realised log returns, the anchor day's return and each ticker's
-    training mean, judged by crosssection.cross_section. `member_models`: label -> ticker -> model prices;
-    `linear_models`: ticker -> the linear baseline's prices (n, ≥ 1), day 1 first."""
+    columns frames of the day-1 forecast and realised log returns, the anchor day's return and each column's
+    training mean, judged by crosssection.cross_section. A column is a ticker's test windows (a walk-forward's
+    has one per ticker and fold). `member_models`: label -> column -> model prices; `linear_models`: column -> the
+    linear baseline's prices (n, ≥ 1), day 1 first; `tickers`: how many the columns are of (None: one each)."""
     def frame(values: dict[str, np.ndarray]) -> pd.DataFrame:
         columns = {ticker: pd.Series(column, index=pd.DatetimeIndex(forecasts[ticker].anchor_dates))
                    for ticker, column in values.items()}
@@ -678,7 +749,7 @@ def cross_section_of(
     members = {label: day_one(models) for label, models in (member_models or {}).items()} or None
     linear = day_one(linear_models) if linear_models is not None else None
     # A small universe cannot fill k longs and k shorts: the book shrinks to half the tickers (the table says k).
-    k = max(1, min(config.evaluate.long_short_k, len(forecasts) // 2))
+    k = max(1, min(config.evaluate.long_short_k, (len(forecasts) if tickers is None else tickers) // 2))
     return cross_section(day_one({t: f.model for t, f in forecasts.items()}),
                          day_one({t: f.actual for t, f in forecasts.items()}), frame(last_returns),
                          pd.Series(train_means, dtype=np.float64), k=k, cost_bps=config.evaluate.cost_bps,

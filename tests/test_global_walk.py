@@ -14,16 +14,18 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import TINY_OVERRIDES, error_line, write_caches
+from rich.console import Console
 from typer.testing import CliRunner
 
-from lstm_forecast import backtest
+from lstm_forecast import backtest, linear
 from lstm_forecast.backtest import fold_dataset, plan_folds, pooled_scores, run_global_backtest
 from lstm_forecast.bundle import load_global_bundle
 from lstm_forecast.cli import app
 from lstm_forecast.config import load_config
-from lstm_forecast.crosssection import ic_summary
+from lstm_forecast.crosssection import ic_summary, rank_ic
 from lstm_forecast.evaluate import FOLDS_IN_UNIVERSE, evaluate, rebuild_dataset, with_recorded_threads
 from lstm_forecast.model import ensemble_of
+from lstm_forecast.report import global_report
 from lstm_forecast.train import train_global
 
 TICKERS = [f"T{number}" for number in range(6)]
@@ -107,6 +109,34 @@ def test_the_pooled_cross_section_is_the_one_over_every_folds_days(walked):
     windows = {ticker: sum(len(result.scores.forecasts[ticker]) for result in results) for ticker in TICKERS}
     assert {row["ticker"]: row["test_windows"] for row in rows} == windows
     assert pooled.report["test"]["windows"] == sum(windows.values())
+
+
+
+def test_the_pooled_cross_section_has_each_folds_own_linear_baseline(walked):
+    results = walked["results"]
+    pooled = pooled_scores(results, walked["config"], "lstm")
+    ridges = [linear.fit_ridge(result.dataset) for result in results]  # each on its fold's training windows
+    about = pooled.report["linear_baseline"]
+    assert about["penalties"] == [ridge.penalty for ridge in ridges]
+    assert [(fold["fold"], fold["training_windows"]) for fold in about["folds"]] == [
+        (number, ridge.windows) for number, ridge in enumerate(ridges, start=1)]
+    assert len({ridge.windows for ridge in ridges}) == 3  # refit on more days each fold, never the run's one ridge
+    # Each fold's ridge ranks its own block's days; the pooled IC stands on the days of every fold.
+    daily = []
+    for result, ridge in zip(results, ridges, strict=True):
+        dataset, test = result.dataset, result.dataset.test
+        forecast = linear.day_one_returns(dataset, test, ridge.predict(test.inputs))
+        realised = np.log(test.actual_prices[:, 0] / test.anchor_prices)
+        daily.append(rank_ic(linear.panel(dataset, test, forecast), linear.panel(dataset, test, realised)))
+    section = pooled.report["cross_section"]
+    assert section["ic"]["linear"] == ic_summary(pd.concat(daily))
+    assert section["ic"]["beyond_linear"]["days"] > 0  # the IC beyond it: each fold's ridge as the control
+    assert "linear" in section["long_short"]["strategies"]
+    console = Console(record=True, width=200)
+    for item in global_report({**pooled.report, "scope": "walk-forward", "model": {"kind": "lstm"}}):
+        console.print(item)
+    penalties = ", ".join(f"{ridge.penalty:g}" for ridge in ridges)
+    assert f"refit per fold, on the fold's training windows; penalties {penalties} (folds 1–3)" in console.export_text()
 
 
 def test_evaluating_twice_gives_the_same_numbers_and_says_the_cost_first(walk_run):
