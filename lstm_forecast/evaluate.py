@@ -67,8 +67,9 @@ from lstm_forecast.files import (
 from lstm_forecast.model import ensemble_of
 from lstm_forecast.prices import prices_sha256
 from lstm_forecast.report import evaluation_report, global_report
+from lstm_forecast.runs import OUT_OF_UNIVERSE_FAMILY, earlier_out_of_universe
 from lstm_forecast.scoring import FORECASTS, PeriodForecasts, iso_day, period_forecasts, score_forecasts
-from lstm_forecast.sets import REPORT_FILE, UNIVERSE_PLOT, write_summary
+from lstm_forecast.sets import REPORT_FILE, UNIVERSE_PLOT, adjusted_family, widened_set, write_summary
 from lstm_forecast.train import PhaseCallback, announce, fingerprint, score_tickers
 from lstm_forecast.windows import Dataset, build_dataset, reasons
 
@@ -285,6 +286,9 @@ def evaluate_tickers(
         out, scope = bundle.run_dir, "in universe"
     announce(on_phase, f"scoring the test period of {len(dataset.tickers)} tickers")
     scores = score_tickers(dataset, bundle.members, config, bundle.shape.kind, fingerprints, own)
+    if tickers:
+        scores.report["per_ticker"], unreadable = out_of_universe_set(bundle, scores.report["per_ticker"])
+        warnings += unreadable
     report = {
         "run_dir": str(bundle.run_dir), "run_id": bundle.run_id, "scope": scope, "model": bundle.shape.to_dict(),
         "seeds": bundle.seeds, "training": bundle.training, "trained_on": len(bundle.tickers),
@@ -344,6 +348,25 @@ def unseen_tickers(bundle: GlobalBundle, tickers: list[str]) -> tuple[list[str],
         raise UsageError("every ticker given was in the run's training universe; evaluate --run alone scores them")
     seen = [ticker for ticker in tickers if ticker in known]
     return unseen, ([f"left out, trained on by this run: {', '.join(seen)}"] if seen else [])
+
+
+def out_of_universe_set(bundle: GlobalBundle, per_ticker: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """`per_ticker`, the set report of the tickers evaluated out of universe now, widened to every ticker the run
+    was evaluated on out of universe before (`runs.earlier_out_of_universe`): each q-value, the counts and the
+    verdict over all of them, so evaluating fewer tickers cannot shrink the family; and a warning naming an
+    earlier summary that cannot be read (its tickers left out)."""
+    now = [row["ticker"] for row in per_ticker["rows"]]
+    earlier, unreadable = earlier_out_of_universe(bundle.run_dir, set(now))
+    family = adjusted_family(f"{OUT_OF_UNIVERSE_FAMILY} {bundle.run_id}",
+                             {row["ticker"]: (row["rmse_ratio_all"], row["dm_pvalue"])
+                              for row in [*per_ticker["rows"], *earlier] if row["status"] == "ok"}, unreadable)
+    # The pooled test (like the cross-section) is one test over the panel scored now: the earlier rows keep no
+    # loss differentials to pool.
+    report = widened_set(per_ticker, earlier, family,
+                            f"the {len(now)} ticker{'s' * (len(now) != 1)} evaluated now")
+    report["earlier"] = [row["ticker"] for row in earlier]  # rows kept from earlier evaluations
+    return report, [f"the earlier out-of-universe evaluations cannot be read, so their tickers are left out of the "
+                    f"family (and of the new summary): {why}" for why in unreadable.values()]
 
 
 # A set's charts for report.html, in reading order: (file, caption).

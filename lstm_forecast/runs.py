@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -34,6 +34,7 @@ from lstm_forecast.bundle import (
     JSON_MEMORY_FACTOR,
     MAX_TICKERS,
     METRICS_FILE,
+    OUT_OF_UNIVERSE_DIR,
     describe_damage,
     list_global_runs,
     list_runs,
@@ -43,7 +44,7 @@ from lstm_forecast.config import Config, read_yaml_mapping
 from lstm_forecast.errors import ForecastError, shorten
 from lstm_forecast.files import read_bounded
 from lstm_forecast.model import gib, memory_limit
-from lstm_forecast.sets import Family, Probability, Ratio, SetSummary, adjusted_family
+from lstm_forecast.sets import SUMMARY_JSON, Family, Probability, Ratio, SetSummary, adjusted_family
 from lstm_forecast.tables import FitTable
 
 CONFIG_NOTE_LIMIT = 60  # characters of distinguishing config values in the listing
@@ -53,6 +54,8 @@ EVALUATION_FILE = "evaluation.json"
 READBACK_LIMIT = BUNDLE_JSON_LIMIT
 RecordT = TypeVar("RecordT", bound=BaseModel)
 RUNS_DIR_FAMILY = "runs dir"  # a local run's q-value is over every ticker's newest own run in the runs dir
+# An unseen ticker's q-value is over every ticker its global run was evaluated on out of universe (+ the run's id).
+OUT_OF_UNIVERSE_FAMILY = "out-of-universe evaluation of global run"
 # history.csv: a line of a few dozen bytes per epoch and seed; 100,000 epochs (config's most) of 20 seeds would be
 # more, but no run that long is compared, and a file past this is not read whole into a DataFrame.
 HISTORY_LIMIT = 64 << 20
@@ -90,8 +93,8 @@ class FingerprintHead(ReadBack):
 
 
 class RunHead(ReadBack):
-    """bundle.json or global.json as `runs`, the screener and `--resume` read them (bundle.py validates the whole
-    document when a run is loaded)."""
+    """bundle.json or global.json as `runs`, the screener, `--resume` and tune's reuse read them (bundle.py
+    validates the whole document when a run is loaded)."""
 
     ticker: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     created_at: ShortText | None = None
@@ -99,6 +102,7 @@ class RunHead(ReadBack):
     training: TrainingHead | Annotated[list[TrainingHead], Field(max_length=100)] | None = None  # global: a list
     tickers: Annotated[list[TickerHead], Field(max_length=MAX_TICKERS)] = []
     config_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    fingerprint: FingerprintHead | None = None  # one ticker's rows trained on
     context_fingerprints: Annotated[list[FingerprintHead], Field(max_length=100)] | None = None
 
     def members(self) -> list[TrainingHead]:
@@ -266,6 +270,18 @@ def runs_dir_family(runs_dir: Path, made_now: Mapping[str, tuple[float | None, f
                            {ticker: why for ticker, why in damaged.items() if ticker not in made_now})
 
 
+def earlier_out_of_universe(run_dir: Path, now: Collection[str]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The summary rows of every ticker the global run in `run_dir` was evaluated on out of universe before, but
+    for those in `now` (evaluated again: their new rows replace these), from out_of_universe/summary.json, which
+    keeps each one's newest evaluation, read back through its schema; a damaged summary gives no rows, and
+    {its path: why}."""
+    path = run_dir / OUT_OF_UNIVERSE_DIR / SUMMARY_JSON
+    summary, damage = checked_record(path, SetSummary)
+    if summary is None:
+        return [], {str(path): damage} if damage is not None else {}
+    return [row.model_dump() for row in summary.rows if row.ticker not in now], {}
+
+
 def read_record(path: Path, schema: type[RecordT], limit: int = READBACK_LIMIT) -> RecordT:
     """A JSON file this tool wrote earlier, read back bounded (a regular file of at most `limit` bytes, and only
     when parsing it fits in memory) and validated against `schema`; anything else is one ForecastError naming
@@ -312,15 +328,6 @@ def checked_record(path: Path, schema: type[RecordT]) -> tuple[RecordT | None, s
         return None, None
     except ForecastError as exc:
         return None, str(exc)
-
-
-def read_json_or_empty(path: Path) -> dict[str, Any]:
-    """A JSON object from a regular file of bundle size, else {} (absent or damaged)."""
-    try:
-        document = json.loads(read_bounded(path, BUNDLE_JSON_LIMIT, "a bundle's JSON file"))
-    except (ForecastError, OSError, ValueError, RecursionError, MemoryError):  # ValueError: JSON, UTF-8, digits
-        return {}
-    return document if isinstance(document, dict) else {}
 
 
 def config_differences(path: Path) -> dict[str, str] | None:

@@ -8,8 +8,9 @@ and the verdict, `write_summary` the files a set keeps (summary.csv, summary.jso
 of local runs, a global run's tickers, the screener and the with-vs-without comparisons all judge here.
 
 A q-value is only as honest as its family: a `Family` is every test of one kind that was made (a global run's
-own tickers; every ticker's newest own run in a runs dir), never the tickers a command happens to list, so
-listing fewer tickers cannot lower a q-value.
+own tickers; every ticker a global run was evaluated on out of universe; every ticker's newest own run in a runs
+dir), never the tickers a command happens to list, so listing fewer tickers cannot lower a q-value
+(`widened_set` judges a new set among the earlier tests of its kind).
 """
 
 from __future__ import annotations
@@ -173,7 +174,38 @@ def set_report(
     pooled test. The family is every ticker of `records` that was tested (a set made together: a universe, a
     global run), or `family` when given: tickers' separate runs, each q-value its ticker's in that family (the
     runs dir's), which the tickers listed cannot shrink."""
+    scored = [record for record in records if record["row"]["status"] == "ok"]
+    joint = {
+        "pooled_dm": pooled_dm(scored),
+        "drivers": verdict_drivers(scored),
+        # Per ticker, what its data cost (results.jsonl lines written before notes have none).
+        "notes": {record["row"]["ticker"]: record["notes"] for record in records if record.get("notes")},
+        "method": "per-ticker DM p-values (test period, all horizon days) adjusted by Benjamini-Hochberg; pooled "
+                  "DM on the daily cross-sectional mean of the tickers' squared log-price error differentials "
+                  "(model minus naive), HAC over the horizon, since the tickers share their days",
+    }
     rows = [dict(record["row"]) for record in records]
+    return rows, judged_set(rows, tickers, joint, family)
+
+
+def widened_set(
+    report: dict[str, Any], earlier: Sequence[dict[str, Any]], family: Family, pooled_over: str,
+) -> dict[str, Any]:
+    """A set report (`set_report`) widened to rows of the same kind of test made before (`earlier`, none of its
+    tickers among the report's): every row's q-value, the counts and the verdict over `family`, which holds them
+    all; the pooled test and its drivers stay the report's own (`pooled_over` says whose: the earlier rows keep
+    no loss differentials)."""
+    rows = [*report["rows"], *(dict(row) for row in earlier)]
+    return judged_set(rows, [row["ticker"] for row in rows], report, family, pooled_over)
+
+
+def judged_set(
+    rows: list[dict[str, Any]], tickers: list[str], joint: dict[str, Any], family: Family | None = None,
+    pooled_over: str = "the set",
+) -> dict[str, Any]:
+    """The set report of `rows`, given their q-values here (in place), and of `joint`, what the set's records
+    give as one (its pooled test, drivers, notes and method): the counts, the verdict and the family, over the
+    rows' own tests or `family`."""
     tested = [row for row in rows if row["status"] == "ok" and row["dm_pvalue"] is not None]
     qvalues = (bh_qvalues([row["dm_pvalue"] for row in tested]) if family is None
                else [family.test_of(row["ticker"]).qvalue for row in tested])
@@ -183,8 +215,8 @@ def set_report(
     ratios = sorted(row["rmse_ratio_all"] for row in rows if row["status"] == "ok" and row["rmse_ratio_all"])
     better = [row for row in tested if row["bh_qvalue"] < Q_THRESHOLD and row["rmse_ratio_all"] < 1]
     worse = [row for row in tested if row["bh_qvalue"] < Q_THRESHOLD and row["rmse_ratio_all"] > 1]
-    pooled = pooled_dm([record for record in records if record["row"]["status"] == "ok"])
-    report = {
+    pooled = joint["pooled_dm"]
+    return {
         "tickers": len(tickers),
         "trained": sum(row["status"] == "ok" for row in rows),
         "failed": [{"ticker": row["ticker"], "error": row["error"]} for row in rows if row["status"] == "failed"],
@@ -193,18 +225,17 @@ def set_report(
         "worse_at_q05": len(worse),
         "median_rmse_ratio": _median(ratios),
         "pooled_dm": pooled,
-        "verdict": set_verdict(len(tested), len(better), len(worse), pooled, family.label if family else None),
-        # The tests each q-value was corrected among: this set's, or the family given, with its size.
-        "family": {"kind": family.kind if family else "this set", "size": family.size if family else len(tested)},
-        "drivers": verdict_drivers([record for record in records if record["row"]["status"] == "ok"]),
-        # Per ticker, what its data cost (results.jsonl lines written before notes have none).
-        "notes": {record["row"]["ticker"]: record["notes"] for record in records if record.get("notes")},
-        "method": "per-ticker DM p-values (test period, all horizon days) adjusted by Benjamini-Hochberg; pooled "
-                  "DM on the daily cross-sectional mean of the tickers' squared log-price error differentials "
-                  "(model minus naive), HAC over the horizon, since the tickers share their days",
+        "verdict": set_verdict(len(tested), len(better), len(worse), pooled, family.label if family else None,
+                               pooled_over),
+        # The tests each q-value was corrected among: this set's, or the family given, with its size (and the
+        # earlier tests that could not be read, left out of it).
+        "family": {"kind": family.kind if family else "this set", "size": family.size if family else len(tested),
+                   **({"unreadable": dict(family.damaged)} if family and family.damaged else {})},
+        "drivers": joint["drivers"],
+        "notes": joint["notes"],
+        "method": joint["method"],
         "rows": rows,
     }
-    return rows, report
 
 
 def pooled_dm(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -279,8 +310,10 @@ def _drivers_line(shown: list[dict[str, Any]], flips: list[str]) -> str:
     return f"No single ticker decides the verdict; the largest share is {top['ticker']}'s ({without(top)})"
 
 
-def set_verdict(tested: int, better: int, worse: int, pooled: dict[str, Any], family: str | None = None) -> str:
-    """The set in plain words; `family` names the tests the q-values were corrected among when not the set's own."""
+def set_verdict(tested: int, better: int, worse: int, pooled: dict[str, Any], family: str | None = None,
+                pooled_over: str = "the set") -> str:
+    """The set in plain words; `family` names the tests the q-values were corrected among when not the set's own,
+    `pooled_over` the tickers the pooled test was made on."""
     among = f" over the {family}" if family else ""
     counts = (f"{better} of {tested} tickers beat the random walk at q < {Q_THRESHOLD:g} (Benjamini–Hochberg"
               f"{among}), {worse} did worse")
@@ -289,8 +322,9 @@ def set_verdict(tested: int, better: int, worse: int, pooled: dict[str, Any], fa
         return f"{counts}; the pooled test could not be computed"
     if pvalue < Q_THRESHOLD:
         side = "better" if mean < 0 else "worse"
-        return f"{counts}; pooled over the set the model is {side} than the random walk ({p_phrase(pvalue)})"
-    return f"{counts}; pooled over the set the model is not distinguishable from the random walk ({p_phrase(pvalue)})"
+        return f"{counts}; pooled over {pooled_over} the model is {side} than the random walk ({p_phrase(pvalue)})"
+    return (f"{counts}; pooled over {pooled_over} the model is not distinguishable from the random walk "
+            f"({p_phrase(pvalue)})")
 
 
 def _median(values: list[float]) -> float | None:

@@ -71,7 +71,7 @@ from lstm_forecast.executors import PlainJob, run_in_workers
 from lstm_forecast.files import atomic_write_text, open_regular, read_bounded
 from lstm_forecast.model import check_trainable, ensemble_of
 from lstm_forecast.prices import prices_sha256
-from lstm_forecast.runs import read_json_or_empty
+from lstm_forecast.runs import RunHead, TrainingHead, checked_record
 from lstm_forecast.search_space import SearchSpace, load_space, with_values
 from lstm_forecast.train import load_training_prices, member_labels, pooled_ratio, train_members, train_run
 from lstm_forecast.trainer import training_threads
@@ -931,14 +931,14 @@ def reusable_run(config: Config, ticker: str, dataset: windows.Dataset, runs_dir
     expected = {"config_hash": config_hash(config), "rows": prices_sha256(dataset.prices[ticker]),
                 "context": [prices_sha256(rows) for rows in dataset.context_rows.values()], "interrupted": False}
     for run_dir in reversed(list_runs(runs_dir, ticker)):
-        document = read_json_or_empty(run_dir / BUNDLE_FILE)  # {}: damaged, not reused
-        fingerprint, training = document.get("fingerprint"), document.get("training")
+        head = checked_record(run_dir / BUNDLE_FILE, RunHead)[0]  # None: absent or damaged, not reused
+        if head is None:
+            continue
         recorded = {
-            "config_hash": document.get("config_hash"),
-            "rows": fingerprint.get("sha256") if isinstance(fingerprint, dict) else None,
-            "context": [item.get("sha256") for item in document.get("context_fingerprints") or []
-                        if isinstance(item, dict)],
-            "interrupted": training.get("interrupted") if isinstance(training, dict) else None,
+            "config_hash": head.config_hash,
+            "rows": head.fingerprint.sha256 if head.fingerprint is not None else None,
+            "context": [item.sha256 for item in head.context_fingerprints or []],
+            "interrupted": head.training.interrupted if isinstance(head.training, TrainingHead) else None,
         }
         if recorded == expected:
             return run_dir

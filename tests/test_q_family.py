@@ -6,7 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import TINY_OVERRIDES, build_prices, write_caches
@@ -150,6 +152,65 @@ def test_an_unseen_tickers_q_value_is_its_out_of_universe_evaluations(global_run
     assert json.loads(result.stdout)["families"] == {rows["AAA"]["family"]: 3, rows["NEW"]["family"]: 1}
     assert "(Benjamini–Hochberg within each row's family)" in json.loads(result.stdout)["advice"]
 
+
+
+@pytest.fixture
+def unseen(global_run, tmp_path: Path) -> dict[str, Any]:
+    """A copy of the global run (its id still the run's), never evaluated out of universe, and a data dir of three
+    tickers it never saw."""
+    run = tmp_path / "run"
+    shutil.copytree(global_run["run"], run, ignore=shutil.ignore_patterns("out_of_universe"))
+    data_dir = write_caches(tmp_path / "data", {name: build_prices(260, seed=seed)
+                                                for seed, name in enumerate(["NX", "NY", "NZ"], start=20)})
+    return {"run": run, "data_dir": data_dir, "run_id": global_run["run"].name}
+
+
+def evaluate_unseen(folders: dict[str, Any], tickers: str):
+    return CliRunner().invoke(app, ["evaluate", "--run", str(folders["run"]), "-t", tickers, "--data-dir",
+                                    str(folders["data_dir"]), "--json"])
+
+
+def test_evaluating_fewer_unseen_tickers_keeps_every_one_evaluated_before_in_the_family(unseen):
+    three = evaluate_unseen(unseen, "NX,NY,NZ")
+    assert three.exit_code == 0, three.output
+    earlier = {row["ticker"]: row for row in json.loads(three.stdout)["per_ticker"]["rows"]}
+    one = evaluate_unseen(unseen, "NX")
+    assert one.exit_code == 0, one.output
+    report = json.loads(one.stdout)
+    per_ticker = report["per_ticker"]
+    kind = f"out-of-universe evaluation of global run {unseen['run_id']}"
+    assert per_ticker["family"] == {"kind": kind, "size": 3} and per_ticker["earlier"] == ["NY", "NZ"]
+    assert report["test"]["tickers"] == 1  # the cross-section: the panel scored now
+    assert f"(Benjamini–Hochberg over the {kind} (3 tests))" in per_ticker["verdict"]
+    assert "pooled over the 1 ticker evaluated now" in per_ticker["verdict"]
+    rows = {row["ticker"]: row for row in per_ticker["rows"]}
+    # NX's new evaluation replaces its own earlier row; NY and NZ keep theirs, and all three are one family.
+    pvalues = [rows["NX"]["dm_pvalue"], earlier["NY"]["dm_pvalue"], earlier["NZ"]["dm_pvalue"]]
+    assert rows["NX"]["bh_qvalue"] == pytest.approx(bh_qvalues(pvalues)[0], abs=1e-12)
+    assert rows["NY"]["dm_pvalue"] == earlier["NY"]["dm_pvalue"]
+    summary = json.loads((unseen["run"] / "out_of_universe" / "summary.json").read_text())
+    assert [row["ticker"] for row in summary["rows"]] == ["NX", "NY", "NZ"] and summary["family"]["size"] == 3
+    screened = CliRunner().invoke(app, ["predict", "--run", str(unseen["run"]), "-t", "NX", "--data-dir",
+                                        str(unseen["data_dir"]), "--json"])
+    row = rows_of(screened)["NX"]
+    assert row["bh_qvalue"] == rows["NX"]["bh_qvalue"] and (row["family"], row["family_size"]) == (
+        f"{kind} (3 tests)", 3)
+
+
+def test_a_damaged_earlier_out_of_universe_summary_is_named_and_not_trusted(unseen):
+    assert evaluate_unseen(unseen, "NX,NY,NZ").exit_code == 0
+    summary = unseen["run"] / "out_of_universe" / "summary.json"
+    document = json.loads(summary.read_text())
+    document["rows"][1]["dm_pvalue"] = 2.0  # no p-value: the whole summary is damaged
+    summary.write_text(json.dumps(document))
+    result = evaluate_unseen(unseen, "NX")
+    assert result.exit_code == 0, result.output
+    assert "earlier out-of-universe evaluations cannot be read" in result.stderr and str(summary) in result.stderr
+    assert "Traceback" not in result.output
+    per_ticker = json.loads(result.stdout)["per_ticker"]
+    assert per_ticker["family"]["size"] == 1 and list(per_ticker["family"]["unreadable"]) == [str(summary)]
+    assert [row["ticker"] for row in per_ticker["rows"]] == ["NX"] and per_ticker["earlier"] == []
+    assert [row["ticker"] for row in json.loads(summary.read_text())["rows"]] == ["NX"]
 
 # --- evaluate -t A,B and compare --context: separate runs, judged in the runs dir's family -----------------------
 

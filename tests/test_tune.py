@@ -160,6 +160,21 @@ def test_tune_again_on_a_finished_study_reuses_its_best_run_until_the_cache_chan
     assert len(list((workdir / "runs" / TICKER).iterdir())) == 2
 
 
+
+def test_a_damaged_best_run_is_trained_again_not_reused(workdir):
+    first = run_cli(*tune_args("--trials", "3", "--json"))
+    assert first.exit_code == 0, first.output
+    run_dir = Path(json.loads(first.stdout)["test"]["runs"][0]["run_dir"])
+    document = json.loads((run_dir / "bundle.json").read_text())
+    document["training"]["epochs_run"] = -1  # its config hash and fingerprints still match: only the schema tells
+    (run_dir / "bundle.json").write_text(json.dumps(document))
+    again = run_cli(*tune_args("--trials", "3", "--json"))
+    assert again.exit_code == 0, again.output
+    assert "Traceback" not in again.output and "Reused run" not in again.stderr
+    retrained = json.loads(again.stdout)["test"]
+    assert retrained["reused"] is False and retrained["runs"][0]["run_dir"] != str(run_dir)
+    assert len(list((workdir / "runs" / TICKER).iterdir())) == 2
+
 def test_two_fresh_studies_with_the_same_seed_repeat_exactly(workdir):
     results = [tune.search(setup_for(workdir, name, seed=7), trials=3, timeout=None) for name in ("a", "b")]
     first, second = ([(trial.params, trial.value, trial.state) for trial in result.trials] for result in results)
