@@ -43,7 +43,13 @@ from lstm_forecast.files import atomic_write_text, json_text, writes_in_place
 from lstm_forecast.intervals import conformal_quantiles, interval_bounds
 from lstm_forecast.metrics import format_pvalue
 from lstm_forecast.model import ensemble_of
-from lstm_forecast.runs import RunMetrics, checked_record, global_runs_by_ticker, runs_dir_family
+from lstm_forecast.runs import (
+    OUT_OF_UNIVERSE_FAMILY,
+    RunMetrics,
+    checked_record,
+    global_runs_by_ticker,
+    runs_dir_family,
+)
 from lstm_forecast.scoring import member_predictions, ticker_forecasts, val_residuals
 from lstm_forecast.sessions import TradingCalendar, calendar_for
 from lstm_forecast.sets import Q_THRESHOLD, SUMMARY_JSON, Family, SetSummary, recorded_family
@@ -930,7 +936,7 @@ def out_of_universe_family(bundle: GlobalBundle) -> Family:
     """The tickers a global run was evaluated on out of universe (`evaluate --run RUN -t ...`), as that evaluation
     judged them; a damaged summary.json judges none, and says so."""
     summary, damage = checked_record(bundle.run_dir / OUT_OF_UNIVERSE_DIR / SUMMARY_JSON, SetSummary)
-    kind = f"out-of-universe evaluation of global run {bundle.run_id}"
+    kind = f"{OUT_OF_UNIVERSE_FAMILY} {bundle.run_id}"
     if damage is not None:
         return recorded_family(kind, {}, {OUT_OF_UNIVERSE_DIR: damage})
     return recorded_family(kind, summary.tests() if summary is not None else {})
