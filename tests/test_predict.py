@@ -255,7 +255,7 @@ def test_runs_lists_every_bundle_oldest_first(workspace, prices_until):
     assert rows[0] | {"path": None, "config": None} == {
         "run_id": OLD_RUN, "ticker": "ACME", "model": "lstm", "created": "2025-01-01T00:00:00+00:00",
         "epochs": 2, "test_rmse_ratio": 1.0123, "interrupted": False, "evaluated": False,
-        "evaluation_interrupted": False, "damaged": False, "path": None, "config": None,
+        "evaluation_interrupted": False, "damaged": False, "damage": None, "path": None, "config": None,
     }
     assert rows[0]["config"]["window.lookback"] == str(LOOKBACK)  # a key that differs from the defaults
     result = CliRunner().invoke(app, ["runs", "--runs-dir", str(workspace["runs_dir"]), "--json"])
