@@ -2,7 +2,7 @@
 memory of a whole run, the seconds of one small epoch, and one global run against a model per ticker.
 
     python bench/global_speed.py [--tickers N] [--epochs 1] [--repeats 2] [--threads 2] [--local-tickers N]
-                                 [--skip-local] [--profile] [--json]
+                                 [--skip-local] [--profile] [--cross-section-only] [--rss-set K=V]... [--json]
 
 Data: the first `--tickers` tickers (default all 391) cached in `--data-dir` (../shared/data/sp500); a
 ticker that cannot be read is skipped, as a global run skips it. Every figure runs on the CPU with
@@ -30,6 +30,24 @@ ticker that cannot be read is skipped, as a global run skips it. Every figure ru
    times, reading and scoring included, beside the training seconds the runs record, after an untimed global run on two
    tickers pays the one-time costs both share. `--local-tickers N` times the first N local runs and
    extrapolates per ticker.
+
+Issue 24's cross-sectional options (figures 5-7; `--cross-section-only` runs these alone, on the default config
+with train.epochs=1 and train.seeds=1; the sides alternate, who goes first swapping each repeat, and the median
+of `--repeats` is compared):
+5. What the cross-sectional targets and selection cost. (a) Building the dataset (`build_dataset`: features,
+   split, scalers, windows and targets, the per-day panel work of `excess` and `rank` included) with each
+   `data.target`: log_return, excess, rank. (b) One global epoch, the trainer's seconds for it (training pass +
+   validation pass + the selection score: `train.select rank_ic`'s validation forecast and mean daily rank IC run
+   inside the epoch), through `train_members` as a run takes it, for today's `log_return + loss` against
+   `rank + rank_ic`, `excess + rank_ic`, `rank + loss` and `excess + loss` on the same tickers; the rank IC score
+   alone (`train.validation_rank_ic` on the trained model) is timed apart. Goal: new / today's <= 1.10.
+6. The linear baseline (`linear.fit_ridge`: the normal equations over the training windows, every penalty of the
+   grid solved, each one's validation rank IC, the choice) on each target's panel, and its test forecasts back
+   in prices (`Dataset.to_prices` of `Ridge.predict` on the test windows, as `train.panel_forecasts` makes them).
+   Goal: seconds on the 391-ticker panel.
+7. Peak RSS, as figure 1 measures it, of a global run with the issue-24 options (`--rss-set`, repeatable;
+   default data.target=rank and train.select=rank_ic) beside today's default (figure 1's, measured again under
+   `--cross-section-only`). Goal: <= 1 GB over all 391 tickers.
 """
 
 from __future__ import annotations
@@ -53,17 +71,24 @@ from torch import nn
 from lstm_forecast import data, tickers
 from lstm_forecast.config import Config, load_config
 from lstm_forecast.errors import ForecastError
+from lstm_forecast.linear import fit_ridge
 from lstm_forecast.model import Forecaster, ModelShape
-from lstm_forecast.train import train_global, train_members, train_ticker
+from lstm_forecast.train import train_global, train_members, train_ticker, validation_rank_ic
 from lstm_forecast.trainer import EVAL_BATCH_SIZE, Samples, fit, seed_everything
 from lstm_forecast.windows import Dataset, GatheredWindows, build_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 SP500 = ROOT.parent / "shared" / "data" / "sp500"
 QUICK = ROOT / "lstm_forecast" / "configs" / "quick.yaml"
-GOAL_RATIO, GOAL_RSS_MB = 0.9, 1024
+GOAL_RATIO, GOAL_RSS_MB, GOAL_CROSS_SECTION_RATIO = 0.9, 1024, 1.10
+TARGETS = ("log_return", "excess", "rank")
+# (data.target, train.select): today's first, the one every other is compared with.
+CROSS_SECTION_VARIANTS = (("log_return", "loss"), ("rank", "rank_ic"), ("excess", "rank_ic"), ("rank", "loss"),
+                          ("excess", "loss"))
+CROSS_SECTION_RSS = ("data.target=rank", "train.select=rank_ic")
 WARMUP_WINDOWS = 4096  # the untimed warm-up: enough batches to pay allocator growth and kernel setup
 PROFILE_BATCHES = 200
+WARMUP_TICKERS = 8  # figure 5's untimed warm-up epoch: enough tickers to rank (crosssection.MIN_TICKERS)
 
 # A child's peak RSS alone: the wrapper's only child is the command, so RUSAGE_CHILDREN is that command's.
 RSS_WRAPPER = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[1:], capture_output=True); "
@@ -233,8 +258,9 @@ def cli_has_scope() -> bool:
     return "--scope" in done.stdout
 
 
-def peak_rss(data_dir: Path, tickers: list[str], every: bool, threads: int) -> dict[str, Any]:
-    overrides = settings(threads, "train.epochs=1")
+def peak_rss(data_dir: Path, tickers: list[str], every: bool, threads: int, extra: tuple[str, ...] = (),
+             label: str = "1. peak RSS of a global run") -> dict[str, Any]:
+    overrides = settings(threads, "train.epochs=1", *extra)
     with tempfile.TemporaryDirectory() as runs:
         if cli_has_scope():
             chosen = ["--all"] if every else ["-t", ",".join(tickers)]
@@ -247,7 +273,7 @@ def peak_rss(data_dir: Path, tickers: list[str], every: bool, threads: int) -> d
             command = [sys.executable, "-c", GLOBAL_CHILD, ",".join(tickers), str(data_dir), runs, *overrides]
             how = "train_global via python -c (the CLI has no --scope)"
         load = load_average()
-        print(f"1. peak RSS of a global run over {len(tickers)} tickers, train.epochs=1, {how} "
+        print(f"{label} over {len(tickers)} tickers, {', '.join(('train.epochs=1', *extra))}, {how} "
               f"(load before: {load})", flush=True)
         started = time.perf_counter()
         done = subprocess.run([sys.executable, "-c", RSS_WRAPPER, *command], capture_output=True, text=True,
@@ -258,7 +284,8 @@ def peak_rss(data_dir: Path, tickers: list[str], every: bool, threads: int) -> d
         raise RuntimeError(f"the global run failed ({returncode}): {done.stderr}")
     megabytes = max_rss_kb / 1024  # Linux reports ru_maxrss in KiB
     print(f"   peak RSS {megabytes:.0f} MB (goal <= {GOAL_RSS_MB} MB), {seconds:.0f} s wall", flush=True)
-    return {"how": how, "tickers": len(tickers), "peak_rss_mb": megabytes, "wall_s": seconds, "load": load}
+    return {"how": how, "tickers": len(tickers), "overrides": list(extra), "peak_rss_mb": megabytes,
+            "wall_s": seconds, "load": load}
 
 
 # --- 3. one quick epoch, 4. global vs local -------------------------------------------------------------
@@ -323,6 +350,145 @@ def global_vs_local(data_dir: Path, tickers: list[str], threads: int, local_coun
     return result
 
 
+# --- 5.-7. issue 24's cross-sectional options --------------------------------------------------------
+
+
+def alternating(sides: dict[str, Any], repeats: int) -> tuple[dict[str, list[float]], list[str]]:
+    """Seconds of each side (a function returning its seconds), `repeats` times each, who goes first swapping each
+    repeat so drift in the machine's load favours none; and the load averages before each."""
+    seconds: dict[str, list[float]] = {name: [] for name in sides}
+    loads = []
+    width = max(len(name) for name in sides)
+    for repeat in range(repeats):
+        for name in (list(sides) if repeat % 2 == 0 else list(reversed(sides))):
+            load = load_average()
+            seconds[name].append(sides[name]())
+            loads.append(load)
+            print(f"   repeat {repeat + 1} {name:<{width}} {seconds[name][-1]:8.2f} s  (load before: {load})",
+                  flush=True)
+    return seconds, loads
+
+
+def medians_against(seconds: dict[str, list[float]], today: str) -> dict[str, dict[str, float]]:
+    """Per side: the median seconds and its ratio to today's median."""
+    base = statistics.median(seconds[today])
+    return {name: {"median_s": statistics.median(values), "ratio": statistics.median(values) / base}
+            for name, values in seconds.items()}
+
+
+def target_config(threads: int, target: str, select: str = "loss") -> Config:
+    return config_of(threads, "train.epochs=1", "train.seeds=1", f"data.target={target}", f"train.select={select}")
+
+
+def build_seconds(prices: dict[str, Any], config: Config, built: dict[str, Dataset]) -> float:
+    built.pop(config.data.target, None)  # one dataset per target held at once, not two
+    started = time.perf_counter()
+    built[config.data.target] = build_dataset(prices, config)
+    return time.perf_counter() - started
+
+
+def epoch_seconds(panel: Dataset, config: Config, scores: list[float]) -> float:
+    """The trainer's seconds for one epoch through train_members (the path a run takes); with train.select
+    rank_ic, the seconds of the selection score alone go to `scores`."""
+    models, results = train_members(panel, config)
+    if results[0].epochs_run != 1:
+        raise RuntimeError(f"the trainer ran {results[0].epochs_run} epochs, not 1; the timing would mislead")
+    if config.train.select == "rank_ic":
+        score = validation_rank_ic(panel)
+        started = time.perf_counter()
+        score(models[0])
+        scores.append(time.perf_counter() - started)
+    return results[0].history[0].seconds
+
+
+def cross_section_cost(prices: dict[str, Any], threads: int, repeats: int) -> tuple[dict[str, Any], dict[str, Dataset]]:
+    """Figure 5: building the dataset with each target, and one epoch with each (target, selection); the datasets
+    built last, by target, for figure 6."""
+    built: dict[str, Dataset] = {}
+    configs = {target: target_config(threads, target) for target in TARGETS}
+    print(f"5. the cross-sectional options over {len(prices)} tickers, {threads} threads, {repeats} repeat(s) "
+          "each, medians compared with today's (log_return + loss)", flush=True)
+    print("   (a) building the dataset with each data.target", flush=True)
+    build, build_loads = alternating({target: (lambda config=config: build_seconds(prices, config, built))
+                                      for target, config in configs.items()}, repeats)
+    build_medians = medians_against(build, "log_return")
+    print("   median: " + ", ".join(f"{target} {value['median_s']:.2f} s ({value['ratio']:.2f}x)"
+                                   for target, value in build_medians.items()), flush=True)
+
+    panel = built["log_return"]
+    print(f"   (b) one global epoch (training + validation pass + selection score): {len(panel.train)} training / "
+          f"{len(panel.val)} validation windows of {len(panel.tickers)} tickers", flush=True)
+    # Untimed, on a few tickers: the first epoch in a process pays one-time costs (allocator growth, kernel
+    # setup), and the first rank IC score its own.
+    few = dict(list(prices.items())[:WARMUP_TICKERS])
+    warm = target_config(threads, "rank", "rank_ic")
+    train_members(build_dataset(few, warm), warm)
+    scores: dict[str, list[float]] = {}
+    sides = {}
+    for target, select in CROSS_SECTION_VARIANTS:
+        name = f"{target} + {select}"
+        scores[name] = []
+        sides[name] = (lambda target=target, select=select, name=name:
+                       epoch_seconds(built[target], target_config(threads, target, select), scores[name]))
+    epochs, epoch_loads = alternating(sides, repeats)
+    epoch_medians = medians_against(epochs, "log_return + loss")
+    for name, value in epoch_medians.items():
+        if scores[name]:
+            value["rank_ic_score_s"] = statistics.median(scores[name])
+    today = epoch_medians["log_return + loss"]["median_s"]
+    print(f"   median epoch: today's (log_return + loss) {today:.2f} s; "
+          + "; ".join(f"{name} {value['median_s']:.2f} s, ratio {value['ratio']:.3f}"
+                      + (f" (rank IC score {value['rank_ic_score_s']:.2f} s of it)" if "rank_ic_score_s" in value
+                         else "")
+                      for name, value in epoch_medians.items() if name != "log_return + loss")
+          + f" (goal <= {GOAL_CROSS_SECTION_RATIO})", flush=True)
+    worst = max(value["ratio"] for name, value in epoch_medians.items() if name != "log_return + loss")
+    return {"tickers": len(panel.tickers), "train_windows": len(panel.train), "val_windows": len(panel.val),
+            "build_s": build, "build": build_medians, "build_loads": build_loads,
+            "epoch_s": epochs, "epoch": epoch_medians, "epoch_loads": epoch_loads,
+            "worst_epoch_ratio": worst}, built
+
+
+def ridge_seconds(panel: Dataset, timings: dict[str, list[float]]) -> float:
+    started = time.perf_counter()
+    ridge = fit_ridge(panel)
+    fitted = time.perf_counter()
+    panel.to_prices(panel.test, ridge.predict(panel.test.inputs)[:, None])
+    done = time.perf_counter()
+    timings["fit"].append(fitted - started)
+    timings["forecast"].append(done - fitted)
+    return done - started
+
+
+def linear_baseline(built: dict[str, Dataset], repeats: int) -> dict[str, Any]:
+    """Figure 6: fit_ridge (all penalties, the validation choice) and its test forecasts, on each target's panel."""
+    panel = next(iter(built.values()))
+    print(f"6. the linear baseline on {len(panel.tickers)} tickers ({len(panel.train)} training, {len(panel.val)} "
+          f"validation, {len(panel.test)} test windows): fit_ridge + its test forecasts in prices", flush=True)
+    timings = {target: {"fit": [], "forecast": []} for target in built}
+    seconds, loads = alternating({target: (lambda panel=panel, target=target: ridge_seconds(panel, timings[target]))
+                                  for target, panel in built.items()}, repeats)
+    result = {}
+    for target, parts in timings.items():
+        result[target] = {part: statistics.median(values) for part, values in parts.items()}
+        print(f"   median {target}: fit {result[target]['fit']:.2f} s, test forecast "
+              f"{result[target]['forecast']:.2f} s", flush=True)
+    return {"tickers": len(panel.tickers), "train_windows": len(panel.train), "test_windows": len(panel.test),
+            "seconds": seconds, "timings": timings, "median": result, "loads": loads}
+
+
+def cross_section_rss(data_dir: Path, tickers: list[str], every: bool, threads: int, extra: tuple[str, ...],
+                      today: dict[str, Any] | None) -> dict[str, Any]:
+    """Figure 7: peak RSS of a global run with `extra` beside today's default (`today`: figure 1's, else measured)."""
+    if today is None:
+        today = peak_rss(data_dir, tickers, every, threads, label="7. peak RSS of today's default global run")
+    variant = peak_rss(data_dir, tickers, every, threads, extra, label="7. peak RSS of a global run with the "
+                       "issue-24 options")
+    print(f"   peak RSS: {variant['peak_rss_mb']:.0f} MB with {', '.join(extra)} against {today['peak_rss_mb']:.0f} "
+          f"MB today ({variant['peak_rss_mb'] / today['peak_rss_mb']:.2f}x; goal <= {GOAL_RSS_MB} MB)", flush=True)
+    return {"today": today, "variant": variant}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=SP500, help=f"price cache (default {SP500})")
@@ -334,6 +500,11 @@ def main() -> None:
                         help="time only the first N local runs and extrapolate (default all)")
     parser.add_argument("--skip-local", action="store_true", help="leave out the local runs of figure 4")
     parser.add_argument("--profile", action="store_true", help="the per-batch breakdown even when the goal is met")
+    parser.add_argument("--cross-section-only", action="store_true",
+                        help="only figures 5-7, issue 24's cross-sectional options (the others are slow)")
+    parser.add_argument("--rss-set", action="append", metavar="K=V", default=None,
+                        help="an override of figure 7's variant run, repeatable (default: "
+                             f"{' '.join(CROSS_SECTION_RSS)})")
     parser.add_argument("--json", action="store_true", help="also print every result as one JSON object, last")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -346,16 +517,23 @@ def main() -> None:
           f"load averages now: {load_average()}", flush=True)
 
     report: dict[str, Any] = {"tickers": len(tickers), "threads": args.threads, "unreadable": unreadable}
-    report["peak_rss"] = peak_rss(args.data_dir, sorted(tickers), every, args.threads)
-    config = config_of(args.threads)
-    panel = build_dataset(prices, config)
-    report["throughput"] = throughput(panel, config, args.epochs, args.repeats)
-    if args.profile or report["throughput"]["ratio"] < GOAL_RATIO:
-        report["profile_ms_per_batch"] = profile(panel, config)
-    del panel
-    report["quick_epoch"] = quick_epoch(prices, args.threads)
-    report["global_vs_local"] = global_vs_local(args.data_dir, sorted(tickers), args.threads, args.local_tickers,
-                                                args.skip_local)
+    if not args.cross_section_only:
+        report["peak_rss"] = peak_rss(args.data_dir, sorted(tickers), every, args.threads)
+        config = config_of(args.threads)
+        panel = build_dataset(prices, config)
+        report["throughput"] = throughput(panel, config, args.epochs, args.repeats)
+        if args.profile or report["throughput"]["ratio"] < GOAL_RATIO:
+            report["profile_ms_per_batch"] = profile(panel, config)
+        del panel
+        report["quick_epoch"] = quick_epoch(prices, args.threads)
+        report["global_vs_local"] = global_vs_local(args.data_dir, sorted(tickers), args.threads,
+                                                    args.local_tickers, args.skip_local)
+    report["cross_section"], built = cross_section_cost(prices, args.threads, args.repeats)
+    report["linear_baseline"] = linear_baseline(built, args.repeats)
+    del built
+    report["cross_section_rss"] = cross_section_rss(args.data_dir, sorted(tickers), every, args.threads,
+                                                    tuple(args.rss_set or CROSS_SECTION_RSS),
+                                                    report.get("peak_rss"))
     if args.json:
         print(json.dumps(report))
 
