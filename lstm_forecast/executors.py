@@ -410,7 +410,10 @@ def run_on_ray(jobs: list[Job], address: str | None, stop: StopRequest) -> Itera
         connection = join_ray_cluster(ray, address)
     elif started_here:
         try:
-            ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR", num_cpus=os.cpu_count() or 1)
+            # "local": a new instance of our own, never a cluster some `ray start` left on this machine, which
+            # Ray would otherwise join (its /tmp/ray/ray_current_cluster) without a --ray-address given.
+            ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                     num_cpus=os.cpu_count() or 1)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ForecastError(f"cannot start a local Ray instance: {_one_line(exc)[:200]}") from None
     return _ray_outcomes(ray, jobs, stop, shutdown=started_here, connection=connection)
