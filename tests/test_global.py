@@ -4,6 +4,7 @@ windows, the global bundle, and its per-ticker and cross-sectional evaluation.""
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -23,6 +24,20 @@ from lstm_forecast.report import scopes_report
 from lstm_forecast.scoring import member_predictions, ticker_forecasts
 from lstm_forecast.train import fingerprint, score_tickers, train_global, train_members
 from lstm_forecast.windows import WindowSpec, build_dataset, compute_features
+
+
+def fresh_copy(run_dir: Path, copy: Path) -> Path:
+    """`copy` made anew from the run folder (a test damages each copy its own way)."""
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(run_dir, copy)
+    return copy
+
+
+def price_entries(run_dir: Path) -> dict[str, bytes]:
+    """Every entry of a run's prices.zip, by name."""
+    with zipfile.ZipFile(run_dir / PRICES_ARCHIVE) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
 
 GLOBAL = [*TINY_OVERRIDES, "model.scope=global"]
 
@@ -218,21 +233,17 @@ def test_out_of_universe_tickers_are_scored_on_the_same_test_dates(global_run, t
 
 
 def test_a_damaged_global_bundle_is_one_error_naming_the_file(global_run, tmp_path):
-    import shutil
-
     run_dir, _, _ = global_run
     copy = tmp_path / "copy"
-    shutil.copytree(run_dir, copy)
+    fresh_copy(run_dir, copy)
     document = json.loads((copy / GLOBAL_FILE).read_text())
     document["tickers"][1]["scaler"]["target_std"] = -1.0
     (copy / GLOBAL_FILE).write_text(json.dumps(document))
     with pytest.raises(ForecastError, match=r"global\.json.*damaged"):
         load_global_bundle(copy)
 
-    shutil.rmtree(copy)
-    shutil.copytree(run_dir, copy)
-    with zipfile.ZipFile(copy / PRICES_ARCHIVE) as archive:
-        entries = {name: archive.read(name) for name in archive.namelist()}
+    fresh_copy(run_dir, copy)
+    entries = price_entries(copy)
     entries["T01.csv"] = entries["T01.csv"].replace(b"\n2019-01-03,", b"\n2019-01-03,1", 1)
     with zipfile.ZipFile(copy / PRICES_ARCHIVE, "w") as archive:
         for name, content in entries.items():
@@ -242,11 +253,9 @@ def test_a_damaged_global_bundle_is_one_error_naming_the_file(global_run, tmp_pa
 
 
 def test_a_global_bundle_declaring_more_than_memory_allows_is_refused_before_it_is_read(global_run, tmp_path):
-    import shutil
-
     run_dir, data_dir, _ = global_run
     copy = tmp_path / "big"
-    shutil.copytree(run_dir, copy)
+    fresh_copy(run_dir, copy)
     # global.json padded to 200 MB (whitespace is valid JSON): refused by its size before it is parsed.
     text = (copy / GLOBAL_FILE).read_text()
     with (copy / GLOBAL_FILE).open("w") as handle:
@@ -260,8 +269,7 @@ def test_a_global_bundle_declaring_more_than_memory_allows_is_refused_before_it_
     assert "allowed here" in result.stderr and "Traceback" not in result.stderr
 
     # A fingerprint declaring more rows than days, which would size prices.zip's entries past any bound.
-    shutil.rmtree(copy)
-    shutil.copytree(run_dir, copy)
+    fresh_copy(run_dir, copy)
     document = json.loads((copy / GLOBAL_FILE).read_text())
     document["tickers"][0]["fingerprint"]["rows"] = 9_000_000
     (copy / GLOBAL_FILE).write_text(json.dumps(document))
@@ -270,13 +278,10 @@ def test_a_global_bundle_declaring_more_than_memory_allows_is_refused_before_it_
 
 
 def test_a_prices_archive_bomb_is_refused_without_inflating_it(global_run, tmp_path):
-    import shutil
-
     run_dir, _, _ = global_run
     copy = tmp_path / "bomb"
-    shutil.copytree(run_dir, copy)
-    with zipfile.ZipFile(copy / PRICES_ARCHIVE) as archive:
-        entries = {name: archive.read(name) for name in archive.namelist()}
+    fresh_copy(run_dir, copy)
+    entries = price_entries(copy)
     with zipfile.ZipFile(copy / PRICES_ARCHIVE, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, content in entries.items():
             if name != "T01.csv":
@@ -449,13 +454,10 @@ def test_evaluate_walks_a_global_run_forward_with_folds(global_run):
 
 
 def test_a_recorded_price_entry_larger_than_its_rows_allow_is_never_inflated(global_run, tmp_path):
-    import shutil
-
     run_dir, _, _ = global_run
     copy = tmp_path / "copy"
-    shutil.copytree(run_dir, copy)
-    with zipfile.ZipFile(copy / PRICES_ARCHIVE) as archive:
-        entries = {name: archive.read(name) for name in archive.namelist()}
+    fresh_copy(run_dir, copy)
+    entries = price_entries(copy)
     entries["T03.csv"] += b"9" * 10_000_000  # compresses to kilobytes; its fingerprint declares 261 rows
     with zipfile.ZipFile(copy / PRICES_ARCHIVE, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, content in entries.items():

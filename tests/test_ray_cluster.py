@@ -18,12 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TINY_OVERRIDES, build_prices
+from conftest import TINY_OVERRIDES, build_prices, write_caches
 
 from lstm_forecast import executors, universe
 from lstm_forecast.config import load_config
 from lstm_forecast.errors import ForecastError, UsageError
-from lstm_forecast.prices import prices_to_csv
 
 TICKERS = ["AAA", "BBB"]
 LOOPBACK = "127.0.0.1"
@@ -48,11 +47,8 @@ def loopback(no_network: None, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "data"
-    folder.mkdir()
-    for seed, ticker in enumerate(TICKERS):
-        (folder / f"{ticker}.csv").write_bytes(prices_to_csv(build_prices(260, seed=seed)))
-    return folder
+    prices = {ticker: build_prices(260, seed=seed) for seed, ticker in enumerate(TICKERS)}
+    return write_caches(tmp_path / "data", prices)
 
 
 @pytest.fixture
