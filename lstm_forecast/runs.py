@@ -60,6 +60,7 @@ OUT_OF_UNIVERSE_FAMILY = "out-of-universe evaluation of global run"
 # more, but no run that long is compared, and a file past this is not read whole into a DataFrame.
 HISTORY_LIMIT = 64 << 20
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss")
+MAX_HISTORY_EPOCH = 100_000  # train.epochs' bound
 
 
 # --- what a run's files are read back as ----------------------------------------------------------------
@@ -304,19 +305,21 @@ def read_history(run_dir: Path) -> pd.DataFrame:
     path = run_dir / HISTORY_FILE
     try:
         history = pd.read_csv(io.BytesIO(read_bounded(path, HISTORY_LIMIT, "a run's loss history")))
-        values = history[list(HISTORY_COLUMNS)].apply(pd.to_numeric, errors="raise")
+        # As floats: a cell of 400 digits overflows here (and is damage), not later in a plot or a table.
+        values = history[list(HISTORY_COLUMNS)].apply(pd.to_numeric, errors="raise").astype(float)
     except FileNotFoundError:
         raise ForecastError(f"damaged run {run_dir}: {HISTORY_FILE} is missing") from None
     except ForecastError as exc:
         raise ForecastError(f"damaged run {run_dir}: {exc}") from None
-    except (ValueError, KeyError, pd.errors.ParserError) as exc:  # ValueError: UTF-8, digits, a text cell
+    except (ValueError, KeyError, OverflowError, pd.errors.ParserError) as exc:  # ValueError: UTF-8, a text cell
         raise ForecastError(f"damaged run {run_dir}: {HISTORY_FILE} is not a loss history this tool wrote "
                             f"({type(exc).__name__})") from None
     epochs = values["epoch"].to_numpy()
-    if values.empty or np.isinf(values.to_numpy(dtype=float)).any() or not (epochs >= 1).all() or (
+    whole = (epochs >= 1) & (epochs <= MAX_HISTORY_EPOCH) & (epochs == np.floor(epochs))
+    if values.empty or np.isinf(values.to_numpy()).any() or not whole.all() or (
             "seed" in history and not pd.api.types.is_integer_dtype(history["seed"])):
         raise ForecastError(f"damaged run {run_dir}: {HISTORY_FILE} holds no epochs, or values out of range")
-    return history
+    return history.assign(**values.astype({"epoch": int}))  # the checked numbers, other columns as written
 
 
 def checked_record(path: Path, schema: type[RecordT]) -> tuple[RecordT | None, str | None]:

@@ -143,7 +143,10 @@ def test_a_global_runs_damaged_scores_are_named_in_the_screener_which_still_fore
 
 @pytest.mark.parametrize("text", ["epoch,train_loss,val_loss\n1,abc,0.5\n", "epoch,train_loss,val_loss\n1,inf,0.5\n",
                                   "epoch,train_loss\n1,0.5\n", "epoch,train_loss,val_loss\n0,0.5,0.5\n",
-                                  "epoch,train_loss,val_loss\n", "\xff\n", "fifo"])
+                                  "epoch,train_loss,val_loss\n", "\xff\n", "fifo",
+                                  "epoch,train_loss,val_loss\n1," + "9" * 400 + ",0.5\n",
+                                  "epoch,train_loss,val_loss\n" + "9" * 30 + ",0.5,0.5\n",
+                                  "epoch,train_loss,val_loss\n1.5,0.5,0.5\n"])
 def test_a_damaged_loss_history_is_one_line_naming_the_run(tmp_path, text):
     path = tmp_path / "history.csv"
     if text == "fifo":
