@@ -105,8 +105,10 @@ def bounded_lines(handle: BinaryIO, total_limit: int, line_limit: int) -> Iterat
         if len(line) <= line_limit or line.endswith(b"\n"):
             yield line
             continue
-        while read < total_limit and (rest := handle.readline(READ_CHUNK)) and not rest.endswith(b"\n"):
-            read += len(rest)
+        while read < total_limit and (rest := handle.readline(READ_CHUNK)):
+            read += len(rest)  # counted before the test: the limit bounds every byte read, this chunk's too
+            if rest.endswith(b"\n"):
+                break
         yield None
     if handle.read(1):
         yield None
@@ -123,8 +125,12 @@ def append_line(path: Path, text: str, error: type[ForecastError], what: str) ->
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise error(f"{path}: not a regular file; expected {what}")
-        os.write(fd, text.encode("utf-8"))
+        view = memoryview(text.encode("utf-8"))
+        while view:  # a write may take part of the line (a disk filling up): the rest follows, or fails below
+            view = view[os.write(fd, view):]
         os.fsync(fd)
+    except OSError as exc:  # a full disk, an I/O error: one line, what was appended before is kept
+        raise error(f"{path}: cannot append to {what}: {_reason(exc)}") from None
     finally:
         os.close(fd)
 

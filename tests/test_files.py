@@ -3,6 +3,8 @@ links, and a message quotes only a short, plain rendering of a bad value."""
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import stat
 import threading
@@ -11,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lstm_forecast import files
 from lstm_forecast.errors import ForecastError, UsageError, quote
-from lstm_forecast.files import atomic_write_bytes, atomic_write_text, read_bounded
+from lstm_forecast.files import append_line, atomic_write_bytes, atomic_write_text, bounded_lines, read_bounded
 
 
 def test_read_bounded_reads_a_regular_file_up_to_the_limit(tmp_path):
@@ -109,3 +112,30 @@ def test_shorten_never_passes_control_characters_to_the_terminal():
 
     assert shorten("\x1b[31mVolume\x1b[0m") == "\\x1b[31mVolume\\x1b[0m"
     assert shorten("plain text") == "plain text" and shorten("x" * 50, 10) == "x" * 9 + "…"
+
+
+def test_an_appended_line_is_written_whole_however_the_kernel_splits_the_write(tmp_path, monkeypatch):
+    path = tmp_path / "results.jsonl"
+    real_write = os.write
+    monkeypatch.setattr(files.os, "write", lambda fd, data: real_write(fd, bytes(data[:3])))  # 3 bytes a call
+    append_line(path, '{"ticker": "AAA"}\n', ForecastError, "a results file")
+    append_line(path, '{"ticker": "BBB"}\n', ForecastError, "a results file")
+    assert path.read_text() == '{"ticker": "AAA"}\n{"ticker": "BBB"}\n'
+
+
+def test_appending_to_a_full_disk_is_one_line_and_keeps_what_was_there(tmp_path, monkeypatch):
+    path = tmp_path / "results.jsonl"
+    append_line(path, "first\n", ForecastError, "a results file")
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "write", full)
+    with pytest.raises(ForecastError, match=r"results.jsonl: cannot append to a results file: .*[Nn]o space"):
+        append_line(path, "second\n", ForecastError, "a results file")
+    assert path.read_text() == "first\n"
+
+
+def test_a_skipped_long_line_counts_every_byte_against_the_total_limit():
+    lines = list(bounded_lines(io.BytesIO(b"x" * 100 + b"\nshort\n"), total_limit=40, line_limit=10))
+    assert lines == [None, None]  # the long line, then "the rest was not read": the limit held
