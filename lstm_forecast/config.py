@@ -354,7 +354,7 @@ def resolve_config(path: Path | str) -> Path:
     except OSError:  # a name too long, a folder not searchable: the reader says which
         return Path(given)
     if any(sep in given for sep in ("/", os.sep, os.altsep) if sep):
-        raise UsageError(f"{given}: config file not found")  # as given: Path('./quick') would print `quick`
+        raise UsageError(f"{shorten(given, 60)}: config file not found")  # as given, not Path(given)
     name = given.removesuffix(".yaml")
     if name == SEARCH_SPACE:  # loading it as a config would fail on its dotted keys, a puzzling error
         raise UsageError(f"{quote(given)} is tune's packaged search space, not a config: tune uses it by "

@@ -298,8 +298,12 @@ def _token_mode_if_found() -> Iterator[bool]:
     """Ray's token mode for this process while in the block, when RAY_AUTH_MODE is unset and a token is found;
     the mode (an environment variable Ray caches) is put back after, so nothing outlives the connection.
     Yields whether a token is sent."""
-    from ray._raylet import AuthenticationTokenLoader, Config
-    from ray.exceptions import AuthenticationError
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+        from ray.exceptions import AuthenticationError
+    except ImportError:  # a Ray from before token authentication (pyproject allows ray>=2.9): nothing to send
+        yield False
+        return
 
     loader = AuthenticationTokenLoader.instance()
     loader.reset_cache()  # looked up anew: the variables may have changed since Ray last looked
@@ -328,8 +332,11 @@ def _token_mode_if_found() -> Iterator[bool]:
 def _check_token(address: str, token_sent: bool) -> None:
     """Ask the cluster's head for its id, as `ray.init` does first, but once and quietly: a head that wants a
     token we do not have (or another one) says so at once, where `ray.init` would retry for half a minute."""
-    from ray._raylet import InnerGcsClient
-    from ray.exceptions import AuthenticationError, RayError
+    try:
+        from ray._raylet import InnerGcsClient
+        from ray.exceptions import AuthenticationError, RayError
+    except ImportError:  # a Ray from before token authentication: ray.init's own error says what went wrong
+        return
 
     try:
         with _native_stderr_silenced():  # Ray's C++ client logs every refusal straight to the stderr file

@@ -18,17 +18,17 @@ from pathlib import Path
 from lstm_forecast import data
 from lstm_forecast.bundle import list_runs, resolve_runs_dir
 from lstm_forecast.config import Config
-from lstm_forecast.errors import UsageError, quote
+from lstm_forecast.errors import UsageError, quote, shorten
 from lstm_forecast.files import read_bounded
 from lstm_forecast.model import check_trainable
 from lstm_forecast.runs import global_runs_by_ticker
 from lstm_forecast.yahoo import DATA_DIR_ENV
 
 TICKERS_FILE_LIMIT = 1 << 20  # a list of a few thousand symbols is kilobytes
-SHOWN_OFFENDERS = 5
+SHOWN_OFFENDERS = 5  # invalid names quoted in the one error line; the rest are counted
 # Tickers one command takes: a universe trains a model each, and every US-listed stock is about 6,000 (a 1 MB
 # tickers file could name some 150,000).
-MAX_SELECTED = 10_000  # invalid names quoted in the one error line; the rest are counted
+MAX_SELECTED = 10_000
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,9 @@ def plan_training(
     # than a wish to download every ticker into a new folder: said, not acted on. ./data is made on first fetch,
     # and `fetch` makes the folder it is given.
     if (data_dir is not None or os.environ.get(DATA_DIR_ENV) or config.data.dir) and not folder.is_dir():
-        raise UsageError(f"data dir {folder}: no such folder; correct the path, or fetch into it first "
-                         f"(lstm-forecast fetch -t TICKER --data-dir {folder})")
+        shown = shorten(str(folder), 100)
+        raise UsageError(f"data dir {shown}: no such folder; correct the path, or fetch into it first "
+                         f"(lstm-forecast fetch -t TICKER --data-dir {shown})")
     return Plan(selection.tickers, selection.warnings, folder, resolve_runs_dir(runs_dir, config.runs.dir))
 
 
