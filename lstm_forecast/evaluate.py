@@ -414,7 +414,7 @@ def cache_state(data_dir: Path, bundle: RunBundle) -> dict[str, Any]:
     """Whether the price cache still holds the rows the run was trained on ("rows": those rows, or None)."""
     ticker = bundle.ticker
     try:
-        cached = data.read_cache(data_dir, ticker)
+        cached = data.read_cache(data_dir, ticker, bundle.config.data.calendar)  # cut as training was
     except ForecastError as exc:
         return {"cache": "unreadable", "note": f"the cached prices could not be read ({exc})", "rows": None}
     if cached is None:
