@@ -67,13 +67,12 @@ from lstm_forecast.files import (
 from lstm_forecast.model import ensemble_of
 from lstm_forecast.prices import prices_sha256
 from lstm_forecast.report import evaluation_report, global_report
-from lstm_forecast.runs import OUT_OF_UNIVERSE_FAMILY, earlier_out_of_universe
+from lstm_forecast.runs import EVALUATION_FILE, OUT_OF_UNIVERSE_FAMILY, earlier_out_of_universe
 from lstm_forecast.scoring import FORECASTS, PeriodForecasts, iso_day, period_forecasts, score_forecasts
 from lstm_forecast.sets import REPORT_FILE, UNIVERSE_PLOT, adjusted_family, widened_set, write_summary
 from lstm_forecast.train import PhaseCallback, announce, fingerprint, score_tickers
 from lstm_forecast.windows import Dataset, build_dataset, reasons
 
-EVALUATION_FILE = "evaluation.json"
 IC_PLOT = "ic.png"
 LONG_SHORT_PLOT = "long_short.png"
 ROLLING_IC_DAYS = 60

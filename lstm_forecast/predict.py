@@ -53,6 +53,7 @@ from lstm_forecast.runs import (
 from lstm_forecast.scoring import member_predictions, ticker_forecasts, val_residuals
 from lstm_forecast.sessions import TradingCalendar, calendar_for
 from lstm_forecast.sets import Q_THRESHOLD, SUMMARY_JSON, Family, SetSummary, recorded_family
+from lstm_forecast.tables import FitTable
 from lstm_forecast.trainer import cpu_threads
 from lstm_forecast.trainer import predict as predict_scaled
 from lstm_forecast.windows import Scaler, build_dataset, inference_inputs, targets_to_prices
@@ -686,8 +687,6 @@ def screener_report(rows: list[dict[str, Any]]) -> list[Any]:
     """The table, a line per flagged or failed ticker with its reason, and the line saying what the ranking is."""
     from rich import box
     from rich.text import Text
-
-    from lstm_forecast.tables import FitTable
 
     levels = {row["level"] for row in rows if row["level"] is not None}
     one_level = len(levels) == 1

@@ -235,13 +235,6 @@ def global_runs_by_ticker(runs_dir: Path) -> dict[str, list[Path]]:
     return held
 
 
-def scores_on_test(run_dir: Path) -> tuple[float | None, float | None]:
-    """The run's test RMSE ratio to naive (all days) and its Diebold–Mariano p-value, from metrics.json; both None
-    when it is absent or damaged."""
-    metrics = checked_record(run_dir / METRICS_FILE, RunMetrics)[0]
-    return metrics.test_scores() if metrics is not None else (None, None)
-
-
 def newest_local_scores(runs_dir: Path) -> tuple[dict[str, tuple[float | None, float | None]], dict[str, str]]:
     """The test RMSE ratio and DM p-value of every ticker's newest own run in the runs dir whose bundle.json reads
     (a universe's runs among them): the tests a local run's q-value is judged among; and the tickers whose

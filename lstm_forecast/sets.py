@@ -317,12 +317,12 @@ def set_verdict(tested: int, better: int, worse: int, pooled: dict[str, Any], fa
     among = f" over the {family}" if family else ""
     counts = (f"{better} of {tested} tickers beat the random walk at q < {Q_THRESHOLD:g} (Benjamini–Hochberg"
               f"{among}), {worse} did worse")
-    pvalue, mean = pooled["pvalue"], pooled["mean_differential"]
+    pvalue = pooled["pvalue"]
     if pvalue is None:
         return f"{counts}; the pooled test could not be computed"
     if pvalue < Q_THRESHOLD:
-        side = "better" if mean < 0 else "worse"
-        return f"{counts}; pooled over {pooled_over} the model is {side} than the random walk ({p_phrase(pvalue)})"
+        return (f"{counts}; pooled over {pooled_over} the model is {pooled_side(pooled)} than the random walk "
+                f"({p_phrase(pvalue)})")
     return (f"{counts}; pooled over {pooled_over} the model is not distinguishable from the random walk "
             f"({p_phrase(pvalue)})")
 

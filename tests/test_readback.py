@@ -118,7 +118,7 @@ def test_extra_keys_from_a_newer_writer_are_read_past(runs_dir):
     target = next((runs_dir["runs_dir"] / "D").iterdir())
     metrics = json.loads((target / "metrics.json").read_text())
     (target / "metrics.json").write_text(json.dumps({**metrics, "written_by_a_newer_version": [1, 2, 3]}))
-    assert runs.scores_on_test(target) == SCORES["D"]
+    assert runs.checked_record(target / "metrics.json", runs.RunMetrics)[0].test_scores() == SCORES["D"]
 
 
 def test_a_global_runs_damaged_scores_are_named_in_the_screener_which_still_forecasts(global_run, tmp_path):
