@@ -68,7 +68,7 @@ from lstm_forecast.bundle import BUNDLE_FILE, list_runs, load_run
 from lstm_forecast.config import SEARCH_SPACE, Config, config_hash, packaged_config
 from lstm_forecast.errors import ForecastError, Interrupted, StopRequest, UsageError, quote, shorten
 from lstm_forecast.executors import PlainJob, run_in_workers
-from lstm_forecast.files import atomic_write_text, open_regular, read_bounded
+from lstm_forecast.files import atomic_write_text, fsync_dir, open_regular, read_bounded
 from lstm_forecast.model import check_trainable, ensemble_of
 from lstm_forecast.prices import prices_sha256
 from lstm_forecast.runs import RunHead, TrainingHead, checked_record
@@ -322,6 +322,7 @@ def move_to_journal(folder: Path) -> None:
         with open(partial, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(partial, journal)
+        fsync_dir(journal.parent)  # the journal's name on disk before the database goes: a crash keeps one of them
         sqlite.unlink()
     except OSError as exc:
         raise ForecastError(f"cannot move study {sqlite} into a journal for --jobs: {_reason(exc)}") from None
