@@ -278,17 +278,18 @@ def publish_dir(tmp_dir: Path, final_dir: Path) -> None:
 
 def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
     """Put a finished temp directory in place of `final_dir`, whole: the old one is renamed aside first (marked as
-    ours, so a process killed between the renames leaves it to the usual clean-up of stale temp dirs), and removed
-    once the new one is in. Readers see the old set or the new one, never a mix of both."""
+    ours before the rename, so a process killed at any point leaves it to the usual clean-up of stale temp dirs:
+    the marker alone does nothing to a folder without the temp prefix), and removed once the new one is in.
+    Readers see the old set or the new one, never a mix of both (for an instant between the renames, neither)."""
     aside = None
     if final_dir.exists():
         aside = final_dir.parent / f"{TEMP_PREFIX}old-{final_dir.name}-{os.getpid()}-{time.monotonic_ns()}"
+        (final_dir / TEMP_MARKER).touch()
         final_dir.rename(aside)
-        (aside / TEMP_MARKER).touch()
     try:
         publish_dir(tmp_dir, final_dir)
     except BaseException:
-        if aside is not None:
+        if aside is not None and not final_dir.exists():  # the new set never got in: the old one goes back
             aside.rename(final_dir)
             (final_dir / TEMP_MARKER).unlink(missing_ok=True)
         raise
