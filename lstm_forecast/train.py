@@ -77,7 +77,6 @@ from lstm_forecast.trainer import (
     Samples,
     TrainResult,
     fit,
-    predict,
     resolve_device,
     seed_everything,
 )
@@ -402,10 +401,10 @@ def train_model(
     return model.cpu().eval(), result
 
 
-def validation_rank_ic(dataset: Dataset) -> Callable[[torch.nn.Module], float]:
-    """train.select rank_ic's score of a model (lower is better, as trainer.fit takes it): minus the mean daily
-    Spearman rank IC, across tickers, of its day-1 forecasts against the realised day-1 log returns of the
-    validation windows (NaN when no day could be ranked). Only the validation period is read, never the test's."""
+def validation_rank_ic(dataset: Dataset) -> Callable[[np.ndarray], float]:
+    """train.select rank_ic's score of a model's scaled forecasts of the validation windows (lower is better, as
+    trainer.fit takes it): minus the mean daily Spearman rank IC, across tickers, of its day-1 forecasts against
+    the realised day-1 log returns (NaN when no day could be ranked). Only the validation period is read."""
     val = dataset.val
     anchor_days, day = np.unique(val.anchor_dates, return_inverse=True)
 
@@ -419,9 +418,9 @@ def validation_rank_ic(dataset: Dataset) -> Callable[[torch.nn.Module], float]:
         raise ForecastError(f"train.select rank_ic: no validation day has windows of {MIN_TICKERS} tickers to "
                             "rank; use more tickers or train.select loss")
 
-    def score(model: torch.nn.Module) -> float:
+    def score(scaled: np.ndarray) -> float:
         # Each ticker's forecast back in its own units first: the scaled outputs of two tickers do not compare.
-        day_one = np.log(dataset.to_prices(val, predict(model, val.model_inputs))[:, 0] / val.anchor_prices)
+        day_one = np.log(dataset.to_prices(val, scaled)[:, 0] / val.anchor_prices)
         daily = rank_ic(grid(day_one), realised)
         return -float(daily.mean()) if len(daily) else math.nan
 

@@ -350,13 +350,14 @@ def fit(
     on_epoch: EpochCallback | None = None,
     stop: StopRequest | None = None,
     on_batch: BatchCallback | None = None,
-    val_score: Callable[[nn.Module], float] | None = None,
+    val_score: Callable[[np.ndarray], float] | None = None,
 ) -> TrainResult:
     """Train `model` in place (moved to `device`) and leave it holding the best validation epoch's weights.
 
-    The best epoch is the one with the lowest validation loss, or with the lowest `val_score(model)` when given
-    (the caller's selection rule on the validation period, lower is better: e.g. minus a rank IC); the same
-    score drives early stopping and the plateau schedule.
+    The best epoch is the one with the lowest validation loss, or with the lowest `val_score(forecasts)` when
+    given: the caller's selection rule on the model's (windows, horizon) forecasts of the validation windows, in
+    the scaled target space and the order `val` has them, lower is better (e.g. minus a rank IC); the same score
+    drives early stopping and the plateau schedule. The forecasts are the validation loss's own pass, kept.
 
     Reproducible: with the same seed, data and config, a CPU run repeats bit for bit when torch's intra-op
     thread count is the same (`train.threads`, or the count `auto` chose, reported as `TrainResult.threads`);
@@ -407,8 +408,8 @@ def fit(
             )
             if train_loss is None:  # interrupted mid-epoch: a partial epoch is neither scored nor kept
                 break
-            val_loss = _mean_loss(model, val_x, val_y, loss_fn)
-            score = None if val_score is None else val_score(model)
+            val_loss, forecasts = _validate(model, val_x, val_y, loss_fn, keep=val_score is not None)
+            score = None if val_score is None else val_score(forecasts)
             selected = val_loss if score is None else score  # NaN (no score) is never the best
             if math.isfinite(val_loss) and selected < best_score:
                 best_epoch, best_val_loss, best_score = epoch, val_loss, selected
@@ -516,19 +517,23 @@ def _batches(tensors: tuple[Tensor, ...], size: int, order: Tensor | None = None
     return zip(*(tensor.split(size) for tensor in tensors), strict=True)
 
 
-def _mean_loss(
-    model: nn.Module, inputs: tuple[Tensor, ...], targets: Tensor, loss_fn: Callable[..., Tensor]
-) -> float:
-    """Mean per-window loss over a whole split, without dropout or gradients."""
+def _validate(
+    model: nn.Module, inputs: tuple[Tensor, ...], targets: Tensor, loss_fn: Callable[..., Tensor], keep: bool
+) -> tuple[float, np.ndarray | None]:
+    """Mean per-window loss over a whole split, without dropout or gradients; with `keep`, the forecasts too
+    (one host copy), so a selection score never runs the split through the model a second time."""
     model.eval()
+    summed, outputs = [], []
     with torch.inference_mode():
-        summed = [
-            loss_fn(model(*batch_inputs), batch_targets, reduction="sum")
-            for *batch_inputs, batch_targets in _batches((*inputs, targets), EVAL_BATCH_SIZE)
-        ]
+        for *batch_inputs, batch_targets in _batches((*inputs, targets), EVAL_BATCH_SIZE):
+            forecast = model(*batch_inputs)
+            summed.append(loss_fn(forecast, batch_targets, reduction="sum"))
+            if keep:
+                outputs.append(forecast)
         # Summing per element and dividing by the element count averages the per-window means,
         # the same quantity as the training loss (every window has `horizon` targets).
-        return torch.stack(summed).sum().item() / targets.numel()
+        loss = torch.stack(summed).sum().item() / targets.numel()
+    return loss, torch.cat(outputs).cpu().numpy() if keep else None
 
 
 def _to_device(samples: Samples, split: str, device: torch.device) -> tuple[tuple[Tensor, ...], Tensor]:

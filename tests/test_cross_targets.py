@@ -160,18 +160,11 @@ def test_the_validation_rank_ic_ranks_the_validation_windows_and_never_the_test_
     dataset = panel(universe, "excess", "window.horizon=1")
     score = validation_rank_ic(dataset)
 
-    class Oracle(torch.nn.Module):  # knows the validation period's answers (scaled), and nothing else
-        def __init__(self) -> None:
-            super().__init__()
-            self.unused = torch.nn.Parameter(torch.zeros(1))
-
-        def forward(self, windows: torch.Tensor, ticker: torch.Tensor) -> torch.Tensor:
-            return torch.as_tensor(dataset.val.targets)
-
+    oracle = dataset.val.targets  # forecasts that know the validation period's answers (scaled), nothing else
     # The tickers share their training days, so their market-neutral returns rank as the returns: a perfect IC.
-    assert score(Oracle()) == pytest.approx(-1.0)
+    assert score(oracle) == pytest.approx(-1.0)
     dataset.test.actual_prices[:] = np.nan  # the test period is never read
-    assert math.isfinite(score(Oracle()))
+    assert math.isfinite(score(oracle))
 
 
 # --- skill, or none --------------------------------------------------------------------------------------
