@@ -197,7 +197,19 @@ def training_threads(requested: int | str | list[list[int]]) -> int:
         return int(requested[0][1])
     if requested != "auto":
         return int(requested)
-    return user_threads() or max(1, min(AUTO_MAX_THREADS, usable_cores(), free_cores(usable_cores())))
+    cores = usable_cores()
+    return user_threads() or auto_count(cores, free_cores(cores))
+
+
+def auto_count(cores: int, free: int) -> int:
+    """`auto`'s thread count: one per free core, at least one, at most AUTO_MAX_THREADS."""
+    return max(1, min(AUTO_MAX_THREADS, cores, free))
+
+
+def free_of(cores: int, busy: float) -> int:
+    """The cores left beside `busy` cores of other work; a core counts as free when at least three quarters of
+    it is."""
+    return int(cores - busy + 0.25)
 
 
 def user_threads() -> int | None:
@@ -227,8 +239,7 @@ def free_cores(cores: int) -> int:
     """Cores not kept busy by other processes right now (this one sleeps while it looks).
 
     Linux: the machine's busy share from /proc/stat over `LOAD_SAMPLE_S`; elsewhere the 1-minute load
-    average (slower to follow a change); `cores` when neither is available. A core counts as free when at
-    least three quarters of it is.
+    average (slower to follow a change); `cores` when neither is available (see `free_of`).
     """
     try:
         first = _cpu_counters()
@@ -241,7 +252,7 @@ def free_cores(cores: int) -> int:
             busy = os.getloadavg()[0]
         except (OSError, AttributeError):
             return cores
-    return int(cores - busy + 0.25)
+    return free_of(cores, busy)
 
 
 @dataclass(frozen=True)
@@ -297,8 +308,7 @@ class ThreadPlan:
         elif self.last_look is not None and time.perf_counter() - self.last_look.wall >= RETHINK_S:
             look = self._look()
             if look is not None:
-                free = int(self.cores - look.others_busy_since(self.last_look) + 0.25)
-                self._use(max(1, min(AUTO_MAX_THREADS, self.cores, free)))
+                self._use(auto_count(self.cores, free_of(self.cores, look.others_busy_since(self.last_look))))
             self.last_look = look
         self.step += 1
 
