@@ -724,15 +724,20 @@ def read_weights(
     return weights
 
 
+def check_json_memory(path: Path, size: int) -> None:
+    """Refuse a JSON document of `size` bytes whose parsed form would not fit: parsed, validated and dumped again,
+    a document takes many times its size in Python objects (a short number in the text is a float object and a
+    list slot, thrice over). A megabyte always fits."""
+    if size > 1 << 20 and size * JSON_MEMORY_FACTOR > memory_limit():
+        raise ForecastError(f"{path}: {size:,} bytes would need about {gib(size * JSON_MEMORY_FACTOR)} to read, "
+                            f"more than the {gib(memory_limit())} allowed here")
+
+
 def _read_json(path: Path, limit: int = BUNDLE_JSON_LIMIT) -> dict[str, Any]:
     """A bundle's JSON document, read with a size limit; hostile nesting or numbers are damage, not a crash."""
     try:
         raw = read_bounded(path, limit, "a bundle description")
-        # Parsed, validated and dumped again, a document takes many times its size in Python objects (a short
-        # number in the text is a float object and a list slot, thrice over): refuse what would not fit.
-        if len(raw) > 1 << 20 and len(raw) * JSON_MEMORY_FACTOR > memory_limit():  # a megabyte always fits
-            raise ForecastError(f"{path}: {len(raw):,} bytes would need about {gib(len(raw) * JSON_MEMORY_FACTOR)} "
-                                f"to read, more than the {gib(memory_limit())} allowed here")
+        check_json_memory(path, len(raw))
         document = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise ForecastError(f"{path}: missing; not a run bundle (see `lstm-forecast runs`)") from None

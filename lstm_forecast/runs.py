@@ -31,10 +31,10 @@ from lstm_forecast.bundle import (
     CONFIG_FILE,
     GLOBAL_FILE,
     HISTORY_FILE,
-    JSON_MEMORY_FACTOR,
     MAX_TICKERS,
     METRICS_FILE,
     OUT_OF_UNIVERSE_DIR,
+    check_json_memory,
     describe_damage,
     list_global_runs,
     list_runs,
@@ -43,7 +43,6 @@ from lstm_forecast.bundle import (
 from lstm_forecast.config import Config, read_yaml_mapping
 from lstm_forecast.errors import ForecastError, shorten
 from lstm_forecast.files import read_bounded
-from lstm_forecast.model import gib, memory_limit
 from lstm_forecast.sets import SUMMARY_JSON, Family, Probability, Ratio, SetSummary, adjusted_family
 from lstm_forecast.tables import FitTable
 
@@ -282,10 +281,7 @@ def read_record(path: Path, schema: type[RecordT], limit: int = READBACK_LIMIT) 
     the file and the damage. FileNotFoundError passes through: what a missing file means is the caller's."""
     what = f"a {path.name} this tool wrote"
     raw = read_bounded(path, limit, what)
-    # Parsed, a document takes many times its size (see bundle.JSON_MEMORY_FACTOR): refuse what would not fit.
-    if len(raw) > 1 << 20 and len(raw) * JSON_MEMORY_FACTOR > memory_limit():
-        raise ForecastError(f"{path}: {len(raw):,} bytes would need about {gib(len(raw) * JSON_MEMORY_FACTOR)} to "
-                            f"read, more than the {gib(memory_limit())} allowed here")
+    check_json_memory(path, len(raw))
     try:
         return schema.model_validate_json(raw)
     except ValidationError as exc:
