@@ -175,9 +175,10 @@ def set_report(
     global run), or `family` when given: tickers' separate runs, each q-value its ticker's in that family (the
     runs dir's), which the tickers listed cannot shrink."""
     scored = [record for record in records if record["row"]["status"] == "ok"]
+    pooled = pooled_dm(scored)
     joint = {
-        "pooled_dm": pooled_dm(scored),
-        "drivers": verdict_drivers(scored),
+        "pooled_dm": pooled,
+        "drivers": verdict_drivers(scored, pooled),
         # Per ticker, what its data cost (results.jsonl lines written before notes have none).
         "notes": {record["row"]["ticker"]: record["notes"] for record in records if record.get("notes")},
         "method": "per-ticker DM p-values (test period, all horizon days) adjusted by Benjamini-Hochberg; pooled "
@@ -260,11 +261,11 @@ def pooled_side(pooled: dict[str, Any]) -> str:
     return "better" if mean < 0 else "worse"
 
 
-def verdict_drivers(records: list[dict[str, Any]]) -> dict[str, Any]:
+def verdict_drivers(records: list[dict[str, Any]], pooled: dict[str, Any] | None = None) -> dict[str, Any]:
     """Which tickers drive the pooled test, so that one broken series cannot decide a set unseen: each ticker's
     share of the pooled mean loss differential (the shares sum to 1; a negative share pulls the other way) and
     the pooled test without it (leave-one-out), for the SHOWN_DRIVERS largest shares and every ticker whose
-    removal changes the verdict ("flips"); `line` says it in words."""
+    removal changes the verdict ("flips"); `line` says it in words. `pooled`: the set's `pooled_dm`, when made."""
     series = {record["row"]["ticker"]: pd.Series(record["differential"], index=pd.to_datetime(record["anchors"]))
               for record in records if record["differential"]}
     if len(series) < 2:
@@ -278,8 +279,7 @@ def verdict_drivers(records: list[dict[str, Any]]) -> dict[str, Any]:
     contributions = np.nansum(values / per_day[:, None], axis=0) / len(daily)
     horizon = max(record["horizon"] or 1 for record in records)
     total = float(daily.mean())
-    side = pooled_side({"pvalue": diebold_mariano(daily, np.zeros_like(daily), horizon=horizon)[1],
-                        "mean_differential": total})
+    side = pooled_side(pooled or pooled_dm(records))
     entries = []
     for column in np.argsort(-np.abs(contributions), kind="stable"):  # the largest shares first
         others = per_day - present[:, column]
